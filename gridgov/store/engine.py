@@ -1,0 +1,212 @@
+"""Engines, backend detection, migrations and the translation of driver errors to StoreError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from gridgov.errors import StoreError
+from gridgov.store.models import Base, GeometryType
+
+Backend = Literal["sqlite", "postgresql"]
+
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_INIT_HINT = "run `gridgov init` to create the schema"
+
+
+def detect_backend(url_or_engine: str | URL | Engine | Connection) -> Backend:
+    """Return which of the two supported backends a URL or engine points at.
+
+    Raises
+    ------
+    StoreError
+        If the URL is malformed or names a database gridgov does not support.
+    """
+    if isinstance(url_or_engine, Engine | Connection):
+        name = url_or_engine.dialect.name
+    else:
+        try:
+            name = make_url(url_or_engine).get_backend_name()
+        except ArgumentError as exc:
+            msg = f"not a database URL: {url_or_engine!s} ({exc})"
+            raise StoreError(msg) from exc
+    if name == "sqlite":
+        return "sqlite"
+    if name == "postgresql":
+        return "postgresql"
+    msg = f"unsupported database backend {name!r}: use sqlite:/// or postgresql+psycopg://"
+    raise StoreError(msg)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    # pysqlite opens transactions lazily and never for DDL; taking control of BEGIN makes a
+    # load (and a migration) one real transaction, so a failure leaves nothing half-written.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # Readers (the API) must not block the dispatcher's writes; WAL lets them run together.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA busy_timeout = 10000")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
+    """Create an engine configured for gridgov's two backends.
+
+    SQLite gets foreign keys, WAL and explicit transactions (DDL included); PostgreSQL uses
+    psycopg 3 with ``pool_pre_ping`` so a restarted server does not poison the pool.
+
+    Parameters
+    ----------
+    url
+        ``sqlite:///path.db`` or ``postgresql+psycopg://user@host/db``. A plain
+        ``postgresql://`` URL is switched to the psycopg 3 driver.
+    **kwargs
+        Passed on to :func:`sqlalchemy.create_engine`.
+
+    Returns
+    -------
+    Engine
+    """
+    backend = detect_backend(url)
+    sa_url = make_url(url)
+    try:
+        if backend == "postgresql":
+            if sa_url.drivername == "postgresql":
+                sa_url = sa_url.set(drivername="postgresql+psycopg")
+            kwargs.setdefault("pool_pre_ping", True)
+            return create_engine(sa_url, **kwargs)
+        engine = create_engine(sa_url, **kwargs)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        msg = f"cannot create an engine for {sa_url.render_as_string(hide_password=True)}: {exc}"
+        raise StoreError(msg) from exc
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _describe(engine: Engine | Connection) -> str:
+    return engine.engine.url.render_as_string(hide_password=True)
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
+        return True
+    return "no such table" in str(exc.orig)
+
+
+@contextmanager
+def translate_errors(engine: Engine | Connection) -> Iterator[None]:
+    """Turn driver errors a user can cause into :class:`StoreError` with a helpful message."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if _is_missing_table(exc):
+            msg = f"the store at {_describe(engine)} is not initialised; {_INIT_HINT}"
+            raise StoreError(msg) from exc
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            msg = f"cannot use the database at {_describe(engine)}: {exc.orig}"
+            raise StoreError(msg) from exc
+        raise
+
+
+def _alembic_config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    # env.py takes this connection instead of reading a URL from anywhere else.
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def init_db(url: str | URL | Engine) -> None:
+    """Create or upgrade the schema to the newest migration. Safe to run again.
+
+    Parameters
+    ----------
+    url
+        A database URL or an engine from :func:`create_engine_from_url`.
+
+    Raises
+    ------
+    StoreError
+        If the database cannot be reached or migrated.
+    """
+    engine = url if isinstance(url, Engine) else create_engine_from_url(url)
+    try:
+        with translate_errors(engine), engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+    finally:
+        if engine is not url:
+            engine.dispose()
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter: ignore objects that exist only on the other backend or belong to PostGIS."""
+    if type_ == "table" and reflected and compare_to is None:
+        # PostGIS and TIGER ship their own tables in the same database; they are not ours.
+        return name in Base.metadata.tables
+    return True
+
+
+def compare_type(
+    context: MigrationContext,
+    inspected_column: Any,
+    metadata_column: Any,
+    inspected_type: Any,
+    metadata_type: Any,
+) -> bool | None:
+    """Alembic type comparison that understands :class:`GeometryType` on both backends."""
+    if isinstance(metadata_type, GeometryType):
+        if context.dialect.name != "postgresql":
+            return inspected_type.__class__.__name__ not in {"BLOB", "LargeBinary", "_Binary"}
+        geometry_type = getattr(inspected_type, "geometry_type", None)
+        srid = getattr(inspected_type, "srid", None)
+        return not (geometry_type == metadata_type.geometry_type and srid == metadata_type.srid)
+    return None  # let Alembic decide
+
+
+def schema_diff(engine: Engine) -> list[Any]:
+    """List the differences between the models and the database schema (empty when in step).
+
+    Indexes that exist only on the other backend (the PostGIS GIST ones on SQLite) are expected
+    and left out.
+    """
+    with translate_errors(engine), engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={"compare_type": compare_type, "include_object": include_object},
+        )
+        diffs = compare_metadata(context, Base.metadata)
+    if detect_backend(engine) != "postgresql":
+        diffs = [d for d in diffs if not _is_pg_only_index(d)]
+    return list(diffs)
+
+
+def _is_pg_only_index(diff: Any) -> bool:
+    if not (isinstance(diff, tuple) and diff and diff[0] == "add_index"):
+        return False
+    return bool(diff[1].name and str(diff[1].name).endswith("_gist"))
+
+
+def is_initialised(engine: Engine) -> bool:
+    """Whether the schema exists (the ``areas`` table is the sign)."""
+    with translate_errors(engine), engine.connect() as connection:
+        return bool(inspect(connection).has_table("areas"))

@@ -1,0 +1,297 @@
+"""The one schema both stores share: SQLAlchemy 2 declarative models.
+
+Geometry columns use :class:`GeometryType`, which becomes a PostGIS ``geometry(<type>, 4326)`` on
+PostgreSQL and a plain WKB blob on SQLite, so the embedded store needs no SpatiaLite. Python code
+always sees shapely geometries in WGS84.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import shapely
+from geoalchemy2 import Geometry
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from gridgov.model import ForceKind, HandlingLevel, Level, TravelMode, UnitStatus
+
+#: SRID of every stored geometry.
+SRID = 4326
+
+# Deterministic constraint names keep Alembic autogenerate and hand-written migrations in step.
+_NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class GeometryType(TypeDecorator[BaseGeometry]):
+    """A shapely geometry column: PostGIS geometry on PostgreSQL, WKB bytes elsewhere.
+
+    Parameters
+    ----------
+    geometry_type
+        The PostGIS geometry type (``"POINT"``, ``"MULTIPOLYGON"``...).
+    srid
+        The spatial reference id; values are assumed to be in it already.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+    #: Read by GeoAlchemy2's DDL hooks: the GIST indexes are declared explicitly instead.
+    spatial_index = False
+
+    def __init__(self, geometry_type: str = "GEOMETRY", srid: int = SRID) -> None:
+        super().__init__()
+        self.geometry_type = geometry_type.upper()
+        self.srid = srid
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        # GeoAlchemy2's DDL hooks probe types with dialect=None; answering "not spatial" keeps
+        # them from adding indexes or columns of their own behind our migrations' back.
+        if dialect is not None and dialect.name == "postgresql":
+            # Spatial indexes are declared explicitly below so migrations and models match.
+            return dialect.type_descriptor(
+                Geometry(self.geometry_type, srid=self.srid, spatial_index=False)
+            )
+        if dialect is None:
+            return LargeBinary()
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, BaseGeometry):
+            msg = f"expected a shapely geometry, got {type(value).__name__}"
+            raise TypeError(msg)
+        if value.is_empty:
+            return None
+        if dialect.name == "postgresql":
+            # Hex EWKB is accepted both by the geometry input function and ST_GeomFromEWKT.
+            return shapely.to_wkb(shapely.set_srid(value, self.srid), hex=True, include_srid=True)
+        return shapely.to_wkb(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> BaseGeometry | None:
+        return geometry_from_db(value)
+
+    def __repr__(self) -> str:
+        return f"GeometryType({self.geometry_type!r}, srid={self.srid})"
+
+
+def geometry_from_db(value: Any) -> BaseGeometry | None:
+    """Turn whatever a driver returned for a geometry (WKB, hex EWKB, WKBElement) into shapely."""
+    if value is None:
+        return None
+    data = getattr(value, "data", value)  # GeoAlchemy2 WKBElement keeps the bytes in .data
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    geom = shapely.from_wkb(data)
+    return shapely.set_srid(geom, 0) if geom is not None else None
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp, stored and returned in UTC on every backend.
+
+    SQLite has no timezone type, so naive values there are read back as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            msg = f"expected a datetime, got {type(value).__name__}"
+            raise TypeError(msg)
+        if value.tzinfo is None:
+            msg = f"naive datetime {value.isoformat()} is ambiguous; give a timezone"
+            raise ValueError(msg)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _in(column: str, values: list[str]) -> str:
+    listed = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({listed})"
+
+
+def _deferred_fk(target: str) -> ForeignKey:
+    # Deferred so a whole dataset can be replaced inside one transaction in any row order;
+    # the references are checked once, at commit.
+    return ForeignKey(target, deferrable=True, initially="DEFERRED")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+class AreaRow(Base):
+    """One area of the hierarchy (district ... micro-grid). Geometry is always a MultiPolygon."""
+
+    __tablename__ = "areas"
+
+    code: Mapped[str] = mapped_column(String(18), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(String(16))
+    parent_code: Mapped[str | None] = mapped_column(String(18), _deferred_fk("areas.code"))
+    generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The bounding box lets SQLite (no spatial index) prefilter with plain B-tree range scans.
+    minx: Mapped[float] = mapped_column(Float)
+    miny: Mapped[float] = mapped_column(Float)
+    maxx: Mapped[float] = mapped_column(Float)
+    maxy: Mapped[float] = mapped_column(Float)
+    geometry: Mapped[BaseGeometry] = mapped_column(GeometryType("MULTIPOLYGON"))
+
+    __table_args__ = (
+        CheckConstraint(_in("level", [str(v) for v in Level]), name="level"),
+        CheckConstraint("minx <= maxx AND miny <= maxy", name="bbox"),
+        Index(None, "level"),
+        Index(None, "parent_code"),
+        Index(None, "minx", "maxx", "miny", "maxy"),
+        Index("ix_areas_geometry_gist", "geometry", postgresql_using="gist").ddl_if(
+            dialect="postgresql"
+        ),
+    )
+
+
+class OfficeRow(Base):
+    """A department's office stationed in (and commanded by) a street."""
+
+    __tablename__ = "offices"
+
+    office_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    department: Mapped[str] = mapped_column(Text)
+    street_code: Mapped[str] = mapped_column(String(18), _deferred_fk("areas.code"))
+    generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    position: Mapped[BaseGeometry | None] = mapped_column(GeometryType("POINT"))
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", [str(v) for v in ForceKind]), name="kind"),
+        Index(None, "street_code"),
+        Index("ix_offices_position_gist", "position", postgresql_using="gist").ddl_if(
+            dialect="postgresql"
+        ),
+    )
+
+
+class UnitRow(Base):
+    """A deployable unit: owned by a department's office, commanded by ``street_code``."""
+
+    __tablename__ = "units"
+
+    unit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    office_id: Mapped[str | None] = mapped_column(String(64), _deferred_fk("offices.office_id"))
+    department: Mapped[str] = mapped_column(Text)
+    street_code: Mapped[str] = mapped_column(String(18), _deferred_fk("areas.code"))
+    travel_mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    on_duty: Mapped[bool] = mapped_column(Boolean, default=True)
+    grid_code: Mapped[str | None] = mapped_column(String(18), _deferred_fk("areas.code"))
+    position: Mapped[BaseGeometry | None] = mapped_column(GeometryType("POINT"))
+    position_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    generated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", [str(v) for v in ForceKind]), name="kind"),
+        CheckConstraint(_in("travel_mode", [str(v) for v in TravelMode]), name="travel_mode"),
+        CheckConstraint(_in("status", [str(v) for v in UnitStatus]), name="status"),
+        Index(None, "kind"),
+        Index(None, "street_code"),
+        Index("ix_units_position_gist", "position", postgresql_using="gist").ddl_if(
+            dialect="postgresql"
+        ),
+    )
+
+
+class MatterRow(Base):
+    """One matter of the coordination catalogue (power 3): who leads, who assists, how fast."""
+
+    __tablename__ = "matters"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    domain: Mapped[str] = mapped_column(Text)
+    name_zh: Mapped[str] = mapped_column(Text)
+    name_en: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
+    lead_kind: Mapped[str] = mapped_column(String(32))
+    assist_kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
+    priority: Mapped[int] = mapped_column(Integer)
+    # The catalogue's own units: minutes to acknowledge and arrive, hours to resolve.
+    acknowledge_min: Mapped[float] = mapped_column(Float)
+    arrive_min: Mapped[float] = mapped_column(Float)
+    resolve_h: Mapped[float] = mapped_column(Float)
+    max_travel_min: Mapped[float] = mapped_column(Float)
+    handling_level: Mapped[str] = mapped_column(String(16))
+    event_class: Mapped[str] = mapped_column(String(8))
+    event_class_name: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(_in("lead_kind", [str(v) for v in ForceKind]), name="lead_kind"),
+        CheckConstraint(
+            _in("handling_level", [str(v) for v in HandlingLevel]), name="handling_level"
+        ),
+        CheckConstraint("priority BETWEEN 1 AND 4", name="priority"),
+    )
+
+
+class DatasetRow(Base):
+    """What was loaded into the store, when, and how many records of each kind."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(Text)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        CheckConstraint(
+            _in("kind", ["areas", "offices", "units", "matters", "files"]), name="kind"
+        ),
+        Index(None, "kind", "loaded_at"),
+    )
+
+
+# Core-level handles for bulk statements (typed as Table, which ``__table__`` is at run time).
+AREAS = cast(Table, AreaRow.__table__)
+OFFICES = cast(Table, OfficeRow.__table__)
+UNITS = cast(Table, UnitRow.__table__)
+MATTERS = cast(Table, MatterRow.__table__)
+DATASETS = cast(Table, DatasetRow.__table__)

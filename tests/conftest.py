@@ -1,0 +1,109 @@
+"""Shared fixtures.
+
+Database fixtures: ``store_url`` runs a test once on SQLite (a temporary file) and once on
+PostGIS (a fresh schema of the test database), and ``store_engine`` is that store initialised.
+Other test modules can add fixtures below; keep the database section together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from gridgov.settings import get_settings
+from gridgov.store import create_engine_from_url, init_db
+
+# --------------------------------------------------------------------------------------------
+# databases
+# --------------------------------------------------------------------------------------------
+
+
+def _postgis_unavailable(reason: str) -> None:
+    if get_settings().require_postgis:
+        pytest.fail(f"PostGIS is required (GRIDGOV_REQUIRE_POSTGIS) but unusable: {reason}")
+    pytest.skip(f"PostGIS not available: {reason}")
+
+
+def _ensure_test_database(url: str) -> None:
+    """Create the test database and the postgis extension when missing."""
+    sa_url = make_url(url)
+    admin = create_engine(sa_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": sa_url.database},
+            ).scalar()
+            if not exists:
+                connection.exec_driver_sql(f'CREATE DATABASE "{sa_url.database}"')
+    finally:
+        admin.dispose()
+    engine = create_engine(sa_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            # In public, so every per-test schema sees the PostGIS types through search_path.
+            connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgis_url() -> str:
+    """URL of a reachable PostGIS test database (skips, or fails in CI, when there is none)."""
+    url = get_settings().test_postgis_url
+    try:
+        _ensure_test_database(url)
+    except OperationalError as exc:
+        _postgis_unavailable(str(exc.orig).strip().splitlines()[0])
+    except Exception as exc:  # e.g. the postgis extension is not installed on the server
+        _postgis_unavailable(f"{type(exc).__name__}: {exc}")
+    return url
+
+
+@pytest.fixture
+def postgis_schema_url(postgis_url: str) -> Iterator[str]:
+    """A URL whose connections work in a new, empty schema; the schema is dropped afterwards.
+
+    A schema per test is much faster than a database per test and needs no cleanup of tables.
+    """
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgis_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = make_url(postgis_url).update_query_dict({"options": f"-csearch_path={schema},public"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URL of a new SQLite store file."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'gridgov.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgis", marks=pytest.mark.postgis)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """An empty, uninitialised store: once on SQLite, once on PostGIS."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("postgis_schema_url"))
+
+
+@pytest.fixture
+def store_engine(store_url: str) -> Iterator[Engine]:
+    """An initialised store (schema at the newest migration) on each backend."""
+    init_db(store_url)
+    engine = create_engine_from_url(store_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
