@@ -29,11 +29,13 @@ from gridgov.model import OFFICE_COLUMNS, UNIT_COLUMNS, ForceKind, Level, Travel
 from gridgov.network import read_link_table, select_with_margin
 from gridgov.settings import get_settings
 from gridgov.tessellate import (
-    CommunitySpec,
+    DEFAULT_GENERATED_COMMUNITIES,
     HierarchyPlan,
     ProgressCallback,
-    StreetSpec,
     generate_hierarchy,
+    plan_from_admin_table,
+    read_admin_table,
+    transform_anchors,
 )
 
 DISTRICT_CODE = "510106000000"
@@ -60,7 +62,7 @@ STREET_ANCHORS: dict[str, tuple[float, float]] = {
     "天回镇街道": (104.100, 30.770),
 }
 #: Communities generated for a street the code table lists none for (驷马桥街道).
-GENERATED_COMMUNITIES = 6
+GENERATED_COMMUNITIES = DEFAULT_GENERATED_COMMUNITIES
 #: Road network kept around the district so units near the border route correctly (metres).
 ROAD_MARGIN_M = 1500.0
 N_GRIDS = 1000
@@ -94,39 +96,21 @@ class ReferenceDistrict:
     gdf_units: gpd.GeoDataFrame
 
 
-def _read_admin(path: Path) -> pd.DataFrame:
-    try:
-        admin = pd.read_csv(path, dtype=str)
-    except OSError as exc:
-        msg = f"cannot read {path}: {exc}"
-        raise DataFileError(msg) from exc
-    missing = {"level", "code", "name", "parent_code"} - set(admin.columns)
-    if missing:
-        msg = f"{path}: missing column(s) {sorted(missing)}"
-        raise DataFileError(msg)
-    return admin
-
-
 def reference_plan(admin: pd.DataFrame, to_metric: Transformer) -> HierarchyPlan:
-    """The Jinniu plan: real streets and communities, generated ones where the table has none."""
-    streets = []
-    for row in admin[admin["level"] == "street"].itertuples():
-        rows = admin[(admin["level"] == "community") & (admin["parent_code"] == row.code)]
-        comms = tuple(CommunitySpec(str(c.code), str(c.name)) for c in rows.itertuples())
-        if not comms:
-            short = str(row.name).removesuffix("街道")
-            # The 9xx range keeps generated codes clear of the real table's numbering.
-            comms = tuple(
-                CommunitySpec(f"{str(row.code)[:9]}{900 + i}", f"{short}第{i}社区（生成）", False)
-                for i in range(1, GENERATED_COMMUNITIES + 1)
-            )
-        anchor = STREET_ANCHORS.get(str(row.name))
-        metric_anchor = None
-        if anchor is not None:
-            x, y = to_metric.transform(*anchor)
-            metric_anchor = (float(x), float(y))
-        streets.append(StreetSpec(str(row.code), str(row.name), comms, metric_anchor))
-    return HierarchyPlan(DISTRICT_CODE, DISTRICT_NAME, tuple(streets), N_GRIDS, N_MICROGRIDS)
+    """The Jinniu plan: real streets and communities, generated ones where the table has none.
+
+    Street anchors come from :data:`STREET_ANCHORS` (WGS84) and are returned in the metric CRS
+    of ``to_metric``, as :func:`generate_hierarchy` expects.
+    """
+    table = admin.copy()
+    anchors = [STREET_ANCHORS.get(str(name)) for name in table["name"]]
+    is_street = (table["level"] == "street").to_numpy()
+    table["lon"] = [a[0] if a and s else np.nan for a, s in zip(anchors, is_street, strict=True)]
+    table["lat"] = [a[1] if a and s else np.nan for a, s in zip(anchors, is_street, strict=True)]
+    plan = plan_from_admin_table(
+        table, N_GRIDS, N_MICROGRIDS, generated_communities=GENERATED_COMMUNITIES
+    )
+    return transform_anchors(plan, to_metric.transform)
 
 
 def district_boundary(gdf_nodes_metric: gpd.GeoDataFrame, inside: np.ndarray) -> Polygon:
@@ -358,7 +342,7 @@ def build_reference_district(
     gdf_nodes, gdf_links = read_link_table(
         data_dir / "chengdu" / "roads_nodes.csv", data_dir / "chengdu" / "roads_links.csv"
     )
-    admin = _read_admin(data_dir / "chengdu" / "jinniu_admin_units.csv")
+    admin = read_admin_table(data_dir / "chengdu" / "jinniu_admin_units.csv")
     report("roads", 1, 1)
     report("boundary", 0, 1)
     nodes_m = gdf_nodes.to_crs(metric)

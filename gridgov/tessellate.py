@@ -19,23 +19,48 @@ How it works
    edge, level by level from the street down.
 3. **Dissolve bottom-up.** Every area of every level is the union of its faces, so neighbours
    share identical vertices and every child lies exactly within its parent.
+
+Running it on your own district
+-------------------------------
+:func:`read_boundary` and :func:`read_roads` read files (or a Chengdu-style link-table folder) in
+a declared CRS; :func:`plan_from_counts` or :func:`plan_from_admin_table` says what to generate;
+:func:`generate_areas` checks the inputs, works in a metric CRS and returns EPSG:4326 areas::
+
+    plan = plan_from_counts("510199000000", "某区", n_streets=3, communities_per_street=3,
+                            n_grids=60, n_microgrids=400)
+    gdf_areas = generate_areas(read_boundary("district.geojson", "gcj02"),
+                               read_roads("roads.gpkg", "gcj02"), plan, seed=1)
+    gdf_areas.attrs["warnings"]   # fallbacks and shortfalls, also logged
+
+When no road line reaches the boundary, the areas are k-means Voronoi cells; that is a warning,
+not an error, because a district without mapped roads still needs grids.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
+import pyogrio
 import shapely
+from pyproj import CRS, Transformer
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import MultiPolygon, Point, Polygon
 
+from gridgov.crs import gdf_to_wgs84, to_wgs84
+from gridgov.errors import CRSError, DataFileError, InputError
 from gridgov.model import Level
+from gridgov.network import read_link_table
+
+logger = logging.getLogger(__name__)
 
 #: Grid (metres) to which all boundary linework is snapped before noding.
 GRID_SIZE = 0.01
@@ -46,6 +71,24 @@ _KMEANS_ITERATIONS = 25
 _SMALL_BLOCK_SHARE = 0.25
 #: Blocks larger than this many target areas are pre-split before growing children from blocks.
 _LARGE_BLOCK_SHARE = 1.5
+
+#: Communities generated for a street an admin table lists none for.
+DEFAULT_GENERATED_COMMUNITIES = 6
+#: Generated community numbers start above this, clear of a real table's numbering.
+_GENERATED_COMMUNITY_BASE = 900
+#: Grids per community, micro-grids per grid and streets per district: 3-digit numbers.
+_MAX_SERIAL = 999
+#: Smallest mean micro-grid area (m²) :func:`generate_areas` accepts; a micro-grid is 30-100
+#: households, so anything smaller is a wrong count or a boundary in the wrong CRS.
+MIN_MICROGRID_AREA_M2 = 1000.0
+#: Inputs of :func:`generate_areas` are snapped to this WGS84 grid (about 1 cm, the generator's
+#: own precision): the generator is chaotic (k-means, rejection sampling), so without it the
+#: 1e-14 degree noise of a GCJ-02 round trip could change which piece goes where.
+INPUT_PRECISION_DEG = 1e-7
+#: Columns an admin-unit table must have (``lon``/``lat`` are optional).
+ADMIN_COLUMNS = ("level", "code", "name", "parent_code")
+#: Files of a Chengdu-style link table, in a folder given as roads.
+LINK_TABLE_FILES = ("roads_nodes.csv", "roads_links.csv")
 
 #: Called as ``progress(stage, done, total)`` while the hierarchy is built.
 ProgressCallback = Callable[[str, int, int], None]
@@ -788,3 +831,784 @@ def _dissolve(
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
     frame["generated"] = True
     return frame[["code", "name", "level", "parent_code", "generated", "name_source", "geometry"]]
+
+
+# --------------------------------------------------------------------------------------------
+# plans: what to generate
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _is_digits(code: object, length: int) -> bool:
+    return isinstance(code, str) and len(code) == length and code.isascii() and code.isdigit()
+
+
+def _count_problems(communities: Sequence[int], n_grids: object, n_microgrids: object) -> list[str]:
+    """Problems with the grid and micro-grid totals for streets holding ``communities`` each."""
+    problems: list[str] = []
+    n_comm = int(sum(communities))
+    if not _is_count(n_grids):
+        problems.append(f"n_grids must be an integer, got {n_grids!r}")
+    elif int(n_grids) < max(n_comm, 1):  # type: ignore[call-overload]
+        problems.append(
+            f"n_grids ({n_grids}) must be at least the number of communities ({n_comm}): "
+            "every community needs a grid"
+        )
+    elif int(n_grids) > _MAX_SERIAL * max(n_comm, 1):  # type: ignore[call-overload]
+        problems.append(
+            f"n_grids ({n_grids}) exceeds {_MAX_SERIAL} per community ({n_comm} communities): "
+            "grid numbers have 3 digits"
+        )
+    if not _is_count(n_microgrids):
+        problems.append(f"n_microgrids must be an integer, got {n_microgrids!r}")
+    elif _is_count(n_grids):
+        grids, micros = int(n_grids), int(n_microgrids)  # type: ignore[call-overload]
+        if micros < grids:
+            problems.append(
+                f"n_microgrids ({micros}) must be at least n_grids ({grids}): "
+                "every grid needs a micro-grid"
+            )
+        elif micros > _MAX_SERIAL * grids:
+            problems.append(
+                f"n_microgrids ({micros}) exceeds {_MAX_SERIAL} per grid ({grids} grids): "
+                "micro-grid numbers have 3 digits"
+            )
+    return problems
+
+
+def _raise_problems(problems: list[str], what: str, error: type[InputError] = InputError) -> None:
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        msg = f"{len(problems)} problem(s) in the {what}:\n{lines}"
+        raise error(msg)
+
+
+def plan_from_counts(
+    district_code: str,
+    district_name: str,
+    n_streets: int,
+    communities_per_street: int | Sequence[int],
+    n_grids: int,
+    n_microgrids: int,
+) -> HierarchyPlan:
+    """A plan with generated streets and communities: codes numbered from 001, plain names.
+
+    Parameters
+    ----------
+    district_code
+        The district's 12-digit code, ending in ``000000`` (e.g. ``510106000000``).
+    district_name
+        The district's name.
+    n_streets
+        Number of streets, 1 to 999. Street ``i`` gets code ``district[:6] + f"{i:03d}" + "000"``
+        and the name ``第{i}街道``.
+    communities_per_street
+        One number for every street, or one per street. Community ``j`` of street ``i`` gets code
+        ``street[:9] + f"{j:03d}"`` and the name ``第{i}街道第{j}社区``.
+    n_grids, n_microgrids
+        Totals to aim for; ``communities <= n_grids <= n_microgrids``.
+
+    Returns
+    -------
+    HierarchyPlan
+        Every street and community has ``official=False`` (``name_source`` is ``generated``) and
+        no anchor.
+
+    Raises
+    ------
+    InputError
+        Listing every problem with the arguments.
+    """
+    problems: list[str] = []
+    code = district_code.strip() if isinstance(district_code, str) else district_code
+    if not _is_digits(code, 12):
+        problems.append(f"district code {district_code!r} is not 12 digits")
+    elif not str(code).endswith("000000"):
+        problems.append(
+            f"district code {code} must end in 000000 (6 digits name the district, "
+            "the street and community digits are zero)"
+        )
+    if not isinstance(district_name, str) or not district_name.strip():
+        problems.append("the district name is empty")
+    counts: list[int] = []
+    if not _is_count(n_streets) or n_streets < 1:
+        problems.append(f"n_streets must be an integer >= 1, got {n_streets!r}")
+    elif n_streets > _MAX_SERIAL:
+        problems.append(
+            f"n_streets ({n_streets}) exceeds {_MAX_SERIAL}: street numbers have 3 digits"
+        )
+    else:
+        per_street: list[object] = (
+            [communities_per_street] * int(n_streets)
+            if isinstance(communities_per_street, int | np.integer)
+            else list(communities_per_street)
+        )
+        if len(per_street) != n_streets:
+            problems.append(
+                f"communities_per_street has {len(per_street)} numbers for {n_streets} streets"
+            )
+        for i, k in enumerate(per_street, start=1):
+            if not _is_count(k) or not 1 <= int(k) <= _MAX_SERIAL:  # type: ignore[call-overload]
+                problems.append(
+                    f"street {i}: communities must be an integer from 1 to {_MAX_SERIAL}, got {k!r}"
+                )
+        if not problems:
+            counts = [int(k) for k in per_street]  # type: ignore[call-overload]
+    if counts:
+        problems.extend(_count_problems(counts, n_grids, n_microgrids))
+    _raise_problems(problems, "plan")
+    streets = []
+    for i, k in enumerate(counts, start=1):
+        street_code = f"{str(code)[:6]}{i:03d}000"
+        street_name = f"第{i}街道"
+        comms = tuple(
+            CommunitySpec(f"{street_code[:9]}{j:03d}", f"{street_name}第{j}社区", official=False)
+            for j in range(1, k + 1)
+        )
+        streets.append(StreetSpec(street_code, street_name, comms, official=False))
+    return HierarchyPlan(
+        str(code), district_name.strip(), tuple(streets), int(n_grids), int(n_microgrids)
+    )
+
+
+def _code_text(value: object) -> str:
+    """A code cell as text: integers and integral floats (from a spreadsheet) become digits."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def read_admin_table(path: str | Path) -> pd.DataFrame:
+    """Read an admin-unit table (CSV, every column as text) like ``jinniu_admin_units.csv``.
+
+    Raises
+    ------
+    DataFileError
+        The file is missing or unreadable, or lacks one of ``level,code,name,parent_code``.
+    """
+    path = Path(path)
+    try:
+        admin = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        msg = f"cannot read {path}: {exc}"
+        raise DataFileError(msg) from exc
+    missing = set(ADMIN_COLUMNS) - set(admin.columns)
+    if missing:
+        msg = f"{path}: missing column(s) {sorted(missing)}"
+        raise DataFileError(msg)
+    return admin
+
+
+def plan_from_admin_table(
+    df: pd.DataFrame,
+    n_grids: int,
+    n_microgrids: int,
+    *,
+    generated_communities: int = DEFAULT_GENERATED_COMMUNITIES,
+    crs: str | int = "wgs84",
+    source: str = "admin table",
+) -> HierarchyPlan:
+    """A plan from a table of real districts, streets and communities.
+
+    Parameters
+    ----------
+    df
+        Columns ``level`` (``district``, ``street`` or ``community``), ``code`` (12 digits),
+        ``name``, ``parent_code``; optional ``lon`` and ``lat`` give a street an anchor (where it
+        is grown from). One district row; its ``parent_code`` is not checked. Streets and
+        communities are placed in table order.
+    n_grids, n_microgrids
+        Totals to aim for.
+    generated_communities
+        Communities generated for a street the table lists none for: codes
+        ``street[:9] + "901"``.. (the 9xx range stays clear of real numbering), names
+        ``{street without 街道}第{i}社区（生成）``. 0 makes such a street an error.
+    crs
+        What ``lon``/``lat`` are (``wgs84``, ``gcj02``, ``bd09`` or an EPSG code).
+    source
+        Names the table in error messages (e.g. its path).
+
+    Returns
+    -------
+    HierarchyPlan
+        Official names and codes from the table; anchors in WGS84 (lon, lat).
+
+    Raises
+    ------
+    DataFileError
+        Listing every problem: missing columns, unknown levels, malformed or duplicate codes,
+        no (or several) district rows, unknown parent codes, codes not under their parent's
+        prefix, bad coordinates, impossible totals.
+    """
+    missing = [c for c in ADMIN_COLUMNS if c not in df.columns]
+    if missing:
+        found = ", ".join(str(c) for c in df.columns)
+        msg = f"{source}: missing column(s) {', '.join(missing)} (found: {found})"
+        raise DataFileError(msg)
+    problems: list[str] = []
+    has_lon, has_lat = "lon" in df.columns, "lat" in df.columns
+    if has_lon != has_lat:
+        problems.append("give both lon and lat columns, or neither")
+    levels = [str(v).strip().lower() if not pd.isna(v) else "" for v in df["level"]]
+    codes = [_code_text(v) for v in df["code"]]
+    names = [str(v).strip() if not pd.isna(v) else "" for v in df["name"]]
+    parents = [_code_text(v) for v in df["parent_code"]]
+    known_levels = (Level.DISTRICT.value, Level.STREET.value, Level.COMMUNITY.value)
+    for row, (level, code, name) in enumerate(zip(levels, codes, names, strict=True), start=1):
+        if level not in known_levels:
+            problems.append(
+                f"row {row}: unknown level {level!r} (expected {', '.join(known_levels)})"
+            )
+        if not _is_digits(code, 12):
+            problems.append(f"row {row}: code {code!r} is not 12 digits")
+        if not name:
+            problems.append(f"row {row}: empty name")
+    rows_of: dict[str, list[int]] = {}
+    for row, code in enumerate(codes, start=1):
+        rows_of.setdefault(code, []).append(row)
+    for code, rows in rows_of.items():
+        if len(rows) > 1 and code:
+            problems.append(f"duplicate code {code} in rows {rows}")
+    district_rows = [i for i, level in enumerate(levels) if level == Level.DISTRICT.value]
+    if not district_rows:
+        problems.append("no district row")
+    elif len(district_rows) > 1:
+        problems.append(f"several district rows: {[i + 1 for i in district_rows]}")
+    district = district_rows[0] if district_rows else None
+    district_code = codes[district] if district is not None else ""
+    street_rows = [i for i, level in enumerate(levels) if level == Level.STREET.value]
+    street_codes = {codes[i] for i in street_rows}
+    for i in street_rows:
+        if district is not None and parents[i] != district_code:
+            problems.append(
+                f"row {i + 1}: street {codes[i]} has parent {parents[i]!r}, "
+                f"not the district {district_code}"
+            )
+        elif district is not None and not (
+            codes[i].startswith(district_code[:6]) and codes[i].endswith("000")
+        ):
+            problems.append(
+                f"row {i + 1}: street code {codes[i]} must be {district_code[:6]}nnn000 "
+                "(the district's 6 digits, a street number, 000)"
+            )
+    children: dict[str, list[int]] = {code: [] for code in street_codes}
+    for i, level in enumerate(levels):
+        if level != Level.COMMUNITY.value:
+            continue
+        if parents[i] not in street_codes:
+            problems.append(
+                f"row {i + 1}: community {codes[i]} has unknown parent street {parents[i]!r}"
+            )
+            continue
+        children[parents[i]].append(i)
+        if not codes[i].startswith(parents[i][:9]) or codes[i] == parents[i]:
+            problems.append(
+                f"row {i + 1}: community code {codes[i]} must start with its street's "
+                f"9 digits {parents[i][:9]} and not end in 000"
+            )
+    if not street_rows:
+        problems.append("no street rows")
+    if not _is_count(generated_communities) or not 0 <= generated_communities <= 99:
+        problems.append(
+            f"generated_communities must be an integer from 0 to 99, got {generated_communities!r}"
+        )
+    elif generated_communities == 0:
+        for i in street_rows:
+            if not children[codes[i]]:
+                problems.append(f"row {i + 1}: street {codes[i]} has no community")
+    lon = lat = None
+    if has_lon and has_lat:
+        lon = pd.to_numeric(df["lon"], errors="coerce").to_numpy(float)
+        lat = pd.to_numeric(df["lat"], errors="coerce").to_numpy(float)
+        for i in street_rows:
+            given = (not pd.isna(df["lon"].iloc[i]), not pd.isna(df["lat"].iloc[i]))
+            if given[0] != given[1]:
+                problems.append(f"row {i + 1}: give both lon and lat, or neither")
+            elif given[0] and not (np.isfinite(lon[i]) and np.isfinite(lat[i])):
+                problems.append(
+                    f"row {i + 1}: lon/lat {df['lon'].iloc[i]!r}, {df['lat'].iloc[i]!r} "
+                    "are not numbers"
+                )
+    per_street = [
+        len(children[codes[i]]) or int(generated_communities)
+        for i in street_rows
+        if codes[i] in children
+    ]
+    problems.extend(_count_problems(per_street, n_grids, n_microgrids))
+    _raise_problems(problems, source, DataFileError)
+
+    anchors: dict[int, tuple[float, float]] = {}
+    if lon is not None and lat is not None:
+        placed = [i for i in street_rows if np.isfinite(lon[i]) and np.isfinite(lat[i])]
+        if placed:
+            try:
+                wlon, wlat = to_wgs84(lon[placed], lat[placed], crs)
+            except CRSError as exc:
+                msg = f"{source}: street lon/lat: {exc}"
+                raise DataFileError(msg) from exc
+            anchors = {i: (float(x), float(y)) for i, x, y in zip(placed, wlon, wlat, strict=True)}
+    streets = []
+    for i in street_rows:
+        comms = tuple(CommunitySpec(codes[c], names[c]) for c in children[codes[i]])
+        if not comms:
+            short = names[i].removesuffix("街道")
+            comms = tuple(
+                CommunitySpec(
+                    f"{codes[i][:9]}{_GENERATED_COMMUNITY_BASE + k}",
+                    f"{short}第{k}社区（生成）",
+                    official=False,
+                )
+                for k in range(1, int(generated_communities) + 1)
+            )
+        streets.append(StreetSpec(codes[i], names[i], comms, anchors.get(i)))
+    assert district is not None  # checked above; helps the type checker
+    return HierarchyPlan(
+        district_code, names[district], tuple(streets), int(n_grids), int(n_microgrids)
+    )
+
+
+def transform_anchors(
+    plan: HierarchyPlan, transform: Callable[[float, float], tuple[float, float]]
+) -> HierarchyPlan:
+    """A copy of ``plan`` whose street anchors went through ``transform(x, y) -> (x, y)``.
+
+    For example ``Transformer.from_crs("EPSG:4326", "EPSG:32648", always_xy=True).transform``
+    turns WGS84 anchors into the metric ones :func:`generate_hierarchy` expects.
+    """
+    streets = []
+    for street in plan.streets:
+        anchor = street.anchor
+        if anchor is not None:
+            x, y = transform(*anchor)
+            anchor = (float(x), float(y))
+        streets.append(replace(street, anchor=anchor))
+    return replace(plan, streets=tuple(streets))
+
+
+def plan_problems(plan: HierarchyPlan) -> list[str]:
+    """Everything wrong with a plan's codes, names and totals (empty when it can be generated).
+
+    Checks: the district code is 12 digits ending in ``000000``; every street code is the
+    district's 6 digits + 3 + ``000``; every community code starts with its street's 9 digits
+    and does not end in ``000``; codes are unique; names are not empty; every street has a
+    community; ``communities <= n_grids <= n_microgrids`` within the 3-digit numbering.
+    """
+    problems: list[str] = []
+    dcode = plan.district_code
+    if not _is_digits(dcode, 12) or not dcode.endswith("000000"):
+        problems.append(f"district code {dcode!r} is not 12 digits ending in 000000")
+    if not plan.district_name.strip():
+        problems.append("the district name is empty")
+    if not plan.streets:
+        problems.append("the plan has no street")
+    elif len(plan.streets) > _MAX_SERIAL:
+        problems.append(f"{len(plan.streets)} streets: at most {_MAX_SERIAL}")
+    seen: set[str] = {dcode}
+    for street in plan.streets:
+        scode = street.code
+        if not (_is_digits(scode, 12) and scode.startswith(dcode[:6]) and scode.endswith("000")):
+            problems.append(f"street code {scode!r} is not {dcode[:6]}nnn000")
+        if scode in seen:
+            problems.append(f"duplicate code {scode}")
+        seen.add(scode)
+        if not street.name.strip():
+            problems.append(f"street {scode}: empty name")
+        if not street.communities:
+            problems.append(f"street {scode} has no community")
+        for comm in street.communities:
+            ccode = comm.code
+            if not (_is_digits(ccode, 12) and ccode.startswith(scode[:9])) or ccode.endswith("000"):
+                problems.append(f"community code {ccode!r} does not fit street {scode}")
+            if ccode in seen:
+                problems.append(f"duplicate code {ccode}")
+            seen.add(ccode)
+            if not comm.name.strip():
+                problems.append(f"community {ccode}: empty name")
+    problems.extend(
+        _count_problems([len(s.communities) for s in plan.streets], plan.n_grids, plan.n_microgrids)
+    )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# the user-level entry: boundary and roads files in any declared CRS
+
+
+def _vector_file(path: Path, what: str, layer: str | int | None) -> gpd.GeoDataFrame:
+    if not path.exists():
+        msg = f"{what} file not found: {path}"
+        raise DataFileError(msg)
+    try:
+        if path.suffix.lower() in (".parquet", ".geoparquet"):
+            return gpd.read_parquet(path)
+        return pyogrio.read_dataframe(path, layer=layer)
+    except Exception as exc:  # GDAL and arrow raise many unrelated types for a bad file
+        msg = f"cannot read {what} file {path}: {exc}"
+        raise DataFileError(msg) from exc
+
+
+def _declared_to_wgs84(
+    gdf: gpd.GeoDataFrame, crs: str | int | None, where: str
+) -> gpd.GeoDataFrame:
+    try:
+        return gdf_to_wgs84(gdf, crs)
+    except CRSError as exc:
+        msg = f"{where}: {exc}"
+        raise CRSError(msg) from exc
+
+
+def read_boundary(
+    path: str | Path, crs: str | int | None = None, *, layer: str | int | None = None
+) -> gpd.GeoDataFrame:
+    """Read a boundary file (GeoJSON, GeoPackage, GeoParquet, Shapefile, ...) into EPSG:4326.
+
+    Parameters
+    ----------
+    path
+        The file.
+    crs
+        What its coordinates really are (``wgs84``, ``gcj02``, ``bd09`` or an EPSG code); it
+        overrides the file's own CRS, because GCJ-02 data is routinely labelled EPSG:4326.
+        ``None`` trusts the file.
+    layer
+        Layer of a multi-layer file; the first one by default.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The features as read, geometry in EPSG:4326; :func:`generate_areas` checks them.
+
+    Raises
+    ------
+    DataFileError
+        The file is missing or unreadable (the message names it).
+    CRSError
+        The declared CRS is unknown, missing, or gives impossible coordinates.
+    """
+    path = Path(path)
+    return _declared_to_wgs84(_vector_file(path, "boundary", layer), crs, str(path))
+
+
+def read_roads(
+    path: str | Path, crs: str | int | None = None, *, layer: str | int | None = None
+) -> gpd.GeoDataFrame:
+    """Read road lines from a vector file, or from a folder holding a Chengdu-style link table.
+
+    Parameters
+    ----------
+    path
+        A vector file of LineStrings/MultiLineStrings, or a folder with ``roads_nodes.csv`` and
+        ``roads_links.csv`` (read by :func:`gridgov.network.read_link_table`; a two-way road is
+        kept once).
+    crs
+        What the coordinates really are; ``None`` trusts the file (a link table is WGS84).
+    layer
+        Layer of a multi-layer file; the first one by default.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Geometry in EPSG:4326 (link tables keep their link columns).
+
+    Raises
+    ------
+    DataFileError
+        The file or folder is missing or unreadable (the message names it).
+    CRSError
+        The declared CRS is unknown, missing, or gives impossible coordinates.
+    """
+    path = Path(path)
+    if path.is_dir():
+        nodes, links = path / LINK_TABLE_FILES[0], path / LINK_TABLE_FILES[1]
+        absent = [p.name for p in (nodes, links) if not p.is_file()]
+        if absent:
+            msg = (
+                f"road folder {path} lacks {', '.join(absent)}; give a vector file of road "
+                f"lines, or a folder with {' and '.join(LINK_TABLE_FILES)}"
+            )
+            raise DataFileError(msg)
+        _, gdf_links = read_link_table(nodes, links)
+        pair = np.sort(gdf_links[["u", "v"]].to_numpy(), axis=1)
+        gdf_links = gdf_links[~pd.DataFrame(pair).duplicated().to_numpy()]
+        return _declared_to_wgs84(gdf_links.reset_index(drop=True), crs or "wgs84", str(path))
+    return _declared_to_wgs84(_vector_file(path, "roads", layer), crs, str(path))
+
+
+def _as_frame(data: gpd.GeoDataFrame | gpd.GeoSeries, what: str) -> gpd.GeoDataFrame:
+    if isinstance(data, gpd.GeoSeries):
+        return gpd.GeoDataFrame(geometry=data)
+    if isinstance(data, gpd.GeoDataFrame):
+        return data
+    msg = f"the {what} must be a GeoDataFrame or GeoSeries, got {type(data).__name__}"
+    raise InputError(msg)
+
+
+def _rows(mask: np.ndarray, limit: int = 10) -> str:
+    rows = np.flatnonzero(mask)
+    shown = ", ".join(str(int(r)) for r in rows[:limit])
+    return f"{shown}, ..." if len(rows) > limit else shown
+
+
+def _boundary_problems(geoms: np.ndarray) -> list[str]:
+    problems: list[str] = []
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    if missing.any():
+        problems.append(f"feature(s) {_rows(missing)} have no geometry")
+    types = shapely.get_type_id(geoms)
+    polygonal = np.isin(types, (3, 6))  # Polygon, MultiPolygon
+    wrong = ~missing & ~polygonal
+    kinds = np.array([g.geom_type if w else "" for g, w in zip(geoms, wrong, strict=True)])
+    for name in sorted(set(kinds[wrong].tolist())):
+        of_type = kinds == name
+        problems.append(
+            f"feature(s) {_rows(of_type)} are {name}s; a boundary must be Polygons or MultiPolygons"
+        )
+    check = ~missing & polygonal
+    invalid = check.copy()
+    invalid[check] = ~shapely.is_valid(geoms[check])
+    for row in np.flatnonzero(invalid)[:10]:
+        reason = shapely.is_valid_reason(geoms[row])
+        problems.append(
+            f"feature {int(row)} is not a valid polygon ({reason}); repair it first, e.g. "
+            "with shapely.make_valid or QGIS 'Fix geometries'"
+        )
+    if invalid.sum() > 10:
+        problems.append(f"... and {int(invalid.sum()) - 10} more invalid feature(s)")
+    return problems
+
+
+def _snapped(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    out = gdf.copy()
+    geoms = shapely.set_precision(gdf.geometry.to_numpy(), INPUT_PRECISION_DEG)
+    out[gdf.geometry.name] = gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs)
+    return out
+
+
+def _metric_crs(metric_crs: str) -> CRS:
+    try:
+        metric = CRS.from_user_input(metric_crs)
+    except Exception as exc:  # pyproj raises its own CRSError, and TypeError for odd input
+        msg = f"unknown metric CRS {metric_crs!r}: {exc}"
+        raise CRSError(msg) from exc
+    units = {axis.unit_name for axis in metric.axis_info}
+    if not metric.is_projected or not units <= {"metre", "meter"}:
+        msg = f"metric CRS {metric_crs!r} must be projected in metres (e.g. a UTM zone)"
+        raise CRSError(msg)
+    return metric
+
+
+def _district_polygon(gdf_boundary: gpd.GeoDataFrame, metric: CRS, notes: list[str]) -> Polygon:
+    geoms = gdf_boundary.to_crs(metric).geometry.to_numpy()
+    union = shapely.union_all(geoms)
+    parts = _polygons_of(union)
+    if not parts:
+        msg = "the boundary has zero area"
+        raise InputError(msg)
+    if len(parts) > 1:
+        sizes = sorted((p.area / 1e6 for p in parts), reverse=True)
+        listed = ", ".join(f"{s:.4g}" for s in sizes[:5])
+        msg = (
+            f"the boundary is {len(parts)} separate pieces (km²: {listed}"
+            f"{', ...' if len(parts) > 5 else ''}); give one connected area, or generate each "
+            "piece on its own"
+        )
+        raise InputError(msg)
+    polygon = parts[0]
+    if polygon.interiors:
+        holes = sum(Polygon(ring).area for ring in polygon.interiors)
+        notes.append(
+            f"the boundary has {len(polygon.interiors)} hole(s) ({holes / 1e6:.4g} km²); they were "
+            "filled, so the areas cover them"
+        )
+        polygon = Polygon(polygon.exterior)
+    return polygon
+
+
+def _road_lines(
+    gdf_roads: gpd.GeoDataFrame | gpd.GeoSeries | None,
+    crs: str | int | None,
+    district: Polygon,
+    metric: CRS,
+    notes: list[str],
+) -> np.ndarray | None:
+    if gdf_roads is None:
+        notes.append("no roads given: areas are k-means Voronoi cells, not road blocks")
+        return None
+    frame = _as_frame(gdf_roads, "roads")
+    geoms = frame.geometry.to_numpy()
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    lines = np.isin(shapely.get_type_id(geoms), (1, 2, 5))  # LineString, LinearRing, Multi
+    wrong = ~missing & ~lines
+    if wrong.any():
+        kinds = sorted({g.geom_type for g in geoms[wrong]})
+        msg = (
+            f"the roads hold {int(wrong.sum())} feature(s) that are not lines "
+            f"({', '.join(kinds)}; rows {_rows(wrong)}); give LineStrings or MultiLineStrings"
+        )
+        raise InputError(msg)
+    frame = frame[~missing]
+    if len(frame) == 0:
+        notes.append("the roads hold no geometry: areas are k-means Voronoi cells")
+        return None
+    frame = _snapped(_declared_to_wgs84(frame, crs, "roads"))
+    projected = frame.to_crs(metric).geometry.to_numpy()
+    touching = shapely.intersects(projected, district)
+    if not touching.any():
+        notes.append(
+            f"none of the {len(projected)} road line(s) reaches the boundary (check that both "
+            "are in the declared CRS): areas are k-means Voronoi cells, not road blocks"
+        )
+        return None
+    return np.asarray(projected[touching], dtype=object)
+
+
+def generate_areas(
+    gdf_boundary: gpd.GeoDataFrame | gpd.GeoSeries,
+    gdf_roads: gpd.GeoDataFrame | gpd.GeoSeries | None,
+    plan: HierarchyPlan,
+    *,
+    seed: int = 0,
+    crs: str | int | None = None,
+    metric_crs: str = "EPSG:32648",
+    progress: ProgressCallback | None = None,
+) -> gpd.GeoDataFrame:
+    """Generate the area hierarchy of a boundary from its roads, as a user would run it.
+
+    Parameters
+    ----------
+    gdf_boundary
+        The district: one polygon, or several that are dissolved into one connected area. Holes
+        are filled (noted in the warnings).
+    gdf_roads
+        Road lines (LineString/MultiLineString); they may reach beyond the boundary. ``None``,
+        or roads that miss the boundary, give k-means Voronoi cells instead of road blocks (noted
+        in the warnings, never silently).
+    plan
+        What to generate (:func:`plan_from_counts`, :func:`plan_from_admin_table`). Street anchors
+        are WGS84 (lon, lat); they are used only when every street has one.
+    seed
+        Seed of the random generator; the same inputs and seed give the same areas.
+    crs
+        What the coordinates of both frames really are: ``wgs84``, ``gcj02``, ``bd09`` or an EPSG
+        code, converted by :func:`gridgov.crs.gdf_to_wgs84`. ``None`` trusts each frame's CRS.
+    metric_crs
+        Projected CRS (metres) the generator works in; UTM 48N suits Chengdu. Pick the UTM zone
+        of your area elsewhere (a warning says when the boundary lies outside its area of use).
+    progress
+        Optional ``progress(stage, done, total)`` callback (stages as in
+        :func:`generate_hierarchy`).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        EPSG:4326; columns ``code``, ``name``, ``level``, ``parent_code``, ``generated`` (True),
+        ``name_source`` (``official``/``generated``) and Polygon ``geometry``; every level tiles
+        its parent exactly. ``attrs["warnings"]`` lists what the caller should know (fallbacks,
+        filled holes, totals that fell short of the plan); each is also logged.
+
+    Raises
+    ------
+    InputError
+        An invalid plan (every problem listed), an empty, invalid, non-polygonal or disconnected
+        boundary (saying what is wrong and where), non-line roads, or more micro-grids than the
+        area allows (below :data:`MIN_MICROGRID_AREA_M2` each on average).
+    CRSError
+        An unknown CRS, a frame without one when ``crs`` is None, or impossible coordinates.
+    """
+    _raise_problems(plan_problems(plan), "plan")
+    metric = _metric_crs(metric_crs)
+    notes: list[str] = []
+    frame = _as_frame(gdf_boundary, "boundary")
+    if len(frame) == 0:
+        msg = "the boundary has no features"
+        raise InputError(msg)
+    _raise_problems(_boundary_problems(frame.geometry.to_numpy()), "boundary")
+    boundary = _snapped(_declared_to_wgs84(frame, crs, "boundary"))
+    area_of_use = metric.area_of_use
+    if area_of_use is not None:
+        west, south, east, north = boundary.total_bounds
+        inside = (
+            area_of_use.west - 1 <= west
+            and east <= area_of_use.east + 1
+            and area_of_use.south - 1 <= south
+            and north <= area_of_use.north + 1
+        )
+        if not inside:
+            notes.append(
+                f"the boundary lies outside the area of use of {metric_crs} "
+                f"({area_of_use.name}); areas are generated in a distorted projection, pass "
+                "the metric_crs of your region"
+            )
+    district = _district_polygon(boundary, metric, notes)
+    mean_micro = district.area / plan.n_microgrids
+    if mean_micro < MIN_MICROGRID_AREA_M2:
+        most = int(district.area // MIN_MICROGRID_AREA_M2)
+        msg = (
+            f"the boundary covers {district.area / 1e6:.4g} km²: {plan.n_microgrids} micro-grids "
+            f"would average {mean_micro:.0f} m², below {MIN_MICROGRID_AREA_M2:.0f} m²; ask for at "
+            f"most {most} micro-grids (or check the boundary's CRS)"
+        )
+        raise InputError(msg)
+    lines = _road_lines(gdf_roads, crs, district, metric, notes)
+
+    to_metric = Transformer.from_crs("EPSG:4326", metric, always_xy=True)
+    metric_plan = transform_anchors(plan, to_metric.transform)
+    anchors = [s.anchor for s in metric_plan.streets]
+    given = [a for a in anchors if a is not None]
+    if given and len(given) < len(anchors):
+        notes.append(
+            f"{len(given)} of {len(anchors)} streets have an anchor; anchors are used only when "
+            "every street has one, so streets grow from k-means centres"
+        )
+    elif given:
+        far = [
+            s.code
+            for s, a in zip(metric_plan.streets, anchors, strict=True)
+            if a is not None and district.distance(Point(a)) > 0
+        ]
+        if far:
+            notes.append(f"anchor(s) of street(s) {', '.join(far)} lie outside the boundary")
+    for note in notes:
+        logger.warning(note)
+
+    areas = generate_hierarchy(
+        district, lines, metric_plan, seed=seed, crs=metric.to_string(), progress=progress
+    )
+    over = []
+    for level in (Level.GRID, Level.MICROGRID):
+        rows = areas["level"] == level.value
+        too_long = rows & (areas["code"].str.len() != level.code_length)
+        for parent, count in areas.loc[rows, "parent_code"].value_counts().items():
+            if count > _MAX_SERIAL:
+                over.append(f"{parent} received {count} {level.value}s")
+        if too_long.any() and not over:
+            over.append(f"{int(too_long.sum())} {level.value} code(s) have the wrong length")
+    if over:
+        msg = (
+            f"{'; '.join(over)}, more than the {_MAX_SERIAL} a 3-digit number allows; "
+            "ask for fewer grids/micro-grids or more communities"
+        )
+        raise InputError(msg)
+    made = areas["level"].value_counts()
+    for level, planned in ((Level.GRID, plan.n_grids), (Level.MICROGRID, plan.n_microgrids)):
+        got = int(made.get(level.value, 0))
+        if got < planned:
+            note = (
+                f"{got} {level.value}s made of {planned} planned: pieces were absorbed while "
+                "making every area one connected polygon"
+            )
+            logger.warning(note)
+            notes.append(note)
+    out = areas.to_crs("EPSG:4326")
+    # The contract says None (not NaN) for the district's parent.
+    out["parent_code"] = pd.Series(
+        [code if isinstance(code, str) else None for code in out["parent_code"]],
+        index=out.index,
+        dtype=object,
+    )
+    out.attrs["warnings"] = notes
+    return out
