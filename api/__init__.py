@@ -1,0 +1,1 @@
+"""gridgov's HTTP service (FastAPI): thin routes over the core and the store."""

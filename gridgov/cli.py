@@ -1,0 +1,364 @@
+"""The ``gridgov`` command.
+
+Every command is thin: it parses arguments, calls one core or store function, and prints. Domain
+errors become a one-line message and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gridgov.errors import GridgovError, OutsideDistrictError
+from gridgov.settings import get_settings
+
+app = typer.Typer(
+    name="gridgov",
+    help="Grid governance and enforcement dispatch for a street command centre.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="Database URL (default: GRIDGOV_DATABASE_URL or sqlite:///gridgov.db)."
+    ),
+]
+CrsOption = Annotated[
+    str, typer.Option("--crs", help="CRS of the input coordinates: wgs84, gcj02, bd09 or EPSG:n.")
+]
+
+
+def _url(url: str | None) -> str:
+    return url or get_settings().database_url
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    # Escaped: messages carry brackets such as "[gcj02]" that rich would read as markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _domain_errors() -> Iterator[None]:
+    """Turn a GridgovError into a clean message and exit status 1."""
+    try:
+        yield
+    except GridgovError as exc:
+        raise _fail(str(exc)) from None
+
+
+@contextmanager
+def _progress(description: str, total: float | None = None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr; yields ``advance(step=1, description=None)``."""
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:>.0f}/{task.total:>.0f}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(step: float = 1, description: str | None = None) -> None:
+            if description is not None:
+                progress.update(task, description=description)
+            progress.advance(task, step)
+
+        yield advance
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+@app.command()
+def init(url: UrlOption = None) -> None:
+    """Create the database (if needed) and migrate it to the current schema."""
+    from gridgov.store import init_db
+
+    with _domain_errors():
+        init_db(_url(url))
+    out.print(f"database ready: {_redact(_url(url))}")
+
+
+@app.command()
+def load(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Area files (GeoJSON, GeoPackage, GeoParquet, Shapefile). "
+            "None: the Jinniu reference district."
+        ),
+    ] = None,
+    crs: CrsOption = "wgs84",
+    url: UrlOption = None,
+) -> None:
+    """Load the reference district, or your own area files, into the store (validated first)."""
+    from gridgov import store
+    from gridgov.areas import check_areas, read_areas
+    from gridgov.catalog import load_catalog
+
+    settings = get_settings()
+    with _domain_errors(), _progress("reading", total=3) as advance:
+        engine = store.create_engine_from_url(_url(url))
+        if paths:
+            gdf_areas = read_areas(paths, crs=crs)
+            gdf_offices = gdf_units = None
+            dataset, source = "user-areas", ", ".join(str(p) for p in paths)
+        else:
+            from gridgov.reference import read_reference_district
+
+            ref = read_reference_district(settings.data_dir)
+            gdf_areas, gdf_units, gdf_offices = ref.gdf_areas, ref.gdf_units, ref.gdf_offices
+            dataset, source = "jinniu-reference", str(settings.data_dir)
+        advance(1, "validating areas")
+        # Refuse a broken hierarchy before touching the store: the old data stays intact.
+        check_areas(gdf_areas)
+        advance(1, "writing to the store")
+        store.load_district(
+            engine,
+            gdf_areas,
+            gdf_offices=gdf_offices,
+            gdf_units=gdf_units,
+            matters=list(load_catalog()),
+            name=dataset,
+            source=source,
+        )
+        advance(1)
+    levels = gdf_areas["level"].value_counts()
+    parts = [f"{levels[lv]} {lv}" for lv in levels.index]
+    if gdf_units is not None:
+        parts.append(f"{len(gdf_units)} units")
+    out.print(f"loaded {dataset}: " + ", ".join(parts))
+
+
+@app.command()
+def validate(
+    path: Annotated[list[Path], typer.Argument(help="Area file(s) to check.")],
+    crs: CrsOption = "wgs84",
+) -> None:
+    """Check an area hierarchy; exit 0 when clean, 1 with every problem listed otherwise."""
+    from gridgov.areas import read_areas, validate_areas
+
+    with _domain_errors():
+        gdf = read_areas(path, crs=crs)
+        problems = validate_areas(gdf)
+    if not problems:
+        counts = gdf["level"].value_counts()
+        detail = ", ".join(f"{counts[lv]} {lv}" for lv in counts.index)
+        out.print(f"ok: {len(gdf)} areas ({detail}), no problems")
+        return
+    table = Table("kind", "code", "problem", "lon", "lat", title=f"{len(problems)} problem(s)")
+    for p in problems:
+        table.add_row(
+            p.kind,
+            p.code,
+            p.message,
+            "" if p.lon is None else f"{p.lon:.6f}",
+            "" if p.lat is None else f"{p.lat:.6f}",
+        )
+    Console(width=200).print(table)
+    raise typer.Exit(1)
+
+
+@app.command()
+def locate(
+    lon: Annotated[float, typer.Argument(help="Longitude (or x in an EPSG CRS).")],
+    lat: Annotated[float, typer.Argument(help="Latitude (or y).")],
+    crs: CrsOption = "wgs84",
+    url: UrlOption = None,
+) -> None:
+    """Print the code and name at every level for one point, as JSON."""
+    from gridgov import store
+    from gridgov.crs import normalize_crs, to_wgs84
+
+    with _domain_errors():
+        name = normalize_crs(crs)
+        wlon, wlat = to_wgs84(lon, lat, name)
+        engine = store.create_engine_from_url(_url(url))
+        try:
+            found = store.locate_point(engine, float(wlon[0]), float(wlat[0]))
+        except OutsideDistrictError:
+            # Name the point as the user gave it, not only its WGS84 conversion.
+            raise OutsideDistrictError(lon, lat, name) from None
+    _print_json(
+        {
+            "input": {"lon": lon, "lat": lat, "crs": name},
+            "wgs84": {"lon": round(float(wlon[0]), 9), "lat": round(float(wlat[0]), 9)},
+            **found,
+        }
+    )
+
+
+@app.command()
+def info(url: UrlOption = None) -> None:
+    """Summarise what is loaded."""
+    from gridgov import store
+
+    with _domain_errors():
+        engine = store.create_engine_from_url(_url(url))
+        summary = store.summarize(engine)
+    _print_json(summary)
+
+
+@app.command("export")
+def export_(
+    path: Annotated[Path, typer.Argument(help="GeoPackage to write (.gpkg).")],
+    url: UrlOption = None,
+) -> None:
+    """Export areas, offices and units from the store to a GeoPackage."""
+    from gridgov import store
+
+    with _domain_errors():
+        engine = store.create_engine_from_url(_url(url))
+        store.export_geopackage(engine, path)
+    out.print(f"wrote {path}")
+
+
+@app.command("build-reference")
+def build_reference(
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write (default: the data folder).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Generator seed.")] = None,
+) -> None:
+    """Rebuild the Jinniu reference district from the real road and code tables."""
+    from gridgov.reference import build_reference_district, write_reference_district
+
+    settings = get_settings()
+    target = out_dir or settings.data_dir
+    with _domain_errors(), _progress("building reference district") as advance:
+        ref = build_reference_district(
+            settings.data_dir,
+            seed=settings.reference_seed if seed is None else seed,
+            progress=lambda stage, done, total: advance(0, stage),
+        )
+        write_reference_district(ref, target)
+    out.print(
+        f"wrote the reference district to {target}: "
+        f"{len(ref.gdf_areas)} areas, {len(ref.gdf_units)} units, {len(ref.gdf_links)} road links"
+    )
+
+
+@app.command()
+def generate(
+    boundary: Annotated[Path, typer.Argument(help="District boundary (polygon file).")],
+    roads: Annotated[
+        Path | None,
+        typer.Argument(help="Road lines, or a folder with roads_nodes.csv and roads_links.csv."),
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Areas file to write (.gpkg, .geojson or .parquet).")
+    ],
+    crs: CrsOption = "wgs84",
+    admin: Annotated[
+        Path | None,
+        typer.Option(
+            help="Table level,code,name,parent_code[,lon,lat] of real streets/communities."
+        ),
+    ] = None,
+    code: Annotated[str, typer.Option(help="District code (without --admin).")] = "510100000000",
+    name: Annotated[str, typer.Option(help="District name (without --admin).")] = "示例区",
+    streets: Annotated[int, typer.Option(help="Streets (without --admin).")] = 5,
+    communities: Annotated[int, typer.Option(help="Communities per street (no --admin).")] = 4,
+    grids: Annotated[int, typer.Option(help="Grids in the whole district.")] = 200,
+    microgrids: Annotated[int, typer.Option(help="Micro-grids in the whole district.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+) -> None:
+    """Generate a street → micro-grid hierarchy from your own boundary and road network."""
+    from gridgov.areas import check_areas
+    from gridgov.tessellate import (
+        generate_areas,
+        plan_from_admin_table,
+        plan_from_counts,
+        read_admin_table,
+        read_boundary,
+        read_roads,
+    )
+
+    suffix = out_path.suffix.lower()
+    if suffix not in (".gpkg", ".geojson", ".json", ".parquet"):
+        raise _fail(f"--out must end in .gpkg, .geojson or .parquet, not {suffix or 'nothing'}")
+    with _domain_errors(), _progress("generating areas") as advance:
+        gdf_boundary = read_boundary(boundary, crs)
+        gdf_roads = read_roads(roads, crs) if roads else None
+        if admin:
+            plan = plan_from_admin_table(
+                read_admin_table(admin), grids, microgrids, crs=crs, source=str(admin)
+            )
+        else:
+            plan = plan_from_counts(code, name, streets, communities, grids, microgrids)
+        gdf = generate_areas(
+            gdf_boundary,
+            gdf_roads,
+            plan,
+            seed=seed,
+            progress=lambda stage, done, total: advance(0, stage),
+        )
+        check_areas(gdf)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".parquet":
+            gdf.to_parquet(out_path)
+        else:
+            gdf.to_file(out_path, driver="GPKG" if suffix == ".gpkg" else "GeoJSON")
+    for warning in gdf.attrs.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)
+    counts = gdf["level"].value_counts()
+    detail = ", ".join(f"{counts[lv]} {lv}" for lv in counts.index)
+    out.print(f"wrote {out_path}: {detail} (generated polygons; validated)")
+
+
+@app.command()
+def demo(url: UrlOption = None) -> None:
+    """First run: create the embedded store, load the reference district, and show it working."""
+    target = _url(url)
+    out.rule("gridgov demo")
+    out.print(f"store: {_redact(target)}")
+    init(url=target)
+    load(paths=None, crs="wgs84", url=target)
+    out.rule("what is loaded")
+    info(url=target)
+    out.rule("locate 104.05 30.69 (WGS84), then the same place as a phone reports it (GCJ-02)")
+    locate(104.05, 30.69, crs="wgs84", url=target)
+    from gridgov.crs import from_wgs84
+
+    glon, glat = from_wgs84(104.05, 30.69, "gcj02")
+    locate(round(float(glon[0]), 7), round(float(glat[0]), 7), crs="gcj02", url=target)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before printing it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,85 @@
+"""The whole reference district through both stores: locating agrees, and files round-trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Engine
+
+from gridgov.areas import build_locator
+from gridgov.reference import read_reference_district
+from gridgov.store import (
+    create_engine_from_url,
+    detect_backend,
+    export_geopackage,
+    init_db,
+    load_files,
+    locate_many,
+    read_areas,
+    read_units,
+)
+
+N_POINTS = 100_000
+
+
+def _engine(url: str) -> Engine:
+    return create_engine_from_url(url)
+
+
+def test_locating_agrees_in_memory_and_in_the_store(reference_store_url: str) -> None:
+    ref = read_reference_district()
+    rng = np.random.default_rng(7)
+    minx, miny, maxx, maxy = ref.gdf_areas.total_bounds
+    # A margin around the bbox so that some points are outside and must come back as None.
+    pad = 0.01
+    lon = rng.uniform(minx - pad, maxx + pad, N_POINTS)
+    lat = rng.uniform(miny - pad, maxy + pad, N_POINTS)
+
+    in_memory = build_locator(ref.gdf_areas).locate(lon, lat)
+    engine = _engine(reference_store_url)
+    try:
+        stored = locate_many(engine, lon, lat)
+    finally:
+        engine.dispose()
+
+    outside = in_memory["district"].isna()
+    assert 0 < outside.sum() < N_POINTS  # both cases are exercised
+    pd.testing.assert_frame_equal(
+        stored.reset_index(drop=True).astype(object).where(stored.notna(), None),
+        in_memory.reset_index(drop=True).astype(object).where(in_memory.notna(), None),
+        check_dtype=False,
+    )
+
+
+def test_export_to_geopackage_and_reload_is_lossless(
+    reference_store_url: str, tmp_path: Path, store_url: str
+) -> None:
+    """Every pairing of backends: PostGIS → GeoPackage → PostGIS included."""
+    source = _engine(reference_store_url)
+    target_url = store_url
+    init_db(target_url)
+    target = _engine(target_url)
+    try:
+        path = export_geopackage(source, tmp_path / "jinniu.gpkg")
+        counts = load_files(target, path)
+        before, after = read_areas(source), read_areas(target)
+        units_before, units_after = read_units(source), read_units(target)
+        backend = detect_backend(source)
+    finally:
+        source.dispose()
+        target.dispose()
+
+    assert counts["areas"] == len(before), backend
+    assert before["code"].tolist() == after["code"].tolist()
+    assert (before["name"] == after["name"]).all()
+    assert (before["parent_code"].fillna("") == after["parent_code"].fillna("")).all()
+    a = shapely.normalize(np.asarray(before.geometry.values))
+    b = shapely.normalize(np.asarray(after.geometry.values))
+    assert bool(np.all(shapely.equals_exact(a, b, tolerance=1e-9)))
+    assert units_before["unit_id"].tolist() == units_after["unit_id"].tolist()
+    pa = shapely.get_coordinates(np.asarray(units_before.geometry.values))
+    pb = shapely.get_coordinates(np.asarray(units_after.geometry.values))
+    assert np.abs(pa - pb).max() <= 1e-9
