@@ -10,12 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-import geopandas as gpd
-import numpy as np
 import pytest
-from shapely.geometry import Polygon
+from helpers import Damage, damage_areas
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -158,65 +155,9 @@ def reference_store_url(
 # --------------------------------------------------------------------------------------------
 
 
-def _bowtie(poly: Polygon) -> Polygon:
-    """Swap two consecutive vertices so that two edges cross."""
-    xy = np.asarray(poly.exterior.coords)[:-1]
-    for i in range(1, len(xy) - 1):
-        swapped = xy.copy()
-        swapped[[i, i + 1]] = swapped[[i + 1, i]]
-        out = Polygon(swapped)
-        if not out.is_valid:
-            return out
-    raise AssertionError("could not make a bow-tie")
-
-
-@dataclass(frozen=True)
-class Damage:
-    """A damaged copy of the reference areas and the codes each kind of damage must name."""
-
-    gdf: gpd.GeoDataFrame
-    shifted: str  # a grid moved 40 m east over its neighbour, with its micro-grids
-    deleted: str  # a grid removed, with its micro-grids
-    hole: Polygon  # where the deleted grid was
-    hole_parent: str  # the community left with a gap
-    bowtie: str  # a micro-grid made self-intersecting
-    wrong_prefix: str  # a micro-grid code given another street's digits
-
-    @property
-    def expected(self) -> list[tuple[str, str]]:
-        return [
-            ("overlap", self.shifted),
-            ("gap", self.hole_parent),
-            ("invalid_geometry", self.bowtie),
-            ("prefix_mismatch", self.wrong_prefix),
-        ]
-
-
 @pytest.fixture(scope="session")
 def damaged_reference() -> Damage:
     """The reference district with the four damages the foundation issue names."""
     from gridgov.reference import read_reference_district
 
-    clean = read_reference_district().gdf_areas
-    gdf = clean.copy()
-    level, code, parent = gdf["level"], gdf["code"], gdf["parent_code"]
-    grids = gdf.index[level == "grid"]
-    micro = gdf.index[level == "microgrid"]
-
-    shifted = str(code[grids[100]])
-    moving = (code == shifted) | (parent == shifted)
-    gdf.loc[moving, "geometry"] = gdf.geometry[moving].translate(xoff=40 / 95_700)
-
-    deleted = str(code[grids[500]])
-    hole = gdf.geometry[code == deleted].iloc[0]
-    hole_parent = str(parent[code == deleted].iloc[0])
-    gdf = gdf[(code != deleted) & (parent != deleted)].copy()
-
-    bowtie = str(code[micro[2000]])
-    assert not str(parent[micro[2000]]).startswith((shifted, deleted))
-    gdf.loc[gdf["code"] == bowtie, "geometry"] = _bowtie(clean.geometry[micro[2000]])
-
-    wrong_from = str(code[micro[7000]])
-    wrong = wrong_from[:6] + "999" + wrong_from[9:]
-    gdf.loc[gdf["code"] == wrong_from, "code"] = wrong
-    return Damage(gdf, shifted, deleted, hole, hole_parent, bowtie, wrong)
+    return damage_areas(read_reference_district().gdf_areas)

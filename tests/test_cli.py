@@ -17,7 +17,7 @@ from gridgov.crs import from_wgs84
 from gridgov.settings import get_settings
 
 if TYPE_CHECKING:
-    from conftest import Damage
+    from helpers import Damage
 
 runner = CliRunner()
 

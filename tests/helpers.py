@@ -1,0 +1,69 @@
+"""Helpers shared by several test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+from shapely.geometry import Polygon
+
+
+def bowtie(poly: Polygon) -> Polygon:
+    """Swap two consecutive vertices so that two edges cross."""
+    xy = np.asarray(poly.exterior.coords)[:-1]
+    for i in range(1, len(xy) - 1):
+        swapped = xy.copy()
+        swapped[[i, i + 1]] = swapped[[i + 1, i]]
+        out = Polygon(swapped)
+        if not out.is_valid:
+            return out
+    raise AssertionError("could not make a bow-tie")
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A damaged copy of the reference areas and the codes each kind of damage must name."""
+
+    gdf: gpd.GeoDataFrame
+    shifted: str  # a grid moved 40 m east over its neighbour, with its micro-grids
+    deleted: str  # a grid removed, with its micro-grids
+    hole: Polygon  # where the deleted grid was
+    hole_parent: str  # the community left with a gap
+    bowtie: str  # a micro-grid made self-intersecting
+    wrong_prefix: str  # a micro-grid code given another street's digits
+
+    @property
+    def expected(self) -> list[tuple[str, str]]:
+        return [
+            ("overlap", self.shifted),
+            ("gap", self.hole_parent),
+            ("invalid_geometry", self.bowtie),
+            ("prefix_mismatch", self.wrong_prefix),
+        ]
+
+
+def damage_areas(clean: gpd.GeoDataFrame) -> Damage:
+    """Apply the four damages of the foundation issue to a copy of ``clean``."""
+    gdf = clean.copy()
+    level, code, parent = gdf["level"], gdf["code"], gdf["parent_code"]
+    grids = gdf.index[level == "grid"]
+    micro = gdf.index[level == "microgrid"]
+
+    shifted = str(code[grids[100]])
+    moving = (code == shifted) | (parent == shifted)
+    gdf.loc[moving, "geometry"] = gdf.geometry[moving].translate(xoff=40 / 95_700)
+
+    deleted = str(code[grids[500]])
+    hole = gdf.geometry[code == deleted].iloc[0]
+    hole_parent = str(parent[code == deleted].iloc[0])
+    gdf = gdf[(code != deleted) & (parent != deleted)].copy()
+
+    bow = str(code[micro[2000]])
+    assert not str(parent[micro[2000]]).startswith((shifted, deleted))
+    gdf.loc[gdf["code"] == bow, "geometry"] = bowtie(clean.geometry[micro[2000]])
+
+    wrong_from = str(code[micro[7000]])
+    wrong = wrong_from[:6] + "999" + wrong_from[9:]
+    gdf.loc[gdf["code"] == wrong_from, "code"] = wrong
+    return Damage(gdf, shifted, deleted, hole, hole_parent, bow, wrong)
