@@ -49,5 +49,5 @@ pg_isready -q || { echo "ensure-postgis: PostgreSQL is not accepting connections
 if ! psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$TEST_DB'" | grep -q 1; then
   psql -d postgres -qc "CREATE DATABASE $TEST_DB"
 fi
-psql -d "$TEST_DB" -qc "CREATE EXTENSION IF NOT EXISTS postgis" >/dev/null
+psql -d "$TEST_DB" -qc "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS postgis"
 echo "ensure-postgis: PostGIS $(psql -d "$TEST_DB" -tAc 'SELECT postgis_lib_version()') ready in $TEST_DB"
