@@ -7,6 +7,7 @@ every input names its CRS and is converted here, once, before anything else sees
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -217,18 +218,31 @@ def _wgs84_to_gcj02(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, Float
     return lon + dlon, lat + dlat
 
 
-def _gcj02_to_wgs84(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray]:
-    # The forward offset has no closed-form inverse; it is smooth and small (< 0.01°), so a
-    # fixed-point iteration converges to ~1e-10° (millimetres) in a handful of steps.
-    wlon, wlat = lon.copy(), lat.copy()
+def _invert(
+    forward: Callable[[FloatArray, FloatArray], tuple[FloatArray, FloatArray]],
+    lon: FloatArray,
+    lat: FloatArray,
+    start: tuple[FloatArray, FloatArray],
+) -> tuple[FloatArray, FloatArray]:
+    """Solve ``forward(x, y) == (lon, lat)`` by fixed-point iteration from ``start``.
+
+    The datum offsets are smooth and tiny (< 0.01°), so each step removes nearly all of the
+    remaining error and ~1e-10° (sub-millimetre) is reached in a handful of steps.
+    """
+    x, y = start[0].copy(), start[1].copy()
     for _ in range(_ITER_MAX):
-        glon, glat = _wgs84_to_gcj02(wlon, wlat)
-        elon, elat = glon - lon, glat - lat
-        wlon -= elon
-        wlat -= elat
-        if max(np.abs(elon).max(initial=0.0), np.abs(elat).max(initial=0.0)) < _ITER_TOL_DEG:
+        fx, fy = forward(x, y)
+        ex, ey = fx - lon, fy - lat
+        x -= ex
+        y -= ey
+        if max(np.abs(ex).max(initial=0.0), np.abs(ey).max(initial=0.0)) < _ITER_TOL_DEG:
             break
-    return wlon, wlat
+    return x, y
+
+
+def _gcj02_to_wgs84(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray]:
+    # The published offset has no closed-form inverse.
+    return _invert(_wgs84_to_gcj02, lon, lat, (lon, lat))
 
 
 def _gcj02_to_bd09(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -238,16 +252,8 @@ def _gcj02_to_bd09(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatA
 
 
 def _bd09_to_gcj02(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray]:
-    # Baidu's usual inverse is approximate (~1e-6°); refine it against the forward formula.
+    # Baidu's usual inverse is approximate (~1e-6°); use it as the start and refine it.
     x, y = lon - 0.0065, lat - 0.006
     z = np.hypot(x, y) - 0.00002 * np.sin(y * _BD_K)
     theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _BD_K)
-    glon, glat = z * np.cos(theta), z * np.sin(theta)
-    for _ in range(_ITER_MAX):
-        blon, blat = _gcj02_to_bd09(glon, glat)
-        elon, elat = blon - lon, blat - lat
-        glon -= elon
-        glat -= elat
-        if max(np.abs(elon).max(initial=0.0), np.abs(elat).max(initial=0.0)) < _ITER_TOL_DEG:
-            break
-    return glon, glat
+    return _invert(_gcj02_to_bd09, lon, lat, (z * np.cos(theta), z * np.sin(theta)))
