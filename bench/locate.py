@@ -204,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     table = [
         ("gridgov Locator.locate_rows (indices)", rows_s, ""),
         ("gridgov Locator.locate (DataFrame of micro-grid codes)", frame_s, ""),
+        # The budget (< 2 s) is for a cold start: index build and the query together.
+        (
+            "gridgov build + locate (cold start, micro-grid codes)",
+            build_s + frame_s,
+            "target < 2 s",
+        ),
         (
             "gridgov Locator.locate, whole hierarchy (codes at 5 levels)",
             full_s,
@@ -232,10 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, secs, note in table:
         print(f"{name:<{width}}  {secs:8.3f}  {secs / rows_s:9.1f}x  {note}")
     print()
+    cold_s = build_s + frame_s
+    verdict = "meets" if cold_s < 2.0 else "MISSES"
+    print(f"cold start (build + locate 1M points): {cold_s:.2f} s, {verdict} the 2 s target")
     print(f"locator is {tree_s / rows_s:.1f}x faster than the vectorised STRtree")
     print(f"locator is {loop_s / rows_s:.0f}x faster than the per-point loop (extrapolated)")
     if pg is not None:
         print(f"locator is {pg['join_s'] / rows_s:.1f}x faster than PostGIS's best join")
+        pg_cold_s = pg["join_s"] + pg["point_index_s"]
+        print(
+            f"cold locator (build + locate) is {pg_cold_s / cold_s:.1f}x faster than PostGIS's "
+            "best join with its point index built (table loads excluded)"
+        )
         print(
             f"Locator.locate (codes at 5 levels) is {pg['join_s'] / full_s:.1f}x faster "
             "than PostGIS's best join (micro-grid ids only)"
