@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyogrio
+import pyogrio.raw
 import shapely
 from pyproj import Transformer
 
@@ -161,11 +163,47 @@ def _read_vector(path: Path, layer: str | int | None) -> list[gpd.GeoDataFrame]:
             return [gpd.read_parquet(path)]
         if layer is None and path.suffix.lower() == ".gpkg":
             names = [str(row[0]) for row in pyogrio.list_layers(path)]
-            return [pyogrio.read_dataframe(path, layer=name) for name in names]
-        return [pyogrio.read_dataframe(path, layer=layer)]
+            return [_read_gdal_layer(path, name) for name in names]
+        return [_read_gdal_layer(path, layer)]
     except Exception as exc:  # GDAL and arrow raise many unrelated types for a bad file
         msg = f"cannot read area file {path}: {exc}"
         raise DataFileError(msg) from exc
+
+
+def _read_gdal_layer(path: Path, layer: str | int | None) -> gpd.GeoDataFrame:
+    """Read one layer, keeping features whose geometry GEOS cannot parse.
+
+    A ring that does not close, or has too few points, would make the whole read fail. Such a
+    feature is kept instead: its geometry is repaired where a repair exists (for a location and
+    the other checks), and ``geometry_error`` says what was wrong so validation reports it.
+    """
+    with warnings.catch_warnings():
+        # GDAL warns about unclosed rings; they are reported per area below instead.
+        warnings.filterwarnings("ignore", message="Non closed ring", category=RuntimeWarning)
+        attrs = pyogrio.read_dataframe(path, layer=layer, read_geometry=False)
+        meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, columns=[])
+    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
+    errors = np.full(len(geoms), None, dtype=object)
+    for i in np.flatnonzero(shapely.is_missing(geoms) & pd.notna(wkb)):
+        try:
+            shapely.from_wkb(wkb[i])
+        except shapely.errors.GEOSException as exc:
+            errors[i] = _explain_wkb_error(str(exc))
+        geoms[i] = shapely.from_wkb(wkb[i], on_invalid="fix")
+    gdf = gpd.GeoDataFrame(attrs, geometry=gpd.GeoSeries(geoms), crs=meta.get("crs"))
+    if errors.any():
+        gdf["geometry_error"] = errors
+    return gdf
+
+
+def _explain_wkb_error(geos_message: str) -> str:
+    if "closed linestring" in geos_message:
+        what = "a ring does not close (its first and last points differ)"
+    elif "number of points" in geos_message.lower():
+        what = "a ring has too few points (a polygon ring needs at least 4, closed)"
+    else:
+        what = "the geometry cannot be parsed"
+    return f"{what}; GEOS: {geos_message}"
 
 
 def _normalize_columns(
@@ -210,6 +248,8 @@ def _normalize_columns(
         ),
         "generated": pd.Series(np.asarray(generated, dtype=bool)),
     }
+    if "geometry_error" in frame.columns:
+        data["geometry_error"] = pd.Series(list(frame["geometry_error"]), dtype=object)
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=raw.crs), crs=raw.crs)
 
 
@@ -286,6 +326,7 @@ class _Checked:
     parents: npt.NDArray[np.object_]
     geoms: npt.NDArray[np.object_]
     topo: npt.NDArray[np.object_]  # polygonal geometry for topology checks, or None
+    read_errors: npt.NDArray[np.object_]  # why a file's geometry could not be parsed, or None
     row_of: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
@@ -325,6 +366,11 @@ def validate_areas(
         else np.full(len(gdf), None, dtype=object),
         geoms=np.asarray(gdf.geometry.values, dtype=object),
         topo=np.full(len(gdf), None, dtype=object),
+        read_errors=np.array(
+            [None if _is_missing(e) else str(e) for e in gdf["geometry_error"]], dtype=object
+        )
+        if "geometry_error" in gdf.columns
+        else np.full(len(gdf), None, dtype=object),
     )
     _check_attributes(checked)
     _check_geometries(checked)
@@ -439,6 +485,10 @@ def _check_attributes(c: _Checked) -> None:
 def _check_geometries(c: _Checked) -> None:
     for i, geom in enumerate(c.geoms):
         code = c.codes[i]
+        if c.read_errors[i] is not None:
+            # The file's geometry could not be parsed as given (read_areas kept a repair, if
+            # any, so that the other checks and a location are still available).
+            c.problems.append(Problem("invalid_geometry", code, c.read_errors[i], *_where(geom)))
         if geom is None or shapely.is_empty(geom):
             c.problems.append(Problem("invalid_geometry", code, "empty geometry"))
             continue

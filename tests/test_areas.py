@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -643,3 +644,38 @@ def test_adjacency_of_any_level(gdf_synth: gpd.GeoDataFrame) -> None:
             if a != b:
                 close = shapely.distance(samples, geom[b].exterior) < 1e-8
                 assert (b in comm[a]) == (close.sum() > 3), (a, b)
+
+
+def test_unreadable_rings_are_reported_and_the_good_records_kept(tmp_path: Path) -> None:
+    """A ring that does not close fails GEOS; it becomes a problem, not a failed read."""
+    ring = [[104.0, 30.6], [104.1, 30.6], [104.1, 30.7], [104.0, 30.7]]
+    closed = [*ring, ring[0]]
+    features = [
+        ("510106000000", "district", None, closed),
+        ("510106024000", "street", "510106000000", ring),  # not closed
+        ("510106024001", "community", "510106024000", ring[:2]),  # two points only
+    ]
+    doc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"code": c, "name": c, "level": lv, "parent_code": p},
+                "geometry": {"type": "Polygon", "coordinates": [coords]},
+            }
+            for c, lv, p, coords in features
+        ],
+    }
+    path = tmp_path / "rings.geojson"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+
+    gdf = read_areas(path)
+    assert gdf["code"].tolist() == [f[0] for f in features]  # nothing dropped
+    problems = validate_areas(gdf)
+    unclosed = [p for p in problems if p.code == "510106024000" and p.kind == "invalid_geometry"]
+    assert len(unclosed) == 1
+    assert "does not close" in unclosed[0].message
+    assert unclosed[0].lon is not None and 104.0 <= unclosed[0].lon <= 104.1
+    short = [p for p in problems if p.code == "510106024001" and p.kind == "invalid_geometry"]
+    assert short and "does not close" in short[0].message
+    assert not [p for p in problems if p.code == "510106000000" and p.kind == "invalid_geometry"]
