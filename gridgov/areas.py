@@ -247,6 +247,12 @@ def _normalize_columns(
             dtype=object,
         ),
         "generated": pd.Series(np.asarray(generated, dtype=bool)),
+        "name_source": pd.Series(
+            [None] * len(frame)
+            if "name_source" not in frame.columns
+            else [None if _is_missing(v) else str(v) for v in frame["name_source"]],
+            dtype=object,
+        ),
     }
     if "geometry_error" in frame.columns:
         data["geometry_error"] = pd.Series(list(frame["geometry_error"]), dtype=object)

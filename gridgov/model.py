@@ -76,7 +76,10 @@ _PREFIX_LENGTH = {
 }
 
 #: Columns of an areas GeoDataFrame (geometry in EPSG:4326, Polygon or MultiPolygon).
-AREA_COLUMNS = ("code", "name", "level", "parent_code", "generated")
+#: ``generated`` is about the polygon; ``name_source`` about the name and code: "official" (from a
+#: published code table), "generated", or None when the source does not say.
+AREA_COLUMNS = ("code", "name", "level", "parent_code", "generated", "name_source")
+NAME_SOURCES = ("official", "generated")
 
 
 class ForceKind(StrEnum):

@@ -46,6 +46,21 @@ def test_locate_names_a_real_street_and_community(reference_store_url: str) -> N
     assert found["grid"]["code"].startswith(found["community"]["code"])
 
 
+def test_the_store_keeps_which_names_are_official(reference_store_url: str) -> None:
+    from gridgov.store import create_engine_from_url, read_areas
+
+    engine = create_engine_from_url(reference_store_url)
+    try:
+        areas = read_areas(engine)
+    finally:
+        engine.dispose()
+    by_level = areas.groupby("level")["name_source"].value_counts().to_dict()
+    assert by_level[("street", "official")] == 13
+    assert by_level[("community", "official")] == 84
+    assert by_level[("community", "generated")] == 6  # 驷马桥 has none in the code table
+    assert by_level[("microgrid", "generated")] == (areas["level"] == "microgrid").sum()
+
+
 @pytest.mark.parametrize("crs", ["gcj02", "bd09"])
 def test_the_same_point_in_a_chinese_datum_gives_the_same_answer(
     reference_store_url: str, crs: str

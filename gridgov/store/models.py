@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from gridgov.model import ForceKind, HandlingLevel, Level, TravelMode, UnitStatus
+from gridgov.model import NAME_SOURCES, ForceKind, HandlingLevel, Level, TravelMode, UnitStatus
 
 #: SRID of every stored geometry.
 SRID = 4326
@@ -165,6 +165,7 @@ class AreaRow(Base):
     level: Mapped[str] = mapped_column(String(16))
     parent_code: Mapped[str | None] = mapped_column(String(18), _deferred_fk("areas.code"))
     generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    name_source: Mapped[str | None] = mapped_column(String(16))
     # The bounding box lets SQLite (no spatial index) prefilter with plain B-tree range scans.
     minx: Mapped[float] = mapped_column(Float)
     miny: Mapped[float] = mapped_column(Float)
@@ -174,6 +175,9 @@ class AreaRow(Base):
 
     __table_args__ = (
         CheckConstraint(_in("level", [str(v) for v in Level]), name="level"),
+        CheckConstraint(
+            "name_source IS NULL OR " + _in("name_source", list(NAME_SOURCES)), name="name_source"
+        ),
         CheckConstraint("minx <= maxx AND miny <= maxy", name="bbox"),
         Index(None, "level"),
         Index(None, "parent_code"),

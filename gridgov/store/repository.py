@@ -84,7 +84,11 @@ def _optional_str(value: Any) -> str | None:
 
 
 def _area_records(gdf_areas: gpd.GeoDataFrame) -> list[dict[str, Any]]:
-    _require_columns(gdf_areas, [*AREA_COLUMNS, "geometry"], "areas")
+    # name_source is optional: a user's own file rarely says where its names came from.
+    _require_columns(gdf_areas, [c for c in AREA_COLUMNS if c != "name_source"], "areas")
+    _require_columns(gdf_areas, ["geometry"], "areas")
+    if "name_source" not in gdf_areas.columns:
+        gdf_areas = gdf_areas.assign(name_source=None)
     gdf = _as_wgs84(gdf_areas)
     geoms = np.asarray(gdf.geometry.values, dtype=object)
     problems = []
@@ -104,6 +108,7 @@ def _area_records(gdf_areas: gpd.GeoDataFrame) -> list[dict[str, Any]]:
                 "level": str(row.level),
                 "parent_code": _optional_str(row.parent_code),
                 "generated": bool(row.generated),
+                "name_source": _optional_str(row.name_source),
                 "minx": minx,
                 "miny": miny,
                 "maxx": maxx,

@@ -34,6 +34,7 @@ _KINDS = (
 _MODES = ("drive", "bike", "walk")
 _STATUSES = ("available", "busy", "off_duty")
 _HANDLING = ("grid", "community", "street")
+_NAME_SOURCES = ("official", "generated")
 _DATASET_KINDS = ("areas", "offices", "units", "matters", "files")
 
 
@@ -59,6 +60,7 @@ def upgrade() -> None:
         sa.Column("level", sa.String(16), nullable=False),
         sa.Column("parent_code", sa.String(18), nullable=True),
         sa.Column("generated", sa.Boolean(), nullable=False),
+        sa.Column("name_source", sa.String(16), nullable=True),
         sa.Column("minx", sa.Float(), nullable=False),
         sa.Column("miny", sa.Float(), nullable=False),
         sa.Column("maxx", sa.Float(), nullable=False),
@@ -67,6 +69,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("code", name="pk_areas"),
         _fk("fk_areas_parent_code_areas", "parent_code", "areas.code"),
         sa.CheckConstraint(_in("level", _LEVELS), name=op.f("ck_areas_level")),
+        sa.CheckConstraint(
+            "name_source IS NULL OR " + _in("name_source", _NAME_SOURCES),
+            name=op.f("ck_areas_name_source"),
+        ),
         sa.CheckConstraint("minx <= maxx AND miny <= maxy", name=op.f("ck_areas_bbox")),
     )
     op.create_index("ix_areas_level", "areas", ["level"])
