@@ -43,6 +43,14 @@ UrlOption = Annotated[
 CrsOption = Annotated[
     str, typer.Option("--crs", help="CRS of the input coordinates: wgs84, gcj02, bd09 or EPSG:n.")
 ]
+# Files carry their own CRS label; --crs overrides it (GCJ-02 data is often labelled EPSG:4326).
+FileCrsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--crs",
+        help="The files' real CRS (wgs84, gcj02, bd09 or EPSG:n); default: the files' own label.",
+    ),
+]
 
 
 def _url(url: str | None) -> str:
@@ -109,32 +117,44 @@ def load(
             "None: the Jinniu reference district."
         ),
     ] = None,
-    crs: CrsOption = "wgs84",
+    units: Annotated[
+        Path | None, typer.Option(help="Units file to load with your areas (same formats).")
+    ] = None,
+    offices: Annotated[
+        Path | None, typer.Option(help="Offices file to load with your areas (same formats).")
+    ] = None,
+    crs: FileCrsOption = None,
     url: UrlOption = None,
 ) -> None:
-    """Load the reference district, or your own area files, into the store (validated first)."""
+    """Load the reference district, or your own files, into the store (validated first).
+
+    The store holds one district: loading replaces areas, offices and units together, and a
+    problem anywhere changes nothing.
+    """
     from gridgov import store
-    from gridgov.areas import check_areas, read_areas
     from gridgov.catalog import load_catalog
 
     settings = get_settings()
-    with _domain_errors(), _progress("reading", total=3) as advance:
+    if not paths and (units or offices):
+        raise _fail("--units and --offices go with your own area files (PATHS)")
+    with _domain_errors(), _progress("reading", total=2) as advance:
         engine = store.create_engine_from_url(_url(url))
         if paths:
+            from gridgov.areas import read_areas
+            from gridgov.units import read_offices, read_units
+
             gdf_areas = read_areas(paths, crs=crs)
-            gdf_offices = gdf_units = None
-            dataset, source = "user-areas", ", ".join(str(p) for p in paths)
+            gdf_units = read_units(units, crs=crs) if units else None
+            gdf_offices = read_offices(offices, crs=crs) if offices else None
+            dataset, source = "user-files", ", ".join(str(p) for p in paths)
         else:
             from gridgov.reference import read_reference_district
 
             ref = read_reference_district(settings.data_dir)
             gdf_areas, gdf_units, gdf_offices = ref.gdf_areas, ref.gdf_units, ref.gdf_offices
             dataset, source = "jinniu-reference", str(settings.data_dir)
-        advance(1, "validating areas")
-        # Refuse a broken hierarchy before touching the store: the old data stays intact.
-        check_areas(gdf_areas)
-        advance(1, "writing to the store")
-        store.load_district(
+        advance(1, "validating and writing to the store")
+        before = store.load_district(
             engine,
             gdf_areas,
             gdf_offices=gdf_offices,
@@ -146,15 +166,20 @@ def load(
         advance(1)
     levels = gdf_areas["level"].value_counts()
     parts = [f"{levels[lv]} {lv}" for lv in levels.index]
-    if gdf_units is not None:
-        parts.append(f"{len(gdf_units)} units")
+    parts.append(f"{0 if gdf_offices is None else len(gdf_offices)} offices")
+    parts.append(f"{0 if gdf_units is None else len(gdf_units)} units")
     out.print(f"loaded {dataset}: " + ", ".join(parts))
+    if any(before.values()):
+        out.print(
+            f"replaced what the store held: {before['areas']} areas, {before['offices']} offices, "
+            f"{before['units']} units"
+        )
 
 
 @app.command()
 def validate(
     path: Annotated[list[Path], typer.Argument(help="Area file(s) to check.")],
-    crs: CrsOption = "wgs84",
+    crs: FileCrsOption = None,
 ) -> None:
     """Check an area hierarchy; exit 0 when clean, 1 with every problem listed otherwise."""
     from gridgov.areas import read_areas, validate_areas
@@ -264,12 +289,19 @@ def generate(
     boundary: Annotated[Path, typer.Argument(help="District boundary (polygon file).")],
     roads: Annotated[
         Path | None,
-        typer.Argument(help="Road lines, or a folder with roads_nodes.csv and roads_links.csv."),
-    ],
+        typer.Argument(
+            help="Road lines, or a folder with roads_nodes.csv and roads_links.csv. "
+            "Without roads, blocks are cut by k-means cells alone."
+        ),
+    ] = None,
     out_path: Annotated[
         Path, typer.Option("--out", help="Areas file to write (.gpkg, .geojson or .parquet).")
-    ],
-    crs: CrsOption = "wgs84",
+    ] = Path("areas.gpkg"),
+    roads_layer: Annotated[
+        str | None,
+        typer.Option("--roads-layer", help="Layer of ROADS to use (default: its line layer)."),
+    ] = None,
+    crs: FileCrsOption = None,
     admin: Annotated[
         Path | None,
         typer.Option(
@@ -300,10 +332,10 @@ def generate(
         raise _fail(f"--out must end in .gpkg, .geojson or .parquet, not {suffix or 'nothing'}")
     with _domain_errors(), _progress("generating areas") as advance:
         gdf_boundary = read_boundary(boundary, crs)
-        gdf_roads = read_roads(roads, crs) if roads else None
+        gdf_roads = read_roads(roads, crs, layer=roads_layer) if roads else None
         if admin:
             plan = plan_from_admin_table(
-                read_admin_table(admin), grids, microgrids, crs=crs, source=str(admin)
+                read_admin_table(admin), grids, microgrids, crs=crs or "wgs84", source=str(admin)
             )
         else:
             plan = plan_from_counts(code, name, streets, communities, grids, microgrids)

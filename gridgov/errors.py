@@ -77,10 +77,24 @@ class Problem:
         return f"[{self.kind}] {self.code}: {self.message}{where}"
 
 
-class AreaValidationError(InputError):
-    """An area hierarchy failed validation; ``problems`` holds every finding."""
+class ValidationError(InputError):
+    """A dataset failed validation; ``problems`` holds every finding, not just the first."""
+
+    what = "the data"
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s) in the area hierarchy:\n{lines}")
+        super().__init__(f"{len(problems)} problem(s) in {self.what}:\n{lines}")
+
+
+class AreaValidationError(ValidationError):
+    """An area hierarchy failed validation."""
+
+    what = "the area hierarchy"
+
+
+class UnitValidationError(ValidationError):
+    """Offices or units failed validation (against each other and the areas)."""
+
+    what = "the offices and units"

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     )
     reference_seed: int = Field(default=20261127, description="Seed of the reference generator.")
     test_postgis_url: str = Field(
-        default="postgresql+psycopg://postgres@127.0.0.1:5432/gridgov_test",
+        default="postgresql+psycopg://gridgov:gridgov@127.0.0.1:5432/gridgov_test",
         description="PostGIS database the test suite uses (created if missing).",
     )
     require_postgis: bool = Field(

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Make sure a local PostgreSQL with PostGIS is running and the test database exists.
 # Used by `make test` (and so by CI). Installs Debian packages only when something is missing.
+#
+# The tests connect with GRIDGOV_TEST_POSTGIS_URL (default in gridgov/settings.py: role
+# gridgov, password gridgov, database gridgov_test on 127.0.0.1). That role is created here
+# with a password, so the tests work whether the server trusts local TCP (as on CI) or asks
+# for a password (Debian's default scram-sha-256).
 set -euo pipefail
 
-PGHOST=${PGHOST:-127.0.0.1}
-PGPORT=${PGPORT:-5432}
-PGUSER=${PGUSER:-postgres}
-TEST_DB=${GRIDGOV_TEST_DB:-gridgov_test}
-export PGHOST PGPORT PGUSER
+PYTHON=${PYTHON:-.venv/bin/python}
+url=$("$PYTHON" -c 'from gridgov.settings import get_settings; print(get_settings().test_postgis_url)')
+read -r DB_USER DB_PASS DB_HOST DB_PORT DB_NAME < <("$PYTHON" - "$url" <<'PY'
+import sys
+from sqlalchemy.engine import make_url
+u = make_url(sys.argv[1])
+print(u.username or "postgres", u.password or "", u.host or "127.0.0.1", u.port or 5432, u.database)
+PY
+)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -41,13 +50,45 @@ if ! pg_lsclusters --no-header | awk '{print $4}' | grep -q online; then
 fi
 
 for _ in $(seq 1 30); do
-  pg_isready -q && break
+  pg_isready -q -h "$DB_HOST" -p "$DB_PORT" && break
   sleep 1
 done
-pg_isready -q || { echo "ensure-postgis: PostgreSQL is not accepting connections" >&2; exit 1; }
+pg_isready -q -h "$DB_HOST" -p "$DB_PORT" || {
+  echo "ensure-postgis: PostgreSQL is not accepting connections on $DB_HOST:$DB_PORT" >&2; exit 1; }
 
-if ! psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$TEST_DB'" | grep -q 1; then
-  psql -d postgres -qc "CREATE DATABASE $TEST_DB"
+# Administration as the postgres superuser: over the local socket with peer authentication
+# (Debian's default) when we can become that user, else over TCP (a server that trusts it).
+admin_psql() {
+  if id postgres >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$DB_PORT" "$@"
+  elif id postgres >/dev/null 2>&1 && command -v sudo >/dev/null; then
+    sudo -u postgres psql -X -q -v ON_ERROR_STOP=1 -p "$DB_PORT" "$@"
+  else
+    psql -X -q -v ON_ERROR_STOP=1 -h "$DB_HOST" -p "$DB_PORT" -U postgres "$@"
+  fi
+}
+
+if [ "$DB_USER" != postgres ]; then
+  admin_psql -d postgres <<SQL
+SET client_min_messages = warning;
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$DB_USER') THEN
+    CREATE ROLE "$DB_USER" LOGIN CREATEDB PASSWORD '$DB_PASS';
+  ELSE
+    ALTER ROLE "$DB_USER" LOGIN CREATEDB PASSWORD '$DB_PASS';
+  END IF;
+END \$\$;
+SQL
 fi
-psql -d "$TEST_DB" -qc "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS postgis"
-echo "ensure-postgis: PostGIS $(psql -d "$TEST_DB" -tAc 'SELECT postgis_lib_version()') ready in $TEST_DB"
+if ! admin_psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" | grep -q 1; then
+  admin_psql -d postgres -c "CREATE DATABASE \"$DB_NAME\" OWNER \"$DB_USER\""
+fi
+# The tests make a schema per test, which needs the database's CREATE right: own it.
+admin_psql -d postgres -c "ALTER DATABASE \"$DB_NAME\" OWNER TO \"$DB_USER\""
+# PostGIS needs a superuser to install; the tests then only use it.
+admin_psql -d "$DB_NAME" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS postgis"
+
+version=$(PGPASSWORD="$DB_PASS" psql -X -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" -d "$DB_NAME" \
+  -tAc 'SELECT postgis_lib_version()') || {
+  echo "ensure-postgis: cannot connect as $DB_USER to $DB_NAME on $DB_HOST:$DB_PORT" >&2; exit 1; }
+echo "ensure-postgis: PostGIS $version ready in $DB_NAME for role $DB_USER"

@@ -198,3 +198,53 @@ def test_generate_rejects_an_unknown_output_format(tmp_path: Path) -> None:
     code, output = _invoke("generate", "b.geojson", "r.geojson", "--out", str(tmp_path / "x.csv"))
     assert code == 1
     assert ".gpkg" in output
+
+
+def test_load_your_own_areas_offices_and_units(tmp_path: Path) -> None:
+    from gridgov.reference import read_reference_district
+
+    ref = read_reference_district()
+    areas, offices, units = tmp_path / "a.gpkg", tmp_path / "o.geojson", tmp_path / "u.parquet"
+    ref.gdf_areas.to_file(areas, layer="areas")
+    ref.gdf_offices.to_file(offices)
+    ref.gdf_units.to_parquet(units)
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    assert _invoke("init", "--url", url)[0] == 0
+    code, output = _invoke(
+        "load", str(areas), "--offices", str(offices), "--units", str(units), "--url", url
+    )
+    assert code == 0, output
+    assert f"{len(ref.gdf_units)} units" in output
+    summary = json.loads(_invoke("info", "--url", url)[1])
+    assert summary["offices"] == len(ref.gdf_offices)
+    assert sum(summary["units_by_kind"].values()) == len(ref.gdf_units)
+
+    # A units file with a wrong kind and an unknown street: every problem named, nothing lost.
+    bad = ref.gdf_units.copy()
+    bad.loc[bad.index[0], "kind"] = "firefighters"
+    bad.loc[bad.index[1], "street_code"] = "510106999000"
+    bad_path = tmp_path / "bad_units.parquet"
+    bad.to_parquet(bad_path)
+    code, output = _invoke(
+        "load", str(areas), "--offices", str(offices), "--units", str(bad_path), "--url", url
+    )
+    assert code == 1
+    assert "unknown_kind" in output and str(bad["unit_id"].iloc[0]) in output
+    assert "unknown_street" in output and str(bad["unit_id"].iloc[1]) in output
+    after = json.loads(_invoke("info", "--url", url)[1])
+    assert after["units_by_kind"] == summary["units_by_kind"]
+
+
+def test_loading_another_district_says_what_it_replaced(
+    reference_store_url: str, tmp_path: Path
+) -> None:
+    from gridgov.reference import read_reference_district
+
+    areas = tmp_path / "areas.parquet"
+    read_reference_district().gdf_areas.to_parquet(areas)
+    code, output = _invoke("load", str(areas), "--url", reference_store_url)
+    assert code == 0, output
+    assert "replaced what the store held" in output
+    assert f"{len(read_reference_district().gdf_units)} units" in output
+    # Put the full reference back for the other tests of this module.
+    assert _invoke("load", "--url", reference_store_url)[0] == 0

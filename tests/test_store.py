@@ -15,7 +15,13 @@ from shapely.geometry import MultiPolygon, Point, box
 from sqlalchemy import Engine, text
 
 from gridgov.catalog import Matter, load_catalog
-from gridgov.errors import DataFileError, InputError, StoreError
+from gridgov.errors import (
+    AreaValidationError,
+    DataFileError,
+    InputError,
+    OutsideDistrictError,
+    StoreError,
+)
 from gridgov.model import AREA_COLUMNS, LEVELS, Level
 from gridgov.settings import get_settings
 from gridgov.store import (
@@ -30,8 +36,8 @@ from gridgov.store import (
     load_matters,
     load_offices,
     load_units,
-    locate,
     locate_many,
+    locate_point,
     nearest_units,
     read_areas,
     read_matters,
@@ -354,13 +360,16 @@ def test_bad_batch_leaves_old_data_intact(store_engine: Engine) -> None:
 
     bad_areas = make_tiny_areas()
     bad_areas.loc[5, "level"] = "province"  # violates the level CHECK on the sixth row
-    with pytest.raises(StoreError, match="nothing was changed"):
+    with pytest.raises(AreaValidationError, match="unknown_level"):
         load_areas(store_engine, bad_areas)
+    # Past validation, the database's own constraints still guard the tables.
+    with pytest.raises(StoreError, match="nothing was changed"):
+        load_areas(store_engine, bad_areas, validate=False)
 
     dangling = make_tiny_areas()
     dangling = dangling[~dangling["code"].str.startswith(STREET_2[:9])]  # units still use it
     with pytest.raises(StoreError, match="nothing was changed"):
-        load_areas(store_engine, dangling)
+        load_areas(store_engine, dangling, validate=False)
 
     bad_units = make_units()
     bad_units.loc[len(bad_units) - 1, "street_code"] = "510106999000"
@@ -383,16 +392,23 @@ def test_bad_batch_leaves_old_data_intact(store_engine: Engine) -> None:
 def test_load_district_swaps_everything_at_once(store_engine: Engine) -> None:
     load_sample(store_engine)
     smaller = make_tiny_areas()
-    smaller = smaller[~smaller["code"].str.startswith(STREET_2[:9])]
+    smaller = smaller[~smaller["code"].str.startswith(STREET_2[:9])].copy()
+    # The district shrinks to its one remaining street, so the hierarchy stays sound.
+    is_district = smaller["level"] == "district"
+    street_1 = smaller.loc[smaller["code"] == STREET_1, "geometry"].iloc[0]
+    smaller.loc[is_district, "geometry"] = gpd.GeoSeries(
+        [street_1], index=smaller.index[is_district]
+    )
     offices = make_offices()
     units = make_units()
-    load_district(
+    before = load_district(
         store_engine,
         smaller,
         offices[offices["street_code"] == STREET_1],
         units[units["street_code"] == STREET_1],
         name="half",
     )
+    assert before == {"areas": 31, "offices": len(offices), "units": len(units)}
     assert set(read_areas(store_engine, level="street")["code"]) == {STREET_1}
     assert set(read_units(store_engine)["street_code"]) == {STREET_1}
     summary = summarize(store_engine)
@@ -430,6 +446,11 @@ def test_summarize(store_engine: Engine) -> None:
 STEP = SIZE / 4  # micro-grid width and height
 
 
+def locate(engine: Engine, lon: float, lat: float) -> dict[str, str | None]:
+    """Codes at every level for one point (None outside), through the vectorised call."""
+    return dict(locate_many(engine, [lon], [lat]).iloc[0].to_dict())
+
+
 def test_locate_inside_outside_and_on_edges(store_engine: Engine) -> None:
     load_areas(store_engine, make_tiny_areas())
     inside = locate(store_engine, X0 + STEP / 2, Y0 + STEP / 2)  # south-west micro-grid
@@ -453,6 +474,33 @@ def test_locate_inside_outside_and_on_edges(store_engine: Engine) -> None:
     centre = locate(store_engine, X0 + SIZE / 2, Y0 + SIZE / 2)
     assert centre["street"] == STREET_1
     assert centre["microgrid"].startswith(STREET_1[:9])
+
+
+def test_locate_point_names_every_level_or_says_outside(store_engine: Engine) -> None:
+    load_sample(store_engine)
+    named = locate_point(store_engine, X0 + STEP / 2, Y0 + STEP / 2)
+    assert named["district"] == {"code": DISTRICT, "name": "测试区"}
+    assert named["microgrid"] is not None
+    assert named["microgrid"]["code"] == "510106001001001001"
+    with pytest.raises(OutsideDistrictError, match="outside the loaded district"):
+        locate_point(store_engine, X0 - 0.01, Y0)
+
+
+def test_an_empty_store_says_so_on_both_backends(store_engine: Engine) -> None:
+    with pytest.raises(StoreError, match="holds no areas"):
+        locate_many(store_engine, [X0], [Y0])
+
+
+def test_a_broken_hierarchy_is_refused_before_the_database(store_engine: Engine) -> None:
+    load_sample(store_engine)
+    before = read_areas(store_engine)
+    holed = make_tiny_areas()
+    holed = holed[holed["code"] != "510106001001001001"]  # a micro-grid gone: a gap
+    with pytest.raises(AreaValidationError, match="gap"):
+        load_areas(store_engine, holed)
+    with pytest.raises(AreaValidationError, match="gap"):
+        load_district(store_engine, holed)
+    pd.testing.assert_frame_equal(read_areas(store_engine), before)
 
 
 def test_locate_many_matches_locate(store_engine: Engine) -> None:

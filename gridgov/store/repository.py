@@ -26,7 +26,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from gridgov.areas import build_locator
+from gridgov.areas import build_locator, check_areas
 from gridgov.catalog import Deadlines, EventClass, Matter
 from gridgov.errors import DataFileError, InputError, OutsideDistrictError, StoreError
 from gridgov.model import (
@@ -48,6 +48,7 @@ from gridgov.store.models import (
     SRID,
     UNITS,
 )
+from gridgov.units import check_units
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -270,6 +271,7 @@ def load_areas(
     gdf_areas: gpd.GeoDataFrame,
     *,
     replace: bool = True,
+    validate: bool = True,
     name: str | None = None,
     source: str | None = None,
 ) -> None:
@@ -287,16 +289,23 @@ def load_areas(
         stored as one-part MultiPolygons.
     replace
         Delete the stored areas first (in the same transaction).
+    validate
+        Check the hierarchy with :func:`gridgov.areas.check_areas` first. Only pass False for
+        a frame that has just been checked: a broken hierarchy makes the backends disagree.
     name, source
         Recorded in the dataset log.
 
     Raises
     ------
+    AreaValidationError
+        If the hierarchy has problems (all of them are listed); nothing is changed.
     InputError
         If columns are missing or a geometry is not a polygon.
     StoreError
         If the database rejects the rows (bad level, dangling parent, duplicate code...).
     """
+    if validate:
+        check_areas(gdf_areas)
     records = _area_records(gdf_areas)
     _load(
         engine,
@@ -365,14 +374,27 @@ def load_district(
     gdf_units: gpd.GeoDataFrame | None = None,
     matters: Iterable[Matter] | None = None,
     *,
+    validate: bool = True,
     name: str | None = None,
     source: str | None = None,
-) -> None:
+) -> dict[str, int]:
     """Replace a whole dataset (areas, offices, units, and optionally matters) atomically.
 
     Use this to switch a store to another district: the parts depend on each other, so they
-    are swapped in one transaction. Offices and units not given are emptied.
+    are swapped in one transaction. Offices and units not given are emptied. The areas, and the
+    offices and units against them, are validated first (:func:`load_areas`,
+    :func:`gridgov.units.check_units`); any problem changes nothing.
+
+    Returns
+    -------
+    dict
+        What the store held before the swap: ``{"areas": n, "offices": n, "units": n}``, so a
+        caller can tell the user what was replaced.
     """
+    if validate:
+        check_areas(gdf_areas)
+        if gdf_units is not None:
+            check_units(gdf_units, gdf_areas, gdf_offices)
     area_records = _area_records(gdf_areas)
     office_records = [] if gdf_offices is None else _office_records(gdf_offices)
     unit_records = [] if gdf_units is None else _unit_records(gdf_units)
@@ -393,7 +415,15 @@ def load_district(
         matter_records = [_matter_record(m) for m in matters]
         steps.append((MATTERS, matter_records, True))
         counts["matters"] = len(matter_records)
+    with translate_errors(engine), engine.connect() as connection:
+        before = {
+            table.name: int(
+                connection.execute(select(func.count()).select_from(table)).scalar_one()
+            )
+            for table in (AREAS, OFFICES, UNITS)
+        }
     _load(engine, steps, ("files", name, source, counts))
+    return before
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,17 +653,15 @@ def locate_many(engine: Engine, lon: ArrayLike, lat: ArrayLike) -> pd.DataFrame:
     if lon_arr.shape != lat_arr.shape or lon_arr.ndim != 1:
         msg = f"lon and lat must be 1-d and equally long, got {lon_arr.shape} and {lat_arr.shape}"
         raise InputError(msg)
+    with translate_errors(engine), engine.connect() as connection:
+        if connection.execute(select(AREAS.c.code).limit(1)).first() is None:
+            msg = "the store holds no areas; load some first (`gridgov load`)"
+            raise StoreError(msg)
     if detect_backend(engine) == "postgresql":
         return _pg_locate_many(engine, lon_arr, lat_arr)
     located = _sqlite_locator(engine).locate(lon_arr, lat_arr)
     result = pd.DataFrame(located).reset_index(drop=True).reindex(columns=_LEVEL_NAMES)
     return result.astype(object).where(result.notna(), None)
-
-
-def locate(engine: Engine, lon: float, lat: float) -> dict[str, str | None]:
-    """Locate one WGS84 point; a dict from level name to code (None where outside)."""
-    row = locate_many(engine, [lon], [lat]).iloc[0]
-    return {name: row[name] for name in _LEVEL_NAMES}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1025,7 +1053,8 @@ def locate_point(engine: Engine, lon: float, lat: float) -> dict[str, dict[str, 
     OutsideDistrictError
         If the point lies outside every loaded area.
     """
-    codes = locate(engine, lon, lat)
+    row = locate_many(engine, [lon], [lat]).iloc[0]
+    codes: dict[str, str | None] = {name: row[name] for name in _LEVEL_NAMES}
     found = [code for code in codes.values() if code is not None]
     if not found:
         raise OutsideDistrictError(lon, lat)

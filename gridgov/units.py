@@ -1,0 +1,197 @@
+"""Offices and units from a user's files: reading, normalising, and checking them.
+
+The reference district brings its own (``gridgov.reference``); this module is for a street
+that loads its real stations. Checks run against the area hierarchy they will be loaded with,
+and every problem is collected before one error is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+import shapely
+
+from gridgov.crs import gdf_to_wgs84
+from gridgov.errors import CRSError, DataFileError, Problem, UnitValidationError
+from gridgov.model import (
+    OFFICE_COLUMNS,
+    UNIT_COLUMNS,
+    ForceKind,
+    Level,
+    TravelMode,
+    UnitStatus,
+)
+
+_UNIT_REQUIRED = ("unit_id", "name", "kind", "department", "street_code", "travel_mode")
+_OFFICE_REQUIRED = ("office_id", "name", "kind", "department", "street_code")
+_KINDS = {str(k) for k in ForceKind}
+_MODES = {str(m) for m in TravelMode}
+_STATUSES = {str(s) for s in UnitStatus}
+_UNIT_DEFAULTS: dict[str, Any] = {
+    "office_id": None,
+    "status": str(UnitStatus.AVAILABLE),
+    "on_duty": True,
+    "grid_code": None,
+    "generated": False,
+}
+
+
+def read_units(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFrame:
+    """Read a units file (GeoJSON, GeoPackage, GeoParquet, Shapefile) into a units frame.
+
+    Parameters
+    ----------
+    path
+        The file. Point geometry; a unit without a known position may have none.
+    crs
+        What the coordinates really are (``wgs84``, ``gcj02``, ``bd09`` or EPSG). ``None``
+        trusts the file's own label.
+
+    Returns
+    -------
+    A new GeoDataFrame with :data:`gridgov.model.UNIT_COLUMNS` (``position_time`` kept when
+    present) in EPSG:4326. ``status`` defaults to available, ``on_duty`` to true.
+    """
+    gdf = _read(path, crs, _UNIT_REQUIRED)
+    for column, default in _UNIT_DEFAULTS.items():
+        if column not in gdf.columns:
+            gdf[column] = default
+    keep = [*UNIT_COLUMNS, *(["position_time"] if "position_time" in gdf.columns else [])]
+    out = gdf[[*keep, "geometry"]].copy()
+    for column in ("unit_id", "office_id", "street_code", "grid_code"):
+        out[column] = [_as_code(v) for v in out[column]]
+    out["on_duty"] = out["on_duty"].map(_as_bool)
+    out["generated"] = out["generated"].map(_as_bool)
+    return out
+
+
+def read_offices(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFrame:
+    """Read an offices file into an offices frame (see :func:`read_units`)."""
+    gdf = _read(path, crs, _OFFICE_REQUIRED)
+    if "generated" not in gdf.columns:
+        gdf["generated"] = False
+    out = gdf[[*OFFICE_COLUMNS, "geometry"]].copy()
+    for column in ("office_id", "street_code"):
+        out[column] = [_as_code(v) for v in out[column]]
+    out["generated"] = out["generated"].map(_as_bool)
+    return out
+
+
+def validate_units(
+    gdf_units: gpd.GeoDataFrame,
+    gdf_areas: gpd.GeoDataFrame,
+    gdf_offices: gpd.GeoDataFrame | None = None,
+) -> list[Problem]:
+    """Check units (and their offices) against each other and the area hierarchy.
+
+    Kinds reported: ``duplicate_id``, ``unknown_kind``, ``unknown_travel_mode``,
+    ``unknown_status``, ``unknown_street`` (the commanding street is not a street of the
+    areas), ``unknown_grid``, ``unknown_office``, ``not_a_point``. A unit may stand outside its
+    street (a patrol crosses borders), so that is not a problem.
+    """
+    streets = set(gdf_areas.loc[gdf_areas["level"] == str(Level.STREET), "code"])
+    grids = set(gdf_areas.loc[gdf_areas["level"] == str(Level.GRID), "code"])
+    problems: list[Problem] = []
+    office_ids: set[str] | None = None
+    if gdf_offices is not None:
+        office_ids = set(gdf_offices["office_id"])
+        problems += _common_problems(gdf_offices, "office_id", streets)
+    problems += _common_problems(gdf_units, "unit_id", streets)
+    for row, geom in zip(gdf_units.itertuples(index=False), gdf_units.geometry, strict=True):
+        where = _where(geom)
+        if str(row.travel_mode) not in _MODES:
+            msg = f"travel mode {row.travel_mode!r} is not one of {', '.join(TravelMode)}"
+            problems.append(Problem("unknown_travel_mode", str(row.unit_id), msg, *where))
+        if str(row.status) not in _STATUSES:
+            msg = f"status {row.status!r} is not one of {', '.join(UnitStatus)}"
+            problems.append(Problem("unknown_status", str(row.unit_id), msg, *where))
+        grid_code = _as_code(row.grid_code)
+        if grid_code is not None and grid_code not in grids:
+            msg = f"grid {grid_code} is not a grid of the loaded areas"
+            problems.append(Problem("unknown_grid", str(row.unit_id), msg, *where))
+        office_id = _as_code(row.office_id)
+        if office_ids is not None and office_id is not None and office_id not in office_ids:
+            msg = f"office {office_id} is not in the offices file"
+            problems.append(Problem("unknown_office", str(row.unit_id), msg, *where))
+    return problems
+
+
+def check_units(
+    gdf_units: gpd.GeoDataFrame,
+    gdf_areas: gpd.GeoDataFrame,
+    gdf_offices: gpd.GeoDataFrame | None = None,
+) -> None:
+    """Raise :class:`UnitValidationError` listing every problem :func:`validate_units` finds."""
+    problems = validate_units(gdf_units, gdf_areas, gdf_offices)
+    if problems:
+        raise UnitValidationError(problems)
+
+
+def _common_problems(gdf: gpd.GeoDataFrame, id_column: str, streets: set[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    ids = gdf[id_column].astype(str)
+    for ident in sorted(set(ids[ids.duplicated()])):
+        problems.append(Problem("duplicate_id", ident, f"{id_column} {ident} appears twice"))
+    for row, geom in zip(gdf.itertuples(index=False), gdf.geometry, strict=True):
+        ident = str(getattr(row, id_column))
+        where = _where(geom)
+        if str(row.kind) not in _KINDS:
+            msg = f"kind {row.kind!r} is not one of {', '.join(ForceKind)}"
+            problems.append(Problem("unknown_kind", ident, msg, *where))
+        if _as_code(row.street_code) not in streets:
+            msg = f"commanding street {row.street_code} is not a street of the loaded areas"
+            problems.append(Problem("unknown_street", ident, msg, *where))
+        if geom is not None and not shapely.is_empty(geom) and geom.geom_type != "Point":
+            msg = f"a position must be a Point, not a {geom.geom_type}"
+            problems.append(Problem("not_a_point", ident, msg, *where))
+    return problems
+
+
+def _read(path: str | Path, crs: str | int | None, required: Iterable[str]) -> gpd.GeoDataFrame:
+    source = Path(path)
+    if not source.exists():
+        msg = f"file not found: {source}"
+        raise DataFileError(msg)
+    try:
+        if source.suffix.lower() in (".parquet", ".geoparquet"):
+            gdf = gpd.read_parquet(source)
+        else:
+            gdf = pyogrio.read_dataframe(source)
+    except Exception as exc:  # GDAL and arrow raise many unrelated types for a bad file
+        msg = f"cannot read {source}: {exc}"
+        raise DataFileError(msg) from exc
+    missing = [c for c in required if c not in gdf.columns]
+    if missing:
+        msg = f"{source}: missing required column(s) {', '.join(missing)}"
+        raise DataFileError(msg)
+    try:
+        return gdf_to_wgs84(gdf, crs)
+    except CRSError as exc:
+        msg = f"{source}: {exc}"
+        raise CRSError(msg) from exc
+
+
+def _as_code(value: Any) -> str | None:
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "y", "t")
+    return bool(value)
+
+
+def _where(geom: Any) -> tuple[float | None, float | None]:
+    if geom is None or shapely.is_empty(geom):
+        return None, None
+    point = shapely.point_on_surface(geom)
+    return float(point.x), float(point.y)
