@@ -54,6 +54,10 @@ class CatalogError(GridgovError):
         super().__init__(message)
 
 
+class GenerationError(GridgovError):
+    """The area generator could not build a valid hierarchy for this boundary, roads and plan."""
+
+
 class NotFoundError(GridgovError):
     """A requested record does not exist."""
 

@@ -127,7 +127,8 @@ def read_link_table(
             if bad:
                 problems.append(f"{name}: non-numeric or empty {col} in row(s) {bad[:20]}")
     if problems:
-        raise DataFileError("; ".join(problems))
+        msg = "; ".join(problems)
+        raise DataFileError(msg)
     node_ids = nodes["Node"].astype(np.int64)
     dup = node_ids[node_ids.duplicated()].unique().tolist()
     if dup:

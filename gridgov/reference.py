@@ -33,8 +33,10 @@ from gridgov.tessellate import (
     HierarchyPlan,
     ProgressCallback,
     generate_hierarchy,
+    kmeans_centres,
     plan_from_admin_table,
     read_admin_table,
+    sample_points,
     transform_anchors,
 )
 
@@ -68,6 +70,13 @@ ROAD_MARGIN_M = 1500.0
 N_GRIDS = 1000
 N_MICROGRIDS = 10000
 N_FIRE_STATIONS = 4
+#: ``position_source`` of a unit on a road link (or at most :data:`ROAD_EDGE_CLEARANCE_M` off one,
+#: inside its grid, where the link is the grid's edge).
+POSITION_ROAD = "road"
+#: ``position_source`` of a grid worker whose grid no usable road reaches: its point_on_surface.
+POSITION_GRID_INTERIOR = "grid_interior"
+#: How far a grid worker stands inside their grid from a road that forms the grid's edge (metres).
+ROAD_EDGE_CLEARANCE_M = 1.0
 STREET_OFFICE_DEPARTMENT = "街道办事处"
 
 #: Per street: kind → (department, number of units, travel mode). Fire stations are placed
@@ -138,6 +147,10 @@ def _road_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate unit positions every ``spacing_m`` along usable links (no expressway)."""
     usable = gdf_links_metric[gdf_links_metric["speed_walk_kmh"] > 0]
+    # A two-way road is two links over one line; keep it once so that no two offices drawn from
+    # distinct candidates end up at the same spot.
+    pair = np.sort(usable[["u", "v"]].to_numpy(), axis=1)
+    usable = usable[~pd.DataFrame(pair).duplicated().to_numpy()]
     lines = shapely.line_merge(usable.geometry.to_numpy())
     xy, owner = [], []
     for i, line in enumerate(lines):
@@ -145,7 +158,10 @@ def _road_points(
         pts = shapely.line_interpolate_point(line, np.linspace(0, line.length, n + 1))
         xy.append(shapely.get_coordinates(pts))
         owner.append(np.full(n + 1, i))
-    return np.concatenate(xy), np.concatenate(owner)
+    points = np.concatenate(xy)
+    _, first = np.unique(np.round(points, 3), axis=0, return_index=True)
+    keep = np.sort(first)
+    return points[keep], np.concatenate(owner)[keep]
 
 
 def _owning_area(points: np.ndarray, gdf: gpd.GeoDataFrame) -> np.ndarray:
@@ -202,6 +218,7 @@ def _place_units(
         mode: TravelMode,
         p: Point,
         grid_code: str | None = None,
+        position_source: str = POSITION_ROAD,
     ) -> None:
         units.append(
             {
@@ -216,6 +233,7 @@ def _place_units(
                 "on_duty": True,
                 "grid_code": grid_code,
                 "generated": True,
+                "position_source": position_source,
                 "geometry": p,
             }
         )
@@ -264,14 +282,8 @@ def _place_units(
                 TravelMode.DRIVE,
                 p,
             )
-    # Grid workers: on the road point nearest their grid, commanded by the grid's street.
-    usable = links_metric[links_metric["speed_walk_kmh"] > 0].geometry.to_numpy()
-    tree = shapely.STRtree(usable)
-    reps = shapely.point_on_surface(grids.geometry.to_numpy())
-    nearest = tree.nearest(reps)
-    snapped = shapely.line_interpolate_point(
-        usable[nearest], shapely.line_locate_point(usable[nearest], reps)
-    )
+    # Grid workers stand inside their own grid (so inside the street commanding them).
+    worker_pts, worker_source = grid_worker_positions(grids, links_metric)
     modes = rng.random(len(grids)) < 0.6
     for gi, grid in grids.iterrows():
         gcode = str(grid["code"])
@@ -284,10 +296,57 @@ def _place_units(
             STREET_OFFICE_DEPARTMENT,
             scode,
             TravelMode.BIKE if modes[gi] else TravelMode.WALK,
-            snapped[gi],
+            worker_pts[gi],
             gcode,
+            worker_source[gi],
         )
     return offices, units
+
+
+def grid_worker_positions(
+    gdf_grids_metric: gpd.GeoDataFrame, gdf_links_metric: gpd.GeoDataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each grid's worker stands: inside the grid, on a road where one reaches it.
+
+    Parameters
+    ----------
+    gdf_grids_metric
+        Grid polygons (metric CRS).
+    gdf_links_metric
+        Road links (metric CRS) with ``speed_walk_kmh``; links closed to walking are ignored.
+
+    Returns
+    -------
+    tuple
+        ``(points, sources)`` aligned with the grids: shapely Points and
+        :data:`POSITION_ROAD` / :data:`POSITION_GRID_INTERIOR`. Where a usable link runs through
+        the grid or along its edge, the point is the link point closest to the grid's
+        ``point_on_surface``, moved :data:`ROAD_EDGE_CLEARANCE_M` into the grid when the link is
+        the grid's edge (a point on a shared edge would belong to the neighbour with the smaller
+        code). Elsewhere it is the grid's ``point_on_surface``; dispatch adds the access leg to
+        the network at the unit's own speed.
+    """
+    grids = gdf_grids_metric.geometry.to_numpy()
+    usable = gdf_links_metric[gdf_links_metric["speed_walk_kmh"] > 0].geometry.to_numpy()
+    reps = shapely.point_on_surface(grids)
+    inner = shapely.buffer(grids, -ROAD_EDGE_CLEARANCE_M)
+    near = shapely.buffer(grids, ROAD_EDGE_CLEARANCE_M)
+    tree = shapely.STRtree(usable)
+    grid_idx, link_idx = tree.query(near, predicate="intersects")
+    points = reps.copy()
+    sources = np.full(len(grids), POSITION_GRID_INTERIOR, dtype=object)
+    for g in np.unique(grid_idx):
+        if shapely.is_empty(inner[g]):
+            continue
+        reach = shapely.intersection(shapely.union_all(usable[link_idx[grid_idx == g]]), near[g])
+        if shapely.is_empty(reach) or shapely.length(reach) == 0:
+            continue
+        on_road = shapely.get_point(shapely.shortest_line(reach, reps[g]), 0)
+        if not shapely.contains_properly(inner[g], on_road):
+            on_road = shapely.get_point(shapely.shortest_line(inner[g], on_road), 0)
+        points[g] = on_road
+        sources[g] = POSITION_ROAD
+    return points, sources
 
 
 def _fire_station_points(
@@ -298,10 +357,8 @@ def _fire_station_points(
     rng: np.random.Generator,
 ) -> list[int]:
     """Road points for the fire stations: near k-means centres of the district, one per street."""
-    from gridgov.tessellate import _kmeans, _sample_points
-
     district = areas_metric[areas_metric["level"] == Level.DISTRICT.value].geometry.iloc[0]
-    centres = _kmeans(_sample_points(district, 2000, rng), N_FIRE_STATIONS, rng)
+    centres = kmeans_centres(sample_points(district, 2000, rng), N_FIRE_STATIONS, rng)
     chosen: list[int] = []
     used: set[int] = set()
     ok = np.flatnonzero((street_of >= 0) & (depth > 20.0))
@@ -370,7 +427,7 @@ def build_reference_district(
         gdf_links=links_kept.reset_index(drop=True),
         gdf_areas=areas_m.to_crs("EPSG:4326"),
         gdf_offices=gdf_offices[[*OFFICE_COLUMNS, "geometry"]],
-        gdf_units=gdf_units[[*UNIT_COLUMNS, "geometry"]],
+        gdf_units=gdf_units[[*UNIT_COLUMNS, "position_source", "geometry"]],
     )
 
 
@@ -379,8 +436,9 @@ def write_reference_district(ref: ReferenceDistrict, out_dir: Path) -> list[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     roads = out_dir / ROADS_FILE
     roads.unlink(missing_ok=True)
-    ref.gdf_nodes.to_file(roads, layer="nodes", driver="GPKG")
+    # Links first: a reader that takes a file's first layer gets the road lines.
     ref.gdf_links.to_file(roads, layer="links", driver="GPKG")
+    ref.gdf_nodes.to_file(roads, layer="nodes", driver="GPKG")
     paths = [roads]
     for frame, name in (
         (ref.gdf_areas, AREAS_FILE),

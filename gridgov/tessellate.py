@@ -13,8 +13,10 @@ How it works
    several children is split by the Voronoi cells of k-means centres of a uniform point sample (a
    centroidal Voronoi partition, so the pieces have similar areas).
 2. **Exact tiling.** The boundaries of all approximate micro-grids are snapped to a 1 cm grid,
-   noded once and polygonized once into atomic faces. Each face takes the micro-grid containing its
-   representative point; faces left in a gap take their neighbour's label. Where a label ended up
+   noded once, split into edges of at most :data:`MAX_EDGE_M` (so the tiling stays exact when
+   each vertex is reprojected to EPSG:4326 on its own) and polygonized once into atomic faces.
+   Each face takes the micro-grid containing its representative point; faces left in a gap take
+   their neighbour's label. Where a label ended up
    in pieces, the smaller pieces join the neighbour (within the same parent) sharing the longest
    edge, level by level from the street down.
 3. **Dissolve bottom-up.** Every area of every level is the union of its faces, so neighbours
@@ -39,6 +41,7 @@ not an error, because a district without mapped roads still needs grids.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,7 +59,7 @@ from scipy.spatial import cKDTree
 from shapely.geometry import MultiPolygon, Point, Polygon
 
 from gridgov.crs import gdf_to_wgs84, to_wgs84
-from gridgov.errors import CRSError, DataFileError, InputError
+from gridgov.errors import CRSError, DataFileError, GenerationError, InputError
 from gridgov.model import Level
 from gridgov.network import read_link_table
 
@@ -64,6 +67,15 @@ logger = logging.getLogger(__name__)
 
 #: Grid (metres) to which all boundary linework is snapped before noding.
 GRID_SIZE = 0.01
+#: Longest edge (metres) of the exact tiling. A straight edge in the metric CRS is not straight in
+#: EPSG:4326: near Chengdu a UTM chord of length L bows about 1.3e-8 L² m away from the lon/lat
+#: chord (2.6 m over 15 km), enough to flip the centimetre-thin slivers that line a long boundary
+#: edge once each vertex is reprojected. At 100 m the bow is 0.13 mm, far below the 1 cm grid.
+MAX_EDGE_M = 100.0
+#: Boundary edges are split to this length (degrees, about 100 m) in EPSG:4326 before they are
+#: projected, so the generated district follows the user's straight lon/lat edges, not the
+#: projected chords between their corners (which bow metres away on a long edge).
+BOUNDARY_SEGMENT_DEG = 1e-3
 #: Points sampled per child when splitting a block by k-means.
 _SAMPLES_PER_CHILD = 40
 _KMEANS_ITERATIONS = 25
@@ -143,7 +155,7 @@ def _largest_polygon(geom: shapely.Geometry) -> Polygon:
     parts = [p for p in shapely.get_parts(geom) if isinstance(p, Polygon) and not p.is_empty]
     if not parts:
         msg = "geometry holds no polygon"
-        raise ValueError(msg)
+        raise InputError(msg)
     return max(parts, key=lambda p: p.area)
 
 
@@ -151,8 +163,24 @@ def _polygons_of(geom: shapely.Geometry) -> list[Polygon]:
     return [p for p in shapely.get_parts(geom) if isinstance(p, Polygon) and p.area > 0]
 
 
-def _sample_points(polygon: Polygon, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform random points inside ``polygon`` (rejection sampling in its bounding box)."""
+def sample_points(polygon: Polygon, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw points uniformly at random inside a polygon.
+
+    Parameters
+    ----------
+    polygon
+        The polygon (any planar CRS; metric for uniformity on the ground).
+    n
+        Number of points.
+    rng
+        Random generator (the only source of randomness).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2)`` coordinates. Rejection sampling in the bounding box; a polygon too thin to hit
+        gets its representative point repeated for the missing rows.
+    """
     minx, miny, maxx, maxy = polygon.bounds
     fill = max(polygon.area / max((maxx - minx) * (maxy - miny), 1e-12), 0.02)
     shapely.prepare(polygon)
@@ -174,8 +202,24 @@ def _sample_points(polygon: Polygon, n: int, rng: np.random.Generator) -> np.nda
     return points
 
 
-def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding; empty clusters restart at the worst-served point."""
+def kmeans_centres(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Cluster centres of points by Lloyd's k-means with k-means++ seeding.
+
+    Parameters
+    ----------
+    points
+        ``(m, 2)`` coordinates, ``m >= 1``.
+    k
+        Number of centres.
+    rng
+        Random generator (the only source of randomness).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, 2)`` centres. An empty cluster restarts at the worst-served point, so no centre is
+        left without points while there are at least ``k`` distinct points.
+    """
     centres = np.empty((k, 2))
     centres[0] = points[rng.integers(len(points))]
     d2 = ((points - centres[0]) ** 2).sum(axis=1)
@@ -232,7 +276,7 @@ def _allocate(total: int, weights: np.ndarray, minimum: int = 1) -> np.ndarray:
     weights = np.asarray(weights, dtype=float)
     if total < minimum * len(weights):
         msg = f"cannot give {len(weights)} parts at least {minimum} each out of {total}"
-        raise ValueError(msg)
+        raise InputError(msg)
     quota = total * weights / weights.sum()
     counts = np.maximum(np.floor(quota).astype(int), minimum)
     while counts.sum() < total:
@@ -335,8 +379,8 @@ def split_polygon(polygon: Polygon, n: int, rng: np.random.Generator) -> list[Po
     """
     if n <= 1:
         return [polygon]
-    points = _sample_points(polygon, _SAMPLES_PER_CHILD * n, rng)
-    centres = _kmeans(points, n, rng)
+    points = sample_points(polygon, _SAMPLES_PER_CHILD * n, rng)
+    centres = kmeans_centres(points, n, rng)
     minx, miny, maxx, maxy = polygon.bounds
     pad = max(maxx - minx, maxy - miny) + 10.0
     frame = shapely.box(minx - pad, miny - pad, maxx + pad, maxy + pad)
@@ -418,6 +462,50 @@ def _grow(
     return labels
 
 
+def _connected_children(
+    pieces: list[Polygon], labels: np.ndarray, n: int
+) -> list[shapely.Geometry]:
+    """Union each label's pieces into one polygon; a detached group joins its longest neighbour.
+
+    Growing hands blocks that no shared edge reaches to the nearest seed, which can leave a child
+    in several parts. A detached part would later move to a neighbour as a whole, taking every
+    area planned inside it along (a street could lose whole communities), so it moves now, while
+    the pieces are still free.
+    """
+    labels = labels.copy()
+    shared = _shared_lengths(pieces)
+    left = np.array([a for a, _ in shared], dtype=int)
+    right = np.array([b for _, b in shared], dtype=int)
+    lengths = np.array(list(shared.values()), dtype=float)
+    areas = shapely.area(np.asarray(pieces, dtype=object))
+    for _ in range(len(pieces)):
+        comp = _components(len(pieces), left, right, labels)
+        comp_area = np.bincount(comp, weights=areas)
+        main: dict[int, int] = {}
+        for c in np.argsort(-comp_area, kind="stable"):
+            main.setdefault(int(labels[np.flatnonzero(comp == c)[0]]), int(c))
+        moved = False
+        for c in sorted(set(comp.tolist()) - set(main.values())):
+            inside = comp == c
+            best: dict[int, float] = {}
+            for a, b in ((left, right), (right, left)):
+                ok = inside[a] & ~inside[b]
+                for g, length in zip(labels[b[ok]], lengths[ok], strict=True):
+                    best[int(g)] = best.get(int(g), 0.0) + float(length)
+            if best:
+                labels[inside] = max(sorted(best), key=lambda g: best[g])
+                moved = True
+        if not moved:
+            break
+    children = []
+    for g in range(n):
+        # Every label keeps its largest component, so no child is left without pieces. A part
+        # that shares no edge with anything stays (dropping it would leave a hole for one
+        # neighbouring micro-grid to fill).
+        children.append(shapely.union_all([pieces[i] for i in np.flatnonzero(labels == g)]))
+    return children
+
+
 def _spatial_order(polygons: list[Polygon]) -> list[int]:
     """North-to-south, west-to-east reading order of polygons (by representative point)."""
     xy = shapely.get_coordinates(shapely.point_on_surface(np.asarray(polygons, dtype=object)))
@@ -459,7 +547,7 @@ def partition_polygon(
     """
     if n < 1:
         msg = f"n must be >= 1, got {n}"
-        raise ValueError(msg)
+        raise InputError(msg)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if n == 1:
         return [polygon]
@@ -474,13 +562,10 @@ def partition_polygon(
         if anchors is not None and all(a is not None for a in anchors):
             seeds = np.asarray(anchors, dtype=float)
         else:
-            seeds = _kmeans(_sample_points(polygon, _SAMPLES_PER_CHILD * n, rng), n, rng)
+            seeds = kmeans_centres(sample_points(polygon, _SAMPLES_PER_CHILD * n, rng), n, rng)
             seeds = seeds[_order_points(seeds)]
         labels = _grow(pieces, n, seeds)
-        children = []
-        for g in range(n):
-            union = shapely.union_all([pieces[i] for i in np.flatnonzero(labels == g)])
-            children.append(union)
+        children = _connected_children(pieces, labels, n)
         if anchors is None:
             return [children[i] for i in _spatial_order(children)]
         return children
@@ -539,7 +624,10 @@ def _exact_faces(
     linework = shapely.union_all(
         np.concatenate([outline, shapely.boundary(approx)]), grid_size=GRID_SIZE
     )
-    faces = np.asarray(_polygons_of(shapely.polygonize(shapely.get_parts(linework))), dtype=object)
+    # Densified after noding, so both sides of every edge get the same extra vertices and the
+    # tiling stays exact when each vertex is reprojected on its own (see MAX_EDGE_M).
+    edges = shapely.segmentize(shapely.get_parts(linework), MAX_EDGE_M)
+    faces = np.asarray(_polygons_of(shapely.polygonize(edges)), dtype=object)
     reps = shapely.point_on_surface(faces)
     inside = shapely.covers(shapely.set_precision(district, GRID_SIZE), reps)
     faces, reps = faces[inside], reps[inside]
@@ -567,7 +655,7 @@ def _exact_faces(
         label = np.where(missing & (best_label >= 0), best_label, label)
     if (label < 0).any():
         msg = f"{int((label < 0).sum())} face(s) could not be given an area"
-        raise RuntimeError(msg)
+        raise GenerationError(msg)
     return faces, label, adjacency
 
 
@@ -668,11 +756,11 @@ def generate_hierarchy(
     report = progress or (lambda stage, done, total: None)
     if not plan.streets or any(not s.communities for s in plan.streets):
         msg = "the plan needs at least one street, and every street at least one community"
-        raise ValueError(msg)
+        raise InputError(msg)
     n_comm = sum(len(s.communities) for s in plan.streets)
     if plan.n_grids < n_comm or plan.n_microgrids < plan.n_grids:
         msg = "need n_microgrids >= n_grids >= number of communities"
-        raise ValueError(msg)
+        raise InputError(msg)
     rng = np.random.default_rng(seed)
     district = Polygon(_largest_polygon(shapely.make_valid(boundary)).exterior)
     lines: np.ndarray | None = None
@@ -750,7 +838,7 @@ def _dissolve(
         parts = _polygons_of(geom)
         if len(parts) != 1:
             msg = f"an area dissolved into {len(parts)} polygons ({geom.geom_type})"
-            raise RuntimeError(msg)
+            raise GenerationError(msg)
         return parts[0]
 
     all_faces = np.arange(len(faces))
@@ -824,10 +912,11 @@ def _dissolve(
                     )
         if len(comm_ids) != len(spec.communities):
             msg = (
-                f"street {spec.code}: {len(spec.communities)} communities planned, "
-                f"{len(comm_ids)} survived"
+                f"street {spec.code}: {len(spec.communities)} communities planned, but only "
+                f"{len(comm_ids)} could be formed from its connected road blocks; plan fewer "
+                "communities for it, give the streets anchor points, or use another seed"
             )
-            raise RuntimeError(msg)
+            raise GenerationError(msg)
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
     frame["generated"] = True
     return frame[["code", "name", "level", "parent_code", "generated", "name_source", "geometry"]]
@@ -1238,17 +1327,62 @@ def plan_problems(plan: HierarchyPlan) -> list[str]:
 # the user-level entry: boundary and roads files in any declared CRS
 
 
-def _vector_file(path: Path, what: str, layer: str | int | None) -> gpd.GeoDataFrame:
+def _pick_layers(path: Path, what: str, layer: str | int | None, kind: str) -> list[str | int]:
+    """Layers of ``path`` to read: ``layer`` if given, else every layer of geometry ``kind``."""
+    if layer is not None:
+        return [layer]
+    try:
+        listed = pyogrio.list_layers(path)
+    except Exception as exc:  # GDAL raises its own error types for an unreadable file
+        msg = f"cannot read {what} file {path}: {exc}"
+        raise DataFileError(msg) from exc
+    if len(listed) <= 1:
+        return [0]
+    names = [str(name) for name, _ in listed]
+    types = [str(gtype) for _, gtype in listed]
+    # "LineString" also matches MultiLineString, "Polygon" MultiPolygon, and "... Z" variants.
+    chosen: list[str | int] = [n for n, t in zip(names, types, strict=True) if kind in t]
+    if not chosen:
+        found = ", ".join(f"{n} ({t})" for n, t in zip(names, types, strict=True))
+        msg = (
+            f"{what} file {path} has no {kind} layer (layers: {found}); pass the layer to read "
+            "with layer="
+        )
+        raise DataFileError(msg)
+    logger.info("%s: read %s layer(s) %s", path, kind, ", ".join(map(str, chosen)))
+    return chosen
+
+
+def _vector_file(
+    path: Path, what: str, layer: str | int | None, kind: str
+) -> list[tuple[str | int, gpd.GeoDataFrame]]:
+    """Read the layer(s) of a vector file holding ``kind`` geometries, as ``(layer, frame)``."""
     if not path.exists():
         msg = f"{what} file not found: {path}"
         raise DataFileError(msg)
-    try:
+    frames: list[tuple[str | int, gpd.GeoDataFrame]] = []
+    # pyogrio and arrow warn about things this function already handles (several layers, odd
+    # field types); their warnings are logged, never shown to the user raw.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         if path.suffix.lower() in (".parquet", ".geoparquet"):
-            return gpd.read_parquet(path)
-        return pyogrio.read_dataframe(path, layer=layer)
-    except Exception as exc:  # GDAL and arrow raise many unrelated types for a bad file
-        msg = f"cannot read {what} file {path}: {exc}"
-        raise DataFileError(msg) from exc
+            names: list[str | int] = [0]
+        else:
+            names = _pick_layers(path, what, layer, kind)
+        for name in names:
+            try:
+                if path.suffix.lower() in (".parquet", ".geoparquet"):
+                    frame = gpd.read_parquet(path)
+                else:
+                    frame = pyogrio.read_dataframe(path, layer=name)
+            except Exception as exc:  # GDAL and arrow raise many unrelated types for a bad file
+                where = f" (layer {name!r})" if layer is not None or len(names) > 1 else ""
+                msg = f"cannot read {what} file {path}{where}: {exc}"
+                raise DataFileError(msg) from exc
+            frames.append((name, frame))
+    for warning in caught:
+        logger.info("%s: %s", path, warning.message)
+    return frames
 
 
 def _declared_to_wgs84(
@@ -1257,8 +1391,38 @@ def _declared_to_wgs84(
     try:
         return gdf_to_wgs84(gdf, crs)
     except CRSError as exc:
-        msg = f"{where}: {exc}"
+        label = gdf.crs.to_string() if gdf.crs is not None else None
+        if crs is None and label is None:
+            msg = (
+                f"{where} has no CRS label; declare what its coordinates are "
+                "(wgs84, gcj02, bd09 or an EPSG code such as EPSG:32648)"
+            )
+        elif crs is None:
+            msg = (
+                f"{where}: {exc} (read in the CRS the data declares, {label}; if that label is "
+                "wrong, declare the real CRS)"
+            )
+        else:
+            msg = f"{where}: {exc} (read as declared, {crs}; the data itself says {label})"
         raise CRSError(msg) from exc
+
+
+def _read_layers(
+    path: Path, what: str, crs: str | int | None, layer: str | int | None, kind: str
+) -> gpd.GeoDataFrame:
+    frames = _vector_file(path, what, layer, kind)
+    converted = []
+    for name, frame in frames:
+        where = f"{path} (layer {name!r})" if len(frames) > 1 or layer is not None else str(path)
+        converted.append(_declared_to_wgs84(frame, crs, where))
+    if len(converted) == 1:
+        out = converted[0]
+    else:
+        for (name, _), frame in zip(frames, converted, strict=True):
+            frame.insert(0, "layer", str(name))
+        out = gpd.GeoDataFrame(pd.concat(converted, ignore_index=True), crs="EPSG:4326")
+    out.attrs["layers"] = [name for name, _ in frames]
+    return out
 
 
 def read_boundary(
@@ -1272,25 +1436,28 @@ def read_boundary(
         The file.
     crs
         What its coordinates really are (``wgs84``, ``gcj02``, ``bd09`` or an EPSG code); it
-        overrides the file's own CRS, because GCJ-02 data is routinely labelled EPSG:4326.
-        ``None`` trusts the file.
+        overrides the file's own CRS label, because GCJ-02 data is routinely labelled EPSG:4326.
+        ``None`` trusts the label (an error asks for one when the file has none).
     layer
-        Layer of a multi-layer file; the first one by default.
+        Layer of a multi-layer file. By default every polygon layer is read (a single-layer file
+        is read whatever its type, so :func:`generate_areas` can say what is wrong with it).
 
     Returns
     -------
     geopandas.GeoDataFrame
         The features as read, geometry in EPSG:4326; :func:`generate_areas` checks them.
+        ``attrs["layers"]`` names the layer(s) read (a ``layer`` column tells several apart).
 
     Raises
     ------
     DataFileError
-        The file is missing or unreadable (the message names it).
+        The file is missing or unreadable, or has several layers and none of polygons (the
+        message names the file and lists its layers).
     CRSError
-        The declared CRS is unknown, missing, or gives impossible coordinates.
+        The declared CRS is unknown, missing, or gives impossible coordinates (the message names
+        the file and the CRS its coordinates were read in).
     """
-    path = Path(path)
-    return _declared_to_wgs84(_vector_file(path, "boundary", layer), crs, str(path))
+    return _read_layers(Path(path), "boundary", crs, layer, "Polygon")
 
 
 def read_roads(
@@ -1301,25 +1468,30 @@ def read_roads(
     Parameters
     ----------
     path
-        A vector file of LineStrings/MultiLineStrings, or a folder with ``roads_nodes.csv`` and
-        ``roads_links.csv`` (read by :func:`gridgov.network.read_link_table`; a two-way road is
-        kept once).
+        A vector file of LineStrings/MultiLineStrings (e.g. the ``links`` layer of
+        ``jinniu_roads.gpkg``), or a folder with ``roads_nodes.csv`` and ``roads_links.csv``
+        (read by :func:`gridgov.network.read_link_table`; a two-way road is kept once).
     crs
-        What the coordinates really are; ``None`` trusts the file (a link table is WGS84).
+        What the coordinates really are; it overrides the file's own CRS label. ``None`` trusts
+        the label (an error asks for one when the file has none); a link table is WGS84.
     layer
-        Layer of a multi-layer file; the first one by default.
+        Layer of a multi-layer file. By default every line layer is read (a single-layer file is
+        read whatever its type, so :func:`generate_areas` can say what is wrong with it).
 
     Returns
     -------
     geopandas.GeoDataFrame
-        Geometry in EPSG:4326 (link tables keep their link columns).
+        Geometry in EPSG:4326 (link tables keep their link columns). ``attrs["layers"]`` names
+        the layer(s) read (a ``layer`` column tells several apart); the choice is also logged.
 
     Raises
     ------
     DataFileError
-        The file or folder is missing or unreadable (the message names it).
+        The file or folder is missing or unreadable, or has several layers and none of lines
+        (the message names the file and lists its layers).
     CRSError
-        The declared CRS is unknown, missing, or gives impossible coordinates.
+        The declared CRS is unknown, missing, or gives impossible coordinates (the message names
+        the file and the CRS its coordinates were read in).
     """
     path = Path(path)
     if path.is_dir():
@@ -1335,7 +1507,7 @@ def read_roads(
         pair = np.sort(gdf_links[["u", "v"]].to_numpy(), axis=1)
         gdf_links = gdf_links[~pd.DataFrame(pair).duplicated().to_numpy()]
         return _declared_to_wgs84(gdf_links.reset_index(drop=True), crs or "wgs84", str(path))
-    return _declared_to_wgs84(_vector_file(path, "roads", layer), crs, str(path))
+    return _read_layers(path, "roads", crs, layer, "LineString")
 
 
 def _as_frame(data: gpd.GeoDataFrame | gpd.GeoSeries, what: str) -> gpd.GeoDataFrame:
@@ -1381,9 +1553,12 @@ def _boundary_problems(geoms: np.ndarray) -> list[str]:
     return problems
 
 
-def _snapped(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+def _snapped(gdf: gpd.GeoDataFrame, max_segment_deg: float | None = None) -> gpd.GeoDataFrame:
     out = gdf.copy()
-    geoms = shapely.set_precision(gdf.geometry.to_numpy(), INPUT_PRECISION_DEG)
+    geoms = gdf.geometry.to_numpy()
+    if max_segment_deg is not None:
+        geoms = shapely.segmentize(geoms, max_segment_deg)
+    geoms = shapely.set_precision(geoms, INPUT_PRECISION_DEG)
     out[gdf.geometry.name] = gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs)
     return out
 
@@ -1454,7 +1629,7 @@ def _road_lines(
     if len(frame) == 0:
         notes.append("the roads hold no geometry: areas are k-means Voronoi cells")
         return None
-    frame = _snapped(_declared_to_wgs84(frame, crs, "roads"))
+    frame = _snapped(_declared_to_wgs84(frame, crs, "the roads frame"))
     projected = frame.to_crs(metric).geometry.to_numpy()
     touching = shapely.intersects(projected, district)
     if not touching.any():
@@ -1527,7 +1702,7 @@ def generate_areas(
         msg = "the boundary has no features"
         raise InputError(msg)
     _raise_problems(_boundary_problems(frame.geometry.to_numpy()), "boundary")
-    boundary = _snapped(_declared_to_wgs84(frame, crs, "boundary"))
+    boundary = _snapped(_declared_to_wgs84(frame, crs, "the boundary frame"), BOUNDARY_SEGMENT_DEG)
     area_of_use = metric.area_of_use
     if area_of_use is not None:
         west, south, east, north = boundary.total_bounds

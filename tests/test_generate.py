@@ -7,6 +7,7 @@ most road lines run beyond the boundary.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
@@ -472,3 +473,82 @@ def test_read_files_and_their_errors(boundary: gpd.GeoDataFrame, tmp_path: Path)
         read_boundary(gcj_file, "mars-ish")
     with pytest.raises(DataFileError, match=r"cannot read .*nope.csv"):
         read_admin_table(tmp_path / "nope.csv")
+
+
+def test_read_roads_picks_the_line_layer_without_warnings(tmp_path: Path) -> None:
+    gpkg = get_settings().data_dir / "jinniu_roads.gpkg"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        links = read_roads(gpkg)
+    assert links.attrs["layers"] == ["links"]
+    assert set(links.geom_type) == {"LineString"} and links.crs.to_epsg() == 4326
+    assert len(read_roads(gpkg, layer="nodes")) > 0  # an explicit layer is read as asked
+    with pytest.raises(DataFileError, match=r"no Polygon layer \(layers: .*nodes \(Point\)"):
+        read_boundary(gpkg)
+    two = tmp_path / "two.gpkg"
+    line = LineString([(104.1, 30.6), (104.2, 30.7)])
+    gpd.GeoDataFrame(geometry=[Point(104.1, 30.6)], crs=4326).to_file(two, layer="points")
+    gpd.GeoDataFrame(geometry=[line], crs=4326).to_file(two, layer="main")
+    gpd.GeoDataFrame(geometry=[line, line], crs=4326).to_file(two, layer="minor")
+    both = read_roads(two)
+    assert both.attrs["layers"] == ["main", "minor"]
+    assert both["layer"].tolist() == ["main", "minor", "minor"]
+
+
+def test_crs_errors_name_the_file_and_its_crs(tmp_path: Path) -> None:
+    utm = shapely.box(400_000, 3_390_000, 401_000, 3_391_000)
+    mislabelled = tmp_path / "mislabelled.geojson"
+    gpd.GeoDataFrame(geometry=[utm], crs=4326).to_file(mislabelled)
+    with pytest.raises(CRSError, match=r"mislabelled\.geojson.*longitude/latitude.*EPSG:4326"):
+        read_boundary(mislabelled)
+    with pytest.raises(CRSError, match=r"mislabelled\.geojson.*declared, gcj02"):
+        read_boundary(mislabelled, "gcj02")
+    # An explicit CRS overrides the label.
+    assert read_boundary(mislabelled, METRIC).total_bounds[0] == pytest.approx(103.956, abs=0.01)
+    unlabelled = tmp_path / "unlabelled.gpkg"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GDAL warns that the file will have no CRS: the point
+        gpd.GeoDataFrame(geometry=[shapely.box(104.0, 30.6, 104.1, 30.7)]).to_file(unlabelled)
+    with pytest.raises(CRSError, match=r"unlabelled\.gpkg has no CRS label; declare"):
+        read_roads(unlabelled)
+    assert read_boundary(unlabelled, "wgs84").crs.to_epsg() == 4326
+
+
+# --------------------------------------------------------------------------------------------
+# large user boundaries: long straight edges must survive the way back to EPSG:4326
+
+
+@pytest.fixture(scope="module")
+def jinniu_links() -> gpd.GeoDataFrame:
+    return read_roads(get_settings().data_dir / "jinniu_roads.gpkg")
+
+
+def _assert_valid_in_wgs84(frame: gpd.GeoDataFrame, boundary: gpd.GeoDataFrame) -> None:
+    assert validate_areas(frame) == []
+    assert (frame.geom_type == "Polygon").all()
+    assert shapely.is_valid(frame.geometry.to_numpy()).all()
+    # The district follows the user's straight lon/lat edges, not chords between projected corners.
+    district = frame[frame["level"] == "district"].geometry.iloc[0]
+    drift = shapely.hausdorff_distance(district.boundary, boundary.geometry.iloc[0].boundary)
+    assert drift < 1e-6  # degrees, about 10 cm
+
+
+@pytest.mark.slow
+def test_a_20_km_box_gives_a_valid_hierarchy(jinniu_links: gpd.GeoDataFrame) -> None:
+    box = gpd.GeoDataFrame(geometry=[shapely.box(103.98, 30.62, 104.18, 30.80)], crs=4326)
+    plan = plan_from_counts("510199000000", "测试区", 3, 2, 30, 300)
+    frame = generate_areas(box, jinniu_links, plan, seed=0)
+    assert (frame["level"] == "microgrid").sum() == 300
+    _assert_valid_in_wgs84(frame, box)
+
+
+@pytest.mark.slow
+def test_the_buffered_jinniu_boundary_gives_a_valid_hierarchy(
+    jinniu_links: gpd.GeoDataFrame,
+) -> None:
+    areas = gpd.read_parquet(get_settings().data_dir / "jinniu_areas.parquet")
+    grown = areas[areas["level"] == "district"].to_crs(METRIC).buffer(3000).to_crs(4326)
+    boundary = gpd.GeoDataFrame(geometry=grown.to_numpy(), crs=4326)
+    plan = plan_from_counts("510199000000", "测试区", 3, 2, 30, 300)
+    frame = generate_areas(boundary, jinniu_links, plan, seed=0)
+    _assert_valid_in_wgs84(frame, boundary)

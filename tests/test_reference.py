@@ -5,11 +5,16 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import pytest
 import shapely
 
+from gridgov.areas import Locator, build_locator
 from gridgov.model import OFFICE_COLUMNS, UNIT_COLUMNS, ForceKind
 from gridgov.reference import (
+    POSITION_GRID_INTERIOR,
+    POSITION_ROAD,
+    ROAD_EDGE_CLEARANCE_M,
     STREET_FORCES,
     ReferenceDistrict,
     read_reference_district,
@@ -29,6 +34,11 @@ def areas(ref: ReferenceDistrict) -> gpd.GeoDataFrame:
     return ref.gdf_areas
 
 
+@pytest.fixture(scope="module")
+def locator(areas: gpd.GeoDataFrame) -> Locator:
+    return build_locator(areas)
+
+
 def test_files_are_small() -> None:
     data = get_settings().data_dir
     for name in (
@@ -43,7 +53,7 @@ def test_files_are_small() -> None:
 def test_frames_are_wgs84(ref: ReferenceDistrict) -> None:
     for frame in (ref.gdf_nodes, ref.gdf_links, ref.gdf_areas, ref.gdf_offices, ref.gdf_units):
         assert frame.crs.to_epsg() == 4326
-    assert list(ref.gdf_units.columns) == [*UNIT_COLUMNS, "geometry"]
+    assert list(ref.gdf_units.columns) == [*UNIT_COLUMNS, "position_source", "geometry"]
     assert list(ref.gdf_offices.columns) == [*OFFICE_COLUMNS, "geometry"]
 
 
@@ -157,11 +167,53 @@ def test_offices_lie_in_their_street(ref: ReferenceDistrict, areas: gpd.GeoDataF
 
 
 def test_units_are_on_the_road_network(ref: ReferenceDistrict) -> None:
+    units = ref.gdf_units
+    assert set(units["position_source"]) == {POSITION_ROAD, POSITION_GRID_INTERIOR}
+    off_road = units[units["position_source"] == POSITION_GRID_INTERIOR]
+    assert (off_road["kind"] == "grid_worker").all()
     links = ref.gdf_links.to_crs(METRIC).geometry.to_numpy()
-    units = ref.gdf_units.to_crs(METRIC).geometry.to_numpy()
     tree = shapely.STRtree(links)
-    _, dist = tree.query_nearest(units, return_distance=True, all_matches=False)
-    assert len(dist) == len(units) and np.max(dist) < 1.0
+    on_road = units[units["position_source"] == POSITION_ROAD]
+    _, dist = tree.query_nearest(
+        on_road.to_crs(METRIC).geometry.to_numpy(), return_distance=True, all_matches=False
+    )
+    assert len(dist) == len(on_road)
+    # Grid workers stand on the link, or just inside their grid where the link is its edge (a
+    # few metres in a sharp corner); everyone else is on a link.
+    assert np.max(dist) < 5 * ROAD_EDGE_CLEARANCE_M
+    assert np.max(dist[(on_road["kind"] != "grid_worker").to_numpy()]) < 0.01
+
+
+def test_grid_workers_stand_in_their_own_grid(
+    ref: ReferenceDistrict, locator: Locator, areas: gpd.GeoDataFrame
+) -> None:
+    workers = ref.gdf_units[ref.gdf_units["kind"] == "grid_worker"]
+    found = locator.locate(workers.geometry.x.to_numpy(), workers.geometry.y.to_numpy())
+    assert found["grid"].tolist() == workers["grid_code"].tolist()
+    assert found["street"].tolist() == workers["street_code"].tolist()
+    grids = areas[areas["level"] == "grid"].set_index("code").to_crs(METRIC).geometry
+    inside = shapely.contains_properly(
+        grids.loc[workers["grid_code"]].to_numpy(), workers.to_crs(METRIC).geometry.to_numpy()
+    )
+    assert inside.all()
+
+
+def test_every_unit_and_office_is_in_its_street(ref: ReferenceDistrict, locator: Locator) -> None:
+    for frame in (ref.gdf_units, ref.gdf_offices):
+        found = locator.locate(frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy())
+        assert found["street"].tolist() == frame["street_code"].tolist()
+
+
+def test_offices_stand_apart(ref: ReferenceDistrict) -> None:
+    offices = ref.gdf_offices.to_crs(METRIC)
+    xy = shapely.get_coordinates(offices.geometry.to_numpy())
+    _, count = np.unique(np.round(xy, 1), axis=0, return_counts=True)
+    assert count.max() == 1
+
+
+def test_links_are_the_first_layer_of_the_roads_file() -> None:
+    layers = pyogrio.list_layers(get_settings().data_dir / "jinniu_roads.gpkg")
+    assert [str(name) for name, _ in layers] == ["links", "nodes"]
 
 
 def test_network_covers_the_district_with_margin(ref: ReferenceDistrict) -> None:

@@ -8,13 +8,17 @@ import pytest
 import shapely
 from shapely.geometry import LineString, Polygon
 
+from gridgov.errors import InputError
 from gridgov.tessellate import (
+    MAX_EDGE_M,
     CommunitySpec,
     HierarchyPlan,
     StreetSpec,
     generate_hierarchy,
+    kmeans_centres,
     partition_polygon,
     road_blocks,
+    sample_points,
     split_polygon,
 )
 
@@ -143,10 +147,32 @@ def test_road_blocks_and_partition_helpers() -> None:
     parts = partition_polygon(square, 3, cross, seed=5)
     assert len(parts) == 3
     assert shapely.union_all(parts).area == pytest.approx(1e6, rel=1e-6)
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(InputError, match="n must be"):
         partition_polygon(square, 0)
 
 
 def test_rejects_an_impossible_plan() -> None:
-    with pytest.raises(ValueError, match="n_grids"):
+    with pytest.raises(InputError, match="n_grids"):
         generate_hierarchy(BOUNDARY, None, _plan(3, 10), seed=1)
+
+
+def test_no_edge_is_longer_than_max_edge(areas: gpd.GeoDataFrame) -> None:
+    # Long edges bow when reprojected vertex by vertex and flip thin slivers beside them.
+    rings = shapely.get_parts(shapely.boundary(areas.geometry.to_numpy()))
+    longest = max(
+        float(np.hypot(*np.diff(shapely.get_coordinates(ring), axis=0).T).max()) for ring in rings
+    )
+    assert longest <= MAX_EDGE_M * (1 + 1e-9)
+    # The synthetic boundary's own edges are kilometres long, so this really was densified.
+    assert max(np.hypot(*np.diff(BOUNDARY.exterior.coords, axis=0).T)) > 10 * MAX_EDGE_M
+
+
+def test_sample_points_and_kmeans_centres() -> None:
+    rng = np.random.default_rng(0)
+    square = shapely.box(0, 0, 100, 100)
+    points = sample_points(square, 500, rng)
+    assert points.shape == (500, 2)
+    assert shapely.contains_xy(square, points[:, 0], points[:, 1]).all()
+    centres = kmeans_centres(np.vstack([points[:250] * 0.1, points[250:] * 0.1 + 80]), 2, rng)
+    found = centres[np.argsort(centres[:, 0])]
+    assert np.abs(found - [[5.0, 5.0], [85.0, 85.0]]).max() < 2.0
