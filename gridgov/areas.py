@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 import pyogrio
 import pyogrio.raw
 import shapely
@@ -101,7 +103,7 @@ _REASON_POINT = re.compile(r"\[\s*([-+0-9.eE]+)\s+([-+0-9.eE]+)")
 
 def read_areas(
     paths: str | Path | Iterable[str | Path],
-    crs: str | int | None = "wgs84",
+    crs: str | int | None = None,
     *,
     layer: str | int | None = None,
     columns: Mapping[str, str] | None = None,
@@ -114,9 +116,10 @@ def read_areas(
         One path or several; GeoJSON, GeoPackage, Shapefile, GeoParquet (``.parquet``) or any
         other format GDAL reads. The files are concatenated in order.
     crs
-        What the coordinates really are: ``wgs84``, ``gcj02``, ``bd09`` or an EPSG code. It
-        overrides the CRS a file declares, because GCJ-02 data is routinely labelled EPSG:4326.
-        ``None`` trusts each file's own CRS.
+        ``None`` (default) trusts each file's own CRS label (GeoJSON is WGS84 by definition); a
+        file without one is an error asking to declare it. A declared CRS (``wgs84``,
+        ``gcj02``, ``bd09`` or an EPSG code) overrides every file's label, because GCJ-02 data
+        is routinely labelled EPSG:4326.
     layer
         The layer to read from a multi-layer source; ``None`` reads every layer of a GeoPackage.
     columns
@@ -128,8 +131,11 @@ def read_areas(
     Returns
     -------
     A new GeoDataFrame with :data:`gridgov.model.AREA_COLUMNS` and geometry in EPSG:4326. Codes
-    are strings (integer or float codes from a Shapefile become digit strings), levels are
-    lower-cased (Chinese level names map to the English ones), ``generated`` defaults to False.
+    are strings (integer codes become their exact digits, also when a column has nulls or a
+    Shapefile field is wider than 18 digits), levels are lower-cased (Chinese level names map
+    to the English ones), ``generated`` defaults to False. A code stored as a floating-point
+    number that cannot hold it exactly is kept as written, with a ``code_error`` column that
+    :func:`validate_areas` reports as ``bad_code``; digits are never guessed.
 
     Raises
     ------
@@ -137,7 +143,8 @@ def read_areas(
         A file is missing or unreadable (the message names it), or lacks required columns
         (``code``, ``name``, ``level``; the message names those missing).
     CRSError
-        The declared CRS is unknown or gives impossible longitudes/latitudes.
+        The CRS is unknown, missing (no label and none declared), or gives impossible
+        longitudes/latitudes; the message names the file and the CRS used.
     """
     if isinstance(paths, str | Path):
         paths = [paths]
@@ -160,7 +167,7 @@ def _read_vector(path: Path, layer: str | int | None) -> list[gpd.GeoDataFrame]:
         raise DataFileError(msg)
     try:
         if path.suffix.lower() in _PARQUET_SUFFIXES:
-            return [gpd.read_parquet(path)]
+            return [gpd.read_parquet(path, to_pandas_kwargs={"types_mapper": _exact_dtype})]
         if layer is None and path.suffix.lower() == ".gpkg":
             names = [str(row[0]) for row in pyogrio.list_layers(path)]
             return [_read_gdal_layer(path, name) for name in names]
@@ -180,8 +187,18 @@ def _read_gdal_layer(path: Path, layer: str | int | None) -> gpd.GeoDataFrame:
     with warnings.catch_warnings():
         # GDAL warns about unclosed rings; they are reported per area below instead.
         warnings.filterwarnings("ignore", message="Non closed ring", category=RuntimeWarning)
-        attrs = pyogrio.read_dataframe(path, layer=layer, read_geometry=False)
+        # Through arrow, integer columns stay integers even with nulls (numpy would make them
+        # float64 and round 18-digit codes).
+        attrs = pyogrio.read_dataframe(
+            path,
+            layer=layer,
+            read_geometry=False,
+            use_arrow=True,
+            arrow_to_pandas_kwargs={"types_mapper": _exact_dtype},
+        )
         meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, columns=[])
+    if path.suffix.lower() in (".shp", ".dbf"):
+        attrs = _exact_dbf_integers(path.with_suffix(".dbf"), attrs)
     geoms = shapely.from_wkb(wkb, on_invalid="ignore")
     errors = np.full(len(geoms), None, dtype=object)
     for i in np.flatnonzero(shapely.is_missing(geoms) & pd.notna(wkb)):
@@ -194,6 +211,58 @@ def _read_gdal_layer(path: Path, layer: str | int | None) -> gpd.GeoDataFrame:
     if errors.any():
         gdf["geometry_error"] = errors
     return gdf
+
+
+def _exact_dtype(dtype: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
+    if pa.types.is_signed_integer(dtype):
+        return pd.Int64Dtype()
+    if pa.types.is_unsigned_integer(dtype):
+        return pd.UInt64Dtype()
+    return None
+
+
+def _exact_dbf_integers(dbf: Path, attrs: pd.DataFrame) -> pd.DataFrame:
+    """Replace float columns read from integer DBF fields by the digits the file stores.
+
+    GDAL reads a numeric field wider than 18 digits as float64, which cannot hold an 18-digit
+    code exactly. A DBF stores numbers as text, so those fields are read again, as text.
+    """
+    if not dbf.exists():
+        return attrs
+    raw = dbf.read_bytes()
+    if len(raw) < 32:
+        return attrs
+    count = int.from_bytes(raw[4:8], "little")
+    header_len = int.from_bytes(raw[8:10], "little")
+    record_len = int.from_bytes(raw[10:12], "little")
+    fields: list[tuple[int, int, bool]] = []  # (offset in record, width, integer numeric)
+    offset = 1  # the deletion flag comes first
+    for pos in range(32, header_len - 1, 32):
+        if raw[pos] == 0x0D:
+            break
+        kind, width, decimals = chr(raw[pos + 11]), raw[pos + 16], raw[pos + 17]
+        fields.append((offset, width, kind in "NF" and decimals == 0))
+        offset += width
+    names = list(attrs.columns)
+    wanted = [
+        k
+        for k, (_, _, integer) in enumerate(fields)
+        if integer and k < len(names) and pd.api.types.is_float_dtype(attrs[names[k]])
+    ]
+    if not wanted or len(fields) != len(names) or header_len + count * record_len > len(raw):
+        return attrs
+    records = [
+        raw[header_len + i * record_len : header_len + (i + 1) * record_len] for i in range(count)
+    ]
+    records = [r for r in records if r[:1] != b"*"]  # GDAL skips deleted records too
+    if len(records) != len(attrs):
+        return attrs
+    out = attrs.copy()
+    for k in wanted:
+        start, width, _ = fields[k]
+        text = [r[start : start + width].decode("ascii", "replace").strip() for r in records]
+        out[names[k]] = pd.Series([t or None for t in text], index=attrs.index, dtype=object)
+    return out
 
 
 def _explain_wkb_error(geos_message: str) -> str:
@@ -238,14 +307,17 @@ def _normalize_columns(
         if "generated" in frame.columns
         else pd.Series(False, index=frame.index)
     )
+    codes, code_errors = _exact_codes(frame["code"], "code", path)
+    parents, parent_errors = (
+        ([None] * len(frame), [None] * len(frame))
+        if parent is None
+        else _exact_codes(parent, "parent_code", path)
+    )
     data = {
-        "code": pd.Series([_normalize_code(v) for v in frame["code"]], dtype=object),
+        "code": pd.Series(codes, dtype=object),
         "name": pd.Series(["" if _is_missing(v) else str(v) for v in frame["name"]], dtype=object),
         "level": pd.Series([_normalize_level(v) for v in frame["level"]], dtype=object),
-        "parent_code": pd.Series(
-            [None] * len(frame) if parent is None else [_normalize_code(v) for v in parent],
-            dtype=object,
-        ),
+        "parent_code": pd.Series(parents, dtype=object),
         "generated": pd.Series(np.asarray(generated, dtype=bool)),
         "name_source": pd.Series(
             [None] * len(frame)
@@ -256,26 +328,58 @@ def _normalize_columns(
     }
     if "geometry_error" in frame.columns:
         data["geometry_error"] = pd.Series(list(frame["geometry_error"]), dtype=object)
+    errors = [a or b for a, b in zip(code_errors, parent_errors, strict=True)]
+    if any(errors):
+        data["code_error"] = pd.Series(errors, dtype=object)
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=raw.crs), crs=raw.crs)
 
 
 def _frame_to_wgs84(frame: gpd.GeoDataFrame, crs: str | int | None, path: Path) -> gpd.GeoDataFrame:
     try:
-        out = gdf_to_wgs84(frame, crs)
+        if crs is not None:
+            name = normalize_crs(crs)
+            source = f"the declared crs={crs!r}"
+        else:
+            name = _file_crs(frame, path)
+            source = f"the file's own CRS label ({name})"
     except CRSError as exc:
         msg = f"{path}: {exc}"
         raise CRSError(msg) from exc
-    bounds = out.total_bounds if len(out) else np.zeros(4)
-    if np.isfinite(bounds).all() and (
-        abs(bounds[0]) > 180 or abs(bounds[2]) > 180 or abs(bounds[1]) > 90 or abs(bounds[3]) > 90
-    ):
-        declared = "the file's own CRS" if crs is None else normalize_crs(crs)
+    bounds = frame.total_bounds if len(frame) else np.zeros(4)
+    try:
+        # to_wgs84 checks every converted coordinate and raises when one is not lon/lat.
+        return gdf_to_wgs84(frame, name)
+    except CRSError as exc:
         msg = (
-            f"{path}: coordinates are not longitude/latitude after reading them as {declared} "
-            f"(bounds {bounds.round(3).tolist()}); declare the real CRS, e.g. crs='EPSG:32648'"
+            f"{path}: coordinates are not longitude/latitude after reading them as {source} "
+            f"(file bounds {np.round(bounds, 3).tolist()}); declare the real CRS, "
+            f"e.g. crs='EPSG:32648' ({exc})"
+        )
+        raise CRSError(msg) from exc
+
+
+def _file_crs(frame: gpd.GeoDataFrame, path: Path) -> str:
+    """The canonical name of the CRS a file declares (GeoJSON without one is WGS84)."""
+    label = frame.crs
+    if label is None:
+        if path.suffix.lower() in (".geojson", ".json", ".geojsonl", ".geojsons"):
+            return "wgs84"  # RFC 7946: GeoJSON coordinates are WGS84 longitude/latitude
+        msg = (
+            "the file declares no CRS; declare what its coordinates are with crs= "
+            "(wgs84, gcj02, bd09 or an EPSG code such as EPSG:32648)"
         )
         raise CRSError(msg)
-    return out
+    epsg = label.to_epsg()
+    ellipsoid = label.ellipsoid.name if label.ellipsoid is not None else None
+    if epsg is None and label.is_geographic and ellipsoid == "WGS 84" and not label.is_derived:
+        epsg = 4326  # OGC:CRS84 and other lon/lat WGS84 labels without an EPSG code
+    if epsg is None:
+        msg = (
+            f"the file's CRS ({label.name}) has no EPSG code; declare its EPSG code with crs=, "
+            "e.g. crs='EPSG:32648'"
+        )
+        raise CRSError(msg)
+    return normalize_crs(f"EPSG:{epsg}")
 
 
 def _is_missing(value: object) -> bool:
@@ -287,20 +391,44 @@ def _is_missing(value: object) -> bool:
         return False
 
 
-def _normalize_code(value: object) -> str | None:
-    # Shapefile and CSV readers turn digit codes into int64 or float64; restore the digits.
+def _exact_codes(
+    values: Iterable[object], column: str, path: Path
+) -> tuple[list[str | None], list[str | None]]:
+    """Codes as strings, and per row why a code cannot be trusted (or None)."""
+    codes: list[str | None] = []
+    errors: list[str | None] = []
+    for value in values:
+        code, error = _normalize_code(value)
+        codes.append(code)
+        errors.append(None if error is None else f"{path}: column {column!r}: {error}")
+    return codes, errors
+
+
+def _normalize_code(value: object) -> tuple[str | None, str | None]:
+    # Readers turn digit codes into integers or floats; restore the digits where they are exact.
     if _is_missing(value):
-        return None
+        return None, None
     if isinstance(value, bool | np.bool_):
-        return str(value)
+        return str(value), None
     if isinstance(value, int | np.integer):
-        return str(int(value))
+        return str(int(value)), None
     if isinstance(value, float | np.floating):
-        return str(int(value)) if float(value).is_integer() else str(value)
+        number = float(value)
+        if number.is_integer() and abs(number) < 2**53:
+            return str(int(number)), None
+        if number.is_integer():
+            why = (
+                "arrived as a floating-point number, which holds only 15-16 digits exactly, "
+                "so its real digits are unknown"
+            )
+        else:
+            why = "is not a whole number"
+        error = f"code {number!r} {why}; store codes as text (a string column) in the file"
+        return repr(number), error
     text = str(value).strip()
     if re.fullmatch(r"\d+\.0*", text):
         text = text.split(".", 1)[0]
-    return text or None
+    return text or None, None
 
 
 def _normalize_level(value: object) -> str:
@@ -333,6 +461,7 @@ class _Checked:
     geoms: npt.NDArray[np.object_]
     topo: npt.NDArray[np.object_]  # polygonal geometry for topology checks, or None
     read_errors: npt.NDArray[np.object_]  # why a file's geometry could not be parsed, or None
+    code_errors: npt.NDArray[np.object_]  # why a file's code cannot be trusted, or None
     row_of: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
@@ -346,13 +475,15 @@ def validate_areas(
 ) -> list[Problem]:
     """Check an area hierarchy and return every problem found (empty when it is sound).
 
-    Kinds reported: ``unknown_level``, ``duplicate_code``, ``invalid_geometry`` (empty, not a
-    polygon, self-intersecting, too few points, ...), ``prefix_mismatch`` (wrong code length
-    for the level, or the code does not start with its parent's prefix), ``missing_parent``,
-    ``parent_level`` (the parent is not at the level above), ``overlap`` (two areas of one level
-    share more than ``overlap_tolerance_m2``), ``gap`` (a parent not covered by its children, or
-    the district not covered by a whole level, by more than ``gap_tolerance_m2``) and
-    ``outside_parent`` (a child reaching more than ``outside_tolerance_m2`` out of its parent).
+    Kinds reported: ``unknown_level``, ``bad_code`` (a code the file stored as a float that
+    cannot hold it exactly; see :func:`read_areas`), ``duplicate_code``, ``invalid_geometry``
+    (empty, not a polygon, self-intersecting, too few points, ...), ``prefix_mismatch``
+    (wrong code length for the level, or the code does not start with its parent's prefix),
+    ``missing_parent``, ``parent_level`` (the parent is not at the level above), ``overlap``
+    (two areas of one level share more than ``overlap_tolerance_m2``), ``gap`` (a parent not
+    covered by its children, or the district not covered by a whole level, by more than
+    ``gap_tolerance_m2``) and ``outside_parent`` (a child reaching more than
+    ``outside_tolerance_m2`` out of its parent).
 
     Areas are measured in the metric CRS of the settings (EPSG:32648). Each problem carries a
     WGS84 point inside the offending region. Invalid geometries are repaired with
@@ -372,11 +503,8 @@ def validate_areas(
         else np.full(len(gdf), None, dtype=object),
         geoms=np.asarray(gdf.geometry.values, dtype=object),
         topo=np.full(len(gdf), None, dtype=object),
-        read_errors=np.array(
-            [None if _is_missing(e) else str(e) for e in gdf["geometry_error"]], dtype=object
-        )
-        if "geometry_error" in gdf.columns
-        else np.full(len(gdf), None, dtype=object),
+        read_errors=_optional_text(gdf, "geometry_error"),
+        code_errors=_optional_text(gdf, "code_error"),
     )
     _check_attributes(checked)
     _check_geometries(checked)
@@ -385,6 +513,12 @@ def validate_areas(
     _check_outside(checked, metric, outside_tolerance_m2)
     _check_gaps(checked, metric, gap_tolerance_m2)
     return checked.problems
+
+
+def _optional_text(gdf: gpd.GeoDataFrame, column: str) -> npt.NDArray[np.object_]:
+    if column not in gdf.columns:
+        return np.full(len(gdf), None, dtype=object)
+    return np.array([None if _is_missing(v) else str(v) for v in gdf[column]], dtype=object)
 
 
 def check_areas(gdf_areas: gpd.GeoDataFrame, **tolerances: float) -> None:
@@ -457,7 +591,11 @@ def _check_attributes(c: _Checked) -> None:
             lon, lat = _where(c.geoms[i])
             msg = f"unknown level {level!r}; expected one of {', '.join(sorted(known))}"
             c.problems.append(Problem("unknown_level", code, msg, lon, lat))
-    counts = pd.Series(c.codes).value_counts()
+    bad = c.code_errors != None  # noqa: E711
+    for k in np.flatnonzero(bad):
+        c.problems.append(Problem("bad_code", c.codes[k], c.code_errors[k], *_where(c.geoms[k])))
+    # Untrustworthy codes would only add phantom duplicates and prefix errors.
+    counts = pd.Series(c.codes[~bad]).value_counts()
     for code, n in counts[counts > 1].items():
         first = int(np.flatnonzero(c.codes == code)[0])
         lon, lat = _where(c.geoms[first])
@@ -465,7 +603,7 @@ def _check_attributes(c: _Checked) -> None:
     for i, code in enumerate(c.codes):
         c.row_of.setdefault(code, i)
     for i, (code, level, parent) in enumerate(zip(c.codes, c.levels, c.parents, strict=True)):
-        if level not in known:
+        if level not in known or bad[i]:
             continue
         lv = Level(level)
         if not (code.isdigit() and len(code) == lv.code_length):
@@ -663,58 +801,53 @@ def _check_gaps(c: _Checked, metric: _Metric, tolerance: float) -> None:
 _OUT = -1
 _MIXED = -2
 _METRES_PER_DEGREE = 111_320.0
+#: Cells per level raster at most. 16M int32 labels are 64 MB; the build's temporaries are
+#: bounded by the chunk sizes below, so a level of any size builds in a few hundred MB.
+_MAX_CELLS = 16_000_000
+# Crossings, cells or edge samples per numpy pass: arrays this small are recycled by the
+# allocator instead of being mapped and page-faulted afresh, which dominated the build time.
+_CHUNK = 1 << 20
+#: Points one level answers exactly before its raster pays for itself. A raster build costs
+#: about what the exact test costs for this many points (measured: see bench/README.md), so
+#: building once this many points have been seen in total never costs more than twice the
+#: cheaper choice in hindsight, whether a locator answers one point or millions.
+RASTER_AFTER_POINTS = 250_000
 
 
-class _LevelIndex:
-    """Exact point-in-polygon lookup for the areas of one level.
+class _Raster:
+    """A uniform raster over one level's bounding box, labelling each cell.
 
-    A uniform raster over the level's bounding box stores, per cell, the index of the one
-    polygon containing the whole cell, ``_OUT`` when no polygon touches it, or ``_MIXED`` when
-    some polygon edge touches the cell (or two polygons cover it). Points in pure cells are
-    answered by one array read; points in mixed cells go to an STRtree with the exact
-    ``intersects`` predicate. Polygons are numbered in code order, so taking the minimum index
-    applies the smallest-code rule.
+    A cell holds the index of the one polygon containing it whole, ``_OUT`` when no polygon
+    touches it, or ``_MIXED`` when a polygon edge touches its closure. Points in pure cells are
+    answered by one array read; the others need the exact test.
     """
 
-    def __init__(self, geoms: npt.NDArray[np.object_], cell_m: float | None = None) -> None:
-        self.geoms = geoms
-        shapely.prepare(geoms)
-        self.tree = shapely.STRtree(geoms)
-        n = len(geoms)
-        self.dtype: type[np.signedinteger[Any]] = np.int16 if n < 32_000 else np.int32
+    def __init__(self, geoms: npt.NDArray[np.object_], cell_m: float | None) -> None:
+        self.dtype: type[np.signedinteger[Any]] = np.int16 if len(geoms) < 32_000 else np.int32
         xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
         lat0 = math.radians((ymin + ymax) / 2)
         if cell_m is None:
             cell_m = _auto_cell_m(geoms, lat0, xmax - xmin, ymax - ymin)
+        self.cell_m = cell_m
         self.h = cell_m / _METRES_PER_DEGREE
         self.w = cell_m / (_METRES_PER_DEGREE * max(math.cos(lat0), 0.01))
         # A margin of one cell keeps every vertex strictly inside the raster.
         self.x0, self.y0 = xmin - self.w, ymin - self.h
         self.ncols = math.ceil((xmax - self.x0) / self.w) + 2
         self.nrows = math.ceil((ymax - self.y0) / self.h) + 2
-        self.cell_m = cell_m
-        self.labels = self._fill()
-        self._mark_edges()
+        ax, ay, bx, by, owner = _edges(geoms)
+        self.labels = self._fill(ax, ay, bx, by, owner)
+        self._mark_edges(ax, ay, bx, by)
 
     # The one formula mapping coordinates to cells, shared by building and querying, so a
     # point and a boundary sample at the same coordinates always land in the same cell.
     def _cells(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
         return np.floor((x - self.x0) / self.w), np.floor((y - self.y0) / self.h)
 
-    def _edges(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, IntArray]:
-        parts, part_of = shapely.get_parts(self.geoms, return_index=True)
-        poly = shapely.get_type_id(parts) == 3
-        parts, part_of = parts[poly], part_of[poly]
-        rings, ring_of = shapely.get_rings(parts, return_index=True)
-        coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
-        same = coord_ring[1:] == coord_ring[:-1]
-        a, b = coords[:-1][same], coords[1:][same]
-        owner = part_of[ring_of[coord_ring[:-1][same]]]
-        return a[:, 0], a[:, 1], b[:, 0], b[:, 1], owner.astype(np.int64)
-
-    def _fill(self) -> npt.NDArray[np.signedinteger[Any]]:
+    def _fill(
+        self, ax: FloatArray, ay: FloatArray, bx: FloatArray, by: FloatArray, owner: IntArray
+    ) -> npt.NDArray[np.signedinteger[Any]]:
         """Label every cell by its centre with an even-odd scanline fill of all polygons."""
-        ax, ay, bx, by, owner = self._edges()
 
         # Row r's centre is y0 + (r + 0.5) h; an edge spans the rows whose centre lies in
         # [ylow, yhigh). Computing the bound from each vertex alone keeps the two edges meeting
@@ -726,6 +859,34 @@ class _LevelIndex:
         ra, rb = first_row(ay), first_row(by)
         lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
         count = hi - lo
+        sentinel = np.iinfo(self.dtype).max
+        labels = np.full(self.nrows * self.ncols, sentinel, dtype=self.dtype)
+        # Whole polygons per chunk (edges come grouped by owner), so that each polygon's
+        # crossings can be paired within the chunk while the temporaries stay bounded.
+        crossings = np.cumsum(count)
+        cuts = np.searchsorted(crossings, np.arange(_CHUNK, crossings[-1], _CHUNK))
+        ends = np.unique(np.r_[np.searchsorted(owner, owner[cuts], side="right"), len(owner)])
+        start = 0
+        for end in ends:
+            part = slice(start, int(end))
+            start = int(end)
+            self._paint(
+                labels, ax[part], ay[part], bx[part], by[part], owner[part], lo[part], count[part]
+            )
+        labels[labels == sentinel] = _OUT
+        return labels.reshape(self.nrows, self.ncols)
+
+    def _paint(
+        self,
+        labels: npt.NDArray[np.signedinteger[Any]],
+        ax: FloatArray,
+        ay: FloatArray,
+        bx: FloatArray,
+        by: FloatArray,
+        owner: IntArray,
+        lo: IntArray,
+        count: IntArray,
+    ) -> None:
         keep = count > 0
         ax, ay, bx, by, owner, lo, count = (
             ax[keep],
@@ -736,13 +897,16 @@ class _LevelIndex:
             lo[keep],
             count[keep],
         )
+        if len(count) == 0:
+            return
         edge = np.repeat(np.arange(len(count)), count)
         starts = np.cumsum(count) - count
         row = lo[edge] + (np.arange(len(edge)) - starts[edge])
         yc = self.y0 + (row + 0.5) * self.h
         x = ax[edge] + (yc - ay[edge]) * (bx[edge] - ax[edge]) / (by[edge] - ay[edge])
         who = owner[edge]
-        order = np.lexsort((x, row, who))
+        del edge, yc
+        order = self._pair_order(x, row, who)
         x, row, who = x[order], row[order], who[order]
         xa, xb, row, who = x[0::2], x[1::2], row[0::2], who[0::2]
         ca = np.ceil((xa - self.x0) / self.w - 0.5).astype(np.int64)
@@ -750,11 +914,9 @@ class _LevelIndex:
         ca, cb = np.clip(ca, 0, self.ncols - 1), np.clip(cb, 0, self.ncols - 1)
         ok = cb >= ca
         ca, cb, row, who = ca[ok], cb[ok], row[ok], who[ok]
-        sentinel = np.iinfo(self.dtype).max
-        labels = np.full(self.nrows * self.ncols, sentinel, dtype=self.dtype)
         lengths = cb - ca + 1
         # Fill in chunks of spans to bound the temporary index arrays.
-        bounds = np.searchsorted(np.cumsum(lengths), np.arange(0, lengths.sum(), 4_000_000))
+        bounds = np.searchsorted(np.cumsum(lengths), np.arange(0, lengths.sum(), _CHUNK))
         bounds = np.unique(np.append(bounds, len(lengths)))
         for s, e in zip(np.r_[0, bounds[:-1]], bounds, strict=True):
             if e <= s:
@@ -766,28 +928,52 @@ class _LevelIndex:
             vals = np.repeat(who[s:e], ln).astype(self.dtype)
             # Where polygons overlap, the smallest index (code) must win, as in the exact path.
             np.minimum.at(labels, flat, vals)
-        labels[labels == sentinel] = _OUT
-        return labels.reshape(self.nrows, self.ncols)
 
-    def _mark_edges(self) -> None:
+    def _pair_order(self, x: FloatArray, row: IntArray, who: IntArray) -> IntArray:
+        """Order crossings by polygon, then row, then x, so that they pair up even-odd.
+
+        One integer sort key (polygon, row, x in fixed point) sorts several times faster than
+        ``np.lexsort`` on three keys. Quantizing x can only swap crossings less than 2**-bits
+        of a cell apart; the cells whose centre lies between such crossings are crossed by an
+        edge, hence marked mixed and answered exactly, so their painted label never matters.
+        """
+        who = who - who.min()
+        key = who * self.nrows + row
+        used = int(key.max()).bit_length()
+        span = max(self.ncols, 1).bit_length()
+        bits = 62 - used - span  # sub-cell bits of x that still fit in int64
+        if bits < 8:
+            return np.lexsort((x, row, who))
+        xq = np.clip((x - self.x0) / self.w * (1 << bits), 0, (1 << (bits + span)) - 1)
+        return np.argsort((key << (bits + span)) | xq.astype(np.int64))
+
+    def _mark_edges(self, ax: FloatArray, ay: FloatArray, bx: FloatArray, by: FloatArray) -> None:
         """Mark as mixed every cell whose closure any polygon edge touches."""
-        ax, ay, bx, by, _ = self._edges()
         # Each undirected edge once: neighbouring polygons share theirs.
         seg = np.column_stack([ax, ay, bx, by])
         swap = (ax > bx) | ((ax == bx) & (ay > by))
         seg[swap] = seg[swap][:, [2, 3, 0, 1]]
-        seg = np.unique(seg, axis=0)
-        ax, ay, bx, by = seg.T
+        seg = seg[~pd.DataFrame(seg).duplicated().to_numpy()]  # hashing beats np.unique here
         # Samples at most a quarter cell apart; the square of half that step around each sample
         # covers the segment between samples, and its four corners hit every cell the square
         # touches (the square is smaller than a cell).
         step = 0.25
-        du, dv = np.abs(bx - ax) / self.w, np.abs(by - ay) / self.h
+        du = np.abs(seg[:, 2] - seg[:, 0]) / self.w
+        dv = np.abs(seg[:, 3] - seg[:, 1]) / self.h
         n = np.ceil(np.maximum(du, dv) / step).astype(np.int64) + 1
+        total = np.cumsum(n)
+        cuts = np.searchsorted(total, np.arange(_CHUNK, total[-1], _CHUNK))
+        for part in np.split(np.arange(len(n)), np.unique(cuts)):
+            if len(part):
+                self._mark_samples(seg[part], n[part], step)
+
+    def _mark_samples(self, seg: FloatArray, n: IntArray, step: float) -> None:
+        ax, ay, bx, by = seg.T
         rep = np.repeat(np.arange(len(n)), n)
         t = (np.arange(len(rep)) - np.repeat(np.cumsum(n) - n, n)) / np.maximum(n[rep] - 1, 1)
         sx = ax[rep] + t * (bx[rep] - ax[rep])
         sy = ay[rep] + t * (by[rep] - ay[rep])
+        del rep, t
         rx, ry = 0.51 * step * self.w, 0.51 * step * self.h
         flat = self.labels.reshape(-1)
         for ox in (-rx, rx):
@@ -797,13 +983,94 @@ class _LevelIndex:
                 row = np.clip(row, 0, self.nrows - 1).astype(np.int64)
                 flat[row * self.ncols + col] = _MIXED
 
-    def locate(self, x: FloatArray, y: FloatArray) -> IntArray:
-        """Index of the containing polygon with the smallest code for each point, or -1."""
+    def lookup(self, x: FloatArray, y: FloatArray) -> IntArray:
+        """The cell label of each point (``_OUT`` off the raster, ``_MIXED`` to test exactly)."""
         col, row = self._cells(x, y)
         inside = (col >= 0) & (col < self.ncols) & (row >= 0) & (row < self.nrows)
         out = np.full(len(x), _OUT, dtype=np.int64)
         ii = np.flatnonzero(inside)
         out[ii] = self.labels[row[ii].astype(np.int64), col[ii].astype(np.int64)]
+        return out
+
+
+def _edges(
+    geoms: npt.NDArray[np.object_],
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, IntArray]:
+    """Every ring edge of every polygon, grouped by owner (the polygon's index) in order."""
+    parts, part_of = shapely.get_parts(geoms, return_index=True)
+    poly = shapely.get_type_id(parts) == 3
+    parts, part_of = parts[poly], part_of[poly]
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    same = coord_ring[1:] == coord_ring[:-1]
+    a, b = coords[:-1][same], coords[1:][same]
+    owner = part_of[ring_of[coord_ring[:-1][same]]]
+    return a[:, 0], a[:, 1], b[:, 0], b[:, 1], owner.astype(np.int64)
+
+
+def _auto_cell_m(geoms: npt.NDArray[np.object_], lat0: float, dx: float, dy: float) -> float:
+    # Cells about 1/40 of a typical area's side keep the boundary cells (the slow path) to a
+    # few per cent of the points; the cap on the cell count bounds memory and build time for
+    # large extents, at the price of more boundary cells.
+    kx = _METRES_PER_DEGREE * math.cos(lat0)
+    sides = np.sqrt(shapely.area(geoms) * kx * _METRES_PER_DEGREE)
+    cell = float(np.clip(np.median(sides) / 40.0, 2.0, 2000.0))
+    area_m2 = dx * kx * dy * _METRES_PER_DEGREE
+    return max(cell, math.sqrt(area_m2 / _MAX_CELLS))
+
+
+class _LevelIndex:
+    """Exact point-in-polygon lookup for the areas of one level.
+
+    Polygons are numbered in code order, so taking the minimum index of the containing
+    polygons applies the smallest-code rule. Small batches go straight to the exact test (an
+    STRtree for candidates, then a closed-polygon test on the candidates, prepared on first
+    use). Once enough points have been seen, a :class:`_Raster` is built and answers most points
+    by one array read, sending only those in boundary cells to the exact test. Both paths give
+    the same answers.
+    """
+
+    def __init__(
+        self,
+        geoms: npt.NDArray[np.object_],
+        cell_m: float | None = None,
+        raster_after: int = RASTER_AFTER_POINTS,
+    ) -> None:
+        self.geoms = geoms
+        self.cell_m = cell_m
+        self.raster_after = raster_after
+        self.seen = 0
+        self._tree: shapely.STRtree | None = None
+        self._raster: _Raster | None = None
+        self._lock = threading.Lock()
+        self._few_vertices: bool | None = None
+
+    @property
+    def tree(self) -> shapely.STRtree:
+        """The STRtree over the level's polygons (built on first use)."""
+        if self._tree is None:
+            self._tree = shapely.STRtree(self.geoms)
+        return self._tree
+
+    @property
+    def raster(self) -> _Raster:
+        """The raster of cell labels (built on first use; building costs seconds)."""
+        with self._lock:  # one build even when threads share a cached locator
+            if self._raster is None:
+                self._raster = _Raster(self.geoms, self.cell_m)
+        return self._raster
+
+    @property
+    def has_raster(self) -> bool:
+        """Whether the raster has been built."""
+        return self._raster is not None
+
+    def locate(self, x: FloatArray, y: FloatArray) -> IntArray:
+        """Index of the containing polygon with the smallest code for each point, or -1."""
+        self.seen += len(x)
+        if self._raster is None and self.seen < self.raster_after:
+            return self.exact(x, y)
+        out = self.raster.lookup(x, y)
         mixed = np.flatnonzero(out == _MIXED)
         if len(mixed):
             out[mixed] = self.exact(x[mixed], y[mixed])
@@ -811,26 +1078,26 @@ class _LevelIndex:
 
     def exact(self, x: FloatArray, y: FloatArray) -> IntArray:
         """The exact answer for any points: bounding-box candidates, then a closed-polygon test."""
-        pt, poly = self.tree.query(shapely.points(x, y))
-        # Prepared polygons answer point-in-polygon from an edge index instead of a full scan,
-        # which matters for the few big polygons (a district has thousands of vertices).
-        hit = shapely.intersects_xy(self.geoms[poly], x[pt], y[pt])
-        pt, poly = pt[hit], poly[hit]
+        points = shapely.points(x, y)
+        if self._few_vertices is None:
+            self._few_vertices = bool(np.median(shapely.get_num_coordinates(self.geoms)) < 64)
+        if self._few_vertices:
+            # Testing a point against a polygon of a few dozen vertices is a short scan;
+            # GEOS does it inside the tree query, faster than preparing every candidate.
+            pt, poly = self.tree.query(points, predicate="intersects")
+        else:
+            pt, poly = self.tree.query(points)
+            # Prepared polygons answer point-in-polygon from an edge index instead of a full
+            # scan, which matters for big polygons (a district has thousands of vertices).
+            # Preparing only the candidates keeps a single point's first query cheap.
+            candidates = self.geoms[poly]
+            shapely.prepare(candidates)
+            hit = shapely.intersects_xy(candidates, x[pt], y[pt])
+            pt, poly = pt[hit], poly[hit]
         best = np.full(len(x), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(best, pt, poly)
         best[best == np.iinfo(np.int64).max] = _OUT
         return best
-
-
-def _auto_cell_m(geoms: npt.NDArray[np.object_], lat0: float, dx: float, dy: float) -> float:
-    # Cells about 1/40 of a typical area's side keep the boundary cells (the slow path) to a
-    # few per cent of the points; a cap on the cell count bounds memory for large extents.
-    kx = _METRES_PER_DEGREE * math.cos(lat0)
-    sides = np.sqrt(shapely.area(geoms) * kx * _METRES_PER_DEGREE)
-    cell = float(np.clip(np.median(sides) / 40.0, 2.0, 2000.0))
-    max_cells = 60_000_000
-    area_m2 = dx * kx * dy * _METRES_PER_DEGREE
-    return max(cell, math.sqrt(area_m2 / max_cells))
 
 
 class Locator:
@@ -841,62 +1108,45 @@ class Locator:
     that miss every area of the finest level fall back to the next coarser level, and so on.
     """
 
-    def __init__(self, gdf_areas: gpd.GeoDataFrame, cell_m: float | None = None) -> None:
+    def __init__(
+        self,
+        gdf_areas: gpd.GeoDataFrame,
+        cell_m: float | None = None,
+        raster_after: int = RASTER_AFTER_POINTS,
+    ) -> None:
         gdf = gdf_areas
         if gdf.crs is not None and gdf.crs.to_epsg() != 4326:
             gdf = gdf.to_crs("EPSG:4326")
+        geoms = np.asarray(gdf.geometry.values, dtype=object)
         known = {lv.value for lv in LEVELS}
-        keep = gdf["level"].isin(known) & ~gdf.geometry.isna() & ~gdf.geometry.is_empty
-        gdf = gdf[keep]
-        codes = gdf["code"].astype(str).to_numpy(dtype=object)
+        levels = gdf["level"].to_numpy(dtype=object)
+        keep = np.isin(levels, list(known)) & ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+        codes = gdf["code"].astype(str).to_numpy(dtype=object)[keep]
         order = np.argsort(codes, kind="stable")
         self._codes = codes[order]
-        self._names: dict[str, str] = dict(
-            zip(codes, gdf["name"].astype(str).to_numpy(dtype=object), strict=True)
-        )
-        self._level_of: dict[str, Level] = {
-            str(c): Level(v) for c, v in zip(codes, gdf["level"], strict=True)
-        }
-        parents = gdf["parent_code"].to_numpy(dtype=object)[order]
-        levels = gdf["level"].to_numpy(dtype=object)[order]
-        geoms = np.asarray(gdf.geometry.values, dtype=object)[order]
+        names = gdf["name"].astype(str).to_numpy(dtype=object)[keep]
+        self._names: dict[str, str] = dict(zip(codes, names, strict=True))
+        levels = levels[keep][order]
+        self._level_name: dict[str, str] = dict(zip(self._codes, levels, strict=True))
+        parents = gdf["parent_code"].to_numpy(dtype=object)[keep][order]
+        geoms = geoms[keep][order]
         self.levels: tuple[Level, ...] = tuple(lv for lv in LEVELS if (levels == lv.value).any())
         if not self.levels:
             msg = "no areas with a known level to locate in"
             raise DataFileError(msg)
-        self._cell_m = cell_m
         self._rows: dict[Level, IntArray] = {
             lv: np.flatnonzero(levels == lv.value) for lv in self.levels
         }
-        self._geoms = geoms
-        self._index: dict[Level, _LevelIndex] = {}
-        # ancestors[i, k]: row of the level-k ancestor of row i (or -1), through parent_code.
-        row_of = {str(c): i for i, c in enumerate(self._codes)}
-        n = len(self._codes)
-        anc = np.full((n, len(LEVELS)), -1, dtype=np.int64)
-        for i in range(n):
-            j: int | None = i
-            seen = 0
-            while j is not None and seen < len(LEVELS):
-                lv = Level(levels[j])
-                if anc[i, lv.rank] == -1:
-                    anc[i, lv.rank] = j
-                p = parents[j]
-                nxt = row_of.get(str(p)) if not _is_missing(p) else None
-                j = nxt if nxt is not None and Level(levels[nxt]).rank < lv.rank else None
-                seen += 1
-        self._ancestors = anc
+        # Nothing spatial is built here: each level's STRtree and raster come on first use, so
+        # a locator that answers one point costs milliseconds, whatever the district's size.
+        self._index: dict[Level, _LevelIndex] = {
+            lv: _LevelIndex(geoms[rows], cell_m, raster_after) for lv, rows in self._rows.items()
+        }
+        self._ancestors = _ancestor_rows(self._codes, levels, parents)
         self.finest: Level = self.levels[-1]
-        # Points outside the finest level fall back to the coarser ones, and every random or
-        # erroneous point outside the district does, so all levels are indexed up front.
-        for level in self.levels:
-            self.index(level)
 
     def index(self, level: Level) -> _LevelIndex:
-        """The raster index of one level (built on first use)."""
-        if level not in self._index:
-            rows = self._rows[level]
-            self._index[level] = _LevelIndex(self._geoms[rows], self._cell_m)
+        """The spatial index of one level (its STRtree and raster are built on first use)."""
         return self._index[level]
 
     def locate_rows(self, lon: FloatArray, lat: FloatArray) -> IntArray:
@@ -967,7 +1217,37 @@ class Locator:
 
     def level_of(self, code: str) -> Level:
         """The level of a loaded area (KeyError for an unknown code)."""
-        return self._level_of[code]
+        return Level(self._level_name[code])
+
+
+def _ancestor_rows(
+    codes: npt.NDArray[np.object_],
+    levels: npt.NDArray[np.object_],
+    parents: npt.NDArray[np.object_],
+) -> IntArray:
+    """``out[i, k]``: row of the level-``k`` ancestor of row ``i`` (or -1), via parent codes.
+
+    A parent link counts only when it points to a coarser level, so the walk always ends.
+    """
+    n = len(codes)
+    rank = np.array([Level(v).rank for v in levels], dtype=np.int64) if n else np.zeros(0, int)
+    keys = [None if _is_missing(p) else str(p) for p in parents]
+    parent = pd.Index(codes).get_indexer(pd.Index(keys, dtype=object)).astype(np.int64)
+    ok = parent >= 0
+    ok[ok] = rank[parent[ok]] < rank[ok]
+    parent[~ok] = -1
+    out = np.full((n, len(LEVELS)), -1, dtype=np.int64)
+    rows = np.arange(n)
+    cur = rows.copy()
+    for _ in LEVELS:
+        live = np.flatnonzero(cur >= 0)
+        if len(live) == 0:
+            break
+        slot = out[live, rank[cur[live]]]
+        free = slot == -1
+        out[live[free], rank[cur[live[free]]]] = cur[live[free]]
+        cur[live] = parent[cur[live]]
+    return out
 
 
 def _as_wgs84(
@@ -983,19 +1263,31 @@ def _as_wgs84(
     return ox, oy
 
 
-def build_locator(gdf_areas: gpd.GeoDataFrame, *, cell_m: float | None = None) -> Locator:
+def build_locator(
+    gdf_areas: gpd.GeoDataFrame,
+    *,
+    cell_m: float | None = None,
+    raster_after: int = RASTER_AFTER_POINTS,
+) -> Locator:
     """Build a :class:`Locator` over an areas GeoDataFrame.
+
+    Building is cheap (no spatial index yet): each level gets an STRtree on its first query and
+    a raster index once it has answered ``raster_after`` points in total, so one-off lookups
+    stay fast and large or repeated batches get the raster. The answers are the same either way.
 
     Parameters
     ----------
     gdf_areas
         Areas of one or more levels (validate them first; the locator trusts the hierarchy).
     cell_m
-        Raster cell size in metres for the finest level; by default about 1/40 of a typical
-        area's side (~2.5 m for 10,000 m² micro-grids). Smaller cells send fewer points to the
-        exact test but cost memory (``nrows * ncols`` 16-bit labels).
+        Raster cell size in metres; by default about 1/40 of a typical area's side (~2.5 m for
+        10,000 m² micro-grids), coarser where a level would need more than 16 million cells.
+        Smaller cells send fewer points to the exact test but cost memory and build time.
+    raster_after
+        Points a level answers exactly before it builds its raster: 0 builds it on the first
+        query, a huge number never builds it.
     """
-    return Locator(gdf_areas, cell_m=cell_m)
+    return Locator(gdf_areas, cell_m=cell_m, raster_after=raster_after)
 
 
 # --------------------------------------------------------------------------------------------

@@ -190,16 +190,53 @@ def test_read_gcj02_file_gives_the_same_wgs84_geometry(tmp_path: Path) -> None:
     assert _same(gdf.geometry.values, ref.geometry.values, 1e-8)
 
 
-def test_read_projected_file_trusting_its_crs(tmp_path: Path) -> None:
+def _for_shapefile(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The columns read_areas needs, under names a DBF can hold (10 characters at most)."""
+    cols = ["code", "name", "level", "parent_code", "geometry"]
+    return gdf[cols].rename(columns={"parent_code": "parent"})
+
+
+@pytest.mark.parametrize("epsg", [32648, 3857])
+def test_read_projected_file_trusting_its_crs(tmp_path: Path, epsg: int) -> None:
     ref = read_areas(SMALL_GEOJSON)
     path = tmp_path / "metric.gpkg"
-    ref.to_crs("EPSG:32648").to_file(path, layer="areas")
-    with pytest.raises(CRSError, match="longitude/latitude"):
-        read_areas(path)  # the default declares wgs84, which metre coordinates cannot be
-    gdf = read_areas(path, crs=None)
+    ref.to_crs(epsg).to_file(path, layer="areas")
+    gdf = read_areas(path)  # the default trusts the file's label
+    assert gdf.crs.to_epsg() == 4326
     assert _same(gdf.geometry.values, ref.geometry.values, 1e-7)
-    gdf = read_areas(path, crs="EPSG:32648")
+    gdf = read_areas(path, crs=f"EPSG:{epsg}")
     assert _same(gdf.geometry.values, ref.geometry.values, 1e-7)
+    shp = tmp_path / "metric.shp"  # the label comes from the .prj here
+    _for_shapefile(ref).to_crs(epsg).to_file(shp)
+    assert _same(read_areas(shp).geometry.values, ref.geometry.values, 1e-7)
+    # a declared CRS overrides the label; metres read as degrees are not lon/lat
+    with pytest.raises(CRSError) as info:
+        read_areas(path, crs="wgs84")
+    message = str(info.value)
+    assert "metric.gpkg" in message and "longitude/latitude" in message
+    assert "crs='wgs84'" in message
+
+
+def test_mislabelled_and_unlabelled_files_name_path_and_crs(tmp_path: Path) -> None:
+    ref = read_areas(SMALL_GEOJSON)
+    # metre coordinates labelled EPSG:4326
+    wrong = ref.to_crs(32648).set_crs(4326, allow_override=True)
+    path = tmp_path / "wrong.gpkg"
+    wrong.to_file(path)
+    with pytest.raises(CRSError) as info:
+        read_areas(path)
+    message = str(info.value)
+    assert "wrong.gpkg" in message and "longitude/latitude" in message
+    assert "file's own CRS label (wgs84)" in message
+    assert _same(read_areas(path, crs=32648).geometry.values, ref.geometry.values, 1e-7)
+    # no label at all: declare one
+    bare = tmp_path / "bare.shp"
+    with pytest.warns(UserWarning, match="crs"):
+        _for_shapefile(ref).set_crs(None, allow_override=True).to_file(bare)
+    assert not bare.with_suffix(".prj").exists()
+    with pytest.raises(CRSError, match=r"bare\.shp.*declares no CRS"):
+        read_areas(bare)
+    assert _same(read_areas(bare, crs="wgs84").geometry.values, ref.geometry.values, 1e-9)
 
 
 def test_read_geopackage_layers_parquet_and_many_files(tmp_path: Path) -> None:
@@ -218,6 +255,109 @@ def test_read_geopackage_layers_parquet_and_many_files(tmp_path: Path) -> None:
     many = read_areas([parquet, SMALL_SHP])
     assert len(many) == len(upper) + len(ref)
     assert many["code"].iloc[: len(upper)].tolist() == upper["code"].tolist()
+
+
+def _feature_collection(rows: list[dict], raw_codes: dict[str, str] | None = None) -> str:
+    """GeoJSON text of unit squares with ``rows`` as properties.
+
+    ``raw_codes`` replaces quoted placeholders by unquoted number literals, so that a test can
+    write numbers that Python's json module would round.
+    """
+    doc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": props,
+                "geometry": shapely.geometry.mapping(
+                    box(104 + k * 0.01, 30.6, 104.01 + k * 0.01, 30.61)
+                ),
+            }
+            for k, props in enumerate(rows)
+        ],
+    }
+    text = json.dumps(doc, ensure_ascii=False)
+    for placeholder, literal in (raw_codes or {}).items():
+        text = text.replace(f'"{placeholder}"', literal)
+    return text
+
+
+def test_eighteen_digit_integer_codes_with_a_null_parent_stay_exact(tmp_path: Path) -> None:
+    grid = 510106024010001
+    micro = [grid * 1000 + k for k in (1, 2, 3, 4)]  # 18 digits, beyond float64's 2**53
+    rows: list[dict] = [{"code": grid, "name": "g", "level": "grid", "parent_code": None}]
+    rows += [{"code": m, "name": str(m), "level": "microgrid", "parent_code": grid} for m in micro]
+    path = tmp_path / "codes.geojson"
+    path.write_text(_feature_collection(rows), encoding="utf-8")
+    assert pyogrio.read_dataframe(path)["parent_code"].dtype == np.float64  # the trap
+    gdf = read_areas(path)
+    assert gdf["code"].tolist() == [str(grid), *map(str, micro)]
+    assert gdf["parent_code"].tolist() == [None] + [str(grid)] * 4
+    problems = validate_areas(gdf)
+    assert "duplicate_code" not in _kinds(problems) and "bad_code" not in _kinds(problems)
+
+
+def _write_dbf(path: Path, fields: list[tuple[str, str, int]], records: list[list[str]]) -> None:
+    """A dBase III table; ``fields`` are (name, type C or N, width), numbers right-aligned."""
+    record_len = 1 + sum(w for _, _, w in fields)
+    header_len = 32 + 32 * len(fields) + 1
+    out = bytearray(b"\x03\x7e\x0b\x1b")
+    out += len(records).to_bytes(4, "little") + header_len.to_bytes(2, "little")
+    out += record_len.to_bytes(2, "little") + bytes(20)
+    for name, kind, width in fields:
+        out += name.encode().ljust(11, b"\0") + kind.encode() + bytes(4)
+        out += bytes([width, 0]) + bytes(14)
+    out += b"\r"
+    for rec in records:
+        out += b" "
+        for (_, kind, width), value in zip(fields, rec, strict=True):
+            text = value.encode()
+            out += text.rjust(width) if kind == "N" else text.ljust(width)
+    out += b"\x1a"
+    path.write_bytes(bytes(out))
+
+
+def test_shapefile_numeric_field_wider_than_18_digits_stays_exact(tmp_path: Path) -> None:
+    grid = "510106024010001"
+    micro = [f"{grid}{k:03d}" for k in (1, 2, 3)]
+    shapes = gpd.GeoDataFrame(
+        {"dummy": [0] * 4},
+        geometry=[box(104 + k * 0.01, 30.6, 104.01 + k * 0.01, 30.61) for k in range(4)],
+        crs="EPSG:4326",
+    )
+    path = tmp_path / "wide.shp"
+    shapes.to_file(path)
+    fields = [("CODE", "N", 20), ("NAME", "C", 20), ("LEVEL", "C", 10), ("PARENT", "N", 20)]
+    records = [[grid, "g", "grid", ""]] + [[m, m, "microgrid", grid] for m in micro]
+    _write_dbf(path.with_suffix(".dbf"), fields, records)
+    raw = pyogrio.read_dataframe(path)
+    assert raw["CODE"].dtype == np.float64  # GDAL reads a 20-digit field as a float
+    assert raw["CODE"].nunique() < 4  # ... and the codes collide there
+    gdf = read_areas(path)
+    assert gdf["code"].tolist() == [grid, *micro]
+    assert gdf["parent_code"].tolist() == [None] + [grid] * 3
+    assert not {"duplicate_code", "bad_code"} & _kinds(validate_areas(gdf))
+
+
+def test_codes_stored_as_floats_are_reported_not_guessed(tmp_path: Path) -> None:
+    rows = [
+        {"code": "A", "name": "a", "level": "microgrid", "parent_code": None},
+        {"code": "B", "name": "b", "level": "microgrid", "parent_code": None},
+        {"code": 510106024000, "name": "s", "level": "street", "parent_code": None},
+    ]
+    # two distinct 18-digit codes written as floats: float64 cannot tell them apart
+    literals = {"A": "510106024010001003.0", "B": "510106024010001004.0"}
+    path = tmp_path / "floats.geojson"
+    path.write_text(_feature_collection(rows, literals), encoding="utf-8")
+    gdf = read_areas(path)
+    assert len(gdf) == 3  # nothing dropped
+    assert gdf["code"].iloc[2] == "510106024000"
+    assert "510106024010001024" not in set(gdf["code"])  # no invented digits
+    problems = validate_areas(gdf)
+    bad = [p for p in problems if p.kind == "bad_code"]
+    assert len(bad) == 2
+    assert all("floats.geojson" in p.message and "as text" in p.message for p in bad)
+    assert "duplicate_code" not in _kinds(problems)
 
 
 def test_read_with_a_column_mapping(tmp_path: Path) -> None:
@@ -440,7 +580,7 @@ def _boundary_points(gdf: gpd.GeoDataFrame, level: str, rng: np.random.Generator
 @pytest.mark.parametrize("cell_m", [None, 0.7, 40.0])
 def test_locator_matches_strtree(gdf_synth: gpd.GeoDataFrame, cell_m: float | None) -> None:
     rng = np.random.default_rng(5)
-    loc = build_locator(gdf_synth, cell_m=cell_m)
+    loc = build_locator(gdf_synth, cell_m=cell_m, raster_after=0)  # raster from the start
     x0, y0, x1, y1 = gdf_synth.total_bounds
     pts = np.vstack(
         [
@@ -454,12 +594,40 @@ def test_locator_matches_strtree(gdf_synth: gpd.GeoDataFrame, cell_m: float | No
     assert got["microgrid"].isna().sum() > 1000  # some points were outside
     # the boundary points really hit the slow path and ties really happened
     index = loc.index(loc.finest)
-    assert (index.labels == -2).any()
+    assert index.has_raster
+    assert (index.raster.labels == -2).any()
+    lazy = build_locator(gdf_synth, cell_m=cell_m, raster_after=10**9)
+    pd.testing.assert_frame_equal(lazy.locate(pts[:, 0], pts[:, 1]), got)
+    assert not lazy.index(lazy.finest).has_raster  # the exact path agreed
+
+
+def test_locator_builds_rasters_only_for_large_batches(gdf_synth: gpd.GeoDataFrame) -> None:
+    loc = build_locator(gdf_synth, raster_after=5000)
+    assert not any(loc.index(lv).has_raster for lv in loc.levels)
+    x0, y0, x1, y1 = gdf_synth.total_bounds
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(x0, x1, 6000), rng.uniform(y0, y1, 6000)
+    first: list[dict | None] = []
+    for a, b in zip(x[:50], y[:50], strict=True):
+        try:
+            first.append(loc.locate_one(a, b))
+        except OutsideDistrictError:
+            first.append(None)
+    assert not loc.index(loc.finest).has_raster
+    small = loc.locate(x[:4000], y[:4000])
+    assert not loc.index(loc.finest).has_raster
+    big = loc.locate(x, y)  # 50 + 4000 + 6000 points seen in total: build now
+    assert loc.index(loc.finest).has_raster
+    pd.testing.assert_frame_equal(big.iloc[:4000], small)
+    assert any(first) and not all(first)
+    for i, one in enumerate(first):
+        assert one == (big.iloc[i].to_dict() if one is not None else one)
+        assert (one is None) == big.iloc[i].isna().all()
 
 
 def test_locator_matches_strtree_on_reference(gdf_reference: gpd.GeoDataFrame) -> None:
     rng = np.random.default_rng(11)
-    loc = build_locator(gdf_reference)
+    loc = build_locator(gdf_reference, raster_after=0)  # the raster path, with 5 levels
     x0, y0, x1, y1 = gdf_reference.total_bounds
     n = 100_000
     x, y = rng.uniform(x0, x1, n), rng.uniform(y0, y1, n)
