@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,7 +32,9 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+#: The dataset name the reference district is loaded under.
+DEMO_DATASET = "jinniu-reference"
 
 UrlOption = Annotated[
     str | None,
@@ -138,7 +140,7 @@ def load(
     if not paths and (units or offices):
         raise _fail("--units and --offices go with your own area files (PATHS)")
     with _domain_errors(), _progress("reading", total=2) as advance:
-        engine = store.create_engine_from_url(_url(url))
+        engine = store.open_store(_url(url))
         if paths:
             from gridgov.areas import read_areas
             from gridgov.units import read_offices, read_units
@@ -152,7 +154,7 @@ def load(
 
             ref = read_reference_district(settings.data_dir)
             gdf_areas, gdf_units, gdf_offices = ref.gdf_areas, ref.gdf_units, ref.gdf_offices
-            dataset, source = "jinniu-reference", str(settings.data_dir)
+            dataset, source = DEMO_DATASET, str(settings.data_dir)
         advance(1, "validating and writing to the store")
         before = store.load_district(
             engine,
@@ -219,7 +221,7 @@ def locate(
     with _domain_errors():
         name = normalize_crs(crs)
         wlon, wlat = to_wgs84(lon, lat, name)
-        engine = store.create_engine_from_url(_url(url))
+        engine = store.open_store(_url(url))
         try:
             found = store.locate_point(engine, float(wlon[0]), float(wlat[0]))
         except OutsideDistrictError:
@@ -240,7 +242,7 @@ def info(url: UrlOption = None) -> None:
     from gridgov import store
 
     with _domain_errors():
-        engine = store.create_engine_from_url(_url(url))
+        engine = store.open_store(_url(url))
         summary = store.summarize(engine)
     _print_json(summary)
 
@@ -254,7 +256,7 @@ def export_(
     from gridgov import store
 
     with _domain_errors():
-        engine = store.create_engine_from_url(_url(url))
+        engine = store.open_store(_url(url))
         store.export_geopackage(engine, path)
     out.print(f"wrote {path}")
 
@@ -360,13 +362,28 @@ def generate(
 
 
 @app.command()
-def demo(url: UrlOption = None) -> None:
+def demo(
+    url: UrlOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a store that holds another district.")
+    ] = False,
+) -> None:
     """First run: create the embedded store, load the reference district, and show it working."""
+    from gridgov import store
+
     target = _url(url)
     out.rule("gridgov demo")
     out.print(f"store: {_redact(target)}")
     init(url=target)
-    load(paths=None, crs="wgs84", url=target)
+    with _domain_errors():
+        held = store.summarize(store.open_store(target))["datasets"]
+    others = sorted({d["name"] for d in held.values()} - {DEMO_DATASET})
+    if others and not force:
+        raise _fail(
+            f"the store at {_redact(target)} holds {', '.join(others)}; the demo would replace "
+            "it. Give the demo its own store with --url sqlite:///demo.db, or pass --force"
+        )
+    load(paths=None, units=None, offices=None, crs=None, url=target)
     out.rule("what is loaded")
     info(url=target)
     out.rule("locate 104.05 30.69 (WGS84), then the same place as a phone reports it (GCJ-02)")

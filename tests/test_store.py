@@ -479,7 +479,12 @@ def test_locate_inside_outside_and_on_edges(store_engine: Engine) -> None:
 def test_locate_point_names_every_level_or_says_outside(store_engine: Engine) -> None:
     load_sample(store_engine)
     named = locate_point(store_engine, X0 + STEP / 2, Y0 + STEP / 2)
-    assert named["district"] == {"code": DISTRICT, "name": "测试区"}
+    assert named["district"] == {
+        "code": DISTRICT,
+        "name": "测试区",
+        "generated": True,
+        "name_source": None,
+    }
     assert named["microgrid"] is not None
     assert named["microgrid"]["code"] == "510106001001001001"
     with pytest.raises(OutsideDistrictError, match="outside the loaded district"):

@@ -9,6 +9,7 @@ from gridgov.store.engine import (
     detect_backend,
     init_db,
     is_initialised,
+    open_store,
     schema_diff,
 )
 from gridgov.store.repository import (
@@ -46,6 +47,7 @@ __all__ = [
     "locate_many",
     "locate_point",
     "nearest_units",
+    "open_store",
     "read_areas",
     "read_matters",
     "read_offices",

@@ -101,6 +101,28 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
     return engine
 
 
+def open_store(url: str | URL) -> Engine:
+    """Open an existing store: like :func:`create_engine_from_url`, but a SQLite file that is
+    not there is an error instead of a new empty file left behind by a typo.
+
+    Raises
+    ------
+    StoreError
+        The SQLite file does not exist (the message says to run ``gridgov init``).
+    """
+    sa_url = make_url(url)
+    if detect_backend(url) == "sqlite":
+        database = sa_url.database or ""
+        on_disk = database not in ("", ":memory:") and not database.startswith("file:")
+        if on_disk and not Path(database).exists():
+            msg = (
+                f"no database at {Path(database).resolve()}; run `gridgov init` to create it, "
+                "or point GRIDGOV_DATABASE_URL (or --url) at the right one"
+            )
+            raise StoreError(msg)
+    return create_engine_from_url(url)
+
+
 def _describe(engine: Engine | Connection) -> str:
     return engine.engine.url.render_as_string(hide_password=True)
 

@@ -864,20 +864,47 @@ def _pg_knn_radius(
 
 def export_geopackage(engine: Engine, path: str | Path) -> Path:
     """Write the stored dataset to a GeoPackage: layers ``areas``, ``offices``, ``units``,
-    ``matters`` (the last without geometry). Empty parts are left out. Overwrites ``path``.
+    ``matters`` (the last without geometry). Empty parts are left out.
+
+    The file is written beside ``path`` and moved over it only once complete, so a failure
+    never leaves a half-written file nor destroys the one already there.
 
     Returns
     -------
     pathlib.Path
         The file written.
+
+    Raises
+    ------
+    InputError
+        ``path`` does not end in ``.gpkg``.
+    StoreError
+        The store holds no areas.
+    DataFileError
+        The file cannot be written (the message names it).
     """
     target = Path(path)
-    if target.exists():
-        target.unlink()
+    if target.suffix.lower() != ".gpkg":
+        msg = f"{target}: an export is a GeoPackage; give a path ending in .gpkg"
+        raise InputError(msg)
     gdf_areas = read_areas(engine)
     if gdf_areas.empty:
         msg = "the store holds no areas; nothing to export"
         raise StoreError(msg)
+    partial = target.with_name(f".{target.name}.partial.gpkg")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
+        _write_geopackage(engine, gdf_areas, partial)
+        partial.replace(target)
+    except Exception as exc:  # GDAL's errors share no base class but Exception
+        partial.unlink(missing_ok=True)
+        msg = f"cannot write {target}: {exc}"
+        raise DataFileError(msg) from exc
+    return target
+
+
+def _write_geopackage(engine: Engine, gdf_areas: gpd.GeoDataFrame, target: Path) -> None:
     pyogrio.write_dataframe(gdf_areas, target, layer="areas", promote_to_multi=True)
     gdf_offices = read_offices(engine)
     if not gdf_offices.empty:
@@ -898,7 +925,6 @@ def export_geopackage(engine: Engine, path: str | Path) -> Path:
         for column in _MATTER_JSON_COLUMNS:
             df_matters[column] = df_matters[column].map(lambda v: json.dumps(v, ensure_ascii=False))
         pyogrio.write_dataframe(df_matters, target, layer="matters", append=True)
-    return target
 
 
 def _read_layer(path: Path, layer: str, layers: set[str]) -> pd.DataFrame | None:
@@ -1001,7 +1027,8 @@ def summarize(engine: Engine) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``backend``, ``url`` (password hidden), ``areas`` (count per level), ``offices``,
+        ``backend``, ``url`` (password hidden), ``areas`` (count per level),
+        ``generated_polygons`` and ``official_names`` (per level), ``offices``,
         ``units`` (total), ``units_by_kind``, ``units_by_street``, ``matters``, and
         ``datasets``: the latest load of each kind (name, source, loaded_at ISO UTC, counts).
     """
@@ -1009,6 +1036,20 @@ def summarize(engine: Engine) -> dict[str, Any]:
     with translate_errors(engine), engine.connect() as connection:
         per_level: dict[str, int] = dict(
             connection.execute(select(areas.c.level, func.count()).group_by(areas.c.level)).all()
+        )
+        generated_per_level: dict[str, int] = dict(
+            connection.execute(
+                select(areas.c.level, func.count())
+                .where(areas.c.generated.is_(True))
+                .group_by(areas.c.level)
+            ).all()
+        )
+        official_names: dict[str, int] = dict(
+            connection.execute(
+                select(areas.c.level, func.count())
+                .where(areas.c.name_source == "official")
+                .group_by(areas.c.level)
+            ).all()
         )
         per_kind: dict[str, int] = dict(
             connection.execute(select(units.c.kind, func.count()).group_by(units.c.kind)).all()
@@ -1036,6 +1077,11 @@ def summarize(engine: Engine) -> dict[str, Any]:
         "backend": detect_backend(engine),
         "url": engine.url.render_as_string(hide_password=True),
         "areas": {level: int(per_level.get(level, 0)) for level in _LEVEL_NAMES},
+        # Real vs generated, as data/README.md explains: polygons, and names with codes.
+        "generated_polygons": {
+            level: int(generated_per_level.get(level, 0)) for level in _LEVEL_NAMES
+        },
+        "official_names": {level: int(official_names.get(level, 0)) for level in _LEVEL_NAMES},
         "offices": int(offices or 0),
         "units": int(sum(per_kind.values())),
         "units_by_kind": {str(k): int(v) for k, v in sorted(per_kind.items())},
@@ -1045,8 +1091,14 @@ def summarize(engine: Engine) -> dict[str, Any]:
     }
 
 
-def locate_point(engine: Engine, lon: float, lat: float) -> dict[str, dict[str, str] | None]:
-    """Locate one WGS84 point and name it: level → ``{"code", "name"}`` (None where absent).
+def locate_point(engine: Engine, lon: float, lat: float) -> dict[str, dict[str, Any] | None]:
+    """Locate one WGS84 point and name it, level by level.
+
+    Returns
+    -------
+    dict
+        Level name → ``{"code", "name", "generated", "name_source"}`` (None where the level
+        is not loaded), so a user always sees what is real and what is generated.
 
     Raises
     ------
@@ -1059,9 +1111,7 @@ def locate_point(engine: Engine, lon: float, lat: float) -> dict[str, dict[str, 
     if not found:
         raise OutsideDistrictError(lon, lat)
     with translate_errors(engine), engine.connect() as connection:
-        rows = connection.execute(select(AREAS.c.code, AREAS.c.name).where(AREAS.c.code.in_(found)))
-        names = {code: name for code, name in rows}
-    return {
-        level: None if code is None else {"code": code, "name": names[code]}
-        for level, code in codes.items()
-    }
+        stmt = select(AREAS.c.code, AREAS.c.name, AREAS.c.generated, AREAS.c.name_source)
+        rows = connection.execute(stmt.where(AREAS.c.code.in_(found))).mappings().all()
+        described = {row["code"]: dict(row) for row in rows}
+    return {level: None if code is None else described[code] for level, code in codes.items()}
