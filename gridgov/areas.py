@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import re
 import threading
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,20 +25,17 @@ import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow as pa
-import pyogrio
-import pyogrio.raw
 import shapely
 from pyproj import Transformer
 
-from gridgov.crs import gdf_to_wgs84, normalize_crs, to_wgs84
+from gridgov.crs import normalize_crs, to_wgs84
 from gridgov.errors import (
     AreaValidationError,
-    CRSError,
     DataFileError,
     OutsideDistrictError,
     Problem,
 )
+from gridgov.io import frame_to_wgs84, read_vector
 from gridgov.model import LEVELS, Level
 from gridgov.settings import get_settings
 
@@ -91,7 +87,6 @@ _LEVEL_ALIASES: dict[str, str] = {
     "micro-grid": "microgrid",
     "micro_grid": "microgrid",
 }
-_PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 _POLYGONAL = ("Polygon", "MultiPolygon")
 _REASON_POINT = re.compile(r"\[\s*([-+0-9.eE]+)\s+([-+0-9.eE]+)")
 
@@ -121,7 +116,8 @@ def read_areas(
         ``gcj02``, ``bd09`` or an EPSG code) overrides every file's label, because GCJ-02 data
         is routinely labelled EPSG:4326.
     layer
-        The layer to read from a multi-layer source; ``None`` reads every layer of a GeoPackage.
+        The layer to read from a multi-layer source; ``None`` reads every polygon layer (a
+        single-layer file is read whatever its type, so validation can say what is wrong).
     columns
         Renames applied before anything else, from the file's header to gridgov's, as in
         ``{"CODE": "code", "NAME": "name", "TYPE": "level", "UP": "parent_code"}``. Headers not
@@ -154,125 +150,13 @@ def read_areas(
         raise DataFileError(msg)
     frames = []
     for path in path_list:
-        for raw in _read_vector(path, layer):
+        layers = read_vector(path, layer=layer, geometry_kind="Polygon", what="area")
+        for name, raw in layers:
             frame = _normalize_columns(raw, path, columns or {})
-            frames.append(_frame_to_wgs84(frame, crs, path))
+            where = f"{path} (layer {name!r})" if len(layers) > 1 else str(path)
+            frames.append(frame_to_wgs84(frame, crs, where))
     out = pd.concat(frames, ignore_index=True)
     return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326")
-
-
-def _read_vector(path: Path, layer: str | int | None) -> list[gpd.GeoDataFrame]:
-    if not path.exists():
-        msg = f"area file not found: {path}"
-        raise DataFileError(msg)
-    try:
-        if path.suffix.lower() in _PARQUET_SUFFIXES:
-            return [gpd.read_parquet(path, to_pandas_kwargs={"types_mapper": _exact_dtype})]
-        if layer is None and path.suffix.lower() == ".gpkg":
-            names = [str(row[0]) for row in pyogrio.list_layers(path)]
-            return [_read_gdal_layer(path, name) for name in names]
-        return [_read_gdal_layer(path, layer)]
-    except Exception as exc:  # GDAL and arrow raise many unrelated types for a bad file
-        msg = f"cannot read area file {path}: {exc}"
-        raise DataFileError(msg) from exc
-
-
-def _read_gdal_layer(path: Path, layer: str | int | None) -> gpd.GeoDataFrame:
-    """Read one layer, keeping features whose geometry GEOS cannot parse.
-
-    A ring that does not close, or has too few points, would make the whole read fail. Such a
-    feature is kept instead: its geometry is repaired where a repair exists (for a location and
-    the other checks), and ``geometry_error`` says what was wrong so validation reports it.
-    """
-    with warnings.catch_warnings():
-        # GDAL warns about unclosed rings; they are reported per area below instead.
-        warnings.filterwarnings("ignore", message="Non closed ring", category=RuntimeWarning)
-        # Through arrow, integer columns stay integers even with nulls (numpy would make them
-        # float64 and round 18-digit codes).
-        attrs = pyogrio.read_dataframe(
-            path,
-            layer=layer,
-            read_geometry=False,
-            use_arrow=True,
-            arrow_to_pandas_kwargs={"types_mapper": _exact_dtype},
-        )
-        meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, columns=[])
-    if path.suffix.lower() in (".shp", ".dbf"):
-        attrs = _exact_dbf_integers(path.with_suffix(".dbf"), attrs)
-    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
-    errors = np.full(len(geoms), None, dtype=object)
-    for i in np.flatnonzero(shapely.is_missing(geoms) & pd.notna(wkb)):
-        try:
-            shapely.from_wkb(wkb[i])
-        except shapely.errors.GEOSException as exc:
-            errors[i] = _explain_wkb_error(str(exc))
-        geoms[i] = shapely.from_wkb(wkb[i], on_invalid="fix")
-    gdf = gpd.GeoDataFrame(attrs, geometry=gpd.GeoSeries(geoms), crs=meta.get("crs"))
-    if errors.any():
-        gdf["geometry_error"] = errors
-    return gdf
-
-
-def _exact_dtype(dtype: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
-    if pa.types.is_signed_integer(dtype):
-        return pd.Int64Dtype()
-    if pa.types.is_unsigned_integer(dtype):
-        return pd.UInt64Dtype()
-    return None
-
-
-def _exact_dbf_integers(dbf: Path, attrs: pd.DataFrame) -> pd.DataFrame:
-    """Replace float columns read from integer DBF fields by the digits the file stores.
-
-    GDAL reads a numeric field wider than 18 digits as float64, which cannot hold an 18-digit
-    code exactly. A DBF stores numbers as text, so those fields are read again, as text.
-    """
-    if not dbf.exists():
-        return attrs
-    raw = dbf.read_bytes()
-    if len(raw) < 32:
-        return attrs
-    count = int.from_bytes(raw[4:8], "little")
-    header_len = int.from_bytes(raw[8:10], "little")
-    record_len = int.from_bytes(raw[10:12], "little")
-    fields: list[tuple[int, int, bool]] = []  # (offset in record, width, integer numeric)
-    offset = 1  # the deletion flag comes first
-    for pos in range(32, header_len - 1, 32):
-        if raw[pos] == 0x0D:
-            break
-        kind, width, decimals = chr(raw[pos + 11]), raw[pos + 16], raw[pos + 17]
-        fields.append((offset, width, kind in "NF" and decimals == 0))
-        offset += width
-    names = list(attrs.columns)
-    wanted = [
-        k
-        for k, (_, _, integer) in enumerate(fields)
-        if integer and k < len(names) and pd.api.types.is_float_dtype(attrs[names[k]])
-    ]
-    if not wanted or len(fields) != len(names) or header_len + count * record_len > len(raw):
-        return attrs
-    records = [
-        raw[header_len + i * record_len : header_len + (i + 1) * record_len] for i in range(count)
-    ]
-    records = [r for r in records if r[:1] != b"*"]  # GDAL skips deleted records too
-    if len(records) != len(attrs):
-        return attrs
-    out = attrs.copy()
-    for k in wanted:
-        start, width, _ = fields[k]
-        text = [r[start : start + width].decode("ascii", "replace").strip() for r in records]
-        out[names[k]] = pd.Series([t or None for t in text], index=attrs.index, dtype=object)
-    return out
-
-
-def _explain_wkb_error(geos_message: str) -> str:
-    if "closed linestring" in geos_message:
-        what = "a ring does not close (its first and last points differ)"
-    elif "number of points" in geos_message.lower():
-        what = "a ring has too few points (a polygon ring needs at least 4, closed)"
-    else:
-        what = "the geometry cannot be parsed"
-    return f"{what}; GEOS: {geos_message}"
 
 
 def _normalize_columns(
@@ -332,54 +216,6 @@ def _normalize_columns(
     if any(errors):
         data["code_error"] = pd.Series(errors, dtype=object)
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=raw.crs), crs=raw.crs)
-
-
-def _frame_to_wgs84(frame: gpd.GeoDataFrame, crs: str | int | None, path: Path) -> gpd.GeoDataFrame:
-    try:
-        if crs is not None:
-            name = normalize_crs(crs)
-            source = f"the declared crs={crs!r}"
-        else:
-            name = _file_crs(frame, path)
-            source = f"the file's own CRS label ({name})"
-    except CRSError as exc:
-        msg = f"{path}: {exc}"
-        raise CRSError(msg) from exc
-    bounds = frame.total_bounds if len(frame) else np.zeros(4)
-    try:
-        # to_wgs84 checks every converted coordinate and raises when one is not lon/lat.
-        return gdf_to_wgs84(frame, name)
-    except CRSError as exc:
-        msg = (
-            f"{path}: coordinates are not longitude/latitude after reading them as {source} "
-            f"(file bounds {np.round(bounds, 3).tolist()}); declare the real CRS, "
-            f"e.g. crs='EPSG:32648' ({exc})"
-        )
-        raise CRSError(msg) from exc
-
-
-def _file_crs(frame: gpd.GeoDataFrame, path: Path) -> str:
-    """The canonical name of the CRS a file declares (GeoJSON without one is WGS84)."""
-    label = frame.crs
-    if label is None:
-        if path.suffix.lower() in (".geojson", ".json", ".geojsonl", ".geojsons"):
-            return "wgs84"  # RFC 7946: GeoJSON coordinates are WGS84 longitude/latitude
-        msg = (
-            "the file declares no CRS; declare what its coordinates are with crs= "
-            "(wgs84, gcj02, bd09 or an EPSG code such as EPSG:32648)"
-        )
-        raise CRSError(msg)
-    epsg = label.to_epsg()
-    ellipsoid = label.ellipsoid.name if label.ellipsoid is not None else None
-    if epsg is None and label.is_geographic and ellipsoid == "WGS 84" and not label.is_derived:
-        epsg = 4326  # OGC:CRS84 and other lon/lat WGS84 labels without an EPSG code
-    if epsg is None:
-        msg = (
-            f"the file's CRS ({label.name}) has no EPSG code; declare its EPSG code with crs=, "
-            "e.g. crs='EPSG:32648'"
-        )
-        raise CRSError(msg)
-    return normalize_crs(f"EPSG:{epsg}")
 
 
 def _is_missing(value: object) -> bool:

@@ -41,7 +41,6 @@ not an error, because a district without mapped roads still needs grids.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,7 +48,6 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import shapely
 from pyproj import CRS, Transformer
 from scipy.optimize import linear_sum_assignment
@@ -58,8 +56,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from shapely.geometry import MultiPolygon, Point, Polygon
 
-from gridgov.crs import gdf_to_wgs84, to_wgs84
+from gridgov.crs import to_wgs84
 from gridgov.errors import CRSError, DataFileError, GenerationError, InputError
+from gridgov.io import frame_to_wgs84, read_vector_wgs84, reject_geometry_errors
 from gridgov.model import Level
 from gridgov.network import read_link_table
 
@@ -1327,102 +1326,13 @@ def plan_problems(plan: HierarchyPlan) -> list[str]:
 # the user-level entry: boundary and roads files in any declared CRS
 
 
-def _pick_layers(path: Path, what: str, layer: str | int | None, kind: str) -> list[str | int]:
-    """Layers of ``path`` to read: ``layer`` if given, else every layer of geometry ``kind``."""
-    if layer is not None:
-        return [layer]
-    try:
-        listed = pyogrio.list_layers(path)
-    except Exception as exc:  # GDAL raises its own error types for an unreadable file
-        msg = f"cannot read {what} file {path}: {exc}"
-        raise DataFileError(msg) from exc
-    if len(listed) <= 1:
-        return [0]
-    names = [str(name) for name, _ in listed]
-    types = [str(gtype) for _, gtype in listed]
-    # "LineString" also matches MultiLineString, "Polygon" MultiPolygon, and "... Z" variants.
-    chosen: list[str | int] = [n for n, t in zip(names, types, strict=True) if kind in t]
-    if not chosen:
-        found = ", ".join(f"{n} ({t})" for n, t in zip(names, types, strict=True))
-        msg = (
-            f"{what} file {path} has no {kind} layer (layers: {found}); pass the layer to read "
-            "with layer="
-        )
-        raise DataFileError(msg)
-    logger.info("%s: read %s layer(s) %s", path, kind, ", ".join(map(str, chosen)))
-    return chosen
-
-
-def _vector_file(
-    path: Path, what: str, layer: str | int | None, kind: str
-) -> list[tuple[str | int, gpd.GeoDataFrame]]:
-    """Read the layer(s) of a vector file holding ``kind`` geometries, as ``(layer, frame)``."""
-    if not path.exists():
-        msg = f"{what} file not found: {path}"
-        raise DataFileError(msg)
-    frames: list[tuple[str | int, gpd.GeoDataFrame]] = []
-    # pyogrio and arrow warn about things this function already handles (several layers, odd
-    # field types); their warnings are logged, never shown to the user raw.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            names: list[str | int] = [0]
-        else:
-            names = _pick_layers(path, what, layer, kind)
-        for name in names:
-            try:
-                if path.suffix.lower() in (".parquet", ".geoparquet"):
-                    frame = gpd.read_parquet(path)
-                else:
-                    frame = pyogrio.read_dataframe(path, layer=name)
-            except Exception as exc:  # GDAL and arrow raise many unrelated types for a bad file
-                where = f" (layer {name!r})" if layer is not None or len(names) > 1 else ""
-                msg = f"cannot read {what} file {path}{where}: {exc}"
-                raise DataFileError(msg) from exc
-            frames.append((name, frame))
-    for warning in caught:
-        logger.info("%s: %s", path, warning.message)
-    return frames
-
-
-def _declared_to_wgs84(
-    gdf: gpd.GeoDataFrame, crs: str | int | None, where: str
-) -> gpd.GeoDataFrame:
-    try:
-        return gdf_to_wgs84(gdf, crs)
-    except CRSError as exc:
-        label = gdf.crs.to_string() if gdf.crs is not None else None
-        if crs is None and label is None:
-            msg = (
-                f"{where} has no CRS label; declare what its coordinates are "
-                "(wgs84, gcj02, bd09 or an EPSG code such as EPSG:32648)"
-            )
-        elif crs is None:
-            msg = (
-                f"{where}: {exc} (read in the CRS the data declares, {label}; if that label is "
-                "wrong, declare the real CRS)"
-            )
-        else:
-            msg = f"{where}: {exc} (read as declared, {crs}; the data itself says {label})"
-        raise CRSError(msg) from exc
-
-
 def _read_layers(
     path: Path, what: str, crs: str | int | None, layer: str | int | None, kind: str
 ) -> gpd.GeoDataFrame:
-    frames = _vector_file(path, what, layer, kind)
-    converted = []
-    for name, frame in frames:
-        where = f"{path} (layer {name!r})" if len(frames) > 1 or layer is not None else str(path)
-        converted.append(_declared_to_wgs84(frame, crs, where))
-    if len(converted) == 1:
-        out = converted[0]
-    else:
-        for (name, _), frame in zip(frames, converted, strict=True):
-            frame.insert(0, "layer", str(name))
-        out = gpd.GeoDataFrame(pd.concat(converted, ignore_index=True), crs="EPSG:4326")
-    out.attrs["layers"] = [name for name, _ in frames]
-    return out
+    gdf = read_vector_wgs84(path, crs, layer=layer, geometry_kind=kind, what=what)
+    # The generator would silently work on the repaired shape; the user should fix the file.
+    reject_geometry_errors(gdf, f"{what} file {path}")
+    return gdf
 
 
 def read_boundary(
@@ -1451,8 +1361,9 @@ def read_boundary(
     Raises
     ------
     DataFileError
-        The file is missing or unreadable, or has several layers and none of polygons (the
-        message names the file and lists its layers).
+        The file is missing or unreadable, holds a geometry that cannot be parsed (an unclosed
+        ring), or has several layers and none of polygons (the message names the file and lists
+        its layers).
     CRSError
         The declared CRS is unknown, missing, or gives impossible coordinates (the message names
         the file and the CRS its coordinates were read in).
@@ -1487,8 +1398,9 @@ def read_roads(
     Raises
     ------
     DataFileError
-        The file or folder is missing or unreadable, or has several layers and none of lines
-        (the message names the file and lists its layers).
+        The file or folder is missing or unreadable, holds a geometry that cannot be parsed,
+        or has several layers and none of lines (the message names the file and lists its
+        layers).
     CRSError
         The declared CRS is unknown, missing, or gives impossible coordinates (the message names
         the file and the CRS its coordinates were read in).
@@ -1506,7 +1418,7 @@ def read_roads(
         _, gdf_links = read_link_table(nodes, links)
         pair = np.sort(gdf_links[["u", "v"]].to_numpy(), axis=1)
         gdf_links = gdf_links[~pd.DataFrame(pair).duplicated().to_numpy()]
-        return _declared_to_wgs84(gdf_links.reset_index(drop=True), crs or "wgs84", str(path))
+        return frame_to_wgs84(gdf_links.reset_index(drop=True), crs or "wgs84", str(path))
     return _read_layers(path, "roads", crs, layer, "LineString")
 
 
@@ -1629,7 +1541,7 @@ def _road_lines(
     if len(frame) == 0:
         notes.append("the roads hold no geometry: areas are k-means Voronoi cells")
         return None
-    frame = _snapped(_declared_to_wgs84(frame, crs, "the roads frame"))
+    frame = _snapped(frame_to_wgs84(frame, crs, "the roads frame"))
     projected = frame.to_crs(metric).geometry.to_numpy()
     touching = shapely.intersects(projected, district)
     if not touching.any():
@@ -1669,7 +1581,7 @@ def generate_areas(
         Seed of the random generator; the same inputs and seed give the same areas.
     crs
         What the coordinates of both frames really are: ``wgs84``, ``gcj02``, ``bd09`` or an EPSG
-        code, converted by :func:`gridgov.crs.gdf_to_wgs84`. ``None`` trusts each frame's CRS.
+        code, converted by :func:`gridgov.io.frame_to_wgs84`. ``None`` trusts each frame's CRS.
     metric_crs
         Projected CRS (metres) the generator works in; UTM 48N suits Chengdu. Pick the UTM zone
         of your area elsewhere (a warning says when the boundary lies outside its area of use).
@@ -1702,7 +1614,7 @@ def generate_areas(
         msg = "the boundary has no features"
         raise InputError(msg)
     _raise_problems(_boundary_problems(frame.geometry.to_numpy()), "boundary")
-    boundary = _snapped(_declared_to_wgs84(frame, crs, "the boundary frame"), BOUNDARY_SEGMENT_DEG)
+    boundary = _snapped(frame_to_wgs84(frame, crs, "the boundary frame"), BOUNDARY_SEGMENT_DEG)
     area_of_use = metric.area_of_use
     if area_of_use is not None:
         west, south, east, north = boundary.total_bounds

@@ -13,11 +13,10 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
-import pyogrio
 import shapely
 
-from gridgov.crs import gdf_to_wgs84
-from gridgov.errors import CRSError, DataFileError, Problem, UnitValidationError
+from gridgov.errors import DataFileError, Problem, UnitValidationError
+from gridgov.io import frame_to_wgs84, read_vector, reject_geometry_errors
 from gridgov.model import (
     OFFICE_COLUMNS,
     UNIT_COLUMNS,
@@ -55,16 +54,27 @@ def read_units(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFra
     Returns
     -------
     A new GeoDataFrame with :data:`gridgov.model.UNIT_COLUMNS` (``position_time`` kept when
-    present) in EPSG:4326. ``status`` defaults to available, ``on_duty`` to true.
+    present) in EPSG:4326. ``status`` defaults to available, ``on_duty`` to true. Codes are
+    strings with the exact digits the file stores (integer columns with nulls included). Of
+    several point layers the one named ``units`` is read, else all of them.
+
+    Raises
+    ------
+    DataFileError
+        The file is missing or unreadable, lacks a required column, or holds a geometry that
+        cannot be parsed (the message names the file).
+    CRSError
+        No CRS label and none declared, an unknown CRS, or impossible coordinates (the message
+        names the file and the CRS used).
     """
-    gdf = _read(path, crs, _UNIT_REQUIRED)
+    gdf = _read(path, crs, _UNIT_REQUIRED, "units")
     for column, default in _UNIT_DEFAULTS.items():
         if column not in gdf.columns:
             gdf[column] = default
     keep = [*UNIT_COLUMNS, *(["position_time"] if "position_time" in gdf.columns else [])]
     out = gdf[[*keep, "geometry"]].copy()
     for column in ("unit_id", "office_id", "street_code", "grid_code"):
-        out[column] = [_as_code(v) for v in out[column]]
+        out[column] = _codes(out[column])
     out["on_duty"] = out["on_duty"].map(_as_bool)
     out["generated"] = out["generated"].map(_as_bool)
     return out
@@ -72,12 +82,12 @@ def read_units(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFra
 
 def read_offices(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFrame:
     """Read an offices file into an offices frame (see :func:`read_units`)."""
-    gdf = _read(path, crs, _OFFICE_REQUIRED)
+    gdf = _read(path, crs, _OFFICE_REQUIRED, "offices")
     if "generated" not in gdf.columns:
         gdf["generated"] = False
     out = gdf[[*OFFICE_COLUMNS, "geometry"]].copy()
     for column in ("office_id", "street_code"):
-        out[column] = [_as_code(v) for v in out[column]]
+        out[column] = _codes(out[column])
     out["generated"] = out["generated"].map(_as_bool)
     return out
 
@@ -152,28 +162,30 @@ def _common_problems(gdf: gpd.GeoDataFrame, id_column: str, streets: set[str]) -
     return problems
 
 
-def _read(path: str | Path, crs: str | int | None, required: Iterable[str]) -> gpd.GeoDataFrame:
+def _read(
+    path: str | Path, crs: str | int | None, required: Iterable[str], what: str
+) -> gpd.GeoDataFrame:
     source = Path(path)
-    if not source.exists():
-        msg = f"file not found: {source}"
-        raise DataFileError(msg)
-    try:
-        if source.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = gpd.read_parquet(source)
-        else:
-            gdf = pyogrio.read_dataframe(source)
-    except Exception as exc:  # GDAL and arrow raise many unrelated types for a bad file
-        msg = f"cannot read {source}: {exc}"
-        raise DataFileError(msg) from exc
-    missing = [c for c in required if c not in gdf.columns]
-    if missing:
-        msg = f"{source}: missing required column(s) {', '.join(missing)}"
-        raise DataFileError(msg)
-    try:
-        return gdf_to_wgs84(gdf, crs)
-    except CRSError as exc:
-        msg = f"{source}: {exc}"
-        raise CRSError(msg) from exc
+    layers = read_vector(source, geometry_kind="Point", what=what)
+    # A district export holds offices and units as two point layers: take the one named so.
+    named = [(name, frame) for name, frame in layers if name == what]
+    layers = named or layers
+    frames = []
+    for name, frame in layers:
+        where = f"{source} (layer {name!r})" if len(layers) > 1 else str(source)
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            msg = f"{where}: missing required column(s) {', '.join(missing)}"
+            raise DataFileError(msg)
+        reject_geometry_errors(frame, where)
+        frames.append(frame_to_wgs84(frame, crs, where))
+    gdf = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return gpd.GeoDataFrame(gdf, geometry="geometry", crs="EPSG:4326")
+
+
+def _codes(values: pd.Series) -> pd.Series:
+    # object dtype keeps a missing code None (an inferred string column would make it NaN)
+    return pd.Series([_as_code(v) for v in values], index=values.index, dtype=object)
 
 
 def _as_code(value: Any) -> str | None:
