@@ -35,7 +35,7 @@ from gridgov.errors import (
     OutsideDistrictError,
     Problem,
 )
-from gridgov.io import frame_to_wgs84, read_vector
+from gridgov.io import frame_to_wgs84, is_missing, normalize_code, read_vector, to_bool
 from gridgov.model import LEVELS, Level
 from gridgov.settings import get_settings
 
@@ -187,7 +187,7 @@ def _normalize_columns(
         geoms = np.where(has_z, shapely.force_2d(geoms), geoms)
     parent = frame["parent_code"] if "parent_code" in frame.columns else None
     generated = (
-        frame["generated"].map(_to_bool)
+        frame["generated"].map(to_bool)
         if "generated" in frame.columns
         else pd.Series(False, index=frame.index)
     )
@@ -199,14 +199,14 @@ def _normalize_columns(
     )
     data = {
         "code": pd.Series(codes, dtype=object),
-        "name": pd.Series(["" if _is_missing(v) else str(v) for v in frame["name"]], dtype=object),
+        "name": pd.Series(["" if is_missing(v) else str(v) for v in frame["name"]], dtype=object),
         "level": pd.Series([_normalize_level(v) for v in frame["level"]], dtype=object),
         "parent_code": pd.Series(parents, dtype=object),
         "generated": pd.Series(np.asarray(generated, dtype=bool)),
         "name_source": pd.Series(
             [None] * len(frame)
             if "name_source" not in frame.columns
-            else [None if _is_missing(v) else str(v) for v in frame["name_source"]],
+            else [None if is_missing(v) else str(v) for v in frame["name_source"]],
             dtype=object,
         ),
     }
@@ -218,15 +218,6 @@ def _normalize_columns(
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=raw.crs), crs=raw.crs)
 
 
-def _is_missing(value: object) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return False
-
-
 def _exact_codes(
     values: Iterable[object], column: str, path: Path
 ) -> tuple[list[str | None], list[str | None]]:
@@ -234,52 +225,17 @@ def _exact_codes(
     codes: list[str | None] = []
     errors: list[str | None] = []
     for value in values:
-        code, error = _normalize_code(value)
+        code, error = normalize_code(value)
         codes.append(code)
         errors.append(None if error is None else f"{path}: column {column!r}: {error}")
     return codes, errors
 
 
-def _normalize_code(value: object) -> tuple[str | None, str | None]:
-    # Readers turn digit codes into integers or floats; restore the digits where they are exact.
-    if _is_missing(value):
-        return None, None
-    if isinstance(value, bool | np.bool_):
-        return str(value), None
-    if isinstance(value, int | np.integer):
-        return str(int(value)), None
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if number.is_integer() and abs(number) < 2**53:
-            return str(int(number)), None
-        if number.is_integer():
-            why = (
-                "arrived as a floating-point number, which holds only 15-16 digits exactly, "
-                "so its real digits are unknown"
-            )
-        else:
-            why = "is not a whole number"
-        error = f"code {number!r} {why}; store codes as text (a string column) in the file"
-        return repr(number), error
-    text = str(value).strip()
-    if re.fullmatch(r"\d+\.0*", text):
-        text = text.split(".", 1)[0]
-    return text or None, None
-
-
 def _normalize_level(value: object) -> str:
-    if _is_missing(value):
+    if is_missing(value):
         return ""
     text = str(value).strip()
     return _LEVEL_ALIASES.get(text, _LEVEL_ALIASES.get(text.lower(), text.lower()))
-
-
-def _to_bool(value: object) -> bool:
-    if _is_missing(value):
-        return False
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "y", "t", "是")
-    return bool(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,10 +286,10 @@ def validate_areas(
     if gdf.crs is not None and gdf.crs.to_epsg() != 4326:
         gdf = gdf.to_crs("EPSG:4326")
     checked = _Checked(
-        codes=np.array(["" if _is_missing(c) else str(c) for c in gdf["code"]], dtype=object),
+        codes=np.array(["" if is_missing(c) else str(c) for c in gdf["code"]], dtype=object),
         levels=np.array([str(v) for v in gdf["level"]], dtype=object),
         parents=np.array(
-            [None if _is_missing(p) else str(p) for p in gdf["parent_code"]], dtype=object
+            [None if is_missing(p) else str(p) for p in gdf["parent_code"]], dtype=object
         )
         if "parent_code" in gdf.columns
         else np.full(len(gdf), None, dtype=object),
@@ -354,7 +310,7 @@ def validate_areas(
 def _optional_text(gdf: gpd.GeoDataFrame, column: str) -> npt.NDArray[np.object_]:
     if column not in gdf.columns:
         return np.full(len(gdf), None, dtype=object)
-    return np.array([None if _is_missing(v) else str(v) for v in gdf[column]], dtype=object)
+    return np.array([None if is_missing(v) else str(v) for v in gdf[column]], dtype=object)
 
 
 def check_areas(gdf_areas: gpd.GeoDataFrame, **tolerances: float) -> None:
@@ -1067,7 +1023,7 @@ def _ancestor_rows(
     """
     n = len(codes)
     rank = np.array([Level(v).rank for v in levels], dtype=np.int64) if n else np.zeros(0, int)
-    keys = [None if _is_missing(p) else str(p) for p in parents]
+    keys = [None if is_missing(p) else str(p) for p in parents]
     parent = pd.Index(codes).get_indexer(pd.Index(keys, dtype=object)).astype(np.int64)
     ok = parent >= 0
     ok[ok] = rank[parent[ok]] < rank[ok]

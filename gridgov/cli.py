@@ -139,6 +139,16 @@ def load(
     settings = get_settings()
     if not paths and (units or offices):
         raise _fail("--units and --offices go with your own area files (PATHS)")
+    with _domain_errors():
+        # A whole district as `gridgov export` wrote it: areas, offices, units and matters.
+        single = paths[0] if paths and len(paths) == 1 and not (units or offices or crs) else None
+        whole = single is not None and store.is_export(single)
+    if single is not None and whole:
+        with _domain_errors():
+            counts = store.load_files(store.open_store(_url(url)), single)
+        detail = ", ".join(f"{n} {part}" for part, n in counts.items())
+        out.print(f"loaded the district exported in {single}: {detail}")
+        return
     with _domain_errors(), _progress("reading", total=2) as advance:
         engine = store.open_store(_url(url))
         if paths:

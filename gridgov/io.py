@@ -11,6 +11,7 @@ overrides it (GCJ-02 data is routinely labelled EPSG:4326).
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 # RFC 7946: GeoJSON coordinates are WGS84 longitude/latitude whatever the file says.
 _GEOJSON_SUFFIXES = (".geojson", ".json", ".geojsonl", ".geojsons")
-_DECLARE = "wgs84, gcj02, bd09 or an EPSG code such as EPSG:32648"
+_DECLARE = "--crs on the command line, crs= in Python: wgs84, gcj02, bd09 or an EPSG code"
 
 
 def read_vector(
@@ -194,21 +195,60 @@ def frame_to_wgs84(gdf: gpd.GeoDataFrame, crs: str | int | None, where: str) -> 
         except CRSError as exc:
             msg = f"{where}: {exc}"
             raise CRSError(msg) from exc
-        how = f"as declared, crs={crs!r} ({_label_note(label)})"
+        how = f"as declared, {name} ({_label_note(label)})"
     else:
         epsg = _label_epsg(label, where)
         name = normalize_crs(f"EPSG:{epsg}")
         how = f"in the CRS its own label declares, EPSG:{epsg}"
     try:
         # gdf_to_wgs84 checks every converted coordinate and raises when one is not lon/lat.
-        return gdf_to_wgs84(gdf, name)
+        out = gdf_to_wgs84(gdf, name)
     except CRSError as exc:
         bounds = np.round(gdf.total_bounds, 3).tolist() if len(gdf) else []
         msg = (
             f"{where}: coordinates are not longitude/latitude when read {how}; bounds "
-            f"{bounds}; declare the real CRS with crs=, e.g. crs='EPSG:32648' ({exc})"
+            f"{bounds}; declare the real CRS ({_DECLARE}) ({exc})"
         )
         raise CRSError(msg) from exc
+    _check_area_of_use(out, name, where, how)
+    return out
+
+
+# A CRS's published area of use, widened by this many degrees so data just past a UTM zone's
+# edge still loads. Degrees read as UTM metres land about 4.5° west of the zone's central
+# meridian, 1.5° past its edge, and are caught.
+_AREA_OF_USE_MARGIN_DEG = 1.0
+# GCJ-02 and BD-09 only shift coordinates inside mainland China.
+_CHINA_BOUNDS = (72.0, 0.8, 137.9, 55.9)
+
+
+def _check_area_of_use(out: gpd.GeoDataFrame, name: str, where: str, how: str) -> None:
+    """Reject data that lands outside the declared CRS's area of use after conversion.
+
+    Reading degrees as UTM metres still gives valid-looking lon/lat (near the zone's false
+    origin on the equator), so the lon/lat check alone cannot catch a wrong declaration.
+    """
+    if not len(out) or name == "wgs84":
+        return
+    if name in ("gcj02", "bd09"):
+        west, south, east, north = _CHINA_BOUNDS
+    else:
+        area = CRS.from_user_input(name).area_of_use
+        if area is None:
+            return
+        west, south, east, north = area.west, area.south, area.east, area.north
+    m = _AREA_OF_USE_MARGIN_DEG
+    minx, miny, maxx, maxy = out.total_bounds
+    if not np.isfinite([minx, miny, maxx, maxy]).all():
+        return
+    if minx < west - m or maxx > east + m or miny < south - m or maxy > north + m:
+        bounds = np.round([minx, miny, maxx, maxy], 4).tolist()
+        msg = (
+            f"{where}: read {how}, the data lands at lon/lat {bounds}, outside where {name} is "
+            f"used ({west}..{east} E, {south}..{north} N); the declared CRS is probably wrong "
+            f"({_DECLARE})"
+        )
+        raise CRSError(msg)
 
 
 def reject_geometry_errors(gdf: gpd.GeoDataFrame, where: str) -> None:
@@ -357,7 +397,7 @@ def _explain_wkb_error(geos_message: str) -> str:
 def _label_epsg(label: CRS | None, where: str) -> int:
     """The EPSG code of a frame's own CRS label (a lon/lat WGS84 label without one is 4326)."""
     if label is None:
-        msg = f"{where} has no CRS label; declare what its coordinates are with crs= ({_DECLARE})"
+        msg = f"{where} has no CRS label; declare what its coordinates are ({_DECLARE})"
         raise CRSError(msg)
     epsg = label.to_epsg()
     ellipsoid = label.ellipsoid.name if label.ellipsoid is not None else None
@@ -366,7 +406,7 @@ def _label_epsg(label: CRS | None, where: str) -> int:
     if epsg is None:
         msg = (
             f"{where}: its CRS label ({label.name}) has no EPSG code; declare its EPSG code "
-            "with crs=, e.g. crs='EPSG:32648'"
+            f"({_DECLARE})"
         )
         raise CRSError(msg)
     return int(epsg)
@@ -377,3 +417,59 @@ def _label_note(label: CRS | None) -> str:
         return "it has no CRS label"
     epsg = label.to_epsg()
     return f"its own label says {f'EPSG:{epsg}' if epsg is not None else label.name}"
+
+
+# --------------------------------------------------------------------------------------------
+# values: what readers turn codes and flags into, undone the same way everywhere
+# --------------------------------------------------------------------------------------------
+
+
+def is_missing(value: object) -> bool:
+    """True for None, NaN, NaT and pandas' NA: every way a reader says "no value"."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return False
+
+
+def normalize_code(value: object) -> tuple[str | None, str | None]:
+    """Return ``(code, error)``: a code as text with the digits the file really stores.
+
+    Readers turn digit codes into integers or floats. Integers and exact floats give their
+    digits back; a float that cannot hold the code exactly gives an ``error`` saying why,
+    and the caller reports it rather than guessing digits.
+    """
+    if is_missing(value):
+        return None, None
+    if isinstance(value, bool | np.bool_):
+        return str(value), None
+    if isinstance(value, int | np.integer):
+        return str(int(value)), None
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if number.is_integer() and abs(number) < 2**53:
+            return str(int(number)), None
+        if number.is_integer():
+            why = (
+                "arrived as a floating-point number, which holds only 15-16 digits exactly, "
+                "so its real digits are unknown"
+            )
+        else:
+            why = "is not a whole number"
+        error = f"code {number!r} {why}; store codes as text (a string column) in the file"
+        return repr(number), error
+    text = str(value).strip()
+    if re.fullmatch(r"\d+\.0*", text):
+        text = text.split(".", 1)[0]
+    return text or None, None
+
+
+def to_bool(value: object) -> bool:
+    """Read a flag as files write it (true/1/yes/是 ...); a missing value is False."""
+    if is_missing(value):
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "y", "t", "是")
+    return bool(value)

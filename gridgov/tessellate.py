@@ -61,6 +61,7 @@ from gridgov.errors import CRSError, DataFileError, GenerationError, InputError
 from gridgov.io import frame_to_wgs84, read_vector_wgs84, reject_geometry_errors
 from gridgov.model import Level
 from gridgov.network import read_link_table
+from gridgov.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -1560,7 +1561,7 @@ def generate_areas(
     *,
     seed: int = 0,
     crs: str | int | None = None,
-    metric_crs: str = "EPSG:32648",
+    metric_crs: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> gpd.GeoDataFrame:
     """Generate the area hierarchy of a boundary from its roads, as a user would run it.
@@ -1583,7 +1584,8 @@ def generate_areas(
         What the coordinates of both frames really are: ``wgs84``, ``gcj02``, ``bd09`` or an EPSG
         code, converted by :func:`gridgov.io.frame_to_wgs84`. ``None`` trusts each frame's CRS.
     metric_crs
-        Projected CRS (metres) the generator works in; UTM 48N suits Chengdu. Pick the UTM zone
+        Projected CRS (metres) the generator works in; default: the settings' ``metric_crs``
+        (UTM 48N, which suits Chengdu). Pick the UTM zone
         of your area elsewhere (a warning says when the boundary lies outside its area of use).
     progress
         Optional ``progress(stage, done, total)`` callback (stages as in
@@ -1607,6 +1609,8 @@ def generate_areas(
         An unknown CRS, a frame without one when ``crs`` is None, or impossible coordinates.
     """
     _raise_problems(plan_problems(plan), "plan")
+    if metric_crs is None:
+        metric_crs = get_settings().metric_crs
     metric = _metric_crs(metric_crs)
     notes: list[str] = []
     frame = _as_frame(gdf_boundary, "boundary")

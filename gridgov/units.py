@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import shapely
 
 from gridgov.errors import DataFileError, Problem, UnitValidationError
-from gridgov.io import frame_to_wgs84, read_vector, reject_geometry_errors
+from gridgov.io import (
+    frame_to_wgs84,
+    is_missing,
+    normalize_code,
+    read_vector,
+    reject_geometry_errors,
+    to_bool,
+)
 from gridgov.model import (
     OFFICE_COLUMNS,
     UNIT_COLUMNS,
@@ -74,9 +82,9 @@ def read_units(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFra
     keep = [*UNIT_COLUMNS, *(["position_time"] if "position_time" in gdf.columns else [])]
     out = gdf[[*keep, "geometry"]].copy()
     for column in ("unit_id", "office_id", "street_code", "grid_code"):
-        out[column] = _codes(out[column])
-    out["on_duty"] = out["on_duty"].map(_as_bool)
-    out["generated"] = out["generated"].map(_as_bool)
+        out[column] = _codes(out[column], str(path), column)
+    out["on_duty"] = [True if is_missing(v) else to_bool(v) for v in out["on_duty"]]
+    out["generated"] = out["generated"].map(to_bool)
     return out
 
 
@@ -87,31 +95,52 @@ def read_offices(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataF
         gdf["generated"] = False
     out = gdf[[*OFFICE_COLUMNS, "geometry"]].copy()
     for column in ("office_id", "street_code"):
-        out[column] = _codes(out[column])
-    out["generated"] = out["generated"].map(_as_bool)
+        out[column] = _codes(out[column], str(path), column)
+    out["generated"] = out["generated"].map(to_bool)
     return out
 
 
 def validate_units(
-    gdf_units: gpd.GeoDataFrame,
+    gdf_units: gpd.GeoDataFrame | None,
     gdf_areas: gpd.GeoDataFrame,
     gdf_offices: gpd.GeoDataFrame | None = None,
 ) -> list[Problem]:
-    """Check units (and their offices) against each other and the area hierarchy.
+    """Check offices and units against each other and the area hierarchy they go with.
 
-    Kinds reported: ``duplicate_id``, ``unknown_kind``, ``unknown_travel_mode``,
-    ``unknown_status``, ``unknown_street`` (the commanding street is not a street of the
-    areas), ``unknown_grid``, ``unknown_office``, ``not_a_point``. A unit may stand outside its
-    street (a patrol crosses borders), so that is not a problem.
+    Parameters
+    ----------
+    gdf_units
+        Units to check, or None to check offices alone.
+    gdf_areas
+        The hierarchy they will be stored with.
+    gdf_offices
+        The offices stored with them. None means no offices, so a unit naming an office is a
+        problem: the store would have nothing to link it to.
+
+    Returns
+    -------
+    list of Problem
+        Every problem found. Kinds: ``duplicate_id``, ``unknown_kind``,
+        ``unknown_travel_mode``, ``unknown_status``, ``unknown_street`` (the commanding street
+        is not a street of the areas), ``unknown_grid``, ``unknown_office``, ``not_a_point``,
+        ``outside_district`` (a position outside every area: almost always a wrong CRS or a
+        swapped lon/lat). A unit may stand outside its own street (a patrol crosses borders),
+        so that is not a problem; a unit may have no position (it cannot be dispatched then).
     """
     streets = set(gdf_areas.loc[gdf_areas["level"] == str(Level.STREET), "code"])
     grids = set(gdf_areas.loc[gdf_areas["level"] == str(Level.GRID), "code"])
+    district = shapely.union_all(
+        np.asarray(gdf_areas.loc[gdf_areas["level"] == str(Level.DISTRICT)].geometry.values)
+    )
+    shapely.prepare(district)
     problems: list[Problem] = []
-    office_ids: set[str] | None = None
+    office_ids: set[str] = set()
     if gdf_offices is not None:
-        office_ids = set(gdf_offices["office_id"])
-        problems += _common_problems(gdf_offices, "office_id", streets)
-    problems += _common_problems(gdf_units, "unit_id", streets)
+        office_ids = {c for c in gdf_offices["office_id"] if c is not None}
+        problems += _common_problems(gdf_offices, "office_id", streets, district)
+    if gdf_units is None:
+        return problems
+    problems += _common_problems(gdf_units, "unit_id", streets, district)
     for row, geom in zip(gdf_units.itertuples(index=False), gdf_units.geometry, strict=True):
         where = _where(geom)
         if str(row.travel_mode) not in _MODES:
@@ -120,19 +149,19 @@ def validate_units(
         if str(row.status) not in _STATUSES:
             msg = f"status {row.status!r} is not one of {', '.join(UnitStatus)}"
             problems.append(Problem("unknown_status", str(row.unit_id), msg, *where))
-        grid_code = _as_code(row.grid_code)
+        grid_code = _code(row.grid_code)
         if grid_code is not None and grid_code not in grids:
             msg = f"grid {grid_code} is not a grid of the loaded areas"
             problems.append(Problem("unknown_grid", str(row.unit_id), msg, *where))
-        office_id = _as_code(row.office_id)
-        if office_ids is not None and office_id is not None and office_id not in office_ids:
-            msg = f"office {office_id} is not in the offices file"
+        office_id = _code(row.office_id)
+        if office_id is not None and office_id not in office_ids:
+            msg = f"office {office_id} is not among the offices loaded with it"
             problems.append(Problem("unknown_office", str(row.unit_id), msg, *where))
     return problems
 
 
 def check_units(
-    gdf_units: gpd.GeoDataFrame,
+    gdf_units: gpd.GeoDataFrame | None,
     gdf_areas: gpd.GeoDataFrame,
     gdf_offices: gpd.GeoDataFrame | None = None,
 ) -> None:
@@ -142,23 +171,33 @@ def check_units(
         raise UnitValidationError(problems)
 
 
-def _common_problems(gdf: gpd.GeoDataFrame, id_column: str, streets: set[str]) -> list[Problem]:
+def _common_problems(
+    gdf: gpd.GeoDataFrame, id_column: str, streets: set[str], district: Any
+) -> list[Problem]:
     problems: list[Problem] = []
     ids = gdf[id_column].astype(str)
     for ident in sorted(set(ids[ids.duplicated()])):
         problems.append(Problem("duplicate_id", ident, f"{id_column} {ident} appears twice"))
-    for row, geom in zip(gdf.itertuples(index=False), gdf.geometry, strict=True):
+    geoms = np.asarray(gdf.geometry.values)
+    placed = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    inside = np.zeros(len(geoms), dtype=bool)
+    if placed.any() and district is not None and not shapely.is_empty(district):
+        inside[placed] = shapely.intersects(district, geoms[placed])
+    for i, (row, geom) in enumerate(zip(gdf.itertuples(index=False), geoms, strict=True)):
         ident = str(getattr(row, id_column))
         where = _where(geom)
         if str(row.kind) not in _KINDS:
             msg = f"kind {row.kind!r} is not one of {', '.join(ForceKind)}"
             problems.append(Problem("unknown_kind", ident, msg, *where))
-        if _as_code(row.street_code) not in streets:
+        if _code(row.street_code) not in streets:
             msg = f"commanding street {row.street_code} is not a street of the loaded areas"
             problems.append(Problem("unknown_street", ident, msg, *where))
-        if geom is not None and not shapely.is_empty(geom) and geom.geom_type != "Point":
+        if placed[i] and geom.geom_type != "Point":
             msg = f"a position must be a Point, not a {geom.geom_type}"
             problems.append(Problem("not_a_point", ident, msg, *where))
+        elif placed[i] and not inside[i]:
+            msg = "stands outside the district (a wrong CRS, or longitude and latitude swapped?)"
+            problems.append(Problem("outside_district", ident, msg, *where))
     return problems
 
 
@@ -183,23 +222,23 @@ def _read(
     return gpd.GeoDataFrame(gdf, geometry="geometry", crs="EPSG:4326")
 
 
-def _codes(values: pd.Series) -> pd.Series:
+def _codes(values: pd.Series, where: str, column: str) -> pd.Series:
+    """Codes as exact text; a code the file holds as an inexact float is an error, not a guess."""
+    out, bad = [], []
+    for value in values:
+        code, error = normalize_code(value)
+        out.append(code)
+        if error:
+            bad.append(error)
+    if bad:
+        msg = f"{where}: column {column!r} has {len(bad)} code(s) that lost digits: {bad[0]}"
+        raise DataFileError(msg)
     # object dtype keeps a missing code None (an inferred string column would make it NaN)
-    return pd.Series([_as_code(v) for v in values], index=values.index, dtype=object)
+    return pd.Series(out, index=values.index, dtype=object)
 
 
-def _as_code(value: Any) -> str | None:
-    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "y", "t")
-    return bool(value)
+def _code(value: Any) -> str | None:
+    return normalize_code(value)[0]
 
 
 def _where(geom: Any) -> tuple[float | None, float | None]:

@@ -214,7 +214,7 @@ def test_read_projected_file_trusting_its_crs(tmp_path: Path, epsg: int) -> None
         read_areas(path, crs="wgs84")
     message = str(info.value)
     assert "metric.gpkg" in message and "longitude/latitude" in message
-    assert "crs='wgs84'" in message
+    assert "declared, wgs84" in message
 
 
 def test_mislabelled_and_unlabelled_files_name_path_and_crs(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import pytest
+import shapely
 from typer.testing import CliRunner
 
 from gridgov.cli import app
@@ -291,3 +292,69 @@ def test_export_never_destroys_an_existing_file(reference_store_url: str, tmp_pa
     nested = tmp_path / "new" / "folder" / "out.gpkg"
     assert _invoke("export", str(nested), "--url", reference_store_url)[0] == 0
     assert nested.exists() and not list(nested.parent.glob(".*partial*"))
+
+
+def test_an_export_loads_back_whole(reference_store_url: str, tmp_path: Path) -> None:
+    exported = tmp_path / "district.gpkg"
+    assert _invoke("export", str(exported), "--url", reference_store_url)[0] == 0
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    assert _invoke("init", "--url", url)[0] == 0
+    code, output = _invoke("load", str(exported), "--url", url)
+    assert code == 0, output
+    assert "exported" in output
+    original = json.loads(_invoke("info", "--url", reference_store_url)[1])
+    copy = json.loads(_invoke("info", "--url", url)[1])
+    for part in ("areas", "offices", "units_by_kind", "matters", "official_names"):
+        assert copy[part] == original[part], part
+    assert _invoke("validate", str(exported))[0] == 0  # reads the areas layer only
+
+
+def test_units_and_offices_are_checked_however_they_arrive(tmp_path: Path) -> None:
+    from gridgov.reference import read_reference_district
+
+    ref = read_reference_district()
+    areas = tmp_path / "a.parquet"
+    ref.gdf_areas.to_parquet(areas)
+    url = f"sqlite:///{tmp_path / 'chk.db'}"
+    assert _invoke("init", "--url", url)[0] == 0
+
+    # Offices alone are validated too.
+    offices = ref.gdf_offices.copy()
+    offices.loc[offices.index[0], "kind"] = "navy"
+    offices.to_parquet(tmp_path / "o.parquet")
+    code, output = _invoke(
+        "load", str(areas), "--offices", str(tmp_path / "o.parquet"), "--url", url
+    )
+    assert code == 1 and "unknown_kind" in output and "Traceback" not in output
+
+    # Units naming offices, loaded without them: named as problems, not a database error.
+    ref.gdf_units.to_parquet(tmp_path / "u.parquet")
+    code, output = _invoke("load", str(areas), "--units", str(tmp_path / "u.parquet"), "--url", url)
+    assert code == 1 and "unknown_office" in output and "FOREIGN KEY" not in output
+
+    # A unit at (0, 0): outside the district, most likely a CRS or lon/lat mix-up.
+    units = ref.gdf_units.copy()
+    units.loc[units.index[3], "geometry"] = shapely.Point(0, 0)
+    units.to_parquet(tmp_path / "u0.parquet")
+    ref.gdf_offices.to_parquet(tmp_path / "ok.parquet")
+    code, output = _invoke(
+        "load", str(areas), "--offices", str(tmp_path / "ok.parquet"),
+        "--units", str(tmp_path / "u0.parquet"), "--url", url,
+    )  # fmt: skip
+    assert code == 1 and "outside_district" in output
+    assert str(units["unit_id"].iloc[3]) in output
+
+
+def test_a_units_table_without_geometry_is_a_clear_error(tmp_path: Path) -> None:
+    from gridgov.reference import read_reference_district
+
+    ref = read_reference_district()
+    areas = tmp_path / "a.parquet"
+    ref.gdf_areas.to_parquet(areas)
+    csv = tmp_path / "units.csv"
+    ref.gdf_units.drop(columns="geometry").to_csv(csv, index=False)
+    url = f"sqlite:///{tmp_path / 'csv.db'}"
+    assert _invoke("init", "--url", url)[0] == 0
+    code, output = _invoke("load", str(areas), "--units", str(csv), "--url", url)
+    assert code == 1
+    assert "units.csv" in output and "Traceback" not in output

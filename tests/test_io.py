@@ -239,7 +239,7 @@ def test_the_label_is_trusted_and_a_declared_crs_overrides_it(tmp_path: Path) ->
     # a declared CRS that is unknown, or that leaves coordinates off the globe, names the file
     with pytest.raises(CRSError, match=r"gcj\.geojson: unknown CRS 'mars-ish'"):
         read_vector_wgs84(gcj, "mars-ish")
-    with pytest.raises(CRSError, match=r"metric\.gpkg.*longitude/latitude.*crs='wgs84'"):
+    with pytest.raises(CRSError, match=r"metric\.gpkg.*longitude/latitude.*declared, wgs84"):
         read_vector_wgs84(metric, "wgs84")
 
 
@@ -250,8 +250,22 @@ def test_frame_to_wgs84_messages_say_what_was_trusted() -> None:
     mislabelled = metres.set_crs(4326)
     with pytest.raises(CRSError, match=r"own label declares, EPSG:4326; bounds \[400000"):
         frame_to_wgs84(mislabelled, None, "x")
-    with pytest.raises(CRSError, match=r"declared, crs='bd09' \(its own label says EPSG:4326\)"):
+    with pytest.raises(CRSError, match=r"declared, bd09 \(its own label says EPSG:4326\)"):
         frame_to_wgs84(mislabelled, "bd09", "x")
     out = frame_to_wgs84(mislabelled, 32648, "x")
     assert out.crs.to_epsg() == 4326 and mislabelled.crs.to_epsg() == 4326  # input untouched
     assert np.all(np.abs(out.total_bounds - [103.96, 30.63, 103.97, 30.64]) < 0.01)
+
+
+def test_degrees_declared_as_utm_metres_are_caught() -> None:
+    """Reading lon/lat degrees as UTM metres still yields valid-looking lon/lat (near the
+    equator), so the area of use of the declared CRS is what exposes the mistake."""
+    degrees = gpd.GeoDataFrame(geometry=[shapely.box(104.0, 30.6, 104.1, 30.7)], crs=4326)
+    with pytest.raises(CRSError, match=r"outside where EPSG:32648 is used"):
+        frame_to_wgs84(degrees, "EPSG:32648", "areas.geojson")
+    with pytest.raises(CRSError, match=r"outside where gcj02 is used"):
+        frame_to_wgs84(degrees.set_geometry(degrees.translate(-180)), "gcj02", "x")
+    # Right declarations pass, near a zone's edge too.
+    utm = degrees.to_crs(32648)
+    assert frame_to_wgs84(utm, None, "x").total_bounds[0] == pytest.approx(104.0)
+    assert len(frame_to_wgs84(degrees, "gcj02", "x")) == 1

@@ -14,6 +14,7 @@ from gridgov.store.engine import (
 )
 from gridgov.store.repository import (
     export_geopackage,
+    is_export,
     load_areas,
     load_district,
     load_files,
@@ -37,6 +38,7 @@ __all__ = [
     "detect_backend",
     "export_geopackage",
     "init_db",
+    "is_export",
     "is_initialised",
     "load_areas",
     "load_district",

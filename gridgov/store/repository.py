@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from gridgov.areas import build_locator, check_areas
+from gridgov.areas import read_areas as read_area_files
 from gridgov.catalog import Deadlines, EventClass, Matter
 from gridgov.errors import DataFileError, InputError, OutsideDistrictError, StoreError
 from gridgov.model import (
@@ -49,6 +50,8 @@ from gridgov.store.models import (
     UNITS,
 )
 from gridgov.units import check_units
+from gridgov.units import read_offices as read_offices_file
+from gridgov.units import read_units as read_units_file
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -322,7 +325,9 @@ def load_offices(
     name: str | None = None,
     source: str | None = None,
 ) -> None:
-    """Store an offices GeoDataFrame (``OFFICE_COLUMNS`` + Point geometry)."""
+    """Store an offices GeoDataFrame (``OFFICE_COLUMNS`` + Point geometry), checked first
+    against the stored areas (:func:`gridgov.units.check_units`)."""
+    check_units(None, read_areas(engine), gdf_offices)
     records = _office_records(gdf_offices)
     _load(
         engine,
@@ -341,8 +346,10 @@ def load_units(
 ) -> None:
     """Store a units GeoDataFrame (``UNIT_COLUMNS`` + Point geometry, optional ``position_time``).
 
-    Empty or missing geometries are stored as an unknown position.
+    Empty or missing geometries are stored as an unknown position. The units are checked
+    first against the stored areas and offices (:func:`gridgov.units.check_units`).
     """
+    check_units(gdf_units, read_areas(engine), read_offices(engine))
     records = _unit_records(gdf_units)
     _load(
         engine,
@@ -393,8 +400,7 @@ def load_district(
     """
     if validate:
         check_areas(gdf_areas)
-        if gdf_units is not None:
-            check_units(gdf_units, gdf_areas, gdf_offices)
+        check_units(gdf_units, gdf_areas, gdf_offices)
     area_records = _area_records(gdf_areas)
     office_records = [] if gdf_offices is None else _office_records(gdf_offices)
     unit_records = [] if gdf_units is None else _unit_records(gdf_units)
@@ -927,15 +933,12 @@ def _write_geopackage(engine: Engine, gdf_areas: gpd.GeoDataFrame, target: Path)
         pyogrio.write_dataframe(df_matters, target, layer="matters", append=True)
 
 
-def _read_layer(path: Path, layer: str, layers: set[str]) -> pd.DataFrame | None:
-    if layer not in layers:
-        return None
-    return pyogrio.read_dataframe(path, layer=layer)
-
-
 def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> dict[str, int]:
     """Load a GeoPackage written by :func:`export_geopackage` into the store, replacing the
-    stored dataset in one transaction.
+    stored dataset in one transaction (validated like :func:`load_district`).
+
+    Its layers are read by the same readers as a user's own files (:mod:`gridgov.io`), so codes
+    keep every digit.
 
     Returns
     -------
@@ -948,23 +951,17 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
         If the file is missing, unreadable, or has no ``areas`` layer.
     """
     source = Path(path)
-    try:
-        layers = {str(row[0]) for row in pyogrio.list_layers(source)}
-    except Exception as exc:  # GDAL raises several types for unreadable files
-        msg = f"cannot read {source}: {exc}"
-        raise DataFileError(msg) from exc
+    layers = _layers_of(source)
     if "areas" not in layers:
         msg = f"{source} has no 'areas' layer (found: {', '.join(sorted(layers)) or 'none'})"
         raise DataFileError(msg)
-    gdf_areas = pyogrio.read_dataframe(source, layer="areas")
-    gdf_offices = _read_layer(source, "offices", layers)
-    gdf_units = _read_layer(source, "units", layers)
-    df_matters = _read_layer(source, "matters", layers)
-    if gdf_units is not None and "position_time" in gdf_units.columns:
-        gdf_units["position_time"] = pd.to_datetime(gdf_units["position_time"], utc=True)
+    gdf_areas = read_area_files(source, layer="areas")
+    gdf_offices = read_offices_file(source) if "offices" in layers else None
+    gdf_units = read_units_file(source) if "units" in layers else None
     matters = None
-    if df_matters is not None:
-        df_matters = pd.DataFrame(df_matters.drop(columns="geometry", errors="ignore"))
+    if "matters" in layers:
+        df_matters = pd.DataFrame(pyogrio.read_dataframe(source, layer="matters"))
+        df_matters = df_matters.drop(columns="geometry", errors="ignore")
         for column in _MATTER_JSON_COLUMNS:
             if column in df_matters.columns:
                 df_matters[column] = df_matters[column].map(
@@ -986,6 +983,24 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
         "units": 0 if gdf_units is None else len(gdf_units),
         "matters": 0 if matters is None else len(matters),
     }
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is a GeoPackage holding a whole district as :func:`export_geopackage`
+    writes it (an ``areas`` layer with ``offices`` or ``units`` beside it)."""
+    source = Path(path)
+    if source.suffix.lower() != ".gpkg" or not source.is_file():
+        return False
+    layers = _layers_of(source)
+    return "areas" in layers and bool({"offices", "units"} & layers)
+
+
+def _layers_of(source: Path) -> set[str]:
+    try:
+        return {str(row[0]) for row in pyogrio.list_layers(source)}
+    except Exception as exc:  # GDAL raises several types for unreadable files
+        msg = f"cannot read {source}: {exc}"
+        raise DataFileError(msg) from exc
 
 
 def _matter_from_row(row: Mapping[Any, Any]) -> Matter:
