@@ -1,14 +1,16 @@
 """The area hierarchy: load it, validate it, locate points in it, and find neighbours.
 
 An areas GeoDataFrame holds every level (district, street, community, grid, micro-grid) in one
-frame with the columns ``code``, ``name``, ``level``, ``parent_code``, ``generated`` and a
-Polygon/MultiPolygon ``geometry`` in EPSG:4326.
+frame with the columns ``code``, ``name``, ``level``, ``parent_code``, ``generated``,
+``name_source`` and a Polygon/MultiPolygon ``geometry`` in EPSG:4326.
 
-Locating is the hot path of the whole system (every incident, every unit position), so
-:class:`Locator` answers most points from a precomputed raster of area labels and sends only the
-points in raster cells crossed by a boundary to an exact shapely test. Both paths apply the same
-boundary rule: a point on a shared edge belongs to the area with the smallest code among those
-whose closure contains it.
+Locating is the hot path of the whole system (every incident, every unit position). A
+:class:`Locator` is cheap to build: a level answers its first points exactly through an STRtree
+and a closed-polygon test, and only once it has answered enough points to pay for it
+(``RASTER_AFTER_POINTS``) does it build a raster of area labels, which then answers most points
+by lookup and sends those in cells crossed by a boundary to the exact test. Every path applies
+the same boundary rule: a point on a shared edge belongs to the area with the smallest code among
+those whose closure contains it.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ def _normalize_columns(
         found = ", ".join(str(c) for c in raw.columns if c != raw.geometry.name)
         msg = (
             f"{path}: missing required column(s) {', '.join(missing)} (found: {found}); "
-            "pass columns={'your header': 'code', ...} to map them"
+            "rename those columns in the file, or map them (columns= in Python)"
         )
         raise DataFileError(msg)
     geoms = np.asarray(frame.geometry.values)
