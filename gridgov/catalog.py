@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -34,8 +34,7 @@ _TWO_DIGITS = re.compile(r"[0-9]{2}")
 PRIORITIES = (1, 2, 3, 4)
 
 _TOP_FIELDS = ("version", "source", "event_majors", "domains", "matters")
-_DOMAIN_FIELDS = ("code", "zh", "en")
-_MAJOR_FIELDS = ("code", "zh", "en")
+_CODED_FIELDS = ("code", "zh", "en")  # domains and event major classes
 _MATTER_FIELDS = (
     "code",
     "domain",
@@ -437,55 +436,55 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+_Coded = TypeVar("_Coded", EventMajor, Domain)
+
+
 def _parse_majors(raw: Any, problems: list[str]) -> list[EventMajor]:
-    if not isinstance(raw, list) or not raw:
-        problems.append("catalogue: 'event_majors' must be a non-empty list")
-        return []
-    majors: list[EventMajor] = []
-    for i, item in enumerate(raw):
-        where = f"event_majors[{i}]"
-        if not isinstance(item, Mapping):
-            problems.append(f"{where}: must be a mapping with code, zh and en")
-            continue
-        _check_fields(item, _MAJOR_FIELDS, where, problems)
-        code = item.get("code")
-        if not isinstance(code, str) or not _TWO_DIGITS.fullmatch(code):
-            problems.append(f"{where}: code {code!r} must be a 2-digit string such as '04'")
-            continue
-        if any(m.code == code for m in majors):
-            problems.append(f"{where}: duplicate major class code {code}")
-            continue
-        zh = _text(item.get("zh"), where, "zh", problems)
-        en = _text(item.get("en"), where, "en", problems)
-        majors.append(EventMajor(code=code, zh=zh, en=en))
-    return majors
+    return _parse_coded(
+        raw, "event_majors", _TWO_DIGITS, "a 2-digit string such as '04'",
+        "major class code", EventMajor, problems,
+    )  # fmt: skip
 
 
 def _parse_domains(raw: Any, problems: list[str]) -> list[Domain]:
+    return _parse_coded(
+        raw, "domains", _DOMAIN_CODE,
+        "1-8 capital letters or digits, starting with a letter (it prefixes the matter codes)",
+        "domain code", Domain, problems,
+    )  # fmt: skip
+
+
+def _parse_coded(
+    raw: Any,
+    key: str,
+    pattern: re.Pattern[str],
+    code_rule: str,
+    noun: str,
+    make: type[_Coded],
+    problems: list[str],
+) -> list[_Coded]:
+    """Parse a list of ``{code, zh, en}`` entries (domains, event classes), noting problems."""
     if not isinstance(raw, list) or not raw:
-        problems.append("catalogue: 'domains' must be a non-empty list")
+        problems.append(f"catalogue: '{key}' must be a non-empty list")
         return []
-    domains: list[Domain] = []
+    parsed: list[_Coded] = []
     for i, item in enumerate(raw):
-        where = f"domains[{i}]"
+        where = f"{key}[{i}]"
         if not isinstance(item, Mapping):
             problems.append(f"{where}: must be a mapping with code, zh and en")
             continue
-        _check_fields(item, _DOMAIN_FIELDS, where, problems)
+        _check_fields(item, _CODED_FIELDS, where, problems)
         code = item.get("code")
-        if not isinstance(code, str) or not _DOMAIN_CODE.fullmatch(code):
-            problems.append(
-                f"{where}: code {code!r} must be 1-8 capital letters or digits, starting with "
-                "a letter (it prefixes the matter codes)"
-            )
+        if not isinstance(code, str) or not pattern.fullmatch(code):
+            problems.append(f"{where}: code {code!r} must be {code_rule}")
             continue
-        if any(d.code == code for d in domains):
-            problems.append(f"{where}: duplicate domain code {code}")
+        if any(p.code == code for p in parsed):
+            problems.append(f"{where}: duplicate {noun} {code}")
             continue
         zh = _text(item.get("zh"), where, "zh", problems)
         en = _text(item.get("en"), where, "en", problems)
-        domains.append(Domain(code=code, zh=zh, en=en))
-    return domains
+        parsed.append(make(code=code, zh=zh, en=en))
+    return parsed
 
 
 def _parse_matter(
