@@ -29,6 +29,33 @@ class Settings(BaseSettings):
     detour_factor: float = Field(
         default=1.3, gt=1.0, description="Straight line → road distance when no network is loaded."
     )
+    access_speed_kmh: dict[str, float] = Field(
+        default={"drive": 10.0, "bike": 10.0, "walk": 4.5},
+        description="Speed (km/h) per travel mode on the off-network leg between a point and the "
+        "road it snaps to (parking, gates, courtyards).",
+    )
+    # 2.5 km because the reference roads are the main roads only: every point of the reference
+    # district lies within about 2 km of one, and the access leg covers the unmapped side streets.
+    # With a full OSM network a few hundred metres is the better value.
+    max_snap_m: float = Field(
+        default=2_500.0,
+        gt=0,
+        description="A point farther than this from every usable road is not dispatched over the "
+        "network: the incident is refused, a unit is left out, and the explanation says so.",
+    )
+    position_max_age_min: float = Field(
+        default=15.0,
+        gt=0,
+        description="An AVL position older than this is stale: the unit falls back to its office's "
+        "position, as CAD systems do, and the explanation records it.",
+    )
+    preempt_min_priority: int = Field(
+        default=3,
+        ge=2,
+        le=4,
+        description="A priority-1 matter may preempt a unit busy on a matter of this priority or "
+        "lower (priority numbers at or above this value).",
+    )
     reference_seed: int = Field(default=20261127, description="Seed of the reference generator.")
     test_postgis_url: str = Field(
         default="postgresql+psycopg://gridgov:gridgov@127.0.0.1:5432/gridgov_test",
