@@ -206,7 +206,7 @@ def test_init_is_idempotent(store_url: str) -> None:
         assert is_initialised(engine)
         with engine.connect() as connection:
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert [v[0] for v in versions] == ["0001"]
+        assert [v[0] for v in versions] == ["0002"]
     finally:
         engine.dispose()
 
@@ -238,6 +238,9 @@ def test_postgis_has_spatial_indexes(postgis_schema_url: str) -> None:
         "ix_areas_geometry_gist",
         "ix_offices_position_gist",
         "ix_units_position_gist",
+        "ix_road_nodes_geometry_gist",
+        "ix_road_links_geometry_gist",
+        "ix_incidents_geometry_gist",
     }
 
 

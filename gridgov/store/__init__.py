@@ -1,10 +1,28 @@
 """Storage: one schema on two backends (SQLite embedded, PostGIS in production).
 
-Everything the rest of gridgov needs from a database is re-exported here.
+Everything the rest of gridgov needs from a database is re-exported here: loading and reading
+the district (:mod:`gridgov.store.repository`) and dispatching against it, with incidents,
+assignments and unit availability committed atomically (:mod:`gridgov.store.dispatching`).
 """
 
+from gridgov.store.dispatching import (
+    ASSIGNMENT_COLUMNS,
+    INCIDENT_COLUMNS,
+    context_from_store,
+    create_incident,
+    decide_stored,
+    dispatch_stored,
+    read_assignments,
+    read_dispatch,
+    read_incidents,
+    release_unit,
+    set_unit_status,
+    travel_from_store,
+    update_unit_position,
+)
 from gridgov.store.engine import (
     Backend,
+    begin_write,
     create_engine_from_url,
     detect_backend,
     init_db,
@@ -20,6 +38,7 @@ from gridgov.store.repository import (
     load_files,
     load_matters,
     load_offices,
+    load_roads,
     load_units,
     locate_many,
     locate_point,
@@ -27,15 +46,23 @@ from gridgov.store.repository import (
     read_areas,
     read_matters,
     read_offices,
+    read_roads,
     read_units,
     summarize,
     units_within,
 )
 
 __all__ = [
+    "ASSIGNMENT_COLUMNS",
+    "INCIDENT_COLUMNS",
     "Backend",
+    "begin_write",
+    "context_from_store",
     "create_engine_from_url",
+    "create_incident",
+    "decide_stored",
     "detect_backend",
+    "dispatch_stored",
     "export_geopackage",
     "init_db",
     "is_export",
@@ -45,16 +72,25 @@ __all__ = [
     "load_files",
     "load_matters",
     "load_offices",
+    "load_roads",
     "load_units",
     "locate_many",
     "locate_point",
     "nearest_units",
     "open_store",
     "read_areas",
+    "read_assignments",
+    "read_dispatch",
+    "read_incidents",
     "read_matters",
     "read_offices",
+    "read_roads",
     "read_units",
+    "release_unit",
     "schema_diff",
+    "set_unit_status",
     "summarize",
+    "travel_from_store",
     "units_within",
+    "update_unit_position",
 ]

@@ -22,6 +22,10 @@ Backend = Literal["sqlite", "postgresql"]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _INIT_HINT = "run `gridgov init` to create the schema"
+#: Execution option marking a connection whose transactions write (see :func:`begin_write`).
+_WRITE_OPTION = "gridgov_write"
+#: How long a SQLite writer waits for another one before giving up (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def detect_backend(url_or_engine: str | URL | Engine | Connection) -> Backend:
@@ -57,13 +61,33 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         # Readers (the API) must not block the dispatcher's writes; WAL lets them run together.
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA busy_timeout = 10000")
+        # Writers queue behind each other (BEGIN IMMEDIATE waits this long for the lock).
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A writer takes SQLite's single write lock at BEGIN, before it reads anything: two
+    # dispatchers can then never both see a unit available and both take it, and a deferred
+    # transaction can never fail half-way when upgrading its read lock (SQLITE_BUSY_SNAPSHOT).
+    # Readers keep a plain BEGIN, so WAL lets them run beside the writer.
+    if connection.get_execution_options().get(_WRITE_OPTION):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+@contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes: committed on success, rolled back on any error.
+
+    On SQLite it begins with ``BEGIN IMMEDIATE``, so writers are serialised from their first
+    statement (waiting up to :data:`SQLITE_BUSY_TIMEOUT_MS` for each other). On PostgreSQL it
+    is an ordinary READ COMMITTED transaction; callers lock the rows they change.
+    """
+    with engine.execution_options(**{_WRITE_OPTION: True}).begin() as connection:
+        yield connection
 
 
 def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
@@ -171,7 +195,7 @@ def init_db(url: str | URL | Engine) -> None:
     """
     engine = url if isinstance(url, Engine) else create_engine_from_url(url)
     try:
-        with translate_errors(engine), engine.begin() as connection:
+        with translate_errors(engine), begin_write(engine) as connection:
             command.upgrade(_alembic_config(connection), "head")
     finally:
         if engine is not url:

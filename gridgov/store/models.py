@@ -15,6 +15,7 @@ from geoalchemy2 import Geometry
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -140,6 +142,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+_SPEED_COLUMNS = ("speed_drive_kmh", "speed_bike_kmh", "speed_walk_kmh")
+#: What a dataset log entry can record (``roads`` since 0002).
+DATASET_KINDS = ("areas", "offices", "units", "matters", "files", "roads")
+
+
 def _in(column: str, values: list[str]) -> str:
     listed = ", ".join(f"'{v}'" for v in values)
     return f"{column} IN ({listed})"
@@ -228,6 +235,12 @@ class UnitRow(Base):
     position: Mapped[BaseGeometry | None] = mapped_column(GeometryType("POINT"))
     position_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
     generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Added in 0002. Where the position came from ("road", "grid_interior", "avl", ...).
+    position_source: Mapped[str | None] = mapped_column(String(32))
+    # The incident a busy unit works on, stored (not derived from assignments) so that the
+    # dispatcher's re-check of a locked row, "still busy on the incident I meant to preempt",
+    # reads one row. No foreign key: SQLite cannot add one without rebuilding the table.
+    busy_incident_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         CheckConstraint(_in("kind", [str(v) for v in ForceKind]), name="kind"),
@@ -235,6 +248,7 @@ class UnitRow(Base):
         CheckConstraint(_in("status", [str(v) for v in UnitStatus]), name="status"),
         Index(None, "kind"),
         Index(None, "street_code"),
+        Index(None, "busy_incident_id"),
         Index("ix_units_position_gist", "position", postgresql_using="gist").ddl_if(
             dialect="postgresql"
         ),
@@ -286,10 +300,155 @@ class DatasetRow(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (
-        CheckConstraint(
-            _in("kind", ["areas", "offices", "units", "matters", "files"]), name="kind"
-        ),
+        CheckConstraint(_in("kind", list(DATASET_KINDS)), name="kind"),
         Index(None, "kind", "loaded_at"),
+    )
+
+
+class RoadNodeRow(Base):
+    """A node (intersection or dead end) of the road network."""
+
+    __tablename__ = "road_nodes"
+
+    node_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    geometry: Mapped[BaseGeometry] = mapped_column(GeometryType("POINT"))
+
+    __table_args__ = (
+        Index("ix_road_nodes_geometry_gist", "geometry", postgresql_using="gist").ddl_if(
+            dialect="postgresql"
+        ),
+    )
+
+
+class RoadLinkRow(Base):
+    """A directed road link from node ``u`` to node ``v``; its geometry runs from u to v.
+
+    A speed of 0 closes the link to that mode; NULL speeds mean "take them from the road
+    class" (:data:`gridgov.network.SPEEDS_KMH`).
+    """
+
+    __tablename__ = "road_links"
+
+    link_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    u: Mapped[int] = mapped_column(BigInteger, _deferred_fk("road_nodes.node_id"))
+    v: Mapped[int] = mapped_column(BigInteger, _deferred_fk("road_nodes.node_id"))
+    length_m: Mapped[float] = mapped_column(Float)
+    road_class: Mapped[str | None] = mapped_column(String(32))
+    road_name: Mapped[str | None] = mapped_column(Text)
+    class_source: Mapped[str | None] = mapped_column(String(16))
+    oneway: Mapped[bool] = mapped_column(Boolean, default=False)
+    speed_drive_kmh: Mapped[float | None] = mapped_column(Float)
+    speed_bike_kmh: Mapped[float | None] = mapped_column(Float)
+    speed_walk_kmh: Mapped[float | None] = mapped_column(Float)
+    geometry: Mapped[BaseGeometry] = mapped_column(GeometryType("LINESTRING"))
+
+    __table_args__ = (
+        CheckConstraint("length_m > 0", name="length"),
+        CheckConstraint(
+            " AND ".join(f"({c} IS NULL OR {c} >= 0)" for c in _SPEED_COLUMNS), name="speeds"
+        ),
+        Index(None, "u"),
+        Index(None, "v"),
+        Index("ix_road_links_geometry_gist", "geometry", postgresql_using="gist").ddl_if(
+            dialect="postgresql"
+        ),
+    )
+
+
+class IncidentRow(Base):
+    """A reported incident. ``status`` is free text (no CHECK) so the workflow can add states
+    without a table rebuild on SQLite; :data:`INCIDENT_STATUSES` lists today's."""
+
+    __tablename__ = "incidents"
+
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    matter_code: Mapped[str] = mapped_column(String(64))
+    # Copied from the catalogue when known, so queues and preemption need no join.
+    priority: Mapped[int | None] = mapped_column(Integer)
+    geometry: Mapped[BaseGeometry] = mapped_column(GeometryType("POINT"))
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(32))
+    # Codes as located at dispatch; no foreign keys, because an incident outlives a reload.
+    street_code: Mapped[str | None] = mapped_column(String(18))
+    community_code: Mapped[str | None] = mapped_column(String(18))
+    grid_code: Mapped[str | None] = mapped_column(String(18))
+    microgrid_code: Mapped[str | None] = mapped_column(String(18))
+    source: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index(None, "status", "reported_at"),
+        Index(None, "street_code"),
+        Index("ix_incidents_geometry_gist", "geometry", postgresql_using="gist").ddl_if(
+            dialect="postgresql"
+        ),
+    )
+
+
+#: Incident statuses used by the dispatcher (the workflow of a later issue adds more).
+INCIDENT_STATUSES = ("pending", "dispatched", "partial", "unassigned", "closed")
+
+
+class DispatchRow(Base):
+    """One dispatch decision for an incident, with its explanation."""
+
+    __tablename__ = "dispatches"
+
+    dispatch_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(64), ForeignKey("incidents.incident_id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    level: Mapped[str | None] = mapped_column(String(16))
+    # The decision's status: assigned, partial or unassigned.
+    status: Mapped[str] = mapped_column(String(16))
+    travel_model: Mapped[str] = mapped_column(String(32))
+    # How many decide-lock-check rounds it took (units taken meanwhile force another).
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index(None, "incident_id"),)
+
+
+class AssignmentRow(Base):
+    """One unit sent to one incident. At most one active assignment per unit (enforced by a
+    partial unique index on both backends, under the dispatcher's own locking)."""
+
+    __tablename__ = "assignments"
+
+    assignment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dispatch_id: Mapped[int] = mapped_column(Integer, ForeignKey("dispatches.dispatch_id"))
+    incident_id: Mapped[str] = mapped_column(String(64), ForeignKey("incidents.incident_id"))
+    # No foreign key: a dataset load replaces the units table, and the history must survive it.
+    unit_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(16))
+    level: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(32))
+    time_s: Mapped[float] = mapped_column(Float)
+    over_max_travel: Mapped[bool] = mapped_column(Boolean, default=False)
+    preempts: Mapped[str | None] = mapped_column(String(64), ForeignKey("incidents.incident_id"))
+    route: Mapped[BaseGeometry | None] = mapped_column(GeometryType("LINESTRING"))
+    route_length_m: Mapped[float | None] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    release_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(
+            "(active AND released_at IS NULL) OR (NOT active AND released_at IS NOT NULL)",
+            name="released",
+        ),
+        Index(None, "dispatch_id"),
+        Index(None, "incident_id"),
+        Index(None, "unit_id", "assigned_at"),
+        Index(
+            "ux_assignments_active_unit",
+            "unit_id",
+            unique=True,
+            postgresql_where=text("active"),
+            sqlite_where=text("active"),
+        ),
     )
 
 
@@ -299,3 +458,8 @@ OFFICES = cast(Table, OfficeRow.__table__)
 UNITS = cast(Table, UnitRow.__table__)
 MATTERS = cast(Table, MatterRow.__table__)
 DATASETS = cast(Table, DatasetRow.__table__)
+ROAD_NODES = cast(Table, RoadNodeRow.__table__)
+ROAD_LINKS = cast(Table, RoadLinkRow.__table__)
+INCIDENTS = cast(Table, IncidentRow.__table__)
+DISPATCHES = cast(Table, DispatchRow.__table__)
+ASSIGNMENTS = cast(Table, AssignmentRow.__table__)

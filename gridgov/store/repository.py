@@ -40,12 +40,16 @@ from gridgov.model import (
     Level,
     UnitStatus,
 )
-from gridgov.store.engine import detect_backend, translate_errors
+from gridgov.store.engine import begin_write, detect_backend, translate_errors
 from gridgov.store.models import (
     AREAS,
+    ASSIGNMENTS,
     DATASETS,
+    INCIDENTS,
     MATTERS,
     OFFICES,
+    ROAD_LINKS,
+    ROAD_NODES,
     SRID,
     UNITS,
 )
@@ -59,7 +63,30 @@ if TYPE_CHECKING:
 _WGS84 = f"EPSG:{SRID}"
 _GEOD = Geod(ellps="WGS84")
 _LEVEL_NAMES = [str(level) for level in LEVELS]
-_UNIT_OUT_COLUMNS = [*UNIT_COLUMNS, "position_time"]
+_UNIT_OUT_COLUMNS = [*UNIT_COLUMNS, "position_time", "position_source", "busy_incident_id"]
+#: Columns of the road frames :func:`read_roads` returns (besides geometry).
+ROAD_NODE_COLUMNS = ("node_id",)
+ROAD_LINK_COLUMNS = (
+    "link_id",
+    "u",
+    "v",
+    "length_m",
+    "road_class",
+    "road_name",
+    "class_source",
+    "oneway",
+    "speed_drive_kmh",
+    "speed_bike_kmh",
+    "speed_walk_kmh",
+)
+_SPEED_COLUMNS = ("speed_drive_kmh", "speed_bike_kmh", "speed_walk_kmh")
+_ROAD_TEXT_COLUMNS = ("road_class", "road_name", "class_source")
+# Export layer names of the roads; "nodes"/"links" (the reference roads file) are read too.
+_ROAD_LAYERS = ("road_nodes", "road_links")
+# How far (degrees, about 10 cm) a link's geometry may end from its nodes.
+_ROAD_END_TOLERANCE = 1e-6
+# At most this many problems are listed in one error message.
+_MAX_LISTED = 20
 # List-valued matter columns, kept as JSON text where a file format has no list type.
 _MATTER_JSON_COLUMNS = ("keywords", "assist_kinds")
 # --------------------------------------------------------------------------------------------
@@ -170,6 +197,7 @@ def _unit_records(gdf_units: gpd.GeoDataFrame) -> list[dict[str, Any]]:
     _require_columns(gdf_units, [*UNIT_COLUMNS, "geometry"], "units")
     gdf = _as_wgs84(gdf_units)
     times = gdf["position_time"] if "position_time" in gdf.columns else [None] * len(gdf)
+    sources = gdf["position_source"] if "position_source" in gdf.columns else [None] * len(gdf)
     return [
         {
             "unit_id": str(row.unit_id),
@@ -185,9 +213,16 @@ def _unit_records(gdf_units: gpd.GeoDataFrame) -> list[dict[str, Any]]:
             "generated": bool(row.generated),
             "position": _point_or_none(geom),
             "position_time": _utc_or_none(when),
+            "position_source": _optional_str(source),
+            # A loaded unit is on no incident of this store, whatever its status says.
+            "busy_incident_id": None,
         }
-        for row, geom, when in zip(
-            gdf.itertuples(index=False), np.asarray(gdf.geometry.values), times, strict=True
+        for row, geom, when, source in zip(
+            gdf.itertuples(index=False),
+            np.asarray(gdf.geometry.values),
+            times,
+            sources,
+            strict=True,
         )
     ]
 
@@ -214,6 +249,146 @@ def _matter_record(matter: Matter) -> dict[str, Any]:
         "event_class": matter.event_class.code,
         "event_class_name": matter.event_class.name_zh,
     }
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _listed(problems: list[str]) -> str:
+    shown = problems[:_MAX_LISTED]
+    more = len(problems) - len(shown)
+    return "\n  ".join([*shown, *([f"... and {more} more"] if more else [])])
+
+
+def _integer_ids(values: pd.Series, what: str, problems: list[str]) -> np.ndarray:
+    numbers = pd.to_numeric(values, errors="coerce")
+    whole = numbers.notna() & np.isfinite(numbers) & (numbers == np.round(numbers))
+    if not whole.all():
+        bad = values[~whole].head(5).tolist()
+        problems.append(f"{what} must be whole numbers; {int((~whole).sum())} are not: {bad}")
+        numbers = numbers.where(whole, -1)
+    return numbers.to_numpy(dtype=np.int64)
+
+
+def _road_records(
+    gdf_nodes: gpd.GeoDataFrame, gdf_links: gpd.GeoDataFrame
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Check a road network (every problem listed at once) and turn it into rows."""
+    _require_columns(gdf_nodes, ["node_id", "geometry"], "road nodes")
+    _require_columns(gdf_links, ["u", "v", "length_m", "geometry"], "road links")
+    has_speeds = all(c in gdf_links.columns for c in _SPEED_COLUMNS)
+    if "road_class" not in gdf_links.columns and not has_speeds:
+        msg = (
+            "road links need a road_class column or all of "
+            f"{', '.join(_SPEED_COLUMNS)} to give each mode a speed"
+        )
+        raise InputError(msg)
+    nodes, links = _as_wgs84(gdf_nodes), _as_wgs84(gdf_links)
+    problems: list[str] = []
+
+    node_ids = _integer_ids(nodes["node_id"], "node ids", problems)
+    duplicated = pd.Series(node_ids)[pd.Series(node_ids).duplicated()].unique().tolist()
+    if duplicated:
+        problems.append(f"duplicate node id(s): {duplicated[:10]}")
+    node_geoms = np.asarray(nodes.geometry.values, dtype=object)
+    not_points = [
+        int(i)
+        for i, g in zip(node_ids, node_geoms, strict=True)
+        if g is None or g.is_empty or g.geom_type != "Point"
+    ]
+    if not_points:
+        problems.append(f"node(s) without a Point geometry: {not_points[:10]}")
+
+    link_ids = (
+        _integer_ids(links["link_id"], "link ids", problems)
+        if "link_id" in links.columns
+        else np.arange(len(links), dtype=np.int64)
+    )
+    duplicated = pd.Series(link_ids)[pd.Series(link_ids).duplicated()].unique().tolist()
+    if duplicated:
+        problems.append(f"duplicate link id(s): {duplicated[:10]}")
+    u = _integer_ids(links["u"], "link ends (u)", problems)
+    v = _integer_ids(links["v"], "link ends (v)", problems)
+    known = set(node_ids.tolist())
+    for end, ids in (("u", u), ("v", v)):
+        unknown = sorted(set(ids.tolist()) - known)
+        if unknown:
+            problems.append(f"links name {len(unknown)} unknown {end} node(s): {unknown[:10]}")
+    lengths = pd.to_numeric(links["length_m"], errors="coerce").to_numpy(dtype=float)
+    bad_length = ~(np.isfinite(lengths) & (lengths > 0))
+    if bad_length.any():
+        problems.append(
+            f"{int(bad_length.sum())} link(s) without a positive length_m: "
+            f"{link_ids[bad_length][:10].tolist()}"
+        )
+    link_geoms = np.asarray(links.geometry.values, dtype=object)
+    is_line = np.array(
+        [g is not None and not g.is_empty and g.geom_type == "LineString" for g in link_geoms],
+        dtype=bool,
+    )
+    if not is_line.all():
+        problems.append(
+            f"{int((~is_line).sum())} link(s) without a LineString geometry: "
+            f"{link_ids[~is_line][:10].tolist()}"
+        )
+    speeds: dict[str, np.ndarray] = {}
+    for column in _SPEED_COLUMNS:
+        if column not in links.columns:
+            continue
+        values = pd.to_numeric(links[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isnan(values) & ~(np.isfinite(values) & (values >= 0))
+        if bad.any():
+            problems.append(f"{column} must be >= 0 km/h; bad on links {link_ids[bad][:10]}")
+        speeds[column] = values
+    if not problems and is_line.all():
+        # The routing layer draws routes along these lines from u to v: they must meet.
+        xy = pd.DataFrame(
+            {"x": shapely.get_x(node_geoms), "y": shapely.get_y(node_geoms)}, index=node_ids
+        )
+        coords = [np.asarray(g.coords) for g in link_geoms]
+        first = np.array([c[0][:2] for c in coords])
+        last = np.array([c[-1][:2] for c in coords])
+        off = (np.abs(first - xy.loc[u].to_numpy()).max(axis=1) > _ROAD_END_TOLERANCE) | (
+            np.abs(last - xy.loc[v].to_numpy()).max(axis=1) > _ROAD_END_TOLERANCE
+        )
+        if off.any():
+            problems.append(
+                f"{int(off.sum())} link geometries do not run from node u to node v: "
+                f"links {link_ids[off][:10].tolist()}"
+            )
+    if problems:
+        msg = f"the road network cannot be stored ({len(problems)} problem(s)):\n  " + _listed(
+            problems
+        )
+        raise InputError(msg)
+
+    node_records = [
+        {"node_id": int(i), "geometry": g} for i, g in zip(node_ids, node_geoms, strict=True)
+    ]
+
+    def values_of(name: str) -> list[Any]:
+        return links[name].tolist() if name in links.columns else [None] * len(links)
+
+    oneway = [not _is_missing(flag) and bool(flag) for flag in values_of("oneway")]
+    texts = {name: [_optional_str(x) for x in values_of(name)] for name in _ROAD_TEXT_COLUMNS}
+    link_records = []
+    for i in range(len(links)):
+        record: dict[str, Any] = {
+            "link_id": int(link_ids[i]),
+            "u": int(u[i]),
+            "v": int(v[i]),
+            "length_m": float(lengths[i]),
+            "oneway": oneway[i],
+            "geometry": link_geoms[i],
+        }
+        for name, values in texts.items():
+            record[name] = values[i]
+        for name in _SPEED_COLUMNS:
+            value = speeds[name][i] if name in speeds else math.nan
+            record[name] = None if math.isnan(value) else float(value)
+        link_records.append(record)
+    return node_records, link_records
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,7 +428,13 @@ def _load(engine: Engine, steps: _Steps, log: _Log) -> None:
     """Apply (table, rows, replace-first) steps and log the dataset, all in ONE transaction."""
     with translate_errors(engine):
         try:
-            with engine.begin() as connection:
+            with begin_write(engine) as connection:
+                if any(table is UNITS and replace for table, _, replace in steps):
+                    # The units come back with the file's statuses: work in progress on the
+                    # old rows ends here, recorded, and its incidents go back to the queue.
+                    end_active_assignments(
+                        connection, datetime.now(UTC), "units reloaded with a new dataset"
+                    )
                 for table, records, replace in steps:
                     if replace:
                         connection.execute(delete(table))
@@ -267,6 +448,65 @@ def _load(engine: Engine, steps: _Steps, log: _Log) -> None:
         except IntegrityError as exc:
             msg = f"the database rejected the load, nothing was changed: {exc.orig}"
             raise StoreError(msg) from exc
+
+
+def end_active_assignments(
+    connection: Connection,
+    now: datetime,
+    reason: str,
+    where: Any = None,
+    *,
+    requeue: bool = True,
+) -> list[str]:
+    """End active assignments (all, or those matching ``where``) inside a caller's transaction.
+
+    Each ends at ``now`` with ``reason`` (never before it began). With ``requeue``, every
+    incident left without an active assignment that was dispatched or partial goes back to
+    ``pending`` (its work was interrupted, not finished). The units are not touched: callers
+    free or replace them themselves.
+
+    Returns
+    -------
+    list of str
+        The incidents re-queued.
+    """
+    table = ASSIGNMENTS
+    stmt = select(table.c.assignment_id, table.c.incident_id, table.c.assigned_at).where(
+        table.c.active.is_(True)
+    )
+    if where is not None:
+        stmt = stmt.where(where)
+    rows = connection.execute(stmt).all()
+    if not rows:
+        return []
+    for assignment_id, _, assigned_at in rows:
+        connection.execute(
+            table.update()
+            .where(table.c.assignment_id == assignment_id)
+            .values(active=False, released_at=max(now, assigned_at), release_reason=reason)
+        )
+    if not requeue:
+        return []
+    touched = sorted({row.incident_id for row in rows})
+    still_active = {
+        r[0]
+        for r in connection.execute(
+            select(table.c.incident_id)
+            .where(table.c.incident_id.in_(touched), table.c.active.is_(True))
+            .distinct()
+        )
+    }
+    requeued = [i for i in touched if i not in still_active]
+    if requeued:
+        connection.execute(
+            INCIDENTS.update()
+            .where(
+                INCIDENTS.c.incident_id.in_(requeued),
+                INCIDENTS.c.status.in_(["dispatched", "partial"]),
+            )
+            .values(status="pending", updated_at=now)
+        )
+    return requeued
 
 
 def load_areas(
@@ -374,6 +614,57 @@ def load_matters(
     )
 
 
+def load_roads(
+    engine: Engine,
+    gdf_nodes: gpd.GeoDataFrame,
+    gdf_links: gpd.GeoDataFrame,
+    *,
+    name: str | None = None,
+    source: str | None = None,
+) -> dict[str, int]:
+    """Replace the stored road network with ``gdf_nodes`` and ``gdf_links``, atomically.
+
+    Parameters
+    ----------
+    engine
+        The store.
+    gdf_nodes
+        ``node_id`` (whole numbers, unique) and Point geometry.
+    gdf_links
+        Directed links: ``u``, ``v`` (node ids), ``length_m`` (> 0), LineString geometry from
+        ``u`` to ``v``; optional ``link_id`` (numbered from 0 when absent), ``road_class``,
+        ``road_name``, ``class_source``, ``oneway`` and ``speed_{drive,bike,walk}_kmh``
+        (a road class, or all three speeds, is required). The frames of
+        :func:`gridgov.network.read_link_table` and :func:`gridgov.network.read_osm` fit.
+    name, source
+        Recorded in the dataset log.
+
+    Returns
+    -------
+    dict
+        ``{"nodes": n, "links": m}`` stored.
+
+    Raises
+    ------
+    InputError
+        A column is missing, or the network is inconsistent (links naming unknown nodes,
+        non-positive lengths, duplicate ids, geometries not running from u to v...); every
+        problem is listed and nothing is changed.
+    """
+    node_records, link_records = _road_records(gdf_nodes, gdf_links)
+    counts = {"nodes": len(node_records), "links": len(link_records)}
+    _load(
+        engine,
+        [
+            (ROAD_LINKS, [], True),
+            (ROAD_NODES, node_records, True),
+            (ROAD_LINKS, link_records, False),
+        ],
+        ("roads", name, source, counts),
+    )
+    return counts
+
+
 def load_district(
     engine: Engine,
     gdf_areas: gpd.GeoDataFrame,
@@ -381,16 +672,26 @@ def load_district(
     gdf_units: gpd.GeoDataFrame | None = None,
     matters: Iterable[Matter] | None = None,
     *,
+    gdf_nodes: gpd.GeoDataFrame | None = None,
+    gdf_links: gpd.GeoDataFrame | None = None,
     validate: bool = True,
     name: str | None = None,
     source: str | None = None,
 ) -> dict[str, int]:
-    """Replace a whole dataset (areas, offices, units, and optionally matters) atomically.
+    """Replace a whole dataset (areas, offices, units, roads, and optionally matters) atomically.
 
     Use this to switch a store to another district: the parts depend on each other, so they
-    are swapped in one transaction. Offices and units not given are emptied. The areas, and the
-    offices and units against them, are validated first (:func:`load_areas`,
-    :func:`gridgov.units.check_units`); any problem changes nothing.
+    are swapped in one transaction. Offices, units and roads not given are emptied (dispatch
+    then falls back to straight-line travel). The areas, and the offices and units against
+    them, are validated first (:func:`load_areas`, :func:`gridgov.units.check_units`), the
+    roads like :func:`load_roads`; any problem changes nothing. Active assignments end (the
+    units are replaced) and their incidents go back to ``pending``; the incident and dispatch
+    history is kept.
+
+    Parameters
+    ----------
+    gdf_nodes, gdf_links
+        The road network (see :func:`load_roads`); both or neither.
 
     Returns
     -------
@@ -398,12 +699,19 @@ def load_district(
         What the store held before the swap: ``{"areas": n, "offices": n, "units": n}``, so a
         caller can tell the user what was replaced.
     """
+    if (gdf_nodes is None) != (gdf_links is None):
+        msg = "roads need both gdf_nodes and gdf_links (or neither)"
+        raise InputError(msg)
     if validate:
         check_areas(gdf_areas)
         check_units(gdf_units, gdf_areas, gdf_offices)
     area_records = _area_records(gdf_areas)
     office_records = [] if gdf_offices is None else _office_records(gdf_offices)
     unit_records = [] if gdf_units is None else _unit_records(gdf_units)
+    node_records: list[dict[str, Any]] = []
+    link_records: list[dict[str, Any]] = []
+    if gdf_nodes is not None and gdf_links is not None:
+        node_records, link_records = _road_records(gdf_nodes, gdf_links)
     # Dependants go first so the deletes never leave a dangling reference mid-transaction.
     steps: _Steps = [
         (UNITS, [], True),
@@ -411,11 +719,16 @@ def load_district(
         (AREAS, area_records, True),
         (OFFICES, office_records, False),
         (UNITS, unit_records, False),
+        (ROAD_LINKS, [], True),
+        (ROAD_NODES, node_records, True),
+        (ROAD_LINKS, link_records, False),
     ]
     counts: dict[str, Any] = {
         **_level_counts(area_records),
         "offices": len(office_records),
         "units": len(unit_records),
+        "road_nodes": len(node_records),
+        "road_links": len(link_records),
     }
     if matters is not None:
         matter_records = [_matter_record(m) for m in matters]
@@ -537,6 +850,37 @@ def read_matters(engine: Engine) -> pd.DataFrame:
     with translate_errors(engine), engine.connect() as connection:
         rows = connection.execute(select(table).order_by(table.c.code)).mappings().all()
     return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])
+
+
+def read_roads(engine: Engine) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Read the stored road network, by node id and link id.
+
+    Returns
+    -------
+    tuple
+        ``(gdf_nodes, gdf_links)`` in EPSG:4326: nodes with ``node_id``, links with
+        :data:`ROAD_LINK_COLUMNS` (speeds NaN where the class decides), both empty when no
+        roads are loaded. They feed :func:`gridgov.network.build_network` directly.
+    """
+    nodes, links = ROAD_NODES, ROAD_LINKS
+    with translate_errors(engine), engine.connect() as connection:
+        node_rows = connection.execute(
+            select(nodes.c.node_id, nodes.c.geometry).order_by(nodes.c.node_id)
+        ).all()
+        link_rows = connection.execute(
+            select(*[links.c[c] for c in ROAD_LINK_COLUMNS], links.c.geometry).order_by(
+                links.c.link_id
+            )
+        ).all()
+    gdf_nodes = _frame(node_rows, list(ROAD_NODE_COLUMNS), "geometry")
+    gdf_links = _frame(link_rows, list(ROAD_LINK_COLUMNS), "geometry")
+    gdf_nodes["node_id"] = gdf_nodes["node_id"].astype(np.int64)
+    for column in ("link_id", "u", "v"):
+        gdf_links[column] = gdf_links[column].astype(np.int64)
+    gdf_links["oneway"] = gdf_links["oneway"].astype(bool)
+    for column in ("length_m", *_SPEED_COLUMNS):
+        gdf_links[column] = gdf_links[column].astype(float)
+    return gdf_nodes, gdf_links
 
 
 # --------------------------------------------------------------------------------------------
@@ -870,7 +1214,8 @@ def _pg_knn_radius(
 
 def export_geopackage(engine: Engine, path: str | Path) -> Path:
     """Write the stored dataset to a GeoPackage: layers ``areas``, ``offices``, ``units``,
-    ``matters`` (the last without geometry). Empty parts are left out.
+    ``matters`` (the last without geometry), and ``road_nodes`` / ``road_links`` when roads
+    are loaded. Empty parts are left out. Incidents and dispatch history are not exported.
 
     The file is written beside ``path`` and moved over it only once complete, so a failure
     never leaves a half-written file nor destroys the one already there.
@@ -915,7 +1260,8 @@ def _write_geopackage(engine: Engine, gdf_areas: gpd.GeoDataFrame, target: Path)
     gdf_offices = read_offices(engine)
     if not gdf_offices.empty:
         pyogrio.write_dataframe(gdf_offices, target, layer="offices", append=True)
-    gdf_units = read_units(engine)
+    # What a unit is busy on means nothing without this store's incidents.
+    gdf_units = read_units(engine).drop(columns="busy_incident_id")
     if not gdf_units.empty:
         gdf_units = gdf_units.copy()
         # ISO text survives every GDAL version; GeoPackage datetimes lose the zone on some.
@@ -931,11 +1277,49 @@ def _write_geopackage(engine: Engine, gdf_areas: gpd.GeoDataFrame, target: Path)
         for column in _MATTER_JSON_COLUMNS:
             df_matters[column] = df_matters[column].map(lambda v: json.dumps(v, ensure_ascii=False))
         pyogrio.write_dataframe(df_matters, target, layer="matters", append=True)
+    gdf_nodes, gdf_links = read_roads(engine)
+    if not gdf_links.empty:
+        pyogrio.write_dataframe(
+            gdf_nodes, target, layer="road_nodes", geometry_type="Point", append=True
+        )
+        pyogrio.write_dataframe(
+            gdf_links, target, layer="road_links", geometry_type="LineString", append=True
+        )
+
+
+def _read_roads_layers(
+    source: Path, layers: set[str]
+) -> tuple[gpd.GeoDataFrame | None, gpd.GeoDataFrame | None]:
+    """The road layers of an export (``road_nodes``/``road_links``, or ``nodes``/``links``)."""
+    for node_layer, link_layer in (_ROAD_LAYERS, ("nodes", "links")):
+        if {node_layer, link_layer} <= layers:
+            try:
+                gdf_nodes = pyogrio.read_dataframe(source, layer=node_layer)
+                gdf_links = pyogrio.read_dataframe(source, layer=link_layer)
+            except Exception as exc:  # GDAL raises several types for unreadable layers
+                msg = f"cannot read the road layers of {source}: {exc}"
+                raise DataFileError(msg) from exc
+            return gdf_nodes, gdf_links
+    return None, None
+
+
+def _with_position_sources(source: Path, gdf_units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Put back the ``position_source`` the shared units reader leaves out."""
+    fields = pyogrio.read_info(source, layer="units")["fields"]
+    if "position_source" not in list(fields):
+        return gdf_units
+    raw = pyogrio.read_dataframe(
+        source, layer="units", columns=["unit_id", "position_source"], read_geometry=False
+    )
+    by_unit = dict(zip(raw["unit_id"].astype(str), raw["position_source"], strict=True))
+    return gdf_units.assign(position_source=gdf_units["unit_id"].map(by_unit))
 
 
 def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> dict[str, int]:
     """Load a GeoPackage written by :func:`export_geopackage` into the store, replacing the
-    stored dataset in one transaction (validated like :func:`load_district`).
+    stored dataset in one transaction (validated like :func:`load_district`). Road layers
+    (``road_nodes``/``road_links``, or ``nodes``/``links`` as in the reference roads file) are
+    loaded with it; without them the stored roads are emptied.
 
     Its layers are read by the same readers as a user's own files (:mod:`gridgov.io`), so codes
     keep every digit.
@@ -943,7 +1327,8 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
     Returns
     -------
     dict
-        Rows loaded per part (``areas``, ``offices``, ``units``, ``matters``).
+        Rows loaded per part (``areas``, ``offices``, ``units``, ``matters``, and
+        ``road_nodes``/``road_links`` when the file has roads).
 
     Raises
     ------
@@ -958,6 +1343,9 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
     gdf_areas = read_area_files(source, layer="areas")
     gdf_offices = read_offices_file(source) if "offices" in layers else None
     gdf_units = read_units_file(source) if "units" in layers else None
+    if gdf_units is not None:
+        gdf_units = _with_position_sources(source, gdf_units)
+    gdf_nodes, gdf_links = _read_roads_layers(source, layers)
     matters = None
     if "matters" in layers:
         df_matters = pd.DataFrame(pyogrio.read_dataframe(source, layer="matters"))
@@ -974,15 +1362,20 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
         gdf_offices,
         gdf_units,
         matters,
+        gdf_nodes=gdf_nodes,
+        gdf_links=gdf_links,
         name=name or source.stem,
         source=str(source),
     )
-    return {
+    counts = {
         "areas": len(gdf_areas),
         "offices": 0 if gdf_offices is None else len(gdf_offices),
         "units": 0 if gdf_units is None else len(gdf_units),
         "matters": 0 if matters is None else len(matters),
     }
+    if gdf_nodes is not None and gdf_links is not None:
+        counts.update(road_nodes=len(gdf_nodes), road_links=len(gdf_links))
+    return counts
 
 
 def is_export(path: str | Path) -> bool:

@@ -1,0 +1,1143 @@
+"""Dispatch against the store: incidents, atomic assignments, and the units' availability.
+
+The decision itself is :func:`gridgov.dispatch.dispatch_incident` (pure). This module gives it
+a snapshot of the units and then commits the decision in ONE transaction, so that a unit's
+change of status and its assignment are never seen apart, and two dispatchers never take the
+same unit:
+
+1. *snapshot*: read the candidate units (available and on duty, plus, for a priority-1 matter,
+   the busy ones with the priority of their incident) without locking anything;
+2. *decide*: :func:`gridgov.dispatch.dispatch_incident` on that snapshot;
+3. *commit*: in one write transaction, lock the incident row(s), then the chosen unit rows
+   (PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite: the whole database, taken by
+   ``BEGIN IMMEDIATE``), and re-check every chosen unit: still available and on duty, or, for a
+   preemption, still busy on the incident it was chosen from. If one is not, or another
+   transaction holds it, nothing is written: the transaction rolls back and the dispatch starts
+   again at step 1 with those units excluded (recorded in the explanation). Otherwise the units
+   become busy, the dispatch and its assignments are inserted, a preempted incident is
+   re-queued, and the incident's status is updated, all before the one COMMIT.
+
+A partial unique index (one active assignment per unit) backs this up in the database itself.
+Incidents are inserted in their own transaction first (:func:`create_incident`), so an incident
+is never lost: it is ``pending`` until a dispatch commits, and stays so if dispatching fails.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry import Point
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, type_coerce, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.types import NullType
+
+from gridgov import dispatch
+from gridgov.catalog import Catalog, load_catalog
+from gridgov.errors import (
+    InputError,
+    NotFoundError,
+    OutsideDistrictError,
+    StoreError,
+    UnknownMatterError,
+)
+from gridgov.model import UNIT_COLUMNS, UnitStatus
+from gridgov.network import SPEEDS_KMH, StraightLine, TravelModel, build_network
+from gridgov.store.engine import begin_write, translate_errors
+from gridgov.store.models import (
+    ASSIGNMENTS,
+    DATASETS,
+    DISPATCHES,
+    INCIDENTS,
+    MATTERS,
+    UNITS,
+)
+from gridgov.store.repository import (
+    end_active_assignments,
+    read_areas,
+    read_offices,
+    read_roads,
+)
+
+#: Incident statuses the dispatcher sets. ``pending``: stored, waiting for a dispatch (or
+#: re-queued after a preemption); then ``dispatched`` (every kind filled), ``partial`` or
+#: ``unassigned`` (nothing found: recorded with its explanation, and may be dispatched again).
+PENDING, DISPATCHED, PARTIAL, UNASSIGNED = "pending", "dispatched", "partial", "unassigned"
+#: Statuses an incident may be dispatched from.
+DISPATCHABLE = (PENDING, UNASSIGNED)
+#: Statuses of an incident whose units are out working on it (a preemption can re-queue it).
+WORKING = (DISPATCHED, PARTIAL)
+_INCIDENT_STATUS = {"assigned": DISPATCHED, "partial": PARTIAL, "unassigned": UNASSIGNED}
+
+#: Columns of :func:`read_incidents` (besides geometry).
+INCIDENT_COLUMNS = (
+    "incident_id",
+    "matter_code",
+    "priority",
+    "status",
+    "reported_at",
+    "street_code",
+    "community_code",
+    "grid_code",
+    "microgrid_code",
+    "source",
+    "created_at",
+    "updated_at",
+)
+#: Columns of :func:`read_assignments` (besides the route geometry).
+ASSIGNMENT_COLUMNS = (
+    "assignment_id",
+    "dispatch_id",
+    "incident_id",
+    "unit_id",
+    "kind",
+    "role",
+    "level",
+    "rule",
+    "time_s",
+    "over_max_travel",
+    "preempts",
+    "route_length_m",
+    "active",
+    "assigned_at",
+    "released_at",
+    "release_reason",
+)
+_WGS84 = "EPSG:4326"
+# PostgreSQL's "try again" answers: serialization failure and deadlock detected.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+_MAX_ID_LENGTH = 64
+
+
+class _UnitsTaken(Exception):
+    """Raised inside the commit transaction to roll it back: these units are gone."""
+
+    def __init__(self, unit_ids: Sequence[str]) -> None:
+        super().__init__(", ".join(unit_ids))
+        self.unit_ids = tuple(unit_ids)
+
+
+# --------------------------------------------------------------------------------------------
+# the dispatch context, built once per store
+# --------------------------------------------------------------------------------------------
+
+
+class _NoRoads(StraightLine):
+    """The straight-line fallback, saying why it is used."""
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "reason": "no road network is loaded in the store"}
+
+
+@dataclass
+class _Cached:
+    version: Any
+    catalog: Catalog | None
+    ctx: dispatch.DispatchContext | None = None
+    gdf_offices: gpd.GeoDataFrame | None = None
+
+
+_CACHE: weakref.WeakKeyDictionary[Engine, _Cached] = weakref.WeakKeyDictionary()
+_OFFICES: weakref.WeakKeyDictionary[Engine, _Cached] = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def _dataset_version(engine: Engine, connection: Connection | None = None) -> Any:
+    """Changes whenever a dataset (areas, offices, units, roads, matters) is loaded."""
+    stmt = select(func.max(DATASETS.c.id))
+    if connection is not None:
+        return connection.execute(stmt).scalar()
+    with translate_errors(engine), engine.connect() as own:
+        return own.execute(stmt).scalar()
+
+
+def travel_from_store(engine: Engine) -> TravelModel:
+    """The road network stored in ``engine``, or the straight-line fallback when none is.
+
+    Raises
+    ------
+    InputError
+        The stored roads cannot be built into a network (the message says why).
+    """
+    gdf_nodes, gdf_links = read_roads(engine)
+    if gdf_links.empty:
+        return _NoRoads()
+    return build_network(gdf_nodes, _with_speeds(gdf_links))
+
+
+def _with_speeds(gdf_links: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Links whose speed columns are complete: NULL speeds are taken from the road class."""
+    speed_columns = [f"speed_{mode}_kmh" for mode in ("drive", "bike", "walk")]
+    missing = gdf_links[speed_columns].isna()
+    if not missing.any().any():
+        return gdf_links
+    if missing.all().all():
+        # No speeds stored at all: the network maps road classes to speeds itself.
+        return gdf_links.drop(columns=speed_columns)
+    out = gdf_links.copy()
+    unknown = sorted(set(out.loc[missing.any(axis=1), "road_class"].astype(str)) - set(SPEEDS_KMH))
+    if unknown:
+        msg = (
+            f"stored road links have no speed and an unknown road class ({', '.join(unknown)}); "
+            f"known classes: {', '.join(SPEEDS_KMH)}"
+        )
+        raise InputError(msg)
+    for column in speed_columns:
+        mode = column.split("_")[1]
+        by_class = out["road_class"].map({c: v[mode] for c, v in SPEEDS_KMH.items()})
+        out[column] = out[column].fillna(by_class)
+    return out
+
+
+def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispatch.DispatchContext:
+    """The dispatch context of the district held in ``engine``, built once and then reused.
+
+    The areas come from the store, the travel model from its roads
+    (:func:`gridgov.network.build_network`), or the straight-line fallback when no roads are
+    loaded (its ``describe()`` says so, and so every explanation does). The context is cached
+    per engine and rebuilt only after a new dataset is loaded, so a server builds it once.
+
+    Parameters
+    ----------
+    engine
+        The store.
+    catalog
+        The matters catalogue; :func:`gridgov.catalog.load_catalog` (the configured file)
+        when None.
+
+    Raises
+    ------
+    StoreError
+        The store holds no areas.
+    """
+    version = _dataset_version(engine)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(engine)
+        if (
+            cached is not None
+            and cached.ctx is not None
+            and cached.version == version
+            and cached.catalog is catalog
+        ):
+            return cached.ctx
+        gdf_areas = read_areas(engine)
+        if gdf_areas.empty:
+            msg = "the store holds no areas; load a district first (`gridgov load`)"
+            raise StoreError(msg)
+        ctx = dispatch.build_context(
+            gdf_areas,
+            load_catalog() if catalog is None else catalog,
+            travel_from_store(engine),
+        )
+        _CACHE[engine] = _Cached(version=version, catalog=catalog, ctx=ctx)
+        return ctx
+
+
+def _offices(engine: Engine, connection: Connection | None = None) -> gpd.GeoDataFrame:
+    """The stored offices (units with stale positions fall back to them), cached per load."""
+    version = _dataset_version(engine, connection)
+    with _CACHE_LOCK:
+        cached = _OFFICES.get(engine)
+        if cached is not None and cached.version == version and cached.gdf_offices is not None:
+            return cached.gdf_offices
+        gdf_offices = read_offices(engine)
+        _OFFICES[engine] = _Cached(version=version, catalog=None, gdf_offices=gdf_offices)
+        return gdf_offices
+
+
+# --------------------------------------------------------------------------------------------
+# incidents
+# --------------------------------------------------------------------------------------------
+
+
+def _check_incident(incident: dispatch.Incident) -> None:
+    problems = []
+    if not isinstance(incident.incident_id, str) or not incident.incident_id.strip():
+        problems.append("incident_id must be a non-empty string")
+    elif len(incident.incident_id) > _MAX_ID_LENGTH:
+        problems.append(f"incident_id is longer than {_MAX_ID_LENGTH} characters")
+    lon, lat = float(incident.lon), float(incident.lat)
+    if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+        problems.append(f"({incident.lon}, {incident.lat}) is not a WGS84 longitude/latitude")
+    if not isinstance(incident.reported_at, datetime) or incident.reported_at.tzinfo is None:
+        problems.append("reported_at must be a timezone-aware datetime")
+    if problems:
+        msg = f"incident {incident.incident_id!r} cannot be stored: " + "; ".join(problems)
+        raise InputError(msg)
+
+
+def _aware(when: datetime, what: str) -> datetime:
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        msg = f"{what} must be a timezone-aware datetime, got {when!r}"
+        raise InputError(msg)
+    return when.astimezone(UTC)
+
+
+def create_incident(
+    engine: Engine,
+    incident: dispatch.Incident,
+    placement: dispatch.Placement | None = None,
+    *,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Store a new incident as ``pending``, in its own transaction, so it is never lost.
+
+    Parameters
+    ----------
+    engine
+        The store.
+    incident
+        The incident (WGS84, ``reported_at`` timezone-aware).
+    placement
+        Its codes, when the caller has located it already; dispatch fills them in otherwise.
+    source
+        Who reported it (``api``, ``cli``, a phone app...), kept as given.
+    now
+        The creation time (default: the current time).
+
+    Returns
+    -------
+    str
+        The incident id.
+
+    Raises
+    ------
+    InputError
+        Bad id, point or time, or an incident with this id exists already.
+    UnknownMatterError
+        The store holds a catalogue and the matter is not in it.
+    """
+    _check_incident(incident)
+    now = _aware(now or datetime.now(UTC), "now")
+    row = {
+        "incident_id": incident.incident_id,
+        "matter_code": incident.matter_code,
+        "geometry": Point(float(incident.lon), float(incident.lat)),
+        "reported_at": incident.reported_at.astimezone(UTC),
+        "status": PENDING,
+        "street_code": None if placement is None else placement.street_code,
+        "community_code": None if placement is None else placement.community_code,
+        "grid_code": None if placement is None else placement.grid_code,
+        "microgrid_code": None if placement is None else placement.microgrid_code,
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+    }
+    with translate_errors(engine):
+        try:
+            with begin_write(engine) as connection:
+                matters = dict(connection.execute(select(MATTERS.c.code, MATTERS.c.priority)).all())
+                if matters and incident.matter_code not in matters:
+                    raise UnknownMatterError(incident.matter_code)
+                row["priority"] = matters.get(incident.matter_code)
+                connection.execute(insert(INCIDENTS).values(**row))
+        except IntegrityError as exc:
+            msg = f"incident {incident.incident_id!r} exists already; nothing was changed"
+            raise InputError(msg) from exc
+    return incident.incident_id
+
+
+def _incident_from_row(row: Any) -> dispatch.Incident:
+    geom = row.geometry
+    return dispatch.Incident(
+        incident_id=row.incident_id,
+        matter_code=row.matter_code,
+        lon=float(shapely.get_x(geom)),
+        lat=float(shapely.get_y(geom)),
+        reported_at=row.reported_at,
+    )
+
+
+def _read_incident_row(connection: Connection, incident_id: str) -> Any:
+    row = connection.execute(
+        select(INCIDENTS).where(INCIDENTS.c.incident_id == incident_id)
+    ).first()
+    if row is None:
+        msg = f"no incident {incident_id!r} in the store"
+        raise NotFoundError(msg)
+    return row
+
+
+def _not_dispatchable(incident_id: str, status: str) -> InputError:
+    msg = (
+        f"incident {incident_id!r} is {status}; only {' or '.join(DISPATCHABLE)} incidents are "
+        "dispatched (release its units first to dispatch it again)"
+    )
+    return InputError(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# dispatching
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Attempts:
+    """What happened on the way to a committed decision."""
+
+    count: int = 0
+    taken: list[str] = field(default_factory=list)
+    retried_errors: list[str] = field(default_factory=list)
+
+
+def _snapshot_units(
+    connection: Connection, kinds: Sequence[str], with_busy: bool
+) -> gpd.GeoDataFrame:
+    """The units dispatch may use, as a frame for :func:`gridgov.dispatch.prepare_units`.
+
+    Available units on duty; with ``with_busy`` also the busy ones, each with the incident it
+    works on (``busy_incident``) and that incident's priority (``busy_priority``), which is
+    what preemption needs.
+    """
+    units, incidents = UNITS, INCIDENTS
+    status_ok = units.c.status == str(UnitStatus.AVAILABLE)
+    if with_busy:
+        status_ok = or_(status_ok, units.c.status == str(UnitStatus.BUSY))
+    stmt = (
+        select(
+            *[units.c[c] for c in UNIT_COLUMNS],
+            units.c.position_time,
+            units.c.busy_incident_id.label("busy_incident"),
+            incidents.c.priority.label("busy_priority"),
+            # The driver's raw (hex) WKB, decoded below in one vectorised call: per-row
+            # decoding was most of a dispatch's time with a thousand grid workers.
+            type_coerce(units.c.position, NullType()).label("position"),
+        )
+        .select_from(
+            units.outerjoin(incidents, units.c.busy_incident_id == incidents.c.incident_id)
+        )
+        .where(units.c.kind.in_(list(kinds)), units.c.on_duty.is_(True), status_ok)
+        .order_by(units.c.unit_id)
+    )
+    rows = connection.execute(stmt).all()
+    columns = [*UNIT_COLUMNS, "position_time", "busy_incident", "busy_priority"]
+    df = pd.DataFrame([tuple(r) for r in rows], columns=[*columns, "position"])
+    raw = np.array([_raw_wkb(v) for v in df.pop("position").tolist()], dtype=object)
+    geoms = shapely.from_wkb(raw)
+    gdf = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=_WGS84), crs=_WGS84)
+    gdf["on_duty"] = gdf["on_duty"].astype(bool)
+    gdf["position_time"] = pd.to_datetime(gdf["position_time"], utc=True)
+    gdf["busy_priority"] = pd.to_numeric(gdf["busy_priority"], errors="coerce")
+    return gdf
+
+
+def _raw_wkb(value: Any) -> bytes | str | None:
+    if value is None or isinstance(value, bytes | str):
+        return value
+    return bytes(value)  # memoryview from some drivers
+
+
+def _decide(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    incident: dispatch.Incident,
+    *,
+    now: datetime,
+    exclude: frozenset[str],
+    routes: bool,
+    allow_preemption: bool,
+) -> dispatch.Decision:
+    """Snapshot the units and let the pure dispatcher decide (nothing is locked here)."""
+    matter = ctx.catalog.get(incident.matter_code)
+    kinds = [str(k) for k in matter.required_kinds]
+    with_busy = allow_preemption and matter.priority == 1
+    # One connection (one pool checkout) for everything this attempt reads.
+    with translate_errors(engine), engine.connect() as connection:
+        gdf_units = _snapshot_units(connection, kinds, with_busy)
+        gdf_offices = _offices(engine, connection)
+    prepared = dispatch.prepare_units(gdf_units, gdf_offices, now=now)
+    try:
+        return dispatch.dispatch_incident(
+            incident,
+            prepared,
+            ctx,
+            exclude=exclude,
+            routes=routes,
+            allow_preemption=allow_preemption,
+        )
+    except (OutsideDistrictError, UnknownMatterError):
+        raise
+    except InputError as exc:
+        # The point is known and inside the district, but the road network cannot serve it
+        # (farther than max_snap_m from the roads its units drive on). That is an answer, not
+        # a lost incident: recorded as unassigned, with the reason, for a human to handle.
+        return _refused(incident, ctx, matter, str(exc))
+
+
+def _refused(
+    incident: dispatch.Incident, ctx: dispatch.DispatchContext, matter: Any, reason: str
+) -> dispatch.Decision:
+    return dispatch.Decision(
+        incident=incident,
+        matter_code=matter.code,
+        priority=matter.priority,
+        placement=dispatch.locate_incident(incident, ctx),
+        assignments=(),
+        unfilled=tuple(matter.required_kinds),
+        level=None,
+        explanation={
+            "method": "single",
+            "travel_model": ctx.describe_travel(),
+            "refused": reason,
+        },
+    )
+
+
+def decide_stored(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    incident: dispatch.Incident,
+    *,
+    now: datetime,
+    routes: bool = True,
+    allow_preemption: bool = True,
+) -> dispatch.Decision:
+    """What :func:`dispatch_stored` would decide for ``incident`` now: a dry run.
+
+    The same snapshot (busy units with their incident's priority, for preemption), the same
+    position fallbacks and the same refusal of points too far from the roads; nothing is
+    stored and nothing is locked, so a real dispatch a moment later may choose differently.
+    ``incident`` need not be stored.
+    """
+    return _decide(
+        engine,
+        ctx,
+        incident,
+        now=_aware(now, "now"),
+        exclude=frozenset(),
+        routes=routes,
+        allow_preemption=allow_preemption,
+    )
+
+
+def dispatch_stored(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    incident_id: str,
+    *,
+    now: datetime,
+    max_attempts: int = 20,
+    routes: bool = True,
+    allow_preemption: bool = True,
+) -> dispatch.Decision:
+    """Dispatch a stored incident and commit the decision atomically.
+
+    See the module docstring for the snapshot / decide / lock-and-check / commit cycle. The
+    incident ends ``dispatched``, ``partial`` or ``unassigned`` (with its dispatch row and
+    explanation in every case); units taken meanwhile by another dispatcher are excluded and
+    the decision is made again (the explanation's ``store`` part lists them).
+
+    Parameters
+    ----------
+    engine
+        The store.
+    ctx
+        The dispatch context (:func:`context_from_store`).
+    incident_id
+        A stored incident (:func:`create_incident`) that is ``pending`` or ``unassigned``.
+    now
+        The dispatch time (timezone-aware): positions older than the configured maximum age
+        are stale, and the assignments start at this time.
+    max_attempts
+        Rounds of decide-and-commit before giving up (the incident then stays as it was).
+    routes
+        Store each assignment's route geometry.
+    allow_preemption
+        Let a priority-1 matter take a unit busy on a low-priority incident.
+
+    Returns
+    -------
+    gridgov.dispatch.Decision
+        The decision that was committed.
+
+    Raises
+    ------
+    NotFoundError
+        No such incident.
+    InputError
+        The incident is not dispatchable (already dispatched); nothing was written.
+    OutsideDistrictError
+        It lies outside the district; nothing was written and it stays pending. (A point
+        inside but too far from the roads is not an error: it is committed as ``unassigned``
+        with the reason in ``explanation["refused"]``.)
+    UnknownMatterError
+        Its matter is not in the catalogue.
+    StoreError
+        Every attempt found its units taken, or the database failed.
+    """
+    now = _aware(now, "now")
+    if max_attempts < 1:
+        msg = f"max_attempts must be at least 1, got {max_attempts}"
+        raise InputError(msg)
+    with translate_errors(engine), engine.connect() as connection:
+        row = _read_incident_row(connection, incident_id)
+    if row.status not in DISPATCHABLE:
+        raise _not_dispatchable(incident_id, row.status)
+    incident = _incident_from_row(row)
+    attempts = _Attempts()
+    excluded: set[str] = set()
+    while attempts.count < max_attempts:
+        attempts.count += 1
+        decision = _decide(
+            engine,
+            ctx,
+            incident,
+            now=now,
+            exclude=frozenset(excluded),
+            routes=routes,
+            allow_preemption=allow_preemption,
+        )
+        try:
+            _commit(engine, decision, now, attempts)
+        except _UnitsTaken as taken:
+            attempts.taken.extend(taken.unit_ids)
+            excluded.update(taken.unit_ids)
+            continue
+        except IntegrityError as exc:  # pragma: no cover - the locks above prevent it
+            msg = f"the database refused the dispatch of {incident_id!r}: {exc.orig}"
+            raise StoreError(msg) from exc
+        except DBAPIError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if sqlstate in _RETRY_SQLSTATES:
+                # PostgreSQL gave up on this transaction (deadlock, serialisation): try again.
+                attempts.retried_errors.append(str(sqlstate))
+                continue
+            with translate_errors(engine):
+                raise
+        return decision
+    msg = (
+        f"incident {incident_id!r} was not dispatched after {attempts.count} attempt(s): "
+        f"its units kept being taken by other dispatchers ({', '.join(attempts.taken)}); "
+        "it stays pending"
+    )
+    raise StoreError(msg)
+
+
+def _commit(
+    engine: Engine, decision: dispatch.Decision, now: datetime, attempts: _Attempts
+) -> None:
+    """Lock, re-check and write one decision in ONE transaction (or raise and write nothing)."""
+    incident_id = decision.incident.incident_id
+    preempted = sorted({a.preempts for a in decision.assignments if a.preempts is not None})
+    with begin_write(engine) as connection:
+        # Incidents first, then units, each in id order: every writer takes locks in the same
+        # order, so two of them can wait for each other but never deadlock.
+        statuses = _lock_incidents(connection, [incident_id, *preempted])
+        if statuses.get(incident_id) not in DISPATCHABLE:
+            raise _not_dispatchable(incident_id, statuses.get(incident_id, "missing"))
+        gone = _lock_units(connection, decision, statuses)
+        if gone:
+            raise _UnitsTaken(gone)
+        requeued = [_requeue(connection, x, incident_id, decision, now) for x in preempted]
+        chosen = [a.unit_id for a in decision.assignments]
+        if chosen:
+            connection.execute(
+                update(UNITS)
+                .where(UNITS.c.unit_id.in_(chosen))
+                .values(status=str(UnitStatus.BUSY), busy_incident_id=incident_id)
+            )
+        dispatch_id = _insert_dispatch(connection, decision, now, attempts, requeued)
+        _insert_assignments(connection, decision, dispatch_id, now)
+        placement = decision.placement
+        connection.execute(
+            update(INCIDENTS)
+            .where(INCIDENTS.c.incident_id == incident_id)
+            .values(
+                status=_INCIDENT_STATUS[decision.status],
+                priority=decision.priority,
+                street_code=placement.street_code,
+                community_code=placement.community_code,
+                grid_code=placement.grid_code,
+                microgrid_code=placement.microgrid_code,
+                updated_at=now,
+            )
+        )
+
+
+def _lock_incidents(connection: Connection, incident_ids: Sequence[str]) -> dict[str, str]:
+    stmt = (
+        select(INCIDENTS.c.incident_id, INCIDENTS.c.status)
+        .where(INCIDENTS.c.incident_id.in_(sorted(set(incident_ids))))
+        .order_by(INCIDENTS.c.incident_id)
+        .with_for_update()
+    )
+    return {r.incident_id: r.status for r in connection.execute(stmt)}
+
+
+def _lock_units(
+    connection: Connection, decision: dispatch.Decision, incident_status: dict[str, str]
+) -> list[str]:
+    """Lock the chosen units (skipping rows another transaction holds); return those gone."""
+    chosen = {a.unit_id: a for a in decision.assignments}
+    if not chosen:
+        return []
+    stmt = (
+        select(UNITS.c.unit_id, UNITS.c.status, UNITS.c.on_duty, UNITS.c.busy_incident_id)
+        .where(UNITS.c.unit_id.in_(sorted(chosen)))
+        .order_by(UNITS.c.unit_id)
+        .with_for_update(skip_locked=True)
+    )
+    found = {r.unit_id: r for r in connection.execute(stmt)}
+    gone = []
+    for unit_id, a in sorted(chosen.items()):
+        row = found.get(unit_id)
+        if row is None:  # held by another transaction (PostgreSQL) or deleted by a reload
+            gone.append(unit_id)
+        elif a.preempts is None:
+            if not (
+                row.status == str(UnitStatus.AVAILABLE)
+                and row.on_duty
+                and row.busy_incident_id is None
+            ):
+                gone.append(unit_id)
+        elif not (
+            row.status == str(UnitStatus.BUSY)
+            and row.busy_incident_id == a.preempts
+            and incident_status.get(a.preempts) in WORKING
+        ):
+            gone.append(unit_id)
+    return gone
+
+
+def _free_status(on_duty: Any) -> str:
+    return str(UnitStatus.AVAILABLE) if on_duty else str(UnitStatus.OFF_DUTY)
+
+
+def _requeue(
+    connection: Connection,
+    preempted: str,
+    by: str,
+    decision: dispatch.Decision,
+    now: datetime,
+) -> dict[str, Any]:
+    """End every active assignment of a preempted incident and put it back in the queue.
+
+    The preempted unit moves on to ``by``; the incident's other units are freed, so that a
+    ``pending`` incident never has units out working on it and is dispatched again whole.
+    """
+    taken = {a.unit_id for a in decision.assignments if a.preempts == preempted}
+    others = connection.execute(
+        select(UNITS.c.unit_id, UNITS.c.on_duty)
+        .where(UNITS.c.busy_incident_id == preempted, UNITS.c.unit_id.not_in(sorted(taken)))
+        .order_by(UNITS.c.unit_id)
+        .with_for_update()
+    ).all()
+    for unit_id in sorted(taken):
+        end_active_assignments(
+            connection,
+            now,
+            f"preempted by {by}",
+            and_(ASSIGNMENTS.c.unit_id == unit_id, ASSIGNMENTS.c.incident_id == preempted),
+        )
+    for other in others:
+        connection.execute(
+            update(UNITS)
+            .where(UNITS.c.unit_id == other.unit_id)
+            .values(status=_free_status(other.on_duty), busy_incident_id=None)
+        )
+    end_active_assignments(
+        connection,
+        now,
+        f"incident {preempted} re-queued: preempted by {by}",
+        ASSIGNMENTS.c.incident_id == preempted,
+    )
+    # end_active_assignments re-queues it once nothing is active; make sure it is pending.
+    connection.execute(
+        update(INCIDENTS)
+        .where(INCIDENTS.c.incident_id == preempted)
+        .values(status=PENDING, updated_at=now)
+    )
+    return {
+        "incident_id": preempted,
+        "units": sorted(taken),
+        "freed": [other.unit_id for other in others],
+    }
+
+
+def _insert_dispatch(
+    connection: Connection,
+    decision: dispatch.Decision,
+    now: datetime,
+    attempts: _Attempts,
+    requeued: list[dict[str, Any]],
+) -> int:
+    explanation = decision.to_json()["explanation"]
+    explanation["store"] = {
+        "attempts": attempts.count,
+        "taken_meanwhile": list(attempts.taken),
+        "retried_database_errors": list(attempts.retried_errors),
+        "unfilled": [str(k) for k in decision.unfilled],
+        "requeued": requeued,
+    }
+    dispatch_id = connection.execute(
+        insert(DISPATCHES)
+        .values(
+            incident_id=decision.incident.incident_id,
+            created_at=now,
+            level=None if decision.level is None else str(decision.level),
+            status=decision.status,
+            travel_model=str(decision.explanation.get("travel_model", {}).get("kind", "")),
+            attempts=attempts.count,
+            explanation=explanation,
+        )
+        .returning(DISPATCHES.c.dispatch_id)
+    ).scalar_one()
+    return int(dispatch_id)
+
+
+def _insert_assignments(
+    connection: Connection, decision: dispatch.Decision, dispatch_id: int, now: datetime
+) -> None:
+    if not decision.assignments:
+        return
+    unit_ids = [a.unit_id for a in decision.assignments]
+    # A unit's history never runs backwards: a job starts no earlier than its last one ended
+    # (callers' clocks may differ by a little; the rows are locked, so this is race-free).
+    last_end = dict(
+        connection.execute(
+            select(ASSIGNMENTS.c.unit_id, func.max(ASSIGNMENTS.c.released_at))
+            .where(ASSIGNMENTS.c.unit_id.in_(unit_ids))
+            .group_by(ASSIGNMENTS.c.unit_id)
+        ).all()
+    )
+    rows = []
+    for a in decision.assignments:
+        ended = last_end.get(a.unit_id)
+        rows.append(
+            {
+                "dispatch_id": dispatch_id,
+                "incident_id": decision.incident.incident_id,
+                "unit_id": a.unit_id,
+                "kind": str(a.kind),
+                "role": a.role,
+                "level": str(a.level),
+                "rule": a.rule,
+                "time_s": float(a.time_s),
+                "over_max_travel": bool(a.over_max_travel),
+                "preempts": a.preempts,
+                "route": None if a.route is None else a.route.geometry,
+                "route_length_m": None if a.route is None else float(a.route.length_m),
+                "active": True,
+                "assigned_at": now if ended is None else max(now, ended),
+                "released_at": None,
+                "release_reason": None,
+            }
+        )
+    connection.execute(insert(ASSIGNMENTS), rows)
+
+
+# --------------------------------------------------------------------------------------------
+# units: release, status, position
+# --------------------------------------------------------------------------------------------
+
+
+def _lock_unit(connection: Connection, unit_id: str) -> Any:
+    row = connection.execute(
+        select(UNITS.c.unit_id, UNITS.c.status, UNITS.c.on_duty, UNITS.c.busy_incident_id)
+        .where(UNITS.c.unit_id == unit_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        msg = f"no unit {unit_id!r} in the store"
+        raise NotFoundError(msg)
+    return row
+
+
+def release_unit(
+    engine: Engine,
+    unit_id: str,
+    *,
+    now: datetime,
+    reason: str = "released",
+    incident_id: str | None = None,
+) -> str | None:
+    """Free a unit and end its active assignment, atomically.
+
+    Parameters
+    ----------
+    engine
+        The store.
+    unit_id
+        The unit.
+    now
+        When it became free (timezone-aware); an assignment never ends before it began.
+    reason
+        Recorded on the assignment (``done``, ``cancelled``...).
+    incident_id
+        Only release the unit from this incident: when it has been preempted and moved on
+        meanwhile, nothing changes and None is returned.
+
+    Returns
+    -------
+    str or None
+        The incident the unit was released from (None when it was on none, or not on
+        ``incident_id``). A busy unit becomes ``available`` (``off_duty`` when off duty).
+
+    Raises
+    ------
+    NotFoundError
+        No such unit.
+    """
+    now = _aware(now, "now")
+    with translate_errors(engine), begin_write(engine) as connection:
+        row = _lock_unit(connection, unit_id)
+        if incident_id is not None and row.busy_incident_id != incident_id:
+            return None
+        # The unit's work ends; the incident keeps its status (finishing it is the workflow's).
+        end_active_assignments(
+            connection, now, reason, ASSIGNMENTS.c.unit_id == unit_id, requeue=False
+        )
+        if row.status == str(UnitStatus.BUSY):
+            connection.execute(
+                update(UNITS)
+                .where(UNITS.c.unit_id == unit_id)
+                .values(status=_free_status(row.on_duty), busy_incident_id=None)
+            )
+        return row.busy_incident_id if row.busy_incident_id is not None else None
+
+
+def set_unit_status(
+    engine: Engine,
+    unit_id: str,
+    status: UnitStatus | str,
+    *,
+    on_duty: bool | None = None,
+) -> None:
+    """Set a unit's status (and on-duty flag) by hand, atomically.
+
+    ``busy`` marks it busy on something outside this store (no incident). A unit working on
+    an incident is freed with :func:`release_unit` instead, which ends its assignment.
+
+    Raises
+    ------
+    InputError
+        An unknown status, or the unit is on an incident and would stop being busy.
+    NotFoundError
+        No such unit.
+    """
+    try:
+        new = UnitStatus(status)
+    except ValueError:
+        msg = f"unknown unit status {status!r}; expected one of {', '.join(UnitStatus)}"
+        raise InputError(msg) from None
+    with translate_errors(engine), begin_write(engine) as connection:
+        row = _lock_unit(connection, unit_id)
+        if row.busy_incident_id is not None and new is not UnitStatus.BUSY:
+            msg = (
+                f"unit {unit_id} is working on incident {row.busy_incident_id}; "
+                "release it (release_unit) instead of setting its status"
+            )
+            raise InputError(msg)
+        values: dict[str, Any] = {"status": str(new)}
+        if on_duty is not None:
+            values["on_duty"] = bool(on_duty)
+        connection.execute(update(UNITS).where(UNITS.c.unit_id == unit_id).values(**values))
+
+
+def update_unit_position(
+    engine: Engine,
+    unit_id: str,
+    lon: float,
+    lat: float,
+    at: datetime,
+    *,
+    source: str = "avl",
+) -> bool:
+    """Record a unit's position fix (WGS84), unless a newer one is stored already.
+
+    AVL messages can arrive out of order; an older fix never overwrites a newer one.
+
+    Returns
+    -------
+    bool
+        Whether the position was stored.
+
+    Raises
+    ------
+    InputError
+        Not a WGS84 point, or ``at`` is not timezone-aware.
+    NotFoundError
+        No such unit.
+    """
+    lon, lat = float(lon), float(lat)
+    if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+        msg = f"({lon}, {lat}) is not a WGS84 longitude/latitude"
+        raise InputError(msg)
+    at = _aware(at, "at")
+    with translate_errors(engine), begin_write(engine) as connection:
+        result = connection.execute(
+            update(UNITS)
+            .where(
+                UNITS.c.unit_id == unit_id,
+                or_(UNITS.c.position_time.is_(None), UNITS.c.position_time <= at),
+            )
+            .values(position=Point(lon, lat), position_time=at, position_source=source)
+        )
+        if result.rowcount:
+            return True
+        exists = connection.execute(
+            select(UNITS.c.unit_id).where(UNITS.c.unit_id == unit_id)
+        ).first()
+    if exists is None:
+        msg = f"no unit {unit_id!r} in the store"
+        raise NotFoundError(msg)
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+def _geoframe(rows: Sequence[Any], columns: Sequence[str]) -> gpd.GeoDataFrame:
+    df = pd.DataFrame([tuple(r) for r in rows], columns=[*columns, "geometry"])
+    geoms = df.pop("geometry").tolist()
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=_WGS84), crs=_WGS84)
+
+
+def _utc_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    for column in columns:
+        df[column] = pd.to_datetime(df[column], utc=True)
+
+
+def read_incidents(engine: Engine, status: str | Sequence[str] | None = None) -> gpd.GeoDataFrame:
+    """Read stored incidents, oldest report first (ties by id).
+
+    Parameters
+    ----------
+    engine
+        The store.
+    status
+        Only incidents with this status (or any of these).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        :data:`INCIDENT_COLUMNS` + Point geometry (EPSG:4326), times in UTC.
+    """
+    table = INCIDENTS
+    stmt = select(*[table.c[c] for c in INCIDENT_COLUMNS], table.c.geometry).order_by(
+        table.c.reported_at, table.c.incident_id
+    )
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        stmt = stmt.where(table.c.status.in_(wanted))
+    with translate_errors(engine), engine.connect() as connection:
+        rows = connection.execute(stmt).all()
+    gdf = _geoframe(rows, INCIDENT_COLUMNS)
+    _utc_columns(gdf, ["reported_at", "created_at", "updated_at"])
+    gdf["priority"] = gdf["priority"].astype("Int64")
+    return gdf
+
+
+def read_assignments(
+    engine: Engine,
+    *,
+    incident_id: str | None = None,
+    unit_id: str | None = None,
+    active: bool | None = None,
+) -> gpd.GeoDataFrame:
+    """Read assignments in the order they were made, optionally filtered.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        :data:`ASSIGNMENT_COLUMNS` + the route (LineString, None when not stored), times UTC.
+    """
+    table = ASSIGNMENTS
+    stmt = select(*[table.c[c] for c in ASSIGNMENT_COLUMNS], table.c.route).order_by(
+        table.c.assignment_id
+    )
+    if incident_id is not None:
+        stmt = stmt.where(table.c.incident_id == incident_id)
+    if unit_id is not None:
+        stmt = stmt.where(table.c.unit_id == unit_id)
+    if active is not None:
+        stmt = stmt.where(table.c.active.is_(bool(active)))
+    with translate_errors(engine), engine.connect() as connection:
+        rows = connection.execute(stmt).all()
+    gdf = _geoframe(rows, ASSIGNMENT_COLUMNS)
+    _utc_columns(gdf, ["assigned_at", "released_at"])
+    for column in ("active", "over_max_travel"):
+        gdf[column] = gdf[column].astype(bool)
+    for column in ("time_s", "route_length_m"):
+        gdf[column] = gdf[column].astype(float)
+    return gdf
+
+
+def _assignment_json(row: Any) -> dict[str, Any]:
+    out = {c: row._mapping[c] for c in ASSIGNMENT_COLUMNS}
+    route = row._mapping["route"]
+    out["route"] = None if route is None else shapely.geometry.mapping(route)
+    return out
+
+
+def read_dispatch(engine: Engine, incident_id: str) -> dict[str, Any]:
+    """The latest dispatch of an incident, with its explanation and assignments.
+
+    Returns
+    -------
+    dict
+        ``dispatch_id``, ``incident_id``, ``created_at``, ``level``, ``status``
+        (assigned / partial / unassigned), ``travel_model``, ``attempts``, ``explanation``
+        (as the dispatcher wrote it, plus a ``store`` part: attempts, units taken meanwhile,
+        re-queued incidents), ``assignments`` (routes as GeoJSON), ``incident`` (its row,
+        with ``lon``/``lat``) and ``dispatches`` (how many times it was dispatched).
+
+    Raises
+    ------
+    NotFoundError
+        No such incident, or it was never dispatched.
+    """
+    with translate_errors(engine), engine.connect() as connection:
+        incident = _read_incident_row(connection, incident_id)
+        rows = connection.execute(
+            select(DISPATCHES)
+            .where(DISPATCHES.c.incident_id == incident_id)
+            .order_by(DISPATCHES.c.dispatch_id.desc())
+        ).all()
+        if not rows:
+            msg = f"incident {incident_id!r} has not been dispatched yet"
+            raise NotFoundError(msg)
+        latest = rows[0]
+        assignments = connection.execute(
+            select(*[ASSIGNMENTS.c[c] for c in ASSIGNMENT_COLUMNS], ASSIGNMENTS.c.route)
+            .where(ASSIGNMENTS.c.dispatch_id == latest.dispatch_id)
+            .order_by(ASSIGNMENTS.c.assignment_id)
+        ).all()
+    incident_out = {c: incident._mapping[c] for c in INCIDENT_COLUMNS}
+    incident_out.update(lon=float(incident.geometry.x), lat=float(incident.geometry.y))
+    return {
+        **dict(latest._mapping),
+        "assignments": [_assignment_json(a) for a in assignments],
+        "incident": incident_out,
+        "dispatches": len(rows),
+    }
+
+
+__all__ = [
+    "ASSIGNMENT_COLUMNS",
+    "DISPATCHABLE",
+    "INCIDENT_COLUMNS",
+    "context_from_store",
+    "create_incident",
+    "decide_stored",
+    "dispatch_stored",
+    "read_assignments",
+    "read_dispatch",
+    "read_incidents",
+    "release_unit",
+    "set_unit_status",
+    "travel_from_store",
+    "update_unit_position",
+]
