@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gridgov.errors import GridgovError, OutsideDistrictError
+from gridgov.errors import GridgovError, InputError, OutsideDistrictError
 from gridgov.settings import get_settings
 
 app = typer.Typer(
@@ -125,13 +127,22 @@ def load(
     offices: Annotated[
         Path | None, typer.Option(help="Offices file to load with your areas (same formats).")
     ] = None,
+    roads: Annotated[
+        Path | None,
+        typer.Option(
+            help="Road network: a GeoPackage with layers nodes and links, an OpenStreetMap "
+            "extract (.osm.pbf) or a link-table folder. With your area files it is loaded with "
+            "them; alone, it replaces only the roads of the district in the store."
+        ),
+    ] = None,
     crs: FileCrsOption = None,
     url: UrlOption = None,
 ) -> None:
     """Load the reference district, or your own files, into the store (validated first).
 
-    The store holds one district: loading replaces areas, offices and units together, and a
-    problem anywhere changes nothing.
+    The store holds one district: loading replaces areas, offices, units and roads together, and
+    a problem anywhere changes nothing. Without roads, dispatch falls back to straight-line
+    travel times.
     """
     from gridgov import store
     from gridgov.catalog import load_catalog
@@ -139,9 +150,13 @@ def load(
     settings = get_settings()
     if not paths and (units or offices):
         raise _fail("--units and --offices go with your own area files (PATHS)")
+    if not paths and roads is not None:
+        _load_roads_only(roads, url)
+        return
     with _domain_errors():
         # A whole district as `gridgov export` wrote it: areas, offices, units and matters.
-        single = paths[0] if paths and len(paths) == 1 and not (units or offices or crs) else None
+        alone = not (units or offices or roads or crs)
+        single = paths[0] if paths and len(paths) == 1 and alone else None
         whole = single is not None and store.is_export(single)
     if single is not None and whole:
         with _domain_errors():
@@ -158,12 +173,14 @@ def load(
             gdf_areas = read_areas(paths, crs=crs)
             gdf_units = read_units(units, crs=crs) if units else None
             gdf_offices = read_offices(offices, crs=crs) if offices else None
+            gdf_nodes, gdf_links = _read_road_frames(roads) if roads else (None, None)
             dataset, source = "user-files", ", ".join(str(p) for p in paths)
         else:
             from gridgov.reference import read_reference_district
 
             ref = read_reference_district(settings.data_dir)
             gdf_areas, gdf_units, gdf_offices = ref.gdf_areas, ref.gdf_units, ref.gdf_offices
+            gdf_nodes, gdf_links = ref.gdf_nodes, ref.gdf_links
             dataset, source = DEMO_DATASET, str(settings.data_dir)
         advance(1, "validating and writing to the store")
         before = store.load_district(
@@ -172,6 +189,8 @@ def load(
             gdf_offices=gdf_offices,
             gdf_units=gdf_units,
             matters=list(load_catalog()),
+            gdf_nodes=gdf_nodes,
+            gdf_links=gdf_links,
             name=dataset,
             source=source,
         )
@@ -180,12 +199,50 @@ def load(
     parts = [f"{levels[lv]} {lv}" for lv in levels.index]
     parts.append(f"{0 if gdf_offices is None else len(gdf_offices)} offices")
     parts.append(f"{0 if gdf_units is None else len(gdf_units)} units")
+    parts.append(
+        "no roads (straight-line travel)" if gdf_links is None else f"{len(gdf_links)} road links"
+    )
     out.print(f"loaded {dataset}: " + ", ".join(parts))
     if any(before.values()):
         out.print(
             f"replaced what the store held: {before['areas']} areas, {before['offices']} offices, "
             f"{before['units']} units"
         )
+
+
+def _read_road_frames(path: Path) -> tuple[Any, Any]:
+    """Nodes and links of a road network file, checked by building its travel graphs."""
+    from gridgov.network import read_network
+
+    network = read_network(path)
+    dropped = {m: d for m, d in network.dropped.items() if any(d.values())}
+    if dropped:
+        detail = "; ".join(
+            f"{mode}: {d.get('nodes', 0)} nodes, {d.get('links', 0)} links"
+            for mode, d in sorted(dropped.items())
+        )
+        err.print(
+            f"[yellow]note:[/] {escape(str(path))}: outside the largest strongly connected part "
+            f"(left out of routing) {escape(detail)}",
+            highlight=False,
+        )
+    links = network.gdf_links
+    links = links.drop(columns=[c for c in links.columns if str(c).startswith("kept_")])
+    return network.gdf_nodes, links
+
+
+def _load_roads_only(roads: Path, url: str | None) -> None:
+    """``gridgov load --roads FILE``: replace the stored roads, keep the district."""
+    from gridgov import store
+
+    with _domain_errors(), _progress("reading roads"):
+        engine = store.open_store(_url(url))
+        gdf_nodes, gdf_links = _read_road_frames(roads)
+        counts = store.load_roads(engine, gdf_nodes, gdf_links, name=roads.name, source=str(roads))
+    out.print(
+        f"loaded roads from {roads}: {counts['nodes']} nodes, {counts['links']} links "
+        "(areas, offices and units unchanged)"
+    )
 
 
 @app.command()
@@ -371,6 +428,174 @@ def generate(
     out.print(f"wrote {out_path}: {detail} (generated polygons; validated)")
 
 
+@app.command("dispatch")
+def dispatch_(
+    lon: Annotated[float, typer.Argument(help="Longitude (or x in an EPSG CRS).")],
+    lat: Annotated[float, typer.Argument(help="Latitude (or y).")],
+    matter: Annotated[str, typer.Argument(help="Matter code of the catalogue, e.g. FS-01.")],
+    crs: CrsOption = "wgs84",
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Decide and print, but store nothing and keep units free."),
+    ] = False,
+    incident_id: Annotated[
+        str | None, typer.Option("--id", help="Incident id (default: CLI-<time>-<random>).")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Dispatch one incident and print the decision with its explanation, as JSON.
+
+    The incident is stored, its units are chosen (DESIGN "Dispatch semantics") and the
+    assignments and the units' new status are committed in one transaction. A point outside the
+    district or an unknown matter is refused before anything is stored. A point inside the
+    district but farther than max_snap_m from every road its units use is stored as unassigned
+    (an incident is never lost), its decision printed, and the command exits 1 saying why.
+    """
+    from gridgov import store
+    from gridgov.crs import normalize_crs, to_wgs84
+    from gridgov.dispatch import Incident, locate_incident
+
+    now = datetime.now(UTC)
+    with _domain_errors():
+        name = normalize_crs(crs)
+        wlon, wlat = to_wgs84(lon, lat, name)
+        engine = store.open_store(_url(url))
+        ctx = store.context_from_store(engine)
+        ctx.catalog.get(matter)  # an unknown code is refused before anything is stored
+        incident = Incident(
+            incident_id=incident_id or f"CLI-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+            matter_code=matter,
+            lon=float(wlon[0]),
+            lat=float(wlat[0]),
+            reported_at=now,
+        )
+        try:
+            placement = locate_incident(incident, ctx)
+        except OutsideDistrictError:
+            # Name the point as the user gave it, not only its WGS84 conversion.
+            raise OutsideDistrictError(lon, lat, name) from None
+        if dry_run:
+            decision = store.decide_stored(engine, ctx, incident, now=now)
+        else:
+            store.create_incident(engine, incident, placement, source="cli", now=now)
+            decision = store.dispatch_stored(engine, ctx, incident.incident_id, now=now)
+    _print_json({**decision.to_json(), "dry_run": dry_run})
+    refused = decision.explanation.get("refused")
+    if refused:
+        what = (
+            "dry run: nothing stored"
+            if dry_run
+            else f"stored as {incident.incident_id}, unassigned"
+        )
+        raise _fail(f"{refused}; {what}")
+    if decision.unfilled:
+        kinds = ", ".join(k.value for k in decision.unfilled)
+        err.print(f"[yellow]warning:[/] no available unit of: {escape(kinds)}", highlight=False)
+
+
+@app.command("simulate")
+def simulate_(
+    hours: Annotated[float, typer.Option(help="Length of the simulated shift (hours).")] = 24.0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same shift.")] = 0,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Mean incidents per hour over the day (default: 40)."),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the summary and every record to this JSON file."),
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Simulate a shift of random incidents through the dispatcher and print the response times.
+
+    Reads the district (areas, units, offices, roads) from the store and runs in memory: the
+    store is not changed. Poisson arrivals by grid with an urban day profile, the catalogue's
+    matter mix, lognormal on-scene times; the assumptions are listed in gridgov/simulate.py.
+    """
+    from gridgov import store
+    from gridgov.simulate import DEFAULT_RATE_PER_HOUR, format_summary, simulate
+
+    with _domain_errors():
+        if json_out is not None and json_out.suffix.lower() != ".json":
+            msg = f"--json must name a .json file, not {json_out}"
+            raise InputError(msg)
+        engine = store.open_store(_url(url))
+        ctx = store.context_from_store(engine)
+        gdf_units = store.read_units(engine)
+        if gdf_units.empty:
+            msg = "the store holds no units; load a district with its units first (`gridgov load`)"
+            raise InputError(msg)
+        gdf_offices = store.read_offices(engine)
+        with _progress("simulating", total=hours) as advance:
+            done = [0.0]
+
+            def report(now_h: float, total_h: float) -> None:
+                advance(now_h - done[0], f"simulating hour {now_h:.0f} of {total_h:g}")
+                done[0] = now_h
+
+            result = simulate(
+                ctx,
+                gdf_units,
+                gdf_offices=gdf_offices,
+                hours=hours,
+                seed=seed,
+                rate_per_hour=DEFAULT_RATE_PER_HOUR if rate is None else rate,
+                progress=report,
+            )
+        summary = result.summary()
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(
+                json.dumps(result.to_json(), ensure_ascii=False, indent=1, default=str),
+                encoding="utf-8",
+            )
+    out.print(format_summary(summary), highlight=False, markup=False)
+    if json_out is not None:
+        out.print(f"wrote {json_out}", highlight=False, markup=False)
+
+
+@app.command()
+def route(
+    lon1: Annotated[float, typer.Argument(help="From: longitude (or x).")],
+    lat1: Annotated[float, typer.Argument(help="From: latitude (or y).")],
+    lon2: Annotated[float, typer.Argument(help="To: longitude (or x).")],
+    lat2: Annotated[float, typer.Argument(help="To: latitude (or y).")],
+    mode: Annotated[str, typer.Option(help="Travel mode: drive, bike or walk.")] = "drive",
+    crs: CrsOption = "wgs84",
+    url: UrlOption = None,
+) -> None:
+    """Print the fastest route between two points on the stored roads: time, length, GeoJSON."""
+    from gridgov import store
+    from gridgov.crs import normalize_crs, to_wgs84
+    from gridgov.dispatch import route_to_geojson
+
+    with _domain_errors():
+        name = normalize_crs(crs)
+        wlon, wlat = to_wgs84([lon1, lon2], [lat1, lat2], name)
+        travel = store.travel_from_store(store.open_store(_url(url)))
+        snapped = travel.snap(wlon, wlat, mode)
+        for i, (x, y) in enumerate(((lon1, lat1), (lon2, lat2))):
+            if bool(snapped.far[i]):
+                msg = (
+                    f"point ({x}, {y}) [{name}] lies {float(snapped.access_m[i]):.0f} m from the "
+                    f"nearest {snapped.mode.value} road (more than "
+                    f"{get_settings().max_snap_m:.0f} m)"
+                )
+                raise InputError(msg)
+        found = travel.route(snapped.take(0), snapped.take(1))
+    _print_json(
+        {
+            "mode": found.mode.value,
+            "travel_model": travel.kind,
+            "time_s": round(found.time_s, 1),
+            "time_min": round(found.time_s / 60, 2),
+            "length_m": round(found.length_m, 1),
+            "route": route_to_geojson(found),
+        }
+    )
+
+
 @app.command()
 def demo(
     url: UrlOption = None,
@@ -393,7 +618,7 @@ def demo(
             f"the store at {_redact(target)} holds {', '.join(others)}; the demo would replace "
             "it. Give the demo its own store with --url sqlite:///demo.db, or pass --force"
         )
-    load(paths=None, units=None, offices=None, crs=None, url=target)
+    load(paths=None, units=None, offices=None, roads=None, crs=None, url=target)
     out.rule("what is loaded")
     info(url=target)
     out.rule("locate 104.05 30.69 (WGS84), then the same place as a phone reports it (GCJ-02)")
@@ -402,6 +627,43 @@ def demo(
 
     glon, glat = from_wgs84(104.05, 30.69, "gcj02")
     locate(round(float(glon[0]), 7), round(float(glat[0]), 7), crs="gcj02", url=target)
+    out.rule(f"dispatch a fire ({DEMO_MATTER}) at 104.05 30.69 over the reference roads")
+    _demo_dispatch(target)
+
+
+#: The matter the demo dispatches: a fire, with a joint assisting unit.
+DEMO_MATTER = "FS-01"
+
+
+def _demo_dispatch(url: str) -> None:
+    """One committed dispatch, printed as one line per unit (``gridgov dispatch`` prints all)."""
+    from gridgov import store
+    from gridgov.dispatch import Incident
+
+    now = datetime.now(UTC)
+    with _domain_errors():
+        engine = store.open_store(url)
+        ctx = store.context_from_store(engine)
+        incident = Incident(
+            f"DEMO-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", DEMO_MATTER, 104.05, 30.69, now
+        )
+        store.create_incident(engine, incident, source="demo", now=now)
+        decision = store.dispatch_stored(engine, ctx, incident.incident_id, now=now, routes=False)
+    out.print(
+        f"incident {incident.incident_id}: {decision.status}, level "
+        f"{decision.level.value if decision.level else '-'} "
+        f"({decision.explanation.get('travel_model', {}).get('kind', '?')} travel times)",
+        highlight=False,
+    )
+    width = max((len(a.unit_id) for a in decision.assignments), default=0)
+    for a in decision.assignments:
+        out.print(
+            f"  {a.role:6} {a.kind.value:12} {a.unit_id:{width}}  {a.time_s / 60:5.1f} min  "
+            f"{a.level.value:9}  {a.rule}",
+            highlight=False,
+        )
+    for kind in decision.unfilled:
+        out.print(f"  unfilled {kind.value}", highlight=False)
 
 
 def _redact(url: str) -> str:
