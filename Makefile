@@ -36,7 +36,9 @@ pytest: setup postgis
 test: lint typecheck pytest
 
 bench: setup postgis
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/locate.py
+	$(BIN)/python bench/dispatch.py
 
 clean:
 	rm -rf $(VENV) gridgov.db .pytest_cache .mypy_cache .ruff_cache
