@@ -74,7 +74,15 @@ import shapely
 from pyproj import Transformer
 
 from gridgov.catalog import Catalog, load_catalog
-from gridgov.model import OFFICE_COLUMNS, UNIT_COLUMNS, ForceKind, Level, TravelMode, UnitStatus
+from gridgov.model import (
+    OFFICE_COLUMNS,
+    ROAD_LINK_COLUMNS,
+    UNIT_COLUMNS,
+    ForceKind,
+    Level,
+    TravelMode,
+    UnitStatus,
+)
 from gridgov.settings import get_settings
 
 #: Where the megacity's centre lies (WGS84): central Chengdu.
@@ -97,20 +105,6 @@ MEGACITY_SPEEDS_KMH: dict[str, dict[str, float]] = {
 }
 #: Node columns (as :func:`gridgov.reference.read_reference_district` gives them).
 NODE_COLUMNS = ("node_id", "in_district")
-#: Link columns (as the reference district's links).
-LINK_COLUMNS = (
-    "link_id",
-    "u",
-    "v",
-    "length_m",
-    "road_class",
-    "road_name",
-    "class_source",
-    "oneway",
-    "speed_drive_kmh",
-    "speed_bike_kmh",
-    "speed_walk_kmh",
-)
 INCIDENT_COLUMNS = ("incident_id", "matter_code", "lon", "lat", "reported_at")
 REPORTED_FROM = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
@@ -712,7 +706,7 @@ def generate_megacity(
     }
     return Megacity(
         gdf_nodes=gdf_nodes[[*NODE_COLUMNS, "geometry"]],
-        gdf_links=gdf_links[[*LINK_COLUMNS, "geometry"]],
+        gdf_links=gdf_links[[*ROAD_LINK_COLUMNS, "geometry"]],
         gdf_areas=gdf_areas,
         gdf_offices=gdf_offices,
         gdf_units=gdf_units,

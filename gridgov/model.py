@@ -216,5 +216,22 @@ UNIT_COLUMNS = (
     "grid_code",
     "generated",
 )
+#: Columns of a road-nodes GeoDataFrame (Point geometry in EPSG:4326).
+ROAD_NODE_COLUMNS = ("node_id",)
+#: Columns of a road-links GeoDataFrame: one row per directed link, LineString from ``u`` to ``v``
+#: in EPSG:4326; a speed of 0 closes the link to that mode.
+ROAD_LINK_COLUMNS = (
+    "link_id",
+    "u",
+    "v",
+    "length_m",
+    "road_class",
+    "road_name",
+    "class_source",
+    "oneway",
+    "speed_drive_kmh",
+    "speed_bike_kmh",
+    "speed_walk_kmh",
+)
 #: Columns of an offices GeoDataFrame (Point geometry in EPSG:4326).
 OFFICE_COLUMNS = ("office_id", "name", "kind", "department", "street_code", "generated")

@@ -34,6 +34,8 @@ from gridgov.model import (
     AREA_COLUMNS,
     LEVELS,
     OFFICE_COLUMNS,
+    ROAD_LINK_COLUMNS,
+    ROAD_NODE_COLUMNS,
     UNIT_COLUMNS,
     ForceKind,
     HandlingLevel,
@@ -65,20 +67,6 @@ _GEOD = Geod(ellps="WGS84")
 _LEVEL_NAMES = [str(level) for level in LEVELS]
 _UNIT_OUT_COLUMNS = [*UNIT_COLUMNS, "position_time", "position_source", "busy_incident_id"]
 #: Columns of the road frames :func:`read_roads` returns (besides geometry).
-ROAD_NODE_COLUMNS = ("node_id",)
-ROAD_LINK_COLUMNS = (
-    "link_id",
-    "u",
-    "v",
-    "length_m",
-    "road_class",
-    "road_name",
-    "class_source",
-    "oneway",
-    "speed_drive_kmh",
-    "speed_bike_kmh",
-    "speed_walk_kmh",
-)
 _SPEED_COLUMNS = ("speed_drive_kmh", "speed_bike_kmh", "speed_walk_kmh")
 _ROAD_TEXT_COLUMNS = ("road_class", "road_name", "class_source")
 # Export layer names of the roads; "nodes"/"links" (the reference roads file) are read too.
