@@ -16,7 +16,7 @@ from scipy.sparse.csgraph import connected_components
 
 from gridgov.areas import build_locator, validate_areas
 from gridgov.catalog import load_catalog
-from gridgov.model import UNIT_COLUMNS, ForceKind, Level
+from gridgov.model import ROAD_LINK_COLUMNS, UNIT_COLUMNS, ForceKind, Level
 from gridgov.settings import PROJECT_ROOT
 from gridgov.units import validate_units
 
@@ -54,7 +54,7 @@ def test_areas_form_a_valid_hierarchy(city: Any) -> None:
 
 def test_roads_are_consistent(city: Any) -> None:
     nodes, links = city.gdf_nodes, city.gdf_links
-    assert list(links.columns) == [*megacity.LINK_COLUMNS, "geometry"]
+    assert list(links.columns) == [*ROAD_LINK_COLUMNS, "geometry"]
     ids = set(nodes["node_id"])
     assert set(links["u"]) <= ids and set(links["v"]) <= ids
     assert (links["length_m"] > 0).all()
