@@ -985,8 +985,25 @@ def dispatch_incident(
         if routes:
             assignment = _with_route(pool, target, row, assignment)
         assignments.append(assignment)
+    return _decision(
+        ctx, incident, matter, placement, target, assignments, unfilled, kind_notes, "single"
+    )
+
+
+def _decision(
+    ctx: DispatchContext,
+    incident: Incident,
+    matter: Matter,
+    placement: Placement,
+    target: _Target,
+    assignments: Sequence[Assignment],
+    unfilled: Sequence[ForceKind],
+    kind_notes: Any,
+    method: str,
+) -> Decision:
+    """The decision and its explanation, the same for single, batch and greedy dispatch."""
     explanation = {
-        "method": "single",
+        "method": method,
         "travel_model": ctx.describe_travel(),
         "incident": _incident_note(incident, placement, target.snaps),
         "matter": _matter_note(matter),
@@ -1922,25 +1939,8 @@ def _batch_result(
                 open_cost += s.weight * o.horizon
                 unassigned += 1
             notes.append(note)
-        explanation = {
-            "method": method,
-            "travel_model": ctx.describe_travel(),
-            "incident": _incident_note(inc, place, o.target.snaps),
-            "matter": _matter_note(matter),
-            "kinds": notes,
-            "searches": o.target.searches,
-        }
         decisions.append(
-            Decision(
-                incident=inc,
-                matter_code=matter.code,
-                priority=matter.priority,
-                placement=place,
-                assignments=tuple(assignments),
-                unfilled=tuple(unfilled),
-                level=_widest(a.level for a in assignments),
-                explanation=explanation,
-            )
+            _decision(ctx, inc, matter, place, o.target, assignments, unfilled, notes, method)
         )
     return BatchResult(
         decisions=tuple(decisions),

@@ -521,6 +521,13 @@ def _geodesic_m(lon1: ArrayLike, lat1: ArrayLike, lon2: ArrayLike, lat2: ArrayLi
     return np.asarray(dist, dtype=float)
 
 
+def _check_field_mode(sources: Snapped, mode: TravelMode) -> None:
+    """Times only make sense for points snapped to the field's own mode graph."""
+    if sources.mode != mode:
+        msg = f"sources snapped for {sources.mode.value}, field is for {mode.value}"
+        raise InputError(msg)
+
+
 @dataclass
 class _StraightField:
     mode: TravelMode
@@ -531,9 +538,7 @@ class _StraightField:
     detour: float
 
     def times_from(self, sources: Snapped) -> np.ndarray:
-        if sources.mode != self.mode:
-            msg = f"sources snapped for {sources.mode.value}, field is for {self.mode.value}"
-            raise InputError(msg)
+        _check_field_mode(sources, self.mode)
         metres = _geodesic_m(sources.lon, sources.lat, self.lon, self.lat)
         times = metres * self.detour / self.speed_ms
         return np.where(times <= self.limit_s, times, np.inf)
@@ -1150,9 +1155,7 @@ class _NetworkField:
 
     def times_from(self, sources: Snapped) -> np.ndarray:
         """Seconds from each source to the target; inf beyond ``limit_s`` or unreachable."""
-        if sources.mode != self.mode:
-            msg = f"sources snapped for {sources.mode.value}, field is for {self.mode.value}"
-            raise InputError(msg)
+        _check_field_mode(sources, self.mode)
         if len(sources) == 0:
             return np.zeros(0)
         _check_edges(self.graph, sources)
