@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest postgis bench clean
+.PHONY: setup demo test lint typecheck pytest postgis browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: setup
 postgis:
 	bash scripts/ensure-postgis.sh
 
+browser:
+	bash scripts/ensure-chromium.sh
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -29,9 +32,10 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-# The PostGIS tests must run here, never skip: GRIDGOV_REQUIRE_POSTGIS turns a skip into a failure.
-pytest: setup postgis
-	GRIDGOV_REQUIRE_POSTGIS=1 $(BIN)/pytest
+# The PostGIS and browser tests must run here, never skip: the GRIDGOV_REQUIRE_* variables turn
+# a skip into a failure.
+pytest: setup postgis browser
+	GRIDGOV_REQUIRE_POSTGIS=1 GRIDGOV_REQUIRE_BROWSER=1 $(BIN)/pytest
 
 test: lint typecheck pytest
 

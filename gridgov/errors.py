@@ -62,6 +62,34 @@ class NotFoundError(GridgovError):
     """A requested record does not exist."""
 
 
+class InvalidTransitionError(InputError):
+    """A workflow action that the incident's state does not allow (or a role that may not take it).
+
+    Nothing was changed. ``state`` is the incident's state (None before its first event),
+    ``action`` the refused action and ``allowed`` the actions its state allows.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        incident_id: str | None = None,
+        state: str | None = None,
+        action: str | None = None,
+        allowed: tuple[str, ...] = (),
+    ) -> None:
+        self.incident_id, self.state, self.action, self.allowed = incident_id, state, action, allowed
+        super().__init__(message)
+
+
+class AssessmentWeightError(InputError):
+    """Assessment weights that break the five-powers floors (or do not add up)."""
+
+
+class ConsultationError(InputError):
+    """An office head's move without the required written consultation of the street."""
+
+
 class StoreError(GridgovError):
     """The database cannot do what was asked (not initialised, wrong backend, ...)."""
 

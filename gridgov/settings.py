@@ -5,8 +5,13 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Five-powers floors (power 1): the street's evaluation carries at least half of a stationed
+#: office's assessment and at least 30 % of its department's annual performance.
+STREET_WEIGHT_FLOOR_OFFICE = 0.5
+STREET_WEIGHT_FLOOR_DEPARTMENT = 0.3
 
 #: The repository root (gridgov is installed editable, so ``data/`` sits beside the package).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +61,41 @@ class Settings(BaseSettings):
         description="A priority-1 matter may preempt a unit busy on a matter of this priority or "
         "lower (priority numbers at or above this value).",
     )
+    auto_register: bool = Field(
+        default=True,
+        description="Register (立案) a valid report at once. When false a report stays "
+        "'reported' until a dispatcher registers or rejects it.",
+    )
+    duplicate_radius_m: float = Field(
+        default=250.0,
+        gt=0,
+        description="A report of the same matter this close to an open incident (FixMyStreet uses "
+        "250 m) within duplicate_window_h is linked to it as a duplicate.",
+    )
+    duplicate_window_h: float = Field(
+        default=72.0,
+        gt=0,
+        description="How long after an open incident was reported a new report can duplicate it.",
+    )
+    supervise_district_after: float = Field(
+        default=1.0,
+        gt=0,
+        description="Supervision (督办) starts at the street when a deadline passes and escalates "
+        "to the district once the stage is overdue by this multiple of its own deadline.",
+    )
+    street_weight_office: float = Field(
+        default=0.5,
+        description="Weight of the street's evaluation in a stationed office's assessment "
+        f"(five-powers floor {STREET_WEIGHT_FLOOR_OFFICE}).",
+    )
+    street_weight_department: float = Field(
+        default=0.3,
+        description="Weight of the street's evaluation in a department's annual performance "
+        f"(five-powers floor {STREET_WEIGHT_FLOOR_DEPARTMENT}).",
+    )
+    display_tz: str = Field(
+        default="Asia/Shanghai", description="Time zone for display and report periods."
+    )
     reference_seed: int = Field(default=20261127, description="Seed of the reference generator.")
     test_postgis_url: str = Field(
         default="postgresql+psycopg://gridgov:gridgov@127.0.0.1:5432/gridgov_test",
@@ -65,6 +105,30 @@ class Settings(BaseSettings):
         default=False,
         description="Fail instead of skip when the PostGIS tests cannot connect (set in CI).",
     )
+    require_browser: bool = Field(
+        default=False,
+        description="Fail instead of skip when the browser tests find no Chromium (set in CI).",
+    )
+
+    @field_validator("street_weight_office", "street_weight_department")
+    @classmethod
+    def _check_street_weight(cls, value: float, info: ValidationInfo) -> float:
+        # Settings may raise the street's weight but never lower it below the reform's floor.
+        floor, what = {
+            "street_weight_office": (STREET_WEIGHT_FLOOR_OFFICE, "a stationed office's assessment"),
+            "street_weight_department": (
+                STREET_WEIGHT_FLOOR_DEPARTMENT,
+                "a department's annual performance",
+            ),
+        }[str(info.field_name)]
+        if not floor <= value <= 1.0:
+            msg = (
+                f"{info.field_name} = {value:g} is not allowed: the five-powers reform gives the "
+                f"street's evaluation at least {floor:.0%} of {what}, so the weight must lie in "
+                f"[{floor:g}, 1]"
+            )
+            raise ValueError(msg)
+        return value
 
     @property
     def catalog_path(self) -> Path:

@@ -166,6 +166,28 @@ def damaged_reference() -> Damage:
 
 
 # --------------------------------------------------------------------------------------------
+# browser
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """A headless system Chromium (Playwright ``Browser``), shared by the browser tests.
+
+    `make test` installs the Debian packages first; with GRIDGOV_REQUIRE_BROWSER set (as there)
+    a missing browser fails the run instead of skipping.
+    """
+    import browser
+
+    if browser.chromium_path() is None:
+        reason = "chromium is not installed (apt-get install chromium chromium-driver)"
+        if get_settings().require_browser:
+            pytest.fail(f"a browser is required (GRIDGOV_REQUIRE_BROWSER) but {reason}")
+        pytest.skip(reason)
+    yield from browser.iter_browser()
+
+
+# --------------------------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------------------------
 
