@@ -78,7 +78,8 @@ class InvalidTransitionError(InputError):
         action: str | None = None,
         allowed: tuple[str, ...] = (),
     ) -> None:
-        self.incident_id, self.state, self.action, self.allowed = incident_id, state, action, allowed
+        self.incident_id, self.state = incident_id, state
+        self.action, self.allowed = action, allowed
         super().__init__(message)
 
 
