@@ -169,7 +169,7 @@ def test_a_point_far_from_every_road_is_stored_unassigned_and_exits_1(
     assert decision["assignments"] == []
     assert "refused" in decision["explanation"]
     incidents = read_incidents(engine).set_index("incident_id")
-    assert incidents.loc["T-FAR", "status"] == "unassigned"
+    assert incidents.loc["T-FAR", "status"] == "registered"  # nobody called; still queued
 
 
 def test_dispatch_needs_a_loaded_store(tmp_path: Path) -> None:

@@ -207,7 +207,11 @@ _COUNTER = iter(range(1_000_000))
 def new_incident(
     engine: Engine, matter: str, node: tuple[int, int], *, offset: float = 1e-4
 ) -> str:
-    """Store a pending incident just north-east of a lattice node."""
+    """Store a registered incident just north-east of a lattice node.
+
+    The tests put several incidents of one matter on one spot on purpose (to see units taken
+    in turn), so the duplicate check is off here; tests/test_store_workflow.py covers it.
+    """
     lon, lat = xy(*node)
     incident_id = f"INC-{next(_COUNTER):05d}"
     create_incident(
@@ -215,6 +219,7 @@ def new_incident(
         dispatch.Incident(incident_id, matter, lon + offset, lat + offset, NOW),
         source="test",
         now=NOW,
+        check_duplicates=False,
     )
     return incident_id
 
@@ -240,10 +245,10 @@ def count(engine: Engine, table: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def test_schema_is_at_0002_and_matches_the_models(store_engine: Engine) -> None:
+def test_schema_is_at_0003_and_matches_the_models(store_engine: Engine) -> None:
     with store_engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-    assert [v[0] for v in versions] == ["0002"]
+    assert [v[0] for v in versions] == ["0003"]
     assert schema_diff(store_engine) == []
 
 
@@ -419,12 +424,12 @@ def test_context_is_built_once_and_follows_the_stored_roads(district: Engine) ->
 # --------------------------------------------------------------------------------------------
 
 
-def test_incidents_are_stored_pending_and_checked(district: Engine) -> None:
+def test_incidents_are_stored_registered_and_checked(district: Engine) -> None:
     incident_id = new_incident(district, "T-ENF", (1, 1))
     incidents = read_incidents(district)
     assert incidents["incident_id"].tolist() == [incident_id]
     row = incidents.iloc[0]
-    assert row["status"] == "pending"
+    assert row["status"] == "registered"
     assert row["priority"] == 3  # copied from the stored catalogue
     assert row["reported_at"] == pd.Timestamp(NOW)
     assert row["source"] == "test"
@@ -444,7 +449,7 @@ def test_incidents_are_stored_pending_and_checked(district: Engine) -> None:
     assert read_incidents(district, status="dispatched").empty
 
 
-def test_only_pending_or_unassigned_incidents_are_dispatched(
+def test_only_registered_incidents_are_dispatched(
     district: Engine, ctx: dispatch.DispatchContext
 ) -> None:
     with pytest.raises(NotFoundError):
@@ -548,7 +553,7 @@ def test_a_failure_between_unit_and_assignment_leaves_neither(
     assert (unit["status"], unit["busy_incident_id"]) == ("available", None)
     assert count(district, ASSIGNMENTS) == 0
     assert count(district, DISPATCHES) == 0
-    assert incident_status(district, incident_id) == "pending"  # not lost, not half-done
+    assert incident_status(district, incident_id) == "registered"  # not lost, not half-done
 
     monkeypatch.setattr(store_dispatching, "_insert_assignments", real)
     decision = dispatch_stored(district, ctx, incident_id, now=NOW)
@@ -598,7 +603,7 @@ def test_a_unit_taken_meanwhile_is_excluded_and_the_dispatch_retried(
     assert unit_row(district, "E2")["busy_incident_id"] == incident_id
 
 
-def test_when_every_attempt_loses_its_unit_the_incident_stays_pending(
+def test_when_every_attempt_loses_its_unit_the_incident_stays_registered(
     district: Engine, ctx: dispatch.DispatchContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     incident_id = new_incident(district, "T-ENF", (1, 1))
@@ -613,11 +618,11 @@ def test_when_every_attempt_loses_its_unit_the_incident_stays_pending(
 
     monkeypatch.setattr(store_dispatching, "_decide", decide_and_lose)
     try:
-        with pytest.raises(StoreError, match=r"after 2 attempt\(s\).*E1, E2.*stays pending"):
+        with pytest.raises(StoreError, match=r"after 2 attempt\(s\).*E1, E2.*stays registered"):
             dispatch_stored(district, ctx, incident_id, now=NOW, max_attempts=2)
     finally:
         other.dispose()
-    assert incident_status(district, incident_id) == "pending"
+    assert incident_status(district, incident_id) == "registered"
     assert count(district, DISPATCHES) == 0
     assert count(district, ASSIGNMENTS) == 0
 
@@ -702,7 +707,7 @@ def test_preemption_requeues_the_low_priority_incident_and_records_it(
     # F2 is free but far beyond three minutes; F1 is one hop away, on a priority-4 job.
     assert (a.unit_id, a.rule, a.preempts) == ("F1", "preemption", low)
 
-    assert incident_status(district, low) == "pending"  # re-queued
+    assert incident_status(district, low) == "registered"  # re-queued
     assert incident_status(district, fire) == "dispatched"
     assert unit_row(district, "F1")["busy_incident_id"] == fire
     p1 = unit_row(district, "P1")
@@ -719,7 +724,7 @@ def test_preemption_requeues_the_low_priority_incident_and_records_it(
     assert recorded["store"]["requeued"] == [{"incident_id": low, "units": ["F1"], "freed": ["P1"]}]
     assert recorded["kinds"][0]["preemption"]["result"].startswith("F1 preempted")
 
-    # The re-queued incident is dispatched again like any pending one.
+    # The re-queued incident is dispatched again like any registered one.
     again = dispatch_stored(district, ctx, low, now=later)
     assert [a.unit_id for a in again.assignments] == ["F2", "P1"]
     assert read_dispatch(district, low)["dispatches"] == 2
@@ -732,18 +737,18 @@ def test_partial_and_unassigned_are_recorded_and_can_be_retried(
     decision = dispatch_stored(district, ctx, joint, now=NOW)
     assert decision.status == "partial"
     assert [a.unit_id for a in decision.assignments] == ["E1"]
-    assert incident_status(district, joint) == "partial"
+    assert incident_status(district, joint) == "dispatched"  # the dispatch row says partial
     assert read_dispatch(district, joint)["explanation"]["store"]["unfilled"] == ["hrss"]
 
     nobody = new_incident(district, "T-HRSS", (5, 5))
     decision = dispatch_stored(district, ctx, nobody, now=NOW)
     assert decision.status == "unassigned"
-    assert incident_status(district, nobody) == "unassigned"
+    assert incident_status(district, nobody) == "registered"  # nobody was called
     stored = read_dispatch(district, nobody)
     assert (stored["status"], stored["level"], stored["assignments"]) == ("unassigned", None, [])
     assert stored["explanation"]["kinds"][0]["unfilled_reason"].startswith("no usable unit")
     assert read_assignments(district, incident_id=nobody).empty
-    # Unassigned stays dispatchable: a second attempt is recorded beside the first.
+    # Unassigned stays registered, so dispatchable: a second attempt is recorded beside it.
     dispatch_stored(district, ctx, nobody, now=NOW)
     assert read_dispatch(district, nobody)["dispatches"] == 2
 
@@ -764,7 +769,7 @@ def test_an_incident_too_far_from_the_roads_is_recorded_unassigned(
     assert decision.status == "unassigned"
     stored = read_dispatch(district, incident_id)
     assert "cannot be dispatched over the road network" in stored["explanation"]["refused"]
-    assert incident_status(district, incident_id) == "unassigned"
+    assert incident_status(district, incident_id) == "registered"
     assert unit_row(district, "E1")["status"] == "available"
 
 
@@ -853,7 +858,7 @@ def test_a_reload_ends_active_assignments_and_requeues_their_incidents(
     a = read_assignments(district, incident_id=incident_id).iloc[0]
     assert not a["active"]
     assert a["release_reason"] == "units reloaded with a new dataset"
-    assert incident_status(district, incident_id) == "pending"
+    assert incident_status(district, incident_id) == "registered"
     # The history survives the reload: the incident, its dispatch and the assignment.
     assert read_dispatch(district, incident_id)["assignments"][0]["unit_id"] == "E1"
 

@@ -2,7 +2,9 @@
 
 Everything the rest of gridgov needs from a database is re-exported here: loading and reading
 the district (:mod:`gridgov.store.repository`) and dispatching against it, with incidents,
-assignments and unit availability committed atomically (:mod:`gridgov.store.dispatching`).
+assignments and unit availability committed atomically (:mod:`gridgov.store.dispatching`), and
+the incident workflow: append-only events, supervision, notices, history imports and the
+appointment consultations (:mod:`gridgov.store.workflow`).
 """
 
 from gridgov.store.dispatching import (
@@ -51,12 +53,30 @@ from gridgov.store.repository import (
     summarize,
     units_within,
 )
+from gridgov.store.workflow import (
+    CONSULTATION_COLUMNS,
+    NOTICE_COLUMNS,
+    apply_action,
+    check_head_move,
+    import_history,
+    list_overdue_stored,
+    read_consultations,
+    read_events,
+    read_notices,
+    record_consultation,
+    record_street_opinion,
+    supervise_stored,
+)
 
 __all__ = [
     "ASSIGNMENT_COLUMNS",
+    "CONSULTATION_COLUMNS",
     "INCIDENT_COLUMNS",
+    "NOTICE_COLUMNS",
     "Backend",
+    "apply_action",
     "begin_write",
+    "check_head_move",
     "context_from_store",
     "create_engine_from_url",
     "create_incident",
@@ -64,9 +84,11 @@ __all__ = [
     "detect_backend",
     "dispatch_stored",
     "export_geopackage",
+    "import_history",
     "init_db",
     "is_export",
     "is_initialised",
+    "list_overdue_stored",
     "load_areas",
     "load_district",
     "load_files",
@@ -80,16 +102,22 @@ __all__ = [
     "open_store",
     "read_areas",
     "read_assignments",
+    "read_consultations",
     "read_dispatch",
+    "read_events",
     "read_incidents",
     "read_matters",
+    "read_notices",
     "read_offices",
     "read_roads",
     "read_units",
+    "record_consultation",
+    "record_street_opinion",
     "release_unit",
     "schema_diff",
     "set_unit_status",
     "summarize",
+    "supervise_stored",
     "travel_from_store",
     "units_within",
     "update_unit_position",

@@ -15,11 +15,15 @@ same unit:
    transaction holds it, nothing is written: the transaction rolls back and the dispatch starts
    again at step 1 with those units excluded (recorded in the explanation). Otherwise the units
    become busy, the dispatch and its assignments are inserted, a preempted incident is
-   re-queued, and the incident's status is updated, all before the one COMMIT.
+   re-queued (a ``requeue`` event), and the incident's ``dispatch`` event is recorded (when at
+   least one unit was assigned), all before the one COMMIT.
 
 A partial unique index (one active assignment per unit) backs this up in the database itself.
-Incidents are inserted in their own transaction first (:func:`create_incident`), so an incident
-is never lost: it is ``pending`` until a dispatch commits, and stays so if dispatching fails.
+Incidents are inserted in their own transaction first (:func:`create_incident`, with their
+``report`` and ``register`` events, or ``reject`` for a duplicate), so an incident is never
+lost: it is ``registered`` until a dispatch commits, and stays so if dispatching fails or finds
+no unit. An incident a department returned is dispatched again without the units of the
+offices that returned it, unless no other unit of a kind can take it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import geopandas as gpd
@@ -37,12 +41,24 @@ import numpy as np
 import pandas as pd
 import shapely
 from shapely.geometry import Point
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, type_coerce, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import NullType
 
 from gridgov import dispatch
 from gridgov.catalog import Catalog, load_catalog
+from gridgov.crs import from_wgs84
 from gridgov.errors import (
     InputError,
     NotFoundError,
@@ -52,11 +68,14 @@ from gridgov.errors import (
 )
 from gridgov.model import UNIT_COLUMNS, UnitStatus
 from gridgov.network import SPEEDS_KMH, StraightLine, TravelModel, build_network
+from gridgov.settings import get_settings
 from gridgov.store.engine import begin_write, translate_errors
+from gridgov.store.journal import SYSTEM_ACTOR, append_event
 from gridgov.store.models import (
     ASSIGNMENTS,
     DATASETS,
     DISPATCHES,
+    EVENTS,
     INCIDENTS,
     MATTERS,
     UNITS,
@@ -67,16 +86,17 @@ from gridgov.store.repository import (
     read_offices,
     read_roads,
 )
+from gridgov.workflow import OPEN_STATES, Action, Role, State, find_duplicate
 
-#: Incident statuses the dispatcher sets. ``pending``: stored, waiting for a dispatch (or
-#: re-queued after a preemption); then ``dispatched`` (every kind filled), ``partial`` or
-#: ``unassigned`` (nothing found: recorded with its explanation, and may be dispatched again).
-PENDING, DISPATCHED, PARTIAL, UNASSIGNED = "pending", "dispatched", "partial", "unassigned"
-#: Statuses an incident may be dispatched from.
-DISPATCHABLE = (PENDING, UNASSIGNED)
-#: Statuses of an incident whose units are out working on it (a preemption can re-queue it).
-WORKING = (DISPATCHED, PARTIAL)
-_INCIDENT_STATUS = {"assigned": DISPATCHED, "partial": PARTIAL, "unassigned": UNASSIGNED}
+#: Incident states the dispatcher works with (:class:`gridgov.workflow.State`). ``registered``:
+#: waiting for a dispatch (new, re-queued after a preemption, returned by a department, reopened,
+#: or dispatched before without any unit found); ``dispatched`` once a unit is assigned (a
+#: partial decision too: the dispatch row keeps ``assigned`` / ``partial`` / ``unassigned``).
+PENDING, DISPATCHED = str(State.REGISTERED), str(State.DISPATCHED)
+#: States an incident may be dispatched from.
+DISPATCHABLE = (PENDING,)
+#: States of an incident whose units are out working on it (a preemption can re-queue it).
+WORKING = (DISPATCHED, str(State.ACKNOWLEDGED), str(State.ON_SCENE))
 
 #: Columns of :func:`read_incidents` (besides geometry).
 INCIDENT_COLUMNS = (
@@ -92,6 +112,9 @@ INCIDENT_COLUMNS = (
     "source",
     "created_at",
     "updated_at",
+    "duplicate_of",
+    "reporter",
+    "description",
 )
 #: Columns of :func:`read_assignments` (besides the route geometry).
 ASSIGNMENT_COLUMNS = (
@@ -116,6 +139,8 @@ _WGS84 = "EPSG:4326"
 # PostgreSQL's "try again" answers: serialization failure and deadlock detected.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 _MAX_ID_LENGTH = 64
+# Namespace of the advisory locks that serialise the duplicate check per matter (PostgreSQL).
+_DUPLICATE_LOCK_SPACE = 7_311_003
 
 
 class _UnitsTaken(Exception):
@@ -289,8 +314,19 @@ def create_incident(
     *,
     source: str | None = None,
     now: datetime | None = None,
+    reporter: str | None = None,
+    description: str | None = None,
+    check_duplicates: bool = True,
 ) -> str:
-    """Store a new incident as ``pending``, in its own transaction, so it is never lost.
+    """Store a new incident with its first events, in its own transaction, so it is never lost.
+
+    The ``report`` event is dated ``reported_at``. Then, in the same transaction: a report of
+    the same matter within ``settings.duplicate_radius_m`` of an open incident reported at most
+    ``settings.duplicate_window_h`` before it is a duplicate: it is stored all the same, linked
+    (``duplicate_of``) and rejected (``reject``, category ``duplicate``), and its reporter is
+    told the outcome when that incident is closed or cancelled. Any other report is registered
+    at once (``register``) when ``settings.auto_register`` is on, and stays ``reported`` for a
+    dispatcher otherwise.
 
     Parameters
     ----------
@@ -304,11 +340,18 @@ def create_incident(
         Who reported it (``api``, ``cli``, a phone app...), kept as given.
     now
         The creation time (default: the current time).
+    reporter
+        Who to tell the outcome (an account, a phone number); the report event's actor.
+    description
+        What the reporter said.
+    check_duplicates
+        False when the caller knows the report is a distinct incident (a dispatcher entering
+        one by hand).
 
     Returns
     -------
     str
-        The incident id.
+        The incident id (of the duplicate too: it is stored, linked and rejected).
 
     Raises
     ------
@@ -319,20 +362,25 @@ def create_incident(
     """
     _check_incident(incident)
     now = _aware(now or datetime.now(UTC), "now")
+    reported_at = incident.reported_at.astimezone(UTC)
+    street_code = None if placement is None else placement.street_code
     row = {
         "incident_id": incident.incident_id,
         "matter_code": incident.matter_code,
         "geometry": Point(float(incident.lon), float(incident.lat)),
-        "reported_at": incident.reported_at.astimezone(UTC),
-        "status": PENDING,
-        "street_code": None if placement is None else placement.street_code,
+        "reported_at": reported_at,
+        "status": str(State.REPORTED),
+        "street_code": street_code,
         "community_code": None if placement is None else placement.community_code,
         "grid_code": None if placement is None else placement.grid_code,
         "microgrid_code": None if placement is None else placement.microgrid_code,
         "source": source,
         "created_at": now,
         "updated_at": now,
+        "reporter": reporter,
+        "description": description,
     }
+    settings = get_settings()
     with translate_errors(engine):
         try:
             with begin_write(engine) as connection:
@@ -340,11 +388,136 @@ def create_incident(
                 if matters and incident.matter_code not in matters:
                     raise UnknownMatterError(incident.matter_code)
                 row["priority"] = matters.get(incident.matter_code)
+                if _exists(connection, incident.incident_id):
+                    raise _exists_already(incident.incident_id)
+                master = (
+                    _find_duplicate(connection, incident, reported_at) if check_duplicates else None
+                )
+                row["duplicate_of"] = None if master is None else master[0]
                 connection.execute(insert(INCIDENTS).values(**row))
+                report = append_event(
+                    connection,
+                    incident.incident_id,
+                    Action.REPORT,
+                    at=reported_at,
+                    actor=reporter or source or SYSTEM_ACTOR,
+                    role=Role.REPORTER if reporter else Role.SYSTEM,
+                    street_code=street_code,
+                    data={"source": source} if source else None,
+                )
+                if master is not None:
+                    master_id, distance_m = master
+                    append_event(
+                        connection,
+                        incident.incident_id,
+                        Action.REJECT,
+                        at=now,
+                        last=report,
+                        clamp=True,
+                        reason=(
+                            f"duplicate of {master_id}: the same matter {distance_m:.0f} m away "
+                            f"(within {settings.duplicate_radius_m:g} m and "
+                            f"{settings.duplicate_window_h:g} h)"
+                        ),
+                        data={
+                            "category": "duplicate",
+                            "duplicate_of": master_id,
+                            "distance_m": round(distance_m, 1),
+                        },
+                    )
+                elif settings.auto_register:
+                    append_event(
+                        connection,
+                        incident.incident_id,
+                        Action.REGISTER,
+                        at=now,
+                        last=report,
+                        clamp=True,
+                    )
         except IntegrityError as exc:
-            msg = f"incident {incident.incident_id!r} exists already; nothing was changed"
-            raise InputError(msg) from exc
+            raise _exists_already(incident.incident_id) from exc
     return incident.incident_id
+
+
+def _exists(connection: Connection, incident_id: str) -> bool:
+    found = connection.execute(
+        select(INCIDENTS.c.incident_id).where(INCIDENTS.c.incident_id == incident_id)
+    ).first()
+    return found is not None
+
+
+def _exists_already(incident_id: str) -> InputError:
+    msg = f"incident {incident_id!r} exists already; nothing was changed"
+    return InputError(msg)
+
+
+def _metric_xy(lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray]:
+    x, y = from_wgs84(lon, lat, get_settings().metric_crs)
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def _find_duplicate(
+    connection: Connection, incident: dispatch.Incident, reported_at: datetime
+) -> tuple[str, float] | None:
+    """The open incident this report duplicates and how far it is (metres), or None.
+
+    Distances are planar in the metric CRS (UTM 48N) on both backends, so SQLite and PostGIS
+    give the same answer; the database only narrows the candidates to the same matter, open
+    states and the time window.
+    """
+    settings = get_settings()
+    window = timedelta(hours=settings.duplicate_window_h)
+    if connection.dialect.name == "postgresql":
+        # Two reports of one matter at once must not both miss each other (READ COMMITTED sees
+        # neither uncommitted row): reports of the same matter take turns until commit. SQLite
+        # serialises every writer with BEGIN IMMEDIATE already.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), hashtext(:matter))"),
+            {"space": _DUPLICATE_LOCK_SPACE, "matter": incident.matter_code},
+        )
+    rows = connection.execute(
+        select(
+            INCIDENTS.c.incident_id,
+            INCIDENTS.c.matter_code,
+            INCIDENTS.c.reported_at,
+            INCIDENTS.c.status,
+            INCIDENTS.c.geometry,
+        ).where(
+            INCIDENTS.c.matter_code == incident.matter_code,
+            INCIDENTS.c.status.in_([str(s) for s in OPEN_STATES]),
+            INCIDENTS.c.reported_at <= reported_at,
+            INCIDENTS.c.reported_at >= reported_at - window,
+        )
+    ).all()
+    if not rows:
+        return None
+    lon = [float(r.geometry.x) for r in rows]
+    lat = [float(r.geometry.y) for r in rows]
+    xs, ys = _metric_xy(lon, lat)
+    open_incidents = pd.DataFrame(
+        {
+            "incident_id": [r.incident_id for r in rows],
+            "matter_code": [r.matter_code for r in rows],
+            "x_m": xs,
+            "y_m": ys,
+            "reported_at": pd.to_datetime([r.reported_at for r in rows], utc=True),
+            "status": [r.status for r in rows],
+        }
+    )
+    x0, y0 = _metric_xy([float(incident.lon)], [float(incident.lat)])
+    master = find_duplicate(
+        incident.matter_code,
+        float(x0[0]),
+        float(y0[0]),
+        reported_at,
+        open_incidents,
+        radius_m=settings.duplicate_radius_m,
+        window=window,
+    )
+    if master is None:
+        return None
+    hit = open_incidents.loc[open_incidents["incident_id"] == master].iloc[0]
+    return master, float(np.hypot(hit["x_m"] - x0[0], hit["y_m"] - y0[0]))
 
 
 def _incident_from_row(row: Any) -> dispatch.Incident:
@@ -369,9 +542,13 @@ def _read_incident_row(connection: Connection, incident_id: str) -> Any:
 
 
 def _not_dispatchable(incident_id: str, status: str) -> InputError:
+    hint = {
+        str(State.REPORTED): "register it first",
+        str(State.REJECTED): "it was rejected",
+    }.get(status, "only a return, re-queue or reopen puts it back in the queue")
     msg = (
         f"incident {incident_id!r} is {status}; only {' or '.join(DISPATCHABLE)} incidents are "
-        "dispatched (release its units first to dispatch it again)"
+        f"dispatched ({hint})"
     )
     return InputError(msg)
 
@@ -529,13 +706,18 @@ def dispatch_stored(
     max_attempts: int = 20,
     routes: bool = True,
     allow_preemption: bool = True,
+    actor: str = SYSTEM_ACTOR,
+    role: Role | str = Role.SYSTEM,
 ) -> dispatch.Decision:
     """Dispatch a stored incident and commit the decision atomically.
 
     See the module docstring for the snapshot / decide / lock-and-check / commit cycle. The
-    incident ends ``dispatched``, ``partial`` or ``unassigned`` (with its dispatch row and
-    explanation in every case); units taken meanwhile by another dispatcher are excluded and
-    the decision is made again (the explanation's ``store`` part lists them).
+    incident ends ``dispatched`` (with a ``dispatch`` event) when at least one unit is
+    assigned, and stays ``registered`` when none is; its dispatch row and explanation are
+    written in every case. Units taken meanwhile by another dispatcher are excluded and the
+    decision is made again (the explanation's ``store`` part lists them). The units of offices
+    that returned the incident are left out too, unless that leaves a kind unfilled: then they
+    are candidates again for that kind (the explanation's ``returned`` part says which).
 
     Parameters
     ----------
@@ -544,7 +726,7 @@ def dispatch_stored(
     ctx
         The dispatch context (:func:`context_from_store`).
     incident_id
-        A stored incident (:func:`create_incident`) that is ``pending`` or ``unassigned``.
+        A stored incident (:func:`create_incident`) that is ``registered``.
     now
         The dispatch time (timezone-aware): positions older than the configured maximum age
         are stale, and the assignments start at this time.
@@ -554,6 +736,8 @@ def dispatch_stored(
         Store each assignment's route geometry.
     allow_preemption
         Let a priority-1 matter take a unit busy on a low-priority incident.
+    actor, role
+        Recorded on the dispatch event (default: the system).
 
     Returns
     -------
@@ -567,9 +751,9 @@ def dispatch_stored(
     InputError
         The incident is not dispatchable (already dispatched); nothing was written.
     OutsideDistrictError
-        It lies outside the district; nothing was written and it stays pending. (A point
-        inside but too far from the roads is not an error: it is committed as ``unassigned``
-        with the reason in ``explanation["refused"]``.)
+        It lies outside the district; nothing was written and it stays registered. (A point
+        inside but too far from the roads is not an error: its dispatch is committed as
+        ``unassigned`` with the reason in ``explanation["refused"]``.)
     UnknownMatterError
         Its matter is not in the catalogue.
     StoreError
@@ -586,19 +770,21 @@ def dispatch_stored(
     incident = _incident_from_row(row)
     attempts = _Attempts()
     excluded: set[str] = set()
+    returned = _returned_units(engine, incident_id)
     while attempts.count < max_attempts:
         attempts.count += 1
-        decision = _decide(
+        decision = _decide_without_returned(
             engine,
             ctx,
             incident,
+            returned,
             now=now,
             exclude=frozenset(excluded),
             routes=routes,
             allow_preemption=allow_preemption,
         )
         try:
-            _commit(engine, decision, now, attempts)
+            _commit(engine, decision, now, attempts, actor=actor, role=role)
         except _UnitsTaken as taken:
             attempts.taken.extend(taken.unit_ids)
             excluded.update(taken.unit_ids)
@@ -618,13 +804,100 @@ def dispatch_stored(
     msg = (
         f"incident {incident_id!r} was not dispatched after {attempts.count} attempt(s): "
         f"its units kept being taken by other dispatchers ({', '.join(attempts.taken)}); "
-        "it stays pending"
+        "it stays registered"
     )
     raise StoreError(msg)
 
 
+@dataclass(frozen=True)
+class _Returned:
+    """Offices that returned an incident, and their units (by kind)."""
+
+    offices: tuple[str, ...] = ()
+    units: dict[str, str] = field(default_factory=dict)  # unit id -> kind
+
+
+def _returned_units(engine: Engine, incident_id: str) -> _Returned:
+    with translate_errors(engine), engine.connect() as connection:
+        offices = sorted(
+            {
+                r[0]
+                for r in connection.execute(
+                    select(EVENTS.c.office_id).where(
+                        EVENTS.c.incident_id == incident_id,
+                        EVENTS.c.action == str(Action.RETURN),
+                        EVENTS.c.office_id.is_not(None),
+                    )
+                )
+            }
+        )
+        if not offices:
+            return _Returned()
+        units = dict(
+            connection.execute(
+                select(UNITS.c.unit_id, UNITS.c.kind).where(UNITS.c.office_id.in_(offices))
+            ).all()
+        )
+    return _Returned(offices=tuple(offices), units=units)
+
+
+def _decide_without_returned(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    incident: dispatch.Incident,
+    returned: _Returned,
+    *,
+    now: datetime,
+    exclude: frozenset[str],
+    routes: bool,
+    allow_preemption: bool,
+) -> dispatch.Decision:
+    """Decide with the returning offices' units left out, unless a kind then finds nobody."""
+    if not returned.offices:
+        return _decide(
+            engine,
+            ctx,
+            incident,
+            now=now,
+            exclude=exclude,
+            routes=routes,
+            allow_preemption=allow_preemption,
+        )
+    kwargs: dict[str, Any] = {"now": now, "routes": routes, "allow_preemption": allow_preemption}
+    decision = _decide(engine, ctx, incident, exclude=exclude | set(returned.units), **kwargs)
+    unfilled = {str(k) for k in decision.unfilled}
+    readmitted = sorted({k for k in returned.units.values() if k in unfilled})
+    if readmitted:
+        # No other office can take these kinds: the returning office is asked again rather
+        # than the incident left without anyone.
+        keep_out = {u for u, k in returned.units.items() if k not in readmitted}
+        decision = _decide(engine, ctx, incident, exclude=exclude | keep_out, **kwargs)
+    excluded_units = sorted(u for u, k in returned.units.items() if k not in readmitted)
+    note = (
+        f"the units of {', '.join(returned.offices)} (which returned this incident) were left out"
+    )
+    if readmitted:
+        note += (
+            f", except for {', '.join(readmitted)}: no other unit of that kind could take it, "
+            "so the returning office's units were candidates again"
+        )
+    decision.explanation["returned"] = {
+        "offices": list(returned.offices),
+        "excluded_units": excluded_units,
+        "readmitted_kinds": readmitted,
+        "note": note,
+    }
+    return decision
+
+
 def _commit(
-    engine: Engine, decision: dispatch.Decision, now: datetime, attempts: _Attempts
+    engine: Engine,
+    decision: dispatch.Decision,
+    now: datetime,
+    attempts: _Attempts,
+    *,
+    actor: str = SYSTEM_ACTOR,
+    role: Role | str = Role.SYSTEM,
 ) -> None:
     """Lock, re-check and write one decision in ONE transaction (or raise and write nothing)."""
     incident_id = decision.incident.incident_id
@@ -653,7 +926,6 @@ def _commit(
             update(INCIDENTS)
             .where(INCIDENTS.c.incident_id == incident_id)
             .values(
-                status=_INCIDENT_STATUS[decision.status],
                 priority=decision.priority,
                 street_code=placement.street_code,
                 community_code=placement.community_code,
@@ -662,6 +934,50 @@ def _commit(
                 updated_at=now,
             )
         )
+        if chosen:
+            # The street's call: the clocks of the response start here. A decision that found
+            # nobody is recorded (dispatch row) but calls no one, so the incident stays queued.
+            _record_dispatch(connection, decision, dispatch_id, now, actor=actor, role=role)
+
+
+def _record_dispatch(
+    connection: Connection,
+    decision: dispatch.Decision,
+    dispatch_id: int,
+    now: datetime,
+    *,
+    actor: str,
+    role: Role | str,
+) -> None:
+    unit_ids = [a.unit_id for a in decision.assignments]
+    offices = dict(
+        connection.execute(
+            select(UNITS.c.unit_id, UNITS.c.office_id).where(UNITS.c.unit_id.in_(unit_ids))
+        ).all()
+    )
+    append_event(
+        connection,
+        decision.incident.incident_id,
+        Action.DISPATCH,
+        at=now,
+        clamp=True,
+        actor=actor,
+        role=role,
+        # The call belongs to the lead unit's office (an assisting one when the lead is unfilled).
+        office_id=offices.get(
+            next((a.unit_id for a in decision.assignments if a.role == "lead"), unit_ids[0])
+        ),
+        street_code=decision.placement.street_code,
+        level=None if decision.level is None else str(decision.level),
+        data={
+            "dispatch_id": dispatch_id,
+            "status": decision.status,
+            "units": unit_ids,
+            "offices": [offices.get(u) for u in unit_ids],
+            "kinds": [str(a.kind) for a in decision.assignments],
+            "unfilled": [str(k) for k in decision.unfilled],
+        },
+    )
 
 
 def _lock_incidents(connection: Connection, incident_ids: Sequence[str]) -> dict[str, str]:
@@ -723,7 +1039,8 @@ def _requeue(
     """End every active assignment of a preempted incident and put it back in the queue.
 
     The preempted unit moves on to ``by``; the incident's other units are freed, so that a
-    ``pending`` incident never has units out working on it and is dispatched again whole.
+    ``registered`` incident never has units out working on it and is dispatched again whole.
+    The ``requeue`` event records it.
     """
     taken = {a.unit_id for a in decision.assignments if a.preempts == preempted}
     others = connection.execute(
@@ -738,6 +1055,7 @@ def _requeue(
             now,
             f"preempted by {by}",
             and_(ASSIGNMENTS.c.unit_id == unit_id, ASSIGNMENTS.c.incident_id == preempted),
+            requeue=False,
         )
     for other in others:
         connection.execute(
@@ -750,12 +1068,17 @@ def _requeue(
         now,
         f"incident {preempted} re-queued: preempted by {by}",
         ASSIGNMENTS.c.incident_id == preempted,
+        requeue=False,
     )
-    # end_active_assignments re-queues it once nothing is active; make sure it is pending.
-    connection.execute(
-        update(INCIDENTS)
-        .where(INCIDENTS.c.incident_id == preempted)
-        .values(status=PENDING, updated_at=now)
+    append_event(
+        connection,
+        preempted,
+        Action.REQUEUE,
+        at=now,
+        clamp=True,
+        reason=f"preempted by {by}: its unit {', '.join(sorted(taken))} was taken for a "
+        "priority-1 matter",
+        data={"by": by, "units": sorted(taken), "freed": [o.unit_id for o in others]},
     )
     return {
         "incident_id": preempted,

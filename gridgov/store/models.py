@@ -29,12 +29,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from gridgov.model import NAME_SOURCES, ForceKind, HandlingLevel, Level, TravelMode, UnitStatus
+from gridgov.workflow import Action, Role, Satisfaction, State
 
 #: SRID of every stored geometry.
 SRID = 4326
@@ -356,8 +358,9 @@ class RoadLinkRow(Base):
 
 
 class IncidentRow(Base):
-    """A reported incident. ``status`` is free text (no CHECK) so the workflow can add states
-    without a table rebuild on SQLite; :data:`INCIDENT_STATUSES` lists today's."""
+    """A reported incident. ``status`` is the workflow state of its latest event
+    (:class:`gridgov.workflow.State`); free text (no CHECK), so the workflow can grow states
+    without a table rebuild on SQLite."""
 
     __tablename__ = "incidents"
 
@@ -376,18 +379,26 @@ class IncidentRow(Base):
     source: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Added in 0003. A duplicate report is kept, linked to the open incident it repeats.
+    duplicate_of: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("incidents.incident_id")
+    )
+    # Who to tell the outcome (a phone number, an account...), and what they said.
+    reporter: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index(None, "status", "reported_at"),
         Index(None, "street_code"),
+        Index(None, "duplicate_of"),
         Index("ix_incidents_geometry_gist", "geometry", postgresql_using="gist").ddl_if(
             dialect="postgresql"
         ),
     )
 
 
-#: Incident statuses used by the dispatcher (the workflow of a later issue adds more).
-INCIDENT_STATUSES = ("pending", "dispatched", "partial", "unassigned", "closed")
+#: Incident statuses: the workflow's states.
+INCIDENT_STATUSES = tuple(str(s) for s in State)
 
 
 class DispatchRow(Base):
@@ -452,6 +463,109 @@ class AssignmentRow(Base):
     )
 
 
+class EventRow(Base):
+    """One workflow transition of an incident (:class:`gridgov.workflow.Event`). Append-only:
+    triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL), see migration 0003."""
+
+    __tablename__ = "events"
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(64), ForeignKey("incidents.incident_id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    # No foreign keys to offices or areas: the log outlives a dataset reload.
+    office_id: Mapped[str | None] = mapped_column(String(64))
+    street_code: Mapped[str | None] = mapped_column(String(18))
+    level: Mapped[str | None] = mapped_column(String(16))
+    stage: Mapped[str | None] = mapped_column(String(16))
+    satisfaction: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        UniqueConstraint("incident_id", "seq"),
+        CheckConstraint("seq >= 1", name="seq"),
+        CheckConstraint(_in("action", [str(v) for v in Action]), name="action"),
+        CheckConstraint(_in("role", [str(v) for v in Role]), name="role"),
+        CheckConstraint(_in("to_state", [str(v) for v in State]), name="to_state"),
+        CheckConstraint(
+            "satisfaction IS NULL OR " + _in("satisfaction", [str(v) for v in Satisfaction]),
+            name="satisfaction",
+        ),
+        Index(None, "action", "at"),
+        Index(None, "office_id"),
+        Index(None, "street_code", "at"),
+    )
+
+
+#: Kinds of notice, and who receives them.
+NOTICE_KINDS = ("supervision", "outcome")
+RECIPIENT_KINDS = ("office", "department", "reporter")
+
+
+class NoticeRow(Base):
+    """A notice sent: a supervision (督办) to an office or department, or an outcome to a
+    reporter (of the incident, or of a duplicate linked to it)."""
+
+    __tablename__ = "notices"
+
+    notice_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(64), ForeignKey("incidents.incident_id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(16))
+    level: Mapped[str | None] = mapped_column(String(16))
+    stage: Mapped[str | None] = mapped_column(String(16))
+    recipient_kind: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", list(NOTICE_KINDS)), name="kind"),
+        CheckConstraint(_in("recipient_kind", list(RECIPIENT_KINDS)), name="recipient_kind"),
+        Index(None, "incident_id"),
+        Index(None, "kind", "created_at"),
+        Index(None, "recipient_kind", "recipient"),
+    )
+
+
+#: The street's possible opinions on an office head's move.
+OPINIONS = ("agree", "disagree", "conditional")
+
+
+class ConsultationRow(Base):
+    """Power 1: a department's written consultation of the street before moving an office
+    head, and the street's opinion (NULL until it answers)."""
+
+    __tablename__ = "consultations"
+
+    consultation_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # No foreign key: the record outlives a reload of the offices.
+    office_id: Mapped[str] = mapped_column(String(64))
+    department: Mapped[str] = mapped_column(Text)
+    street_code: Mapped[str] = mapped_column(String(18))
+    head_name: Mapped[str] = mapped_column(Text)
+    proposed_move: Mapped[str] = mapped_column(Text)
+    consulted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    letter: Mapped[str] = mapped_column(Text)
+    opinion: Mapped[str | None] = mapped_column(String(16))
+    opinion_text: Mapped[str | None] = mapped_column(Text)
+    opinion_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("opinion IS NULL OR " + _in("opinion", list(OPINIONS)), name="opinion"),
+        CheckConstraint("(opinion IS NULL) = (opinion_at IS NULL)", name="answered"),
+        Index(None, "office_id"),
+        Index(None, "street_code"),
+    )
+
+
 # Core-level handles for bulk statements (typed as Table, which ``__table__`` is at run time).
 AREAS = cast(Table, AreaRow.__table__)
 OFFICES = cast(Table, OfficeRow.__table__)
@@ -463,3 +577,6 @@ ROAD_LINKS = cast(Table, RoadLinkRow.__table__)
 INCIDENTS = cast(Table, IncidentRow.__table__)
 DISPATCHES = cast(Table, DispatchRow.__table__)
 ASSIGNMENTS = cast(Table, AssignmentRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
+NOTICES = cast(Table, NoticeRow.__table__)
+CONSULTATIONS = cast(Table, ConsultationRow.__table__)

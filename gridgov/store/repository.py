@@ -43,6 +43,7 @@ from gridgov.model import (
     UnitStatus,
 )
 from gridgov.store.engine import begin_write, detect_backend, translate_errors
+from gridgov.store.journal import append_event
 from gridgov.store.models import (
     AREAS,
     ASSIGNMENTS,
@@ -58,6 +59,7 @@ from gridgov.store.models import (
 from gridgov.units import check_units
 from gridgov.units import read_offices as read_offices_file
 from gridgov.units import read_units as read_units_file
+from gridgov.workflow import Action, State
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -421,7 +423,10 @@ def _load(engine: Engine, steps: _Steps, log: _Log) -> None:
                     # The units come back with the file's statuses: work in progress on the
                     # old rows ends here, recorded, and its incidents go back to the queue.
                     end_active_assignments(
-                        connection, datetime.now(UTC), "units reloaded with a new dataset"
+                        connection,
+                        datetime.now(UTC),
+                        "units reloaded with a new dataset",
+                        requeue_reason="dataset reload removed its unit",
                     )
                 for table, records, replace in steps:
                     if replace:
@@ -445,13 +450,15 @@ def end_active_assignments(
     where: Any = None,
     *,
     requeue: bool = True,
+    requeue_reason: str | None = None,
 ) -> list[str]:
     """End active assignments (all, or those matching ``where``) inside a caller's transaction.
 
     Each ends at ``now`` with ``reason`` (never before it began). With ``requeue``, every
-    incident left without an active assignment that was dispatched or partial goes back to
-    ``pending`` (its work was interrupted, not finished). The units are not touched: callers
-    free or replace them themselves.
+    incident left without an active assignment while its units were out working on it
+    (dispatched, acknowledged, on scene) goes back to ``registered`` through a ``requeue``
+    event (role system, ``requeue_reason`` or ``reason``): its work was interrupted, not
+    finished. The units are not touched: callers free or replace them themselves.
 
     Returns
     -------
@@ -484,15 +491,27 @@ def end_active_assignments(
             .distinct()
         )
     }
-    requeued = [i for i in touched if i not in still_active]
-    if requeued:
-        connection.execute(
-            INCIDENTS.update()
-            .where(
-                INCIDENTS.c.incident_id.in_(requeued),
-                INCIDENTS.c.status.in_(["dispatched", "partial"]),
-            )
-            .values(status="pending", updated_at=now)
+    working = [str(State.DISPATCHED), str(State.ACKNOWLEDGED), str(State.ON_SCENE)]
+    candidates = [i for i in touched if i not in still_active]
+    if not candidates:
+        return []
+    requeued = [
+        r[0]
+        for r in connection.execute(
+            select(INCIDENTS.c.incident_id)
+            .where(INCIDENTS.c.incident_id.in_(candidates), INCIDENTS.c.status.in_(working))
+            .order_by(INCIDENTS.c.incident_id)
+            .with_for_update()
+        )
+    ]
+    for incident_id in requeued:
+        append_event(
+            connection,
+            incident_id,
+            Action.REQUEUE,
+            at=now,
+            clamp=True,
+            reason=requeue_reason or reason,
         )
     return requeued
 
@@ -673,8 +692,8 @@ def load_district(
     then falls back to straight-line travel). The areas, and the offices and units against
     them, are validated first (:func:`load_areas`, :func:`gridgov.units.check_units`), the
     roads like :func:`load_roads`; any problem changes nothing. Active assignments end (the
-    units are replaced) and their incidents go back to ``pending``; the incident and dispatch
-    history is kept.
+    units are replaced) and their incidents go back to ``registered`` (a ``requeue`` event); the
+    incident, dispatch and event history is kept.
 
     Parameters
     ----------

@@ -1,0 +1,131 @@
+"""Appending workflow events inside a caller's transaction (used by every store module).
+
+The one way the store writes an event: read the incident's latest event, let
+:func:`gridgov.workflow.next_event` validate and build the next one, insert it and set the
+incident's status to its new state, all on the caller's connection, so the event and whatever
+else the caller writes (a dispatch, released units, notices) commit or roll back together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from gridgov.store.models import EVENTS, INCIDENTS
+from gridgov.workflow import Action, Event, Role, Satisfaction, State, next_event
+
+#: Actor of the events the store records by itself (dispatch commits, re-queues, reloads).
+SYSTEM_ACTOR = "gridgov"
+
+
+def event_from_row(row: Any) -> Event:
+    """Turn a row of the ``events`` table into an :class:`gridgov.workflow.Event`."""
+    m = row._mapping
+    return Event(
+        incident_id=m["incident_id"],
+        seq=int(m["seq"]),
+        at=m["at"],
+        actor=m["actor"],
+        role=Role(m["role"]),
+        action=Action(m["action"]),
+        from_state=None if m["from_state"] is None else State(m["from_state"]),
+        to_state=State(m["to_state"]),
+        reason=m["reason"],
+        office_id=m["office_id"],
+        street_code=m["street_code"],
+        level=m["level"],
+        stage=m["stage"],
+        satisfaction=None if m["satisfaction"] is None else Satisfaction(m["satisfaction"]),
+        data=dict(m["data"] or {}),
+    )
+
+
+def read_last_event(connection: Connection, incident_id: str) -> Event | None:
+    """The incident's latest event (None when it has none)."""
+    row = connection.execute(
+        select(EVENTS)
+        .where(EVENTS.c.incident_id == incident_id)
+        .order_by(EVENTS.c.seq.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else event_from_row(row)
+
+
+def read_incident_events(connection: Connection, incident_id: str) -> list[Event]:
+    """Every event of one incident, in order."""
+    rows = connection.execute(
+        select(EVENTS).where(EVENTS.c.incident_id == incident_id).order_by(EVENTS.c.seq)
+    ).all()
+    return [event_from_row(r) for r in rows]
+
+
+def insert_events(connection: Connection, events: list[Event]) -> None:
+    """Insert already validated events (no status update)."""
+    if events:
+        connection.execute(insert(EVENTS), [e.to_row() for e in events])
+
+
+def append_event(
+    connection: Connection,
+    incident_id: str,
+    action: Action | str,
+    *,
+    at: datetime,
+    actor: str = SYSTEM_ACTOR,
+    role: Role | str = Role.SYSTEM,
+    last: Event | None = None,
+    clamp: bool = False,
+    reason: str | None = None,
+    office_id: str | None = None,
+    street_code: str | None = None,
+    level: str | None = None,
+    stage: str | None = None,
+    satisfaction: Satisfaction | str | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Event:
+    """Validate, insert and apply the incident's next event on ``connection``.
+
+    Parameters
+    ----------
+    last
+        The incident's latest event when the caller has read it already (under its lock);
+        read here otherwise.
+    clamp
+        For events the store records by itself: a time before the latest event (clocks of
+        different callers differ a little) is moved up to it instead of refused, so the log
+        never runs backwards.
+
+    Raises
+    ------
+    InvalidTransitionError
+        The action is not allowed now (nothing was written; the caller's transaction decides).
+    """
+    if last is None:
+        last = read_last_event(connection, incident_id)
+    if clamp and last is not None and at.tzinfo is not None and at < last.at:
+        at = last.at
+    event = next_event(
+        last,
+        action,
+        incident_id=incident_id,
+        at=at,
+        actor=actor,
+        role=role,
+        reason=reason,
+        office_id=office_id,
+        street_code=street_code,
+        level=level,
+        stage=stage,
+        satisfaction=satisfaction,
+        data=data,
+    )
+    connection.execute(insert(EVENTS).values(**event.to_row()))
+    connection.execute(
+        update(INCIDENTS)
+        .where(INCIDENTS.c.incident_id == incident_id)
+        .values(status=str(event.to_state), updated_at=event.at)
+    )
+    return event
