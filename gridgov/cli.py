@@ -11,7 +11,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -478,6 +478,19 @@ def dispatch_(
             decision = store.decide_stored(engine, ctx, incident, now=now)
         else:
             store.create_incident(engine, incident, placement, source="cli", now=now)
+            last = store.read_events(engine, incident_id=incident.incident_id).iloc[-1]
+            if last["to_state"] != "registered":
+                # A duplicate (linked, rejected) or, with auto_register off, a report waiting
+                # for a dispatcher: stored either way, and not dispatched.
+                _print_json(
+                    {
+                        "incident_id": incident.incident_id,
+                        "status": last["to_state"],
+                        "reason": last["reason"],
+                        "duplicate_of": (last["data"] or {}).get("duplicate_of"),
+                    }
+                )
+                return
             decision = store.dispatch_stored(engine, ctx, incident.incident_id, now=now)
     _print_json({**decision.to_json(), "dry_run": dry_run})
     refused = decision.explanation.get("refused")
@@ -485,7 +498,8 @@ def dispatch_(
         what = (
             "dry run: nothing stored"
             if dry_run
-            else f"stored as {incident.incident_id}, unassigned"
+            else f"stored as {incident.incident_id}: no unit could be sent, unassigned "
+            "(it stays registered)"
         )
         raise _fail(f"{refused}; {what}")
     if decision.unfilled:
@@ -501,25 +515,72 @@ def simulate_(
         float | None,
         typer.Option(help="Mean incidents per hour over the day (default: 40)."),
     ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Start of the shift (ISO 8601; no offset = local time; default "
+            "2026-11-30T00:00+08:00)."
+        ),
+    ] = None,
+    month: Annotated[
+        str | None,
+        typer.Option(help="Simulate this whole month (YYYY-MM, local time): sets start and hours."),
+    ] = None,
+    verify_fail_rate: Annotated[
+        float | None,
+        typer.Option(help="Share of verifications that fail and send the work back (0.05)."),
+    ] = None,
+    return_rate: Annotated[
+        float | None,
+        typer.Option(help="Share of calls the department returns instead of answering (0.02)."),
+    ] = None,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save",
+            help="Store the simulated incidents and their event logs, so that `gridgov report` "
+            "can assess them.",
+        ),
+    ] = False,
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="Also write the summary and every record to this JSON file."),
     ] = None,
     url: UrlOption = None,
 ) -> None:
-    """Simulate a shift of random incidents through the dispatcher and print the response times.
+    """Simulate a shift of random incidents through the dispatcher and the workflow.
 
-    Reads the district (areas, units, offices, roads) from the store and runs in memory: the
-    store is not changed. Poisson arrivals by grid with an urban day profile, the catalogue's
-    matter mix, lognormal on-scene times; the assumptions are listed in gridgov/simulate.py.
+    Reads the district (areas, units, offices, roads) from the store and runs in memory. Poisson
+    arrivals by grid with an urban day profile, the catalogue's matter mix, lognormal on-scene
+    times; each incident goes through acknowledgement, arrival, resolution, verification (a few
+    fail and are reworked) and evaluation. The assumptions are listed in gridgov/simulate.py.
+    The store is changed only with --save, which adds the incidents and their events (with
+    `--month 2026-10 --save`, `gridgov report --period 2026-10` then assesses that month).
     """
     from gridgov import store
-    from gridgov.simulate import DEFAULT_RATE_PER_HOUR, format_summary, simulate
+    from gridgov.simulate import (
+        DEFAULT_RATE_PER_HOUR,
+        DEFAULT_START,
+        RETURN_RATE,
+        VERIFY_FAIL_RATE,
+        format_summary,
+        simulate,
+    )
 
     with _domain_errors():
         if json_out is not None and json_out.suffix.lower() != ".json":
             msg = f"--json must name a .json file, not {json_out}"
             raise InputError(msg)
+        begin = DEFAULT_START if start is None else _parse_instant(start, "--start")
+        if month is not None:
+            from gridgov.assessment import Period
+
+            if start is not None:
+                msg = "give either --month or --start, not both"
+                raise InputError(msg)
+            period = Period.parse(month)
+            begin = period.start
+            hours = (period.end - period.start).total_seconds() / 3600
         engine = store.open_store(_url(url))
         ctx = store.context_from_store(engine)
         gdf_units = store.read_units(engine)
@@ -540,10 +601,17 @@ def simulate_(
                 gdf_offices=gdf_offices,
                 hours=hours,
                 seed=seed,
+                start=begin,
                 rate_per_hour=DEFAULT_RATE_PER_HOUR if rate is None else rate,
+                # Saved runs must not collide with earlier ones (other months, other seeds).
+                id_prefix=f"SIM-{begin:%Y%m%d}-{seed}-" if save else "SIM-",
+                verify_fail_rate=VERIFY_FAIL_RATE if verify_fail_rate is None else verify_fail_rate,
+                return_rate=RETURN_RATE if return_rate is None else return_rate,
                 progress=report,
             )
         summary = result.summary()
+        if save:
+            store.import_history(engine, result.incidents, result.events)
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(
@@ -551,8 +619,332 @@ def simulate_(
                 encoding="utf-8",
             )
     out.print(format_summary(summary), highlight=False, markup=False)
+    if save:
+        out.print(
+            f"stored {len(result.incidents)} incidents and {len(result.events)} events",
+            highlight=False,
+        )
     if json_out is not None:
         out.print(f"wrote {json_out}", highlight=False, markup=False)
+
+
+def _parse_instant(value: str | None, what: str) -> datetime:
+    """An ISO 8601 instant; a time without an offset is read in the display time zone."""
+    from zoneinfo import ZoneInfo
+
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        msg = f"{what} must be an ISO 8601 time such as 2026-10-01T08:00+08:00, not {value!r}"
+        raise InputError(msg) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=ZoneInfo(get_settings().display_tz))
+    return when.astimezone(UTC)
+
+
+def _local(when: Any) -> str:
+    """Format an instant in the display time zone (Asia/Shanghai by default)."""
+    from zoneinfo import ZoneInfo
+
+    if when is None or (isinstance(when, float) and when != when):
+        return "-"
+    return str(when.astimezone(ZoneInfo(get_settings().display_tz)).strftime("%Y-%m-%d %H:%M"))
+
+
+def _minutes(delta: Any) -> str:
+    total = delta.total_seconds() / 60
+    return f"{total:.0f} min" if total < 120 else f"{total / 60:.1f} h"
+
+
+@app.command()
+def supervise(
+    at: Annotated[
+        str | None,
+        typer.Option(help="The instant to check (ISO 8601; default: now; no offset = local)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what is overdue without recording anything.")
+    ] = False,
+    url: UrlOption = None,
+) -> None:
+    """List what is overdue (督办) and record the supervision with its notices.
+
+    A stage (acknowledge, arrive, resolve) is overdue once its catalogue deadline, counted from
+    dispatch, has passed. Supervision starts at the street and escalates to the district when
+    the stage is overdue by `supervise_district_after` times its deadline. Recording is
+    idempotent: a second run at the same instant records nothing new.
+    """
+    from gridgov import store
+
+    with _domain_errors():
+        when = _parse_instant(at, "--at")
+        engine = store.open_store(_url(url))
+        if dry_run:
+            items = store.list_overdue_stored(engine, when)
+        else:
+            items = store.supervise_stored(engine, when)
+        overdue = store.list_overdue_stored(engine, when) if not dry_run else items
+    out.print(f"overdue at {_local(when)} ({get_settings().display_tz}): {len(overdue)}")
+    for item in overdue:
+        out.print(
+            f"  {item.incident_id}  {item.stage:<11} {item.state:<12} overdue by "
+            f"{_minutes(item.overdue_by):>8} (due {_local(item.deadline)})  {item.level:<8} "
+            f"office {item.office_id or '-'}",
+            highlight=False,
+            markup=False,
+        )
+    if not dry_run:
+        out.print(f"recorded {len(items)} supervision(s) with their notices", highlight=False)
+
+
+@app.command("act")
+def act(
+    incident_id: Annotated[str, typer.Argument(help="The incident.")],
+    action: Annotated[
+        str,
+        typer.Argument(
+            help="acknowledge, arrive, resolve, verify, reopen, close, evaluate, return, "
+            "cancel, register or reject."
+        ),
+    ],
+    actor: Annotated[str, typer.Option(help="Who acts (a unit id, a user name...).")] = "cli",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="The actor's role: dispatcher, commander, unit, office, grid_worker, reporter."
+        ),
+    ] = "dispatcher",
+    reason: Annotated[
+        str | None, typer.Option(help="Required for return, reopen, reject and cancel.")
+    ] = None,
+    satisfaction: Annotated[
+        str | None,
+        typer.Option(help="For evaluate: satisfied, basically_satisfied or dissatisfied."),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="When (ISO 8601; default: now; no offset = local).")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Take one workflow action on an incident (the street calls, the department responds).
+
+    The action is checked against the state machine; a refused one changes nothing and exits 1
+    naming the actions the incident's state allows. A returned or reopened incident is
+    dispatched again at once (a returning office is passed over unless no other can take it).
+    """
+    from gridgov import store
+    from gridgov.workflow import Action
+
+    with _domain_errors():
+        when = _parse_instant(at, "--at")
+        engine = store.open_store(_url(url))
+        event = store.apply_action(
+            engine,
+            incident_id,
+            action,
+            at=when,
+            actor=actor,
+            role=role,
+            reason=reason,
+            satisfaction=satisfaction,
+        )
+        out.print(
+            f"{incident_id}: {event.from_state} -> {event.to_state} ({event.action}, "
+            f"event {event.seq})",
+            highlight=False,
+        )
+        if event.action in (Action.RETURN, Action.REOPEN):
+            ctx = store.context_from_store(engine)
+            decision = store.dispatch_stored(engine, ctx, incident_id, now=when)
+            units = ", ".join(a.unit_id for a in decision.assignments) or "none"
+            out.print(f"dispatched again: {decision.status}; units {units}", highlight=False)
+
+
+@app.command()
+def history(
+    incident_id: Annotated[str, typer.Argument(help="The incident.")],
+    url: UrlOption = None,
+) -> None:
+    """Print an incident's event log (append-only: who did what, when, and why)."""
+    from gridgov import store
+
+    with _domain_errors():
+        engine = store.open_store(_url(url))
+        events = store.read_events(engine, incident_id=incident_id)
+        if events.empty:
+            msg = f"incident {incident_id!r} has no events (or does not exist)"
+            raise InputError(msg)
+    # Plain lines, not a table: an event log is read top to bottom, and stays legible in a
+    # narrow terminal or a pipe.
+    out.print(f"history of {incident_id} ({get_settings().display_tz})", highlight=False)
+    for row in events.itertuples():
+        line = (
+            f"{row.seq:>3}  {_local(row.at)}  {row.action:<11} -> {row.to_state:<12} "
+            f"{row.actor} ({row.role})"
+        )
+        if isinstance(row.office_id, str) and row.office_id:
+            line += f"  office {row.office_id}"
+        if isinstance(row.reason, str) and row.reason:
+            line += f"  reason: {row.reason}"
+        out.print(line, highlight=False, markup=False)
+
+
+@app.command()
+def report(
+    period: Annotated[
+        str, typer.Option(help="The period: a month (2026-10), a quarter (2026-Q4) or a year.")
+    ],
+    street: Annotated[
+        str | None, typer.Option(help="Only this street's calls and cases (12-digit code).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv (a table per office) or html (the full report).")
+    ] = "csv",
+    level: Annotated[
+        str,
+        typer.Option(help="CSV rows: office, department, street or district."),
+    ] = "office",
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write here (default: CSV to stdout, HTML to report-<period>.html)."
+        ),
+    ] = None,
+    department_scores: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of the departments' own scores (office_id,score or department,score; 0-100)."
+        ),
+    ] = None,
+    office_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight of the street's evaluation in an office's assessment (at least 0.5; "
+            "default from the settings)."
+        ),
+    ] = None,
+    department_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight of the street's evaluation in a department's annual performance (at "
+            "least 0.3; default from the settings)."
+        ),
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Assess the stationed offices for a period from the event log (power 1).
+
+    KPIs per office, department and street: response, resolution (结案率), on-time closure
+    (按期结案率), rework (返工率) and satisfaction (满意率) rates, response and arrival times, and
+    the share of calls handled at each level. The street's evaluation is combined with the
+    departments' own scores with weights that may not fall below the reform's floors.
+    """
+    from gridgov import store
+    from gridgov.assessment import Period, assess, read_department_scores
+    from gridgov.catalog import load_catalog
+    from gridgov.report import report_csv, report_html
+
+    with _domain_errors():
+        if fmt not in ("csv", "html"):
+            msg = f"--format must be csv or html, not {fmt!r}"
+            raise InputError(msg)
+        span = Period.parse(period)
+        engine = store.open_store(_url(url))
+        offices = store.read_offices(engine)
+        scores = (
+            None
+            if department_scores is None
+            else read_department_scores(department_scores, offices)
+        )
+        assessment = assess(
+            store.read_events(engine, until=span.end),
+            store.read_incidents(engine),
+            offices,
+            load_catalog(),
+            span,
+            street_code=street,
+            department_scores=scores,
+            office_weight=office_weight,
+            department_weight=department_weight,
+        )
+        if fmt == "csv":
+            text = report_csv(assessment, level=level)
+            if out_path is None:
+                sys.stdout.write(text)
+                return
+        else:
+            text = report_html(assessment)
+            if out_path is None:
+                out_path = Path(f"report-{period}{'-' + street if street else ''}.html")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        # The BOM lets spreadsheet programs read the Chinese names of a CSV correctly.
+        out_path.write_text(text, encoding="utf-8-sig" if fmt == "csv" else "utf-8")
+    calls = int(assessment.district["calls"].sum()) if len(assessment.district) else 0
+    out.print(f"wrote {out_path} ({calls} calls in {period})", highlight=False)
+
+
+@app.command("map")
+def map_(
+    kind: Annotated[str, typer.Argument(help="command-centre, street, coverage or assessment.")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="HTML file to write, e.g. maps/NAME.html.")
+    ],
+    street: Annotated[
+        str | None, typer.Option(help="Street code (the street map; a filter elsewhere).")
+    ] = None,
+    force_kind: Annotated[
+        str, typer.Option("--kind", help="Force kind of the coverage map.")
+    ] = "police",
+    level: Annotated[
+        str, typer.Option(help="Area level shown first (command centre) or of the coverage.")
+    ] = "grid",
+    colour_by: Annotated[
+        str, typer.Option(help="Colour areas by open_incidents or workload.")
+    ] = "open_incidents",
+    base: Annotated[
+        str | None,
+        typer.Option(help="Base layer: none, osm, tianditu or an XYZ URL (default: settings)."),
+    ] = None,
+    kpi: Annotated[
+        Path | None,
+        typer.Option(help="Assessment map: a CSV with street_code and a value column."),
+    ] = None,
+    kpi_value: Annotated[
+        str, typer.Option(help="Assessment map: the CSV column to map.")
+    ] = "value",
+    assets: Annotated[
+        str,
+        typer.Option(help="'inline' (the file works offline from disk) or a URL prefix (/static)."),
+    ] = "inline",
+    url: UrlOption = None,
+) -> None:
+    """Write an interactive map. Leaflet and its plugins come inlined or from a local URL,
+    never from a CDN, so the map works on a closed network."""
+    import pandas as pd
+
+    from gridgov import maps, store
+
+    settings = get_settings()
+    with _domain_errors():
+        engine = store.open_store(_url(url))
+        table = None if kpi is None else pd.read_csv(kpi, dtype={"street_code": str})
+        m = maps.build_map(
+            kind,
+            engine,
+            street=street,
+            force_kind=force_kind,
+            level=level,
+            colour_by=colour_by,
+            kpi=table,
+            kpi_value=kpi_value,
+            base=settings.map_base if base is None else base,
+            tile_key=settings.tianditu_key,
+        )
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(maps.render_html(m, assets=assets), encoding="utf-8")
+    out.print(f"wrote {out_path}", highlight=False)
 
 
 @app.command()
@@ -628,26 +1020,37 @@ def demo(
     glon, glat = from_wgs84(104.05, 30.69, "gcj02")
     locate(round(float(glon[0]), 7), round(float(glat[0]), 7), crs="gcj02", url=target)
     out.rule(f"dispatch a fire ({DEMO_MATTER}) at 104.05 30.69 over the reference roads")
-    _demo_dispatch(target)
+    incident_id = _demo_dispatch(target)
+    if incident_id is not None:
+        out.rule("the call answered, through the workflow")
+        _demo_workflow(target, incident_id)
 
 
 #: The matter the demo dispatches: a fire, with a joint assisting unit.
 DEMO_MATTER = "FS-01"
 
 
-def _demo_dispatch(url: str) -> None:
-    """One committed dispatch, printed as one line per unit (``gridgov dispatch`` prints all)."""
+#: How long ago the demo's fire is reported: its whole workflow then lies in the past.
+DEMO_BACKDATE = timedelta(minutes=90)
+
+
+def _demo_dispatch(url: str) -> str | None:
+    """One committed dispatch, printed as one line per unit (``gridgov dispatch`` prints all).
+
+    Returns the incident's id when a lead unit was sent (the demo then walks its workflow).
+    """
     from gridgov import store
     from gridgov.dispatch import Incident
 
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) - DEMO_BACKDATE
     with _domain_errors():
         engine = store.open_store(url)
         ctx = store.context_from_store(engine)
         incident = Incident(
             f"DEMO-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", DEMO_MATTER, 104.05, 30.69, now
         )
-        store.create_incident(engine, incident, source="demo", now=now)
+        # Every demo run reports a fire at the same spot; each is a new incident on purpose.
+        store.create_incident(engine, incident, source="demo", now=now, check_duplicates=False)
         decision = store.dispatch_stored(engine, ctx, incident.incident_id, now=now, routes=False)
     out.print(
         f"incident {incident.incident_id}: {decision.status}, level "
@@ -664,6 +1067,39 @@ def _demo_dispatch(url: str) -> None:
         )
     for kind in decision.unfilled:
         out.print(f"  unfilled {kind.value}", highlight=False)
+    lead = [a for a in decision.assignments if a.role == "lead"]
+    return incident.incident_id if lead else None
+
+
+def _demo_workflow(url: str, incident_id: str) -> None:
+    """Answer the demo's call through the workflow (as the units and the grid worker would)."""
+    from gridgov import store
+
+    with _domain_errors():
+        engine = store.open_store(url)
+        events = store.read_events(engine, incident_id=incident_id)
+        called = events.loc[events["action"] == "dispatch", "at"].iloc[-1].to_pydatetime()
+        lead = events.loc[events["action"] == "dispatch", "data"].iloc[-1]["units"][0]
+        steps = (
+            ("acknowledge", 2, lead, "unit", None, None),
+            ("arrive", 9, lead, "unit", None, None),
+            ("resolve", 50, lead, "unit", None, None),
+            ("verify", 70, "demo-grid-worker", "grid_worker", None, None),
+            ("close", 71, "demo-dispatcher", "dispatcher", None, None),
+            ("evaluate", 85, "demo-reporter", "reporter", None, "satisfied"),
+        )
+        for action, minutes, actor, role, reason, satisfaction in steps:
+            store.apply_action(
+                engine,
+                incident_id,
+                action,
+                at=called + timedelta(minutes=minutes),
+                actor=actor,
+                role=role,
+                reason=reason,
+                satisfaction=satisfaction,
+            )
+    history(incident_id, url=url)
 
 
 def _redact(url: str) -> str:
