@@ -912,8 +912,16 @@ def map_(
         typer.Option(help="Assessment map: a CSV with street_code and a value column."),
     ] = None,
     kpi_value: Annotated[
-        str, typer.Option(help="Assessment map: the CSV column to map.")
-    ] = "value",
+        str,
+        typer.Option(
+            help="Assessment map: the column to map (of --kpi, or of the stored assessment: "
+            "resolution_rate, response_rate, satisfaction_rate, street_score...)."
+        ),
+    ] = "resolution_rate",
+    period: Annotated[
+        str | None,
+        typer.Option(help="Assessment map without --kpi: the period (default: this month)."),
+    ] = None,
     assets: Annotated[
         str,
         typer.Option(help="'inline' (the file works offline from disk) or a URL prefix (/static)."),
@@ -939,6 +947,7 @@ def map_(
             colour_by=colour_by,
             kpi=table,
             kpi_value=kpi_value,
+            period=period,
             base=settings.map_base if base is None else base,
             tile_key=settings.tianditu_key,
         )

@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     display_tz: str = Field(
         default="Asia/Shanghai", description="Time zone for display and report periods."
     )
+    map_base: str = Field(
+        default="none",
+        description="Base layer of the maps: none, osm, tianditu or an intranet XYZ URL "
+        "({z}/{x}/{y}). Vector layers show whether or not tiles load.",
+    )
+    tianditu_key: str | None = Field(
+        default=None, description="Tianditu (天地图) key, for map_base=tianditu."
+    )
     reference_seed: int = Field(default=20261127, description="Seed of the reference generator.")
     test_postgis_url: str = Field(
         default="postgresql+psycopg://gridgov:gridgov@127.0.0.1:5432/gridgov_test",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -173,3 +174,23 @@ def test_a_duplicate_report_is_stored_linked_and_not_dispatched(url: str) -> Non
     incidents = store.read_incidents(store.open_store(url)).set_index("incident_id")
     assert incidents.loc["CLI-WF-DUP-2", "duplicate_of"] == "CLI-WF-DUP-1"
     assert incidents.loc["CLI-WF-DUP-2", "status"] == "rejected"
+
+
+def test_map_writes_every_kind_offline_and_the_assessment_of_a_period(
+    url: str, tmp_path: Path
+) -> None:
+    for kind, extra in (
+        ("command-centre", []),
+        ("street", ["--street", "510106024000"]),
+        ("coverage", ["--kind", "fire"]),
+        ("assessment", ["--period", "2026-10", "--kpi-value", "street_score"]),
+    ):
+        target = tmp_path / f"{kind}.html"
+        output = _ok("map", kind, *extra, "--out", str(target), "--url", url)
+        assert f"wrote {target}" in output.replace("\n", "")
+        html = target.read_text(encoding="utf-8")
+        # Leaflet is inlined: no script or stylesheet is fetched from anywhere.
+        assert "L.map(" in html or "L.map (" in html
+        assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?://", html)
+    result = runner.invoke(app, ["map", "street", "--out", str(tmp_path / "x.html"), "--url", url])
+    assert result.exit_code == 1 and "--street" in result.output

@@ -1,0 +1,412 @@
+/* gridgov map runtime: builds the heavy layers of a gridgov map from compact JSON.
+ *
+ * gridgov.maps (Python) emits data, not one folium element per feature: a page with 1,000 grid
+ * polygons, 2,000 units and 1,000 incidents stays small and builds in one pass. Popups are built
+ * on first open. Every map registers itself in GG.maps[<map variable>] so tests and the benchmark
+ * can count what Leaflet really holds; GG.ready is set once the page's layers are all added.
+ * No network access: everything is in the page (or served by the gridgov server).
+ */
+(function () {
+  "use strict";
+  var GG = (window.GG = window.GG || { maps: {}, ready: false });
+
+  function esc(value) {
+    if (value === null || value === undefined) return "–";
+    return String(value)
+      .replace(/&/g, "&amp;")
+      .replace(/</g, "&lt;")
+      .replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;");
+  }
+  GG.esc = esc;
+
+  function entry(map) {
+    var id = map._container.id;
+    if (!GG.maps[id]) GG.maps[id] = { map: map, areas: {}, layers: {}, search: [] };
+    return GG.maps[id];
+  }
+  GG.entry = entry;
+
+  function minutes(s) {
+    return s === null || s === undefined ? "–" : (s / 60).toFixed(1) + " min";
+  }
+
+  function table(rows) {
+    var out = "<table class='gg-table'>";
+    for (var i = 0; i < rows.length; i++) {
+      out += "<tr><th>" + rows[i][0] + "</th><td>" + esc(rows[i][1]) + "</td></tr>";
+    }
+    return out + "</table>";
+  }
+
+  /* ---------------------------------------------------------------- areas */
+
+  // data: {level, zh, features: [[code, name, value, colour, label, coords], ...]}
+  // coords: MultiPolygon coordinates [[[ [lon, lat], ... ]]] rounded in Python.
+  GG.areas = function (map, data, opts, transient) {
+    var renderer = L.canvas({ padding: 0.2 });
+    var group = L.featureGroup();
+    var feats = data.features;
+    for (var i = 0; i < feats.length; i++) {
+      var f = feats[i];
+      var rings = [];
+      var parts = f[5];
+      for (var p = 0; p < parts.length; p++) {
+        var poly = [];
+        for (var r = 0; r < parts[p].length; r++) {
+          var ring = parts[p][r];
+          var ll = new Array(ring.length);
+          for (var k = 0; k < ring.length; k++) ll[k] = [ring[k][1], ring[k][0]];
+          poly.push(ll);
+        }
+        rings.push(poly);
+      }
+      var layer = L.polygon(rings, {
+        renderer: renderer,
+        color: opts.stroke || "#444",
+        weight: opts.weight || 1,
+        fillColor: f[3],
+        fillOpacity: opts.fillOpacity === undefined ? 0.55 : opts.fillOpacity,
+      });
+      layer.ggCode = f[0];
+      layer.ggName = f[1];
+      layer.bindTooltip(esc(f[1]) + "<br>" + esc(f[0]) + "<br>" + esc(f[4]), { sticky: true });
+      group.addLayer(layer);
+      // Layers fetched per viewport come and go: only inlined ones are searchable.
+      if (!transient) entry(map).search.push({ title: f[1] + " " + f[0], layer: layer });
+    }
+    group.ggCount = feats.length;
+    group.ggLevel = data.level;
+    entry(map).areas[data.level] = group;
+    return group;
+  };
+
+  /* The viewport hook: fetch an area layer for the visible box from a URL template, e.g.
+   * "/api/areas?level={level}&bbox={west},{south},{east},{north}&simplify={tolerance}".
+   * The answer is the same compact JSON GG.areas takes. Below minZoom nothing is fetched (the
+   * inlined coarser levels show instead); a new request supersedes one still in flight. */
+  GG.viewportAreas = function (map, group, opts) {
+    var seq = 0;
+    function load() {
+      if (!map.hasLayer(group)) return;
+      if (map.getZoom() < opts.minZoom) {
+        group.clearLayers();
+        return;
+      }
+      var b = map.getBounds();
+      var url = opts.url
+        .replace("{level}", encodeURIComponent(opts.level))
+        .replace("{west}", b.getWest().toFixed(6))
+        .replace("{south}", b.getSouth().toFixed(6))
+        .replace("{east}", b.getEast().toFixed(6))
+        .replace("{north}", b.getNorth().toFixed(6))
+        .replace("{zoom}", String(map.getZoom()));
+      var mine = ++seq;
+      fetch(url)
+        .then(function (r) {
+          if (!r.ok) throw new Error("HTTP " + r.status);
+          return r.json();
+        })
+        .then(function (data) {
+          if (mine !== seq) return;
+          group.clearLayers();
+          GG.areas(map, data, opts.style || {}, true).eachLayer(function (l) {
+            group.addLayer(l);
+          });
+          group.ggCount = data.features.length;
+          entry(map).areas[opts.level] = group;
+          GG.notice(map, "", "areas");
+        })
+        .catch(function (e) {
+          if (mine === seq) {
+            GG.notice(map, "区域图层加载失败 area layer failed: " + e.message, "areas");
+          }
+        });
+    }
+    map.on("moveend", load);
+    map.on("baselayerchange overlayadd", load);
+    group.ggLoad = load;
+    load();
+  };
+
+  /* ---------------------------------------------------------------- units */
+
+  // rows: [lat, lon, kind index, status index, unit_id, name, department index, street index,
+  //        on duty (1/0)]; data.departments and data.streets hold the indexed texts.
+  GG.units = function (map, group, data) {
+    var icons = {};
+    function icon(k, s) {
+      var key = k + ":" + s;
+      if (!icons[key]) {
+        var kind = data.kinds[k];
+        var st = data.statuses[s];
+        icons[key] = L.divIcon({
+          className: "gg-unit gg-unit-" + kind.id + " gg-status-" + st.id,
+          html:
+            "<span style='background:" + st.colour + ";border-color:" + kind.colour + "'>" +
+            esc(kind.glyph) + "</span>",
+          iconSize: [22, 22],
+          iconAnchor: [11, 11],
+          popupAnchor: [0, -10],
+        });
+      }
+      return icons[key];
+    }
+    var markers = new Array(data.rows.length);
+    for (var i = 0; i < data.rows.length; i++) {
+      var r = data.rows[i];
+      var m = L.marker([r[0], r[1]], { icon: icon(r[2], r[3]), title: r[5] });
+      m.ggRow = r;
+      m.bindPopup(unitPopup);
+      markers[i] = m;
+      entry(map).search.push({ title: r[5] + " " + r[4], layer: m });
+    }
+    function unitPopup(layer) {
+      var r = layer.ggRow;
+      var kind = data.kinds[r[2]];
+      var st = data.statuses[r[3]];
+      return (
+        "<div class='gg-popup'><b>" + esc(r[5]) + "</b>" +
+        table([
+          ["编号 id", r[4]],
+          ["类别 kind", kind.zh + " " + kind.en],
+          ["状态 status", st.zh + " " + st.en],
+          ["部门 department", data.departments[r[6]]],
+          ["街道 street", data.streets[r[7]]],
+          ["在岗 on duty", r[8] ? "是 yes" : "否 no"],
+        ]) + "</div>"
+      );
+    }
+    if (group.addLayers) group.addLayers(markers);
+    else for (var j = 0; j < markers.length; j++) group.addLayer(markers[j]);
+    group.ggCount = markers.length;
+    entry(map).layers.units = group;
+    return group;
+  };
+
+  /* ------------------------------------------------------------- incidents */
+
+  // rows: [lat, lon, priority, incident_id, matter, status, reported, street, [history],
+  //        [assignments], explanation]
+  GG.incidents = function (map, group, data) {
+    var icons = {};
+    function icon(p) {
+      if (!icons[p]) {
+        var colour = data.priorities[p] || data.priorities["0"];
+        icons[p] = L.divIcon({
+          className: "gg-incident gg-priority-" + p,
+          html: "<span style='background:" + colour + "'>" + (p > 0 ? p : "?") + "</span>",
+          iconSize: [20, 20],
+          iconAnchor: [10, 10],
+          popupAnchor: [0, -10],
+        });
+      }
+      return icons[p];
+    }
+    var markers = new Array(data.rows.length);
+    for (var i = 0; i < data.rows.length; i++) {
+      var r = data.rows[i];
+      var m = L.marker([r[0], r[1]], { icon: icon(r[2]), title: r[3] });
+      m.ggRow = r;
+      m.bindPopup(incidentPopup, { maxWidth: 420 });
+      markers[i] = m;
+      entry(map).search.push({ title: r[3] + " " + r[4], layer: m });
+    }
+    function incidentPopup(layer) {
+      var r = layer.ggRow;
+      var out =
+        "<div class='gg-popup'><b>" + esc(r[3]) + "</b> " + esc(r[4]) +
+        table([
+          ["优先级 priority", r[2] > 0 ? r[2] : "–"],
+          ["状态 status", r[5]],
+          ["上报 reported", r[6]],
+          ["街道 street", r[7]],
+        ]);
+      var hist = r[8] || [];
+      out += "<div class='gg-h'>处置过程 history</div>";
+      if (!hist.length) out += "<div class='gg-none'>无记录 no events</div>";
+      else {
+        out += "<table class='gg-table'>";
+        for (var h = 0; h < hist.length; h++) {
+          var e = hist[h];
+          out += "<tr><td>" + esc(e[0]) + "</td><td>" + esc(e[1]) + " → " + esc(e[2]) +
+            "</td><td>" + esc(e[3]) + (e[4] ? "<br><i>" + esc(e[4]) + "</i>" : "") + "</td></tr>";
+        }
+        out += "</table>";
+      }
+      var asg = r[9] || [];
+      out += "<div class='gg-h'>派遣说明 assignment</div>";
+      if (!asg.length) out += "<div class='gg-none'>未派遣 not assigned</div>";
+      else {
+        out += "<table class='gg-table'><tr><th>unit</th><th>role</th><th>rule</th>" +
+          "<th>level</th><th>time</th></tr>";
+        for (var a = 0; a < asg.length; a++) {
+          var s = asg[a];
+          out += "<tr><td>" + esc(s[0]) + "</td><td>" + esc(s[1]) + "</td><td>" + esc(s[2]) +
+            (s[5] ? " ⚠ over max" : "") + "</td><td>" + esc(s[3]) + "</td><td>" + minutes(s[4]) +
+            "</td></tr>";
+        }
+        out += "</table>";
+      }
+      var ex = r[10] || [];
+      for (var x = 0; x < ex.length; x++) {
+        var k = ex[x];
+        out += "<div class='gg-ex'>" + esc(k.kind) + " (" + esc(k.role) + "): " + esc(k.rule) +
+          ", tier " + esc(k.tier) + ", " + esc(k.candidates) + " candidate(s)" +
+          (k.runner_up ? ", next " + esc(k.runner_up) + " " + minutes(k.runner_up_s) : "") +
+          "</div>";
+      }
+      return out + "</div>";
+    }
+    if (group.addLayers) group.addLayers(markers);
+    else for (var j = 0; j < markers.length; j++) group.addLayer(markers[j]);
+    group.ggCount = markers.length;
+    entry(map).layers.incidents = group;
+    return group;
+  };
+
+  // rows: [priority, incident_id, unit_id, straight (no stored route), [[lon, lat], ...]]
+  GG.routes = function (map, data) {
+    var renderer = L.canvas({ padding: 0.2 });
+    var group = L.featureGroup();
+    for (var i = 0; i < data.rows.length; i++) {
+      var r = data.rows[i];
+      var ll = new Array(r[4].length);
+      for (var k = 0; k < r[4].length; k++) ll[k] = [r[4][k][1], r[4][k][0]];
+      var line = L.polyline(ll, {
+        renderer: renderer,
+        color: data.priorities[r[0]] || data.priorities["0"],
+        weight: 3,
+        opacity: 0.8,
+        dashArray: r[3] ? "6 6" : null,
+      });
+      line.bindTooltip(esc(r[2]) + " → " + esc(r[1]));
+      group.addLayer(line);
+    }
+    group.ggCount = data.rows.length;
+    entry(map).layers.routes = group;
+    return group;
+  };
+
+  /* ------------------------------------------------------- controls, misc */
+
+  GG.legend = function (map, html, position) {
+    var control = L.control({ position: position || "bottomright" });
+    control.onAdd = function () {
+      var div = L.DomUtil.create("div", "gg-legend");
+      div.innerHTML = html;
+      L.DomEvent.disableClickPropagation(div);
+      L.DomEvent.disableScrollPropagation(div);
+      return div;
+    };
+    control.addTo(map);
+    // A legend per level: show the one of the level the layer control switched to.
+    map.on("baselayerchange", function (ev) {
+      var level = ev.layer && ev.layer.ggLevel;
+      if (!level) return;
+      var parts = control.getContainer().querySelectorAll(".gg-level-legend");
+      for (var i = 0; i < parts.length; i++) {
+        parts[i].style.display = parts[i].getAttribute("data-level") === level ? "" : "none";
+      }
+    });
+    return control;
+  };
+
+  // One notice line per topic (tiles, areas...): clearing one topic keeps the others.
+  GG.notice = function (map, text, topic) {
+    var e = entry(map);
+    if (!e.notice) {
+      var control = L.control({ position: "bottomleft" });
+      control.onAdd = function () {
+        return L.DomUtil.create("div", "gg-notice");
+      };
+      control.addTo(map);
+      e.notice = control;
+      e.notices = {};
+    }
+    if (text) e.notices[topic || "page"] = text;
+    else delete e.notices[topic || "page"];
+    var lines = Object.keys(e.notices).map(function (k) {
+      return e.notices[k];
+    });
+    var div = e.notice.getContainer();
+    div.textContent = lines.join(" · ");
+    div.style.display = lines.length ? "block" : "none";
+  };
+
+  /* Tiles degrade cleanly: after a few failed tiles the base layer is removed and a notice says
+   * so; the vector layers live in their own panes and never depend on it. */
+  GG.tileFallback = function (map, tiles, limit) {
+    var failed = 0;
+    tiles.on("tileerror", function () {
+      failed += 1;
+      if (failed === limit) {
+        map.removeLayer(tiles);
+        GG.notice(map, "底图不可用，仅显示矢量图层 basemap unavailable: vector layers only", "tiles");
+      }
+    });
+  };
+
+  GG.search = function (map, placeholder) {
+    var e = entry(map);
+    var control = new L.Control.Search({
+      sourceData: function (text, callResponse) {
+        var needle = text.toLowerCase();
+        var found = {};
+        var n = 0;
+        for (var i = 0; i < e.search.length && n < 20; i++) {
+          var item = e.search[i];
+          if (item.title.toLowerCase().indexOf(needle) >= 0) {
+            var at = item.layer.getLatLng ? item.layer.getLatLng() : item.layer.getCenter();
+            at.layer = item.layer;
+            found[item.title] = at;
+            n += 1;
+          }
+        }
+        callResponse(found);
+        return { abort: function () {} };
+      },
+      // sourceData answers {title: latlng} already: no reformatting, no second filter.
+      formatData: function (records) {
+        return records;
+      },
+      filterData: function (text, records) {
+        return records;
+      },
+      textPlaceholder: placeholder,
+      initial: false,
+      marker: false,
+      collapsed: false,
+      moveToLocation: function (latlng, title, m) {
+        var layer = latlng.layer;
+        if (layer && layer.getBounds) m.fitBounds(layer.getBounds(), { maxZoom: 17 });
+        else m.setView(latlng, Math.max(m.getZoom(), 17));
+      },
+    });
+    control.on("search:locationfound", function (ev) {
+      var layer = ev.latlng && ev.latlng.layer;
+      if (!layer) return;
+      var units = e.layers.units;
+      var incidents = e.layers.incidents;
+      var cluster = [units, incidents].filter(function (g) {
+        return g && g.zoomToShowLayer && g.hasLayer(layer);
+      })[0];
+      if (cluster) cluster.zoomToShowLayer(layer, function () { layer.openPopup(); });
+      else if (layer.openPopup) layer.openPopup();
+    });
+    map.addControl(control);
+    e.searchControl = control;
+    return control;
+  };
+
+  GG.markReady = function () {
+    // Layers are added synchronously by the page script; wait for the frame that paints them.
+    requestAnimationFrame(function () {
+      setTimeout(function () {
+        GG.ready = true;
+        GG.readyAt = performance.now();
+        document.documentElement.setAttribute("data-gridgov-ready", "1");
+      }, 0);
+    });
+  };
+})();
