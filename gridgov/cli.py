@@ -956,6 +956,113 @@ def map_(
     out.print(f"wrote {out_path}", highlight=False)
 
 
+consultation_app = typer.Typer(
+    help="Appointment consultations (power 1): before a department moves the head of an office "
+    "stationed in a street, it consults the street in writing and records the street's opinion.",
+    no_args_is_help=True,
+)
+app.add_typer(consultation_app, name="consultation")
+
+
+@consultation_app.command("record")
+def consultation_record(
+    office: Annotated[str, typer.Option(help="The stationed office whose head would move.")],
+    head: Annotated[str, typer.Option(help="The office head concerned.")],
+    move: Annotated[str, typer.Option(help="What the department proposes (transfer, ...).")],
+    letter: Annotated[
+        str, typer.Option(help="The department's written consultation (text, or @FILE).")
+    ],
+    by: Annotated[str, typer.Option(help="Who records it.")],
+    at: Annotated[
+        str | None, typer.Option(help="When the letter was sent (ISO 8601; default now).")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Record a department's written consultation of the street; prints its id."""
+    from gridgov import store
+
+    with _domain_errors():
+        text = letter
+        if letter.startswith("@"):
+            try:
+                text = Path(letter[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                msg = f"cannot read the letter {letter[1:]}: {exc.strerror}"
+                raise InputError(msg) from None
+        consultation_id = store.record_consultation(
+            store.open_store(_url(url)),
+            office_id=office,
+            head_name=head,
+            proposed_move=move,
+            letter=text,
+            consulted_at=_parse_instant(at, "--at"),
+            recorded_by=by,
+        )
+    out.print(f"consultation {consultation_id} recorded for {office}", highlight=False)
+
+
+@consultation_app.command("opinion")
+def consultation_opinion(
+    consultation_id: Annotated[int, typer.Argument(help="The consultation.")],
+    opinion: Annotated[str, typer.Option(help="agree, disagree or conditional.")],
+    text: Annotated[
+        str | None, typer.Option(help="The street's written opinion (required unless agree).")
+    ] = None,
+    at: Annotated[str | None, typer.Option(help="When (ISO 8601; default now).")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Record the street's opinion on a consultation (once)."""
+    from gridgov import store
+
+    with _domain_errors():
+        store.record_street_opinion(
+            store.open_store(_url(url)),
+            consultation_id,
+            opinion=opinion,
+            opinion_at=_parse_instant(at, "--at"),
+            opinion_text=text,
+        )
+    out.print(f"consultation {consultation_id}: the street's opinion is {opinion}", highlight=False)
+
+
+@consultation_app.command("list")
+def consultation_list(
+    office: Annotated[str | None, typer.Option(help="Only this office.")] = None,
+    street: Annotated[str | None, typer.Option(help="Only this street.")] = None,
+    department: Annotated[str | None, typer.Option(help="Only this department.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """List the consultations as JSON, oldest first."""
+    from gridgov import store
+
+    with _domain_errors():
+        frame = store.read_consultations(
+            store.open_store(_url(url)), office_id=office, street_code=street, department=department
+        )
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    _print_json(records)
+
+
+@consultation_app.command("check")
+def consultation_check(
+    office: Annotated[str, typer.Argument(help="The office whose head would move.")],
+    at: Annotated[str | None, typer.Option(help="The move's date (default now).")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Exit 0 if the street was consulted and answered before the move; 1 saying why if not."""
+    from gridgov import store
+
+    with _domain_errors():
+        found = store.check_head_move(
+            store.open_store(_url(url)), office, _parse_instant(at, "--at")
+        )
+    out.print(
+        f"{office}: the street was consulted (consultation {found['consultation_id']}) and "
+        f"answered {found['opinion']} on {_local(found['opinion_at'])}",
+        highlight=False,
+    )
+
+
 @app.command()
 def route(
     lon1: Annotated[float, typer.Argument(help="From: longitude (or x).")],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -194,3 +195,31 @@ def test_map_writes_every_kind_offline_and_the_assessment_of_a_period(
         assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?://", html)
     result = runner.invoke(app, ["map", "street", "--out", str(tmp_path / "x.html"), "--url", url])
     assert result.exit_code == 1 and "--street" in result.output
+
+
+def test_an_office_head_moves_only_after_the_street_answered_a_written_consultation(
+    url: str,
+) -> None:
+    office = "510106024000-police"
+    check = ["consultation", "check", office, "--at", "2026-11-20T09:00", "--url", url]
+    result = runner.invoke(app, check)
+    assert result.exit_code == 1 and "has not consulted the street" in result.output
+    output = _ok(
+        "consultation", "record", "--office", office, "--head", "李四", "--move", "promotion",
+        "--letter", "关于李四同志职务调整征求意见的函", "--by", "区公安分局",
+        "--at", "2026-11-10T09:00", "--url", url,
+    )  # fmt: skip
+    consultation_id = output.split()[1]
+    result = runner.invoke(app, check)
+    assert result.exit_code == 1 and "not given its opinion" in result.output
+    _ok(
+        "consultation", "opinion", consultation_id, "--opinion", "agree",
+        "--at", "2026-11-12T15:00", "--url", url,
+    )  # fmt: skip
+    assert "answered agree" in _ok(*check)
+    # Before the opinion was given, the move was still not allowed.
+    early = ["consultation", "check", office, "--at", "2026-11-11T09:00", "--url", url]
+    assert runner.invoke(app, early).exit_code == 1
+    listed = json.loads(_ok("consultation", "list", "--office", office, "--url", url))
+    assert [c["head_name"] for c in listed] == ["李四"]
+    assert listed[0]["opinion"] == "agree" and listed[0]["street_code"] == "510106024000"
