@@ -875,7 +875,10 @@ def report(
                 sys.stdout.write(text)
                 return
         else:
-            text = report_html(assessment)
+            streets = store.read_areas(engine, level="street")
+            text = report_html(
+                assessment, street_names=dict(zip(streets["code"], streets["name"], strict=True))
+            )
             if out_path is None:
                 out_path = Path(f"report-{period}{'-' + street if street else ''}.html")
         out_path.parent.mkdir(parents=True, exist_ok=True)

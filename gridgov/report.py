@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from html import escape
 from typing import Any
 
@@ -203,7 +204,8 @@ _DEPARTMENT_COLUMNS: tuple[_Column, ...] = (
 )
 _STREET_COLUMNS: tuple[_Column, ...] = (
     ("排名", "rank", "rank", _int, False),
-    ("街道", "street", "street_code", _txt, True),
+    ("街道", "street", "street_name", _txt, True),
+    ("代码", "code", "street_code", _txt, True),
     *_KPI_TAIL,
     *((zh, en, field, _pct, False) for field, zh, en, _ in _LEVELS),
 )
@@ -350,7 +352,7 @@ def _score_chart(streets: pd.DataFrame) -> str:
     ]
     for i, record in enumerate(records):
         y = 10 + i * _ROW_H
-        label = _txt(_get(record, "street_code"))
+        label = _txt(_get(record, "street_name") or _get(record, "street_code"))
         score = _get(record, "street_score")
         parts.append(f'<text x="{_LABEL_W - 6}" y="{y + 11}" text-anchor="end">{_e(label)}</text>')
         if _missing(score):
@@ -453,7 +455,12 @@ def _notes(a: Assessment) -> str:
     return missing_scores + weights + definitions
 
 
-def report_html(assessment: Assessment, *, title: str | None = None) -> str:
+def report_html(
+    assessment: Assessment,
+    *,
+    title: str | None = None,
+    street_names: Mapping[str, str] | None = None,
+) -> str:
     """Return the assessment as one self-contained HTML page.
 
     Parameters
@@ -462,6 +469,8 @@ def report_html(assessment: Assessment, *, title: str | None = None) -> str:
         From :func:`gridgov.assessment.assess`.
     title
         The page title; default "街道考核报告 Street assessment report".
+    street_names
+        Street names by code, so that tables and charts name the streets (codes otherwise).
 
     Returns
     -------
@@ -472,10 +481,19 @@ def report_html(assessment: Assessment, *, title: str | None = None) -> str:
         shares, street scores), weights, floors and definitions.
     """
     a = assessment
+    if street_names:
+        # The assessment is frozen: name the streets on a copy of its streets table.
+        streets = a.streets.assign(street_name=a.streets["street_code"].map(street_names))
+        a = replace(a, streets=streets)
     heading = title or "街道考核报告 Street assessment report"
     period = a.period
     span = f"{period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M} ({period.start.tzinfo})"
-    scope = "全区 whole district" if a.street_code is None else f"街道 street {a.street_code}"
+    named = (street_names or {}).get(a.street_code or "")
+    scope = (
+        "全区 whole district"
+        if a.street_code is None
+        else f"街道 street {named + ' ' if named else ''}{a.street_code}"
+    )
     level_rows = [("全区 district" if a.street_code is None else scope, _first(a.district))]
     level_rows += [(_label(r), r) for r in a.offices.to_dict("records")]
     sections = [

@@ -198,3 +198,11 @@ def test_the_report_opens_in_chromium_without_errors_or_outside_requests(
     assert log.errors == []
     assert log.external_requests() == []
     assert all(url.startswith("file:") for url in log.requests), log.requests
+
+
+def test_streets_are_named_when_names_are_given() -> None:
+    assert S1 in set(A.streets["street_code"])
+    named = report_html(A, street_names={S1: "西安路街道"})
+    assert "西安路街道" in "".join(c for row in _cells(named, "kpi-streets") for c in row)
+    assert "西安路街道" in named.split('id="chart-streets"')[1]
+    assert "西安路街道" not in report_html(A)
