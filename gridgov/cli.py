@@ -699,6 +699,45 @@ def supervise(
         out.print(f"recorded {len(items)} supervision(s) with their notices", highlight=False)
 
 
+@app.command()
+def notices(
+    incident_id: Annotated[
+        str | None, typer.Option("--incident", help="Only this incident's notices.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="supervision (督办 orders) or outcome (what reporters are told)."),
+    ] = None,
+    recipient: Annotated[
+        str | None, typer.Option(help="Only notices to this office, department or reporter.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only notices written at or after (ISO 8601).")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """List notices: supervision orders to offices and departments, and the outcomes sent to
+    reporters (of an incident and of every duplicate linked to it)."""
+    from gridgov import store
+
+    with _domain_errors():
+        frame = store.read_notices(
+            store.open_store(_url(url)),
+            incident_id=incident_id,
+            kind=kind,
+            recipient=recipient,
+            since=None if since is None else _parse_instant(since, "--since"),
+        )
+    for row in frame.itertuples():
+        out.print(
+            f"{_local(row.created_at)}  {row.kind:<11} {row.incident_id}  to {row.recipient_kind} "
+            f"{row.recipient}: {row.message}",
+            highlight=False,
+            markup=False,
+        )
+    out.print(f"{len(frame)} notice(s)", highlight=False)
+
+
 @app.command("act")
 def act(
     incident_id: Annotated[str, typer.Argument(help="The incident.")],

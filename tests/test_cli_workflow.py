@@ -124,6 +124,8 @@ def test_supervise_lists_overdue_exactly_after_the_deadline_and_records_once(url
     assert "recorded 0 supervision(s)" in again
     notices = store.read_notices(store.open_store(url))
     assert (notices["incident_id"] == "CLI-WF-4").any()
+    listed = _ok("notices", "--incident", "CLI-WF-4", "--kind", "supervision", "--url", url)
+    assert "CLI-WF-4" in listed and "to office" in listed
 
 
 def test_report_writes_csv_and_html_for_the_simulated_month(url: str, tmp_path: Path) -> None:
