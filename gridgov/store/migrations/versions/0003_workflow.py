@@ -1,6 +1,45 @@
 """The incident workflow: append-only events, notices, consultations; incidents learn their
 duplicates, reporters and descriptions; dispatcher statuses become workflow states.
 
+Incidents stored before this revision (by ``gridgov demo`` or ``gridgov dispatch`` of the
+previous release) have no events, and every workflow action starts from the latest event: left
+as they are, they could never be acknowledged, resolved or cancelled, and their units would stay
+busy for good. So the upgrade writes each of them a history reconstructed from what the store
+knows, and labels it as such: actor ``migration-0003``, a reason saying it was reconstructed
+because it was recorded before the workflow existed, and ``data["reconstructed"] = true``. Only
+facts the store holds are written; nothing is invented to make a log look complete.
+
+- Every incident: ``report`` and ``register``, both at ``reported_at`` (role system; ``seq``
+  orders them). The previous release queued every stored incident for dispatch, so it was, in
+  effect, registered when stored.
+- ``dispatched`` (0002's dispatched or partial): a ``dispatch`` at the time of its latest
+  dispatch row that assigned units (role system, that row's level, office = the lead unit's
+  office from ``units``, or None when that unit is gone; ``data`` has dispatch_id, the dispatch
+  status, units, offices and kinds). An incident marked dispatched without any such row has
+  nothing to support the dispatch, so it stays ``registered`` (queued for dispatch).
+- ``closed``: no code of the previous release ever set it (the store knew it only as a name),
+  so it was an operator's hand edit saying "this incident is over", without saying how. The
+  workflow's ``closed`` means more: resolved on scene and verified by a grid worker. Keeping
+  ``closed`` would take inventing acknowledge, arrive, resolve and verify events with made-up
+  times, which would then count as responses and closures in the offices' assessment; leaving
+  it ``registered`` or ``dispatched`` would bring finished work back to the queue and into
+  supervision. So it ends ``cancelled``, the workflow's "ended without a recorded resolution":
+  report, register, the dispatch when there was one, then ``cancel`` at ``updated_at`` (when it
+  was last changed, so no later than its closing). The system role may not cancel; the closing
+  was a person's act at the dispatch desk, so the event records role ``dispatcher`` (actor
+  still ``migration-0003``). As an ``apply_action`` cancel does, its active assignments end and
+  its units are free again. The downgrade maps ``cancelled`` back to ``closed``, so a round
+  trip gives the 0002 status back.
+- Times never run backwards in a log: a dispatch the store dates before ``reported_at`` is moved
+  up to it, and ``data["recorded_at"]`` keeps the stored time.
+- A status the previous release never used stops the upgrade with an error naming the
+  incidents (nothing is changed): guessing what it meant would be worse than asking.
+
+The incident's status ends equal to the last reconstructed event's ``to_state``, and every
+reconstructed log replays cleanly through :func:`gridgov.workflow.replay` (checked in
+tests/test_migration_backfill.py). The migration writes plain rows and does not import the
+workflow module, so later changes there cannot change what this revision does.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-28
@@ -8,9 +47,14 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
+from gridgov.errors import StoreError
 from gridgov.store.models import UTCDateTime
 
 revision = "0003"
@@ -101,6 +145,280 @@ def _create_append_only_triggers(postgres: bool) -> None:
             f"CREATE TRIGGER events_no_{operation.lower()} BEFORE {operation} ON events "
             f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}: {operation} on events is not allowed'); "
             "END"
+        )
+
+
+# ------------------------------------------------------------------------ history backfill
+
+#: Who wrote the reconstructed events, and why (see the module docstring).
+_BACKFILL_ACTOR = "migration-0003"
+_BACKFILL_REASON = "reconstructed: recorded before the workflow existed"
+_CANCEL_REASON = (
+    "reconstructed: closed before the workflow existed, without a record of how it was "
+    "handled, so it ends cancelled rather than closed"
+)
+#: The 0002 statuses after _STATUS_MAP: the only ones a store of the previous release holds.
+_BACKFILL_STATUSES = ("registered", "dispatched", "closed")
+#: Frozen copy of the dispatch levels a dispatch event may record.
+_DISPATCH_LEVELS = ("community", "street", "neighbour", "district")
+_RELEASE_REASON = "incident cancelled (reconstructed by migration 0003: it was closed before)"
+
+# The tables as this revision leaves them (only the columns the backfill reads or writes).
+_incidents = sa.table(
+    "incidents",
+    sa.column("incident_id", sa.String()),
+    sa.column("status", sa.String()),
+    sa.column("reported_at", UTCDateTime()),
+    sa.column("updated_at", UTCDateTime()),
+    sa.column("street_code", sa.String()),
+    sa.column("source", sa.Text()),
+)
+_events = sa.table(
+    "events",
+    sa.column("incident_id", sa.String()),
+    sa.column("seq", sa.Integer()),
+    sa.column("at", UTCDateTime()),
+    sa.column("actor", sa.Text()),
+    sa.column("role", sa.String()),
+    sa.column("action", sa.String()),
+    sa.column("from_state", sa.String()),
+    sa.column("to_state", sa.String()),
+    sa.column("reason", sa.Text()),
+    sa.column("office_id", sa.String()),
+    sa.column("street_code", sa.String()),
+    sa.column("level", sa.String()),
+    sa.column("stage", sa.String()),
+    sa.column("satisfaction", sa.String()),
+    sa.column("data", sa.JSON()),
+)
+_dispatches = sa.table(
+    "dispatches",
+    sa.column("dispatch_id", sa.Integer()),
+    sa.column("incident_id", sa.String()),
+    sa.column("created_at", UTCDateTime()),
+    sa.column("level", sa.String()),
+    sa.column("status", sa.String()),
+)
+_assignments = sa.table(
+    "assignments",
+    sa.column("assignment_id", sa.Integer()),
+    sa.column("dispatch_id", sa.Integer()),
+    sa.column("incident_id", sa.String()),
+    sa.column("unit_id", sa.String()),
+    sa.column("kind", sa.String()),
+    sa.column("role", sa.String()),
+    sa.column("active", sa.Boolean()),
+    sa.column("assigned_at", UTCDateTime()),
+    sa.column("released_at", UTCDateTime()),
+    sa.column("release_reason", sa.Text()),
+)
+_units = sa.table(
+    "units",
+    sa.column("unit_id", sa.String()),
+    sa.column("office_id", sa.String()),
+    sa.column("status", sa.String()),
+    sa.column("on_duty", sa.Boolean()),
+    sa.column("busy_incident_id", sa.String()),
+)
+
+
+def _without_events() -> Any:
+    return ~sa.exists().where(_events.c.incident_id == _incidents.c.incident_id)
+
+
+def _read_backfill(
+    connection: sa.Connection,
+) -> tuple[Sequence[Any], dict[str, Any], Sequence[Any]]:
+    """The incidents without events, the latest dispatch of each that assigned units, and the
+    assignments of those dispatches."""
+    incidents = connection.execute(
+        sa.select(_incidents).where(_without_events()).order_by(_incidents.c.incident_id)
+    ).all()
+    unknown = sorted({r.status for r in incidents} - set(_BACKFILL_STATUSES))
+    if unknown:
+        odd = [r.incident_id for r in incidents if r.status not in _BACKFILL_STATUSES]
+        shown = ", ".join(odd[:10]) + (f" and {len(odd) - 10} more" if len(odd) > 10 else "")
+        msg = (
+            f"cannot upgrade the store to revision 0003: incidents {shown} have status "
+            f"{', '.join(repr(s) for s in unknown)}, which the previous release never used "
+            "(it knew pending, unassigned, dispatched, partial and closed), so their workflow "
+            "history cannot be reconstructed; set their status to one of those by hand and "
+            "run `gridgov init` again (nothing was changed)"
+        )
+        raise StoreError(msg)
+    # Only dispatches that assigned someone made a call: an unassigned decision called nobody.
+    called = sa.exists().where(_assignments.c.dispatch_id == _dispatches.c.dispatch_id)
+    latest_ids = (
+        sa.select(sa.func.max(_dispatches.c.dispatch_id))
+        .join(_incidents, _incidents.c.incident_id == _dispatches.c.incident_id)
+        .where(_without_events(), _incidents.c.status.in_(("dispatched", "closed")), called)
+        .group_by(_dispatches.c.incident_id)
+    )
+    latest = {
+        r.incident_id: r
+        for r in connection.execute(
+            sa.select(_dispatches).where(_dispatches.c.dispatch_id.in_(latest_ids))
+        )
+    }
+    assignments = connection.execute(
+        sa.select(_assignments)
+        .where(_assignments.c.dispatch_id.in_(latest_ids))
+        .order_by(_assignments.c.assignment_id)
+    ).all()
+    return incidents, latest, assignments
+
+
+def _event(
+    incident: Any,
+    seq: int,
+    at: datetime,
+    action: str,
+    from_state: str | None,
+    to_state: str,
+    **fields: Any,
+) -> dict[str, Any]:
+    data = {"reconstructed": True, **fields.pop("data", {})}
+    row = {
+        "incident_id": incident.incident_id,
+        "seq": seq,
+        "at": at,
+        "actor": _BACKFILL_ACTOR,
+        "role": "system",
+        "action": action,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": _BACKFILL_REASON,
+        "office_id": None,
+        "street_code": incident.street_code,
+        "level": None,
+        "stage": None,
+        "satisfaction": None,
+        "data": data,
+    }
+    row.update(fields)
+    return row
+
+
+def _dispatch_event(
+    incident: Any, dispatch: Any, assigned: list[Any], offices: dict[str, Any], after: datetime
+) -> dict[str, Any]:
+    units = [a.unit_id for a in assigned]
+    lead = next((a.unit_id for a in assigned if a.role == "lead"), units[0])
+    data: dict[str, Any] = {
+        "dispatch_id": dispatch.dispatch_id,
+        "status": dispatch.status,
+        "units": units,
+        "offices": [offices.get(u) for u in units],
+        "kinds": [a.kind for a in assigned],
+    }
+    at = dispatch.created_at
+    if at < after:
+        data["recorded_at"] = at.isoformat()
+        at = after
+    level = dispatch.level
+    if level is not None and level not in _DISPATCH_LEVELS:
+        data["recorded_level"] = level
+        level = None
+    return _event(
+        incident,
+        3,
+        at,
+        "dispatch",
+        "registered",
+        "dispatched",
+        office_id=offices.get(lead),
+        level=level,
+        data=data,
+    )
+
+
+def _cancel_closed(connection: sa.Connection, incident_id: str, at: datetime) -> None:
+    """Release what a cancel releases: the incident's active assignments and busy units."""
+    active = connection.execute(
+        sa.select(_assignments.c.assignment_id, _assignments.c.assigned_at).where(
+            _assignments.c.incident_id == incident_id, _assignments.c.active.is_(sa.true())
+        )
+    ).all()
+    for assignment_id, assigned_at in active:
+        # An assignment never ends before it began.
+        connection.execute(
+            sa.update(_assignments)
+            .where(_assignments.c.assignment_id == assignment_id)
+            .values(active=False, released_at=max(at, assigned_at), release_reason=_RELEASE_REASON)
+        )
+    connection.execute(
+        sa.update(_units)
+        .where(_units.c.busy_incident_id == incident_id)
+        .values(
+            busy_incident_id=None,
+            status=sa.case(
+                (
+                    _units.c.status == "busy",
+                    sa.case((_units.c.on_duty.is_(sa.true()), "available"), else_="off_duty"),
+                ),
+                else_=_units.c.status,
+            ),
+        )
+    )
+
+
+def _backfill_events(connection: sa.Connection) -> None:
+    """Write a reconstructed history for every incident without events (module docstring)."""
+    incidents, latest, assignments = _read_backfill(connection)
+    if not incidents:
+        return
+    offices = dict(connection.execute(sa.select(_units.c.unit_id, _units.c.office_id)).all())
+    by_dispatch: dict[int, list[Any]] = {}
+    for a in assignments:
+        by_dispatch.setdefault(a.dispatch_id, []).append(a)
+    events: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    for incident in incidents:
+        at = incident.reported_at
+        report_data = {"source": incident.source} if incident.source else {}
+        log = [
+            _event(incident, 1, at, "report", None, "reported", data=report_data),
+            _event(incident, 2, at, "register", "reported", "registered"),
+        ]
+        dispatch = latest.get(incident.incident_id)
+        if dispatch is not None:
+            assigned = by_dispatch[dispatch.dispatch_id]
+            log.append(_dispatch_event(incident, dispatch, assigned, offices, at))
+        if incident.status == "closed":
+            last = log[-1]
+            # Closed at the latest when last changed; never before its own history.
+            cancel_at = max(incident.updated_at, last["at"])
+            log.append(
+                _event(
+                    incident,
+                    len(log) + 1,
+                    cancel_at,
+                    "cancel",
+                    last["to_state"],
+                    "cancelled",
+                    role="dispatcher",
+                    reason=_CANCEL_REASON,
+                    data={"status_before": "closed"},
+                )
+            )
+            _cancel_closed(connection, incident.incident_id, cancel_at)
+        final = log[-1]
+        if final["to_state"] != incident.status:
+            changed.append(
+                {
+                    "b_incident_id": incident.incident_id,
+                    "b_status": final["to_state"],
+                    "b_updated_at": max(incident.updated_at, final["at"]),
+                }
+            )
+        events.extend(log)
+    connection.execute(sa.insert(_events), events)
+    if changed:
+        connection.execute(
+            sa.update(_incidents)
+            .where(_incidents.c.incident_id == sa.bindparam("b_incident_id"))
+            .values(status=sa.bindparam("b_status"), updated_at=sa.bindparam("b_updated_at")),
+            changed,
         )
 
 
@@ -213,6 +531,7 @@ def upgrade() -> None:
 
     for old, new in _STATUS_MAP:
         op.execute(f"UPDATE incidents SET status = '{new}' WHERE status = '{old}'")
+    _backfill_events(op.get_bind())
 
 
 def downgrade() -> None:
