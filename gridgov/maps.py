@@ -67,8 +67,10 @@ from folium.elements import JSCSSMixin
 from folium.map import Layer
 from folium.template import Template
 
+# coverage_times lives in the pure core; it stays importable from here (and in __all__).
+from gridgov.coverage import coverage_times
 from gridgov.errors import InputError
-from gridgov.model import ForceKind, Level, TravelMode, UnitStatus
+from gridgov.model import ForceKind, Level, UnitStatus
 from gridgov.settings import get_settings
 
 if TYPE_CHECKING:
@@ -1242,97 +1244,6 @@ def street_map(
         ]
     )
     return _finish(m, legend, "编码或名称 code or name", f"{name} {code}")
-
-
-def coverage_times(
-    gdf_areas: gpd.GeoDataFrame,
-    gdf_units: gpd.GeoDataFrame,
-    travel: TravelModel,
-    kind: ForceKind | str,
-    *,
-    level: Level | str = "grid",
-    limit_s: float = 1800.0,
-    on_duty_only: bool = True,
-) -> pd.DataFrame:
-    """Travel time from the nearest unit of ``kind`` to each area's representative point.
-
-    The representative point is the area's ``point_on_surface``. Times run from the unit to the
-    point over the unit's own travel mode (units of one kind may drive, bike or walk). The
-    travel API gives times *to* one target from many sources (``field_to``), not a forward
-    multi-source search, so this runs one bounded search per area and mode, bounded by
-    ``limit_s``: an area no unit reaches within it gets inf.
-
-    Parameters
-    ----------
-    gdf_areas, gdf_units
-        Areas and units (EPSG:4326).
-    travel
-        A :class:`~gridgov.network.RoadNetwork` or :class:`~gridgov.network.StraightLine`.
-    kind
-        The force kind.
-    level
-        The areas' level.
-    limit_s
-        The search bound (seconds).
-    on_duty_only
-        Only units on duty count (busy ones do: coverage is about where the force is).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``code``, ``name``, ``time_s`` (inf beyond ``limit_s``) and ``unit_id`` (None then).
-    """
-    _require(gdf_areas, ("code", "name", "level"), "areas")
-    _require(gdf_units, ("unit_id", "kind", "travel_mode", "on_duty"), "units")
-    k = _kind_name(kind)
-    lv = _level_name(level)
-    if not limit_s > 0:
-        msg = f"limit_s must be > 0, got {limit_s}"
-        raise InputError(msg)
-    areas = _wgs84(gdf_areas[gdf_areas["level"].astype(str) == lv])
-    units = _wgs84(gdf_units[gdf_units["kind"].astype(str) == k])
-    if on_duty_only:
-        units = units[units["on_duty"].fillna(False).astype(bool)]
-    ux, uy, uok = _point_xy(units)
-    units = units[uok]
-    ux, uy = ux[uok], uy[uok]
-    points = shapely.point_on_surface(areas.geometry.to_numpy())
-    px, py = shapely.get_x(points), shapely.get_y(points)
-    best = np.full(len(areas), np.inf)
-    who = np.full(len(areas), None, dtype=object)
-    ids = units["unit_id"].astype(str).to_numpy()
-    modes = units["travel_mode"].astype(str).to_numpy()
-    for mode in sorted(set(modes)):
-        if TravelMode(mode) not in travel.modes:
-            continue
-        sel = np.flatnonzero(modes == mode)
-        sources = travel.snap(ux[sel], uy[sel], mode)
-        usable = ~np.asarray(sources.far)
-        if not usable.any():
-            continue
-        sources = sources.take(np.flatnonzero(usable))
-        sel = sel[usable]
-        targets = travel.snap(px, py, mode)
-        for i in range(len(areas)):
-            if targets.far[i]:
-                continue
-            times = travel.field_to(targets.take(i), limit_s).times_from(sources)
-            j = int(np.argmin(times)) if len(times) else -1
-            # Ties go to the smaller unit id, as in dispatch.
-            if j >= 0 and math.isfinite(times[j]):
-                tied = sel[times == times[j]]
-                winner = min(ids[tied])
-                if times[j] < best[i] or (times[j] == best[i] and winner < str(who[i])):
-                    best[i] = float(times[j])
-                    who[i] = winner
-    return pd.DataFrame(
-        {
-            "code": areas["code"].astype(str).to_numpy(),
-            "name": areas["name"].to_numpy(),
-            "time_s": best,
-            "unit_id": who,
-        }
-    )
 
 
 def _band_labels(bands_min: Sequence[float]) -> list[str]:
