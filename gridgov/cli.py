@@ -1105,6 +1105,149 @@ def consultation_check(
     )
 
 
+def _parse_moves(moves: list[str] | None) -> dict[str, tuple[float, float]]:
+    """``UNIT=LON,LAT`` items (WGS84) as ``{unit: (lon, lat)}``, every bad item listed."""
+    parsed: dict[str, tuple[float, float]] = {}
+    problems = []
+    for item in moves or []:
+        unit, _, where = item.partition("=")
+        lon, _, lat = where.partition(",")
+        try:
+            parsed[unit.strip()] = (float(lon), float(lat))
+        except ValueError:
+            problems.append(item)
+        if not unit.strip():
+            problems.append(item)
+    if problems:
+        msg = f"--move takes UNIT=LON,LAT (WGS84), not: {', '.join(problems)}"
+        raise InputError(msg)
+    return parsed
+
+
+@app.command()
+def coverage(
+    kind: Annotated[str, typer.Argument(help="Force kind, e.g. fire, police, enforcement.")],
+    level: Annotated[str, typer.Option(help="Areas: grid, community or street.")] = "grid",
+    move: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="What if: move a unit, UNIT=LON,LAT (WGS84); repeat for several units. The "
+            "store is not changed."
+        ),
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the per-area table here.")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Travel time from the nearest unit of a kind to every area, and what a move would change.
+
+    Times run over the stored roads (straight lines when none are stored) from each unit to
+    the area's representative point. With --move, the same is computed with the units moved,
+    and the two are compared: areas better and worse, areas and micro-grids within each band.
+    """
+    from gridgov import store
+    from gridgov.coverage import (
+        compare_coverage,
+        count_microgrids,
+        coverage_times,
+        relocate_units,
+    )
+
+    with _domain_errors():
+        moves = _parse_moves(move)
+        engine = store.open_store(_url(url))
+        gdf_areas = store.read_areas(engine)
+        gdf_units = store.read_units(engine)
+        travel = store.travel_from_store(engine)
+        before = coverage_times(gdf_areas, gdf_units, travel, kind, level=level)
+        after = (
+            coverage_times(gdf_areas, relocate_units(gdf_units, moves), travel, kind, level=level)
+            if moves
+            else before
+        )
+        result = compare_coverage(before, after, population=count_microgrids(gdf_areas, level))
+    title = f"{kind} coverage of {len(before)} {level} areas"
+    out.print(title + (f", with {len(moves)} unit(s) moved" if moves else ""), highlight=False)
+    bands = result.bands
+    for band, row in bands.iterrows():
+        line = f"  {band:<15} areas {row['areas_before']:>5.0f}"
+        if moves:
+            line += f" -> {row['areas_after']:>5.0f}"
+        if "population_before" in bands.columns:
+            line += f"   micro-grids {row['population_before']:>7.0f}"
+            if moves:
+                line += f" -> {row['population_after']:>7.0f}"
+        out.print(line, highlight=False, markup=False)
+    summary = result.summary
+    out.print(
+        f"mean {summary['mean_before_s'] / 60:.1f} min"
+        + (f" -> {summary['mean_after_s'] / 60:.1f} min" if moves else "")
+        + (
+            f"; areas better {summary['better']:.0f}, worse {summary['worse']:.0f}, "
+            f"same {summary['same']:.0f}"
+            if moves
+            else ""
+        ),
+        highlight=False,
+    )
+    worst = result.worst.head(5)
+    out.print(
+        "slowest areas: "
+        + ", ".join(
+            f"{name} {float(t) / 60:.1f} min"
+            for name, t in zip(worst["name"], worst["time_after_s"], strict=True)
+        ),
+        highlight=False,
+        markup=False,
+    )
+    if csv_out is not None:
+        csv_out.parent.mkdir(parents=True, exist_ok=True)
+        result.areas.to_csv(csv_out, index=False, encoding="utf-8-sig")
+        out.print(f"wrote {csv_out}", highlight=False)
+
+
+@app.command()
+def hotspots(
+    period: Annotated[str, typer.Option(help="Incidents reported in this period (2026-10...).")],
+    level: Annotated[str, typer.Option(help="Areas: grid, community or street.")] = "grid",
+    alpha: Annotated[float, typer.Option(help="Significance level of the Gi* test.")] = 0.05,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the per-area table here.")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Hot and cold spots of the stored incidents (Getis-Ord Gi*, areas sharing a border)."""
+    from gridgov import store
+    from gridgov.coverage import hot_spots
+
+    with _domain_errors():
+        engine = store.open_store(_url(url))
+        spots = hot_spots(
+            store.read_areas(engine),
+            store.read_incidents(engine),
+            level=level,
+            period=period,
+            alpha=alpha,
+        )
+    total = int(spots["count"].sum())
+    out.print(f"{total} incidents in {len(spots)} {level} areas, {period}", highlight=False)
+    for label in ("hot", "cold"):
+        chosen = spots[spots["spot"] == label].sort_values("gi_star", ascending=label == "cold")
+        out.print(f"{label} spots: {len(chosen)}", highlight=False)
+        for row in chosen.head(10).itertuples():
+            out.print(
+                f"  {row.code} {row.name}: {row.count} incidents, Gi* {row.gi_star:+.2f}, "
+                f"p {row.p_value:.3f}",
+                highlight=False,
+                markup=False,
+            )
+    if csv_out is not None:
+        csv_out.parent.mkdir(parents=True, exist_ok=True)
+        spots.drop(columns="geometry").to_csv(csv_out, index=False, encoding="utf-8-sig")
+        out.print(f"wrote {csv_out}", highlight=False)
+
+
 @app.command()
 def route(
     lon1: Annotated[float, typer.Argument(help="From: longitude (or x).")],

@@ -225,3 +225,26 @@ def test_an_office_head_moves_only_after_the_street_answered_a_written_consultat
     listed = json.loads(_ok("consultation", "list", "--office", office, "--url", url))
     assert [c["head_name"] for c in listed] == ["李四"]
     assert listed[0]["opinion"] == "agree" and listed[0]["street_code"] == "510106024000"
+
+
+def test_coverage_asks_what_a_station_move_would_change(url: str, tmp_path: Path) -> None:
+    output = _ok("coverage", "fire", "--url", url)
+    assert "fire coverage of 995 grid areas" in output and "within 10 min" in output
+    target = tmp_path / "moved.csv"
+    moved = _ok(
+        "coverage", "fire", "--move", "510106024000-fire-01=104.02,30.72",
+        "--move", "510106024000-fire-02=104.02,30.72", "--csv", str(target), "--url", url,
+    )  # fmt: skip
+    assert "2 unit(s) moved" in moved and "worse" in moved and " -> " in moved
+    rows = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8-sig"))))
+    assert len(rows) == 995 and {"time_before_s", "time_after_s", "change"} <= set(rows[0])
+    assert any(r["change"] != "same" for r in rows)
+    for bad in ("nobody=104.02,30.72", "510106024000-fire-01=east,north"):
+        result = runner.invoke(app, ["coverage", "fire", "--move", bad, "--url", url])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_hotspots_of_the_simulated_month(url: str) -> None:
+    output = _ok("hotspots", "--period", "2026-10", "--url", url)
+    assert "grid areas, 2026-10" in output
+    assert "hot spots:" in output and "cold spots:" in output
