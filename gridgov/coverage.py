@@ -18,7 +18,7 @@ hot and cold spots at a significance level.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,7 +53,7 @@ HOT, COLD, NOT_SIGNIFICANT = "hot", "cold", "not significant"
 # --------------------------------------------------------------------------------------------
 
 
-def _require(df: Any, columns: Sequence[str], what: str, *, geometry: bool = True) -> None:
+def _require(df: Any, columns: Iterable[str], what: str, *, geometry: bool = True) -> None:
     if not isinstance(df, pd.DataFrame):
         msg = f"{what} must be a (Geo)DataFrame, got {type(df).__name__}"
         raise InputError(msg)

@@ -68,7 +68,15 @@ from folium.map import Layer
 from folium.template import Template
 
 # coverage_times lives in the pure core; it stays importable from here (and in __all__).
-from gridgov.coverage import coverage_times
+# The frame checks are the analysis module's: maps validate their inputs the same way.
+from gridgov.coverage import (
+    _kind_name,
+    _level_name,
+    _point_xy,
+    _require,
+    _wgs84,
+    coverage_times,
+)
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, Level, UnitStatus
 from gridgov.settings import get_settings
@@ -432,60 +440,6 @@ def _js(data: Any) -> str:
         text = text.replace(char, escaped)
     # U+2028/2029 end a line in old JavaScript engines.
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def _require(df: Any, columns: Iterable[str], what: str, *, geometry: bool = True) -> None:
-    problems = []
-    if not isinstance(df, pd.DataFrame):
-        msg = f"{what} must be a (Geo)DataFrame, got {type(df).__name__}"
-        raise InputError(msg)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        problems.append(f"missing column(s) {', '.join(missing)}")
-    if geometry and not isinstance(df, gpd.GeoDataFrame):
-        problems.append("no geometry (expected a GeoDataFrame)")
-    elif geometry and isinstance(df, gpd.GeoDataFrame) and df.crs is None and len(df):
-        problems.append("no CRS (expected EPSG:4326)")
-    if problems:
-        msg = f"{what}: {'; '.join(problems)}"
-        raise InputError(msg)
-
-
-def _wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    if gdf.crs is not None and not gdf.crs.equals("EPSG:4326"):
-        return gdf.to_crs("EPSG:4326")
-    return gdf
-
-
-def _level_name(level: Level | str) -> str:
-    try:
-        return Level(level).value
-    except ValueError as exc:
-        msg = f"unknown level {level!r}; expected one of {', '.join(lv.value for lv in Level)}"
-        raise InputError(msg) from exc
-
-
-def _kind_name(kind: ForceKind | str) -> str:
-    try:
-        return ForceKind(kind).value
-    except ValueError as exc:
-        msg = (
-            f"unknown force kind {kind!r}; expected one of {', '.join(k.value for k in ForceKind)}"
-        )
-        raise InputError(msg) from exc
-
-
-def _point_xy(gdf: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """lon, lat and a mask of rows with a usable point."""
-    geoms = gdf.geometry.to_numpy()
-    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    x = np.full(len(gdf), np.nan)
-    y = np.full(len(gdf), np.nan)
-    if ok.any():
-        x[ok] = shapely.get_x(geoms[ok])
-        y[ok] = shapely.get_y(geoms[ok])
-    ok &= np.isfinite(x) & np.isfinite(y)
-    return x, y, ok
 
 
 def _text(value: Any) -> str | None:
