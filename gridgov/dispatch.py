@@ -502,7 +502,8 @@ class _Pool:
         gdf = _to_wgs84(gdf_units)
         kinds_col = _string_column(gdf["kind"])
         take = kinds_col.rows_of(sorted(kinds))
-        self._gdf, self._take = gdf, take
+        self._gdf: gpd.GeoDataFrame | None = gdf
+        self._take: IntArray = take
         ids_col = _string_column(gdf["unit_id"])
         self.ids: ObjArray = ids_col.values[take]
         if not ids_col.unique and len(set(self.ids.tolist())) != len(self.ids):
@@ -522,8 +523,56 @@ class _Pool:
         geoms = np.asarray(gdf.geometry.values, dtype=object)[take]
         self.lon: FloatArray = np.asarray(shapely.get_x(geoms), dtype=float)
         self.lat: FloatArray = np.asarray(shapely.get_y(geoms), dtype=float)
+        self._derive()
+
+    @classmethod
+    def _of_arrays(
+        cls,
+        ctx: DispatchContext,
+        *,
+        ids: ObjArray,
+        rank: IntArray,
+        kind: ObjArray,
+        street: ObjArray,
+        mode: ObjArray,
+        grid: ObjArray,
+        status: ObjArray,
+        on_duty: BoolArray,
+        lon: FloatArray,
+        lat: FloatArray,
+        note: ObjArray,
+        busy_incident: ObjArray,
+        busy_priority: FloatArray,
+    ) -> _Pool:
+        """A pool of units given as arrays (every row of the wanted kinds, ids unique).
+
+        What :func:`prepare_units` and the frame constructor work out, given directly: the
+        store keeps the units' fixed columns per loaded dataset and reads only the changing
+        ones for each dispatch (:func:`_dispatch_pool`). ``rank`` orders the rows as their
+        ids sort; ``lon``/``lat`` are the effective positions (NaN: left out, ``note`` says
+        why); ``busy_priority`` is NaN where unknown.
+        """
+        self = cls.__new__(cls)
+        self.ctx = ctx
+        self._gdf, self._take = None, np.arange(len(ids))
+        self.ids, self.n, self.rank = ids, len(ids), rank
+        self.kind, self.street, self.mode = kind, street, mode
+        self.status, self.on_duty, self.lon, self.lat = status, on_duty, lon, lat
+        # The lazily read columns, given already (cached_property reads the instance dict).
+        lazy = {
+            "grid": grid,
+            "note": note,
+            "busy_incident": busy_incident,
+            "busy_priority": busy_priority,
+        }
+        self.__dict__.update(lazy)
+        self._derive()
+        return self
+
+    def _derive(self) -> None:
+        n = self.n
         self.supported: BoolArray = np.zeros(n, dtype=bool)
-        for m in ctx.travel.modes:
+        for m in self.ctx.travel.modes:
             self.supported |= self.mode == m.value
         self.positioned: BoolArray = np.isfinite(self.lon) & np.isfinite(self.lat)
         self.available: BoolArray = (self.status == UnitStatus.AVAILABLE.value) & self.on_duty
@@ -535,7 +584,7 @@ class _Pool:
 
     # Columns most decisions never read are fetched on first use.
     def _optional(self, column: str) -> ObjArray:
-        if column in self._gdf.columns:
+        if self._gdf is not None and column in self._gdf.columns:
             return _strings(self._gdf[column], self._take)
         return np.full(self.n, None, dtype=object)
 
@@ -553,7 +602,7 @@ class _Pool:
 
     @cached_property
     def busy_priority(self) -> FloatArray:
-        if "busy_priority" not in self._gdf.columns:
+        if self._gdf is None or "busy_priority" not in self._gdf.columns:
             return np.full(self.n, np.nan)
         values = pd.to_numeric(self._gdf["busy_priority"], errors="coerce")
         return np.asarray(values.to_numpy(dtype=float, na_value=np.nan)[self._take], dtype=float)
@@ -963,8 +1012,32 @@ def dispatch_incident(
     """
     matter = ctx.catalog.get(incident.matter_code)
     placement = locate_incident(incident, ctx)
+    pool = _Pool(gdf_units, {k.value for k in matter.required_kinds}, ctx)
+    return _dispatch_pool(
+        incident,
+        pool,
+        ctx,
+        matter,
+        placement,
+        exclude=exclude,
+        routes=routes,
+        allow_preemption=allow_preemption,
+    )
+
+
+def _dispatch_pool(
+    incident: Incident,
+    pool: _Pool,
+    ctx: DispatchContext,
+    matter: Matter,
+    placement: Placement,
+    *,
+    exclude: Collection[str] = frozenset(),
+    routes: bool = True,
+    allow_preemption: bool = True,
+) -> Decision:
+    """:func:`dispatch_incident` on a pool built already (the store builds it from arrays)."""
     kinds = matter.required_kinds
-    pool = _Pool(gdf_units, {k.value for k in kinds}, ctx)
     target = _Target(pool, _snap_incident(ctx.travel, incident, _needed_modes(pool, kinds)))
     exclude = frozenset(exclude)
     taken: set[str] = set()
@@ -1966,6 +2039,19 @@ def _num(x: float | None) -> float | None:
 
 def _jsonable(obj: Any) -> Any:
     """A copy of ``obj`` that json.dumps accepts: inf/nan -> None, enums -> values."""
+    # The exact built-in types first: explanations are large and mostly made of them (an
+    # Enum, a numpy scalar or a subclass takes the general path below).
+    t = type(obj)
+    if t is str or t is bool or obj is None:
+        return obj
+    if t is dict:
+        return {str(_jsonable(k)): _jsonable(v) for k, v in obj.items()}
+    if t is float:
+        return obj if math.isfinite(obj) else None
+    if t is int:
+        return obj
+    if t is list:
+        return [_jsonable(v) for v in obj]
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, bool | str) or obj is None:

@@ -104,6 +104,27 @@ class Settings(BaseSettings):
     tianditu_key: str | None = Field(
         default=None, description="Tianditu (天地图) key, for map_base=tianditu."
     )
+    open311_jurisdiction: str | None = Field(
+        default=None,
+        description="Open311 jurisdiction_id this service answers for (default: the loaded "
+        "district's code). A request naming another jurisdiction is refused (404).",
+    )
+    api_workers: int = Field(
+        default=2, ge=1, description="uvicorn worker processes of `gridgov serve`."
+    )
+    db_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="PostgreSQL connections each process keeps open (SQLAlchemy pool_size). "
+        "Keep api_workers × (db_pool_size + db_max_overflow) below the server's "
+        "max_connections (100 by default).",
+    )
+    db_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="PostgreSQL connections a process may open beyond db_pool_size under load "
+        "(closed again when returned).",
+    )
     reference_seed: int = Field(default=20261127, description="Seed of the reference generator.")
     test_postgis_url: str = Field(
         default="postgresql+psycopg://gridgov:gridgov@127.0.0.1:5432/gridgov_test",

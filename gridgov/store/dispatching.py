@@ -6,7 +6,9 @@ change of status and its assignment are never seen apart, and two dispatchers ne
 same unit:
 
 1. *snapshot*: read the candidate units (available and on duty, plus, for a priority-1 matter,
-   the busy ones with the priority of their incident) without locking anything;
+   the busy ones with the priority of their incident) without locking anything; the units'
+   fixed columns (kind, street, office...) are kept per loaded dataset, so each snapshot
+   reads only what changes (status, duty, busy incident, position);
 2. *decide*: :func:`gridgov.dispatch.dispatch_incident` on that snapshot;
 3. *commit*: in one write transaction, lock the incident row(s), then the chosen unit rows
    (PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite: the whole database, taken by
@@ -42,9 +44,11 @@ import pandas as pd
 import shapely
 from shapely.geometry import Point
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Engine,
     and_,
+    bindparam,
     func,
     insert,
     or_,
@@ -66,11 +70,11 @@ from gridgov.errors import (
     StoreError,
     UnknownMatterError,
 )
-from gridgov.model import UNIT_COLUMNS, UnitStatus
+from gridgov.model import UnitStatus
 from gridgov.network import SPEEDS_KMH, StraightLine, TravelModel, build_network
 from gridgov.settings import get_settings
 from gridgov.store.engine import begin_write, translate_errors
-from gridgov.store.journal import SYSTEM_ACTOR, append_event
+from gridgov.store.journal import SYSTEM_ACTOR, append_event, build_event, insert_events
 from gridgov.store.models import (
     ASSIGNMENTS,
     DATASETS,
@@ -78,12 +82,12 @@ from gridgov.store.models import (
     EVENTS,
     INCIDENTS,
     MATTERS,
+    OFFICES,
     UNITS,
 )
 from gridgov.store.repository import (
     end_active_assignments,
     read_areas,
-    read_offices,
     read_roads,
 )
 from gridgov.workflow import OPEN_STATES, Action, Role, State, find_duplicate
@@ -139,8 +143,44 @@ _WGS84 = "EPSG:4326"
 # PostgreSQL's "try again" answers: serialization failure and deadlock detected.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 _MAX_ID_LENGTH = 64
+#: Rounds of decide-and-commit before a dispatch gives up (dispatch_stored's default).
+_MAX_ATTEMPTS = 20
 # Namespace of the advisory locks that serialise the duplicate check per matter (PostgreSQL).
 _DUPLICATE_LOCK_SPACE = 7_311_003
+# Statements run for every report, built once: SQLAlchemy then reuses their cache keys.
+_MATTERS = select(MATTERS.c.code, MATTERS.c.priority)
+_MAX_DATASET = select(func.max(DATASETS.c.id))
+_INSERT_INCIDENT = insert(INCIDENTS)
+_INSERT_DISPATCH = insert(DISPATCHES).returning(DISPATCHES.c.dispatch_id)
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_LOCK_INCIDENTS = (
+    select(INCIDENTS.c.incident_id, INCIDENTS.c.status)
+    .where(INCIDENTS.c.incident_id.in_(_IDS))
+    .order_by(INCIDENTS.c.incident_id)
+    .with_for_update()
+)
+_LOCK_UNITS = (
+    select(
+        UNITS.c.unit_id,
+        UNITS.c.status,
+        UNITS.c.on_duty,
+        UNITS.c.busy_incident_id,
+        UNITS.c.office_id,
+    )
+    .where(UNITS.c.unit_id.in_(_IDS))
+    .order_by(UNITS.c.unit_id)
+    .with_for_update(skip_locked=True)
+)
+_SET_BUSY = (
+    update(UNITS)
+    .where(UNITS.c.unit_id.in_(_IDS))
+    .values(status=str(UnitStatus.BUSY), busy_incident_id=bindparam("b_busy"))
+)
+_LAST_END = (
+    select(ASSIGNMENTS.c.unit_id, func.max(ASSIGNMENTS.c.released_at))
+    .where(ASSIGNMENTS.c.unit_id.in_(_IDS))
+    .group_by(ASSIGNMENTS.c.unit_id)
+)
 
 
 class _UnitsTaken(Exception):
@@ -168,21 +208,18 @@ class _Cached:
     version: Any
     catalog: Catalog | None
     ctx: dispatch.DispatchContext | None = None
-    gdf_offices: gpd.GeoDataFrame | None = None
 
 
 _CACHE: weakref.WeakKeyDictionary[Engine, _Cached] = weakref.WeakKeyDictionary()
-_OFFICES: weakref.WeakKeyDictionary[Engine, _Cached] = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
 
 
 def _dataset_version(engine: Engine, connection: Connection | None = None) -> Any:
     """Changes whenever a dataset (areas, offices, units, roads, matters) is loaded."""
-    stmt = select(func.max(DATASETS.c.id))
     if connection is not None:
-        return connection.execute(stmt).scalar()
+        return connection.execute(_MAX_DATASET).scalar()
     with translate_errors(engine), engine.connect() as own:
-        return own.execute(stmt).scalar()
+        return own.execute(_MAX_DATASET).scalar()
 
 
 def travel_from_store(engine: Engine) -> TravelModel:
@@ -267,18 +304,6 @@ def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispat
         return ctx
 
 
-def _offices(engine: Engine, connection: Connection | None = None) -> gpd.GeoDataFrame:
-    """The stored offices (units with stale positions fall back to them), cached per load."""
-    version = _dataset_version(engine, connection)
-    with _CACHE_LOCK:
-        cached = _OFFICES.get(engine)
-        if cached is not None and cached.version == version and cached.gdf_offices is not None:
-            return cached.gdf_offices
-        gdf_offices = read_offices(engine)
-        _OFFICES[engine] = _Cached(version=version, catalog=None, gdf_offices=gdf_offices)
-        return gdf_offices
-
-
 # --------------------------------------------------------------------------------------------
 # incidents
 # --------------------------------------------------------------------------------------------
@@ -360,6 +385,38 @@ def create_incident(
     UnknownMatterError
         The store holds a catalogue and the matter is not in it.
     """
+    return _store_report(
+        engine,
+        incident,
+        placement,
+        source=source,
+        now=now,
+        reporter=reporter,
+        description=description,
+        check_duplicates=check_duplicates,
+    ).incident_id
+
+
+@dataclass(frozen=True)
+class _Stored:
+    incident_id: str
+    state: str
+    reason: str | None = None
+    duplicate_of: str | None = None
+
+
+def _store_report(
+    engine: Engine,
+    incident: dispatch.Incident,
+    placement: dispatch.Placement | None,
+    *,
+    source: str | None,
+    now: datetime | None,
+    reporter: str | None,
+    description: str | None,
+    check_duplicates: bool,
+) -> _Stored:
+    """:func:`create_incident`'s work; returns the state the report ended in."""
     _check_incident(incident)
     now = _aware(now or datetime.now(UTC), "now")
     reported_at = incident.reported_at.astimezone(UTC)
@@ -381,38 +438,39 @@ def create_incident(
         "description": description,
     }
     settings = get_settings()
+    report = build_event(
+        None,
+        incident.incident_id,
+        Action.REPORT,
+        at=reported_at,
+        actor=reporter or source or SYSTEM_ACTOR,
+        role=Role.REPORTER if reporter else Role.SYSTEM,
+        street_code=street_code,
+        data={"source": source} if source else None,
+    )
     with translate_errors(engine):
         try:
             with begin_write(engine) as connection:
-                matters = dict(connection.execute(select(MATTERS.c.code, MATTERS.c.priority)).all())
+                matters = dict(connection.execute(_MATTERS).all())
                 if matters and incident.matter_code not in matters:
                     raise UnknownMatterError(incident.matter_code)
                 row["priority"] = matters.get(incident.matter_code)
-                if _exists(connection, incident.incident_id):
-                    raise _exists_already(incident.incident_id)
                 master = (
                     _find_duplicate(connection, incident, reported_at) if check_duplicates else None
                 )
+                if master is not None and master[0] == incident.incident_id:
+                    # The id is taken by an open incident nearby (itself): not a duplicate.
+                    raise _exists_already(incident.incident_id)
                 row["duplicate_of"] = None if master is None else master[0]
-                connection.execute(insert(INCIDENTS).values(**row))
-                report = append_event(
-                    connection,
-                    incident.incident_id,
-                    Action.REPORT,
-                    at=reported_at,
-                    actor=reporter or source or SYSTEM_ACTOR,
-                    role=Role.REPORTER if reporter else Role.SYSTEM,
-                    street_code=street_code,
-                    data={"source": source} if source else None,
-                )
+                events = [report]
+                outcome = _Stored(incident.incident_id, str(State.REPORTED))
                 if master is not None:
                     master_id, distance_m = master
-                    append_event(
-                        connection,
+                    rejected = build_event(
+                        report,
                         incident.incident_id,
                         Action.REJECT,
                         at=now,
-                        last=report,
                         clamp=True,
                         reason=(
                             f"duplicate of {master_id}: the same matter {distance_m:.0f} m away "
@@ -425,25 +483,113 @@ def create_incident(
                             "distance_m": round(distance_m, 1),
                         },
                     )
-                elif settings.auto_register:
-                    append_event(
-                        connection,
-                        incident.incident_id,
-                        Action.REGISTER,
-                        at=now,
-                        last=report,
-                        clamp=True,
+                    events.append(rejected)
+                    outcome = _Stored(
+                        incident.incident_id, str(State.REJECTED), rejected.reason, master_id
                     )
+                elif settings.auto_register:
+                    events.append(
+                        build_event(
+                            report, incident.incident_id, Action.REGISTER, at=now, clamp=True
+                        )
+                    )
+                    outcome = _Stored(incident.incident_id, str(State.REGISTERED))
+                # The incident is new (its id is the primary key: a second insert fails with
+                # IntegrityError, reported below), so its first events need no reading back:
+                # it is inserted in its final state, then its events at once.
+                row["status"] = str(events[-1].to_state)
+                row["updated_at"] = events[-1].at
+                connection.execute(_INSERT_INCIDENT, row)
+                insert_events(connection, events)
         except IntegrityError as exc:
             raise _exists_already(incident.incident_id) from exc
-    return incident.incident_id
+    return outcome
 
 
-def _exists(connection: Connection, incident_id: str) -> bool:
-    found = connection.execute(
-        select(INCIDENTS.c.incident_id).where(INCIDENTS.c.incident_id == incident_id)
-    ).first()
-    return found is not None
+@dataclass(frozen=True)
+class Report:
+    """What became of a report: its state, and the dispatch decision when it was dispatched."""
+
+    incident_id: str
+    state: str
+    placement: dispatch.Placement
+    decision: dispatch.Decision | None = None
+    duplicate_of: str | None = None
+    reason: str | None = None
+
+
+def report_incident(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    incident: dispatch.Incident,
+    *,
+    auto_dispatch: bool = True,
+    source: str | None = None,
+    now: datetime | None = None,
+    reporter: str | None = None,
+    description: str | None = None,
+    check_duplicates: bool = True,
+    actor: str = SYSTEM_ACTOR,
+    role: Role | str = Role.SYSTEM,
+) -> Report:
+    """Take a report in: check it, store it with its first events, and dispatch it.
+
+    This is the one intake path (CLI, API and Open311 all use it). The matter and the point
+    are checked before anything is stored (unknown matter, outside the district), then
+    :func:`create_incident` stores it. A registered report is dispatched at once unless
+    ``auto_dispatch`` is off; a duplicate, or a report waiting to be registered, is not.
+
+    Raises
+    ------
+    UnknownMatterError, OutsideDistrictError, InputError
+        Nothing was stored.
+    """
+    now = _aware(now or datetime.now(UTC), "now")
+    ctx.catalog.get(incident.matter_code)
+    placement = dispatch.locate_incident(incident, ctx)
+    stored = _store_report(
+        engine,
+        incident,
+        placement,
+        source=source,
+        now=now,
+        reporter=reporter,
+        description=description,
+        check_duplicates=check_duplicates,
+    )
+    if stored.state != PENDING or not auto_dispatch:
+        return Report(
+            incident.incident_id,
+            stored.state,
+            placement,
+            None,
+            stored.duplicate_of,
+            stored.reason,
+        )
+    # What dispatch_stored would read back: the incident as stored (UTC time, float point);
+    # a brand-new incident has no return events, so no office is left out.
+    stored_incident = dispatch.Incident(
+        incident_id=incident.incident_id,
+        matter_code=incident.matter_code,
+        lon=float(incident.lon),
+        lat=float(incident.lat),
+        reported_at=incident.reported_at.astimezone(UTC),
+    )
+    decision = _dispatch_attempts(
+        engine,
+        ctx,
+        stored_incident,
+        _Returned(),
+        now=now,
+        max_attempts=_MAX_ATTEMPTS,
+        routes=True,
+        allow_preemption=True,
+        actor=actor,
+        role=role,
+        placement=placement,
+    )
+    state = DISPATCHED if decision.assignments else PENDING
+    return Report(incident.incident_id, state, placement, decision, None, None)
 
 
 def _exists_already(incident_id: str) -> InputError:
@@ -454,6 +600,21 @@ def _exists_already(incident_id: str) -> InputError:
 def _metric_xy(lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray]:
     x, y = from_wgs84(lon, lat, get_settings().metric_crs)
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def _duplicate_candidates() -> Any:
+    return select(
+        INCIDENTS.c.incident_id,
+        INCIDENTS.c.matter_code,
+        INCIDENTS.c.reported_at,
+        INCIDENTS.c.status,
+        _raw_position(INCIDENTS.c.geometry),
+    ).where(
+        INCIDENTS.c.matter_code == bindparam("matter"),
+        INCIDENTS.c.status.in_([str(s) for s in OPEN_STATES]),
+        INCIDENTS.c.reported_at <= bindparam("until", type_=INCIDENTS.c.reported_at.type),
+        INCIDENTS.c.reported_at >= bindparam("since", type_=INCIDENTS.c.reported_at.type),
+    )
 
 
 def _find_duplicate(
@@ -476,24 +637,27 @@ def _find_duplicate(
             {"space": _DUPLICATE_LOCK_SPACE, "matter": incident.matter_code},
         )
     rows = connection.execute(
-        select(
-            INCIDENTS.c.incident_id,
-            INCIDENTS.c.matter_code,
-            INCIDENTS.c.reported_at,
-            INCIDENTS.c.status,
-            INCIDENTS.c.geometry,
-        ).where(
-            INCIDENTS.c.matter_code == incident.matter_code,
-            INCIDENTS.c.status.in_([str(s) for s in OPEN_STATES]),
-            INCIDENTS.c.reported_at <= reported_at,
-            INCIDENTS.c.reported_at >= reported_at - window,
-        )
+        _DUPLICATE_CANDIDATES,
+        {
+            "matter": incident.matter_code,
+            "until": reported_at,
+            "since": reported_at - window,
+        },
     ).all()
     if not rows:
         return None
-    lon = [float(r.geometry.x) for r in rows]
-    lat = [float(r.geometry.y) for r in rows]
-    xs, ys = _metric_xy(lon, lat)
+    lon, lat = _xy([r.position for r in rows])
+    # The report's own point goes last, in the same (one) transformation.
+    xs, ys = _metric_xy([*lon.tolist(), float(incident.lon)], [*lat.tolist(), float(incident.lat)])
+    x0, y0 = xs[-1:], ys[-1:]
+    xs, ys = xs[:-1], ys[:-1]
+    # Only incidents within the radius can be the answer (find_duplicate computes the same
+    # distances and takes the nearest of those): the others need no frame.
+    near = np.flatnonzero(np.hypot(xs - x0[0], ys - y0[0]) <= settings.duplicate_radius_m)
+    if not len(near):
+        return None
+    rows = [rows[i] for i in near.tolist()]
+    xs, ys = xs[near], ys[near]
     open_incidents = pd.DataFrame(
         {
             "incident_id": [r.incident_id for r in rows],
@@ -504,7 +668,6 @@ def _find_duplicate(
             "status": [r.status for r in rows],
         }
     )
-    x0, y0 = _metric_xy([float(incident.lon)], [float(incident.lat)])
     master = find_duplicate(
         incident.matter_code,
         float(x0[0]),
@@ -567,45 +730,320 @@ class _Attempts:
     retried_errors: list[str] = field(default_factory=list)
 
 
-def _snapshot_units(
-    connection: Connection, kinds: Sequence[str], with_busy: bool
-) -> gpd.GeoDataFrame:
-    """The units dispatch may use, as a frame for :func:`gridgov.dispatch.prepare_units`.
+@dataclass(frozen=True)
+class _UnitStatics:
+    """The units' columns that change only when a dataset is loaded, one row per unit.
 
-    Available units on duty; with ``with_busy`` also the busy ones, each with the incident it
-    works on (``busy_incident``) and that incident's priority (``busy_priority``), which is
-    what preemption needs.
+    Read once per dataset version and kept per engine (:data:`_STATICS`); a dispatch then
+    reads only what changes between loads (status, duty, busy incident, position).
     """
+
+    version: Any
+    index: dict[str, int]  # unit id -> row
+    rank: np.ndarray  # place of each id in str order (ties cannot happen: ids are unique)
+    kind: np.ndarray
+    street: np.ndarray
+    mode: np.ndarray
+    grid: np.ndarray
+    office_lon: np.ndarray  # the office's position (NaN: no office, or it has no position)
+    office_lat: np.ndarray
+
+
+_STATICS: weakref.WeakKeyDictionary[Engine, _UnitStatics] = weakref.WeakKeyDictionary()
+# A snapshot whose dataset version differs from the statics' is read again (a load committed
+# in between); loads are rare maintenance actions, so a few rounds always settle it.
+_SNAPSHOT_ROUNDS = 5
+_VERSION = select(func.max(DATASETS.c.id)).scalar_subquery().label("version")
+
+
+def _raw_position(column: Any) -> Any:
+    # The driver's raw (hex) WKB, decoded in one vectorised call: per-row decoding was most of
+    # a dispatch's time with a thousand grid workers.
+    return type_coerce(column, NullType()).label("position")
+
+
+_STATICS_UNITS = select(
+    _VERSION,
+    UNITS.c.unit_id,
+    UNITS.c.kind,
+    UNITS.c.street_code,
+    UNITS.c.travel_mode,
+    UNITS.c.grid_code,
+    UNITS.c.office_id,
+).order_by(UNITS.c.unit_id)
+_STATICS_OFFICES = select(_VERSION, OFFICES.c.office_id, _raw_position(OFFICES.c.position))
+_DUPLICATE_CANDIDATES = _duplicate_candidates()
+
+
+def _strs(values: Sequence[Any]) -> np.ndarray:
+    return np.array([None if v is None else str(v) for v in values], dtype=object)
+
+
+# Little-endian 2-D WKB points: (geometry type, bytes before x) of plain WKB and of PostGIS's
+# EWKB with an SRID (type flag 0x20000000, then the 4-byte SRID).
+_POINT_LAYOUTS = {21: (1, 5), 25: (0x20000001, 9)}
+
+
+def _xy(raw: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes of raw WKB points (NaN where missing or empty)."""
+    if not raw:
+        return np.zeros(0), np.zeros(0)
+    fast = _xy_points(raw)
+    if fast is not None:
+        return fast
+    values = np.empty(len(raw), dtype=object)
+    values[:] = raw
+    try:
+        geoms = shapely.from_wkb(values)
+    except TypeError:  # memoryviews (some drivers' blobs): converted one by one
+        geoms = shapely.from_wkb(np.array([_raw_wkb(v) for v in raw], dtype=object))
+    geoms[shapely.is_empty(geoms)] = None  # GEOS refuses the coordinates of an empty point
+    return (
+        np.asarray(shapely.get_x(geoms), dtype=float),
+        np.asarray(shapely.get_y(geoms), dtype=float),
+    )
+
+
+def _xy_points(raw: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`_xy` read straight from the bytes when every value is a little-endian 2-D point
+    of one layout (what both backends store); None otherwise (then GEOS decodes them).
+
+    Decoding a thousand points through GEOS took longer than the rest of a unit snapshot.
+    """
+    present = np.array([v is not None for v in raw], dtype=bool)
+    values = [v for v in raw if v is not None]
+    if not values:
+        return np.full(len(raw), np.nan), np.full(len(raw), np.nan)
+    first = values[0]
+    if isinstance(first, str) and all(type(v) is str for v in values):
+        try:
+            buf = bytes.fromhex("".join(values))
+        except ValueError:
+            return None
+        size = len(first) // 2
+    elif isinstance(first, bytes) and all(type(v) is bytes for v in values):
+        buf, size = b"".join(values), len(first)
+    else:
+        return None
+    layout = _POINT_LAYOUTS.get(size)
+    if layout is None or len(buf) != size * len(values):
+        return None
+    rows = np.frombuffer(buf, dtype=np.uint8).reshape(len(values), size)
+    kind = rows[:, 1:5].copy().view("<u4").ravel()
+    if not (np.all(rows[:, 0] == 1) and np.all(kind == layout[0])):
+        return None
+    start = layout[1]
+    lon, lat = np.full(len(raw), np.nan), np.full(len(raw), np.nan)
+    lon[present] = rows[:, start : start + 8].copy().view("<f8").ravel()
+    lat[present] = rows[:, start + 8 : start + 16].copy().view("<f8").ravel()
+    return lon, lat
+
+
+def _read_statics(connection: Connection) -> _UnitStatics | None:
+    """The statics as stored now; None when a load committed between the two reads."""
+    units = connection.execute(_STATICS_UNITS).all()
+    offices = connection.execute(_STATICS_OFFICES).all()
+    versions = {r.version for r in units} | {r.version for r in offices}
+    if len(versions) > 1:
+        return None
+    version = versions.pop() if versions else _dataset_version(connection.engine, connection)
+    office_x, office_y = _xy([r.position for r in offices])
+    office_row = {r.office_id: i for i, r in enumerate(offices)}
+    at_office = np.array([office_row.get(r.office_id, -1) for r in units], dtype=np.int64)
+    has_office = at_office >= 0
+    office_lon, office_lat = np.full(len(units), np.nan), np.full(len(units), np.nan)
+    office_lon[has_office] = office_x[at_office[has_office]]
+    office_lat[has_office] = office_y[at_office[has_office]]
+    ids = [str(r.unit_id) for r in units]
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[np.argsort(np.array(ids, dtype=object).astype(str), kind="stable")] = np.arange(len(ids))
+    return _UnitStatics(
+        version=version,
+        index={u: i for i, u in enumerate(ids)},
+        rank=rank,
+        kind=_strs([r.kind for r in units]),
+        street=_strs([r.street_code for r in units]),
+        mode=_strs([r.travel_mode for r in units]),
+        grid=_strs([r.grid_code for r in units]),
+        office_lon=office_lon,
+        office_lat=office_lat,
+    )
+
+
+def _unit_statics(engine: Engine, connection: Connection, version: Any) -> _UnitStatics | None:
+    """The statics of dataset ``version`` (read on ``connection`` unless cached); None when the
+    stored ones are of another version by now (the caller reads its snapshot again)."""
+    with _CACHE_LOCK:
+        cached = _STATICS.get(engine)
+    if cached is not None and cached.version == version:
+        return cached
+    statics = _read_statics(connection)
+    if statics is None:
+        return None
+    with _CACHE_LOCK:
+        _STATICS[engine] = statics
+    return statics if statics.version == version else None
+
+
+_SNAPSHOTS: dict[tuple[tuple[str, ...], bool], Any] = {}
+
+
+def _snapshot_statement(kinds: Sequence[str], with_busy: bool) -> Any:
+    """The snapshot query of these kinds, built once (SQLAlchemy then reuses its cache key)."""
+    key = (tuple(sorted(kinds)), with_busy)
+    stmt = _SNAPSHOTS.get(key)
+    if stmt is not None:
+        return stmt
     units, incidents = UNITS, INCIDENTS
     status_ok = units.c.status == str(UnitStatus.AVAILABLE)
     if with_busy:
         status_ok = or_(status_ok, units.c.status == str(UnitStatus.BUSY))
     stmt = (
         select(
-            *[units.c[c] for c in UNIT_COLUMNS],
-            units.c.position_time,
-            units.c.busy_incident_id.label("busy_incident"),
+            _VERSION,
+            units.c.unit_id,
+            units.c.status,
+            units.c.on_duty,
+            units.c.busy_incident_id,
             incidents.c.priority.label("busy_priority"),
-            # The driver's raw (hex) WKB, decoded below in one vectorised call: per-row
-            # decoding was most of a dispatch's time with a thousand grid workers.
-            type_coerce(units.c.position, NullType()).label("position"),
+            # As the driver returns it: most units of a snapshot have no time to convert
+            # (see _times), and a per-row result processor cost more than the rest of a row.
+            type_coerce(units.c.position_time, NullType()).label("position_time"),
+            _raw_position(units.c.position),
         )
         .select_from(
             units.outerjoin(incidents, units.c.busy_incident_id == incidents.c.incident_id)
         )
-        .where(units.c.kind.in_(list(kinds)), units.c.on_duty.is_(True), status_ok)
+        .where(units.c.kind.in_(list(key[0])), units.c.on_duty.is_(True), status_ok)
         .order_by(units.c.unit_id)
     )
-    rows = connection.execute(stmt).all()
-    columns = [*UNIT_COLUMNS, "position_time", "busy_incident", "busy_priority"]
-    df = pd.DataFrame([tuple(r) for r in rows], columns=[*columns, "position"])
-    raw = np.array([_raw_wkb(v) for v in df.pop("position").tolist()], dtype=object)
-    geoms = shapely.from_wkb(raw)
-    gdf = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=_WGS84), crs=_WGS84)
-    gdf["on_duty"] = gdf["on_duty"].astype(bool)
-    gdf["position_time"] = pd.to_datetime(gdf["position_time"], utc=True)
-    gdf["busy_priority"] = pd.to_numeric(gdf["busy_priority"], errors="coerce")
-    return gdf
+    _SNAPSHOTS[key] = stmt
+    return stmt
+
+
+def _snapshot_pool(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    kinds: Sequence[str],
+    with_busy: bool,
+    now: datetime,
+) -> Any:
+    """The units dispatch may use, as the dispatcher's pool of arrays.
+
+    Available units on duty; with ``with_busy`` also the busy ones, each with the incident it
+    works on and that incident's priority, which is what preemption needs. Positions go
+    through the same fallbacks as :func:`gridgov.dispatch.prepare_units`: a stale or missing
+    one is replaced by the unit's office, or the unit is left out, and the note says which.
+    """
+    stmt = _snapshot_statement(kinds, with_busy)
+    for _ in range(_SNAPSHOT_ROUNDS):
+        # One connection (one pool checkout) for everything this attempt reads.
+        with translate_errors(engine), engine.connect() as connection:
+            rows = connection.execute(stmt).all()
+            if not rows:
+                return _pool(ctx, None, [], now, connection.dialect)
+            statics = _unit_statics(engine, connection, rows[0].version)
+            dialect = connection.dialect
+        if statics is None:
+            continue
+        try:
+            return _pool(ctx, statics, rows, now, dialect)
+        except KeyError:
+            # A unit the cached statics do not know: units were written without a dataset
+            # entry (by hand, in SQL). Read the statics afresh rather than fail.
+            with _CACHE_LOCK:
+                if _STATICS.get(engine) is statics:
+                    del _STATICS[engine]
+    msg = "the units were reloaded again and again while dispatching; try again"
+    raise StoreError(msg)
+
+
+def _times(values: Sequence[Any], dialect: Any) -> list[datetime | None]:
+    """Raw ``position_time`` values as the column type returns them (UTC-aware, or None)."""
+    column_type = UNITS.c.position_time.type.dialect_impl(dialect)
+    process = column_type.result_processor(dialect, None)
+    if process is None:  # pragma: no cover - UTCDateTime always converts
+        return list(values)
+    return [None if v is None else process(v) for v in values]
+
+
+def _pool(
+    ctx: dispatch.DispatchContext,
+    statics: _UnitStatics | None,
+    rows: Sequence[Any],
+    now: datetime,
+    dialect: Any,
+) -> Any:
+    n = len(rows)
+    # Columns of the snapshot's rows (see _snapshot_statement), transposed in one go.
+    _, unit_ids, status, on_duty, busy, priority, times, positions = (
+        zip(*rows, strict=True) if n else ((),) * 8
+    )
+    ids = _objects(unit_ids)
+    at = np.array([statics.index[u] for u in unit_ids] if statics else [], dtype=np.int64)
+    lon, lat = _xy(positions)
+    office_lon = statics.office_lon[at] if statics else np.zeros(0)
+    office_lat = statics.office_lat[at] if statics else np.zeros(0)
+    stamps = _times(times, dialect)
+    lon, lat, note = _effective_positions(lon, lat, stamps, office_lon, office_lat, now)
+    empty = np.zeros(0, dtype=object)
+    return dispatch._Pool._of_arrays(
+        ctx,
+        ids=ids,
+        rank=statics.rank[at] if statics else np.zeros(0, dtype=np.int64),
+        kind=statics.kind[at] if statics else empty,
+        street=statics.street[at] if statics else empty,
+        mode=statics.mode[at] if statics else empty,
+        grid=statics.grid[at] if statics else empty,
+        status=_objects(status),
+        on_duty=np.array(on_duty, dtype=bool).reshape(n),
+        lon=lon,
+        lat=lat,
+        note=note,
+        busy_incident=_objects(busy),
+        busy_priority=np.array(
+            [np.nan if p is None else float(p) for p in priority], dtype=float
+        ).reshape(n),
+    )
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-d object array of ``values`` (str or None, as the driver returned them)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _effective_positions(
+    lon: np.ndarray,
+    lat: np.ndarray,
+    times: Sequence[datetime | None],
+    office_lon: np.ndarray,
+    office_lat: np.ndarray,
+    now: datetime,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`gridgov.dispatch.prepare_units` on arrays: the position dispatch uses, and why.
+
+    A fresh (within ``settings.position_max_age_min``) or static (no time) position is kept;
+    a stale or missing one falls back to the office, or the unit is left out (NaN).
+    """
+    max_age = timedelta(minutes=get_settings().position_max_age_min)
+    n = len(lon)
+    now = now.astimezone(UTC)
+    stale = np.array([t is not None and now - t > max_age for t in times], dtype=bool)
+    keep = np.isfinite(lon) & np.isfinite(lat) & ~stale
+    has_office = np.isfinite(office_lon) & np.isfinite(office_lat)
+    out_lon = np.where(keep, lon, np.where(has_office, office_lon, np.nan)).reshape(n)
+    out_lat = np.where(keep, lat, np.where(has_office, office_lat, np.nan)).reshape(n)
+    note = np.full(n, None, dtype=object)
+    for i in np.flatnonzero(~keep).tolist():
+        t = times[i]
+        if stale[i] and t is not None:
+            what = f"stale position ({t.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')})"
+        else:
+            what = "no position"
+        note[i] = f"{what}: office position used" if has_office[i] else f"{what}: left out"
+    return out_lon, out_lat, note
 
 
 def _raw_wkb(value: Any) -> bytes | str | None:
@@ -623,21 +1061,25 @@ def _decide(
     exclude: frozenset[str],
     routes: bool,
     allow_preemption: bool,
+    placement: dispatch.Placement | None = None,
 ) -> dispatch.Decision:
-    """Snapshot the units and let the pure dispatcher decide (nothing is locked here)."""
+    """Snapshot the units and let the pure dispatcher decide (nothing is locked here).
+
+    ``placement`` is the incident's, when the caller has located it already.
+    """
     matter = ctx.catalog.get(incident.matter_code)
     kinds = [str(k) for k in matter.required_kinds]
     with_busy = allow_preemption and matter.priority == 1
-    # One connection (one pool checkout) for everything this attempt reads.
-    with translate_errors(engine), engine.connect() as connection:
-        gdf_units = _snapshot_units(connection, kinds, with_busy)
-        gdf_offices = _offices(engine, connection)
-    prepared = dispatch.prepare_units(gdf_units, gdf_offices, now=now)
+    pool = _snapshot_pool(engine, ctx, kinds, with_busy, now)
+    if placement is None:
+        placement = dispatch.locate_incident(incident, ctx)
     try:
-        return dispatch.dispatch_incident(
+        return dispatch._dispatch_pool(
             incident,
-            prepared,
+            pool,
             ctx,
+            matter,
+            placement,
             exclude=exclude,
             routes=routes,
             allow_preemption=allow_preemption,
@@ -703,7 +1145,7 @@ def dispatch_stored(
     incident_id: str,
     *,
     now: datetime,
-    max_attempts: int = 20,
+    max_attempts: int = _MAX_ATTEMPTS,
     routes: bool = True,
     allow_preemption: bool = True,
     actor: str = SYSTEM_ACTOR,
@@ -765,12 +1207,41 @@ def dispatch_stored(
         raise InputError(msg)
     with translate_errors(engine), engine.connect() as connection:
         row = _read_incident_row(connection, incident_id)
-    if row.status not in DISPATCHABLE:
-        raise _not_dispatchable(incident_id, row.status)
-    incident = _incident_from_row(row)
+        if row.status not in DISPATCHABLE:
+            raise _not_dispatchable(incident_id, row.status)
+        returned = _returned_units(connection, incident_id)
+    return _dispatch_attempts(
+        engine,
+        ctx,
+        _incident_from_row(row),
+        returned,
+        now=now,
+        max_attempts=max_attempts,
+        routes=routes,
+        allow_preemption=allow_preemption,
+        actor=actor,
+        role=role,
+    )
+
+
+def _dispatch_attempts(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    incident: dispatch.Incident,
+    returned: _Returned,
+    *,
+    now: datetime,
+    max_attempts: int,
+    routes: bool,
+    allow_preemption: bool,
+    actor: str,
+    role: Role | str,
+    placement: dispatch.Placement | None = None,
+) -> dispatch.Decision:
+    """:func:`dispatch_stored`'s decide-and-commit rounds, for an incident known registered."""
+    incident_id = incident.incident_id
     attempts = _Attempts()
     excluded: set[str] = set()
-    returned = _returned_units(engine, incident_id)
     while attempts.count < max_attempts:
         attempts.count += 1
         decision = _decide_without_returned(
@@ -782,6 +1253,7 @@ def dispatch_stored(
             exclude=frozenset(excluded),
             routes=routes,
             allow_preemption=allow_preemption,
+            placement=placement,
         )
         try:
             _commit(engine, decision, now, attempts, actor=actor, role=role)
@@ -817,27 +1289,26 @@ class _Returned:
     units: dict[str, str] = field(default_factory=dict)  # unit id -> kind
 
 
-def _returned_units(engine: Engine, incident_id: str) -> _Returned:
-    with translate_errors(engine), engine.connect() as connection:
-        offices = sorted(
-            {
-                r[0]
-                for r in connection.execute(
-                    select(EVENTS.c.office_id).where(
-                        EVENTS.c.incident_id == incident_id,
-                        EVENTS.c.action == str(Action.RETURN),
-                        EVENTS.c.office_id.is_not(None),
-                    )
+def _returned_units(connection: Connection, incident_id: str) -> _Returned:
+    offices = sorted(
+        {
+            r[0]
+            for r in connection.execute(
+                select(EVENTS.c.office_id).where(
+                    EVENTS.c.incident_id == incident_id,
+                    EVENTS.c.action == str(Action.RETURN),
+                    EVENTS.c.office_id.is_not(None),
                 )
-            }
-        )
-        if not offices:
-            return _Returned()
-        units = dict(
-            connection.execute(
-                select(UNITS.c.unit_id, UNITS.c.kind).where(UNITS.c.office_id.in_(offices))
-            ).all()
-        )
+            )
+        }
+    )
+    if not offices:
+        return _Returned()
+    units = dict(
+        connection.execute(
+            select(UNITS.c.unit_id, UNITS.c.kind).where(UNITS.c.office_id.in_(offices))
+        ).all()
+    )
     return _Returned(offices=tuple(offices), units=units)
 
 
@@ -851,6 +1322,7 @@ def _decide_without_returned(
     exclude: frozenset[str],
     routes: bool,
     allow_preemption: bool,
+    placement: dispatch.Placement | None = None,
 ) -> dispatch.Decision:
     """Decide with the returning offices' units left out, unless a kind then finds nobody."""
     if not returned.offices:
@@ -862,6 +1334,7 @@ def _decide_without_returned(
             exclude=exclude,
             routes=routes,
             allow_preemption=allow_preemption,
+            placement=placement,
         )
     kwargs: dict[str, Any] = {"now": now, "routes": routes, "allow_preemption": allow_preemption}
     decision = _decide(engine, ctx, incident, exclude=exclude | set(returned.units), **kwargs)
@@ -908,36 +1381,36 @@ def _commit(
         statuses = _lock_incidents(connection, [incident_id, *preempted])
         if statuses.get(incident_id) not in DISPATCHABLE:
             raise _not_dispatchable(incident_id, statuses.get(incident_id, "missing"))
-        gone = _lock_units(connection, decision, statuses)
+        gone, offices = _lock_units(connection, decision, statuses)
         if gone:
             raise _UnitsTaken(gone)
         requeued = [_requeue(connection, x, incident_id, decision, now) for x in preempted]
         chosen = [a.unit_id for a in decision.assignments]
         if chosen:
-            connection.execute(
-                update(UNITS)
-                .where(UNITS.c.unit_id.in_(chosen))
-                .values(status=str(UnitStatus.BUSY), busy_incident_id=incident_id)
-            )
+            connection.execute(_SET_BUSY, {"ids": chosen, "b_busy": incident_id})
         dispatch_id = _insert_dispatch(connection, decision, now, attempts, requeued)
         _insert_assignments(connection, decision, dispatch_id, now)
         placement = decision.placement
-        connection.execute(
-            update(INCIDENTS)
-            .where(INCIDENTS.c.incident_id == incident_id)
-            .values(
-                priority=decision.priority,
-                street_code=placement.street_code,
-                community_code=placement.community_code,
-                grid_code=placement.grid_code,
-                microgrid_code=placement.microgrid_code,
-                updated_at=now,
-            )
-        )
+        values = {
+            "priority": decision.priority,
+            "street_code": placement.street_code,
+            "community_code": placement.community_code,
+            "grid_code": placement.grid_code,
+            "microgrid_code": placement.microgrid_code,
+        }
         if chosen:
             # The street's call: the clocks of the response start here. A decision that found
             # nobody is recorded (dispatch row) but calls no one, so the incident stays queued.
-            _record_dispatch(connection, decision, dispatch_id, now, actor=actor, role=role)
+            # The placement goes into the same UPDATE as the status.
+            _record_dispatch(
+                connection, decision, dispatch_id, now, offices, values, actor=actor, role=role
+            )
+        else:
+            connection.execute(
+                update(INCIDENTS)
+                .where(INCIDENTS.c.incident_id == incident_id)
+                .values(**values, updated_at=now)
+            )
 
 
 def _record_dispatch(
@@ -945,16 +1418,14 @@ def _record_dispatch(
     decision: dispatch.Decision,
     dispatch_id: int,
     now: datetime,
+    offices: dict[str, str | None],
+    incident_values: dict[str, Any],
     *,
     actor: str,
     role: Role | str,
 ) -> None:
+    """The ``dispatch`` event; ``offices`` are the chosen units' (read when they were locked)."""
     unit_ids = [a.unit_id for a in decision.assignments]
-    offices = dict(
-        connection.execute(
-            select(UNITS.c.unit_id, UNITS.c.office_id).where(UNITS.c.unit_id.in_(unit_ids))
-        ).all()
-    )
     append_event(
         connection,
         decision.incident.incident_id,
@@ -977,33 +1448,26 @@ def _record_dispatch(
             "kinds": [str(a.kind) for a in decision.assignments],
             "unfilled": [str(k) for k in decision.unfilled],
         },
+        incident_values=incident_values,
     )
 
 
 def _lock_incidents(connection: Connection, incident_ids: Sequence[str]) -> dict[str, str]:
-    stmt = (
-        select(INCIDENTS.c.incident_id, INCIDENTS.c.status)
-        .where(INCIDENTS.c.incident_id.in_(sorted(set(incident_ids))))
-        .order_by(INCIDENTS.c.incident_id)
-        .with_for_update()
-    )
-    return {r.incident_id: r.status for r in connection.execute(stmt)}
+    rows = connection.execute(_LOCK_INCIDENTS, {"ids": sorted(set(incident_ids))})
+    return {r.incident_id: r.status for r in rows}
 
 
 def _lock_units(
     connection: Connection, decision: dispatch.Decision, incident_status: dict[str, str]
-) -> list[str]:
-    """Lock the chosen units (skipping rows another transaction holds); return those gone."""
+) -> tuple[list[str], dict[str, str | None]]:
+    """Lock the chosen units (skipping rows another transaction holds).
+
+    Returns the units gone, and the office of each unit locked.
+    """
     chosen = {a.unit_id: a for a in decision.assignments}
     if not chosen:
-        return []
-    stmt = (
-        select(UNITS.c.unit_id, UNITS.c.status, UNITS.c.on_duty, UNITS.c.busy_incident_id)
-        .where(UNITS.c.unit_id.in_(sorted(chosen)))
-        .order_by(UNITS.c.unit_id)
-        .with_for_update(skip_locked=True)
-    )
-    found = {r.unit_id: r for r in connection.execute(stmt)}
+        return [], {}
+    found = {r.unit_id: r for r in connection.execute(_LOCK_UNITS, {"ids": sorted(chosen)})}
     gone = []
     for unit_id, a in sorted(chosen.items()):
         row = found.get(unit_id)
@@ -1022,7 +1486,7 @@ def _lock_units(
             and incident_status.get(a.preempts) in WORKING
         ):
             gone.append(unit_id)
-    return gone
+    return gone, {u: r.office_id for u, r in found.items()}
 
 
 def _free_status(on_duty: Any) -> str:
@@ -1094,7 +1558,8 @@ def _insert_dispatch(
     attempts: _Attempts,
     requeued: list[dict[str, Any]],
 ) -> int:
-    explanation = decision.to_json()["explanation"]
+    # The explanation part of decision.to_json(), without converting the rest (routes).
+    explanation = dispatch._jsonable(decision.explanation)
     explanation["store"] = {
         "attempts": attempts.count,
         "taken_meanwhile": list(attempts.taken),
@@ -1103,17 +1568,16 @@ def _insert_dispatch(
         "requeued": requeued,
     }
     dispatch_id = connection.execute(
-        insert(DISPATCHES)
-        .values(
-            incident_id=decision.incident.incident_id,
-            created_at=now,
-            level=None if decision.level is None else str(decision.level),
-            status=decision.status,
-            travel_model=str(decision.explanation.get("travel_model", {}).get("kind", "")),
-            attempts=attempts.count,
-            explanation=explanation,
-        )
-        .returning(DISPATCHES.c.dispatch_id)
+        _INSERT_DISPATCH,
+        {
+            "incident_id": decision.incident.incident_id,
+            "created_at": now,
+            "level": None if decision.level is None else str(decision.level),
+            "status": decision.status,
+            "travel_model": str(decision.explanation.get("travel_model", {}).get("kind", "")),
+            "attempts": attempts.count,
+            "explanation": explanation,
+        },
     ).scalar_one()
     return int(dispatch_id)
 
@@ -1126,13 +1590,7 @@ def _insert_assignments(
     unit_ids = [a.unit_id for a in decision.assignments]
     # A unit's history never runs backwards: a job starts no earlier than its last one ended
     # (callers' clocks may differ by a little; the rows are locked, so this is race-free).
-    last_end = dict(
-        connection.execute(
-            select(ASSIGNMENTS.c.unit_id, func.max(ASSIGNMENTS.c.released_at))
-            .where(ASSIGNMENTS.c.unit_id.in_(unit_ids))
-            .group_by(ASSIGNMENTS.c.unit_id)
-        ).all()
-    )
+    last_end = dict(connection.execute(_LAST_END, {"ids": unit_ids}).all())
     rows = []
     for a in decision.assignments:
         ended = last_end.get(a.unit_id)
@@ -1361,6 +1819,90 @@ def read_incidents(engine: Engine, status: str | Sequence[str] | None = None) ->
     _utc_columns(gdf, ["reported_at", "created_at", "updated_at"])
     gdf["priority"] = gdf["priority"].astype("Int64")
     return gdf
+
+
+def query_incidents(
+    engine: Engine,
+    *,
+    incident_ids: Sequence[str] | None = None,
+    status: Sequence[str] | None = None,
+    matter_code: Sequence[str] | None = None,
+    street_code: str | None = None,
+    grid_code: str | None = None,
+    unit_id: str | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+    newest_first: bool = True,
+) -> tuple[gpd.GeoDataFrame, int]:
+    """Incidents matching every given filter, one page of them, and how many match in all.
+
+    ``street_code``, ``grid_code`` and ``unit_id`` (ever assigned to it) are how callers scope
+    what a user may see. ``bbox`` is ``(west, south, east, north)`` in WGS84; ``since`` and
+    ``until`` bound ``reported_at`` (since inclusive, until exclusive).
+
+    On PostgreSQL every filter runs in SQL (the box through the GIST index). SQLite stores
+    geometry as plain WKB, so there the box is applied to the rows the other filters leave.
+
+    Returns
+    -------
+    (geopandas.GeoDataFrame, int)
+        :data:`INCIDENT_COLUMNS` + Point geometry, times in UTC; and the total count.
+    """
+    table = INCIDENTS
+    conditions: list[Any] = []
+    if incident_ids is not None:
+        conditions.append(table.c.incident_id.in_(list(incident_ids)))
+    if status:
+        conditions.append(table.c.status.in_(list(status)))
+    if matter_code:
+        conditions.append(table.c.matter_code.in_(list(matter_code)))
+    if street_code is not None:
+        conditions.append(table.c.street_code == street_code)
+    if grid_code is not None:
+        conditions.append(table.c.grid_code == grid_code)
+    if unit_id is not None:
+        assigned = select(ASSIGNMENTS.c.incident_id).where(ASSIGNMENTS.c.unit_id == unit_id)
+        conditions.append(table.c.incident_id.in_(assigned))
+    if since is not None:
+        conditions.append(table.c.reported_at >= _aware(since, "since"))
+    if until is not None:
+        conditions.append(table.c.reported_at < _aware(until, "until"))
+    postgres = engine.dialect.name == "postgresql"
+    if bbox is not None and postgres:
+        conditions.append(table.c.geometry.op("&&")(func.ST_MakeEnvelope(*bbox, 4326)))
+    order = (
+        [table.c.reported_at.desc(), table.c.incident_id.desc()]
+        if newest_first
+        else [table.c.reported_at, table.c.incident_id]
+    )
+    columns = [*[table.c[c] for c in INCIDENT_COLUMNS], table.c.geometry]
+    stmt = select(*columns).where(*conditions).order_by(*order)
+    with translate_errors(engine), engine.connect() as connection:
+        if bbox is None or postgres:
+            total = int(
+                connection.execute(
+                    select(func.count()).select_from(table).where(*conditions)
+                ).scalar_one()
+            )
+            if limit is not None:
+                stmt = stmt.limit(limit)
+            rows = connection.execute(stmt.offset(offset)).all()
+        else:
+            west, south, east, north = bbox
+            kept = [
+                r
+                for r in connection.execute(stmt).all()
+                if west <= r.geometry.x <= east and south <= r.geometry.y <= north
+            ]
+            total = len(kept)
+            rows = kept[offset : None if limit is None else offset + limit]
+    gdf = _geoframe(rows, INCIDENT_COLUMNS)
+    _utc_columns(gdf, ["reported_at", "created_at", "updated_at"])
+    gdf["priority"] = gdf["priority"].astype("Int64")
+    return gdf, total
 
 
 def read_assignments(

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from gridgov.errors import StoreError
+from gridgov.settings import get_settings
 from gridgov.store.models import Base, GeometryType
 
 Backend = Literal["sqlite", "postgresql"]
@@ -94,7 +95,8 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
     """Create an engine configured for gridgov's two backends.
 
     SQLite gets foreign keys, WAL and explicit transactions (DDL included); PostgreSQL uses
-    psycopg 3 with ``pool_pre_ping`` so a restarted server does not poison the pool.
+    psycopg 3 with ``pool_pre_ping`` so a restarted server does not poison the pool, and a pool
+    of ``settings.db_pool_size`` connections (+ ``db_max_overflow``).
 
     Parameters
     ----------
@@ -115,6 +117,11 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
             if sa_url.drivername == "postgresql":
                 sa_url = sa_url.set(drivername="postgresql+psycopg")
             kwargs.setdefault("pool_pre_ping", True)
+            # SQLAlchemy's default pool (5 + 10) is smaller than the API's thread pool: under
+            # load, overflow connections were opened and closed for nearly every request.
+            settings = get_settings()
+            kwargs.setdefault("pool_size", settings.db_pool_size)
+            kwargs.setdefault("max_overflow", settings.db_max_overflow)
             return create_engine(sa_url, **kwargs)
         engine = create_engine(sa_url, **kwargs)
     except (ArgumentError, NoSuchModuleError) as exc:

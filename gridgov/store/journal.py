@@ -4,6 +4,8 @@ The one way the store writes an event: read the incident's latest event, let
 :func:`gridgov.workflow.next_event` validate and build the next one, insert it and set the
 incident's status to its new state, all on the caller's connection, so the event and whatever
 else the caller writes (a dispatch, released units, notices) commit or roll back together.
+Only a new incident's first events skip the reading: its creator builds them
+(:func:`build_event`) and inserts them with the incident, in the same transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from gridgov.store.models import EVENTS, INCIDENTS
 from gridgov.workflow import Action, Event, Role, Satisfaction, State, next_event
@@ -43,14 +45,20 @@ def event_from_row(row: Any) -> Event:
     )
 
 
+# Statements of every append, built once (SQLAlchemy then reuses their cache keys).
+_LAST_EVENT = (
+    select(EVENTS)
+    .where(EVENTS.c.incident_id == bindparam("incident_id"))
+    .order_by(EVENTS.c.seq.desc())
+    .limit(1)
+)
+_INSERT_EVENT = insert(EVENTS)
+_SET_STATUS = update(INCIDENTS).where(INCIDENTS.c.incident_id == bindparam("b_incident_id"))
+
+
 def read_last_event(connection: Connection, incident_id: str) -> Event | None:
     """The incident's latest event (None when it has none)."""
-    row = connection.execute(
-        select(EVENTS)
-        .where(EVENTS.c.incident_id == incident_id)
-        .order_by(EVENTS.c.seq.desc())
-        .limit(1)
-    ).first()
+    row = connection.execute(_LAST_EVENT, {"incident_id": incident_id}).first()
     return None if row is None else event_from_row(row)
 
 
@@ -65,7 +73,54 @@ def read_incident_events(connection: Connection, incident_id: str) -> list[Event
 def insert_events(connection: Connection, events: list[Event]) -> None:
     """Insert already validated events (no status update)."""
     if events:
-        connection.execute(insert(EVENTS), [e.to_row() for e in events])
+        connection.execute(_INSERT_EVENT, [e.to_row() for e in events])
+
+
+def build_event(
+    last: Event | None,
+    incident_id: str,
+    action: Action | str,
+    *,
+    at: datetime,
+    actor: str = SYSTEM_ACTOR,
+    role: Role | str = Role.SYSTEM,
+    clamp: bool = False,
+    reason: str | None = None,
+    office_id: str | None = None,
+    street_code: str | None = None,
+    level: str | None = None,
+    stage: str | None = None,
+    satisfaction: Satisfaction | str | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Event:
+    """The event that follows ``last`` (None: the incident's first), validated, not stored.
+
+    For a caller that knows the incident's latest event for certain (it has just created the
+    incident in its own transaction) and writes the events itself (:func:`insert_events`).
+    ``clamp`` as in :func:`append_event`.
+
+    Raises
+    ------
+    InvalidTransitionError
+        The action is not allowed after ``last``.
+    """
+    if clamp and last is not None and at.tzinfo is not None and at < last.at:
+        at = last.at
+    return next_event(
+        last,
+        action,
+        incident_id=incident_id,
+        at=at,
+        actor=actor,
+        role=role,
+        reason=reason,
+        office_id=office_id,
+        street_code=street_code,
+        level=level,
+        stage=stage,
+        satisfaction=satisfaction,
+        data=data,
+    )
 
 
 def append_event(
@@ -85,6 +140,7 @@ def append_event(
     stage: str | None = None,
     satisfaction: Satisfaction | str | None = None,
     data: Mapping[str, Any] | None = None,
+    incident_values: Mapping[str, Any] | None = None,
 ) -> Event:
     """Validate, insert and apply the incident's next event on ``connection``.
 
@@ -97,6 +153,9 @@ def append_event(
         For events the store records by itself: a time before the latest event (clocks of
         different callers differ a little) is moved up to it instead of refused, so the log
         never runs backwards.
+    incident_values
+        Other columns of the incident to set in the same UPDATE as its status (one statement
+        instead of two for a caller that changes both).
 
     Raises
     ------
@@ -122,10 +181,15 @@ def append_event(
         satisfaction=satisfaction,
         data=data,
     )
-    connection.execute(insert(EVENTS).values(**event.to_row()))
+    connection.execute(_INSERT_EVENT, event.to_row())
+    # The SET clause is made of the parameters' columns (status, updated_at and the others).
     connection.execute(
-        update(INCIDENTS)
-        .where(INCIDENTS.c.incident_id == incident_id)
-        .values(status=str(event.to_state), updated_at=event.at)
+        _SET_STATUS,
+        {
+            **(incident_values or {}),
+            "b_incident_id": incident_id,
+            "status": str(event.to_state),
+            "updated_at": event.at,
+        },
     )
     return event

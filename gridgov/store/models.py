@@ -566,6 +566,55 @@ class ConsultationRow(Base):
     )
 
 
+#: Roles an API credential can hold (see api/auth.py for what each may do).
+API_ROLES = ("admin", "commander", "dispatcher", "unit", "grid_worker", "analyst", "citizen")
+#: Bearer tokens for staff and units; API keys for Open311 citizens' apps.
+CREDENTIAL_KINDS = ("token", "api_key")
+
+
+class CredentialRow(Base):
+    """An API credential. Only a SHA-256 digest of its secret is stored: the secret is 256
+    random bits, so a fast digest cannot be brute-forced and every request can afford it (a
+    slow password hash is for secrets people choose)."""
+
+    __tablename__ = "credentials"
+
+    credential_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # The scope: a street for commanders and dispatchers, a unit, or a grid for grid workers.
+    street_code: Mapped[str | None] = mapped_column(String(18))
+    unit_id: Mapped[str | None] = mapped_column(String(64))
+    grid_code: Mapped[str | None] = mapped_column(String(18))
+    label: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", list(CREDENTIAL_KINDS)), name="kind"),
+        CheckConstraint(_in("role", list(API_ROLES)), name="role"),
+    )
+
+
+class IdempotencyRow(Base):
+    """A POST made with an ``Idempotency-Key``: its fingerprint and, once answered, the answer
+    that every retry gets back. ``status`` is NULL while the first request is in flight."""
+
+    __tablename__ = "idempotency"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)
+    media_type: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index(None, "created_at"),)
+
+
 # Core-level handles for bulk statements (typed as Table, which ``__table__`` is at run time).
 AREAS = cast(Table, AreaRow.__table__)
 OFFICES = cast(Table, OfficeRow.__table__)
@@ -580,3 +629,5 @@ ASSIGNMENTS = cast(Table, AssignmentRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 NOTICES = cast(Table, NoticeRow.__table__)
 CONSULTATIONS = cast(Table, ConsultationRow.__table__)
+CREDENTIALS = cast(Table, CredentialRow.__table__)
+IDEMPOTENCY = cast(Table, IdempotencyRow.__table__)

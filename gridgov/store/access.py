@@ -1,0 +1,312 @@
+"""API credentials and the idempotency record, stored beside the district.
+
+Credentials are opaque: ``gg_<id>_<secret>``. The id finds the row, and only the SHA-256 of the
+secret is kept, so a leaked database holds no usable token. The idempotency record lives in the
+store rather than in one process because a deployment runs several workers and a phone's retry
+can reach any of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from gridgov.errors import InputError, NotFoundError
+from gridgov.store.engine import begin_write, translate_errors
+from gridgov.store.models import (
+    API_ROLES,
+    AREAS,
+    CREDENTIAL_KINDS,
+    CREDENTIALS,
+    IDEMPOTENCY,
+    UNITS,
+)
+
+__all__ = [
+    "CREDENTIAL_COLUMNS",
+    "Credential",
+    "Replay",
+    "claim_idempotency",
+    "finish_idempotency",
+    "issue_credential",
+    "list_credentials",
+    "purge_idempotency",
+    "release_idempotency",
+    "resolve_credential",
+    "revoke_credential",
+]
+
+CREDENTIAL_COLUMNS = [
+    "credential_id",
+    "kind",
+    "role",
+    "street_code",
+    "unit_id",
+    "grid_code",
+    "label",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+]
+
+_PREFIX = "gg"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who a request comes from, and the part of the district they may touch."""
+
+    credential_id: str
+    kind: str
+    role: str
+    street_code: str | None = None
+    unit_id: str | None = None
+    grid_code: str | None = None
+    label: str = ""
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _area_level(engine: Engine, code: str) -> str | None:
+    with translate_errors(engine), engine.connect() as connection:
+        return connection.execute(select(AREAS.c.level).where(AREAS.c.code == code)).scalar()
+
+
+def issue_credential(
+    engine: Engine,
+    role: str,
+    *,
+    label: str,
+    kind: str = "token",
+    street_code: str | None = None,
+    unit_id: str | None = None,
+    grid_code: str | None = None,
+    expires_at: datetime | None = None,
+    now: datetime | None = None,
+) -> tuple[Credential, str]:
+    """Issue a credential and return it with its secret, which is shown this once only.
+
+    Each role needs its scope: commanders and dispatchers a street, a unit its unit id, a grid
+    worker a grid (its street follows from the grid). Citizens hold API keys; every other role
+    holds tokens.
+
+    Raises
+    ------
+    InputError
+        An unknown role, a missing or unknown scope, or a kind that does not suit the role.
+    """
+    if role not in API_ROLES:
+        msg = f"unknown role {role!r}; expected one of {', '.join(API_ROLES)}"
+        raise InputError(msg)
+    if kind not in CREDENTIAL_KINDS:
+        msg = f"unknown credential kind {kind!r}; expected one of {', '.join(CREDENTIAL_KINDS)}"
+        raise InputError(msg)
+    if (kind == "api_key") != (role == "citizen"):
+        msg = "citizens' apps hold API keys and every other role a token"
+        raise InputError(msg)
+    if not label.strip():
+        raise InputError("a credential needs a label saying who holds it")
+    if role in ("commander", "dispatcher"):
+        if not street_code or _area_level(engine, street_code) != "street":
+            msg = f"a {role} is scoped to a street: give a street code (got {street_code!r})"
+            raise InputError(msg)
+    elif role == "unit":
+        with translate_errors(engine), engine.connect() as connection:
+            street = connection.execute(
+                select(UNITS.c.street_code).where(UNITS.c.unit_id == unit_id)
+            ).scalar()
+        if street is None:
+            msg = f"a unit token is scoped to its unit: no unit {unit_id!r} in the store"
+            raise InputError(msg)
+        street_code = street
+    elif role == "grid_worker":
+        if not grid_code or _area_level(engine, grid_code) != "grid":
+            msg = f"a grid worker is scoped to a grid: give a grid code (got {grid_code!r})"
+            raise InputError(msg)
+        # grid → community → street, through the hierarchy's parent codes.
+        with translate_errors(engine), engine.connect() as connection:
+            community = connection.execute(
+                select(AREAS.c.parent_code).where(AREAS.c.code == grid_code)
+            ).scalar()
+            street_code = connection.execute(
+                select(AREAS.c.parent_code).where(AREAS.c.code == community)
+            ).scalar()
+    credential_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    row: dict[str, Any] = {
+        "credential_id": credential_id,
+        "kind": kind,
+        "secret_sha256": _digest(secret),
+        "role": role,
+        "street_code": street_code
+        if role in ("commander", "dispatcher", "unit", "grid_worker")
+        else None,
+        "unit_id": unit_id if role == "unit" else None,
+        "grid_code": grid_code if role == "grid_worker" else None,
+        "label": label,
+        "created_at": now or datetime.now(UTC),
+        "expires_at": expires_at,
+        "revoked_at": None,
+    }
+    with translate_errors(engine), begin_write(engine) as connection:
+        connection.execute(insert(CREDENTIALS).values(**row))
+    credential = Credential(
+        credential_id=credential_id,
+        kind=kind,
+        role=role,
+        street_code=row["street_code"],
+        unit_id=row["unit_id"],
+        grid_code=row["grid_code"],
+        label=label,
+    )
+    return credential, f"{_PREFIX}_{credential_id}_{secret}"
+
+
+def resolve_credential(
+    engine: Engine, presented: str, *, now: datetime | None = None
+) -> Credential | None:
+    """The live credential a presented secret belongs to, or None (unknown, revoked, expired)."""
+    parts = presented.split("_", 2)
+    if len(parts) != 3 or parts[0] != _PREFIX:
+        return None
+    credential_id, secret = parts[1], parts[2]
+    with translate_errors(engine), engine.connect() as connection:
+        row = connection.execute(
+            select(CREDENTIALS).where(CREDENTIALS.c.credential_id == credential_id)
+        ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    # Compare digests in constant time so response timing says nothing about the secret.
+    if not hmac.compare_digest(row.secret_sha256, _digest(secret)):
+        return None
+    if row.expires_at is not None and row.expires_at <= (now or datetime.now(UTC)):
+        return None
+    return Credential(
+        credential_id=row.credential_id,
+        kind=row.kind,
+        role=row.role,
+        street_code=row.street_code,
+        unit_id=row.unit_id,
+        grid_code=row.grid_code,
+        label=row.label,
+    )
+
+
+def revoke_credential(engine: Engine, credential_id: str, *, now: datetime | None = None) -> None:
+    """Revoke a credential at once (it stays listed, with its revocation time).
+
+    Raises
+    ------
+    NotFoundError
+        No such credential.
+    """
+    with translate_errors(engine), begin_write(engine) as connection:
+        result = connection.execute(
+            update(CREDENTIALS)
+            .where(CREDENTIALS.c.credential_id == credential_id)
+            .values(revoked_at=now or datetime.now(UTC))
+        )
+    if not result.rowcount:
+        msg = f"no credential {credential_id!r}"
+        raise NotFoundError(msg)
+
+
+def list_credentials(engine: Engine) -> pd.DataFrame:
+    """Every credential (never its secret or digest), oldest first."""
+    stmt = select(*[CREDENTIALS.c[c] for c in CREDENTIAL_COLUMNS]).order_by(
+        CREDENTIALS.c.created_at, CREDENTIALS.c.credential_id
+    )
+    with translate_errors(engine), engine.connect() as connection:
+        rows = connection.execute(stmt).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=CREDENTIAL_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# idempotency
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What :func:`claim_idempotency` found: the stored answer, or why there is none."""
+
+    outcome: str  # "claimed" (go ahead), "replay", "in_flight" or "mismatch"
+    status: int | None = None
+    media_type: str | None = None
+    body: bytes | None = None
+
+
+#: How long a key is remembered; a phone retries within minutes, a day is generous.
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+def claim_idempotency(
+    engine: Engine, scope: str, key: str, fingerprint: str, *, now: datetime | None = None
+) -> Replay:
+    """Claim ``key`` for a request, or find the answer of the request that claimed it first.
+
+    The claim is an INSERT on the primary key, so of two concurrent requests exactly one wins
+    on either backend; the other sees ``in_flight`` until the first one finishes.
+    """
+    now = now or datetime.now(UTC)
+    with translate_errors(engine):
+        try:
+            with begin_write(engine) as connection:
+                connection.execute(
+                    insert(IDEMPOTENCY).values(
+                        scope=scope, key=key, fingerprint=fingerprint, created_at=now
+                    )
+                )
+            return Replay("claimed")
+        except IntegrityError:
+            pass
+        with engine.connect() as connection:
+            row = connection.execute(
+                select(IDEMPOTENCY).where(IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key)
+            ).first()
+    if row is None:  # released between our insert and our read: the caller may try again
+        return Replay("in_flight")
+    if row.fingerprint != fingerprint:
+        return Replay("mismatch")
+    if row.status is None:
+        return Replay("in_flight")
+    return Replay("replay", status=row.status, media_type=row.media_type, body=row.body)
+
+
+def finish_idempotency(
+    engine: Engine, scope: str, key: str, status: int, media_type: str | None, body: bytes
+) -> None:
+    """Store the answer every retry with this key will get."""
+    with translate_errors(engine), begin_write(engine) as connection:
+        connection.execute(
+            update(IDEMPOTENCY)
+            .where(IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key)
+            .values(status=status, media_type=media_type, body=body)
+        )
+
+
+def release_idempotency(engine: Engine, scope: str, key: str) -> None:
+    """Forget a claim whose request failed on our side, so that a retry runs again."""
+    with translate_errors(engine), begin_write(engine) as connection:
+        connection.execute(
+            delete(IDEMPOTENCY).where(IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key)
+        )
+
+
+def purge_idempotency(engine: Engine, *, now: datetime | None = None) -> int:
+    """Forget keys older than :data:`IDEMPOTENCY_TTL`; returns how many."""
+    cutoff = (now or datetime.now(UTC)) - IDEMPOTENCY_TTL
+    with translate_errors(engine), begin_write(engine) as connection:
+        result = connection.execute(delete(IDEMPOTENCY).where(IDEMPOTENCY.c.created_at < cutoff))
+    return int(result.rowcount or 0)
