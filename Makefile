@@ -39,10 +39,12 @@ pytest: setup postgis browser
 
 test: lint typecheck pytest
 
-bench: setup postgis
+bench: setup postgis browser
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/locate.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/map_load.py
+	$(BIN)/python bench/api_load.py
 
 clean:
 	rm -rf $(VENV) gridgov.db .pytest_cache .mypy_cache .ruff_cache

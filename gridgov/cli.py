@@ -469,29 +469,31 @@ def dispatch_(
             lat=float(wlat[0]),
             reported_at=now,
         )
-        try:
-            placement = locate_incident(incident, ctx)
-        except OutsideDistrictError:
-            # Name the point as the user gave it, not only its WGS84 conversion.
-            raise OutsideDistrictError(lon, lat, name) from None
         if dry_run:
+            try:
+                locate_incident(incident, ctx)
+            except OutsideDistrictError:
+                # Name the point as the user gave it, not only its WGS84 conversion.
+                raise OutsideDistrictError(lon, lat, name) from None
             decision = store.decide_stored(engine, ctx, incident, now=now)
         else:
-            store.create_incident(engine, incident, placement, source="cli", now=now)
-            last = store.read_events(engine, incident_id=incident.incident_id).iloc[-1]
-            if last["to_state"] != "registered":
+            try:
+                report = store.report_incident(engine, ctx, incident, source="cli", now=now)
+            except OutsideDistrictError:
+                raise OutsideDistrictError(lon, lat, name) from None
+            if report.decision is None:
                 # A duplicate (linked, rejected) or, with auto_register off, a report waiting
                 # for a dispatcher: stored either way, and not dispatched.
                 _print_json(
                     {
-                        "incident_id": incident.incident_id,
-                        "status": last["to_state"],
-                        "reason": last["reason"],
-                        "duplicate_of": (last["data"] or {}).get("duplicate_of"),
+                        "incident_id": report.incident_id,
+                        "status": report.state,
+                        "reason": report.reason,
+                        "duplicate_of": report.duplicate_of,
                     }
                 )
                 return
-            decision = store.dispatch_stored(engine, ctx, incident.incident_id, now=now)
+            decision = report.decision
     _print_json({**decision.to_json(), "dry_run": dry_run})
     refused = decision.explanation.get("refused")
     if refused:
@@ -1287,6 +1289,139 @@ def route(
             "route": route_to_geojson(found),
         }
     )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: settings.api_workers).")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Run the HTTP service: the native API (/api/v1), Open311 (/open311/v2), the live
+    command-centre display (/) and the OpenAPI document (/docs).
+
+    It serves the embedded SQLite store by default, and PostGIS when GRIDGOV_DATABASE_URL
+    (or --url) points there. Tokens come from `gridgov token issue`.
+    """
+    import os
+
+    import uvicorn
+
+    from gridgov import store
+    from gridgov.settings import get_settings
+
+    settings = get_settings()
+    with _domain_errors():
+        database = _url(url)
+        engine = store.open_store(database)
+        if not store.is_initialised(engine):
+            raise _fail(f"the store at {_redact(database)} is not initialised; run `gridgov init`")
+        engine.dispose()
+    # Each worker builds its own app from the environment (api.app.app_from_env).
+    os.environ["GRIDGOV_DATABASE_URL"] = database
+    count = workers if workers is not None else settings.api_workers
+    err.print(
+        f"serving {_redact(database)} on http://{host}:{port} with {count} worker(s)",
+        highlight=False,
+    )
+    uvicorn.run(
+        "api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=count,
+        access_log=False,
+        log_level="info",
+    )
+
+
+token_app = typer.Typer(
+    help="API credentials: bearer tokens for staff and units, API keys for Open311 apps.",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("issue")
+def token_issue(
+    role: Annotated[
+        str,
+        typer.Argument(
+            help="admin, commander, dispatcher, unit, grid_worker, analyst or citizen "
+            "(an Open311 API key)."
+        ),
+    ],
+    label: Annotated[str, typer.Option(help="Who holds it (a name, a device, an app).")],
+    street: Annotated[
+        str | None, typer.Option(help="The street of a commander or dispatcher.")
+    ] = None,
+    unit: Annotated[str | None, typer.Option(help="The unit of a unit token.")] = None,
+    grid: Annotated[str | None, typer.Option(help="The grid of a grid worker.")] = None,
+    days: Annotated[
+        float | None, typer.Option(help="Expires after this many days (default: never).")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Issue a token (or a citizen app's API key). The secret is printed once, on stdout;
+    only its hash is stored."""
+    from gridgov import store
+
+    with _domain_errors():
+        engine = store.open_store(_url(url))
+        now = datetime.now(UTC)
+        credential, secret = store.issue_credential(
+            engine,
+            role,
+            label=label,
+            kind="api_key" if role == "citizen" else "token",
+            street_code=street,
+            unit_id=unit,
+            grid_code=grid,
+            expires_at=None if days is None else now + timedelta(days=days),
+            now=now,
+        )
+    scope = credential.street_code or ""
+    if credential.unit_id or credential.grid_code:
+        scope = f"{credential.unit_id or credential.grid_code} ({scope})"
+    err.print(
+        f"issued {credential.kind} {credential.credential_id} for {role} {scope}".rstrip()
+        + "; store the secret now, it is not shown again:",
+        highlight=False,
+    )
+    out.print(secret, highlight=False)
+
+
+@token_app.command("list")
+def token_list(url: UrlOption = None) -> None:
+    """List credentials (never their secrets)."""
+    from gridgov import store
+
+    with _domain_errors():
+        df = store.list_credentials(store.open_store(_url(url)))
+    for row in df.astype(object).where(df.notna(), None).to_dict("records"):
+        state = "revoked" if row["revoked_at"] is not None else ""
+        scope = str(row["street_code"] or row["unit_id"] or row["grid_code"] or "district")
+        out.print(
+            f"{row['credential_id']}  {row['kind']:<7} {row['role']:<11} {scope:<18} "
+            f"{row['label']}  {state}",
+            highlight=False,
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    credential_id: Annotated[str, typer.Argument(help="The id `token list` shows.")],
+    url: UrlOption = None,
+) -> None:
+    """Revoke a credential at once."""
+    from gridgov import store
+
+    with _domain_errors():
+        store.revoke_credential(store.open_store(_url(url)), credential_id)
+    out.print(f"revoked {credential_id}", highlight=False)
 
 
 @app.command()

@@ -92,6 +92,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 # The gridgov runtime's own placeholder URLs (resolved like the vendored files).
 _RUNTIME_JS = "gridgov-static:gridgov/gridgov-map.js"
 _RUNTIME_CSS = "gridgov-static:gridgov/gridgov-map.css"
+_LIVE_JS = "gridgov-static:gridgov/gridgov-live.js"
 _CDNJS = "https://cdnjs.cloudflare.com/ajax/libs/"
 _FOLIUM_GH = "https://cdn.jsdelivr.net/gh/python-visualization/folium"
 # folium's CDN URL -> the vendored copy (relative to STATIC_DIR). One entry per file folium or
@@ -129,6 +130,7 @@ _VENDORED: dict[str, str] = {
     ),
     _RUNTIME_JS: "gridgov/gridgov-map.js",
     _RUNTIME_CSS: "gridgov/gridgov-map.css",
+    _LIVE_JS: "gridgov/gridgov-live.js",
 }
 # folium's defaults that gridgov maps never use: dropped, so nothing loads from outside.
 _UNUSED = {
@@ -188,6 +190,9 @@ _SEQUENTIAL = ("#fff7bc", "#fee391", "#fec44f", "#fe9929", "#ec7014", "#cc4c02",
 _BANDS = ("#1a9850", "#91cf60", "#d9ef8b", "#fee08b", "#fc8d59", "#d73027")
 _NO_DATA = "#d0d0d0"
 _LEVEL_ZH = {lv.value: lv.zh for lv in Level}
+#: Upper bounds of the live page's classes of open incidents per area (fixed, see
+#: :func:`add_live_feed`).
+LIVE_AREA_BREAKS = (1, 2, 5, 10, 20)
 #: Base layers by name; ``{key}`` is filled with ``tile_key``.
 _TILES: dict[str, tuple[str, str, str]] = {
     "osm": (
@@ -224,6 +229,24 @@ class _Runtime(JSCSSMixin):
         # Per instance: folium's add_js_link would otherwise mutate a list shared by the class.
         self.default_js = [("gridgov_map_js", _RUNTIME_JS)]
         self.default_css = [("gridgov_map_css", _RUNTIME_CSS)]
+
+
+class _Live(JSCSSMixin):
+    """Keeps a map's unit and incident layers up to date from a live feed (``GG.live``)."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        GG.live({{ this._parent.get_name() }}, {{ this.options|tojson }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__()
+        self._name = "GGLive"
+        self.default_js = [("gridgov_live_js", _LIVE_JS)]
+        self.options = options
 
 
 class _AreaLayer(Layer):
@@ -984,6 +1007,8 @@ def command_centre_map(
     area_url_level: Level | str = "microgrid",
     area_min_zoom: int = 15,
     title: str = "指挥中心 command centre",
+    area_stats: bool = True,
+    with_heat: bool = True,
 ) -> folium.Map:
     """The command centre's map: areas, units, open incidents, routes, heat.
 
@@ -1026,6 +1051,12 @@ def command_centre_map(
         ``area_url_level`` in the visible box, fetched at zoom ``area_min_zoom`` and above.
     title
         Shown in the top-right corner.
+    area_stats
+        Colour the areas by ``colour_by`` and say so in the legend. The live page
+        (:func:`add_live_feed`) turns it off: its markers come from the feed, so counts baked
+        into the page would go stale (and a public page must not hold them).
+    with_heat
+        Add the heat map of recent incidents (the live page has none: it would stay empty).
 
     Raises
     ------
@@ -1046,10 +1077,19 @@ def command_centre_map(
     m = _new_map(_frame(gdf_areas), base, tile_key)
     breaks_of: dict[str, list[float]] = {}
     for lv in level_names:
-        values, colours, labels, breaks = _area_stats(gdf_areas, lv, gdf_open, gdf_units, colour_by)
-        breaks_of[lv] = breaks
-        data = area_layer_json(gdf_areas, lv, values=values, colours=colours, labels=labels)
-        m.add_child(_AreaLayer(data, f"{_LEVEL_ZH[lv]} {lv}", overlay=False, show=lv == shown))
+        if area_stats:
+            values, colours, labels, breaks = _area_stats(
+                gdf_areas, lv, gdf_open, gdf_units, colour_by
+            )
+            breaks_of[lv] = breaks
+            data = area_layer_json(gdf_areas, lv, values=values, colours=colours, labels=labels)
+            style: dict[str, Any] = {}
+        else:
+            data = area_layer_json(gdf_areas, lv)
+            style = {"fillOpacity": 0.15}
+        m.add_child(
+            _AreaLayer(data, f"{_LEVEL_ZH[lv]} {lv}", overlay=False, show=lv == shown, style=style)
+        )
     if area_url:
         lv = _level_name(area_url_level)
         m.add_child(
@@ -1073,16 +1113,17 @@ def command_centre_map(
         if k
     ]
     # Leaflet.heat needs a point: with no recent incident, one of weight 0 (nothing shows).
-    m.add_child(
-        _Heat(
-            len(heat),
-            heat or [[float(m.location[0]), float(m.location[1]), 0.0]],
-            name=f"热力图 heat map ({recent_hours:g} h)",
-            show=False,
-            radius=18,
-            overlay=True,
+    if with_heat:
+        m.add_child(
+            _Heat(
+                len(heat),
+                heat or [[float(m.location[0]), float(m.location[1]), 0.0]],
+                name=f"热力图 heat map ({recent_hours:g} h)",
+                show=False,
+                radius=18,
+                overlay=True,
+            )
         )
-    )
     m.add_child(_Routes(_route_data(gdf_open, gdf_assignments, gdf_units), "派遣路线 routes"))
     _add_points(m, "units", _unit_data(gdf_units), "力量 units", cluster)
     _add_points(
@@ -1101,6 +1142,7 @@ def command_centre_map(
         + _legend_html([(f"{what} ({_LEVEL_ZH[lv]} {lv})", _class_items(breaks_of[lv]))])
         + "</div>"
         for lv in level_names
+        if lv in breaks_of
     )
     legend = per_level + _legend_html(
         [
@@ -1110,6 +1152,102 @@ def command_centre_map(
         ]
     )
     return _finish(m, legend, "编码或名称 code or name", title)
+
+
+def unit_layer_json(gdf_units: gpd.GeoDataFrame) -> dict[str, Any]:
+    """Units as the compact JSON the page runtime draws (``GG.units``); unpositioned ones
+    are left out (``skipped`` counts them)."""
+    _require(gdf_units, ("unit_id", "kind", "status", "on_duty"), "units")
+    return _unit_data(gdf_units)
+
+
+def incident_layer_json(
+    gdf_incidents: gpd.GeoDataFrame,
+    gdf_assignments: gpd.GeoDataFrame | None = None,
+    df_events: pd.DataFrame | None = None,
+    explanations: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Incidents (every one given, open or not) as the compact JSON of ``GG.incidents``, each
+    with its history (``df_events``) and active assignments (``gdf_assignments``)."""
+    _require(gdf_incidents, ("incident_id", "status", "priority", "reported_at"), "incidents")
+    return _incident_data(gdf_incidents, gdf_assignments, df_events, explanations)
+
+
+def route_layer_json(
+    gdf_incidents: gpd.GeoDataFrame,
+    gdf_assignments: gpd.GeoDataFrame | None,
+    gdf_units: gpd.GeoDataFrame,
+) -> dict[str, Any]:
+    """Route lines of the incidents' active assignments as the JSON of ``GG.routes`` (a
+    straight line from the unit when no route is stored)."""
+    return _route_data(gdf_incidents, gdf_assignments, gdf_units)
+
+
+def add_live_feed(
+    m: folium.Map,
+    feed_url: str,
+    *,
+    interval_ms: int = 1000,
+    dataset: int | None = None,
+    token_key: str = "gridgov.token",
+    time_zone: str | None = None,
+) -> folium.Map:
+    """Make a built map live: the page polls ``feed_url`` and keeps its unit, incident and
+    route layers up to date (``gridgov/static/gridgov/gridgov-live.js``), and colours the
+    street, community and grid layers by the open incidents it holds (:data:`LIVE_AREA_BREAKS`;
+    build the map with ``area_stats=False``).
+
+    The feed answers ``{"cursor", "reset", "incidents", "closed", "units", "routes",
+    "dataset"}`` (the API's ``GET /api/v1/live``) and 304 when nothing changed since the
+    cursor. The bearer token comes from the page URL's fragment (``#token=gg_...``, never sent
+    to the server) and is kept in ``sessionStorage`` under ``token_key``. The page shows the
+    time of its last update, and a banner while the feed cannot be reached. When the feed
+    reports another ``dataset`` than the page was built from, the page reloads itself.
+
+    Parameters
+    ----------
+    m
+        A map from :func:`command_centre_map` or :func:`street_map` (it has unit and incident
+        layers).
+    feed_url
+        The feed's URL (same origin).
+    interval_ms
+        Time between two polls.
+    dataset
+        The dataset version the page was built from.
+    token_key
+        The ``sessionStorage`` key of the token.
+    time_zone
+        The IANA zone of the "last update" clock (default: ``settings.display_tz``, the zone
+        incident times are shown in).
+    """
+    if interval_ms < 100:
+        msg = f"interval_ms must be at least 100, got {interval_ms}"
+        raise InputError(msg)
+    # Areas are coloured by the open incidents the feed sends (so within the caller's scope),
+    # in fixed classes: a page cannot know the quantiles of counts it has not seen yet.
+    breaks = list(LIVE_AREA_BREAKS)
+    items = [_swatch(_NO_DATA, "0 / 不在权限内 outside your scope")]
+    low = 0
+    for i, b in enumerate(breaks):
+        items.append(_swatch(_SEQUENTIAL[i + 1], str(b) if b == low + 1 else f"{low + 1}–{b}"))
+        low = b
+    items.append(_swatch(_SEQUENTIAL[len(breaks) + 1], f"> {low}"))
+    options = {
+        "feed": feed_url,
+        "interval": int(interval_ms),
+        "dataset": dataset,
+        "tokenKey": token_key,
+        "timeZone": time_zone or get_settings().display_tz,
+        "areaClasses": {
+            "breaks": breaks,
+            "colours": list(_SEQUENTIAL[1 : len(breaks) + 2]),
+            "none": _NO_DATA,
+        },
+        "legend": _legend_html([("未结事件 open incidents (实时 live)", items)]),
+    }
+    m.add_child(_Live(options))
+    return m
 
 
 def street_map(
@@ -1694,11 +1832,13 @@ __all__ = [
     "CLOSED_STATUSES",
     "DEFAULT_LEVELS",
     "KIND_STYLE",
+    "LIVE_AREA_BREAKS",
     "MAP_KINDS",
     "PRIORITY_COLOURS",
     "SIMPLIFY_M",
     "STATIC_DIR",
     "STATUS_COLOURS",
+    "add_live_feed",
     "area_layer_json",
     "assessment_map",
     "build_map",
@@ -1706,7 +1846,10 @@ __all__ = [
     "coverage_map",
     "coverage_times",
     "describe_map",
+    "incident_layer_json",
     "open_incidents",
     "render_html",
+    "route_layer_json",
     "street_map",
+    "unit_layer_json",
 ]

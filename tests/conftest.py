@@ -152,6 +152,16 @@ def reference_store_url(
         yield url
 
 
+@pytest.fixture(scope="module")
+def reference_engine(reference_store_url: str) -> Iterator[Engine]:
+    """An engine on the reference store (one per module and backend)."""
+    engine = create_engine_from_url(reference_store_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 # --------------------------------------------------------------------------------------------
 # the issue's damaged copy of the reference district
 # --------------------------------------------------------------------------------------------

@@ -134,6 +134,17 @@
   // rows: [lat, lon, kind index, status index, unit_id, name, department index, street index,
   //        on duty (1/0)]; data.departments and data.streets hold the indexed texts.
   GG.units = function (map, group, data) {
+    var markers = GG.unitMarkers(map, data);
+    if (group.addLayers) group.addLayers(markers);
+    else for (var j = 0; j < markers.length; j++) group.addLayer(markers[j]);
+    group.ggCount = markers.length;
+    entry(map).layers.units = group;
+    return group;
+  };
+
+  // The markers of GG.units (searchable), not yet on any layer: the live feed adds and
+  // replaces them one by one.
+  GG.unitMarkers = function (map, data) {
     var icons = {};
     function icon(k, s) {
       var key = k + ":" + s;
@@ -177,11 +188,7 @@
         ]) + "</div>"
       );
     }
-    if (group.addLayers) group.addLayers(markers);
-    else for (var j = 0; j < markers.length; j++) group.addLayer(markers[j]);
-    group.ggCount = markers.length;
-    entry(map).layers.units = group;
-    return group;
+    return markers;
   };
 
   /* ------------------------------------------------------------- incidents */
@@ -189,6 +196,16 @@
   // rows: [lat, lon, priority, incident_id, matter, status, reported, street, [history],
   //        [assignments], explanation]
   GG.incidents = function (map, group, data) {
+    var markers = GG.incidentMarkers(map, data);
+    if (group.addLayers) group.addLayers(markers);
+    else for (var j = 0; j < markers.length; j++) group.addLayer(markers[j]);
+    group.ggCount = markers.length;
+    entry(map).layers.incidents = group;
+    return group;
+  };
+
+  // The markers of GG.incidents (searchable), not yet on any layer.
+  GG.incidentMarkers = function (map, data) {
     var icons = {};
     function icon(p) {
       if (!icons[p]) {
@@ -258,17 +275,34 @@
       }
       return out + "</div>";
     }
-    if (group.addLayers) group.addLayers(markers);
-    else for (var j = 0; j < markers.length; j++) group.addLayer(markers[j]);
-    group.ggCount = markers.length;
-    entry(map).layers.incidents = group;
-    return group;
+    return markers;
+  };
+
+  // Forget layers the search offered (markers the live feed replaced or removed).
+  GG.unsearch = function (map, layers) {
+    if (!layers.length) return;
+    var gone = new Set(layers);
+    var e = entry(map);
+    e.search = e.search.filter(function (item) {
+      return !gone.has(item.layer);
+    });
   };
 
   // rows: [priority, incident_id, unit_id, straight (no stored route), [[lon, lat], ...]]
   GG.routes = function (map, data) {
-    var renderer = L.canvas({ padding: 0.2 });
     var group = L.featureGroup();
+    var lines = GG.routeLines(map, data);
+    for (var i = 0; i < lines.length; i++) group.addLayer(lines[i]);
+    group.ggCount = data.rows.length;
+    entry(map).layers.routes = group;
+    return group;
+  };
+
+  // The lines of GG.routes, each knowing its incident (ggIncident).
+  GG.routeLines = function (map, data) {
+    var e = entry(map);
+    var renderer = e.routeRenderer || (e.routeRenderer = L.canvas({ padding: 0.2 }));
+    var lines = [];
     for (var i = 0; i < data.rows.length; i++) {
       var r = data.rows[i];
       var ll = new Array(r[4].length);
@@ -281,11 +315,10 @@
         dashArray: r[3] ? "6 6" : null,
       });
       line.bindTooltip(esc(r[2]) + " → " + esc(r[1]));
-      group.addLayer(line);
+      line.ggIncident = r[1];
+      lines.push(line);
     }
-    group.ggCount = data.rows.length;
-    entry(map).layers.routes = group;
-    return group;
+    return lines;
   };
 
   /* ------------------------------------------------------- controls, misc */

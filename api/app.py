@@ -1,0 +1,71 @@
+"""The app factory. ``gridgov serve`` runs :func:`create_app` under uvicorn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.engine import Engine
+
+from api.errors import install_error_handlers
+from api.idempotency import IdempotencyMiddleware
+from gridgov import __version__, store
+from gridgov.settings import Settings, get_settings
+
+DESCRIPTION = """\
+gridgov's service for a street command centre under Chengdu's five-powers reform.
+
+- **/api/v1**: the native API for dispatchers, commanders, units, grid workers and analysts
+  (bearer tokens from `gridgov token issue`).
+- **/open311/v2**: Open311 GeoReport v2 for citizens' and field staff's phone apps (JSON and
+  XML; an `api_key` to file requests).
+
+Positions are WGS84 unless a `crs` of `gcj02` or `bd09` says otherwise. Every POST honours an
+`Idempotency-Key` header: a retry returns the first answer and creates nothing new.
+"""
+
+TAGS: list[dict[str, Any]] = [
+    {"name": "health", "description": "Liveness and readiness."},
+    {"name": "areas", "description": "The area hierarchy as GeoJSON, and point location."},
+    {"name": "units", "description": "Stationed units: status and AVL positions."},
+    {"name": "incidents", "description": "Reports, dispatch and the workflow."},
+    {"name": "assessment", "description": "KPIs and rankings of offices, departments, streets."},
+    {"name": "open311", "description": "Open311 GeoReport v2."},
+    {"name": "live", "description": "The command centre's live wall display (/) and its feed."},
+]
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the service over a store (default: ``settings.database_url``)."""
+    from api import live, open311
+    from api.routes import areas, assessment, health, incidents, units
+
+    settings = settings or get_settings()
+    engine = engine if engine is not None else store.open_store(settings.database_url)
+    app = FastAPI(
+        title="gridgov",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware)
+    app.include_router(health.router)
+    for module in (areas, units, incidents, assessment):
+        app.include_router(module.router, prefix="/api/v1")
+    app.include_router(open311.router, prefix="/open311/v2")
+    app.include_router(live.router)
+    from gridgov.maps import STATIC_DIR
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory (``uvicorn --factory api.app:app_from_env``): settings from the
+    environment, so every worker process builds its own engine."""
+    return create_app()

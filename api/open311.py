@@ -1,0 +1,1070 @@
+"""Open311 GeoReport v2: the matters catalogue as services, incidents as service requests.
+
+Citizens' and field staff's phone apps speak GeoReport v2 (http://wiki.open311.org/GeoReport_v2)
+here, mounted at ``/open311/v2``. Every resource answers in JSON or XML as its extension asks
+(``services.json``, ``services.xml``), and errors come back in the spec's error list, in the
+same format, from :mod:`api.errors`.
+
+How gridgov maps onto the spec:
+
+- A **service** is a matter of the catalogue; ``service_code`` is the matter code.
+- A **service request** is an incident, whichever channel reported it. Its ``status`` is
+  ``closed`` once the workflow reached closed, evaluated, rejected or cancelled, and ``open``
+  before. Reporters' personal data (the ``email``, ``phone``, names, account and device sent
+  with a request) is kept for the outcome notice and never shown by a GET.
+- **Filing** (``POST requests``) takes the spec's form-encoded fields and an ``api_key`` issued
+  to a citizen app (``gridgov token issue citizen``). A position is required: this service
+  does not geocode ``address_string``. ``crs`` (wgs84, gcj02, bd09) is our extension for
+  phones whose map SDK gives GCJ-02 or BD-09. The report goes through the one intake path,
+  :func:`gridgov.store.report_incident`, and is dispatched at once. A request created here
+  has a ``token`` equal to its ``service_request_id``.
+- The incidents table has no columns for the spec's ``address_string``, ``media_url`` and
+  attributes, so they are appended to the stored description as ``[Open311] name: value``
+  lines, where staff read them too; GET splits them off again.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+from xml.etree import ElementTree as ET
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Engine
+
+from api.deps import ContextDep, EngineDep, SettingsDep
+from api.schemas import Crs, outside_district, to_wgs84_point
+from gridgov import store
+from gridgov.crs import from_wgs84
+from gridgov.dispatch import DispatchContext, Incident
+from gridgov.errors import OutsideDistrictError, UnknownMatterError
+from gridgov.settings import Settings
+from gridgov.store.engine import translate_errors
+from gridgov.store.models import ASSIGNMENTS, DATASETS, EVENTS, INCIDENTS, OFFICES, UNITS
+from gridgov.workflow import Action, State
+
+__all__ = ["CLOSED_STATES", "MAX_REQUESTS", "SOURCE", "WINDOW", "router"]
+
+router = APIRouter(tags=["open311"])
+
+#: The most requests one ``GET requests`` answers (newest first); narrow the filters for more.
+MAX_REQUESTS = 1000
+#: The default and the longest date window of ``GET requests`` (the spec's 90 days).
+WINDOW = timedelta(days=90)
+#: Workflow states reported as ``closed``; every other state is ``open``.
+CLOSED_STATES = frozenset(
+    str(s) for s in (State.CLOSED, State.EVALUATED, State.REJECTED, State.CANCELLED)
+)
+#: ``incidents.source`` of requests filed here (only these have tokens).
+SOURCE = "open311"
+SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
+#: The spec caps a description at 4,000 characters.
+DESCRIPTION_MAX = 4000
+_CONTACT_MAX = 200
+_FORM_MAX_BYTES = 64 * 1024
+_EXTRA = "[Open311] "
+_XML_MEDIA = "text/xml; charset=utf-8"
+#: States whose units are out on the incident: only then does a resolve deadline run.
+_WORKING = frozenset(str(s) for s in (State.DISPATCHED, State.ACKNOWLEDGED, State.ON_SCENE))
+#: What a request's status note says when its latest event gave no reason.
+_STATE_NOTES = {
+    State.REPORTED: "Received; a dispatcher will register it.",
+    State.REGISTERED: "Registered; waiting for a unit to be dispatched.",
+    State.DISPATCHED: "A unit has been dispatched.",
+    State.ACKNOWLEDGED: "The responsible department has acknowledged it.",
+    State.ON_SCENE: "Staff are on scene.",
+    State.RESOLVED: "Resolved; waiting for verification on site.",
+    State.VERIFIED: "Verified on site.",
+    State.CLOSED: "Closed.",
+    State.EVALUATED: "Closed; the reporter's evaluation is recorded.",
+    State.REJECTED: "Rejected.",
+    State.CANCELLED: "Cancelled.",
+}
+
+Format = Literal["json", "xml"]
+FormatPath = Annotated[
+    Format, Path(alias="format", description="Answer format: the resource's extension.")
+]
+
+
+# --------------------------------------------------------------------------------------------
+# the JSON shapes (the XML carries the same fields; see each route)
+# --------------------------------------------------------------------------------------------
+
+
+class Endpoint(BaseModel):
+    specification: str
+    url: str
+    changeset: str
+    type: Literal["production", "test"]
+    formats: list[str]
+
+
+class Discovery(BaseModel):
+    changeset: str = Field(description="When the service list last changed (W3C datetime).")
+    contact: str
+    key_service: str
+    endpoints: list[Endpoint]
+
+
+class Service(BaseModel):
+    service_code: str = Field(description="The matter code of the gridgov catalogue.")
+    service_name: str
+    description: str
+    metadata: bool = Field(description="True: the service definition lists attributes.")
+    type: Literal["realtime", "batch", "blackbox"]
+    keywords: str
+    group: str = Field(description="The matter's domain.")
+
+
+class AttributeValue(BaseModel):
+    key: str
+    name: str
+
+
+class Attribute(BaseModel):
+    variable: bool
+    code: str
+    datatype: Literal["string", "number", "datetime", "text", "singlevaluelist", "multivaluelist"]
+    required: bool
+    datatype_description: str | None
+    order: int
+    description: str
+    values: list[AttributeValue] = []
+
+
+class ServiceDefinition(BaseModel):
+    service_code: str
+    attributes: list[Attribute]
+
+
+class ServiceRequest(BaseModel):
+    service_request_id: str
+    status: Literal["open", "closed"]
+    status_notes: str | None = Field(description="The latest outcome or reason.")
+    service_name: str | None
+    service_code: str
+    description: str | None
+    agency_responsible: str | None = Field(
+        description="The office (and department) of the lead unit, once one is dispatched."
+    )
+    service_notice: str | None
+    requested_datetime: str
+    updated_datetime: str
+    expected_datetime: str | None = Field(
+        description="The matter's resolve deadline, counted from dispatch, while units work."
+    )
+    address: str | None
+    address_id: str | None
+    zipcode: str | None
+    lat: float
+    long: float
+    media_url: str | None
+
+
+class Created(BaseModel):
+    service_request_id: str
+    token: str
+    service_notice: str
+    account_id: str | None
+
+
+class Token(BaseModel):
+    service_request_id: str
+    token: str
+
+
+#: Optional attributes every service takes (``attribute[landmark]=...`` when filing).
+ATTRIBUTES: tuple[Attribute, ...] = (
+    Attribute(
+        variable=True,
+        code="landmark",
+        datatype="string",
+        required=False,
+        datatype_description="Free text, at most 200 characters.",
+        order=1,
+        description="A landmark, shop sign or door number near the problem, to help the unit "
+        "find it.",
+    ),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+# --------------------------------------------------------------------------------------------
+
+# Tags of the items of a list-valued element, as the spec's XML examples name them.
+_ITEM_TAGS = {
+    "endpoints": "endpoint",
+    "formats": "format",
+    "attributes": "attribute",
+    "values": "value",
+}
+
+
+def _fill(element: ET.Element, value: Any) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _fill(ET.SubElement(element, key), item)
+    elif isinstance(value, list | tuple):
+        tag = _ITEM_TAGS.get(element.tag, "item")
+        for item in value:
+            _fill(ET.SubElement(element, tag), item)
+    elif isinstance(value, bool):
+        element.text = "true" if value else "false"
+    elif value is not None:
+        element.text = str(value)
+
+
+def _render(
+    fmt: Format, payload: Any, root: str, item: str | None = None, status: int = 200
+) -> Response:
+    """The answer in ``fmt``: a list of ``item`` elements under ``root``, or ``root`` itself."""
+    if fmt == "json":
+        return JSONResponse(payload, status_code=status)
+    element = ET.Element(root)
+    if item is None:
+        _fill(element, payload)
+    else:
+        for entry in payload:
+            _fill(ET.SubElement(element, item), entry)
+    body = b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(element, encoding="utf-8")
+    return Response(body, status_code=status, media_type=_XML_MEDIA)
+
+
+def _responses(example: Any, xml_example: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "content": {
+                "application/json": {"example": example},
+                "text/xml": {"schema": {"type": "string"}, "example": xml_example},
+            }
+        }
+    }
+
+
+def _w3c(when: datetime | None, tz: ZoneInfo) -> str | None:
+    return None if when is None else when.astimezone(tz).isoformat(timespec="seconds")
+
+
+def _invalid(problems: Sequence[tuple[str, str, str]]) -> RequestValidationError:
+    """A validation error naming each field: ``(where, field, message)`` triples."""
+    return RequestValidationError(
+        [
+            {"loc": (where, name), "msg": message, "type": "value_error"}
+            for where, name, message in problems
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# jurisdiction
+# --------------------------------------------------------------------------------------------
+
+
+def jurisdiction_of(ctx: DispatchContext, settings: Settings) -> str | None:
+    """The jurisdiction_id this service answers for: the setting, else the district's code."""
+    if settings.open311_jurisdiction:
+        return settings.open311_jurisdiction
+    gdf = ctx.gdf_areas
+    codes = gdf.loc[gdf["level"].astype(str) == "district", "code"]
+    return str(codes.iloc[0]) if len(codes) else None
+
+
+def _check_jurisdiction(ctx: DispatchContext, settings: Settings, given: str | None) -> None:
+    # Absent is fine: this service answers for one jurisdiction only.
+    if given is None or given == "":
+        return
+    ours = jurisdiction_of(ctx, settings)
+    if given != ours:
+        raise HTTPException(
+            404, f"unknown jurisdiction_id {given!r}; this service answers for {ours!r}"
+        )
+
+
+def jurisdiction_query(
+    ctx: ContextDep,
+    settings: SettingsDep,
+    jurisdiction_id: Annotated[
+        str | None,
+        Query(
+            description="Optional; when given it must be this service's jurisdiction (the "
+            "district code by default).",
+            examples=["510106000000"],
+        ),
+    ] = None,
+) -> None:
+    _check_jurisdiction(ctx, settings, jurisdiction_id)
+
+
+Jurisdiction = Annotated[None, Depends(jurisdiction_query)]
+
+
+# --------------------------------------------------------------------------------------------
+# discovery and services
+# --------------------------------------------------------------------------------------------
+
+
+def _changeset(engine: Engine, tz: ZoneInfo) -> str:
+    with translate_errors(engine), engine.connect() as connection:
+        loaded = connection.execute(select(func.max(DATASETS.c.loaded_at))).scalar()
+    return _w3c(loaded, tz) or "1970-01-01T00:00:00+00:00"
+
+
+@router.get(
+    "/discovery.{format}",
+    response_model=Discovery,
+    summary="Service discovery: where the endpoint is and what it speaks",
+    responses=_responses(
+        {
+            "changeset": "2026-11-27T08:00:00+08:00",
+            "contact": "The street command centre operating this service.",
+            "key_service": "API keys are issued by the operators (gridgov token issue citizen).",
+            "endpoints": [
+                {
+                    "specification": SPEC_URL,
+                    "url": "https://example.org/open311/v2",
+                    "changeset": "2026-11-27T08:00:00+08:00",
+                    "type": "production",
+                    "formats": ["application/json", "text/xml"],
+                }
+            ],
+        },
+        "<discovery><changeset>2026-11-27T08:00:00+08:00</changeset>...<endpoints><endpoint>"
+        "<specification>http://wiki.open311.org/GeoReport_v2</specification>...</endpoint>"
+        "</endpoints></discovery>",
+    ),
+)
+def discovery(request: Request, engine: EngineDep, settings: SettingsDep, fmt: FormatPath) -> Any:
+    changeset = _changeset(engine, ZoneInfo(settings.display_tz))
+    path = request.url.path
+    url = str(request.base_url).rstrip("/") + path[: path.rindex("/discovery.")]
+    body = {
+        "changeset": changeset,
+        "contact": "The street command centre operating this service.",
+        "key_service": "API keys for filing requests are issued by the operators "
+        "(`gridgov token issue citizen --label <app>`).",
+        "endpoints": [
+            {
+                "specification": SPEC_URL,
+                "url": url,
+                "changeset": changeset,
+                "type": "production",
+                "formats": ["application/json", "text/xml"],
+            }
+        ],
+    }
+    return _render(fmt, body, "discovery")
+
+
+def _services(ctx: DispatchContext) -> list[dict[str, Any]]:
+    services = ctx.catalog.open311_services()
+    for service in services:
+        service["metadata"] = bool(ATTRIBUTES)
+    return services
+
+
+@router.get(
+    "/services.{format}",
+    response_model=list[Service],
+    summary="The services: one per matter of the coordination catalogue",
+    responses=_responses(
+        [
+            {
+                "service_code": "FS-02",
+                "service_name": "Blocked fire lane or escape route",
+                "description": "Parked cars, stalls or stored goods blocking a fire lane.",
+                "metadata": True,
+                "type": "realtime",
+                "keywords": "消防通道,fire lane",
+                "group": "fire safety",
+            }
+        ],
+        "<services><service><service_code>FS-02</service_code>...</service></services>",
+    ),
+)
+def list_services(ctx: ContextDep, _: Jurisdiction, fmt: FormatPath) -> Any:
+    return _render(fmt, _services(ctx), "services", "service")
+
+
+@router.get(
+    "/services/{service_code}.{format}",
+    response_model=ServiceDefinition,
+    summary="A service definition: the optional attributes a request may carry",
+    responses=_responses(
+        {"service_code": "FS-02", "attributes": [ATTRIBUTES[0].model_dump()]},
+        "<service_definition><service_code>FS-02</service_code><attributes><attribute>"
+        "<variable>true</variable><code>landmark</code>...</attribute></attributes>"
+        "</service_definition>",
+    ),
+)
+def service_definition(
+    ctx: ContextDep,
+    _: Jurisdiction,
+    service_code: Annotated[str, Path(examples=["FS-02"])],
+    fmt: FormatPath,
+) -> Any:
+    if service_code not in ctx.catalog:
+        raise HTTPException(404, f"no service {service_code!r}")
+    body = {
+        "service_code": service_code,
+        "attributes": [a.model_dump() for a in ATTRIBUTES],
+    }
+    return _render(fmt, body, "service_definition")
+
+
+# --------------------------------------------------------------------------------------------
+# filing a request
+# --------------------------------------------------------------------------------------------
+
+_FORM_FIELDS: dict[str, tuple[str, str]] = {
+    "api_key": ("string", "Required. An API key issued to the app (gridgov token issue)."),
+    "jurisdiction_id": ("string", "Optional; this service's jurisdiction when given."),
+    "service_code": ("string", "Required. The matter code (GET services)."),
+    "lat": ("number", "Required: the problem's latitude (this service does not geocode)."),
+    "long": ("number", "Required: the problem's longitude."),
+    "crs": ("string", "Extension: wgs84 (default), gcj02 (AMap, Tencent) or bd09 (Baidu)."),
+    "address_string": ("string", "Optional, kept with the description; lat/long locate."),
+    "address_id": ("string", "Not supported: send lat/long."),
+    "description": ("string", "What is wrong (at most 4,000 characters)."),
+    "media_url": ("string", "An http(s) URL of a photo."),
+    "email": ("string", "Optional contact for the outcome notice; never shown by GET."),
+    "phone": ("string", "Optional contact; never shown by GET."),
+    "first_name": ("string", "Optional; never shown by GET."),
+    "last_name": ("string", "Optional; never shown by GET."),
+    "device_id": ("string", "Optional; never shown by GET."),
+    "account_id": ("string", "Optional; echoed in the answer, never shown by GET."),
+    "attribute[landmark]": ("string", "Optional attribute (see the service definition)."),
+}
+
+_POST_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["api_key", "service_code", "lat", "long"],
+                    "properties": {
+                        name: {"type": kind, "description": text}
+                        for name, (kind, text) in _FORM_FIELDS.items()
+                    },
+                },
+                "example": {
+                    "api_key": "gg_0123456789abcdef_secret",
+                    "service_code": "FS-02",
+                    "lat": "30.6843",
+                    "long": "104.0551",
+                    "description": "Cars parked across the fire lane behind building 3.",
+                    "phone": "13800000000",
+                    "attribute[landmark]": "behind the 7-Eleven",
+                },
+            }
+        },
+    }
+}
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The form-encoded body (the spec's POST encoding), field by field.
+
+    Parsed here rather than by FastAPI's ``Form`` so that no multipart parser is needed and
+    the ``attribute[code]`` fields, whose names are not known in advance, come through.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise HTTPException(
+            415,
+            "send the request form-encoded (application/x-www-form-urlencoded), as "
+            "GeoReport v2 specifies",
+        )
+    body = await request.body()
+    if len(body) > _FORM_MAX_BYTES:
+        raise HTTPException(413, f"the form is larger than {_FORM_MAX_BYTES} bytes")
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _invalid(
+            [("body", "body", "not valid form encoding (UTF-8, percent-encoded)")]
+        ) from None
+    return {name: value.strip() for name, value in pairs}
+
+
+Form = Annotated[dict[str, str], Depends(read_form)]
+
+
+def _citizen(engine: Engine, api_key: str | None) -> str:
+    """The credential id of a live citizen API key (403 otherwise)."""
+    if not api_key:
+        raise HTTPException(403, "api_key is required to file a request")
+    credential = store.resolve_credential(engine, api_key)
+    if credential is None or credential.kind != "api_key" or credential.role != "citizen":
+        raise HTTPException(403, "api_key is unknown, revoked or expired")
+    return credential.credential_id
+
+
+def _number(form: Mapping[str, str], name: str, problems: list[tuple[str, str, str]]) -> float:
+    try:
+        value = float(form[name])
+    except ValueError:
+        problems.append(("body", name, "must be a number (decimal degrees)"))
+        return float("nan")
+    if not np.isfinite(value):
+        problems.append(("body", name, "must be a finite number"))
+    return value
+
+
+def _parse_filing(
+    form: Mapping[str, str], ctx: DispatchContext
+) -> tuple[float, float, str, dict[str, str]]:
+    """Check every field, then raise one error that names each bad one."""
+    problems: list[tuple[str, str, str]] = []
+    code = form.get("service_code", "")
+    if not code:
+        problems.append(("body", "service_code", "is required (see GET services)"))
+    elif code not in ctx.catalog:
+        try:
+            ctx.catalog.get(code)
+        except UnknownMatterError as exc:
+            problems.append(("body", "service_code", str(exc)))
+    lat = _number(form, "lat", problems)
+    lon = _number(form, "long", problems)
+    crs = form.get("crs") or "wgs84"
+    if crs not in ("wgs84", "gcj02", "bd09"):
+        problems.append(("body", "crs", "must be wgs84, gcj02 or bd09"))
+    if len(form.get("description", "")) > DESCRIPTION_MAX:
+        problems.append(("body", "description", f"is longer than {DESCRIPTION_MAX} characters"))
+    media = form.get("media_url", "")
+    if media:
+        parts = urlsplit(media)
+        if parts.scheme not in ("http", "https") or not parts.netloc or len(media) > 2000:
+            problems.append(("body", "media_url", "must be an http(s) URL"))
+    for name in (
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "device_id",
+        "account_id",
+        "address_string",
+    ):
+        if len(form.get(name, "")) > _CONTACT_MAX:
+            problems.append(("body", name, f"is longer than {_CONTACT_MAX} characters"))
+    known = {a.code for a in ATTRIBUTES}
+    attributes = {}
+    for name, value in form.items():
+        if not name.startswith("attribute["):
+            continue
+        attr = name[len("attribute[") : -1] if name.endswith("]") else ""
+        if attr not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            problems.append(("body", name, f"unknown attribute (this service takes {listed})"))
+        elif len(value) > _CONTACT_MAX:
+            problems.append(("body", name, f"is longer than {_CONTACT_MAX} characters"))
+        elif value:
+            attributes[attr] = value
+    if problems:
+        raise _invalid(problems)
+    return lon, lat, crs, attributes
+
+
+def _stored_description(form: Mapping[str, str], attributes: Mapping[str, str]) -> str | None:
+    # A reporter's own "[Open311] " lines are defused so GET cannot mistake them for ours.
+    text = form.get("description", "").replace(_EXTRA, "(Open311) ")
+    extras = {
+        "address_string": form.get("address_string", ""),
+        **{f"attribute[{k}]": v for k, v in attributes.items()},
+        "media_url": form.get("media_url", ""),
+    }
+    lines = [f"{_EXTRA}{name}: {value}" for name, value in extras.items() if value]
+    if not lines:
+        return text or None
+    return "\n".join([text, *lines]) if text else "\n".join(lines)
+
+
+def _reporter(form: Mapping[str, str], credential_id: str) -> str:
+    """Who to tell the outcome: the contacts given (kept private), and always the app's key."""
+    name = " ".join(p for p in (form.get("first_name", ""), form.get("last_name", "")) if p)
+    parts = [
+        f"{label}:{value}"
+        for label, value in (
+            ("email", form.get("email", "")),
+            ("phone", form.get("phone", "")),
+            ("name", name),
+            ("account", form.get("account_id", "")),
+            ("device", form.get("device_id", "")),
+        )
+        if value
+    ]
+    return "; ".join([*parts, f"api_key:{credential_id}"])
+
+
+def _new_id(now: datetime) -> str:
+    return f"O311-{now.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
+
+
+@router.post(
+    "/requests.{format}",
+    status_code=201,
+    response_model=list[Created],
+    summary="File a service request (form-encoded, with an api_key)",
+    description="Takes the GeoReport v2 form fields; `lat` and `long` are required (addresses "
+    "are not geocoded), `crs` says whether they are WGS84 (default), GCJ-02 or BD-09. The "
+    "request is registered and dispatched at once. A report of the same matter close to an "
+    "open request is kept and linked to it: the answer is still 201, and its `service_notice` "
+    "names the open request. Honours `Idempotency-Key`.",
+    openapi_extra=_POST_OPENAPI,
+    responses={
+        201: {
+            "content": {
+                "application/json": {
+                    "example": [
+                        {
+                            "service_request_id": "O311-20261127101500-1a2b3c4d",
+                            "token": "O311-20261127101500-1a2b3c4d",
+                            "service_notice": "Received and dispatched to 西安路综合执法中队 "
+                            "(综合执法局).",
+                            "account_id": None,
+                        }
+                    ]
+                },
+                "text/xml": {
+                    "schema": {"type": "string"},
+                    "example": "<service_requests><request><service_request_id>O311-..."
+                    "</service_request_id>...</request></service_requests>",
+                },
+            }
+        }
+    },
+)
+def create_request(
+    request: Request,
+    engine: EngineDep,
+    ctx: ContextDep,
+    settings: SettingsDep,
+    form: Form,
+    fmt: FormatPath,
+) -> Any:
+    credential_id = _citizen(engine, form.get("api_key"))
+    _check_jurisdiction(
+        ctx, settings, form.get("jurisdiction_id") or request.query_params.get("jurisdiction_id")
+    )
+    if not form.get("lat") or not form.get("long"):
+        raise HTTPException(
+            400,
+            "lat and long are required: this service cannot geocode address_string or "
+            "address_id; send the problem's position (WGS84, or say crs=gcj02 or crs=bd09)",
+        )
+    lon, lat, crs, attributes = _parse_filing(form, ctx)
+    wlon, wlat = to_wgs84_point(lon, lat, crs)
+    now = datetime.now(UTC)
+    incident = Incident(_new_id(now), form["service_code"], wlon, wlat, now)
+    try:
+        report = store.report_incident(
+            engine,
+            ctx,
+            incident,
+            source=SOURCE,
+            now=now,
+            reporter=_reporter(form, credential_id),
+            description=_stored_description(form, attributes),
+            actor=f"citizen:{credential_id}",
+            role="system",
+        )
+    except OutsideDistrictError:
+        raise outside_district(ctx, lon, lat, crs) from None
+    if report.duplicate_of is not None:
+        notice = (
+            f"This repeats open request {report.duplicate_of} (the same matter close by); it "
+            "is linked to it, and the outcome of that request will be yours."
+        )
+    elif report.state == str(State.DISPATCHED):
+        rows = _read_requests(engine, INCIDENTS.c.incident_id == report.incident_id, 1)
+        agency = rows[0]["agency"] if rows else None
+        notice = f"Received and dispatched to {agency}." if agency else "Received and dispatched."
+    elif report.state == str(State.REGISTERED):
+        notice = "Received and registered; a unit will be dispatched as soon as one is free."
+    else:
+        notice = "Received; a dispatcher will register it."
+    answer = {
+        "service_request_id": report.incident_id,
+        "token": report.incident_id,
+        "service_notice": notice,
+        "account_id": form.get("account_id") or None,
+    }
+    return _render(fmt, [answer], "service_requests", "request", status=201)
+
+
+# --------------------------------------------------------------------------------------------
+# reading requests
+# --------------------------------------------------------------------------------------------
+
+
+def _read_requests(engine: Engine, where: Any, limit: int) -> list[dict[str, Any]]:
+    """Incidents matching ``where`` (newest first, at most ``limit``) with, in one statement,
+    their latest event that says something (supervision is internal), the time of their
+    latest dispatch and the office answering for them.
+
+    The per-incident facts are correlated subqueries rather than joins of grouped or windowed
+    derived tables: each is then one index lookup per incident (events by incident and seq,
+    assignments by incident), where SQLite would scan a materialised derived table per row.
+    """
+    inc = INCIDENTS
+    page = (
+        select(
+            inc.c.incident_id,
+            inc.c.matter_code,
+            inc.c.status,
+            inc.c.reported_at,
+            inc.c.updated_at,
+            inc.c.duplicate_of,
+            inc.c.description,
+            inc.c.source,
+            inc.c.street_code,
+            inc.c.community_code,
+            inc.c.geometry,
+        )
+        .where(where)
+        .order_by(inc.c.reported_at.desc(), inc.c.incident_id)
+        .limit(limit)
+        .subquery("page")
+    )
+    of_incident = EVENTS.c.incident_id == page.c.incident_id
+
+    def latest_event(column: Any, *where: Any) -> Any:
+        # ORDER BY seq DESC LIMIT 1: a backward walk of the (incident_id, seq) index.
+        return (
+            select(column)
+            .where(of_incident, *where)
+            .order_by(EVENTS.c.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    said = EVENTS.c.action != str(Action.SUPERVISE)
+    lead_unit = (
+        select(ASSIGNMENTS.c.unit_id)
+        .where(ASSIGNMENTS.c.incident_id == page.c.incident_id, ASSIGNMENTS.c.role == "lead")
+        .order_by(ASSIGNMENTS.c.assignment_id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    # Imported histories have no assignments; their events name the office that acted.
+    event_office = latest_event(EVENTS.c.office_id, EVENTS.c.office_id.is_not(None))
+    stmt = (
+        select(
+            page,
+            latest_event(EVENTS.c.to_state, said).label("note_state"),
+            latest_event(EVENTS.c.reason, said).label("note_reason"),
+            # Written out as "action || ''" so that no planner prefers the (action, at) index
+            # (every dispatch event of the district) to this incident's few events.
+            latest_event(EVENTS.c.at, (EVENTS.c.action + "") == str(Action.DISPATCH)).label(
+                "dispatched_at"
+            ),
+            OFFICES.c.name.label("office_name"),
+            func.coalesce(OFFICES.c.department, UNITS.c.department).label("department"),
+        )
+        .select_from(
+            page.outerjoin(UNITS, UNITS.c.unit_id == lead_unit).outerjoin(
+                OFFICES, OFFICES.c.office_id == func.coalesce(UNITS.c.office_id, event_office)
+            )
+        )
+        .order_by(page.c.reported_at.desc(), page.c.incident_id)
+    )
+    with translate_errors(engine), engine.connect() as connection:
+        rows = connection.execute(stmt).mappings().all()
+    out = []
+    for row in rows:
+        record = dict(row)
+        office, department = record.pop("office_name"), record.pop("department")
+        if office and department:
+            record["agency"] = f"{office} ({department})"
+        else:
+            record["agency"] = office or department
+        out.append(record)
+    return out
+
+
+def _split_description(text: str | None, source: str | None) -> tuple[str | None, dict[str, str]]:
+    """The reporter's words, and the spec fields this module stored after them."""
+    if not text or source != SOURCE:
+        return text, {}
+    kept, extras = [], {}
+    for line in text.split("\n"):
+        name, sep, value = line.removeprefix(_EXTRA).partition(": ")
+        if line.startswith(_EXTRA) and sep:
+            extras[name] = value
+        else:
+            kept.append(line)
+    return "\n".join(kept) or None, extras
+
+
+def _area_names(ctx: DispatchContext) -> dict[str, str]:
+    """Names of the levels an address names (not the ten thousand micro-grids)."""
+    gdf = ctx.gdf_areas
+    gdf = gdf[gdf["level"].astype(str).isin(["district", "street", "community"])]
+    return dict(zip(gdf["code"].astype(str), gdf["name"].astype(str), strict=True))
+
+
+def _address(names: Mapping[str, str], codes: Iterable[str | None]) -> str | None:
+    parts = [names[c] for c in codes if c is not None and c in names]
+    return ", ".join(parts) or None
+
+
+def _service_requests(
+    rows: Sequence[Mapping[str, Any]], ctx: DispatchContext, settings: Settings, crs: str
+) -> list[dict[str, Any]]:
+    tz = ZoneInfo(settings.display_tz)
+    if not rows:
+        return []
+    xs, ys = from_wgs84(
+        [float(r["geometry"].x) for r in rows], [float(r["geometry"].y) for r in rows], crs
+    )
+    gdf = ctx.gdf_areas
+    district = gdf.loc[gdf["level"].astype(str) == "district", "code"]
+    district_code = str(district.iloc[0]) if len(district) else None
+    names = _area_names(ctx)
+    out = []
+    for row, x, y in zip(rows, xs, ys, strict=True):
+        try:
+            matter = ctx.catalog.get(row["matter_code"])
+        except UnknownMatterError:
+            matter = None
+        description, extras = _split_description(row["description"], row["source"])
+        state = row["status"]
+        note = row["note_reason"]
+        if not note and row["note_state"] is not None:
+            note = _STATE_NOTES.get(State(row["note_state"]))
+        expected = None
+        if matter is not None and state in _WORKING and row["dispatched_at"] is not None:
+            expected = row["dispatched_at"] + timedelta(hours=matter.resolve_h)
+        address = extras.get("address_string") or _address(
+            names, (row["community_code"], row["street_code"], district_code)
+        )
+        out.append(
+            {
+                "service_request_id": row["incident_id"],
+                "status": "closed" if state in CLOSED_STATES else "open",
+                "status_notes": note,
+                "service_name": None if matter is None else matter.name_en,
+                "service_code": row["matter_code"],
+                "description": description,
+                "agency_responsible": row["agency"],
+                "service_notice": None
+                if row["duplicate_of"] is None
+                else f"Duplicates request {row['duplicate_of']}; its outcome applies.",
+                "requested_datetime": _w3c(row["reported_at"], tz),
+                "updated_datetime": _w3c(row["updated_at"], tz),
+                "expected_datetime": _w3c(expected, tz),
+                "address": address,
+                "address_id": None,
+                "zipcode": None,
+                "lat": round(float(y), 7),
+                "long": round(float(x), 7),
+                "media_url": extras.get("media_url"),
+            }
+        )
+    return out
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _parse_when(
+    value: str | None, name: str, tz: ZoneInfo, problems: list[tuple[str, str, str]]
+) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        problems.append(("query", name, "must be a W3C datetime such as 2026-11-01T00:00:00Z"))
+        return None
+    # A date or time without an offset is read in the jurisdiction's own time zone.
+    return when if when.tzinfo is not None else when.replace(tzinfo=tz)
+
+
+def _window(
+    start: datetime | None, end: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    if start is None and end is None:
+        return now - WINDOW, now
+    if start is None:
+        assert end is not None
+        return end - WINDOW, end
+    if end is None:
+        return start, start + WINDOW
+    if end < start:
+        raise _invalid([("query", "end_date", "must not be before start_date")])
+    if end - start > WINDOW:
+        raise _invalid(
+            [("query", "end_date", f"the span from start_date may not exceed {WINDOW.days} days")]
+        )
+    return start, end
+
+
+_REQUEST_EXAMPLE = {
+    "service_request_id": "O311-20261127101500-1a2b3c4d",
+    "status": "open",
+    "status_notes": "A unit has been dispatched.",
+    "service_name": "Blocked fire lane or escape route",
+    "service_code": "FS-02",
+    "description": "Cars parked across the fire lane behind building 3.",
+    "agency_responsible": "西安路综合执法中队 (综合执法局)",
+    "service_notice": None,
+    "requested_datetime": "2026-11-27T18:15:00+08:00",
+    "updated_datetime": "2026-11-27T18:15:01+08:00",
+    "expected_datetime": "2026-11-28T06:15:01+08:00",
+    "address": "X社区, 西安路街道, 金牛区",
+    "address_id": None,
+    "zipcode": None,
+    "lat": 30.6843,
+    "long": 104.0551,
+    "media_url": None,
+}
+_REQUESTS_XML = (
+    "<service_requests><request><service_request_id>O311-20261127101500-1a2b3c4d"
+    "</service_request_id><status>open</status>...</request></service_requests>"
+)
+
+
+@router.get(
+    "/requests.{format}",
+    response_model=list[ServiceRequest],
+    summary=f"Service requests, newest first (at most {MAX_REQUESTS})",
+    description="Filters combine. `service_request_id` (comma-separated) overrides all the "
+    "others. Without dates the window is the last 90 days; a window may not span more than "
+    f"90 days. At most {MAX_REQUESTS} requests are returned, newest first: narrow the window "
+    "for more. Reporters' contact details are never returned.",
+    responses=_responses([_REQUEST_EXAMPLE], _REQUESTS_XML),
+)
+def list_requests(
+    engine: EngineDep,
+    ctx: ContextDep,
+    settings: SettingsDep,
+    _: Jurisdiction,
+    fmt: FormatPath,
+    service_request_id: Annotated[
+        str | None, Query(description="Comma-separated ids; overrides every other filter.")
+    ] = None,
+    service_code: Annotated[
+        str | None, Query(description="Comma-separated service codes.", examples=["FS-02"])
+    ] = None,
+    start_date: Annotated[
+        str | None,
+        Query(description="Earliest requested_datetime (W3C).", examples=["2026-11-01T00:00:00Z"]),
+    ] = None,
+    end_date: Annotated[str | None, Query(description="Latest requested_datetime (W3C).")] = None,
+    status: Annotated[
+        str | None, Query(description="open, closed, or both comma-separated.")
+    ] = None,
+    crs: Crs = "wgs84",
+) -> Any:
+    tz = ZoneInfo(settings.display_tz)
+    ids = _csv(service_request_id)
+    if ids:
+        if len(ids) > MAX_REQUESTS:
+            raise _invalid([("query", "service_request_id", f"at most {MAX_REQUESTS} ids at once")])
+        where: Any = INCIDENTS.c.incident_id.in_(ids)
+    else:
+        where = _filters(ctx, tz, service_code, start_date, end_date, status)
+    rows = _read_requests(engine, where, MAX_REQUESTS)
+    return _render(fmt, _service_requests(rows, ctx, settings, crs), "service_requests", "request")
+
+
+def _filters(
+    ctx: DispatchContext,
+    tz: ZoneInfo,
+    service_code: str | None,
+    start_date: str | None,
+    end_date: str | None,
+    status: str | None,
+) -> Any:
+    problems: list[tuple[str, str, str]] = []
+    codes = _csv(service_code)
+    unknown = [c for c in codes if c not in ctx.catalog]
+    if unknown:
+        problems.append(("query", "service_code", f"unknown {', '.join(unknown)}"))
+    statuses = set(_csv(status))
+    if statuses - {"open", "closed"}:
+        problems.append(("query", "status", "must be open, closed or open,closed"))
+    start = _parse_when(start_date, "start_date", tz, problems)
+    end = _parse_when(end_date, "end_date", tz, problems)
+    if problems:
+        raise _invalid(problems)
+    start, end = _window(start, end, datetime.now(UTC))
+    clauses = [INCIDENTS.c.reported_at >= start, INCIDENTS.c.reported_at <= end]
+    if codes:
+        clauses.append(INCIDENTS.c.matter_code.in_(codes))
+    if statuses == {"open"}:
+        clauses.append(INCIDENTS.c.status.not_in(sorted(CLOSED_STATES)))
+    elif statuses == {"closed"}:
+        clauses.append(INCIDENTS.c.status.in_(sorted(CLOSED_STATES)))
+    return and_(*clauses)
+
+
+@router.get(
+    "/requests/{service_request_id}.{format}",
+    response_model=list[ServiceRequest],
+    summary="One service request",
+    responses=_responses([_REQUEST_EXAMPLE], _REQUESTS_XML),
+)
+def get_request(
+    engine: EngineDep,
+    ctx: ContextDep,
+    settings: SettingsDep,
+    _: Jurisdiction,
+    service_request_id: Annotated[str, Path(examples=["O311-20261127101500-1a2b3c4d"])],
+    fmt: FormatPath,
+    crs: Crs = "wgs84",
+) -> Any:
+    rows = _read_requests(engine, INCIDENTS.c.incident_id == service_request_id, 1)
+    if not rows:
+        raise HTTPException(404, f"no service request {service_request_id!r}")
+    return _render(fmt, _service_requests(rows, ctx, settings, crs), "service_requests", "request")
+
+
+@router.get(
+    "/tokens/{token}.{format}",
+    response_model=list[Token],
+    summary="The service request a token stands for",
+    responses=_responses(
+        [
+            {
+                "service_request_id": "O311-20261127101500-1a2b3c4d",
+                "token": "O311-20261127101500-1a2b3c4d",
+            }
+        ],
+        "<service_requests><request><service_request_id>O311-...</service_request_id>"
+        "<token>O311-...</token></request></service_requests>",
+    ),
+)
+def get_token(
+    engine: EngineDep,
+    _: Jurisdiction,
+    token: Annotated[str, Path(examples=["O311-20261127101500-1a2b3c4d"])],
+    fmt: FormatPath,
+) -> Any:
+    # Requests filed here get their id as token at once; other channels' incidents have none.
+    with translate_errors(engine), engine.connect() as connection:
+        found = connection.execute(
+            select(INCIDENTS.c.incident_id).where(
+                INCIDENTS.c.incident_id == token, INCIDENTS.c.source == SOURCE
+            )
+        ).scalar()
+    if found is None:
+        raise HTTPException(404, f"no service request for token {token!r}")
+    body = [{"service_request_id": found, "token": token}]
+    return _render(fmt, body, "service_requests", "request")

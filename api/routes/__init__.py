@@ -1,0 +1,1 @@
+"""Routers of the native API (/api/v1) and the health checks."""

@@ -1,0 +1,216 @@
+"""Stationed units: the list, status changes and AVL position fixes.
+
+A fix older than ``settings.position_max_age_min`` is stale: dispatch then uses the unit's
+office position instead, as CAD systems do, and the list marks it ``position_stale``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import AwareDatetime, BaseModel, Field
+
+from api.auth import Principal, not_found, require
+from api.deps import EngineDep, SettingsDep
+from api.schemas import CrsName, plain, to_wgs84_point
+from gridgov import store
+from gridgov.errors import InputError
+from gridgov.model import ForceKind, UnitStatus
+
+router = APIRouter(prefix="/units", tags=["units"])
+
+#: A device clock may run a little ahead; a fix further in the future is refused.
+CLOCK_SKEW = timedelta(minutes=5)
+
+Reader = Annotated[
+    Principal,
+    Depends(require("admin", "commander", "dispatcher", "unit", "grid_worker", "analyst")),
+]
+StatusSetter = Annotated[Principal, Depends(require("admin", "commander", "dispatcher", "unit"))]
+PositionSender = Annotated[Principal, Depends(require("admin", "dispatcher", "unit"))]
+
+
+class UnitOut(BaseModel):
+    unit_id: str
+    name: str
+    kind: str
+    office_id: str | None
+    department: str
+    street_code: str
+    grid_code: str | None
+    travel_mode: str
+    status: str
+    on_duty: bool
+    busy_incident_id: str | None
+    lon: float | None
+    lat: float | None
+    position_time: datetime | None
+    position_source: str | None
+    position_stale: bool = Field(
+        description="No position, or an AVL fix older than position_max_age_min: dispatch "
+        "uses the office's position instead."
+    )
+
+
+class UnitList(BaseModel):
+    items: list[UnitOut]
+    total: int
+
+
+class StatusIn(BaseModel):
+    status: UnitStatus
+    on_duty: bool | None = None
+
+    model_config = {"json_schema_extra": {"examples": [{"status": "off_duty", "on_duty": False}]}}
+
+
+class PositionIn(BaseModel):
+    lon: float = Field(ge=-180, le=180, examples=[104.05])
+    lat: float = Field(ge=-90, le=90, examples=[30.69])
+    crs: CrsName = "wgs84"
+    at: AwareDatetime | None = Field(default=None, description="Time of the fix; default now.")
+
+
+class PositionOut(BaseModel):
+    unit_id: str
+    stored: bool = Field(description="False when a newer fix was stored already (kept).")
+    stale: bool = Field(description="The fix is too old to be used by dispatch.")
+    lon: float
+    lat: float
+    at: datetime
+
+
+def _in_scope(principal: Principal, row: Any) -> bool:
+    c = principal.credential
+    if principal.district_wide:
+        return True
+    if c.role == "unit":
+        return bool(row["unit_id"] == c.unit_id)
+    # Commanders, dispatchers and grid workers see the units their street commands.
+    return bool(row["street_code"] == c.street_code)
+
+
+def _units(engine: Any, settings: Any, principal: Principal) -> list[dict[str, Any]]:
+    c = principal.credential
+    street = None if principal.district_wide else c.street_code
+    gdf = store.read_units(engine, street_code=street)
+    limit = pd.Timestamp.now(tz=UTC) - pd.Timedelta(minutes=settings.position_max_age_min)
+    out = []
+    for row in gdf.to_dict("records"):
+        if not _in_scope(principal, row):
+            continue
+        geom = row["geometry"]
+        when = plain(row["position_time"])
+        out.append(
+            {
+                "unit_id": row["unit_id"],
+                "name": row["name"],
+                "kind": row["kind"],
+                "office_id": plain(row["office_id"]),
+                "department": row["department"],
+                "street_code": row["street_code"],
+                "grid_code": plain(row["grid_code"]),
+                "travel_mode": row["travel_mode"],
+                "status": row["status"],
+                "on_duty": bool(row["on_duty"]),
+                "busy_incident_id": plain(row["busy_incident_id"]),
+                "lon": None if geom is None else float(geom.x),
+                "lat": None if geom is None else float(geom.y),
+                "position_time": when,
+                "position_source": plain(row["position_source"]),
+                # A position without a time is a home post (static), never stale.
+                "position_stale": geom is None or (when is not None and when < limit),
+            }
+        )
+    return out
+
+
+def _own_unit(engine: Any, settings: Any, principal: Principal, unit_id: str) -> dict[str, Any]:
+    for unit in _units(engine, settings, principal):
+        if unit["unit_id"] == unit_id:
+            return unit
+    raise not_found("unit", unit_id)
+
+
+@router.get("", response_model=UnitList, summary="List units (in the caller's scope)")
+def list_units(
+    principal: Reader,
+    engine: EngineDep,
+    settings: SettingsDep,
+    kind: Annotated[ForceKind | None, Query()] = None,
+    status: Annotated[UnitStatus | None, Query()] = None,
+    street_code: Annotated[str | None, Query(max_length=18)] = None,
+    office_id: Annotated[str | None, Query(max_length=64)] = None,
+    stale: Annotated[bool | None, Query(description="Only stale (true) or fresh (false).")] = None,
+) -> dict[str, Any]:
+    items = _units(engine, settings, principal)
+    if kind is not None:
+        items = [u for u in items if u["kind"] == kind.value]
+    if status is not None:
+        items = [u for u in items if u["status"] == status.value]
+    if street_code is not None:
+        items = [u for u in items if u["street_code"] == street_code]
+    if office_id is not None:
+        items = [u for u in items if u["office_id"] == office_id]
+    if stale is not None:
+        items = [u for u in items if u["position_stale"] is stale]
+    return {"items": items, "total": len(items)}
+
+
+@router.get("/{unit_id}", response_model=UnitOut, summary="One unit")
+def get_unit(
+    unit_id: Annotated[str, Path(max_length=64)],
+    principal: Reader,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    return _own_unit(engine, settings, principal, unit_id)
+
+
+@router.post(
+    "/{unit_id}/status",
+    response_model=UnitOut,
+    summary="Set a unit's status (available, busy, off_duty) and on-duty flag",
+    responses={422: {"description": "The unit is on an incident: resolve or return it."}},
+)
+def set_status(
+    unit_id: Annotated[str, Path(max_length=64)],
+    body: StatusIn,
+    principal: StatusSetter,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    _own_unit(engine, settings, principal, unit_id)
+    store.set_unit_status(engine, unit_id, body.status, on_duty=body.on_duty)
+    return _own_unit(engine, settings, principal, unit_id)
+
+
+@router.post(
+    "/{unit_id}/position",
+    response_model=PositionOut,
+    summary="Record an AVL position fix",
+    responses={422: {"description": "Bad coordinates, or a fix from the future."}},
+)
+def set_position(
+    unit_id: Annotated[str, Path(max_length=64)],
+    body: PositionIn,
+    principal: PositionSender,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    if principal.role == "unit" and principal.credential.unit_id != unit_id:
+        # A unit reports its own position only; another unit's id is not disclosed.
+        raise not_found("unit", unit_id)
+    _own_unit(engine, settings, principal, unit_id)
+    now = datetime.now(UTC)
+    at = body.at.astimezone(UTC) if body.at else now
+    if at > now + CLOCK_SKEW:
+        msg = f"at {at.isoformat()} lies in the future"
+        raise InputError(msg)
+    lon, lat = to_wgs84_point(body.lon, body.lat, body.crs)
+    stored = store.update_unit_position(engine, unit_id, lon, lat, at)
+    stale = at < now - timedelta(minutes=settings.position_max_age_min)
+    return {"unit_id": unit_id, "stored": stored, "stale": stale, "lon": lon, "lat": lat, "at": at}

@@ -1,0 +1,390 @@
+"""The live feed's queries: what changed in a caller's scope since a cursor.
+
+The command centre's wall display polls these about once a second, so they are built to be
+cheap when nothing changed, and correct with any number of server processes (nothing is kept
+in memory between two polls: the cursor the client sends back holds all the state).
+
+- Incidents, assignments and status changes all append to the event log
+  (:data:`~gridgov.store.models.EVENTS`), whose ``event_id`` only grows. The cursor keeps an
+  event id of the whole log and how many events in scope lie in the :data:`LOOKBACK` ids up to
+  it. A poll counts the events in scope past that id: none, and the cursor stays (so the
+  answer is "not modified", even while other streets are busy); some, and the cursor moves to
+  the newest id. On PostgreSQL ids are handed out before commit, so an event can become
+  visible after one with a larger id: the poll also counts the window below the cursor again,
+  and when that count grew, the answer covers the whole window. (Sending an incident twice is
+  harmless: its current row replaces the shown one.) Every count reads an index range of the
+  ids between two polls, or of :data:`LOOKBACK` ids, however long the log; a cursor more than
+  :data:`ADVANCE` ids behind is moved up even when nothing in scope changed.
+- Units change without an event (status by hand, AVL positions, release): a digest of their
+  rows in scope tells whether they changed, and then they are all sent again.
+- A dataset load (new areas, units) changes the dataset version: the client starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Engine, and_, func, select, type_coerce
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import NullType
+
+from gridgov.errors import InputError
+from gridgov.model import UNIT_COLUMNS
+from gridgov.store.dispatching import ASSIGNMENT_COLUMNS, INCIDENT_COLUMNS, _raw_wkb
+from gridgov.store.engine import translate_errors
+from gridgov.store.models import ASSIGNMENTS, DATASETS, EVENTS, INCIDENTS, UNITS
+
+__all__ = [
+    "ADVANCE",
+    "LOOKBACK",
+    "OVER_STATUSES",
+    "LiveChanges",
+    "LiveScope",
+    "LiveState",
+    "parse_cursor",
+    "read_live",
+]
+
+#: Event ids below the cursor in which an event committed out of id order is still caught.
+LOOKBACK = 256
+#: How far the log may run past a cursor before it is moved up with nothing to send.
+ADVANCE = 2048
+#: Incident statuses that are over; the same set as ``gridgov.maps.CLOSED_STATUSES`` (the
+#: store does not import the map module and its folium).
+OVER_STATUSES = ("cancelled", "closed", "evaluated", "rejected")
+_WGS84 = "EPSG:4326"
+_CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.([0-9a-f]{16})\.(\d{1,18})$")
+_NO_UNITS = "0" * 16
+
+
+@dataclass(frozen=True)
+class LiveScope:
+    """What a caller may see. Each field that is set restricts; none set: the whole district.
+
+    Attributes
+    ----------
+    incidents_street, incidents_grid
+        Only incidents located in this street / grid.
+    incidents_unit
+        Only incidents this unit was ever assigned to.
+    units_street
+        Only units commanded by this street.
+    units_unit
+        Only this unit.
+    """
+
+    incidents_street: str | None = None
+    incidents_grid: str | None = None
+    incidents_unit: str | None = None
+    units_street: str | None = None
+    units_unit: str | None = None
+
+    def incident_filter(self) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = []
+        if self.incidents_street is not None:
+            out.append(INCIDENTS.c.street_code == self.incidents_street)
+        if self.incidents_grid is not None:
+            out.append(INCIDENTS.c.grid_code == self.incidents_grid)
+        if self.incidents_unit is not None:
+            assigned = select(ASSIGNMENTS.c.incident_id).where(
+                ASSIGNMENTS.c.unit_id == self.incidents_unit
+            )
+            out.append(INCIDENTS.c.incident_id.in_(assigned))
+        return out
+
+    def unit_filter(self) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = []
+        if self.units_street is not None:
+            out.append(UNITS.c.street_code == self.units_street)
+        if self.units_unit is not None:
+            out.append(UNITS.c.unit_id == self.units_unit)
+        return out
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """Where the store stands, in one caller's scope."""
+
+    last_event: int
+    n_events: int
+    units_digest: str
+    dataset: int
+
+    @property
+    def cursor(self) -> str:
+        """The opaque text a client sends back (``since``)."""
+        return f"{self.last_event}.{self.n_events}.{self.units_digest}.{self.dataset}"
+
+
+def parse_cursor(text: str) -> LiveState:
+    """A cursor from :attr:`LiveState.cursor`.
+
+    Raises
+    ------
+    InputError
+        Not a cursor this feed hands out.
+    """
+    match = _CURSOR.match(text.strip())
+    if match is None:
+        msg = f"since must be a cursor from an earlier answer of the feed; got {text[:60]!r}"
+        raise InputError(msg)
+    return LiveState(int(match[1]), int(match[2]), match[3], int(match[4]))
+
+
+@dataclass(frozen=True)
+class LiveChanges:
+    """One answer of the feed.
+
+    Attributes
+    ----------
+    state
+        The store now (its cursor goes back to the client).
+    changed
+        Whether anything changed since the client's cursor; when not, the frames are empty.
+    reset
+        The client must drop what it shows and take these incidents (first call, or a new
+        dataset).
+    gdf_incidents
+        Incidents to show or update (every open one on a reset; otherwise those with events
+        since the cursor, open or not: the client removes the ones that are over).
+    gdf_assignments
+        The active assignments of those incidents, with routes.
+    df_events
+        Their whole history (``incident_id``, ``seq``, ``at``, ``action``, ``to_state``,
+        ``actor``, ``reason``).
+    gdf_units
+        Every unit in scope when they changed (or on a reset), else None.
+    gdf_assigned_units
+        The units of those assignments, wherever they are commanded (a route from a
+        neighbouring street's unit starts at its position).
+    """
+
+    state: LiveState
+    changed: bool
+    reset: bool
+    gdf_incidents: gpd.GeoDataFrame
+    gdf_assignments: gpd.GeoDataFrame
+    df_events: pd.DataFrame
+    gdf_units: gpd.GeoDataFrame | None
+    gdf_assigned_units: gpd.GeoDataFrame
+
+
+_EVENT_COLUMNS = ("incident_id", "seq", "at", "action", "to_state", "actor", "reason")
+_UNIT_EXTRA = ("busy_incident_id", "position_time")
+
+
+def _geoframe(rows: list[Any], columns: tuple[str, ...], geoms: Any) -> gpd.GeoDataFrame:
+    df = pd.DataFrame([tuple(r) for r in rows], columns=list(columns))
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=_WGS84), crs=_WGS84)
+
+
+def _event_count(
+    connection: Connection, scope: LiveScope, low: int, high: int | None = None
+) -> tuple[int, int]:
+    """The largest event id in scope above ``low`` (and at most ``high``), and the count."""
+    where = [*scope.incident_filter(), EVENTS.c.event_id > low]
+    if high is not None:
+        where.append(EVENTS.c.event_id <= high)
+    stmt = select(func.max(EVENTS.c.event_id), func.count(EVENTS.c.event_id))
+    if scope.incident_filter():
+        stmt = stmt.select_from(
+            EVENTS.join(INCIDENTS, EVENTS.c.incident_id == INCIDENTS.c.incident_id)
+        )
+    last, count = connection.execute(stmt.where(*where)).one()
+    return int(last or 0), int(count or 0)
+
+
+def _last_event(connection: Connection) -> int:
+    # The primary key's largest value: one index probe, whatever the scope.
+    return int(connection.execute(select(func.max(EVENTS.c.event_id))).scalar() or 0)
+
+
+def _event_state(
+    connection: Connection, scope: LiveScope, since: LiveState | None, last: int
+) -> tuple[int, int, bool, bool]:
+    """The event part of the state, the log's largest id being ``last``: (id, count in the
+    window below it, whether events in scope came since ``since``, whether one of them arrived
+    late, below its id)."""
+    if since is not None:
+        _, new = _event_count(connection, scope, since.last_event, last)
+        _, window = _event_count(connection, scope, since.last_event - LOOKBACK, since.last_event)
+        late = window != since.n_events
+        if not new and not late and last - since.last_event <= ADVANCE:
+            return since.last_event, since.n_events, False, False
+        _, count = _event_count(connection, scope, last - LOOKBACK, last)
+        return last, count, bool(new) or late, late
+    # First call, or starting over.
+    _, count = _event_count(connection, scope, last - LOOKBACK, last)
+    return last, count, True, False
+
+
+def _unit_rows(
+    connection: Connection, where: list[ColumnElement[bool]] | ColumnElement[bool]
+) -> list[Any]:
+    stmt = (
+        select(
+            *[UNITS.c[c] for c in UNIT_COLUMNS],
+            *[UNITS.c[c] for c in _UNIT_EXTRA],
+            # The driver's raw WKB: digested as it is, decoded only when sent.
+            type_coerce(UNITS.c.position, NullType()).label("position"),
+        )
+        .where(*(where if isinstance(where, list) else [where]))
+        .order_by(UNITS.c.unit_id)
+    )
+    return list(connection.execute(stmt).all())
+
+
+def _units_digest(rows: list[Any]) -> str:
+    if not rows:
+        return _NO_UNITS
+    h = hashlib.blake2b(digest_size=8)
+    for row in rows:
+        h.update(repr(tuple(_raw_wkb(v) if isinstance(v, memoryview) else v for v in row)).encode())
+    return h.hexdigest()
+
+
+def _units_frame(rows: list[Any]) -> gpd.GeoDataFrame:
+    columns = (*UNIT_COLUMNS, *_UNIT_EXTRA)
+    raw = np.array([_raw_wkb(r[-1]) for r in rows], dtype=object)
+    geoms = shapely.from_wkb(raw) if len(raw) else np.array([], dtype=object)
+    gdf = _geoframe([r[:-1] for r in rows], columns, geoms)
+    gdf["on_duty"] = gdf["on_duty"].astype(bool)
+    gdf["position_time"] = pd.to_datetime(gdf["position_time"], utc=True)
+    return gdf
+
+
+def _incidents(
+    connection: Connection, scope: LiveScope, since: LiveState | None, late: bool
+) -> gpd.GeoDataFrame:
+    where = scope.incident_filter()
+    if since is None:
+        where.append(INCIDENTS.c.status.not_in(list(OVER_STATUSES)))
+    else:
+        # An event that arrived late (below the cursor): send the whole window.
+        low = since.last_event - LOOKBACK if late else since.last_event
+        touched = select(EVENTS.c.incident_id).where(EVENTS.c.event_id > low)
+        where.append(INCIDENTS.c.incident_id.in_(touched))
+    stmt = (
+        select(*[INCIDENTS.c[c] for c in INCIDENT_COLUMNS], INCIDENTS.c.geometry)
+        .where(*where)
+        .order_by(INCIDENTS.c.reported_at, INCIDENTS.c.incident_id)
+    )
+    rows = connection.execute(stmt).all()
+    gdf = _geoframe([r[:-1] for r in rows], INCIDENT_COLUMNS, [r[-1] for r in rows])
+    for column in ("reported_at", "created_at", "updated_at"):
+        gdf[column] = pd.to_datetime(gdf[column], utc=True)
+    gdf["priority"] = gdf["priority"].astype("Int64")
+    return gdf
+
+
+def _assignments(connection: Connection, ids: list[str]) -> gpd.GeoDataFrame:
+    rows: list[Any] = []
+    # In chunks: SQLite caps the parameters of one statement.
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        stmt = (
+            select(*[ASSIGNMENTS.c[c] for c in ASSIGNMENT_COLUMNS], ASSIGNMENTS.c.route)
+            .where(and_(ASSIGNMENTS.c.incident_id.in_(chunk), ASSIGNMENTS.c.active.is_(True)))
+            .order_by(ASSIGNMENTS.c.assignment_id)
+        )
+        rows.extend(connection.execute(stmt).all())
+    gdf = _geoframe([r[:-1] for r in rows], ASSIGNMENT_COLUMNS, [r[-1] for r in rows])
+    gdf["active"] = gdf["active"].astype(bool)
+    gdf["time_s"] = gdf["time_s"].astype(float)
+    return gdf
+
+
+def _events(connection: Connection, ids: list[str]) -> pd.DataFrame:
+    rows: list[Any] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        stmt = (
+            select(*[EVENTS.c[c] for c in _EVENT_COLUMNS])
+            .where(EVENTS.c.incident_id.in_(chunk))
+            .order_by(EVENTS.c.incident_id, EVENTS.c.seq)
+        )
+        rows.extend(connection.execute(stmt).all())
+    df = pd.DataFrame([tuple(r) for r in rows], columns=list(_EVENT_COLUMNS))
+    df["at"] = pd.to_datetime(df["at"], utc=True)
+    return df
+
+
+def read_live(engine: Engine, scope: LiveScope, since: LiveState | None = None) -> LiveChanges:
+    """What changed in ``scope`` since the cursor ``since`` (everything when None).
+
+    Parameters
+    ----------
+    engine
+        The store.
+    scope
+        What the caller may see.
+    since
+        The state of the client's last answer (:func:`parse_cursor`).
+
+    Returns
+    -------
+    LiveChanges
+        With ``changed`` False (and nothing read but the state) when ``since`` is current.
+    """
+    with translate_errors(engine), engine.connect() as connection:
+        # The state first: anything committed after it is sent now or on the next poll,
+        # never skipped.
+        dataset = int(connection.execute(select(func.max(DATASETS.c.id))).scalar() or 0)
+        last_event = _last_event(connection)
+        # A new dataset, or a cursor ahead of this log (another store's): start over.
+        reset = since is None or since.dataset != dataset or since.last_event > last_event
+        last, count, events_changed, late = _event_state(
+            connection, scope, None if reset else since, last_event
+        )
+        unit_rows = _unit_rows(connection, scope.unit_filter())
+        state = LiveState(last, count, _units_digest(unit_rows), dataset)
+        empty_incidents = _geoframe([], INCIDENT_COLUMNS, [])
+        empty_assignments = _geoframe([], ASSIGNMENT_COLUMNS, [])
+        empty_events = pd.DataFrame(columns=list(_EVENT_COLUMNS))
+        empty_units = _units_frame([])
+        if since == state:
+            return LiveChanges(
+                state,
+                False,
+                False,
+                empty_incidents,
+                empty_assignments,
+                empty_events,
+                None,
+                empty_units,
+            )
+        if reset or events_changed:
+            gdf_incidents = _incidents(connection, scope, None if reset else since, late)
+            ids = gdf_incidents["incident_id"].astype(str).tolist()
+            gdf_assignments = _assignments(connection, ids)
+            df_events = _events(connection, ids)
+            unit_ids = sorted(set(gdf_assignments["unit_id"].astype(str)))
+            gdf_assigned = _units_frame(
+                [
+                    r
+                    for start in range(0, len(unit_ids), 500)
+                    for r in _unit_rows(
+                        connection, UNITS.c.unit_id.in_(unit_ids[start : start + 500])
+                    )
+                ]
+            )
+        else:
+            gdf_assigned = empty_units
+            gdf_incidents, gdf_assignments, df_events = (
+                empty_incidents,
+                empty_assignments,
+                empty_events,
+            )
+        units_changed = reset or (since is not None and since.units_digest != state.units_digest)
+        gdf_units = _units_frame(unit_rows) if units_changed else None
+    return LiveChanges(
+        state, True, reset, gdf_incidents, gdf_assignments, df_events, gdf_units, gdf_assigned
+    )

@@ -1,0 +1,423 @@
+"""Role × endpoint matrix: every role against every native endpoint, allowed and denied.
+
+Each cell names the exact status: 2xx where the role may act, 403 where its role may not,
+404 where the record lies outside its scope (answered exactly like a missing one), and 401
+without a bearer token. Incidents and units are made fresh for each cell, so a cell's outcome
+never depends on another's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from gridgov import store
+from gridgov.dispatch import Incident
+from gridgov.store.models import CREDENTIALS
+
+STREET_A = "510106024000"  # 西安路街道
+STREET_B = "510106025000"  # 西华街道
+MATTER = "UM-04"  # street vending: enforcement, no assisting kind, priority 3
+
+ROLES = (
+    "anonymous",
+    "citizen",
+    "admin",
+    "analyst",
+    "commander_a",
+    "dispatcher_a",
+    "dispatcher_b",
+    "unit_assigned",
+    "unit_other",
+    "grid_worker_here",
+    "grid_worker_elsewhere",
+)
+
+
+@dataclass
+class World:
+    engine: Any
+    client: TestClient
+    point_a: tuple[float, float]  # in grid_here of street A
+    point_b: tuple[float, float]  # in street B
+    grid_here: str
+    grid_elsewhere: str
+    static: dict[str, str] = field(default_factory=dict)  # role → secret
+    seq: int = 0
+
+    def token(self, role: str, **scope: Any) -> str:
+        _, secret = store.issue_credential(self.engine, role, label=f"matrix {role}", **scope)
+        return secret
+
+    def incident(self, *, resolved: bool = False) -> tuple[str, str, str]:
+        """A fresh incident at point_a, dispatched: (incident id, assigned unit, other unit)."""
+        self.seq += 1
+        now = datetime.now(UTC)
+        incident_id = f"MX-{self.seq:05d}-{now:%H%M%S%f}"
+        ctx = store.context_from_store(self.engine)
+        report = store.report_incident(
+            self.engine,
+            ctx,
+            Incident(incident_id, MATTER, *self.point_a, reported_at=now),
+            check_duplicates=False,
+            now=now,
+        )
+        assert report.decision is not None and report.decision.assignments, report
+        unit = report.decision.assignments[0].unit_id
+        if resolved:
+            for action in ("acknowledge", "arrive", "resolve"):
+                store.apply_action(
+                    self.engine,
+                    incident_id,
+                    action,
+                    at=datetime.now(UTC),
+                    actor=unit,
+                    role="unit",
+                    unit_id=unit,
+                )
+        units = store.read_units(self.engine, street_code=STREET_A)
+        other = units[(units["unit_id"] != unit) & (units["busy_incident_id"].isna())]
+        return incident_id, unit, str(other["unit_id"].iloc[0])
+
+    def finish(self, incident_id: str) -> None:
+        """Cancel the incident if it is still open, freeing its units for the next cell."""
+        status = store.query_incidents(self.engine, incident_ids=[incident_id])[0]["status"]
+        if status.iloc[0] in ("dispatched", "acknowledged", "on_scene", "registered"):
+            store.apply_action(
+                self.engine,
+                incident_id,
+                "cancel",
+                at=datetime.now(UTC),
+                actor="matrix",
+                role="dispatcher",
+                reason="test cell finished",
+            )
+
+
+@pytest.fixture(scope="module")
+def world(reference_store_url: str) -> Iterator[World]:
+    engine = store.open_store(reference_store_url)
+    ctx = store.context_from_store(engine)
+    areas = ctx.gdf_areas
+    grids = areas[(areas["level"] == "grid") & areas["code"].str.startswith(STREET_A[:9])]
+    here, elsewhere = grids.iloc[0], grids.iloc[1]
+    p_a = here.geometry.representative_point()
+    street_b = areas[areas["code"] == STREET_B].iloc[0].geometry.representative_point()
+    app = create_app(engine=engine)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        w = World(
+            engine=engine,
+            client=client,
+            point_a=(p_a.x, p_a.y),
+            point_b=(street_b.x, street_b.y),
+            grid_here=str(here["code"]),
+            grid_elsewhere=str(elsewhere["code"]),
+        )
+        w.static = {
+            "admin": w.token("admin"),
+            "analyst": w.token("analyst"),
+            "commander_a": w.token("commander", street_code=STREET_A),
+            "dispatcher_a": w.token("dispatcher", street_code=STREET_A),
+            "dispatcher_b": w.token("dispatcher", street_code=STREET_B),
+            "grid_worker_here": w.token("grid_worker", grid_code=w.grid_here),
+            "grid_worker_elsewhere": w.token("grid_worker", grid_code=w.grid_elsewhere),
+            "citizen": w.token("citizen", kind="api_key"),
+        }
+        yield w
+    engine.dispose()
+
+
+@dataclass
+class Cell:
+    """One request: built from the world, the fresh incident and units, sent as a role."""
+
+    method: str
+    path: str  # format fields: {incident}, {unit}, {other}, {level}
+    expected: dict[str, int]
+    body: Callable[[World], Any] | None = None
+    needs: str = "none"  # "none", "dispatched" or "resolved"
+
+
+def _all(code: int, **overrides: int) -> dict[str, int]:
+    out = dict.fromkeys(ROLES, code)
+    out.update(overrides)
+    return out
+
+
+def _staff(code: int, **overrides: int) -> dict[str, int]:
+    """Anonymous and citizen callers have no bearer token: 401 on the native API."""
+    return _all(code, anonymous=401, citizen=401, **overrides)
+
+
+CELLS: dict[str, Cell] = {
+    "health": Cell("GET", "/health", _all(200)),
+    "ready": Cell("GET", "/health/ready", _all(200)),
+    "areas": Cell("GET", "/api/v1/areas/{level}", _all(200)),
+    "locate": Cell("GET", "/api/v1/locate?lon=104.05&lat=30.69", _all(200)),
+    "units.list": Cell("GET", "/api/v1/units", _staff(200)),
+    "units.get": Cell(
+        "GET",
+        "/api/v1/units/{unit}",
+        _staff(200, dispatcher_b=404, unit_other=404),
+        needs="dispatched",
+    ),
+    "units.status": Cell(
+        "POST",
+        "/api/v1/units/{other}/status",
+        _staff(
+            200,
+            analyst=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+            dispatcher_b=404,
+            unit_assigned=404,
+        ),
+        body=lambda w: {"status": "available"},
+        needs="dispatched",
+    ),
+    "units.position": Cell(
+        "POST",
+        "/api/v1/units/{other}/position",
+        _staff(
+            200,
+            analyst=403,
+            commander_a=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+            dispatcher_b=404,
+            unit_assigned=404,
+        ),
+        body=lambda w: {"lon": w.point_a[0], "lat": w.point_a[1]},
+        needs="dispatched",
+    ),
+    "incidents.create": Cell(
+        "POST",
+        "/api/v1/incidents",
+        _staff(201, analyst=403, dispatcher_b=403, grid_worker_elsewhere=403),
+        body=lambda w: {"matter_code": MATTER, "lon": w.point_a[0], "lat": w.point_a[1]},
+        needs="dispatched",  # so that the unit roles exist
+    ),
+    "incidents.list": Cell("GET", "/api/v1/incidents", _staff(200)),
+    # The wall display's feed: each role gets its own scope (tests/test_live.py checks what).
+    "live": Cell("GET", "/api/v1/live", _staff(200)),
+    "incidents.get": Cell(
+        "GET",
+        "/api/v1/incidents/{incident}",
+        _staff(200, dispatcher_b=404, unit_other=404, grid_worker_elsewhere=404),
+        needs="dispatched",
+    ),
+    "incidents.acknowledge": Cell(
+        "POST",
+        "/api/v1/incidents/{incident}/actions/acknowledge",
+        _staff(
+            200,
+            analyst=403,
+            commander_a=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+            dispatcher_b=404,
+            unit_other=404,
+        ),
+        needs="dispatched",
+    ),
+    "incidents.verify": Cell(
+        "POST",
+        "/api/v1/incidents/{incident}/actions/verify",
+        _staff(
+            200,
+            analyst=403,
+            unit_assigned=403,
+            unit_other=403,
+            dispatcher_b=404,
+            grid_worker_elsewhere=404,
+        ),
+        needs="resolved",
+    ),
+    "incidents.cancel": Cell(
+        "POST",
+        "/api/v1/incidents/{incident}/actions/cancel",
+        _staff(
+            200,
+            analyst=403,
+            unit_assigned=403,
+            unit_other=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+            dispatcher_b=404,
+        ),
+        body=lambda w: {"reason": "reported twice by phone"},
+        needs="dispatched",
+    ),
+    "incidents.batch": Cell(
+        "POST",
+        "/api/v1/incidents/dispatch",
+        _staff(
+            200,
+            analyst=403,
+            unit_assigned=403,
+            unit_other=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+        ),
+        needs="dispatched",
+    ),
+    "assessment": Cell(
+        "GET",
+        "/api/v1/assessment?period=2026-11",
+        _staff(
+            200,
+            unit_assigned=403,
+            unit_other=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+        ),
+        needs="dispatched",
+    ),
+}
+
+
+def test_the_matrix_covers_every_native_route() -> None:
+    """A new route must get its row in the matrix (Open311 has its own tests)."""
+    app = create_app(engine=store.create_engine_from_url("sqlite://"))
+    documented = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+        if not path.startswith("/open311/")
+    }
+    covered = set()
+    for cell in CELLS.values():
+        path = cell.path.split("?")[0]
+        for name, field_ in (("{incident}", "{incident_id}"), ("{unit}", "{unit_id}")):
+            path = path.replace(name, field_)
+        path = re.sub(r"/actions/\w+$", "/actions/{action}", path)
+        covered.add((cell.method, path.replace("{other}", "{unit_id}")))
+    assert len(documented) >= 14
+    assert documented == covered
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", list(CELLS))
+def test_role_endpoint(world: World, name: str, role: str) -> None:
+    cell = CELLS[name]
+    incident = unit = other = None
+    if cell.needs != "none":
+        incident, unit, other = world.incident(resolved=cell.needs == "resolved")
+    else:
+        unit, other = store.read_units(world.engine, street_code=STREET_A)["unit_id"].iloc[:2]
+    headers: dict[str, str] = {}
+    if role == "unit_assigned":
+        secret: str | None = world.token("unit", unit_id=unit)
+    elif role == "unit_other":
+        secret = world.token("unit", unit_id=other)
+    else:
+        secret = world.static.get(role)
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret}"
+    path = cell.path.format(incident=incident, unit=unit, other=other, level="street")
+    body = cell.body(world) if cell.body else None
+    try:
+        response = world.client.request(cell.method, path, json=body, headers=headers)
+        expected = cell.expected[role]
+        assert response.status_code == expected, (name, role, response.text)
+        if expected == 404:
+            # Outside the scope reads exactly like a missing record: no hint it exists.
+            assert "outside" not in response.text and "scope" not in response.text
+        if expected == 401:
+            assert response.headers.get("www-authenticate") == "Bearer"
+    finally:
+        if incident is not None:
+            world.finish(incident)
+
+
+def test_lists_are_scoped(world: World) -> None:
+    """Another street's incidents never appear in a dispatcher's list, and the analyst sees
+    both streets."""
+    ctx = store.context_from_store(world.engine)
+    now = datetime.now(UTC)
+    ids = []
+    for point in (world.point_a, world.point_b):
+        world.seq += 1
+        incident_id = f"LS-{world.seq:05d}-{now:%H%M%S%f}"
+        store.report_incident(
+            world.engine,
+            ctx,
+            Incident(incident_id, MATTER, *point, reported_at=now),
+            auto_dispatch=False,
+            check_duplicates=False,
+        )
+        ids.append(incident_id)
+
+    def listed(role: str, **params: Any) -> set[str]:
+        headers = {"Authorization": f"Bearer {world.static[role]}"}
+        page = world.client.get(
+            "/api/v1/incidents", params={"limit": 1000, **params}, headers=headers
+        )
+        assert page.status_code == 200, page.text
+        return {item["incident_id"] for item in page.json()["items"]}
+
+    assert ids[0] in listed("dispatcher_a") and ids[1] not in listed("dispatcher_a")
+    assert ids[1] in listed("dispatcher_b") and ids[0] not in listed("dispatcher_b")
+    # Asking for the other street explicitly gives an empty page, not its incidents.
+    assert listed("dispatcher_a", street_code=STREET_B) == set()
+    assert set(ids) <= listed("analyst")
+    assert ids[0] in listed("grid_worker_here") and ids[0] not in listed("grid_worker_elsewhere")
+    for incident_id in ids:
+        world.finish(incident_id)
+
+
+def test_secrets_are_stored_hashed_and_revocation_is_immediate(world: World) -> None:
+    credential, secret = store.issue_credential(world.engine, "analyst", label="hash check")
+    with world.engine.connect() as connection:
+        stored = connection.execute(
+            select(CREDENTIALS).where(CREDENTIALS.c.credential_id == credential.credential_id)
+        ).one()
+    assert secret.split("_", 2)[2] not in str(tuple(stored))
+    assert len(stored.secret_sha256) == 64
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert world.client.get("/api/v1/units", headers=headers).status_code == 200
+    store.revoke_credential(world.engine, credential.credential_id)
+    assert world.client.get("/api/v1/units", headers=headers).status_code == 401
+    # A right id with a wrong secret is refused like an unknown token.
+    forged = f"gg_{credential.credential_id}_{'x' * 43}"
+    response = world.client.get("/api/v1/units", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+
+
+def test_expired_tokens_are_refused(world: World) -> None:
+    _, secret = store.issue_credential(
+        world.engine,
+        "analyst",
+        label="expired",
+        expires_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    response = world.client.get("/api/v1/units", headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("role", "scope", "message"),
+    [
+        ("dispatcher", {}, "scoped to a street"),
+        ("dispatcher", {"street_code": "510106024010"}, "scoped to a street"),  # a community
+        ("unit", {"unit_id": "nope"}, "no unit 'nope'"),
+        ("grid_worker", {"grid_code": STREET_A}, "scoped to a grid"),
+        ("wizard", {}, "unknown role"),
+        ("citizen", {}, "API keys"),
+    ],
+)
+def test_issuing_needs_the_right_scope(
+    world: World, role: str, scope: dict[str, Any], message: str
+) -> None:
+    from gridgov.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        store.issue_credential(world.engine, role, label="bad", **scope)

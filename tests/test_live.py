@@ -1,0 +1,427 @@
+"""The live feed (``GET /api/v1/live``) and the wall-display page at ``/``, on both backends.
+
+The feed's contract: a first call gives every open incident and every unit in the caller's
+scope; a call with the returned cursor and ``If-None-Match`` answers 304 when nothing changed,
+and otherwise exactly what changed, within the scope. These tests share one reference store
+per backend (a module fixture), so each one works from a fresh cursor and looks at deltas.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import shapely
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from api import live
+from api.app import create_app
+from gridgov import maps, store
+from gridgov.settings import Settings
+from gridgov.store import live as store_live
+
+FEED = "/api/v1/live"
+
+
+def live_app(engine: Engine, url: str) -> FastAPI:
+    """The service as it is deployed (create_app includes the live router)."""
+    return create_app(Settings(database_url=url), engine=engine)
+
+
+@pytest.fixture(scope="module")
+def engine(reference_engine: Engine) -> Engine:
+    return reference_engine
+
+
+@pytest.fixture(scope="module")
+def client(engine: Engine, reference_store_url: str) -> Iterator[TestClient]:
+    with TestClient(live_app(engine, reference_store_url)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def streets(engine: Engine) -> list[str]:
+    gdf = store.read_areas(engine, "street")
+    return sorted(gdf["code"].astype(str))
+
+
+def token(engine: Engine, role: str, **scope: str) -> dict[str, str]:
+    _, secret = store.issue_credential(engine, role, label=f"test_live {role}", **scope)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def point_in(engine: Engine, code: str, level: str = "street") -> tuple[float, float]:
+    gdf = store.read_areas(engine, level).set_index("code")
+    p = shapely.point_on_surface(gdf.geometry[code])
+    return float(p.x), float(p.y)
+
+
+def community_points(engine: Engine, street: str, n: int) -> list[tuple[float, float]]:
+    """Points in ``n`` communities of a street: far enough apart not to be duplicates."""
+    gdf = store.read_areas(engine, "community").sort_values("code")
+    gdf = gdf[gdf["code"].astype(str).str.startswith(street[:9])].iloc[:n]
+    pts = shapely.point_on_surface(gdf.geometry.to_numpy())
+    return [(float(p.x), float(p.y)) for p in pts]
+
+
+def snapshot(client: TestClient, headers: dict[str, str]) -> tuple[dict[str, Any], str]:
+    r = client.get(FEED, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json(), r.headers["etag"]
+
+
+def poll(client: TestClient, headers: dict[str, str], cursor: str, etag: str | None = None) -> Any:
+    extra = {"If-None-Match": etag} if etag else {}
+    return client.get(FEED, params={"since": cursor}, headers={**headers, **extra})
+
+
+def report(client: TestClient, headers: dict[str, str], lon: float, lat: float) -> str:
+    r = client.post(
+        "/api/v1/incidents",
+        headers=headers,
+        json={"matter_code": "FS-01", "lon": lon, "lat": lat, "description": "test_live"},
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["incident_id"])
+
+
+def ids(answer: dict[str, Any]) -> set[str]:
+    return {row[3] for row in answer["incidents"]["rows"]}
+
+
+def test_first_answer_is_the_scope_and_then_304(
+    client: TestClient, engine: Engine, streets: list[str]
+) -> None:
+    street = streets[0]
+    headers = token(engine, "dispatcher", street_code=street)
+    data, etag = snapshot(client, headers)
+    assert data["reset"] is True and data["changed"] is True
+    assert data["scope"] == {
+        "role": "dispatcher",
+        "street_code": street,
+        "grid_code": None,
+        "unit_id": None,
+    }
+    # Every unit is one the street commands; every incident lies in the street.
+    assert data["units"]["streets"] == [street]
+    assert len(data["units"]["rows"]) > 0
+    assert {row[7] for row in data["incidents"]["rows"]} <= {street}
+    # Nothing changed: 304 with the same ETag, no body.
+    r = poll(client, headers, data["cursor"], etag)
+    assert r.status_code == 304
+    assert r.headers["etag"] == etag
+    assert r.content == b""
+    # Without If-None-Match the same question gets an empty delta.
+    r = poll(client, headers, data["cursor"])
+    assert r.status_code == 200
+    delta = r.json()
+    assert delta["changed"] is False and delta["reset"] is False
+    assert delta["incidents"]["rows"] == [] and delta["units"] is None
+    assert delta["cursor"] == data["cursor"]
+
+
+def test_new_incident_and_status_changes_show_in_the_next_poll(
+    client: TestClient, engine: Engine, streets: list[str]
+) -> None:
+    street = streets[1]
+    headers = token(engine, "dispatcher", street_code=street)
+    data, etag = snapshot(client, headers)
+    incident_id = report(client, headers, *point_in(engine, street))
+
+    r = poll(client, headers, data["cursor"], etag)
+    assert r.status_code == 200
+    delta = r.json()
+    assert delta["reset"] is False
+    assert ids(delta) == {incident_id}
+    row = delta["incidents"]["rows"][0]
+    assert row[5] == "dispatched" and row[7] == street
+    codes = delta["area_codes"][incident_id]
+    assert codes[0] == street and codes[2].startswith(codes[1])
+    assert [h[1] for h in row[8]][:1] == ["report"]  # the history is in the popup data
+    assigned = {a[0] for a in row[9]}
+    assert assigned, "the incident was dispatched to at least one unit"
+    assert {r_[1] for r_ in delta["routes"]["rows"]} == {incident_id}
+    # The dispatched units became busy: the units come again.
+    assert delta["units"] is not None
+    busy = delta["units"]["statuses"].index(
+        next(s for s in delta["units"]["statuses"] if s["id"] == "busy")
+    )
+    in_street = {u[4]: u for u in delta["units"]["rows"]}
+    assert all(in_street[u][3] == busy for u in assigned if u in in_street)
+
+    # A workflow action (a status change of the incident) shows up in the next poll...
+    cursor, etag = delta["cursor"], r.headers["etag"]
+    r = client.post(
+        f"/api/v1/incidents/{incident_id}/actions/cancel",
+        headers=headers,
+        json={"reason": "test_live: reported twice by the same caller"},
+    )
+    assert r.status_code == 200, r.text
+    r = poll(client, headers, cursor, etag)
+    assert r.status_code == 200
+    delta = r.json()
+    assert delta["closed"] == [incident_id]
+    assert incident_id not in ids(delta)
+    # ...and the units it freed with it.
+    assert delta["units"] is not None
+
+    # A unit's status set by hand has no event: the unit digest notices it.
+    cursor, etag = delta["cursor"], r.headers["etag"]
+    assert poll(client, headers, cursor, etag).status_code == 304
+    unit = next(
+        u for u in delta["units"]["rows"] if delta["units"]["statuses"][u[3]]["id"] == "available"
+    )
+    r = client.post(
+        f"/api/v1/units/{unit[4]}/status",
+        headers=headers,
+        json={"status": "off_duty", "on_duty": False},
+    )
+    assert r.status_code == 200, r.text
+    r = poll(client, headers, cursor, etag)
+    assert r.status_code == 200
+    delta = r.json()
+    assert delta["incidents"]["rows"] == [] and delta["closed"] == []
+    moved = {u[4]: u for u in delta["units"]["rows"]}[unit[4]]
+    assert delta["units"]["statuses"][moved[3]]["id"] == "off_duty" and moved[8] == 0
+    # An AVL position too.
+    cursor, etag = delta["cursor"], r.headers["etag"]
+    r = client.post(
+        f"/api/v1/units/{unit[4]}/position",
+        headers=headers,
+        json={"lon": unit[1] + 0.001, "lat": unit[0]},
+    )
+    assert r.status_code == 200, r.text
+    r = poll(client, headers, cursor, etag)
+    assert r.status_code == 200
+    moved = {u[4]: u for u in r.json()["units"]["rows"]}[unit[4]]
+    assert moved[1] == pytest.approx(unit[1] + 0.001, abs=1e-6)
+
+
+def test_each_role_sees_its_scope_only(
+    client: TestClient, engine: Engine, streets: list[str]
+) -> None:
+    street, other = streets[2], streets[3]
+    mine = token(engine, "dispatcher", street_code=street)
+    theirs = token(engine, "dispatcher", street_code=other)
+    analyst = token(engine, "analyst")
+    grids = store.read_areas(engine, "grid")
+    lon, lat = point_in(engine, street)
+    grid = store.locate_point(engine, lon, lat)["grid"]
+    assert grid is not None
+    own_grid = token(engine, "grid_worker", grid_code=grid["code"])
+    other_grid = str(grids.loc[grids["code"].astype(str).str.startswith(other[:9]), "code"].iloc[0])
+    far_grid = token(engine, "grid_worker", grid_code=other_grid)
+    callers = {
+        "mine": mine,
+        "theirs": theirs,
+        "analyst": analyst,
+        "own_grid": own_grid,
+        "far_grid": far_grid,
+    }
+    before = {name: snapshot(client, h) for name, h in callers.items()}
+    incident_id = report(client, mine, lon, lat)
+    assigned = next(
+        row[9]
+        for row in poll(client, mine, before["mine"][0]["cursor"]).json()["incidents"]["rows"]
+        if row[3] == incident_id
+    )
+    lead = assigned[0][0]
+    unit = token(engine, "unit", unit_id=lead)
+
+    seen = {}
+    for name, h in callers.items():
+        data, etag = before[name]
+        r = poll(client, h, data["cursor"], etag)
+        seen[name] = r.json() if r.status_code == 200 else None
+    assert incident_id in ids(seen["mine"])
+    assert incident_id in ids(seen["analyst"])
+    assert incident_id in ids(seen["own_grid"])
+    for name in ("theirs", "far_grid"):
+        answer = seen[name]
+        # Another street's incident never reaches them: at most their own units changed
+        # (mutual aid), never an incident of the other street.
+        assert answer is None or incident_id not in ids(answer), name
+        if answer is not None:
+            assert answer["closed"] == []
+            assert {row[7] for row in answer["incidents"]["rows"]} <= {other}
+    # The unit sees the incident it was sent to, and itself only.
+    data, _ = snapshot(client, unit)
+    assert incident_id in ids(data)
+    assert [u[4] for u in data["units"]["rows"]] == [lead]
+    # The other dispatcher's view of the whole feed holds no incident of this street.
+    data, _ = snapshot(client, theirs)
+    assert {row[7] for row in data["incidents"]["rows"]} <= {other}
+    assert data["units"]["streets"] == [other]
+
+
+def test_feed_refuses_bad_callers_and_cursors(
+    client: TestClient, engine: Engine, streets: list[str]
+) -> None:
+    assert client.get(FEED).status_code == 401
+    assert client.get(FEED, headers={"Authorization": "Bearer gg_nope_nope"}).status_code == 401
+    _, key = store.issue_credential(engine, "citizen", kind="api_key", label="test_live app")
+    assert client.get(FEED, headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    credential, secret = store.issue_credential(
+        engine, "commander", street_code=streets[0], label="test_live revoked"
+    )
+    headers = {"Authorization": f"Bearer {secret}"}
+    data, etag = snapshot(client, headers)
+    store.revoke_credential(engine, credential.credential_id)
+    # Even a "nothing changed" poll checks the token first.
+    assert poll(client, headers, data["cursor"], etag).status_code == 401
+    headers = token(engine, "commander", street_code=streets[0])
+    r = client.get(FEED, params={"since": "yesterday"}, headers=headers)
+    assert r.status_code == 422
+    assert r.json()["error"] == "invalid_input"
+    assert "cursor" in r.json()["message"]
+
+
+def test_a_late_event_below_the_cursor_is_still_sent(
+    engine: Engine, streets: list[str], client: TestClient
+) -> None:
+    """On PostgreSQL an event can commit after one with a larger id; the count in the cursor
+    tells, and the look-back sends it."""
+    street = streets[4]
+    scope = store_live.LiveScope(incidents_street=street, units_street=street)
+    headers = token(engine, "dispatcher", street_code=street)
+    incident_id = report(client, headers, *point_in(engine, street))
+    now = store_live.read_live(engine, scope).state
+    # A client that saw the largest id but one event fewer (the late one).
+    stale = store_live.LiveState(now.last_event, now.n_events - 1, now.units_digest, now.dataset)
+    changes = store_live.read_live(engine, scope, stale)
+    assert changes.changed and not changes.reset
+    assert incident_id in set(changes.gdf_incidents["incident_id"])
+    assert changes.gdf_units is None
+    # And a current client gets nothing.
+    assert not store_live.read_live(engine, scope, now).changed
+
+
+def test_cursor_round_trip_and_closed_statuses() -> None:
+    state = store_live.LiveState(12, 7, "0123456789abcdef", 3)
+    assert store_live.parse_cursor(state.cursor) == state
+    for bad in ("", "1.2.3", "1.2.0123456789abcdeg.3", "-1.2.0123456789abcdef.3"):
+        with pytest.raises(Exception, match="cursor"):
+            store_live.parse_cursor(bad)
+    assert set(store_live.OVER_STATUSES) == set(maps.CLOSED_STATUSES)
+
+
+def test_page_is_public_and_holds_no_incident(
+    client: TestClient, engine: Engine, streets: list[str]
+) -> None:
+    headers = token(engine, "dispatcher", street_code=streets[5])
+    incident_id = report(client, headers, *point_in(engine, streets[5]))
+    r = client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    page = r.text
+    assert "/static/gridgov/gridgov-live.js" in page
+    assert "/static/gridgov/gridgov-map.js" in page
+    assert '"feed": "/api/v1/live"' in page
+    assert "/api/v1/areas/{level}?bbox={west},{south},{east},{north}" in page
+    # Public: no incident and no unit is baked in.
+    assert incident_id not in page
+    assert "-fire-01" not in page
+    # Offline: every script and style sheet comes from this server.
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', page)
+    for asset in ("gridgov/gridgov-live.js", "gridgov/gridgov-map.js", "gridgov/gridgov-map.css"):
+        assert client.get(f"/static/{asset}").status_code == 200
+    # Built once per dataset: the same page again.
+    assert client.get("/").text == page
+
+
+def test_page_without_a_district(sqlite_url: str) -> None:
+    store.init_db(sqlite_url)
+    engine = store.open_store(sqlite_url)
+    try:
+        with TestClient(live_app(engine, sqlite_url)) as c:
+            r = c.get("/")
+        assert r.status_code == 503
+        assert "gridgov load" in r.text
+    finally:
+        engine.dispose()
+
+
+def test_only_what_changed_is_sent_and_a_quiet_scope_keeps_its_cursor(
+    client: TestClient, engine: Engine, streets: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    street, other = streets[6], streets[7]
+    mine = token(engine, "dispatcher", street_code=street)
+    theirs = token(engine, "dispatcher", street_code=other)
+    (a, b, c) = community_points(engine, street, 3)
+    first = report(client, mine, *a)
+    data, _ = snapshot(client, mine)
+    assert first in ids(data)
+    second = report(client, mine, *b)
+    delta = poll(client, mine, data["cursor"]).json()
+    # The first incident did not change: it is not sent again.
+    assert ids(delta) == {second}
+
+    # Another street's events leave a quiet scope's cursor where it was (304)...
+    quiet_data, quiet_etag = snapshot(client, theirs)
+    report(client, mine, *c)
+    r = poll(client, theirs, quiet_data["cursor"], quiet_etag)
+    if r.status_code == 200:  # mutual aid: one of its units was sent; no incident of ours
+        quiet = r.json()
+        assert quiet["incidents"]["rows"] == [] and quiet["units"] is not None
+    else:
+        assert r.status_code == 304
+    # ...until the log has run far past it: then it moves up, with nothing to send.
+    monkeypatch.setattr(store_live, "ADVANCE", 0)
+    r = poll(client, theirs, quiet_data["cursor"], quiet_etag)
+    assert r.status_code == 200
+    moved = r.json()
+    assert moved["cursor"] != quiet_data["cursor"]
+    assert moved["incidents"]["rows"] == [] and moved["closed"] == []
+
+
+def test_a_cursor_works_on_any_server_process(
+    client: TestClient, engine: Engine, streets: list[str], reference_store_url: str
+) -> None:
+    """With several uvicorn workers, consecutive polls reach different processes: the cursor
+    and the ETag hold all the state, so another process (here: another app and engine on the
+    same store) answers the same."""
+    headers = token(engine, "dispatcher", street_code=streets[8])
+    data, etag = snapshot(client, headers)
+    other = store.open_store(reference_store_url)
+    try:
+        with TestClient(live_app(other, reference_store_url)) as second:
+            r = poll(second, headers, data["cursor"], etag)
+            assert r.status_code == 304
+            assert r.headers["etag"] == etag
+            incident_id = report(second, headers, *point_in(engine, streets[8]))
+    finally:
+        other.dispose()
+    r = poll(client, headers, data["cursor"], etag)
+    assert r.status_code == 200
+    assert incident_id in ids(r.json())
+
+
+@pytest.mark.parametrize(
+    ("role", "scope"),
+    [
+        ("dispatcher", {}),
+        ("commander", {}),
+        ("grid_worker", {"street_code": "510106024000"}),
+        ("unit", {"street_code": "510106024000"}),
+    ],
+)
+def test_a_credential_without_its_scope_sees_nothing(
+    engine: Engine, role: str, scope: dict[str, str]
+) -> None:
+    from api.auth import Principal
+    from gridgov.store import Credential
+
+    principal = Principal(Credential("c0", "token", role, **scope))
+    changes = store_live.read_live(engine, live.scope_of(principal))
+    assert len(changes.gdf_incidents) == 0
+    assert changes.gdf_units is not None
+    assert len(changes.gdf_units) == 0 or role == "grid_worker"
+    # An analyst sees the district.
+    everything = store_live.read_live(
+        engine, live.scope_of(Principal(Credential("c1", "token", "analyst")))
+    )
+    assert everything.gdf_units is not None and len(everything.gdf_units) > 100
