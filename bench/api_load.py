@@ -1,0 +1,989 @@
+"""Benchmark: incident reports with automatic dispatch through the API, under uvicorn, on PostGIS.
+
+    python bench/api_load.py [--seconds 20] [--concurrency 32] [--workers 1,2]
+                             [--url postgresql+psycopg://postgres@127.0.0.1:5432/gridgov_bench]
+
+Starts ``uvicorn --factory api.app:app_from_env`` as a deployment would (uvloop, httptools,
+``--workers N``, no access log) on loopback against a PostGIS copy of the reference district,
+and drives ``POST /api/v1/incidents`` (random matter, a micro-grid's representative point, an
+admin bearer token, an ``Idempotency-Key`` per request) with a closed loop of ``--concurrency``
+keep-alive connections. In the same run it drives a bare FastAPI app (defined here,
+:func:`bare_app_from_env`) whose one POST endpoint inserts one row on the same server, under the
+same uvicorn settings and load, as the ratio baseline. See bench/README.md for measured figures.
+
+The database at ``--url`` is the template: it is initialised and loaded with the reference
+district if it holds none, and never written to otherwise. Every measured configuration runs on
+a fresh clone of it (``<name>_run_<pid>``, dropped at the end), so configurations start from
+the same state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # the server processes import this module: keep its imports light
+    from fastapi import FastAPI
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/gridgov_bench"
+BARE_TABLE = "bench_bare_reports"
+POOL_ENV = "GRIDGOV_BENCH_POOL_SIZE"
+TARGET_RATE = 500.0
+TARGET_P99_MS = 200.0
+#: Incident states the reset between rounds closes (gridgov.workflow.OPEN_STATES).
+OPEN_STATES = (
+    "reported",
+    "registered",
+    "dispatched",
+    "acknowledged",
+    "on_scene",
+    "resolved",
+    "verified",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# the baseline: a bare FastAPI app that inserts one row per POST
+# --------------------------------------------------------------------------------------------
+
+
+class BareReportIn(BaseModel):
+    matter_code: str = Field(min_length=1, max_length=64)
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+
+
+class BareReportOut(BaseModel):
+    id: int
+    matter_code: str
+
+
+def _pool_kwargs() -> dict[str, int]:
+    # Set by the bench in the server's environment (0: whatever create_engine_from_url gives,
+    # i.e. the deployment's own pool settings).
+    size = int(os.environ.get(POOL_ENV, "0"))
+    return {"pool_size": size, "max_overflow": 0} if size > 0 else {}
+
+
+def pooled_gridgov_app_from_env() -> FastAPI:
+    """uvicorn factory: gridgov's app exactly, but over an engine whose pool holds as many
+    connections as the thread pool has threads (an experiment, see ``--pool-variant``)."""
+    from api.app import create_app
+    from gridgov.settings import get_settings
+    from gridgov.store import create_engine_from_url
+
+    return create_app(engine=create_engine_from_url(get_settings().database_url, **_pool_kwargs()))
+
+
+def bare_app_from_env() -> FastAPI:
+    """uvicorn factory of the baseline: one POST endpoint, one INSERT, nothing else.
+
+    gridgov's engine factory (``create_engine_from_url``, so ``pool_pre_ping`` too) and
+    database URL setting, a pool of ``--bare-pool`` connections (default 40, the size of the
+    thread pool), a pydantic body and a sync route run in the thread pool as gridgov's routes
+    are. No authentication, no idempotency, no dispatch.
+    """
+    from fastapi import FastAPI
+    from sqlalchemy import text
+
+    from gridgov.settings import get_settings
+    from gridgov.store import create_engine_from_url
+
+    engine = create_engine_from_url(get_settings().database_url, **_pool_kwargs())
+    insert = text(
+        f"INSERT INTO {BARE_TABLE} (matter_code, geom, created_at) VALUES "
+        "(:matter_code, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), now()) RETURNING id"
+    )
+
+    app = FastAPI(title="bare insert")
+
+    @app.get("/health/ready")
+    def ready() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/api/v1/incidents", response_model=BareReportOut, status_code=201)
+    def create(body: BareReportIn) -> dict[str, Any]:
+        with engine.begin() as connection:
+            new_id = connection.execute(insert, body.model_dump()).scalar_one()
+        return {"id": new_id, "matter_code": body.matter_code}
+
+    return app
+
+
+# --------------------------------------------------------------------------------------------
+# database: the template, per-configuration clones, the reset between rounds
+# --------------------------------------------------------------------------------------------
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _admin_execute(url: str, *statements: str) -> None:
+    """Run statements on the server's ``postgres`` database (CREATE/DROP DATABASE)."""
+    import psycopg
+
+    with psycopg.connect(_libpq(_with_database(url, "postgres")), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def prepare_template(url: str) -> dict[str, Any]:
+    """Make sure ``url`` holds an initialised store with the reference district loaded."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from gridgov import store
+    from gridgov.catalog import load_catalog
+    from gridgov.reference import read_reference_district
+    from gridgov.settings import get_settings
+
+    name = make_url(url).database
+    with psycopg.connect(_libpq(_with_database(url, "postgres")), autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not found:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    store.init_db(url)
+    engine = store.open_store(url)
+    try:
+        loaded = sum(store.summarize(engine)["areas"].values())
+        if not loaded:
+            print(f"loading the reference district into {name} ...", flush=True)
+            ref = read_reference_district(get_settings().data_dir)
+            store.load_district(
+                engine,
+                ref.gdf_areas,
+                gdf_offices=ref.gdf_offices,
+                gdf_units=ref.gdf_units,
+                matters=list(load_catalog()),
+                gdf_nodes=ref.gdf_nodes,
+                gdf_links=ref.gdf_links,
+                name="jinniu-reference",
+                source=str(get_settings().data_dir),
+            )
+        micro = store.read_areas(engine, "microgrid")
+        points = micro.geometry.representative_point()
+        matters = store.read_matters(engine)
+        units = store.read_units(engine)
+        with engine.connect() as connection:
+            from sqlalchemy import text
+
+            incidents = connection.execute(text("SELECT count(*) FROM incidents")).scalar()
+    finally:
+        engine.dispose()
+    return {
+        "points": list(zip(points.x.tolist(), points.y.tolist(), strict=True)),
+        "matters": matters["code"].tolist(),
+        "units": len(units),
+        "units_by_kind": units["kind"].value_counts().to_dict(),
+        "template_incidents": int(incidents or 0),
+    }
+
+
+@contextmanager
+def cloned_database(template_url: str) -> Iterator[str]:
+    """A fresh copy of the template database for one configuration, dropped afterwards."""
+    from sqlalchemy.engine import make_url
+
+    template = make_url(template_url).database
+    # One name per bench process: two runs at once must not drop each other's copy.
+    clone = f"{template}_run_{os.getpid()}"
+    _admin_execute(
+        template_url,
+        f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)',
+        f'CREATE DATABASE "{clone}" TEMPLATE "{template}"',
+    )
+    try:
+        yield _with_database(template_url, clone)
+    finally:
+        _admin_execute(template_url, f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')
+
+
+def create_bare_table(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {BARE_TABLE}")
+        conn.execute(
+            f"CREATE TABLE {BARE_TABLE} (id bigserial PRIMARY KEY, matter_code text NOT NULL, "
+            "geom geometry(Point, 4326) NOT NULL, created_at timestamptz NOT NULL)"
+        )
+
+
+def issue_token(url: str) -> str:
+    from gridgov import store
+
+    engine = store.open_store(url)
+    try:
+        _, secret = store.issue_credential(engine, "admin", label="bench/api_load.py")
+    finally:
+        engine.dispose()
+    return secret
+
+
+def reset_between_rounds(url: str) -> None:
+    """Outside the timed window: every unit free again and every open incident closed.
+
+    Units finish their jobs and incidents get closed in real life too, at a pace no 500/s burst
+    matches (the reference district has 8 fire engines): without this, later rounds would
+    measure a district with no free unit and thousands of open incidents to check duplicates
+    against. Plain SQL (no events), since only the bench's clone is touched.
+    """
+    import psycopg
+
+    states = ", ".join(f"'{s}'" for s in OPEN_STATES)
+    with psycopg.connect(_libpq(url)) as conn, conn.transaction():
+        conn.execute(
+            "UPDATE assignments SET active = false, released_at = greatest(now(), assigned_at), "
+            "release_reason = 'bench: freed between rounds' WHERE active"
+        )
+        conn.execute(
+            "UPDATE units SET status = 'available', busy_incident_id = NULL WHERE status = 'busy'"
+        )
+        conn.execute(
+            f"UPDATE incidents SET status = 'closed', updated_at = now() WHERE status IN ({states})"
+        )
+
+
+def session_count(url: str) -> int:
+    """Sessions opened on the database so far (each one a new PostgreSQL backend)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    with psycopg.connect(_libpq(url)) as conn:
+        row = conn.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = %s", (name,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def outcome_counts(url: str, since: datetime) -> dict[str, int]:
+    """What became of the reports created since ``since`` (read before the reset)."""
+    import psycopg
+
+    out: dict[str, int] = {}
+    with psycopg.connect(_libpq(url)) as conn:
+        for status, n in conn.execute(
+            "SELECT status, count(*) FROM incidents WHERE created_at >= %s GROUP BY status",
+            (since,),
+        ):
+            out[f"incident:{status}"] = n
+        for status, level, n in conn.execute(
+            "SELECT d.status, coalesce(d.level, '-'), count(*) FROM dispatches d "
+            "WHERE d.created_at >= %s GROUP BY 1, 2",
+            (since,),
+        ):
+            out[f"dispatch:{status}"] = out.get(f"dispatch:{status}", 0) + n
+            out[f"level:{level}"] = out.get(f"level:{level}", 0) + n
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# CPU accounting from /proc (server processes, PostgreSQL backends, this process)
+# --------------------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stats() -> Iterator[tuple[int, str, int, float]]:
+    """(pid, command name, process group, user+system CPU seconds) of every process."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        rest = raw[raw.rindex(")") + 2 :].split()
+        # fields after the name: state ppid pgrp ... utime(14th overall) stime(15th)
+        yield int(entry), name, int(rest[2]), (int(rest[11]) + int(rest[12])) / _TICK
+
+
+def cpu_snapshot(server_pgid: int) -> dict[str, Any]:
+    """CPU seconds so far: per process (server group, PostgreSQL), this process, the machine."""
+    server: dict[int, float] = {}
+    postgres: dict[int, float] = {}
+    for pid, name, pgrp, cpu in _proc_stats():
+        if pgrp == server_pgid:
+            server[pid] = cpu
+        elif name == "postgres" or name.startswith("postgres:"):
+            postgres[pid] = cpu
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # Whole machine: processes that lived and died inside the window (a PostgreSQL backend
+    # per new connection) are missing from the per-process sums, never from this.
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])
+    machine = (sum(int(f) for f in fields[:8]) - idle) / _TICK
+    return {
+        "server": server,
+        "postgres": postgres,
+        "generator": usage.ru_utime + usage.ru_stime,
+        "machine": machine,
+        "wall": time.perf_counter(),
+    }
+
+
+def cpu_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds spent between two snapshots (per process: those alive at the second)."""
+    out = {}
+    for key in ("server", "postgres"):
+        out[key] = sum(cpu - before[key].get(pid, 0.0) for pid, cpu in after[key].items())
+    for key in ("generator", "machine", "wall"):
+        out[key] = after[key] - before[key]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the server under test
+# --------------------------------------------------------------------------------------------
+
+_SERVERS: list[subprocess.Popen[bytes]] = []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _uvicorn() -> str:
+    venv = Path(sys.executable).parent / "uvicorn"
+    return str(venv) if venv.exists() else shutil.which("uvicorn") or "uvicorn"
+
+
+FACTORIES = {
+    "gridgov": "api.app:app_from_env",
+    "gridgov-pool": "api_load:pooled_gridgov_app_from_env",
+    "bare": "api_load:bare_app_from_env",
+}
+
+
+def start_server(
+    app: str, workers: int, database_url: str, log: Path, pool_size: int = 0
+) -> tuple[Any, int]:
+    """Start uvicorn as a deployment would; returns (process, port) once /health/ready is ok."""
+    port = _free_port()
+    factory = FACTORIES[app]
+    cmd = [
+        _uvicorn(),
+        "--factory",
+        factory,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+    ]
+    if factory.startswith("api_load:"):
+        cmd[1:1] = ["--app-dir", str(ROOT / "bench")]
+    env = {**os.environ, "GRIDGOV_DATABASE_URL": database_url, POOL_ENV: str(pool_size)}
+    with log.open("ab") as fh:
+        # Its own session, so stopping it reaches every worker process it forked.
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    _SERVERS.append(proc)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            msg = f"uvicorn exited with status {proc.returncode}; see {log}"
+            raise RuntimeError(msg)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as r:
+                if r.status == 200:
+                    return proc, port
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    stop_server(proc)
+    msg = f"uvicorn did not become ready within 120 s; see {log}"
+    raise RuntimeError(msg)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc in _SERVERS:
+        _SERVERS.remove(proc)
+
+
+def stop_all_servers() -> None:
+    for proc in list(_SERVERS):
+        stop_server(proc)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    stop_all_servers()
+    raise SystemExit(128 + signum)
+
+
+# --------------------------------------------------------------------------------------------
+# the load generator: a closed loop of keep-alive HTTP/1.1 connections
+# --------------------------------------------------------------------------------------------
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection. Hand-written and minimal: the client shares the 2
+    cores with the server under test, so its own cost per request must stay small."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            await self._open()
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        body = b""
+        at = lower.find(b"content-length:")
+        if at >= 0:
+            end = lower.index(b"\r\n", at)
+            body = await self.reader.readexactly(int(lower[at + 15 : end]))
+        elif b"transfer-encoding: chunked" in lower:
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                chunk = await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                parts.append(chunk[:-2])
+            body = b"".join(parts)
+        if b"connection: close" in lower:
+            await self.close()
+        return status, body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+@dataclass
+class Window:
+    """The requests of one timed window."""
+
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    samples: dict[int, bytes] = field(default_factory=dict)
+
+
+class LoadGenerator:
+    """``concurrency`` workers, each sending its next report as soon as the last one answered."""
+
+    def __init__(
+        self,
+        port: int,
+        token: str | None,
+        points: list[tuple[float, float]],
+        matters: list[str],
+        concurrency: int,
+        idempotency: bool,
+        seed: int,
+    ) -> None:
+        self.port = port
+        self.points, self.matters = points, matters
+        self.concurrency = concurrency
+        self.idempotency = idempotency
+        self.rng = random.Random(seed)
+        self.prefix = f"{os.getpid():x}{seed:x}{time.time_ns():x}"
+        self.counter = 0
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.head = (
+            f"POST /api/v1/incidents HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
+            "Content-Type: application/json\r\nAccept: application/json\r\n"
+        )
+        self.connections = [_Connection("127.0.0.1", port) for _ in range(concurrency)]
+
+    def _request(self) -> bytes:
+        lon, lat = self.points[self.rng.randrange(len(self.points))]
+        matter = self.matters[self.rng.randrange(len(self.matters))]
+        body = f'{{"matter_code":"{matter}","lon":{lon:.7f},"lat":{lat:.7f}}}'.encode()
+        head = self.head
+        if self.idempotency:
+            self.counter += 1
+            head += f"Idempotency-Key: bench-{self.prefix}-{self.counter}\r\n"
+        return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    async def _worker(self, conn: _Connection, deadline: float, window: Window) -> None:
+        clock = time.perf_counter
+        while clock() < deadline:
+            raw = self._request()
+            t = clock()
+            try:
+                status, body = await conn.request(raw)
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                ValueError,
+            ) as exc:
+                window.failures[type(exc).__name__] += 1
+                await conn.close()
+                continue
+            window.latencies.append(clock() - t)
+            window.statuses[status] += 1
+            if status not in window.samples:
+                window.samples[status] = body[:600]
+
+    async def run(self, seconds: float) -> Window:
+        # Fresh connections per window: between windows they sit idle past uvicorn's keep-alive
+        # timeout (5 s) while the database is reset, and the server closes them.
+        await self.close()
+        window = Window()
+        start = time.perf_counter()
+        await asyncio.gather(*[self._worker(c, start + seconds, window) for c in self.connections])
+        # Requests in flight at the deadline finish and count: the window is what they took.
+        window.seconds = time.perf_counter() - start
+        return window
+
+    async def close(self) -> None:
+        await asyncio.gather(*[c.close() for c in self.connections])
+
+
+# --------------------------------------------------------------------------------------------
+# one configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    app: str
+    workers: int
+    idempotency: bool
+    concurrency: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    statuses: dict[int, int]
+    failures: dict[str, int]
+    outcomes: dict[str, int]
+    cpu_ms: dict[str, float]
+    samples: dict[int, str]
+    rounds: list[dict[str, float]]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def errors(self) -> int:
+        bad = sum(n for s, n in self.statuses.items() if not 200 <= s < 300)
+        return bad + sum(self.failures.values())
+
+    @property
+    def label(self) -> str:
+        key = "key" if self.idempotency else "no key"
+        return f"{self.app}, {self.workers}w, {key}"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q)) * 1e3 if values else float("nan")
+
+
+async def _drive(
+    port: int,
+    token: str | None,
+    data: dict[str, Any],
+    args: argparse.Namespace,
+    idempotency: bool,
+    db_url: str,
+    gridgov: bool,
+    pgid: int,
+) -> tuple[Window, list[dict[str, Any]], dict[str, float], dict[str, int]]:
+    gen = LoadGenerator(
+        port, token, data["points"], data["matters"], args.concurrency, idempotency, args.seed
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        warm = await gen.run(args.warmup)
+        if sum(warm.statuses.values()) == 0:
+            msg = f"no answer during the warm-up: {dict(warm.failures)}"
+            raise RuntimeError(msg)
+        total = Window()
+        rounds: list[dict[str, Any]] = []
+        outcomes: Counter[str] = Counter()
+        cpu = dict.fromkeys(("server", "postgres", "generator", "machine", "wall"), 0.0)
+        sessions = 0
+        remaining = args.seconds
+        while remaining > 1e-9:
+            span = min(args.round_seconds, remaining)
+            remaining -= span
+            if gridgov:
+                await loop.run_in_executor(None, reset_between_rounds, db_url)
+            since = datetime.now(UTC)
+            opened = await loop.run_in_executor(None, session_count, db_url)
+            before = cpu_snapshot(pgid)
+            window = await gen.run(span)
+            after = cpu_snapshot(pgid)
+            sessions += await loop.run_in_executor(None, session_count, db_url) - opened
+            for k, v in cpu_delta(before, after).items():
+                cpu[k] += v
+            if gridgov:
+                outcomes.update(await loop.run_in_executor(None, outcome_counts, db_url, since))
+            total.seconds += window.seconds
+            total.latencies += window.latencies
+            total.statuses.update(window.statuses)
+            total.failures.update(window.failures)
+            for s, b in window.samples.items():
+                total.samples.setdefault(s, b)
+            rounds.append(
+                {
+                    "seconds": window.seconds,
+                    "requests": len(window.latencies),
+                    "rate": len(window.latencies) / window.seconds,
+                    "p99_ms": _percentile(window.latencies, 99),
+                }
+            )
+        outcomes["sessions"] = sessions
+        return total, rounds, cpu, dict(outcomes)
+    finally:
+        await gen.close()
+
+
+def run_config(
+    app: str,
+    workers: int,
+    idempotency: bool,
+    data: dict[str, Any],
+    args: argparse.Namespace,
+    log: Path,
+) -> Result:
+    with cloned_database(args.url) as db_url:
+        if app == "bare":
+            create_bare_table(db_url)
+            token = None
+        else:
+            token = issue_token(db_url)
+        pool = (
+            args.bare_pool if app == "bare" else args.pool_variant if app == "gridgov-pool" else 0
+        )
+        proc, port = start_server(app, workers, db_url, log, pool)
+        try:
+            if app != "bare":
+                _wait_for_route(port, token, data, args.route_wait)
+            window, rounds, cpu, outcomes = _run_async(
+                _drive(port, token, data, args, idempotency, db_url, app != "bare", proc.pid)
+            )
+        finally:
+            stop_server(proc)
+    n = len(window.latencies)
+    wall = cpu.pop("wall")
+    cpu_ms = {k: v * 1e3 / n if n else float("nan") for k, v in cpu.items()}
+    cpu_ms["busy_cores"] = cpu["machine"] / wall if wall else float("nan")
+    return Result(
+        app=app,
+        workers=workers,
+        idempotency=idempotency,
+        concurrency=args.concurrency,
+        requests=n,
+        seconds=window.seconds,
+        p50_ms=_percentile(window.latencies, 50),
+        p95_ms=_percentile(window.latencies, 95),
+        p99_ms=_percentile(window.latencies, 99),
+        max_ms=max(window.latencies) * 1e3 if n else float("nan"),
+        statuses=dict(window.statuses),
+        failures=dict(window.failures),
+        outcomes=outcomes,
+        cpu_ms=cpu_ms,
+        samples={s: b.decode("utf-8", "replace") for s, b in window.samples.items()},
+        rounds=rounds,
+    )
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def _wait_for_route(port: int, token: str | None, data: dict[str, Any], wait_s: float) -> None:
+    """Poll until POST /api/v1/incidents answers 201 (the route may still be being written)."""
+    deadline = time.monotonic() + wait_s
+    lon, lat = data["points"][0]
+    body = json.dumps({"matter_code": data["matters"][0], "lon": lon, "lat": lat}).encode()
+    last = ""
+    while True:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/incidents",
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                if r.status == 201:
+                    return
+                last = f"HTTP {r.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:300]!r}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            msg = f"POST /api/v1/incidents does not answer 201 ({last})"
+            raise RuntimeError(msg)
+        print(f"  waiting for POST /api/v1/incidents: {last}", flush=True)
+        time.sleep(min(30.0, max(1.0, deadline - time.monotonic())))
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def _share(outcomes: dict[str, int]) -> dict[str, float]:
+    total = sum(v for k, v in outcomes.items() if k.startswith("incident:"))
+    if not total:
+        return {}
+    return {
+        "dispatched": outcomes.get("incident:dispatched", 0) / total,
+        "unassigned": outcomes.get("incident:registered", 0) / total,
+        "duplicate": outcomes.get("incident:rejected", 0) / total,
+        "other": 1
+        - sum(outcomes.get(f"incident:{s}", 0) for s in ("dispatched", "registered", "rejected"))
+        / total,
+    }
+
+
+def print_table(results: list[Result]) -> None:
+    head = (
+        f"{'configuration':<24} {'reqs':>7} {'req/s':>7} {'p50':>7} {'p95':>7} {'p99':>7} "
+        f"{'max':>7} {'err':>5} {'disp':>6} {'unas':>6} {'dup':>6} {'srv':>6} {'pg':>6} "
+        f"{'gen':>5} {'all':>6} {'cores':>5} {'conns':>6}"
+    )
+    print()
+    print("latencies in ms; disp/unas/dup: share of reports dispatched (>= 1 unit), left")
+    print("registered with no unit, rejected as duplicates; srv/pg/gen/all: CPU ms per request")
+    print("in the uvicorn processes, long-lived PostgreSQL backends, this load generator, the")
+    print("whole machine; cores: busy cores of the machine; conns: PostgreSQL sessions opened")
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        share = _share(r.outcomes)
+
+        def pct(k: str, share: dict[str, float] = share) -> str:
+            return f"{share[k]:.0%}" if k in share else "-"
+
+        print(
+            f"{r.label:<24} {r.requests:>7} {r.rate:>7.0f} {r.p50_ms:>7.1f} {r.p95_ms:>7.1f} "
+            f"{r.p99_ms:>7.1f} {r.max_ms:>7.0f} {r.errors:>5} {pct('dispatched'):>6} "
+            f"{pct('unassigned'):>6} {pct('duplicate'):>6} {r.cpu_ms['server']:>6.2f} "
+            f"{r.cpu_ms['postgres']:>6.2f} {r.cpu_ms['generator']:>5.2f} "
+            f"{r.cpu_ms['machine']:>6.2f} {r.cpu_ms['busy_cores']:>5.2f} "
+            f"{r.outcomes.get('sessions', 0):>6}"
+        )
+
+
+def print_ratios(results: list[Result]) -> None:
+    bare = {r.workers: r for r in results if r.app == "bare"}
+    print()
+    print("gridgov against the bare insert (same workers, same run):")
+    for r in results:
+        if r.app == "bare" or r.workers not in bare:
+            continue
+        b = bare[r.workers]
+        print(
+            f"  {r.label:<24} {r.rate:6.0f}/s vs {b.rate:6.0f}/s = {r.rate / b.rate:5.2f}x the "
+            f"rate; p99 {r.p99_ms:6.1f} vs {b.p99_ms:5.1f} ms = {r.p99_ms / b.p99_ms:5.1f}x"
+        )
+    print()
+    print(f"target: >= {TARGET_RATE:.0f} reports/s with p99 <= {TARGET_P99_MS:.0f} ms")
+    for r in results:
+        if r.app != "bare":
+            ok = r.rate >= TARGET_RATE and r.p99_ms <= TARGET_P99_MS and r.errors == 0
+            print(
+                f"  {r.label:<24} {r.rate:6.0f}/s, p99 {r.p99_ms:6.1f} ms, "
+                f"{r.errors} errors: {'PASS' if ok else 'not met'}"
+            )
+    for r in results:
+        bad = {s: n for s, n in r.statuses.items() if not 200 <= s < 300}
+        if bad or r.failures:
+            print(f"  {r.label}: statuses {r.statuses}, failures {r.failures}")
+            for s in bad:
+                print(f"    HTTP {s}: {r.samples.get(s, '')[:300]}")
+    for r in results:
+        if r.outcomes:
+            levels = {k[6:]: v for k, v in sorted(r.outcomes.items()) if k.startswith("level:")}
+            print(f"  {r.label}: dispatch levels {levels}")
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per run")
+    parser.add_argument(
+        "--round-seconds",
+        type=float,
+        default=5.0,
+        help="units are freed and open incidents closed between rounds",
+    )
+    parser.add_argument("--warmup", type=float, default=5.0, help="untimed seconds first")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections (closed loop)")
+    parser.add_argument("--workers", default="1,2", help="uvicorn workers, comma-separated")
+    parser.add_argument(
+        "--idempotency",
+        choices=("with", "without", "both"),
+        default="both",
+        help="send an Idempotency-Key; 'both' adds a keyless gridgov run at the "
+        "largest worker count",
+    )
+    parser.add_argument("--only", choices=("bare", "gridgov"), default=None)
+    parser.add_argument(
+        "--bare-pool",
+        type=int,
+        default=40,
+        help="connections in the baseline's pool (0: the engine's default)",
+    )
+    parser.add_argument(
+        "--pool-variant",
+        type=int,
+        default=0,
+        help="also run gridgov's app over an engine pool of N connections "
+        "(largest worker count, with keys)",
+    )
+    parser.add_argument("--url", default=DEFAULT_URL, help="template database (see above)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--route-wait",
+        type=float,
+        default=0.0,
+        help="seconds to keep polling until POST /api/v1/incidents answers 201",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here too")
+    parser.add_argument("--log", type=Path, default=Path("/tmp/gridgov-bench-uvicorn.log"))
+    args = parser.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    workers = sorted({int(w) for w in str(args.workers).split(",") if w.strip()})
+    print(
+        f"gridgov API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
+        f"Python {platform.python_version()}"
+    )
+    data = prepare_template(args.url)
+    print(
+        f"template {args.url}: {len(data['points'])} micro-grid points, "
+        f"{len(data['matters'])} matters, {data['units']} units {data['units_by_kind']}"
+    )
+    import psycopg
+
+    with psycopg.connect(_libpq(args.url)) as conn:
+        row = conn.execute("SELECT version(), postgis_lib_version()").fetchone()
+    assert row is not None
+    print(f"{row[0].split(',')[0]}, PostGIS {row[1]}; uvicorn log: {args.log}")
+    print(
+        f"closed loop of {args.concurrency} keep-alive connections; warm-up {args.warmup:g} s,"
+        f" then {args.seconds:g} s in rounds of {args.round_seconds:g} s (units freed and open "
+        "incidents closed between rounds, untimed)"
+    )
+    plan: list[tuple[str, int, bool]] = []
+    for w in workers:
+        if args.only != "gridgov":
+            plan.append(("bare", w, False))
+        if args.only != "bare":
+            if args.idempotency in ("with", "both"):
+                plan.append(("gridgov", w, True))
+            if args.idempotency == "without" or (args.idempotency == "both" and w == workers[-1]):
+                plan.append(("gridgov", w, False))
+            if args.pool_variant and w == workers[-1]:
+                plan.append(("gridgov-pool", w, args.idempotency != "without"))
+    results: list[Result] = []
+    try:
+        for app, w, idem in plan:
+            print(
+                f"running {app}, {w} worker(s), {'with' if idem else 'without'} "
+                "Idempotency-Key ...",
+                flush=True,
+            )
+            r = run_config(app, w, idem, data, args, args.log)
+            results.append(r)
+            print(
+                f"  {r.rate:.0f}/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, "
+                f"{r.errors} errors; rounds: "
+                + ", ".join(f"{x['rate']:.0f}/s p99 {x['p99_ms']:.0f}" for x in r.rounds),
+                flush=True,
+            )
+    finally:
+        stop_all_servers()
+    print_table(results)
+    print_ratios(results)
+    if args.json:
+        payload = [
+            {**r.__dict__, "rate": r.rate, "errors": r.errors, "share": _share(r.outcomes)}
+            for r in results
+        ]
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
