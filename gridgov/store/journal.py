@@ -164,15 +164,14 @@ def append_event(
     """
     if last is None:
         last = read_last_event(connection, incident_id)
-    if clamp and last is not None and at.tzinfo is not None and at < last.at:
-        at = last.at
-    event = next_event(
+    event = build_event(
         last,
+        incident_id,
         action,
-        incident_id=incident_id,
         at=at,
         actor=actor,
         role=role,
+        clamp=clamp,
         reason=reason,
         office_id=office_id,
         street_code=street_code,
