@@ -275,7 +275,7 @@ class Decision:
             "level": None if self.level is None else self.level.value,
             "assignments": [a.to_json() for a in self.assignments],
             "unfilled": [k.value for k in self.unfilled],
-            "explanation": _jsonable(self.explanation),
+            "explanation": jsonable(self.explanation),
         }
 
 
@@ -351,7 +351,7 @@ class DispatchContext:
     def describe_travel(self) -> dict[str, Any]:
         """The travel model's summary (computed once)."""
         if self._model is None:
-            self._model = _jsonable(self.travel.describe())
+            self._model = jsonable(self.travel.describe())
         return self._model
 
 
@@ -488,7 +488,7 @@ def _to_wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 _UNIT_REQUIRED = ("unit_id", "kind", "street_code", "travel_mode", "status", "on_duty")
 
 
-class _Pool:
+class UnitPool:
     """The units of the kinds a call needs, as arrays, with their snaps filled in lazily."""
 
     def __init__(
@@ -526,7 +526,7 @@ class _Pool:
         self._derive()
 
     @classmethod
-    def _of_arrays(
+    def from_arrays(
         cls,
         ctx: DispatchContext,
         *,
@@ -543,12 +543,12 @@ class _Pool:
         note: ObjArray,
         busy_incident: ObjArray,
         busy_priority: FloatArray,
-    ) -> _Pool:
+    ) -> UnitPool:
         """A pool of units given as arrays (every row of the wanted kinds, ids unique).
 
         What :func:`prepare_units` and the frame constructor work out, given directly: the
         store keeps the units' fixed columns per loaded dataset and reads only the changing
-        ones for each dispatch (:func:`_dispatch_pool`). ``rank`` orders the rows as their
+        ones for each dispatch (:func:`dispatch_pool`). ``rank`` orders the rows as their
         ids sort; ``lon``/``lat`` are the effective positions (NaN: left out, ``note`` says
         why); ``busy_priority`` is NaN where unknown.
         """
@@ -836,7 +836,7 @@ def _bools(col: pd.Series, take: IntArray) -> BoolArray:
 class _Target:
     """One incident's snaps per mode and its travel fields, grown only when a query needs it."""
 
-    def __init__(self, pool: _Pool, snaps: dict[str, Snapped]) -> None:
+    def __init__(self, pool: UnitPool, snaps: dict[str, Snapped]) -> None:
         self.pool = pool
         self.travel = pool.ctx.travel
         self.snaps = snaps
@@ -940,7 +940,7 @@ def _check_not_far(incident: Incident, snap: Snapped) -> None:
         raise InputError(msg)
 
 
-def _needed_modes(pool: _Pool, kinds: Iterable[ForceKind]) -> list[str]:
+def _needed_modes(pool: UnitPool, kinds: Iterable[ForceKind]) -> list[str]:
     """Modes of the positioned, routable units of ``kinds``: the incident must reach them all."""
     want = np.isin(pool.kind, np.array([k.value for k in kinds], dtype=object))
     ok = want & pool.positioned & pool.supported
@@ -1012,8 +1012,8 @@ def dispatch_incident(
     """
     matter = ctx.catalog.get(incident.matter_code)
     placement = locate_incident(incident, ctx)
-    pool = _Pool(gdf_units, {k.value for k in matter.required_kinds}, ctx)
-    return _dispatch_pool(
+    pool = UnitPool(gdf_units, {k.value for k in matter.required_kinds}, ctx)
+    return dispatch_pool(
         incident,
         pool,
         ctx,
@@ -1025,9 +1025,9 @@ def dispatch_incident(
     )
 
 
-def _dispatch_pool(
+def dispatch_pool(
     incident: Incident,
-    pool: _Pool,
+    pool: UnitPool,
     ctx: DispatchContext,
     matter: Matter,
     placement: Placement,
@@ -1096,7 +1096,7 @@ def _decision(
 
 
 def _dispatch_kind(
-    pool: _Pool,
+    pool: UnitPool,
     target: _Target,
     matter: Matter,
     placement: Placement,
@@ -1170,7 +1170,7 @@ def _dispatch_kind(
 
 
 def _scopes(
-    pool: _Pool,
+    pool: UnitPool,
     rows: IntArray,
     matter: Matter,
     placement: Placement,
@@ -1193,7 +1193,7 @@ def _scopes(
     return out
 
 
-def _pick(pool: _Pool, rows: IntArray, times: FloatArray) -> int | None:
+def _pick(pool: UnitPool, rows: IntArray, times: FloatArray) -> int | None:
     """Index (into ``rows``) of the fastest finite time; ties go to the smaller unit id."""
     if len(rows) == 0:
         return None
@@ -1203,7 +1203,7 @@ def _pick(pool: _Pool, rows: IntArray, times: FloatArray) -> int | None:
 
 
 def _tier_level(
-    tier: str, pool: _Pool, row: int, kind: ForceKind, placement: Placement
+    tier: str, pool: UnitPool, row: int, kind: ForceKind, placement: Placement
 ) -> EscalationLevel:
     if tier == "own_grid":
         return EscalationLevel.COMMUNITY
@@ -1212,7 +1212,9 @@ def _tier_level(
     return EscalationLevel(tier)
 
 
-def _member_level(pool: _Pool, row: int, kind: ForceKind, placement: Placement) -> EscalationLevel:
+def _member_level(
+    pool: UnitPool, row: int, kind: ForceKind, placement: Placement
+) -> EscalationLevel:
     """Community for a grid worker of the incident's community, street for the street's units."""
     if pool.street[row] != placement.street_code:
         return EscalationLevel.NEIGHBOUR
@@ -1224,7 +1226,7 @@ def _member_level(pool: _Pool, row: int, kind: ForceKind, placement: Placement) 
 
 
 def _assignment(
-    pool: _Pool,
+    pool: UnitPool,
     row: int,
     kind: ForceKind,
     role: str,
@@ -1248,7 +1250,7 @@ def _assignment(
 
 
 def _preempt(
-    pool: _Pool,
+    pool: UnitPool,
     target: _Target,
     rows: IntArray,
     kind: ForceKind,
@@ -1300,7 +1302,7 @@ def _preempt(
     return (r, a), note
 
 
-def _with_route(pool: _Pool, target: _Target, row: int, a: Assignment) -> Assignment:
+def _with_route(pool: UnitPool, target: _Target, row: int, a: Assignment) -> Assignment:
     mode = pool.mode[row]
     source = pool.snapped(np.array([row]), mode)
     # The field's exact time bounds the route's search: one search instead of a growing series.
@@ -1311,7 +1313,7 @@ def _with_route(pool: _Pool, target: _Target, row: int, a: Assignment) -> Assign
 
 
 def _tier_note(
-    pool: _Pool,
+    pool: UnitPool,
     tier: str,
     rows: IntArray,
     times: FloatArray,
@@ -1330,7 +1332,7 @@ def _tier_note(
 
 
 def _list_candidates(
-    pool: _Pool,
+    pool: UnitPool,
     tier: str,
     rows: IntArray,
     times: FloatArray,
@@ -1496,7 +1498,7 @@ class _Batch:
     placements: list[Placement]
     opens: list[_Open]
     slots: list[_Slot]
-    pool: _Pool
+    pool: UnitPool
     left_out: list[dict[ForceKind, list[dict[str, Any]]]]
     _parts: dict[int, tuple[int, IntArray, FloatArray, BoolArray]] = field(default_factory=dict)
 
@@ -1787,7 +1789,7 @@ def _build_batch(
     matters = [ctx.catalog.get(inc.matter_code) for inc in incidents]
     placements = _locate_many(incidents, ctx)
     kinds = {k.value for m in matters for k in m.required_kinds}
-    pool = _Pool(gdf_units, kinds, ctx)
+    pool = UnitPool(gdf_units, kinds, ctx)
     usable = pool.available & pool.positioned & pool.supported
     pool.ensure_snaps(np.flatnonzero(usable))
     usable &= ~pool.far
@@ -1854,7 +1856,7 @@ def _build_batch(
 class _BatchScopes:
     """Per street, the usable units it commands with its touching streets (batch eligibility)."""
 
-    def __init__(self, pool: _Pool, usable: BoolArray, neighbours: dict[str, list[str]]) -> None:
+    def __init__(self, pool: UnitPool, usable: BoolArray, neighbours: dict[str, list[str]]) -> None:
         self.pool = pool
         self.usable = usable
         self.neighbours = neighbours
@@ -2037,7 +2039,7 @@ def _num(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """A copy of ``obj`` that json.dumps accepts: inf/nan -> None, enums -> values."""
     # The exact built-in types first: explanations are large and mostly made of them (an
     # Enum, a numpy scalar or a subclass takes the general path below).
@@ -2045,13 +2047,13 @@ def _jsonable(obj: Any) -> Any:
     if t is str or t is bool or obj is None:
         return obj
     if t is dict:
-        return {str(_jsonable(k)): _jsonable(v) for k, v in obj.items()}
+        return {str(jsonable(k)): jsonable(v) for k, v in obj.items()}
     if t is float:
         return obj if math.isfinite(obj) else None
     if t is int:
         return obj
     if t is list:
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, bool | str) or obj is None:
@@ -2061,9 +2063,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float | np.floating):
         return _num(float(obj))
     if isinstance(obj, dict):
-        return {str(_jsonable(k)): _jsonable(v) for k, v in obj.items()}
+        return {str(jsonable(k)): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, datetime):
         return obj.isoformat()
     if isinstance(obj, np.bool_):
@@ -2084,10 +2086,13 @@ __all__ = [
     "DispatchContext",
     "Incident",
     "Placement",
+    "UnitPool",
     "build_context",
     "dispatch_batch",
     "dispatch_greedy",
     "dispatch_incident",
+    "dispatch_pool",
+    "jsonable",
     "locate_incident",
     "prepare_units",
     "route_to_geojson",

@@ -987,7 +987,7 @@ def _pool(
     stamps = _times(times, dialect)
     lon, lat, note = _effective_positions(lon, lat, stamps, office_lon, office_lat, now)
     empty = np.zeros(0, dtype=object)
-    return dispatch._Pool._of_arrays(
+    return dispatch.UnitPool.from_arrays(
         ctx,
         ids=ids,
         rank=statics.rank[at] if statics else np.zeros(0, dtype=np.int64),
@@ -1074,7 +1074,7 @@ def _decide(
     if placement is None:
         placement = dispatch.locate_incident(incident, ctx)
     try:
-        return dispatch._dispatch_pool(
+        return dispatch.dispatch_pool(
             incident,
             pool,
             ctx,
@@ -1559,7 +1559,7 @@ def _insert_dispatch(
     requeued: list[dict[str, Any]],
 ) -> int:
     # The explanation part of decision.to_json(), without converting the rest (routes).
-    explanation = dispatch._jsonable(decision.explanation)
+    explanation = dispatch.jsonable(decision.explanation)
     explanation["store"] = {
         "attempts": attempts.count,
         "taken_meanwhile": list(attempts.taken),
