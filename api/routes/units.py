@@ -93,10 +93,12 @@ def _in_scope(principal: Principal, row: Any) -> bool:
     return bool(row["street_code"] == c.street_code)
 
 
-def _units(engine: Any, settings: Any, principal: Principal) -> list[dict[str, Any]]:
+def _units(
+    engine: Any, settings: Any, principal: Principal, unit_id: str | None = None
+) -> list[dict[str, Any]]:
     c = principal.credential
     street = None if principal.district_wide else c.street_code
-    gdf = store.read_units(engine, street_code=street)
+    gdf = store.read_units(engine, street_code=street, unit_id=unit_id)
     limit = pd.Timestamp.now(tz=UTC) - pd.Timedelta(minutes=settings.position_max_age_min)
     out = []
     for row in gdf.to_dict("records"):
@@ -129,9 +131,9 @@ def _units(engine: Any, settings: Any, principal: Principal) -> list[dict[str, A
 
 
 def _own_unit(engine: Any, settings: Any, principal: Principal, unit_id: str) -> dict[str, Any]:
-    for unit in _units(engine, settings, principal):
-        if unit["unit_id"] == unit_id:
-            return unit
+    # One row read: position fixes arrive from every unit every few seconds.
+    for unit in _units(engine, settings, principal, unit_id):
+        return unit
     raise not_found("unit", unit_id)
 
 
@@ -201,9 +203,7 @@ def set_position(
     engine: EngineDep,
     settings: SettingsDep,
 ) -> dict[str, Any]:
-    if principal.role == "unit" and principal.credential.unit_id != unit_id:
-        # A unit reports its own position only; another unit's id is not disclosed.
-        raise not_found("unit", unit_id)
+    # A unit's scope is itself: another unit's id answers 404, like a missing one.
     _own_unit(engine, settings, principal, unit_id)
     now = datetime.now(UTC)
     at = body.at.astimezone(UTC) if body.at else now

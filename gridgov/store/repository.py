@@ -806,10 +806,16 @@ def read_offices(engine: Engine) -> gpd.GeoDataFrame:
 
 
 def _unit_select(
-    kind: str | None, street_code: str | None, available_only: bool, with_position: bool
+    kind: str | None,
+    street_code: str | None,
+    available_only: bool,
+    with_position: bool,
+    unit_id: str | None = None,
 ) -> Any:
     table = UNITS
     stmt = select(*[table.c[c] for c in _UNIT_OUT_COLUMNS], table.c.position)
+    if unit_id is not None:
+        stmt = stmt.where(table.c.unit_id == str(unit_id))
     if kind is not None:
         stmt = stmt.where(table.c.kind == str(kind))
     if street_code is not None:
@@ -837,15 +843,17 @@ def read_units(
     street_code: str | None = None,
     *,
     available_only: bool = False,
+    unit_id: str | None = None,
 ) -> gpd.GeoDataFrame:
-    """Read stored units by unit id, optionally of one kind and/or commanded by one street.
+    """Read stored units by unit id, optionally of one kind and/or commanded by one street,
+    or only one unit (``unit_id``).
 
     Returns
     -------
     geopandas.GeoDataFrame
         ``UNIT_COLUMNS`` + ``position_time`` (UTC) + Point geometry (None when unknown).
     """
-    stmt = _unit_select(kind, street_code, available_only, with_position=False)
+    stmt = _unit_select(kind, street_code, available_only, with_position=False, unit_id=unit_id)
     with translate_errors(engine), engine.connect() as connection:
         rows = connection.execute(stmt).all()
     return _unit_frame(rows)
