@@ -132,9 +132,15 @@ def test_command_centre_popup_and_search(
     # Units of the grid match too (their ids start with its code): pick the grid itself.
     name = ref.gdf_areas.set_index("code")["name"][grid]
     page.locator(".search-tip").get_by_text(f"{name} {grid}", exact=True).click()
+    target = ref.gdf_areas.set_index("code").geometry[grid].representative_point()
+    # The map pans to the grid after the click (it may animate): wait for the view to hold it
+    # (the page's default timeout fails the test if it never does).
+    page.wait_for_function(
+        """([lat, lon]) => Object.values(GG.maps)[0].map.getBounds().contains([lat, lon])""",
+        arg=[target.y, target.x],
+    )
     bounds = page.evaluate("Object.values(GG.maps)[0].map.getBounds().toBBoxString()")
     west, south, east, north = (float(v) for v in bounds.split(","))
-    target = ref.gdf_areas.set_index("code").geometry[grid].representative_point()
     assert west < target.x < east and south < target.y < north
     assert log.errors == [] and log.external_requests() == []
 
