@@ -16,7 +16,7 @@ How gridgov maps onto the spec:
   to a citizen app (``gridgov token issue citizen``). A position is required: this service
   does not geocode ``address_string``. ``crs`` (wgs84, gcj02, bd09) is our extension for
   phones whose map SDK gives GCJ-02 or BD-09. The report goes through the one intake path,
-  :func:`gridgov.store.report_incident`, and is dispatched at once. A request created here
+  :func:`gridgov.service.intake.report`, and is dispatched at once. A request created here
   has a ``token`` equal to its ``service_request_id``.
 - The incidents table has no columns for the spec's ``address_string``, ``media_url`` and
   attributes, so they are appended to the stored description as ``[Open311] name: value``
@@ -25,7 +25,6 @@ How gridgov maps onto the spec:
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -42,11 +41,12 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Engine
 
 from api.deps import ContextDep, EngineDep, SettingsDep
-from api.schemas import Crs, outside_district, to_wgs84_point
+from api.schemas import Crs
 from gridgov import store
 from gridgov.crs import from_wgs84
-from gridgov.dispatch import DispatchContext, Incident
-from gridgov.errors import OutsideDistrictError, UnknownMatterError
+from gridgov.dispatch import DispatchContext
+from gridgov.errors import UnknownMatterError
+from gridgov.service import intake
 from gridgov.settings import Settings
 from gridgov.store.engine import translate_errors
 from gridgov.store.models import ASSIGNMENTS, DATASETS, EVENTS, INCIDENTS, OFFICES, UNITS
@@ -525,19 +525,12 @@ def _number(form: Mapping[str, str], name: str, problems: list[tuple[str, str, s
     return value
 
 
-def _parse_filing(
-    form: Mapping[str, str], ctx: DispatchContext
-) -> tuple[float, float, str, dict[str, str]]:
-    """Check every field, then raise one error that names each bad one."""
+def _parse_filing(form: Mapping[str, str]) -> tuple[float, float, str, dict[str, str]]:
+    """Check every field, then raise one error that names each bad one (the matter and the
+    point are the intake's to check)."""
     problems: list[tuple[str, str, str]] = []
-    code = form.get("service_code", "")
-    if not code:
+    if not form.get("service_code", ""):
         problems.append(("body", "service_code", "is required (see GET services)"))
-    elif code not in ctx.catalog:
-        try:
-            ctx.catalog.get(code)
-        except UnknownMatterError as exc:
-            problems.append(("body", "service_code", str(exc)))
     lat = _number(form, "lat", problems)
     lon = _number(form, "long", problems)
     crs = form.get("crs") or "wgs84"
@@ -610,10 +603,6 @@ def _reporter(form: Mapping[str, str], credential_id: str) -> str:
     return "; ".join([*parts, f"api_key:{credential_id}"])
 
 
-def _new_id(now: datetime) -> str:
-    return f"O311-{now.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
-
-
 @router.post(
     "/requests.{format}",
     status_code=201,
@@ -631,8 +620,8 @@ def _new_id(now: datetime) -> str:
                 "application/json": {
                     "example": [
                         {
-                            "service_request_id": "O311-20261127101500-1a2b3c4d",
-                            "token": "O311-20261127101500-1a2b3c4d",
+                            "service_request_id": "O311-20261127T101500-1a2b3c4d",
+                            "token": "O311-20261127T101500-1a2b3c4d",
                             "service_notice": "Received and dispatched to 西安路综合执法中队 "
                             "(综合执法局).",
                             "account_id": None,
@@ -666,24 +655,24 @@ def create_request(
             "lat and long are required: this service cannot geocode address_string or "
             "address_id; send the problem's position (WGS84, or say crs=gcj02 or crs=bd09)",
         )
-    lon, lat, crs, attributes = _parse_filing(form, ctx)
-    wlon, wlat = to_wgs84_point(lon, lat, crs)
-    now = datetime.now(UTC)
-    incident = Incident(_new_id(now), form["service_code"], wlon, wlat, now)
+    lon, lat, crs, attributes = _parse_filing(form)
     try:
-        report = store.report_incident(
+        report = intake.report(
             engine,
             ctx,
-            incident,
+            matter_code=form["service_code"],
+            lon=lon,
+            lat=lat,
+            crs=crs,
+            id_prefix="O311",
             source=SOURCE,
-            now=now,
             reporter=_reporter(form, credential_id),
             description=_stored_description(form, attributes),
             actor=f"citizen:{credential_id}",
             role="system",
         )
-    except OutsideDistrictError:
-        raise outside_district(ctx, lon, lat, crs) from None
+    except UnknownMatterError as exc:
+        raise _invalid([("body", "service_code", str(exc))]) from None
     if report.duplicate_of is not None:
         notice = (
             f"This repeats open request {report.duplicate_of} (the same matter close by); it "
@@ -916,7 +905,7 @@ def _window(
 
 
 _REQUEST_EXAMPLE = {
-    "service_request_id": "O311-20261127101500-1a2b3c4d",
+    "service_request_id": "O311-20261127T101500-1a2b3c4d",
     "status": "open",
     "status_notes": "A unit has been dispatched.",
     "service_name": "Blocked fire lane or escape route",
@@ -935,7 +924,7 @@ _REQUEST_EXAMPLE = {
     "media_url": None,
 }
 _REQUESTS_XML = (
-    "<service_requests><request><service_request_id>O311-20261127101500-1a2b3c4d"
+    "<service_requests><request><service_request_id>O311-20261127T101500-1a2b3c4d"
     "</service_request_id><status>open</status>...</request></service_requests>"
 )
 
@@ -1026,7 +1015,7 @@ def get_request(
     ctx: ContextDep,
     settings: SettingsDep,
     _: Jurisdiction,
-    service_request_id: Annotated[str, Path(examples=["O311-20261127101500-1a2b3c4d"])],
+    service_request_id: Annotated[str, Path(examples=["O311-20261127T101500-1a2b3c4d"])],
     fmt: FormatPath,
     crs: Crs = "wgs84",
 ) -> Any:
@@ -1043,8 +1032,8 @@ def get_request(
     responses=_responses(
         [
             {
-                "service_request_id": "O311-20261127101500-1a2b3c4d",
-                "token": "O311-20261127101500-1a2b3c4d",
+                "service_request_id": "O311-20261127T101500-1a2b3c4d",
+                "token": "O311-20261127T101500-1a2b3c4d",
             }
         ],
         "<service_requests><request><service_request_id>O311-...</service_request_id>"
@@ -1054,7 +1043,7 @@ def get_request(
 def get_token(
     engine: EngineDep,
     _: Jurisdiction,
-    token: Annotated[str, Path(examples=["O311-20261127101500-1a2b3c4d"])],
+    token: Annotated[str, Path(examples=["O311-20261127T101500-1a2b3c4d"])],
     fmt: FormatPath,
 ) -> Any:
     # Requests filed here get their id as token at once; other channels' incidents have none.

@@ -8,8 +8,7 @@ import pandas as pd
 from fastapi import Query
 
 from gridgov.crs import to_wgs84
-from gridgov.dispatch import DispatchContext
-from gridgov.errors import CRSError, InputError, OutsideDistrictError
+from gridgov.errors import CRSError, InputError
 
 CrsName = Literal["wgs84", "gcj02", "bd09"]
 Crs = Annotated[
@@ -43,29 +42,6 @@ def parse_bbox(text: str, crs: str) -> tuple[float, float, float, float]:
         msg = f"bbox {text!r}: {exc}"
         raise InputError(msg) from None
     return float(xs[0]), float(ys[0]), float(xs[1]), float(ys[1])
-
-
-def outside_district(
-    ctx: DispatchContext, lon: float, lat: float, crs: str
-) -> OutsideDistrictError:
-    """The error for a point outside the district, saying so when the point would lie inside
-    had it been sent as GCJ-02: phones often send map-SDK (GCJ-02) positions labelled WGS84,
-    and the shift of a few hundred metres can carry a point across the boundary."""
-    error = OutsideDistrictError(lon, lat, crs)
-    if crs == "wgs84":
-        try:
-            x, y = to_wgs84(lon, lat, "gcj02")
-        except CRSError:
-            return error
-        try:
-            ctx.locator.locate_one(float(x[0]), float(y[0]))
-        except OutsideDistrictError:
-            return error
-        error.args = (
-            f"{error.args[0]}; it would lie inside as GCJ-02: if it comes from a Chinese "
-            "map SDK (AMap, Tencent), send crs=gcj02",
-        )
-    return error
 
 
 def plain(value: Any) -> Any:

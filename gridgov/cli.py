@@ -452,55 +452,42 @@ def dispatch_(
     (an incident is never lost), its decision printed, and the command exits 1 saying why.
     """
     from gridgov import store
-    from gridgov.crs import normalize_crs, to_wgs84
-    from gridgov.dispatch import Incident, locate_incident
+    from gridgov.service import intake
 
-    now = datetime.now(UTC)
     with _domain_errors():
-        name = normalize_crs(crs)
-        wlon, wlat = to_wgs84(lon, lat, name)
         engine = store.open_store(_url(url))
-        ctx = store.context_from_store(engine)
-        ctx.catalog.get(matter)  # an unknown code is refused before anything is stored
-        incident = Incident(
-            incident_id=incident_id or f"CLI-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+        report = intake.report(
+            engine,
+            store.context_from_store(engine),
             matter_code=matter,
-            lon=float(wlon[0]),
-            lat=float(wlat[0]),
-            reported_at=now,
+            lon=lon,
+            lat=lat,
+            crs=crs,
+            incident_id=incident_id,
+            id_prefix="CLI",
+            source="cli",
+            dry_run=dry_run,
         )
-        if dry_run:
-            try:
-                locate_incident(incident, ctx)
-            except OutsideDistrictError:
-                # Name the point as the user gave it, not only its WGS84 conversion.
-                raise OutsideDistrictError(lon, lat, name) from None
-            decision = store.decide_stored(engine, ctx, incident, now=now)
-        else:
-            try:
-                report = store.report_incident(engine, ctx, incident, source="cli", now=now)
-            except OutsideDistrictError:
-                raise OutsideDistrictError(lon, lat, name) from None
-            if report.decision is None:
-                # A duplicate (linked, rejected) or, with auto_register off, a report waiting
-                # for a dispatcher: stored either way, and not dispatched.
-                _print_json(
-                    {
-                        "incident_id": report.incident_id,
-                        "status": report.state,
-                        "reason": report.reason,
-                        "duplicate_of": report.duplicate_of,
-                    }
-                )
-                return
-            decision = report.decision
+    decision = report.decision
+    if decision is None:
+        # A duplicate (linked, rejected) or, with auto_register off, a report waiting for a
+        # dispatcher: stored either way, and not dispatched.
+        _print_json(
+            {
+                "incident_id": report.incident_id,
+                "status": report.state,
+                "reason": report.reason,
+                "duplicate_of": report.duplicate_of,
+            }
+        )
+        return
     _print_json({**decision.to_json(), "dry_run": dry_run})
     refused = decision.explanation.get("refused")
     if refused:
         what = (
             "dry run: nothing stored"
             if dry_run
-            else f"stored as {incident.incident_id}: no unit could be sent, unassigned "
+            else f"stored as {report.incident_id}: no unit could be sent, unassigned "
             "(it stays registered)"
         )
         raise _fail(f"{refused}; {what}")

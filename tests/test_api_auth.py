@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from gridgov import store
-from gridgov.dispatch import Incident
+from gridgov.service import intake
 from gridgov.store.models import CREDENTIALS
 
 STREET_A = "510106024000"  # 西安路街道
@@ -63,10 +63,15 @@ class World:
         now = datetime.now(UTC)
         incident_id = f"MX-{self.seq:05d}-{now:%H%M%S%f}"
         ctx = store.context_from_store(self.engine)
-        report = store.report_incident(
+        lon, lat = self.point_a
+        report = intake.report(
             self.engine,
             ctx,
-            Incident(incident_id, MATTER, *self.point_a, reported_at=now),
+            matter_code=MATTER,
+            lon=lon,
+            lat=lat,
+            incident_id=incident_id,
+            reported_at=now,
             check_duplicates=False,
             now=now,
         )
@@ -347,11 +352,15 @@ def test_lists_are_scoped(world: World) -> None:
     for point in (world.point_a, world.point_b):
         world.seq += 1
         incident_id = f"LS-{world.seq:05d}-{now:%H%M%S%f}"
-        store.report_incident(
+        intake.report(
             world.engine,
             ctx,
-            Incident(incident_id, MATTER, *point, reported_at=now),
-            auto_dispatch=False,
+            matter_code=MATTER,
+            lon=point[0],
+            lat=point[1],
+            incident_id=incident_id,
+            reported_at=now,
+            dispatch_now=False,
             check_duplicates=False,
         )
         ids.append(incident_id)

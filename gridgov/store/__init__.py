@@ -8,6 +8,8 @@ the incident workflow: append-only events, supervision, notices, history imports
 appointment consultations (:mod:`gridgov.store.workflow`).
 """
 
+from sqlalchemy import Connection, Engine
+
 from gridgov.store.access import (
     CREDENTIAL_COLUMNS,
     Credential,
@@ -24,17 +26,17 @@ from gridgov.store.access import (
 from gridgov.store.dispatching import (
     ASSIGNMENT_COLUMNS,
     INCIDENT_COLUMNS,
-    Report,
+    StoredIncident,
     context_from_store,
     create_incident,
     decide_stored,
+    dispatch_reported,
     dispatch_stored,
     query_incidents,
     read_assignments,
     read_dispatch,
     read_incidents,
     release_unit,
-    report_incident,
     set_unit_status,
     travel_from_store,
     update_unit_position,
@@ -49,6 +51,7 @@ from gridgov.store.engine import (
     open_store,
     schema_diff,
 )
+from gridgov.store.journal import SYSTEM_ACTOR
 from gridgov.store.repository import (
     export_geopackage,
     is_export,
@@ -91,10 +94,13 @@ __all__ = [
     "CREDENTIAL_COLUMNS",
     "INCIDENT_COLUMNS",
     "NOTICE_COLUMNS",
+    "SYSTEM_ACTOR",
     "Backend",
+    "Connection",
     "Credential",
+    "Engine",
     "Replay",
-    "Report",
+    "StoredIncident",
     "apply_action",
     "begin_write",
     "check_head_move",
@@ -104,6 +110,7 @@ __all__ = [
     "create_incident",
     "decide_stored",
     "detect_backend",
+    "dispatch_reported",
     "dispatch_stored",
     "export_geopackage",
     "finish_idempotency",
@@ -142,7 +149,6 @@ __all__ = [
     "record_street_opinion",
     "release_idempotency",
     "release_unit",
-    "report_incident",
     "resolve_credential",
     "revoke_credential",
     "schema_diff",

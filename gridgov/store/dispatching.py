@@ -61,7 +61,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import NullType
 
 from gridgov import dispatch
-from gridgov.catalog import Catalog, load_catalog
+from gridgov.catalog import Catalog, Matter, load_catalog
 from gridgov.crs import from_wgs84
 from gridgov.errors import (
     InputError,
@@ -342,7 +342,8 @@ def create_incident(
     reporter: str | None = None,
     description: str | None = None,
     check_duplicates: bool = True,
-) -> str:
+    matter: Matter | None = None,
+) -> StoredIncident:
     """Store a new incident with its first events, in its own transaction, so it is never lost.
 
     The ``report`` event is dated ``reported_at``. Then, in the same transaction: a report of
@@ -372,11 +373,15 @@ def create_incident(
     check_duplicates
         False when the caller knows the report is a distinct incident (a dispatcher entering
         one by hand).
+    matter
+        The incident's catalogue entry, when the caller has read it already (the intake
+        does): its priority is stored as given. When None the stored catalogue is read.
 
     Returns
     -------
-    str
-        The incident id (of the duplicate too: it is stored, linked and rejected).
+    StoredIncident
+        The incident id (of the duplicate too: it is stored, linked and rejected) and the
+        state it was stored in.
 
     Raises
     ------
@@ -394,11 +399,14 @@ def create_incident(
         reporter=reporter,
         description=description,
         check_duplicates=check_duplicates,
-    ).incident_id
+        matter=matter,
+    )
 
 
 @dataclass(frozen=True)
-class _Stored:
+class StoredIncident:
+    """A report as :func:`create_incident` stored it: its state, and why when rejected."""
+
     incident_id: str
     state: str
     reason: str | None = None
@@ -415,7 +423,8 @@ def _store_report(
     reporter: str | None,
     description: str | None,
     check_duplicates: bool,
-) -> _Stored:
+    matter: Matter | None,
+) -> StoredIncident:
     """:func:`create_incident`'s work; returns the state the report ended in."""
     _check_incident(incident)
     now = _aware(now or datetime.now(UTC), "now")
@@ -451,10 +460,13 @@ def _store_report(
     with translate_errors(engine):
         try:
             with begin_write(engine) as connection:
-                matters = dict(connection.execute(_MATTERS).all())
-                if matters and incident.matter_code not in matters:
-                    raise UnknownMatterError(incident.matter_code)
-                row["priority"] = matters.get(incident.matter_code)
+                if matter is not None:
+                    row["priority"] = matter.priority
+                else:
+                    matters = dict(connection.execute(_MATTERS).all())
+                    if matters and incident.matter_code not in matters:
+                        raise UnknownMatterError(incident.matter_code)
+                    row["priority"] = matters.get(incident.matter_code)
                 master = (
                     _find_duplicate(connection, incident, reported_at) if check_duplicates else None
                 )
@@ -463,7 +475,7 @@ def _store_report(
                     raise _exists_already(incident.incident_id)
                 row["duplicate_of"] = None if master is None else master[0]
                 events = [report]
-                outcome = _Stored(incident.incident_id, str(State.REPORTED))
+                outcome = StoredIncident(incident.incident_id, str(State.REPORTED))
                 if master is not None:
                     master_id, distance_m = master
                     rejected = build_event(
@@ -484,7 +496,7 @@ def _store_report(
                         },
                     )
                     events.append(rejected)
-                    outcome = _Stored(
+                    outcome = StoredIncident(
                         incident.incident_id, str(State.REJECTED), rejected.reason, master_id
                     )
                 elif settings.auto_register:
@@ -493,7 +505,7 @@ def _store_report(
                             report, incident.incident_id, Action.REGISTER, at=now, clamp=True
                         )
                     )
-                    outcome = _Stored(incident.incident_id, str(State.REGISTERED))
+                    outcome = StoredIncident(incident.incident_id, str(State.REGISTERED))
                 # The incident is new (its id is the primary key: a second insert fails with
                 # IntegrityError, reported below), so its first events need no reading back:
                 # it is inserted in its final state, then its events at once.
@@ -506,68 +518,25 @@ def _store_report(
     return outcome
 
 
-@dataclass(frozen=True)
-class Report:
-    """What became of a report: its state, and the dispatch decision when it was dispatched."""
-
-    incident_id: str
-    state: str
-    placement: dispatch.Placement
-    decision: dispatch.Decision | None = None
-    duplicate_of: str | None = None
-    reason: str | None = None
-
-
-def report_incident(
+def dispatch_reported(
     engine: Engine,
     ctx: dispatch.DispatchContext,
     incident: dispatch.Incident,
+    placement: dispatch.Placement,
+    matter: Matter,
     *,
-    auto_dispatch: bool = True,
-    source: str | None = None,
-    now: datetime | None = None,
-    reporter: str | None = None,
-    description: str | None = None,
-    check_duplicates: bool = True,
+    now: datetime,
     actor: str = SYSTEM_ACTOR,
     role: Role | str = Role.SYSTEM,
-) -> Report:
-    """Take a report in: check it, store it with its first events, and dispatch it.
+) -> dispatch.Decision:
+    """Dispatch an incident :func:`create_incident` has just registered, and commit it.
 
-    This is the one intake path (CLI, API and Open311 all use it). The matter and the point
-    are checked before anything is stored (unknown matter, outside the district), then
-    :func:`create_incident` stores it. A registered report is dispatched at once unless
-    ``auto_dispatch`` is off; a duplicate, or a report waiting to be registered, is not.
-
-    Raises
-    ------
-    UnknownMatterError, OutsideDistrictError, InputError
-        Nothing was stored.
+    :func:`dispatch_stored` without reading the incident back: the caller (the intake) has
+    its point, placement and matter already, and a brand-new incident has no return events,
+    so no office is left out.
     """
-    now = _aware(now or datetime.now(UTC), "now")
-    ctx.catalog.get(incident.matter_code)
-    placement = dispatch.locate_incident(incident, ctx)
-    stored = _store_report(
-        engine,
-        incident,
-        placement,
-        source=source,
-        now=now,
-        reporter=reporter,
-        description=description,
-        check_duplicates=check_duplicates,
-    )
-    if stored.state != PENDING or not auto_dispatch:
-        return Report(
-            incident.incident_id,
-            stored.state,
-            placement,
-            None,
-            stored.duplicate_of,
-            stored.reason,
-        )
-    # What dispatch_stored would read back: the incident as stored (UTC time, float point);
-    # a brand-new incident has no return events, so no office is left out.
+    now = _aware(now, "now")
+    # What dispatch_stored would read back: the incident as stored (UTC time, float point).
     stored_incident = dispatch.Incident(
         incident_id=incident.incident_id,
         matter_code=incident.matter_code,
@@ -575,7 +544,7 @@ def report_incident(
         lat=float(incident.lat),
         reported_at=incident.reported_at.astimezone(UTC),
     )
-    decision = _dispatch_attempts(
+    return _dispatch_attempts(
         engine,
         ctx,
         stored_incident,
@@ -587,9 +556,8 @@ def report_incident(
         actor=actor,
         role=role,
         placement=placement,
+        matter=matter,
     )
-    state = DISPATCHED if decision.assignments else PENDING
-    return Report(incident.incident_id, state, placement, decision, None, None)
 
 
 def _exists_already(incident_id: str) -> InputError:
@@ -1062,12 +1030,14 @@ def _decide(
     routes: bool,
     allow_preemption: bool,
     placement: dispatch.Placement | None = None,
+    matter: Matter | None = None,
 ) -> dispatch.Decision:
     """Snapshot the units and let the pure dispatcher decide (nothing is locked here).
 
-    ``placement`` is the incident's, when the caller has located it already.
+    ``placement`` and ``matter`` are the incident's, when the caller has read them already.
     """
-    matter = ctx.catalog.get(incident.matter_code)
+    if matter is None:
+        matter = ctx.catalog.get(incident.matter_code)
     kinds = [str(k) for k in matter.required_kinds]
     with_busy = allow_preemption and matter.priority == 1
     pool = _snapshot_pool(engine, ctx, kinds, with_busy, now)
@@ -1090,17 +1060,21 @@ def _decide(
         # The point is known and inside the district, but the road network cannot serve it
         # (farther than max_snap_m from the roads its units drive on). That is an answer, not
         # a lost incident: recorded as unassigned, with the reason, for a human to handle.
-        return _refused(incident, ctx, matter, str(exc))
+        return _refused(incident, ctx, matter, placement, str(exc))
 
 
 def _refused(
-    incident: dispatch.Incident, ctx: dispatch.DispatchContext, matter: Any, reason: str
+    incident: dispatch.Incident,
+    ctx: dispatch.DispatchContext,
+    matter: Matter,
+    placement: dispatch.Placement,
+    reason: str,
 ) -> dispatch.Decision:
     return dispatch.Decision(
         incident=incident,
         matter_code=matter.code,
         priority=matter.priority,
-        placement=dispatch.locate_incident(incident, ctx),
+        placement=placement,
         assignments=(),
         unfilled=tuple(matter.required_kinds),
         level=None,
@@ -1120,6 +1094,8 @@ def decide_stored(
     now: datetime,
     routes: bool = True,
     allow_preemption: bool = True,
+    placement: dispatch.Placement | None = None,
+    matter: Matter | None = None,
 ) -> dispatch.Decision:
     """What :func:`dispatch_stored` would decide for ``incident`` now: a dry run.
 
@@ -1136,6 +1112,8 @@ def decide_stored(
         exclude=frozenset(),
         routes=routes,
         allow_preemption=allow_preemption,
+        placement=placement,
+        matter=matter,
     )
 
 
@@ -1237,6 +1215,7 @@ def _dispatch_attempts(
     actor: str,
     role: Role | str,
     placement: dispatch.Placement | None = None,
+    matter: Matter | None = None,
 ) -> dispatch.Decision:
     """:func:`dispatch_stored`'s decide-and-commit rounds, for an incident known registered."""
     incident_id = incident.incident_id
@@ -1254,6 +1233,7 @@ def _dispatch_attempts(
             routes=routes,
             allow_preemption=allow_preemption,
             placement=placement,
+            matter=matter,
         )
         try:
             _commit(engine, decision, now, attempts, actor=actor, role=role)
@@ -1323,20 +1303,18 @@ def _decide_without_returned(
     routes: bool,
     allow_preemption: bool,
     placement: dispatch.Placement | None = None,
+    matter: Matter | None = None,
 ) -> dispatch.Decision:
     """Decide with the returning offices' units left out, unless a kind then finds nobody."""
+    kwargs: dict[str, Any] = {
+        "now": now,
+        "routes": routes,
+        "allow_preemption": allow_preemption,
+        "placement": placement,
+        "matter": matter,
+    }
     if not returned.offices:
-        return _decide(
-            engine,
-            ctx,
-            incident,
-            now=now,
-            exclude=exclude,
-            routes=routes,
-            allow_preemption=allow_preemption,
-            placement=placement,
-        )
-    kwargs: dict[str, Any] = {"now": now, "routes": routes, "allow_preemption": allow_preemption}
+        return _decide(engine, ctx, incident, exclude=exclude, **kwargs)
     decision = _decide(engine, ctx, incident, exclude=exclude | set(returned.units), **kwargs)
     unfilled = {str(k) for k in decision.unfilled}
     readmitted = sorted({k for k in returned.units.values() if k in unfilled})
@@ -1994,9 +1972,11 @@ __all__ = [
     "ASSIGNMENT_COLUMNS",
     "DISPATCHABLE",
     "INCIDENT_COLUMNS",
+    "StoredIncident",
     "context_from_store",
     "create_incident",
     "decide_stored",
+    "dispatch_reported",
     "dispatch_stored",
     "read_assignments",
     "read_dispatch",
