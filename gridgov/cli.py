@@ -763,13 +763,14 @@ def act(
     dispatched again at once (a returning office is passed over unless no other can take it).
     """
     from gridgov import store
-    from gridgov.workflow import Action
+    from gridgov.service import actions
 
     with _domain_errors():
         when = _parse_instant(at, "--at")
         engine = store.open_store(_url(url))
-        event = store.apply_action(
+        result = actions.act(
             engine,
+            None,
             incident_id,
             action,
             at=when,
@@ -778,16 +779,15 @@ def act(
             reason=reason,
             satisfaction=satisfaction,
         )
-        out.print(
-            f"{incident_id}: {event.from_state} -> {event.to_state} ({event.action}, "
-            f"event {event.seq})",
-            highlight=False,
-        )
-        if event.action in (Action.RETURN, Action.REOPEN):
-            ctx = store.context_from_store(engine)
-            decision = store.dispatch_stored(engine, ctx, incident_id, now=when)
-            units = ", ".join(a.unit_id for a in decision.assignments) or "none"
-            out.print(f"dispatched again: {decision.status}; units {units}", highlight=False)
+    event = result.event
+    out.print(
+        f"{incident_id}: {event.from_state} -> {event.to_state} ({event.action}, "
+        f"event {event.seq})",
+        highlight=False,
+    )
+    if result.decision is not None:
+        units = ", ".join(a.unit_id for a in result.decision.assignments) or "none"
+        out.print(f"dispatched again: {result.decision.status}; units {units}", highlight=False)
 
 
 @app.command()

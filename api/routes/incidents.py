@@ -18,7 +18,7 @@ from api.deps import ContextDep, EngineDep, SettingsDep
 from api.schemas import CrsName, parse_bbox, plain
 from gridgov import store
 from gridgov.errors import InputError, NotFoundError
-from gridgov.service import intake
+from gridgov.service import actions, intake
 from gridgov.workflow import ALLOWED_ROLES, Action, Role, Satisfaction, State
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -414,12 +414,12 @@ def act(
         active = store.read_assignments(engine, incident_id=incident_id, active=True)
         if unit_id not in set(active["unit_id"]):
             raise HTTPException(403, f"unit {unit_id} is not assigned to incident {incident_id}")
-    now = datetime.now(UTC)
-    event = store.apply_action(
+    result = actions.act(
         engine,
+        ctx,
         incident_id,
         act_,
-        at=now,
+        at=datetime.now(UTC),
         actor=principal.actor,
         role=role,
         reason=body.reason,
@@ -427,15 +427,11 @@ def act(
         unit_id=unit_id,
         data=data or None,
     )
-    decision = None
-    if event.action in (Action.RETURN, Action.REOPEN):
-        decision = store.dispatch_stored(engine, ctx, incident_id, now=now).to_json()
-    status = decision and ("dispatched" if decision["assignments"] else "registered")
     return {
         "incident_id": incident_id,
-        "status": status or str(event.to_state),
-        "event": event.to_row(),
-        "dispatch": decision,
+        "status": result.state,
+        "event": result.event.to_row(),
+        "dispatch": None if result.decision is None else result.decision.to_json(),
     }
 
 

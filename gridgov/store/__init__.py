@@ -32,6 +32,7 @@ from gridgov.store.dispatching import (
     decide_stored,
     dispatch_reported,
     dispatch_stored,
+    dispatch_within,
     query_incidents,
     read_assignments,
     read_dispatch,
@@ -50,6 +51,7 @@ from gridgov.store.engine import (
     is_initialised,
     open_store,
     schema_diff,
+    write_transaction,
 )
 from gridgov.store.journal import SYSTEM_ACTOR
 from gridgov.store.repository import (
@@ -83,6 +85,7 @@ from gridgov.store.workflow import (
     read_consultations,
     read_events,
     read_notices,
+    record_action,
     record_consultation,
     record_street_opinion,
     supervise_stored,
@@ -112,6 +115,7 @@ __all__ = [
     "detect_backend",
     "dispatch_reported",
     "dispatch_stored",
+    "dispatch_within",
     "export_geopackage",
     "finish_idempotency",
     "import_history",
@@ -145,6 +149,7 @@ __all__ = [
     "read_offices",
     "read_roads",
     "read_units",
+    "record_action",
     "record_consultation",
     "record_street_opinion",
     "release_idempotency",
@@ -158,4 +163,5 @@ __all__ = [
     "travel_from_store",
     "units_within",
     "update_unit_position",
+    "write_transaction",
 ]

@@ -73,7 +73,7 @@ from gridgov.errors import (
 from gridgov.model import UnitStatus
 from gridgov.network import SPEEDS_KMH, StraightLine, TravelModel, build_network
 from gridgov.settings import get_settings
-from gridgov.store.engine import begin_write, translate_errors
+from gridgov.store.engine import RETRY_SQLSTATES, begin_write, translate_errors
 from gridgov.store.journal import SYSTEM_ACTOR, append_event, build_event, insert_events
 from gridgov.store.models import (
     ASSIGNMENTS,
@@ -140,8 +140,6 @@ ASSIGNMENT_COLUMNS = (
     "release_reason",
 )
 _WGS84 = "EPSG:4326"
-# PostgreSQL's "try again" answers: serialization failure and deadlock detected.
-_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 _MAX_ID_LENGTH = 64
 #: Rounds of decide-and-commit before a dispatch gives up (dispatch_stored's default).
 _MAX_ATTEMPTS = 20
@@ -895,6 +893,7 @@ def _snapshot_pool(
     kinds: Sequence[str],
     with_busy: bool,
     now: datetime,
+    within: Connection | None = None,
 ) -> Any:
     """The units dispatch may use, as the dispatcher's pool of arrays.
 
@@ -905,13 +904,21 @@ def _snapshot_pool(
     """
     stmt = _snapshot_statement(kinds, with_busy)
     for _ in range(_SNAPSHOT_ROUNDS):
-        # One connection (one pool checkout) for everything this attempt reads.
-        with translate_errors(engine), engine.connect() as connection:
-            rows = connection.execute(stmt).all()
+        if within is not None:
+            # Inside the caller's write transaction: it sees the units that transaction freed.
+            rows = within.execute(stmt).all()
             if not rows:
-                return _pool(ctx, None, [], now, connection.dialect)
-            statics = _unit_statics(engine, connection, rows[0].version)
-            dialect = connection.dialect
+                return _pool(ctx, None, [], now, within.dialect)
+            statics = _unit_statics(engine, within, rows[0].version)
+            dialect = within.dialect
+        else:
+            # One connection (one pool checkout) for everything this attempt reads.
+            with translate_errors(engine), engine.connect() as connection:
+                rows = connection.execute(stmt).all()
+                if not rows:
+                    return _pool(ctx, None, [], now, connection.dialect)
+                statics = _unit_statics(engine, connection, rows[0].version)
+                dialect = connection.dialect
         if statics is None:
             continue
         try:
@@ -1031,16 +1038,18 @@ def _decide(
     allow_preemption: bool,
     placement: dispatch.Placement | None = None,
     matter: Matter | None = None,
+    within: Connection | None = None,
 ) -> dispatch.Decision:
     """Snapshot the units and let the pure dispatcher decide (nothing is locked here).
 
-    ``placement`` and ``matter`` are the incident's, when the caller has read them already.
+    ``placement`` and ``matter`` are the incident's, when the caller has read them already;
+    ``within`` is the caller's write transaction, when the snapshot must see its changes.
     """
     if matter is None:
         matter = ctx.catalog.get(incident.matter_code)
     kinds = [str(k) for k in matter.required_kinds]
     with_busy = allow_preemption and matter.priority == 1
-    pool = _snapshot_pool(engine, ctx, kinds, with_busy, now)
+    pool = _snapshot_pool(engine, ctx, kinds, with_busy, now, within)
     if placement is None:
         placement = dispatch.locate_incident(incident, ctx)
     try:
@@ -1202,6 +1211,64 @@ def dispatch_stored(
     )
 
 
+def dispatch_within(
+    connection: Connection,
+    ctx: dispatch.DispatchContext,
+    incident_id: str,
+    *,
+    now: datetime,
+    max_attempts: int = _MAX_ATTEMPTS,
+    actor: str = SYSTEM_ACTOR,
+    role: Role | str = Role.SYSTEM,
+) -> dispatch.Decision:
+    """:func:`dispatch_stored` inside the caller's write transaction.
+
+    The units are read on that transaction, so they include the ones it has just freed (the
+    units of a returned incident), and the decision commits with whatever else the
+    transaction writes, or not at all. Units another dispatcher holds are left out and the
+    decision made again, as in :func:`dispatch_stored`.
+
+    Raises
+    ------
+    NotFoundError, InputError, OutsideDistrictError, UnknownMatterError, StoreError
+        As :func:`dispatch_stored`; the caller's transaction then rolls back.
+    """
+    now = _aware(now, "now")
+    engine = connection.engine
+    row = _read_incident_row(connection, incident_id)
+    if row.status not in DISPATCHABLE:
+        raise _not_dispatchable(incident_id, row.status)
+    incident = _incident_from_row(row)
+    returned = _returned_units(connection, incident_id)
+    attempts = _Attempts()
+    excluded: set[str] = set()
+    while attempts.count < max_attempts:
+        attempts.count += 1
+        decision = _decide_without_returned(
+            engine,
+            ctx,
+            incident,
+            returned,
+            now=now,
+            exclude=frozenset(excluded),
+            routes=True,
+            allow_preemption=True,
+            within=connection,
+        )
+        try:
+            _commit_within(connection, decision, now, attempts, actor=actor, role=role)
+        except _UnitsTaken as taken:
+            attempts.taken.extend(taken.unit_ids)
+            excluded.update(taken.unit_ids)
+            continue
+        return decision
+    msg = (
+        f"incident {incident_id!r} was not dispatched after {attempts.count} attempt(s): "
+        f"its units kept being taken by other dispatchers ({', '.join(attempts.taken)})"
+    )
+    raise StoreError(msg)
+
+
 def _dispatch_attempts(
     engine: Engine,
     ctx: dispatch.DispatchContext,
@@ -1246,7 +1313,7 @@ def _dispatch_attempts(
             raise StoreError(msg) from exc
         except DBAPIError as exc:
             sqlstate = getattr(exc.orig, "sqlstate", None)
-            if sqlstate in _RETRY_SQLSTATES:
+            if sqlstate in RETRY_SQLSTATES:
                 # PostgreSQL gave up on this transaction (deadlock, serialisation): try again.
                 attempts.retried_errors.append(str(sqlstate))
                 continue
@@ -1304,6 +1371,7 @@ def _decide_without_returned(
     allow_preemption: bool,
     placement: dispatch.Placement | None = None,
     matter: Matter | None = None,
+    within: Connection | None = None,
 ) -> dispatch.Decision:
     """Decide with the returning offices' units left out, unless a kind then finds nobody."""
     kwargs: dict[str, Any] = {
@@ -1312,6 +1380,7 @@ def _decide_without_returned(
         "allow_preemption": allow_preemption,
         "placement": placement,
         "matter": matter,
+        "within": within,
     }
     if not returned.offices:
         return _decide(engine, ctx, incident, exclude=exclude, **kwargs)
@@ -1351,44 +1420,58 @@ def _commit(
     role: Role | str = Role.SYSTEM,
 ) -> None:
     """Lock, re-check and write one decision in ONE transaction (or raise and write nothing)."""
+    with begin_write(engine) as connection:
+        _commit_within(connection, decision, now, attempts, actor=actor, role=role)
+
+
+def _commit_within(
+    connection: Connection,
+    decision: dispatch.Decision,
+    now: datetime,
+    attempts: _Attempts,
+    *,
+    actor: str,
+    role: Role | str,
+) -> None:
+    """:func:`_commit` inside the caller's transaction: every check comes before any write, so
+    a :class:`_UnitsTaken` leaves the transaction as it was."""
     incident_id = decision.incident.incident_id
     preempted = sorted({a.preempts for a in decision.assignments if a.preempts is not None})
-    with begin_write(engine) as connection:
-        # Incidents first, then units, each in id order: every writer takes locks in the same
-        # order, so two of them can wait for each other but never deadlock.
-        statuses = _lock_incidents(connection, [incident_id, *preempted])
-        if statuses.get(incident_id) not in DISPATCHABLE:
-            raise _not_dispatchable(incident_id, statuses.get(incident_id, "missing"))
-        gone, offices = _lock_units(connection, decision, statuses)
-        if gone:
-            raise _UnitsTaken(gone)
-        requeued = [_requeue(connection, x, incident_id, decision, now) for x in preempted]
-        chosen = [a.unit_id for a in decision.assignments]
-        if chosen:
-            connection.execute(_SET_BUSY, {"ids": chosen, "b_busy": incident_id})
-        dispatch_id = _insert_dispatch(connection, decision, now, attempts, requeued)
-        _insert_assignments(connection, decision, dispatch_id, now)
-        placement = decision.placement
-        values = {
-            "priority": decision.priority,
-            "street_code": placement.street_code,
-            "community_code": placement.community_code,
-            "grid_code": placement.grid_code,
-            "microgrid_code": placement.microgrid_code,
-        }
-        if chosen:
-            # The street's call: the clocks of the response start here. A decision that found
-            # nobody is recorded (dispatch row) but calls no one, so the incident stays queued.
-            # The placement goes into the same UPDATE as the status.
-            _record_dispatch(
-                connection, decision, dispatch_id, now, offices, values, actor=actor, role=role
-            )
-        else:
-            connection.execute(
-                update(INCIDENTS)
-                .where(INCIDENTS.c.incident_id == incident_id)
-                .values(**values, updated_at=now)
-            )
+    # Incidents first, then units, each in id order: every writer takes locks in the same
+    # order, so two of them can wait for each other but never deadlock.
+    statuses = _lock_incidents(connection, [incident_id, *preempted])
+    if statuses.get(incident_id) not in DISPATCHABLE:
+        raise _not_dispatchable(incident_id, statuses.get(incident_id, "missing"))
+    gone, offices = _lock_units(connection, decision, statuses)
+    if gone:
+        raise _UnitsTaken(gone)
+    requeued = [_requeue(connection, x, incident_id, decision, now) for x in preempted]
+    chosen = [a.unit_id for a in decision.assignments]
+    if chosen:
+        connection.execute(_SET_BUSY, {"ids": chosen, "b_busy": incident_id})
+    dispatch_id = _insert_dispatch(connection, decision, now, attempts, requeued)
+    _insert_assignments(connection, decision, dispatch_id, now)
+    placement = decision.placement
+    values = {
+        "priority": decision.priority,
+        "street_code": placement.street_code,
+        "community_code": placement.community_code,
+        "grid_code": placement.grid_code,
+        "microgrid_code": placement.microgrid_code,
+    }
+    if chosen:
+        # The street's call: the clocks of the response start here. A decision that found
+        # nobody is recorded (dispatch row) but calls no one, so the incident stays queued.
+        # The placement goes into the same UPDATE as the status.
+        _record_dispatch(
+            connection, decision, dispatch_id, now, offices, values, actor=actor, role=role
+        )
+    else:
+        connection.execute(
+            update(INCIDENTS)
+            .where(INCIDENTS.c.incident_id == incident_id)
+            .values(**values, updated_at=now)
+        )
 
 
 def _record_dispatch(
@@ -1978,6 +2061,7 @@ __all__ = [
     "decide_stored",
     "dispatch_reported",
     "dispatch_stored",
+    "dispatch_within",
     "read_assignments",
     "read_dispatch",
     "read_incidents",

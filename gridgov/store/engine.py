@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -18,6 +18,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store.models import Base, GeometryType
+
+T = TypeVar("T")
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -89,6 +91,32 @@ def begin_write(engine: Engine) -> Iterator[Connection]:
     """
     with engine.execution_options(**{_WRITE_OPTION: True}).begin() as connection:
         yield connection
+
+
+#: PostgreSQL's "try again" answers: serialization failure and deadlock detected.
+RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+#: Times :func:`write_transaction` runs its work before giving up on such answers.
+_WRITE_ROUNDS = 5
+
+
+def write_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` in one write transaction (:func:`begin_write`) and return its result.
+
+    Everything ``work`` writes commits together, or nothing does. When PostgreSQL gives the
+    transaction up (a deadlock or a serialisation failure) the whole of ``work`` runs again
+    in a new transaction, a few times at most.
+    """
+    for round_ in range(1, _WRITE_ROUNDS + 1):
+        try:
+            with translate_errors(engine), begin_write(engine) as connection:
+                return work(connection)
+        except DBAPIError as exc:
+            if (
+                getattr(exc.orig, "sqlstate", None) not in RETRY_SQLSTATES
+                or round_ == _WRITE_ROUNDS
+            ):
+                raise
+    raise AssertionError  # pragma: no cover - the loop returns or raises
 
 
 def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:

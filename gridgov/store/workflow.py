@@ -85,6 +85,7 @@ __all__ = [
     "read_consultations",
     "read_events",
     "read_notices",
+    "record_action",
     "record_consultation",
     "record_street_opinion",
     "supervise_stored",
@@ -319,15 +320,63 @@ def apply_action(
 ) -> Event:
     """Take one workflow action on a stored incident, with its side effects, atomically.
 
-    The incident row is locked (``FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` serialises
-    writers on SQLite), its latest event read, the next one validated by
-    :func:`gridgov.workflow.next_event` and inserted, and ``incidents.status`` set, all with the
-    side effects listed in the module docstring, in one transaction.
+    :func:`record_action` in a transaction of its own. The incident row is locked (``FOR
+    UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` serialises writers on SQLite), its latest event
+    read, the next one validated by :func:`gridgov.workflow.next_event` and inserted, and
+    ``incidents.status`` set, all with the side effects listed in the module docstring, in one
+    transaction. (:func:`gridgov.service.actions.act` adds the dispatch again after a return or
+    reopen, in the same transaction.)
+
+    Returns
+    -------
+    gridgov.workflow.Event
+        The recorded event.
+    """
+    with translate_errors(engine), begin_write(engine) as connection:
+        return record_action(
+            connection,
+            incident_id,
+            action,
+            at=at,
+            actor=actor,
+            role=role,
+            reason=reason,
+            satisfaction=satisfaction,
+            unit_id=unit_id,
+            data=data,
+            office_id=office_id,
+            level=level,
+            stage=stage,
+        )
+
+
+def record_action(
+    connection: Connection,
+    incident_id: str,
+    action: Action | str,
+    *,
+    at: datetime,
+    actor: str,
+    role: Role | str,
+    reason: str | None = None,
+    satisfaction: Satisfaction | str | None = None,
+    unit_id: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    office_id: str | None = None,
+    level: str | None = None,
+    stage: str | None = None,
+) -> Event:
+    """Take one workflow action on a stored incident, with its side effects, inside the caller's
+    write transaction (:func:`gridgov.store.write_transaction`).
+
+    The incident row is locked, its latest event read, the next one validated by
+    :func:`gridgov.workflow.next_event` and inserted, and ``incidents.status`` set, with the
+    side effects listed in the module docstring.
 
     Parameters
     ----------
-    engine
-        The store.
+    connection
+        The write transaction.
     incident_id
         The incident.
     action
@@ -379,37 +428,36 @@ def apply_action(
     payload = dict(data or {})
     if unit_id is not None:
         payload.setdefault("unit_id", unit_id)
-    with translate_errors(engine), begin_write(engine) as connection:
-        incident = _lock_incident(connection, incident_id)
-        last = read_last_event(connection, incident_id)
-        if office_id is None and unit_id is not None:
-            office_id = _unit_office(connection, unit_id)
-        if office_id is None and act in _DEPARTMENT_ACTIONS:
-            office_id = _latest_dispatch_office(connection, incident_id)
-        event = append_event(
-            connection,
-            incident_id,
-            action,
-            at=at,
-            actor=actor,
-            role=role,
-            last=last,
-            reason=reason,
-            office_id=office_id,
-            level=level,
-            stage=stage,
-            satisfaction=satisfaction,
-            data=payload,
-        )
-        if event.action is Action.REJECT and payload.get("category") == "duplicate":
-            _link_duplicate(connection, incident_id, str(payload["duplicate_of"]))
-        if event.action in _RELEASING:
-            why = f"{event.action}: {event.reason}" if event.reason else str(event.action)
-            _free_units(connection, incident_id, event.at, why)
-        if event.action in _OUTCOMES:
-            _outcome_notices(connection, event)
-        if event.action is Action.SUPERVISE:
-            _supervision_notice(connection, event, incident.matter_code)
+    incident = _lock_incident(connection, incident_id)
+    last = read_last_event(connection, incident_id)
+    if office_id is None and unit_id is not None:
+        office_id = _unit_office(connection, unit_id)
+    if office_id is None and act in _DEPARTMENT_ACTIONS:
+        office_id = _latest_dispatch_office(connection, incident_id)
+    event = append_event(
+        connection,
+        incident_id,
+        action,
+        at=at,
+        actor=actor,
+        role=role,
+        last=last,
+        reason=reason,
+        office_id=office_id,
+        level=level,
+        stage=stage,
+        satisfaction=satisfaction,
+        data=payload,
+    )
+    if event.action is Action.REJECT and payload.get("category") == "duplicate":
+        _link_duplicate(connection, incident_id, str(payload["duplicate_of"]))
+    if event.action in _RELEASING:
+        why = f"{event.action}: {event.reason}" if event.reason else str(event.action)
+        _free_units(connection, incident_id, event.at, why)
+    if event.action in _OUTCOMES:
+        _outcome_notices(connection, event)
+    if event.action is Action.SUPERVISE:
+        _supervision_notice(connection, event, incident.matter_code)
     return event
 
 
