@@ -25,6 +25,7 @@ from gridgov.errors import (
     AssessmentWeightError,
     ConsultationError,
     CRSError,
+    ForbiddenError,
     GridgovError,
     InputError,
     InvalidTransitionError,
@@ -40,6 +41,7 @@ log = logging.getLogger("gridgov.api")
 #: come before their bases.
 ERROR_MAP: Sequence[tuple[type[GridgovError], int, str]] = (
     (NotFoundError, 404, "not_found"),
+    (ForbiddenError, 403, "forbidden"),
     (InvalidTransitionError, 409, "invalid_transition"),
     (OutsideDistrictError, 422, "outside_district"),
     (UnknownMatterError, 422, "unknown_matter"),

@@ -62,6 +62,11 @@ class NotFoundError(GridgovError):
     """A requested record does not exist."""
 
 
+class ForbiddenError(GridgovError):
+    """The caller's role or scope does not allow this (a report outside its street or grid,
+    a role that reads no incidents). Nothing was changed."""
+
+
 class InvalidTransitionError(InputError):
     """A workflow action that the incident's state does not allow (or a role that may not take it).
 
