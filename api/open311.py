@@ -47,6 +47,7 @@ from gridgov.crs import from_wgs84
 from gridgov.dispatch import DispatchContext
 from gridgov.errors import UnknownMatterError
 from gridgov.service import intake
+from gridgov.service.scope import scope_for
 from gridgov.settings import Settings
 from gridgov.store.engine import translate_errors
 from gridgov.store.models import ASSIGNMENTS, DATASETS, EVENTS, INCIDENTS, OFFICES, UNITS
@@ -504,14 +505,14 @@ async def read_form(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(read_form)]
 
 
-def _citizen(engine: Engine, api_key: str | None) -> str:
-    """The credential id of a live citizen API key (403 otherwise)."""
+def _citizen(engine: Engine, api_key: str | None) -> store.Credential:
+    """The credential of a live citizen API key (403 otherwise)."""
     if not api_key:
         raise HTTPException(403, "api_key is required to file a request")
     credential = store.resolve_credential(engine, api_key)
     if credential is None or credential.kind != "api_key" or credential.role != "citizen":
         raise HTTPException(403, "api_key is unknown, revoked or expired")
-    return credential.credential_id
+    return credential
 
 
 def _number(form: Mapping[str, str], name: str, problems: list[tuple[str, str, str]]) -> float:
@@ -645,7 +646,8 @@ def create_request(
     form: Form,
     fmt: FormatPath,
 ) -> Any:
-    credential_id = _citizen(engine, form.get("api_key"))
+    citizen = _citizen(engine, form.get("api_key"))
+    credential_id = citizen.credential_id
     _check_jurisdiction(
         ctx, settings, form.get("jurisdiction_id") or request.query_params.get("jurisdiction_id")
     )
@@ -668,6 +670,7 @@ def create_request(
             source=SOURCE,
             reporter=_reporter(form, credential_id),
             description=_stored_description(form, attributes),
+            scope=scope_for(citizen),
             actor=f"citizen:{credential_id}",
             role="system",
         )

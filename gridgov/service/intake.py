@@ -20,22 +20,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from gridgov import dispatch, store
 from gridgov.catalog import Matter
 from gridgov.crs import normalize_crs, to_wgs84
 from gridgov.errors import CRSError, InputError, OutsideDistrictError
 from gridgov.service.clock import sent_time
+from gridgov.service.scope import Scope
 from gridgov.store import SYSTEM_ACTOR, Engine
 from gridgov.workflow import Role, State
-
-
-class ReportScope(Protocol):
-    """What intake asks of a caller's scope (:class:`gridgov.service.scope.Scope`)."""
-
-    def check_report(self, street_code: str | None, grid_code: str | None) -> None:
-        """Raise ForbiddenError when the caller may not report at this place."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +103,7 @@ def report(
     description: str | None = None,
     dispatch_now: bool = True,
     check_duplicates: bool = True,
-    scope: ReportScope | None = None,
+    scope: Scope | None = None,
     actor: str = SYSTEM_ACTOR,
     role: Role | str = Role.SYSTEM,
     now: datetime | None = None,

@@ -821,12 +821,10 @@ def _read_statics(connection: Connection) -> _UnitStatics | None:
     office_lon[has_office] = office_x[at_office[has_office]]
     office_lat[has_office] = office_y[at_office[has_office]]
     ids = [str(r.unit_id) for r in units]
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[np.argsort(np.array(ids, dtype=object).astype(str), kind="stable")] = np.arange(len(ids))
     return _UnitStatics(
         version=version,
         index={u: i for i, u in enumerate(ids)},
-        rank=rank,
+        rank=dispatch.unit_rank(ids),
         kind=_strs([r.kind for r in units]),
         street=_strs([r.street_code for r in units]),
         mode=_strs([r.travel_mode for r in units]),
@@ -960,7 +958,7 @@ def _pool(
     office_lon = statics.office_lon[at] if statics else np.zeros(0)
     office_lat = statics.office_lat[at] if statics else np.zeros(0)
     stamps = _times(times, dialect)
-    lon, lat, note = _effective_positions(lon, lat, stamps, office_lon, office_lat, now)
+    lon, lat, note = dispatch.effective_positions(lon, lat, stamps, office_lon, office_lat, now)
     empty = np.zeros(0, dtype=object)
     return dispatch.UnitPool.from_arrays(
         ctx,
@@ -987,38 +985,6 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
-
-
-def _effective_positions(
-    lon: np.ndarray,
-    lat: np.ndarray,
-    times: Sequence[datetime | None],
-    office_lon: np.ndarray,
-    office_lat: np.ndarray,
-    now: datetime,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`gridgov.dispatch.prepare_units` on arrays: the position dispatch uses, and why.
-
-    A fresh (within ``settings.position_max_age_min``) or static (no time) position is kept;
-    a stale or missing one falls back to the office, or the unit is left out (NaN).
-    """
-    max_age = timedelta(minutes=get_settings().position_max_age_min)
-    n = len(lon)
-    now = now.astimezone(UTC)
-    stale = np.array([t is not None and now - t > max_age for t in times], dtype=bool)
-    keep = np.isfinite(lon) & np.isfinite(lat) & ~stale
-    has_office = np.isfinite(office_lon) & np.isfinite(office_lat)
-    out_lon = np.where(keep, lon, np.where(has_office, office_lon, np.nan)).reshape(n)
-    out_lat = np.where(keep, lat, np.where(has_office, office_lat, np.nan)).reshape(n)
-    note = np.full(n, None, dtype=object)
-    for i in np.flatnonzero(~keep).tolist():
-        t = times[i]
-        if stale[i] and t is not None:
-            what = f"stale position ({t.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')})"
-        else:
-            what = "no position"
-        note[i] = f"{what}: office position used" if has_office[i] else f"{what}: left out"
-    return out_lon, out_lat, note
 
 
 def _raw_wkb(value: Any) -> bytes | str | None:
