@@ -105,6 +105,37 @@ def test_report_without_dispatch_waits_in_the_queue_then_batch_dispatch(api: Api
     assert batch.json()["dispatched"] == 2
 
 
+def test_batch_dispatch_is_optimal_and_skips_a_cancelled_incident(api: Api) -> None:
+    ids = []
+    for i, matter in enumerate(["UM-01", "UM-02", "UM-01"]):
+        lon, lat = api.point(40 + i)
+        r = api.post(
+            "/api/v1/incidents", {"matter_code": matter, "lon": lon, "lat": lat, "dispatch": False}
+        )
+        assert r.status_code == 201 and r.json()["status"] == "registered", r.text
+        ids.append(r.json()["incident_id"])
+    cancelled = api.post(
+        f"/api/v1/incidents/{ids[1]}/actions/cancel", {"reason": "the reporter withdrew it"}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    batch = api.post("/api/v1/incidents/dispatch", {"incident_ids": ids})
+    assert batch.status_code == 200, batch.text
+    body = batch.json()
+    items = {i["incident_id"]: i for i in body["items"]}
+    assert items[ids[1]]["status"] == "skipped" and items[ids[1]]["units"] == []
+    assert {items[ids[0]]["status"], items[ids[2]]["status"]} <= {"assigned", "partial"}
+    assert body["dispatched"] == 2 and body["skipped"] == 1
+    assert body["method"] == "optimal"
+    assert body["objective_s"] <= body["greedy_objective_s"]
+    assert body["gain"] == pytest.approx(
+        (body["greedy_objective_s"] - body["objective_s"]) / body["greedy_objective_s"]
+    )
+    for incident_id in (ids[0], ids[2]):
+        one = api.get(f"/api/v1/incidents/{incident_id}").json()
+        assert one["status"] == "dispatched"
+        assert one["dispatch"]["explanation"]["method"] == "optimal"
+
+
 def test_workflow_actions_and_refusals(api: Api) -> None:
     lon, lat = api.point(20)
     incident = api.post("/api/v1/incidents", {"matter_code": "EE-01", "lon": lon, "lat": lat})

@@ -284,3 +284,44 @@ def test_the_demo_dispatches_one_incident(tmp_path: Path) -> None:
     assert "dispatch a fire" in result.stdout
     assert "assigned, level" in result.stdout
     assert "lead   fire" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# dispatch-batch
+# --------------------------------------------------------------------------------------------
+
+
+def test_dispatch_batch_commits_the_optimal_assignment_and_skips_a_cancelled_one(
+    reference_store_url: str, engine: Engine
+) -> None:
+    from gridgov.service import intake
+    from gridgov.store import context_from_store
+
+    ctx = context_from_store(engine)
+    ids = [
+        intake.report(
+            engine,
+            ctx,
+            matter_code="UM-03",
+            lon=LON + 0.002 * k,
+            lat=LAT,
+            incident_id=f"T-BATCH-{k}",
+            dispatch_now=False,
+            check_duplicates=False,
+        ).incident_id
+        for k in range(3)
+    ]
+    cancel = _run("act", ids[1], "cancel", "--reason", "withdrawn", "--url", reference_store_url)
+    assert cancel.exit_code == 0, cancel.output
+    result = _run("dispatch-batch", *ids, "--url", reference_store_url)
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    items = {i["incident_id"]: i for i in outcome["items"]}
+    assert items[ids[1]]["status"] == "skipped"
+    assert items[ids[0]]["status"] == items[ids[2]]["status"] == "assigned"
+    assert not set(items[ids[0]]["units"]) & set(items[ids[2]]["units"])
+    assert outcome["dispatched"] == 2 and outcome["skipped"] == 1
+    assert outcome["method"] == "optimal" and outcome["gain"] >= 0
+    incidents = read_incidents(engine).set_index("incident_id")
+    assert incidents.loc[ids[0], "status"] == incidents.loc[ids[2], "status"] == "dispatched"
+    assert incidents.loc[ids[1], "status"] == "cancelled"

@@ -73,7 +73,12 @@ from gridgov.errors import (
 from gridgov.model import UnitStatus
 from gridgov.network import SPEEDS_KMH, StraightLine, TravelModel, build_network
 from gridgov.settings import get_settings
-from gridgov.store.engine import RETRY_SQLSTATES, begin_write, translate_errors
+from gridgov.store.engine import (
+    RETRY_SQLSTATES,
+    begin_write,
+    translate_errors,
+    write_transaction,
+)
 from gridgov.store.journal import SYSTEM_ACTOR, append_event, build_event, insert_events
 from gridgov.store.models import (
     ASSIGNMENTS,
@@ -1412,6 +1417,23 @@ def _commit_within(
     if gone:
         raise _UnitsTaken(gone)
     requeued = [_requeue(connection, x, incident_id, decision, now) for x in preempted]
+    _write_decision(connection, decision, now, attempts, offices, requeued, actor=actor, role=role)
+
+
+def _write_decision(
+    connection: Connection,
+    decision: dispatch.Decision,
+    now: datetime,
+    attempts: _Attempts,
+    offices: dict[str, str | None],
+    requeued: list[dict[str, Any]],
+    *,
+    actor: str,
+    role: Role | str,
+) -> None:
+    """Write a checked decision: units busy, dispatch row, assignments, the incident's state
+    (its incident and units are locked by the caller)."""
+    incident_id = decision.incident.incident_id
     chosen = [a.unit_id for a in decision.assignments]
     if chosen:
         connection.execute(_SET_BUSY, {"ids": chosen, "b_busy": incident_id})
@@ -1438,6 +1460,70 @@ def _commit_within(
             .where(INCIDENTS.c.incident_id == incident_id)
             .values(**values, updated_at=now)
         )
+
+
+def commit_batch(
+    engine: Engine,
+    decisions: Sequence[dispatch.Decision],
+    *,
+    now: datetime,
+    actor: str = SYSTEM_ACTOR,
+    role: Role | str = Role.SYSTEM,
+) -> dict[str, str]:
+    """Commit many decisions (a batch assignment) in ONE transaction, leaving out the ones
+    that can no longer be committed as decided.
+
+    Every incident is locked, then every chosen unit (in id order, as single dispatch does:
+    PostgreSQL skips rows another transaction holds). A decision is left out, whole, when its
+    incident is no longer queued (cancelled, dispatched meanwhile...) or one of its units is
+    no longer available; all others are written as :func:`dispatch_stored` writes one. No
+    unit is ever assigned twice: the decisions share none (the caller's optimiser gives each
+    unit one slot at most), and each is checked free under its lock.
+
+    Returns
+    -------
+    dict
+        Incident id → why it was left out, for the decisions not committed.
+    """
+    now = _aware(now, "now")
+    ids = [d.incident.incident_id for d in decisions]
+    if len(set(ids)) != len(ids):
+        msg = "a batch holds each incident once"
+        raise InputError(msg)
+    units = [a.unit_id for d in decisions for a in d.assignments]
+    if len(set(units)) != len(units) or any(
+        a.preempts is not None for d in decisions for a in d.assignments
+    ):
+        msg = "a batch assigns each unit once and preempts nobody"
+        raise InputError(msg)
+
+    def work(connection: Connection) -> dict[str, str]:
+        statuses = _lock_incidents(connection, ids)
+        left_out: dict[str, str] = {}
+        for d in decisions:
+            status = statuses.get(d.incident.incident_id)
+            if status not in DISPATCHABLE:
+                left_out[d.incident.incident_id] = (
+                    f"it is {status or 'gone'} now, no longer queued for dispatch"
+                )
+        live = [d for d in decisions if d.incident.incident_id not in left_out]
+        chosen = sorted(a.unit_id for d in live for a in d.assignments)
+        found = {r.unit_id: r for r in connection.execute(_LOCK_UNITS, {"ids": chosen})}
+        for d in live:
+            gone = [a.unit_id for a in d.assignments if _unit_gone(found.get(a.unit_id), a, {})]
+            if gone:
+                left_out[d.incident.incident_id] = (
+                    f"its unit(s) {', '.join(gone)} were taken meanwhile; dispatch it again"
+                )
+        offices = {u: r.office_id for u, r in found.items()}
+        for d in live:
+            if d.incident.incident_id not in left_out:
+                _write_decision(
+                    connection, d, now, _Attempts(count=1), offices, [], actor=actor, role=role
+                )
+        return left_out
+
+    return write_transaction(engine, work)
 
 
 def _record_dispatch(
@@ -1495,25 +1581,27 @@ def _lock_units(
     if not chosen:
         return [], {}
     found = {r.unit_id: r for r in connection.execute(_LOCK_UNITS, {"ids": sorted(chosen)})}
-    gone = []
-    for unit_id, a in sorted(chosen.items()):
-        row = found.get(unit_id)
-        if row is None:  # held by another transaction (PostgreSQL) or deleted by a reload
-            gone.append(unit_id)
-        elif a.preempts is None:
-            if not (
-                row.status == str(UnitStatus.AVAILABLE)
-                and row.on_duty
-                and row.busy_incident_id is None
-            ):
-                gone.append(unit_id)
-        elif not (
-            row.status == str(UnitStatus.BUSY)
-            and row.busy_incident_id == a.preempts
-            and incident_status.get(a.preempts) in WORKING
-        ):
-            gone.append(unit_id)
+    gone = [
+        unit_id
+        for unit_id, a in sorted(chosen.items())
+        if _unit_gone(found.get(unit_id), a, incident_status)
+    ]
     return gone, {u: r.office_id for u, r in found.items()}
+
+
+def _unit_gone(row: Any, a: dispatch.Assignment, incident_status: dict[str, str]) -> bool:
+    """Whether a locked unit row (None: not locked) can no longer take assignment ``a``."""
+    if row is None:  # held by another transaction (PostgreSQL) or deleted by a reload
+        return True
+    if a.preempts is None:
+        return not (
+            row.status == str(UnitStatus.AVAILABLE) and row.on_duty and row.busy_incident_id is None
+        )
+    return not (
+        row.status == str(UnitStatus.BUSY)
+        and row.busy_incident_id == a.preempts
+        and incident_status.get(a.preempts) in WORKING
+    )
 
 
 def _free_status(on_duty: Any) -> str:
@@ -2022,6 +2110,7 @@ __all__ = [
     "DISPATCHABLE",
     "INCIDENT_COLUMNS",
     "StoredIncident",
+    "commit_batch",
     "context_from_store",
     "create_incident",
     "decide_stored",
