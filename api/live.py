@@ -234,7 +234,7 @@ def _empty_incidents() -> gpd.GeoDataFrame:
 
 def build_page(engine: Engine, settings: Settings, dataset: int) -> str:
     """The live command-centre page of the stored district (no incident or unit in it)."""
-    gdf_areas = store.read_areas(engine)
+    gdf_areas = store.read_stored_areas(engine)
     m = maps.command_centre_map(
         gdf_areas,
         _empty_units(),

@@ -192,7 +192,7 @@ def prepare_template(url: str) -> dict[str, Any]:
                 name="jinniu-reference",
                 source=str(get_settings().data_dir),
             )
-        micro = store.read_areas(engine, "microgrid")
+        micro = store.read_stored_areas(engine, "microgrid")
         points = micro.geometry.representative_point()
         matters = store.read_matters(engine)
         units = store.read_units(engine)

@@ -935,7 +935,7 @@ def report(
                 sys.stdout.write(text)
                 return
         else:
-            streets = store.read_areas(engine, level="street")
+            streets = store.read_stored_areas(engine, level="street")
             text = report_html(
                 assessment, street_names=dict(zip(streets["code"], streets["name"], strict=True))
             )
@@ -1178,7 +1178,7 @@ def coverage(
     with _domain_errors():
         moves = _parse_moves(move)
         engine = store.open_store(_url(url))
-        gdf_areas = store.read_areas(engine)
+        gdf_areas = store.read_stored_areas(engine)
         gdf_units = store.read_units(engine)
         travel = store.travel_from_store(engine)
         before = coverage_times(gdf_areas, gdf_units, travel, kind, level=level)
@@ -1245,7 +1245,7 @@ def hotspots(
     with _domain_errors():
         engine = store.open_store(_url(url))
         spots = hot_spots(
-            store.read_areas(engine),
+            store.read_stored_areas(engine),
             store.read_incidents(engine),
             level=level,
             period=period,

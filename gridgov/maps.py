@@ -1754,7 +1754,7 @@ def build_map(
     if kind not in MAP_KINDS:
         msg = f"unknown map kind {kind!r}; expected one of {', '.join(MAP_KINDS)}"
         raise InputError(msg)
-    gdf_areas = store.read_areas(engine)
+    gdf_areas = store.read_stored_areas(engine)
     if kind == "assessment":
         table = kpi if kpi is not None else _store_kpis(engine, period, now)
         return assessment_map(gdf_areas, table, value=kpi_value, base=base, tile_key=tile_key)

@@ -50,11 +50,11 @@ def test_locate_names_a_real_street_and_community(reference_store_url: str) -> N
 
 
 def test_the_store_keeps_which_names_are_official(reference_store_url: str) -> None:
-    from gridgov.store import create_engine_from_url, read_areas
+    from gridgov.store import create_engine_from_url, read_stored_areas
 
     engine = create_engine_from_url(reference_store_url)
     try:
-        areas = read_areas(engine)
+        areas = read_stored_areas(engine)
     finally:
         engine.dispose()
     by_level = areas.groupby("level")["name_source"].value_counts().to_dict()

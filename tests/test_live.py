@@ -45,7 +45,7 @@ def client(engine: Engine, reference_store_url: str) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def streets(engine: Engine) -> list[str]:
-    gdf = store.read_areas(engine, "street")
+    gdf = store.read_stored_areas(engine, "street")
     return sorted(gdf["code"].astype(str))
 
 
@@ -55,14 +55,14 @@ def token(engine: Engine, role: str, **scope: str) -> dict[str, str]:
 
 
 def point_in(engine: Engine, code: str, level: str = "street") -> tuple[float, float]:
-    gdf = store.read_areas(engine, level).set_index("code")
+    gdf = store.read_stored_areas(engine, level).set_index("code")
     p = shapely.point_on_surface(gdf.geometry[code])
     return float(p.x), float(p.y)
 
 
 def community_points(engine: Engine, street: str, n: int) -> list[tuple[float, float]]:
     """Points in ``n`` communities of a street: far enough apart not to be duplicates."""
-    gdf = store.read_areas(engine, "community").sort_values("code")
+    gdf = store.read_stored_areas(engine, "community").sort_values("code")
     gdf = gdf[gdf["code"].astype(str).str.startswith(street[:9])].iloc[:n]
     pts = shapely.point_on_surface(gdf.geometry.to_numpy())
     return [(float(p.x), float(p.y)) for p in pts]
@@ -208,7 +208,7 @@ def test_each_role_sees_its_scope_only(
     mine = token(engine, "dispatcher", street_code=street)
     theirs = token(engine, "dispatcher", street_code=other)
     analyst = token(engine, "analyst")
-    grids = store.read_areas(engine, "grid")
+    grids = store.read_stored_areas(engine, "grid")
     lon, lat = point_in(engine, street)
     grid = store.locate_point(engine, lon, lat)["grid"]
     assert grid is not None

@@ -51,7 +51,7 @@ def page(chromium: Any) -> Iterator[Any]:
 
 
 def _street_point(engine: Engine) -> tuple[str, float, float]:
-    streets = store.read_areas(engine, "street").sort_values("code")
+    streets = store.read_stored_areas(engine, "street").sort_values("code")
     row = streets.iloc[len(streets) // 2]
     p = shapely.point_on_surface(row.geometry)
     return str(row["code"]), float(p.x), float(p.y)

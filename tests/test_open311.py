@@ -73,7 +73,7 @@ def api_key(engine: Engine) -> str:
 @pytest.fixture(scope="module")
 def points(engine: Engine) -> list[tuple[float, float]]:
     """One point inside each community (far apart: no report duplicates another test's)."""
-    gdf = store.read_areas(engine)
+    gdf = store.read_stored_areas(engine)
     communities = gdf[gdf["level"].astype(str) == "community"].sort_values("code")
     return [(p.x, p.y) for p in communities.geometry.representative_point()]
 
@@ -298,7 +298,7 @@ def test_date_window(http: httpx.Client, api_key: str, points: list[tuple[float,
 def _gcj_hint_point(engine: Engine) -> tuple[float, float]:
     """A point outside the district that lies inside when read as GCJ-02: a point just
     inside the boundary, shifted as a Chinese map SDK would show it."""
-    gdf = store.read_areas(engine)
+    gdf = store.read_stored_areas(engine)
     district = gdf[gdf["level"].astype(str) == "district"].geometry.iloc[0]
     for x, y in shapely.get_coordinates(district.boundary)[::25]:
         gx, gy = from_wgs84(x, y, "gcj02")

@@ -18,9 +18,9 @@ from gridgov.store import (
     init_db,
     load_files,
     locate_many,
-    read_areas,
     read_matters,
     read_offices,
+    read_stored_areas,
     read_units,
 )
 
@@ -81,7 +81,7 @@ def test_export_to_geopackage_and_reload_is_lossless(
     try:
         path = export_geopackage(source, tmp_path / "jinniu.gpkg")
         counts = load_files(target, path)
-        before, after = read_areas(source), read_areas(target)
+        before, after = read_stored_areas(source), read_stored_areas(target)
         units_before, units_after = read_units(source), read_units(target)
         offices_before, offices_after = read_offices(source), read_offices(target)
         matters_before, matters_after = read_matters(source), read_matters(target)

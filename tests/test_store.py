@@ -40,9 +40,9 @@ from gridgov.store import (
     locate_many,
     locate_point,
     nearest_units,
-    read_areas,
     read_matters,
     read_offices,
+    read_stored_areas,
     read_units,
     schema_diff,
     summarize,
@@ -248,7 +248,7 @@ def test_uninitialised_store_tells_user_to_init(store_url: str) -> None:
     engine = create_engine_from_url(store_url)
     try:
         with pytest.raises(StoreError, match="gridgov init"):
-            read_areas(engine)
+            read_stored_areas(engine)
         with pytest.raises(StoreError, match="gridgov init"):
             summarize(engine)
     finally:
@@ -286,7 +286,7 @@ def test_detect_backend() -> None:
 def test_areas_round_trip(store_engine: Engine) -> None:
     gdf_in = make_tiny_areas()
     load_areas(store_engine, gdf_in)
-    gdf_out = read_areas(store_engine)
+    gdf_out = read_stored_areas(store_engine)
     assert list(gdf_out.columns) == [*AREA_COLUMNS, "geometry"]
     # The tiny areas do not say where their names come from; the store keeps that unknown.
     assert gdf_out["name_source"].isna().all()
@@ -299,7 +299,7 @@ def test_areas_round_trip(store_engine: Engine) -> None:
     assert (gdf_out.geom_type == "MultiPolygon").all()
     assert _same_geometries(gdf_out.geometry, _as_multi(gdf_in.geometry))
 
-    microgrids = read_areas(store_engine, level="microgrid")
+    microgrids = read_stored_areas(store_engine, level="microgrid")
     assert len(microgrids) == 16
     assert set(microgrids["level"]) == {"microgrid"}
 
@@ -359,7 +359,7 @@ def test_load_the_real_catalogue(store_engine: Engine) -> None:
 
 def test_bad_batch_leaves_old_data_intact(store_engine: Engine) -> None:
     load_sample(store_engine)
-    before_areas = read_areas(store_engine)
+    before_areas = read_stored_areas(store_engine)
     before_units = read_units(store_engine)
 
     bad_areas = make_tiny_areas()
@@ -383,7 +383,7 @@ def test_bad_batch_leaves_old_data_intact(store_engine: Engine) -> None:
     with pytest.raises(InputError, match="Point"):
         load_units(store_engine, make_units().set_geometry([box(0, 0, 1, 1)] * 9))
 
-    after_areas = read_areas(store_engine)
+    after_areas = read_stored_areas(store_engine)
     assert after_areas["code"].tolist() == before_areas["code"].tolist()
     assert after_areas["level"].tolist() == before_areas["level"].tolist()
     assert _same_geometries(after_areas.geometry, before_areas.geometry)
@@ -414,7 +414,7 @@ def test_load_district_swaps_everything_at_once(store_engine: Engine) -> None:
         name="half",
     )
     assert before == {"areas": 31, "offices": len(offices), "units": len(units)}
-    assert set(read_areas(store_engine, level="street")["code"]) == {STREET_1}
+    assert set(read_stored_areas(store_engine, level="street")["code"]) == {STREET_1}
     assert set(read_units(store_engine)["street_code"]) == {STREET_1}
     summary = summarize(store_engine)
     assert summary["datasets"]["files"]["name"] == "half"
@@ -504,14 +504,14 @@ def test_an_empty_store_says_so_on_both_backends(store_engine: Engine) -> None:
 
 def test_a_broken_hierarchy_is_refused_before_the_database(store_engine: Engine) -> None:
     load_sample(store_engine)
-    before = read_areas(store_engine)
+    before = read_stored_areas(store_engine)
     holed = make_tiny_areas()
     holed = holed[holed["code"] != "510106001001001001"]  # a micro-grid gone: a gap
     with pytest.raises(AreaValidationError, match="gap"):
         load_areas(store_engine, holed)
     with pytest.raises(AreaValidationError, match="gap"):
         load_district(store_engine, holed)
-    pd.testing.assert_frame_equal(read_areas(store_engine), before)
+    pd.testing.assert_frame_equal(read_stored_areas(store_engine), before)
 
 
 def test_locate_many_matches_locate(store_engine: Engine) -> None:
@@ -645,7 +645,7 @@ def test_geopackage_round_trip(store_engine: Engine, sqlite_url: str, tmp_path: 
     try:
         counts = load_files(target, path)
         assert counts == {"areas": 31, "offices": 3, "units": 9, "matters": 2}
-        for read in (read_areas, read_offices, read_units):
+        for read in (read_stored_areas, read_offices, read_units):
             a, b = read(store_engine), read(target)
             key = a.columns[0]
             assert a[key].tolist() == b[key].tolist()
@@ -653,7 +653,7 @@ def test_geopackage_round_trip(store_engine: Engine, sqlite_url: str, tmp_path: 
             known = a.geometry.notna()
             assert _same_geometries(a.geometry[known], b.geometry[known])
         pd.testing.assert_frame_equal(read_units(store_engine), read_units(target))
-        pd.testing.assert_frame_equal(read_areas(store_engine), read_areas(target))
+        pd.testing.assert_frame_equal(read_stored_areas(store_engine), read_stored_areas(target))
         pd.testing.assert_frame_equal(read_matters(store_engine), read_matters(target))
         assert summarize(target)["datasets"]["files"]["name"] == "district"
         # Exporting over an existing file replaces it.

@@ -54,7 +54,7 @@ from gridgov.store import (
     set_unit_status,
     update_unit_position,
 )
-from gridgov.store import dispatching as store_dispatching
+from gridgov.store import dispatch_rows as store_dispatching
 from gridgov.store.models import ASSIGNMENTS, DISPATCHES, UNITS
 
 GEOD = Geod(ellps="WGS84")
@@ -759,7 +759,7 @@ def test_an_incident_too_far_from_the_roads_is_recorded_unassigned(
     monkeypatch.setenv("GRIDGOV_MAX_SNAP_M", "100")
     get_settings.cache_clear()
     try:
-        ctx = store_dispatching.context_from_store(district, make_catalog())
+        ctx = context_from_store(district, make_catalog())
         # The middle of a lattice cell is about 400 m from every road.
         incident_id = new_incident(district, "T-ENF", (1, 1), offset=D / 2)
         decision = dispatch_stored(district, ctx, incident_id, now=NOW)

@@ -6,7 +6,7 @@ office position instead, as CAD systems do, and the list marks it ``position_sta
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pandas as pd
@@ -15,15 +15,13 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from api.auth import Principal, not_found, require
 from api.deps import EngineDep, SettingsDep
-from api.schemas import CrsName, plain, to_wgs84_point
+from api.schemas import CrsName, plain
 from gridgov import store
-from gridgov.errors import InputError
 from gridgov.model import ForceKind, UnitStatus
+from gridgov.service import fleet
 
 router = APIRouter(prefix="/units", tags=["units"])
 
-#: A device clock may run a little ahead; a fix further in the future is refused.
-CLOCK_SKEW = timedelta(minutes=5)
 
 Reader = Annotated[
     Principal,
@@ -186,7 +184,7 @@ def set_status(
     settings: SettingsDep,
 ) -> dict[str, Any]:
     _own_unit(engine, settings, principal, unit_id)
-    store.set_unit_status(engine, unit_id, body.status, on_duty=body.on_duty)
+    fleet.set_status(engine, unit_id, body.status, on_duty=body.on_duty)
     return _own_unit(engine, settings, principal, unit_id)
 
 
@@ -205,12 +203,12 @@ def set_position(
 ) -> dict[str, Any]:
     # A unit's scope is itself: another unit's id answers 404, like a missing one.
     _own_unit(engine, settings, principal, unit_id)
-    now = datetime.now(UTC)
-    at = body.at.astimezone(UTC) if body.at else now
-    if at > now + CLOCK_SKEW:
-        msg = f"at {at.isoformat()} lies in the future"
-        raise InputError(msg)
-    lon, lat = to_wgs84_point(body.lon, body.lat, body.crs)
-    stored = store.update_unit_position(engine, unit_id, lon, lat, at)
-    stale = at < now - timedelta(minutes=settings.position_max_age_min)
-    return {"unit_id": unit_id, "stored": stored, "stale": stale, "lon": lon, "lat": lat, "at": at}
+    fix = fleet.record_position(engine, unit_id, body.lon, body.lat, crs=body.crs, at=body.at)
+    return {
+        "unit_id": unit_id,
+        "stored": fix.stored,
+        "stale": fix.stale,
+        "lon": fix.lon,
+        "lat": fix.lat,
+        "at": fix.at,
+    }

@@ -1,11 +1,17 @@
 """Storage: one schema on two backends (SQLite embedded, PostGIS in production).
 
-Everything the rest of gridgov needs from a database is re-exported here: loading and reading
-the district (:mod:`gridgov.store.repository`) and dispatching against it, with incidents,
-assignments and unit availability committed atomically (:mod:`gridgov.store.dispatching`), and
-API credentials and idempotency (:mod:`gridgov.store.access`), and
-the incident workflow: append-only events, supervision, notices, history imports and the
-appointment consultations (:mod:`gridgov.store.workflow`).
+Persistence only: the application steps between a request and these rows (intake, unit state,
+dispatch commit, workflow actions) are :mod:`gridgov.service`'s. Everything the rest of gridgov
+needs from a database is re-exported here:
+
+- loading and reading the district: :mod:`gridgov.store.repository`;
+- the dispatch context of a store (areas, catalogue, travel model): :mod:`~.travel_context`;
+- incidents stored with their first events, and read back: :mod:`~.incident_rows`;
+- the units as dispatch sees them: :mod:`~.unit_snapshot`; unit state: :mod:`~.unit_rows`;
+- decisions committed atomically with the units' availability: :mod:`~.dispatch_rows`;
+- the workflow's transitions, event log, notices and supervision: :mod:`~.event_log`;
+- history imports: :mod:`~.history_import`; consultations: :mod:`~.consultation_rows`;
+- API credentials and idempotency: :mod:`gridgov.store.access`.
 """
 
 from sqlalchemy import Connection, Engine
@@ -23,25 +29,22 @@ from gridgov.store.access import (
     resolve_credential,
     revoke_credential,
 )
-from gridgov.store.dispatching import (
+from gridgov.store.consultation_rows import (
+    CONSULTATION_COLUMNS,
+    check_head_move,
+    read_consultations,
+    record_consultation,
+    record_street_opinion,
+)
+from gridgov.store.dispatch_rows import (
     ASSIGNMENT_COLUMNS,
-    INCIDENT_COLUMNS,
-    StoredIncident,
     commit_batch,
-    context_from_store,
-    create_incident,
     decide_stored,
     dispatch_reported,
     dispatch_stored,
     dispatch_within,
-    query_incidents,
     read_assignments,
     read_dispatch,
-    read_incidents,
-    release_unit,
-    set_unit_status,
-    travel_from_store,
-    update_unit_position,
 )
 from gridgov.store.engine import (
     Backend,
@@ -53,6 +56,23 @@ from gridgov.store.engine import (
     open_store,
     schema_diff,
     write_transaction,
+)
+from gridgov.store.event_log import (
+    NOTICE_COLUMNS,
+    apply_action,
+    list_overdue_stored,
+    read_events,
+    read_notices,
+    record_action,
+    supervise_stored,
+)
+from gridgov.store.history_import import import_history
+from gridgov.store.incident_rows import (
+    INCIDENT_COLUMNS,
+    StoredIncident,
+    create_incident,
+    query_incidents,
+    read_incidents,
 )
 from gridgov.store.journal import SYSTEM_ACTOR
 from gridgov.store.repository import (
@@ -68,29 +88,16 @@ from gridgov.store.repository import (
     locate_many,
     locate_point,
     nearest_units,
-    read_areas,
     read_matters,
     read_offices,
     read_roads,
+    read_stored_areas,
     read_units,
     summarize,
     units_within,
 )
-from gridgov.store.workflow import (
-    CONSULTATION_COLUMNS,
-    NOTICE_COLUMNS,
-    apply_action,
-    check_head_move,
-    import_history,
-    list_overdue_stored,
-    read_consultations,
-    read_events,
-    read_notices,
-    record_action,
-    record_consultation,
-    record_street_opinion,
-    supervise_stored,
-)
+from gridgov.store.travel_context import context_from_store, travel_from_store
+from gridgov.store.unit_rows import release_unit, set_unit_status, update_unit_position
 
 __all__ = [
     "ASSIGNMENT_COLUMNS",
@@ -140,7 +147,6 @@ __all__ = [
     "open_store",
     "purge_idempotency",
     "query_incidents",
-    "read_areas",
     "read_assignments",
     "read_consultations",
     "read_dispatch",
@@ -150,6 +156,7 @@ __all__ = [
     "read_notices",
     "read_offices",
     "read_roads",
+    "read_stored_areas",
     "read_units",
     "record_action",
     "record_consultation",

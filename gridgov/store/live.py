@@ -38,9 +38,11 @@ from sqlalchemy.types import NullType
 
 from gridgov.errors import InputError
 from gridgov.model import UNIT_COLUMNS
-from gridgov.store.dispatching import ASSIGNMENT_COLUMNS, INCIDENT_COLUMNS, _raw_wkb
+from gridgov.store.dispatch_rows import ASSIGNMENT_COLUMNS
 from gridgov.store.engine import translate_errors
+from gridgov.store.incident_rows import INCIDENT_COLUMNS
 from gridgov.store.models import ASSIGNMENTS, DATASETS, EVENTS, INCIDENTS, UNITS
+from gridgov.store.unit_snapshot import _raw_wkb
 
 __all__ = [
     "ADVANCE",

@@ -26,8 +26,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from gridgov.areas import build_locator, check_areas
-from gridgov.areas import read_areas as read_area_files
+from gridgov.areas import build_locator, check_areas, read_areas
 from gridgov.catalog import Deadlines, EventClass, Matter
 from gridgov.errors import DataFileError, InputError, OutsideDistrictError, StoreError
 from gridgov.model import (
@@ -574,7 +573,7 @@ def load_offices(
 ) -> None:
     """Store an offices GeoDataFrame (``OFFICE_COLUMNS`` + Point geometry), checked first
     against the stored areas (:func:`gridgov.units.check_units`)."""
-    check_units(None, read_areas(engine), gdf_offices)
+    check_units(None, read_stored_areas(engine), gdf_offices)
     records = _office_records(gdf_offices)
     _load(
         engine,
@@ -596,7 +595,7 @@ def load_units(
     Empty or missing geometries are stored as an unknown position. The units are checked
     first against the stored areas and offices (:func:`gridgov.units.check_units`).
     """
-    check_units(gdf_units, read_areas(engine), read_offices(engine))
+    check_units(gdf_units, read_stored_areas(engine), read_offices(engine))
     records = _unit_records(gdf_units)
     _load(
         engine,
@@ -763,7 +762,7 @@ def _frame(rows: Sequence[Any], columns: list[str], geometry_column: str) -> gpd
     return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=_WGS84), crs=_WGS84)
 
 
-def read_areas(engine: Engine, level: Level | str | None = None) -> gpd.GeoDataFrame:
+def read_stored_areas(engine: Engine, level: Level | str | None = None) -> gpd.GeoDataFrame:
     """Read the stored areas, outermost level first and by code within a level.
 
     Parameters
@@ -917,7 +916,7 @@ def _sqlite_locator(engine: Engine) -> Any:
     cached = _LOCATOR_CACHE.get(engine)
     if cached is not None and cached[0] == version:
         return cached[1]
-    locator = build_locator(read_areas(engine))
+    locator = build_locator(read_stored_areas(engine))
     _LOCATOR_CACHE[engine] = (version, locator)
     return locator
 
@@ -1253,7 +1252,7 @@ def export_geopackage(engine: Engine, path: str | Path) -> Path:
     if target.suffix.lower() != ".gpkg":
         msg = f"{target}: an export is a GeoPackage; give a path ending in .gpkg"
         raise InputError(msg)
-    gdf_areas = read_areas(engine)
+    gdf_areas = read_stored_areas(engine)
     if gdf_areas.empty:
         msg = "the store holds no areas; nothing to export"
         raise StoreError(msg)
@@ -1355,7 +1354,7 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
     if "areas" not in layers:
         msg = f"{source} has no 'areas' layer (found: {', '.join(sorted(layers)) or 'none'})"
         raise DataFileError(msg)
-    gdf_areas = read_area_files(source, layer="areas")
+    gdf_areas = read_areas(source, layer="areas")
     gdf_offices = read_offices_file(source) if "offices" in layers else None
     gdf_units = read_units_file(source) if "units" in layers else None
     if gdf_units is not None:

@@ -1,0 +1,544 @@
+"""Incidents in the store: a report stored with its first events (the duplicate check inside
+the same transaction), and incidents read back (scoped queries)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry import Point
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
+
+from gridgov import dispatch
+from gridgov.catalog import Matter
+from gridgov.crs import from_wgs84
+from gridgov.errors import (
+    InputError,
+    NotFoundError,
+    UnknownMatterError,
+)
+from gridgov.settings import get_settings
+from gridgov.store.engine import (
+    begin_write,
+    translate_errors,
+)
+from gridgov.store.journal import SYSTEM_ACTOR, build_event, insert_events
+from gridgov.store.models import (
+    ASSIGNMENTS,
+    INCIDENTS,
+    MATTERS,
+)
+from gridgov.store.unit_snapshot import _raw_position, _xy
+from gridgov.workflow import OPEN_STATES, Action, Role, State, find_duplicate
+
+#: Incident states the dispatcher works with (:class:`gridgov.workflow.State`). ``registered``:
+#: waiting for a dispatch (new, re-queued after a preemption, returned by a department, reopened,
+#: or dispatched before without any unit found); ``dispatched`` once a unit is assigned (a
+#: partial decision too: the dispatch row keeps ``assigned`` / ``partial`` / ``unassigned``).
+PENDING, DISPATCHED = str(State.REGISTERED), str(State.DISPATCHED)
+#: States an incident may be dispatched from.
+DISPATCHABLE = (PENDING,)
+#: States of an incident whose units are out working on it (a preemption can re-queue it).
+WORKING = (DISPATCHED, str(State.ACKNOWLEDGED), str(State.ON_SCENE))
+#: Columns of :func:`read_incidents` (besides geometry).
+INCIDENT_COLUMNS = (
+    "incident_id",
+    "matter_code",
+    "priority",
+    "status",
+    "reported_at",
+    "street_code",
+    "community_code",
+    "grid_code",
+    "microgrid_code",
+    "source",
+    "created_at",
+    "updated_at",
+    "duplicate_of",
+    "reporter",
+    "description",
+)
+_WGS84 = "EPSG:4326"
+_MAX_ID_LENGTH = 64
+# Namespace of the advisory locks that serialise the duplicate check per matter (PostgreSQL).
+_DUPLICATE_LOCK_SPACE = 7_311_003
+# Statements run for every report, built once: SQLAlchemy then reuses their cache keys.
+_MATTERS = select(MATTERS.c.code, MATTERS.c.priority)
+_INSERT_INCIDENT = insert(INCIDENTS)
+
+
+def _check_incident(incident: dispatch.Incident) -> None:
+    problems = []
+    if not isinstance(incident.incident_id, str) or not incident.incident_id.strip():
+        problems.append("incident_id must be a non-empty string")
+    elif len(incident.incident_id) > _MAX_ID_LENGTH:
+        problems.append(f"incident_id is longer than {_MAX_ID_LENGTH} characters")
+    lon, lat = float(incident.lon), float(incident.lat)
+    if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+        problems.append(f"({incident.lon}, {incident.lat}) is not a WGS84 longitude/latitude")
+    if not isinstance(incident.reported_at, datetime) or incident.reported_at.tzinfo is None:
+        problems.append("reported_at must be a timezone-aware datetime")
+    if problems:
+        msg = f"incident {incident.incident_id!r} cannot be stored: " + "; ".join(problems)
+        raise InputError(msg)
+
+
+def _aware(when: datetime, what: str) -> datetime:
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        msg = f"{what} must be a timezone-aware datetime, got {when!r}"
+        raise InputError(msg)
+    return when.astimezone(UTC)
+
+
+def create_incident(
+    engine: Engine,
+    incident: dispatch.Incident,
+    placement: dispatch.Placement | None = None,
+    *,
+    source: str | None = None,
+    now: datetime | None = None,
+    reporter: str | None = None,
+    description: str | None = None,
+    check_duplicates: bool = True,
+    matter: Matter | None = None,
+) -> StoredIncident:
+    """Store a new incident with its first events, in its own transaction, so it is never lost.
+
+    The ``report`` event is dated ``reported_at``. Then, in the same transaction: a report of
+    the same matter within ``settings.duplicate_radius_m`` of an open incident reported at most
+    ``settings.duplicate_window_h`` before it is a duplicate: it is stored all the same, linked
+    (``duplicate_of``) and rejected (``reject``, category ``duplicate``), and its reporter is
+    told the outcome when that incident is closed or cancelled. Any other report is registered
+    at once (``register``) when ``settings.auto_register`` is on, and stays ``reported`` for a
+    dispatcher otherwise.
+
+    Parameters
+    ----------
+    engine
+        The store.
+    incident
+        The incident (WGS84, ``reported_at`` timezone-aware).
+    placement
+        Its codes, when the caller has located it already; dispatch fills them in otherwise.
+    source
+        Who reported it (``api``, ``cli``, a phone app...), kept as given.
+    now
+        The creation time (default: the current time).
+    reporter
+        Who to tell the outcome (an account, a phone number); the report event's actor.
+    description
+        What the reporter said.
+    check_duplicates
+        False when the caller knows the report is a distinct incident (a dispatcher entering
+        one by hand).
+    matter
+        The incident's catalogue entry, when the caller has read it already (the intake
+        does): its priority is stored as given. When None the stored catalogue is read.
+
+    Returns
+    -------
+    StoredIncident
+        The incident id (of the duplicate too: it is stored, linked and rejected) and the
+        state it was stored in.
+
+    Raises
+    ------
+    InputError
+        Bad id, point or time, or an incident with this id exists already.
+    UnknownMatterError
+        The store holds a catalogue and the matter is not in it.
+    """
+    return _store_report(
+        engine,
+        incident,
+        placement,
+        source=source,
+        now=now,
+        reporter=reporter,
+        description=description,
+        check_duplicates=check_duplicates,
+        matter=matter,
+    )
+
+
+@dataclass(frozen=True)
+class StoredIncident:
+    """A report as :func:`create_incident` stored it: its state, and why when rejected."""
+
+    incident_id: str
+    state: str
+    reason: str | None = None
+    duplicate_of: str | None = None
+
+
+def _store_report(
+    engine: Engine,
+    incident: dispatch.Incident,
+    placement: dispatch.Placement | None,
+    *,
+    source: str | None,
+    now: datetime | None,
+    reporter: str | None,
+    description: str | None,
+    check_duplicates: bool,
+    matter: Matter | None,
+) -> StoredIncident:
+    """:func:`create_incident`'s work; returns the state the report ended in."""
+    _check_incident(incident)
+    now = _aware(now or datetime.now(UTC), "now")
+    reported_at = incident.reported_at.astimezone(UTC)
+    street_code = None if placement is None else placement.street_code
+    row = {
+        "incident_id": incident.incident_id,
+        "matter_code": incident.matter_code,
+        "geometry": Point(float(incident.lon), float(incident.lat)),
+        "reported_at": reported_at,
+        "status": str(State.REPORTED),
+        "street_code": street_code,
+        "community_code": None if placement is None else placement.community_code,
+        "grid_code": None if placement is None else placement.grid_code,
+        "microgrid_code": None if placement is None else placement.microgrid_code,
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+        "reporter": reporter,
+        "description": description,
+    }
+    settings = get_settings()
+    report = build_event(
+        None,
+        incident.incident_id,
+        Action.REPORT,
+        at=reported_at,
+        actor=reporter or source or SYSTEM_ACTOR,
+        role=Role.REPORTER if reporter else Role.SYSTEM,
+        street_code=street_code,
+        data={"source": source} if source else None,
+    )
+    with translate_errors(engine):
+        try:
+            with begin_write(engine) as connection:
+                if matter is not None:
+                    row["priority"] = matter.priority
+                else:
+                    matters = dict(connection.execute(_MATTERS).all())
+                    if matters and incident.matter_code not in matters:
+                        raise UnknownMatterError(incident.matter_code)
+                    row["priority"] = matters.get(incident.matter_code)
+                master = (
+                    _find_duplicate(connection, incident, reported_at) if check_duplicates else None
+                )
+                if master is not None and master[0] == incident.incident_id:
+                    # The id is taken by an open incident nearby (itself): not a duplicate.
+                    raise _exists_already(incident.incident_id)
+                row["duplicate_of"] = None if master is None else master[0]
+                events = [report]
+                outcome = StoredIncident(incident.incident_id, str(State.REPORTED))
+                if master is not None:
+                    master_id, distance_m = master
+                    rejected = build_event(
+                        report,
+                        incident.incident_id,
+                        Action.REJECT,
+                        at=now,
+                        clamp=True,
+                        reason=(
+                            f"duplicate of {master_id}: the same matter {distance_m:.0f} m away "
+                            f"(within {settings.duplicate_radius_m:g} m and "
+                            f"{settings.duplicate_window_h:g} h)"
+                        ),
+                        data={
+                            "category": "duplicate",
+                            "duplicate_of": master_id,
+                            "distance_m": round(distance_m, 1),
+                        },
+                    )
+                    events.append(rejected)
+                    outcome = StoredIncident(
+                        incident.incident_id, str(State.REJECTED), rejected.reason, master_id
+                    )
+                elif settings.auto_register:
+                    events.append(
+                        build_event(
+                            report, incident.incident_id, Action.REGISTER, at=now, clamp=True
+                        )
+                    )
+                    outcome = StoredIncident(incident.incident_id, str(State.REGISTERED))
+                # The incident is new (its id is the primary key: a second insert fails with
+                # IntegrityError, reported below), so its first events need no reading back:
+                # it is inserted in its final state, then its events at once.
+                row["status"] = str(events[-1].to_state)
+                row["updated_at"] = events[-1].at
+                connection.execute(_INSERT_INCIDENT, row)
+                insert_events(connection, events)
+        except IntegrityError as exc:
+            raise _exists_already(incident.incident_id) from exc
+    return outcome
+
+
+def _exists_already(incident_id: str) -> InputError:
+    msg = f"incident {incident_id!r} exists already; nothing was changed"
+    return InputError(msg)
+
+
+def _metric_xy(lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray]:
+    x, y = from_wgs84(lon, lat, get_settings().metric_crs)
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def _duplicate_candidates() -> Any:
+    return select(
+        INCIDENTS.c.incident_id,
+        INCIDENTS.c.matter_code,
+        INCIDENTS.c.reported_at,
+        INCIDENTS.c.status,
+        _raw_position(INCIDENTS.c.geometry),
+    ).where(
+        INCIDENTS.c.matter_code == bindparam("matter"),
+        INCIDENTS.c.status.in_([str(s) for s in OPEN_STATES]),
+        INCIDENTS.c.reported_at <= bindparam("until", type_=INCIDENTS.c.reported_at.type),
+        INCIDENTS.c.reported_at >= bindparam("since", type_=INCIDENTS.c.reported_at.type),
+    )
+
+
+def _find_duplicate(
+    connection: Connection, incident: dispatch.Incident, reported_at: datetime
+) -> tuple[str, float] | None:
+    """The open incident this report duplicates and how far it is (metres), or None.
+
+    Distances are planar in the metric CRS (UTM 48N) on both backends, so SQLite and PostGIS
+    give the same answer; the database only narrows the candidates to the same matter, open
+    states and the time window.
+    """
+    settings = get_settings()
+    window = timedelta(hours=settings.duplicate_window_h)
+    if connection.dialect.name == "postgresql":
+        # Two reports of one matter at once must not both miss each other (READ COMMITTED sees
+        # neither uncommitted row): reports of the same matter take turns until commit. SQLite
+        # serialises every writer with BEGIN IMMEDIATE already.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), hashtext(:matter))"),
+            {"space": _DUPLICATE_LOCK_SPACE, "matter": incident.matter_code},
+        )
+    rows = connection.execute(
+        _DUPLICATE_CANDIDATES,
+        {
+            "matter": incident.matter_code,
+            "until": reported_at,
+            "since": reported_at - window,
+        },
+    ).all()
+    if not rows:
+        return None
+    lon, lat = _xy([r.position for r in rows])
+    # The report's own point goes last, in the same (one) transformation.
+    xs, ys = _metric_xy([*lon.tolist(), float(incident.lon)], [*lat.tolist(), float(incident.lat)])
+    x0, y0 = xs[-1:], ys[-1:]
+    xs, ys = xs[:-1], ys[:-1]
+    # Only incidents within the radius can be the answer (find_duplicate computes the same
+    # distances and takes the nearest of those): the others need no frame.
+    near = np.flatnonzero(np.hypot(xs - x0[0], ys - y0[0]) <= settings.duplicate_radius_m)
+    if not len(near):
+        return None
+    rows = [rows[i] for i in near.tolist()]
+    xs, ys = xs[near], ys[near]
+    open_incidents = pd.DataFrame(
+        {
+            "incident_id": [r.incident_id for r in rows],
+            "matter_code": [r.matter_code for r in rows],
+            "x_m": xs,
+            "y_m": ys,
+            "reported_at": pd.to_datetime([r.reported_at for r in rows], utc=True),
+            "status": [r.status for r in rows],
+        }
+    )
+    master = find_duplicate(
+        incident.matter_code,
+        float(x0[0]),
+        float(y0[0]),
+        reported_at,
+        open_incidents,
+        radius_m=settings.duplicate_radius_m,
+        window=window,
+    )
+    if master is None:
+        return None
+    hit = open_incidents.loc[open_incidents["incident_id"] == master].iloc[0]
+    return master, float(np.hypot(hit["x_m"] - x0[0], hit["y_m"] - y0[0]))
+
+
+def _incident_from_row(row: Any) -> dispatch.Incident:
+    geom = row.geometry
+    return dispatch.Incident(
+        incident_id=row.incident_id,
+        matter_code=row.matter_code,
+        lon=float(shapely.get_x(geom)),
+        lat=float(shapely.get_y(geom)),
+        reported_at=row.reported_at,
+    )
+
+
+def _read_incident_row(connection: Connection, incident_id: str) -> Any:
+    row = connection.execute(
+        select(INCIDENTS).where(INCIDENTS.c.incident_id == incident_id)
+    ).first()
+    if row is None:
+        msg = f"no incident {incident_id!r} in the store"
+        raise NotFoundError(msg)
+    return row
+
+
+def _not_dispatchable(incident_id: str, status: str) -> InputError:
+    hint = {
+        str(State.REPORTED): "register it first",
+        str(State.REJECTED): "it was rejected",
+    }.get(status, "only a return, re-queue or reopen puts it back in the queue")
+    msg = (
+        f"incident {incident_id!r} is {status}; only {' or '.join(DISPATCHABLE)} incidents are "
+        f"dispatched ({hint})"
+    )
+    return InputError(msg)
+
+
+_DUPLICATE_CANDIDATES = _duplicate_candidates()
+
+
+def _geoframe(rows: Sequence[Any], columns: Sequence[str]) -> gpd.GeoDataFrame:
+    df = pd.DataFrame([tuple(r) for r in rows], columns=[*columns, "geometry"])
+    geoms = df.pop("geometry").tolist()
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=_WGS84), crs=_WGS84)
+
+
+def _utc_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    for column in columns:
+        df[column] = pd.to_datetime(df[column], utc=True)
+
+
+def read_incidents(engine: Engine, status: str | Sequence[str] | None = None) -> gpd.GeoDataFrame:
+    """Read stored incidents, oldest report first (ties by id).
+
+    Parameters
+    ----------
+    engine
+        The store.
+    status
+        Only incidents with this status (or any of these).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        :data:`INCIDENT_COLUMNS` + Point geometry (EPSG:4326), times in UTC.
+    """
+    table = INCIDENTS
+    stmt = select(*[table.c[c] for c in INCIDENT_COLUMNS], table.c.geometry).order_by(
+        table.c.reported_at, table.c.incident_id
+    )
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        stmt = stmt.where(table.c.status.in_(wanted))
+    with translate_errors(engine), engine.connect() as connection:
+        rows = connection.execute(stmt).all()
+    gdf = _geoframe(rows, INCIDENT_COLUMNS)
+    _utc_columns(gdf, ["reported_at", "created_at", "updated_at"])
+    gdf["priority"] = gdf["priority"].astype("Int64")
+    return gdf
+
+
+def query_incidents(
+    engine: Engine,
+    *,
+    incident_ids: Sequence[str] | None = None,
+    status: Sequence[str] | None = None,
+    matter_code: Sequence[str] | None = None,
+    street_code: str | None = None,
+    grid_code: str | None = None,
+    unit_id: str | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+    newest_first: bool = True,
+) -> tuple[gpd.GeoDataFrame, int]:
+    """Incidents matching every given filter, one page of them, and how many match in all.
+
+    ``street_code``, ``grid_code`` and ``unit_id`` (ever assigned to it) are how callers scope
+    what a user may see. ``bbox`` is ``(west, south, east, north)`` in WGS84; ``since`` and
+    ``until`` bound ``reported_at`` (since inclusive, until exclusive).
+
+    On PostgreSQL every filter runs in SQL (the box through the GIST index). SQLite stores
+    geometry as plain WKB, so there the box is applied to the rows the other filters leave.
+
+    Returns
+    -------
+    (geopandas.GeoDataFrame, int)
+        :data:`INCIDENT_COLUMNS` + Point geometry, times in UTC; and the total count.
+    """
+    table = INCIDENTS
+    conditions: list[Any] = []
+    if incident_ids is not None:
+        conditions.append(table.c.incident_id.in_(list(incident_ids)))
+    if status:
+        conditions.append(table.c.status.in_(list(status)))
+    if matter_code:
+        conditions.append(table.c.matter_code.in_(list(matter_code)))
+    if street_code is not None:
+        conditions.append(table.c.street_code == street_code)
+    if grid_code is not None:
+        conditions.append(table.c.grid_code == grid_code)
+    if unit_id is not None:
+        assigned = select(ASSIGNMENTS.c.incident_id).where(ASSIGNMENTS.c.unit_id == unit_id)
+        conditions.append(table.c.incident_id.in_(assigned))
+    if since is not None:
+        conditions.append(table.c.reported_at >= _aware(since, "since"))
+    if until is not None:
+        conditions.append(table.c.reported_at < _aware(until, "until"))
+    postgres = engine.dialect.name == "postgresql"
+    if bbox is not None and postgres:
+        conditions.append(table.c.geometry.op("&&")(func.ST_MakeEnvelope(*bbox, 4326)))
+    order = (
+        [table.c.reported_at.desc(), table.c.incident_id.desc()]
+        if newest_first
+        else [table.c.reported_at, table.c.incident_id]
+    )
+    columns = [*[table.c[c] for c in INCIDENT_COLUMNS], table.c.geometry]
+    stmt = select(*columns).where(*conditions).order_by(*order)
+    with translate_errors(engine), engine.connect() as connection:
+        if bbox is None or postgres:
+            total = int(
+                connection.execute(
+                    select(func.count()).select_from(table).where(*conditions)
+                ).scalar_one()
+            )
+            if limit is not None:
+                stmt = stmt.limit(limit)
+            rows = connection.execute(stmt.offset(offset)).all()
+        else:
+            west, south, east, north = bbox
+            kept = [
+                r
+                for r in connection.execute(stmt).all()
+                if west <= r.geometry.x <= east and south <= r.geometry.y <= north
+            ]
+            total = len(kept)
+            rows = kept[offset : None if limit is None else offset + limit]
+    gdf = _geoframe(rows, INCIDENT_COLUMNS)
+    _utc_columns(gdf, ["reported_at", "created_at", "updated_at"])
+    gdf["priority"] = gdf["priority"].astype("Int64")
+    return gdf, total

@@ -1,0 +1,145 @@
+"""The dispatch context of a store: its areas, catalogue and travel model, built once per
+loaded dataset and cached per engine (a server builds it once)."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+from sqlalchemy import (
+    Connection,
+    Engine,
+    func,
+    select,
+)
+
+from gridgov import dispatch
+from gridgov.catalog import Catalog, load_catalog
+from gridgov.errors import (
+    InputError,
+    StoreError,
+)
+from gridgov.network import SPEEDS_KMH, StraightLine, TravelModel, build_network
+from gridgov.store.engine import (
+    translate_errors,
+)
+from gridgov.store.models import (
+    DATASETS,
+)
+from gridgov.store.repository import (
+    read_roads,
+    read_stored_areas,
+)
+
+_MAX_DATASET = select(func.max(DATASETS.c.id))
+
+
+class _NoRoads(StraightLine):
+    """The straight-line fallback, saying why it is used."""
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "reason": "no road network is loaded in the store"}
+
+
+@dataclass
+class _Cached:
+    version: Any
+    catalog: Catalog | None
+    ctx: dispatch.DispatchContext | None = None
+
+
+_CACHE: weakref.WeakKeyDictionary[Engine, _Cached] = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def _dataset_version(engine: Engine, connection: Connection | None = None) -> Any:
+    """Changes whenever a dataset (areas, offices, units, roads, matters) is loaded."""
+    if connection is not None:
+        return connection.execute(_MAX_DATASET).scalar()
+    with translate_errors(engine), engine.connect() as own:
+        return own.execute(_MAX_DATASET).scalar()
+
+
+def travel_from_store(engine: Engine) -> TravelModel:
+    """The road network stored in ``engine``, or the straight-line fallback when none is.
+
+    Raises
+    ------
+    InputError
+        The stored roads cannot be built into a network (the message says why).
+    """
+    gdf_nodes, gdf_links = read_roads(engine)
+    if gdf_links.empty:
+        return _NoRoads()
+    return build_network(gdf_nodes, _with_speeds(gdf_links))
+
+
+def _with_speeds(gdf_links: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Links whose speed columns are complete: NULL speeds are taken from the road class."""
+    speed_columns = [f"speed_{mode}_kmh" for mode in ("drive", "bike", "walk")]
+    missing = gdf_links[speed_columns].isna()
+    if not missing.any().any():
+        return gdf_links
+    if missing.all().all():
+        # No speeds stored at all: the network maps road classes to speeds itself.
+        return gdf_links.drop(columns=speed_columns)
+    out = gdf_links.copy()
+    unknown = sorted(set(out.loc[missing.any(axis=1), "road_class"].astype(str)) - set(SPEEDS_KMH))
+    if unknown:
+        msg = (
+            f"stored road links have no speed and an unknown road class ({', '.join(unknown)}); "
+            f"known classes: {', '.join(SPEEDS_KMH)}"
+        )
+        raise InputError(msg)
+    for column in speed_columns:
+        mode = column.split("_")[1]
+        by_class = out["road_class"].map({c: v[mode] for c, v in SPEEDS_KMH.items()})
+        out[column] = out[column].fillna(by_class)
+    return out
+
+
+def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispatch.DispatchContext:
+    """The dispatch context of the district held in ``engine``, built once and then reused.
+
+    The areas come from the store, the travel model from its roads
+    (:func:`gridgov.network.build_network`), or the straight-line fallback when no roads are
+    loaded (its ``describe()`` says so, and so every explanation does). The context is cached
+    per engine and rebuilt only after a new dataset is loaded, so a server builds it once.
+
+    Parameters
+    ----------
+    engine
+        The store.
+    catalog
+        The matters catalogue; :func:`gridgov.catalog.load_catalog` (the configured file)
+        when None.
+
+    Raises
+    ------
+    StoreError
+        The store holds no areas.
+    """
+    version = _dataset_version(engine)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(engine)
+        if (
+            cached is not None
+            and cached.ctx is not None
+            and cached.version == version
+            and cached.catalog is catalog
+        ):
+            return cached.ctx
+        gdf_areas = read_stored_areas(engine)
+        if gdf_areas.empty:
+            msg = "the store holds no areas; load a district first (`gridgov load`)"
+            raise StoreError(msg)
+        ctx = dispatch.build_context(
+            gdf_areas,
+            load_catalog() if catalog is None else catalog,
+            travel_from_store(engine),
+        )
+        _CACHE[engine] = _Cached(version=version, catalog=catalog, ctx=ctx)
+        return ctx
