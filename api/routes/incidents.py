@@ -193,17 +193,9 @@ class BatchOut(BaseModel):
 
 
 def _scope(principal: Principal) -> dict[str, Any]:
-    """The query filters that confine a caller to what it may see."""
-    c = principal.credential
-    if principal.district_wide:
-        return {}
-    if c.role in ("commander", "dispatcher"):
-        return {"street_code": c.street_code}
-    if c.role == "grid_worker":
-        return {"grid_code": c.grid_code}
-    if c.role == "unit":
-        return {"unit_id": c.unit_id}
-    raise HTTPException(403, f"the {c.role} role reads no incidents here")
+    """The query filters that confine a caller to what it may see (its scope's; a role that
+    reads no incidents is refused with 403)."""
+    return principal.scope.incident_filters()
 
 
 def _incident_dict(row: Any) -> dict[str, Any]:
@@ -360,12 +352,10 @@ def list_incidents(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
-    scope = _scope(principal)
-    if street_code is not None:
-        if "street_code" in scope and scope["street_code"] != street_code:
-            # Another street's incidents are invisible: an empty page, not a refusal.
-            return {"items": [], "total": 0, "limit": limit, "offset": offset}
-        scope = {**scope, "street_code": street_code}
+    scope = principal.scope.street_filter(street_code)
+    if scope is None:
+        # Another street's incidents are invisible: an empty page, not a refusal.
+        return {"items": [], "total": 0, "limit": limit, "offset": offset}
     gdf, total = store.query_incidents(
         engine,
         status=_split(status, STATES, "status"),

@@ -83,26 +83,18 @@ class PositionOut(BaseModel):
     at: datetime
 
 
-def _in_scope(principal: Principal, row: Any) -> bool:
-    c = principal.credential
-    if principal.district_wide:
-        return True
-    if c.role == "unit":
-        return bool(row["unit_id"] == c.unit_id)
-    # Commanders, dispatchers and grid workers see the units their street commands.
-    return bool(row["street_code"] == c.street_code)
-
-
 def _units(
     engine: Any, settings: Any, principal: Principal, unit_id: str | None = None
 ) -> list[dict[str, Any]]:
-    c = principal.credential
-    street = None if principal.district_wide else c.street_code
-    gdf = store.read_units(engine, street_code=street, unit_id=unit_id)
+    scope = principal.scope
+    if unit_id is None:
+        gdf = store.read_units(engine, **scope.unit_filters())
+    else:
+        gdf = store.read_units(engine, unit_id=unit_id)
     limit = pd.Timestamp.now(tz=UTC) - pd.Timedelta(minutes=settings.position_max_age_min)
     out = []
     for row in gdf.to_dict("records"):
-        if not _in_scope(principal, row):
+        if not scope.can_see_unit(row["unit_id"], row["street_code"]):
             continue
         geom = row["geometry"]
         when = plain(row["position_time"])
