@@ -70,6 +70,13 @@ from scipy.optimize import linear_sum_assignment
 
 from gridgov.areas import Locator, build_locator, street_adjacency
 from gridgov.catalog import Catalog, Matter
+from gridgov.dispatch.rules import (
+    best_candidate,
+    candidate_order,
+    effective_positions,
+    position_is_stale,
+    unit_rank,
+)
 from gridgov.errors import InputError, OutsideDistrictError
 from gridgov.io import to_bool
 from gridgov.model import EscalationLevel, ForceKind, HandlingLevel, TravelMode, UnitStatus
@@ -2087,13 +2094,18 @@ __all__ = [
     "Incident",
     "Placement",
     "UnitPool",
+    "best_candidate",
     "build_context",
+    "candidate_order",
     "dispatch_batch",
     "dispatch_greedy",
     "dispatch_incident",
     "dispatch_pool",
+    "effective_positions",
     "jsonable",
     "locate_incident",
+    "position_is_stale",
     "prepare_units",
     "route_to_geojson",
+    "unit_rank",
 ]
