@@ -22,13 +22,12 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import geopandas as gpd
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
 
 from api.auth import READ_ROLES, Principal, require
 from api.deps import EngineDep, SettingsDep
@@ -36,7 +35,17 @@ from gridgov import maps, store
 from gridgov.errors import InputError
 from gridgov.model import UNIT_COLUMNS
 from gridgov.settings import Settings
-from gridgov.store import live_feed
+from gridgov.store.live_feed import (
+    OVER_STATUSES,
+    LiveChanges,
+    LiveState,
+    dataset_version,
+    parse_cursor,
+    read_live,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 __all__ = ["FEED_PATH", "router"]
 
@@ -92,7 +101,7 @@ class LiveAnswer(BaseModel):
     )
 
 
-def _etag(principal: Principal, state: live_feed.LiveState) -> str:
+def _etag(principal: Principal, state: LiveState) -> str:
     raw = f"{principal.credential.credential_id}|{state.cursor}".encode()
     return f'W/"{hashlib.blake2b(raw, digest_size=10).hexdigest()}"'
 
@@ -109,10 +118,10 @@ def _code(value: Any) -> str | None:
     return None if value is None or value != value else str(value)
 
 
-def _answer(principal: Principal, changes: live_feed.LiveChanges) -> dict[str, Any]:
+def _answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
     scope = principal.scope
     gdf = changes.gdf_incidents
-    over = gdf["status"].astype(str).isin(live_feed.OVER_STATUSES)
+    over = gdf["status"].astype(str).isin(OVER_STATUSES)
     gdf_open = gdf[~over]
     return {
         "cursor": changes.state.cursor,
@@ -167,8 +176,8 @@ def live_feed(
     positions from a digest of the units in scope. Poll with `since` and `If-None-Match` (the
     previous answer's `ETag`): 304 means nothing changed. A dispatcher sees only the street's
     incidents and units."""
-    state = live_feed.parse_cursor(since) if since is not None else None
-    changes = live_feed.read_live(engine, principal.scope, state)
+    state = parse_cursor(since) if since is not None else None
+    changes = read_live(engine, principal.scope, state)
     etag = _etag(principal, changes.state)
     headers = {
         "ETag": etag,
@@ -223,7 +232,7 @@ def build_page(engine: Engine, settings: Settings, dataset: int) -> str:
 
 
 def _page(engine: Engine, settings: Settings) -> str:
-    dataset = live_feed.dataset_version(engine)
+    dataset = dataset_version(engine)
     cached = _PAGES.get(engine)
     if cached is not None and cached.dataset == dataset:
         return cached.html

@@ -18,11 +18,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from api import wall_display
 from api.app import create_app
 from gridgov import maps, store
+from gridgov.service.scope import scope_for
 from gridgov.settings import Settings
-from gridgov.store import live_feed
+from gridgov.store import Credential, live_feed
 
 FEED = "/api/v1/live"
 
@@ -286,7 +286,7 @@ def test_a_late_event_below_the_cursor_is_still_sent(
     """On PostgreSQL an event can commit after one with a larger id; the count in the cursor
     tells, and the look-back sends it."""
     street = streets[4]
-    scope = live_feed.LiveScope(incidents_street=street, units_street=street)
+    scope = scope_for(Credential("c0", "token", "dispatcher", street_code=street))
     headers = token(engine, "dispatcher", street_code=street)
     incident_id = report(client, headers, *point_in(engine, street))
     now = live_feed.read_live(engine, scope).state
@@ -416,12 +416,10 @@ def test_a_credential_without_its_scope_sees_nothing(
     from gridgov.store import Credential
 
     principal = Principal(Credential("c0", "token", role, **scope))
-    changes = live_feed.read_live(engine, live.scope_of(principal))
+    changes = live_feed.read_live(engine, principal.scope)
     assert len(changes.gdf_incidents) == 0
     assert changes.gdf_units is not None
     assert len(changes.gdf_units) == 0 or role == "grid_worker"
     # An analyst sees the district.
-    everything = live_feed.read_live(
-        engine, live.scope_of(Principal(Credential("c1", "token", "analyst")))
-    )
+    everything = live_feed.read_live(engine, Principal(Credential("c1", "token", "analyst")).scope)
     assert everything.gdf_units is not None and len(everything.gdf_units) > 100

@@ -61,8 +61,7 @@ def assessment(
     street_code: Annotated[str | None, Query(max_length=18)] = None,
 ) -> dict[str, Any]:
     """Commanders and dispatchers see their own street's assessment only."""
-    if not principal.district_wide:
-        street_code = principal.credential.street_code
+    street_code = principal.scope.assessment_street(street_code)
     span = Period.parse(period)
     result = assess(
         store.read_events(engine, until=span.end),

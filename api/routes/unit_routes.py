@@ -1,7 +1,9 @@
 """Stationed units: the list, status changes and AVL position fixes.
 
-A fix older than ``settings.position_max_age_min`` is stale: dispatch then uses the unit's
-office position instead, as CAD systems do, and the list marks it ``position_stale``.
+A fix older than ``settings.position_max_age_min`` is stale (the rule dispatch applies,
+:func:`gridgov.dispatch.rules.position_is_stale`): dispatch then uses the unit's office
+position instead, as CAD systems do, and the list marks it ``position_stale``. Which units a
+caller sees is its scope's (:mod:`gridgov.service.scope`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -17,6 +18,7 @@ from api.auth import Principal, not_found, require
 from api.deps import EngineDep, SettingsDep
 from api.schemas import CrsName, plain, to_wgs84_point
 from gridgov import store
+from gridgov.dispatch import position_is_stale
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, UnitStatus
 
@@ -83,6 +85,10 @@ class PositionOut(BaseModel):
     at: datetime
 
 
+def _max_age(settings: Any) -> timedelta:
+    return timedelta(minutes=settings.position_max_age_min)
+
+
 def _units(
     engine: Any, settings: Any, principal: Principal, unit_id: str | None = None
 ) -> list[dict[str, Any]]:
@@ -91,9 +97,10 @@ def _units(
         gdf = store.read_units(engine, **scope.unit_filters())
     else:
         gdf = store.read_units(engine, unit_id=unit_id)
-    limit = pd.Timestamp.now(tz=UTC) - pd.Timedelta(minutes=settings.position_max_age_min)
+    # A position without a time is a home post (static), never stale.
+    stale = position_is_stale(gdf["position_time"], datetime.now(UTC), _max_age(settings))
     out = []
-    for row in gdf.to_dict("records"):
+    for row, too_old in zip(gdf.to_dict("records"), stale.tolist(), strict=True):
         if not scope.can_see_unit(row["unit_id"], row["street_code"]):
             continue
         geom = row["geometry"]
@@ -115,8 +122,7 @@ def _units(
                 "lat": None if geom is None else float(geom.y),
                 "position_time": when,
                 "position_source": plain(row["position_source"]),
-                # A position without a time is a home post (static), never stale.
-                "position_stale": geom is None or (when is not None and when < limit),
+                "position_stale": geom is None or too_old,
             }
         )
     return out
@@ -204,5 +210,5 @@ def set_position(
         raise InputError(msg)
     lon, lat = to_wgs84_point(body.lon, body.lat, body.crs)
     stored = store.update_unit_position(engine, unit_id, lon, lat, at)
-    stale = at < now - timedelta(minutes=settings.position_max_age_min)
+    stale = bool(position_is_stale([at], now, _max_age(settings))[0])
     return {"unit_id": unit_id, "stored": stored, "stale": stale, "lon": lon, "lat": lat, "at": at}

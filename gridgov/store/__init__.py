@@ -47,6 +47,7 @@ from gridgov.store.engine import (
     init_db,
     is_initialised,
     open_store,
+    ping,
     schema_diff,
 )
 from gridgov.store.repository import (
@@ -125,6 +126,7 @@ __all__ = [
     "locate_point",
     "nearest_units",
     "open_store",
+    "ping",
     "purge_idempotency",
     "query_incidents",
     "read_areas",
