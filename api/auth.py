@@ -27,17 +27,11 @@ from gridgov.store import Credential
 from gridgov.workflow import Role
 
 __all__ = [
-    "ALL_ROLES",
-    "READ_ROLES",
     "Principal",
     "current_principal",
     "not_found",
     "require",
 ]
-
-ALL_ROLES = ("admin", "commander", "dispatcher", "unit", "grid_worker", "analyst")
-#: Roles that read incidents (each within its scope).
-READ_ROLES = ALL_ROLES
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `gridgov token issue`.")
 

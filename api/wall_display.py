@@ -29,11 +29,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from api.auth import READ_ROLES, Principal, require
+from api.auth import Principal, require
 from api.deps import EngineDep, SettingsDep
 from gridgov import maps, store
 from gridgov.errors import InputError
 from gridgov.model import UNIT_COLUMNS
+from gridgov.service.scope import READERS
 from gridgov.settings import Settings
 from gridgov.store.live_feed import (
     OVER_STATUSES,
@@ -57,7 +58,7 @@ FEED_PATH = "/api/v1/live"
 POLL_INTERVAL_MS = 1000
 #: The viewport hook of the page: micro-grids of the visible box, in the compact form.
 AREA_URL = "/api/v1/areas/{level}?bbox={west},{south},{east},{north}&zoom={zoom}&format=compact"
-Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
+Reader = Annotated[Principal, Depends(require(*READERS))]
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ from api.auth import Principal, require
 from api.deps import ContextDep, EngineDep
 from gridgov import store
 from gridgov.assessment import Period, assess
+from gridgov.service.scope import ASSESSORS
 
 router = APIRouter(tags=["assessment"])
 
-Assessor = Annotated[Principal, Depends(require("admin", "analyst", "commander", "dispatcher"))]
+Assessor = Annotated[Principal, Depends(require(*ASSESSORS))]
 
 
 class AssessmentOut(BaseModel):

@@ -20,6 +20,7 @@ from api.schemas import CrsName, outside_district, parse_bbox, plain, to_wgs84_p
 from gridgov import store
 from gridgov.dispatch import Incident, locate_incident
 from gridgov.errors import InputError, NotFoundError, OutsideDistrictError
+from gridgov.service.scope import BATCH_DISPATCHERS, READERS, REPORTERS
 from gridgov.workflow import ALLOWED_ROLES, Action, Role, Satisfaction, State
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -42,15 +43,10 @@ ApiAction = Literal[
 ]
 STATES = tuple(str(s) for s in State)
 
-Reader = Annotated[
-    Principal,
-    Depends(require("admin", "commander", "dispatcher", "unit", "grid_worker", "analyst")),
-]
-Reporter = Annotated[
-    Principal, Depends(require("admin", "commander", "dispatcher", "unit", "grid_worker"))
-]
+Reader = Annotated[Principal, Depends(require(*READERS))]
+Reporter = Annotated[Principal, Depends(require(*REPORTERS))]
 Actor = Reporter
-Commander = Annotated[Principal, Depends(require("admin", "commander", "dispatcher"))]
+Commander = Annotated[Principal, Depends(require(*BATCH_DISPATCHERS))]
 
 
 # --------------------------------------------------------------------------------------------

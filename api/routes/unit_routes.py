@@ -21,18 +21,16 @@ from gridgov import store
 from gridgov.dispatch import position_is_stale
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, UnitStatus
+from gridgov.service.scope import POSITION_SENDERS, READERS, STATUS_SETTERS
 
 router = APIRouter(prefix="/units", tags=["units"])
 
 #: A device clock may run a little ahead; a fix further in the future is refused.
 CLOCK_SKEW = timedelta(minutes=5)
 
-Reader = Annotated[
-    Principal,
-    Depends(require("admin", "commander", "dispatcher", "unit", "grid_worker", "analyst")),
-]
-StatusSetter = Annotated[Principal, Depends(require("admin", "commander", "dispatcher", "unit"))]
-PositionSender = Annotated[Principal, Depends(require("admin", "dispatcher", "unit"))]
+Reader = Annotated[Principal, Depends(require(*READERS))]
+StatusSetter = Annotated[Principal, Depends(require(*STATUS_SETTERS))]
+PositionSender = Annotated[Principal, Depends(require(*POSITION_SENDERS))]
 
 
 class UnitOut(BaseModel):
