@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
-from api.errors import install_error_handlers
+from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings

@@ -3,7 +3,7 @@
 Citizens' and field staff's phone apps speak GeoReport v2 (http://wiki.open311.org/GeoReport_v2)
 here, mounted at ``/open311/v2``. Every resource answers in JSON or XML as its extension asks
 (``services.json``, ``services.xml``), and errors come back in the spec's error list, in the
-same format, from :mod:`api.errors`.
+same format, from :mod:`api.error_answers`.
 
 How gridgov maps onto the spec:
 

@@ -186,7 +186,7 @@ def test_the_scope_module_is_pure() -> None:
 
 
 def test_forbidden_is_a_403() -> None:
-    from api.errors import classify
+    from api.error_answers import classify
 
     assert classify(ForbiddenError("outside")) == (403, "forbidden")
 
