@@ -13,6 +13,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from gridgov.catalog import Matter
+from gridgov.dispatch import rules
 from gridgov.dispatch.pool import (
     KIND_ID,
     BoolArray,
@@ -31,7 +32,6 @@ from gridgov.dispatch.single import (
     list_candidates,
     make_assignment,
     member_level,
-    pick,
 )
 from gridgov.errors import OutsideDistrictError
 from gridgov.model import ForceKind
@@ -315,7 +315,7 @@ def dispatch_greedy(
             free = ~used[rows] & np.isfinite(bound)
             known = np.flatnonzero(free & exact)
             unknown = np.flatnonzero(free & ~exact)
-            best = pick(pool, rows[known], bound[known])
+            best = rules.best_candidate(bound[known], pool.rank[rows[known]])
             # The nearest unknown one: its time is at least its bound, and above its limit.
             u = int(unknown[np.argmin(bound[unknown])]) if len(unknown) else -1
             if best is not None:
@@ -485,8 +485,10 @@ def _solve_kind(batch: _Batch, slot_idx: list[int]) -> dict[int, tuple[int, floa
     rows = np.unique(np.concatenate([p[0] for p in parts] + [np.zeros(0, np.int64)]))
     if len(rows) == 0:
         return {}
-    # Columns in unit_id order, so the answer does not depend on the frame's row order.
-    rows = rows[np.argsort(pool.rank[rows], kind="stable")]
+    # Columns in the tie-break order of units (equal times: candidate order by rank alone):
+    # the solver takes the first of equally good columns, so the answer follows the rule and
+    # not the frame's row order.
+    rows = rows[rules.candidate_order(np.zeros(len(rows)), pool.rank[rows])]
     col = np.full(pool.n, -1, dtype=np.int64)
     col[rows] = np.arange(len(rows))
     times = np.full((len(slot_idx), len(rows)), np.inf)

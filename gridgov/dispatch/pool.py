@@ -23,6 +23,7 @@ from pyproj import CRS
 
 from gridgov.areas import Locator, build_locator, street_adjacency
 from gridgov.catalog import Catalog
+from gridgov.dispatch import rules
 from gridgov.dispatch.records import Considered, json_float, jsonable
 from gridgov.errors import InputError
 from gridgov.io import to_bool
@@ -134,24 +135,11 @@ def prepare_units(
     A copy of ``gdf_units`` (same index, EPSG:4326) with the effective geometry and a
     ``position_note`` column (None where the position was used as given).
     """
-    if max_age is None:
-        max_age = timedelta(minutes=get_settings().position_max_age_min)
     out = _to_wgs84(gdf_units).copy()
     if out.crs is None:
         out = out.set_crs("EPSG:4326")
     n = len(out)
     geoms = np.asarray(out.geometry.values, dtype=object)
-    has_pos = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    stale = np.zeros(n, dtype=bool)
-    stamps: list[str | None] = [None] * n
-    if "position_time" in out.columns:
-        times = pd.to_datetime(out["position_time"], utc=True)
-        known = times.notna().to_numpy()
-        age = _utc(now) - times
-        stale = known & (age > pd.Timedelta(max_age)).fillna(False).to_numpy(dtype=bool)
-        stamps = [
-            t.strftime("%Y-%m-%dT%H:%MZ") if s else None for t, s in zip(times, stale, strict=True)
-        ]
     office = np.full(n, None, dtype=object)
     if gdf_offices is not None and "office_id" in out.columns and len(gdf_offices):
         offices = _to_wgs84(gdf_offices)
@@ -162,23 +150,25 @@ def prepare_units(
             [None if pd.isna(o) else lookup.get(str(o)) for o in out["office_id"].tolist()],
             dtype=object,
         )
-    has_office = ~(shapely.is_missing(office) | shapely.is_empty(office))
-    keep = has_pos & ~stale
-    new_geoms = office.copy()
-    new_geoms[~has_office] = None
-    new_geoms[keep] = geoms[keep]
-    notes = np.full(n, None, dtype=object)
-    for i in np.flatnonzero(~keep):
-        what = f"stale position ({stamps[i]})" if stale[i] else "no position"
-        notes[i] = f"{what}: office position used" if has_office[i] else f"{what}: left out"
+    times = out["position_time"] if "position_time" in out.columns else [None] * n
+    lon, _, notes = rules.effective_positions(
+        shapely.get_x(geoms),
+        shapely.get_y(geoms),
+        times,
+        shapely.get_x(office),
+        shapely.get_y(office),
+        now,
+        max_age,
+    )
+    # The given or the office geometry itself, not a point rebuilt from its coordinates.
+    given = pd.isna(notes)
+    at_office = ~given & np.isfinite(lon)
+    new_geoms = np.full(n, None, dtype=object)
+    new_geoms[given] = geoms[given]
+    new_geoms[at_office] = office[at_office]
     out["position_note"] = pd.Series(notes, index=out.index, dtype=object)
     out[out.geometry.name] = gpd.GeoSeries(new_geoms, index=out.index, crs="EPSG:4326")
     return out
-
-
-def _utc(when: datetime) -> pd.Timestamp:
-    ts = pd.Timestamp(when)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 @lru_cache(maxsize=32)
@@ -462,10 +452,8 @@ class _StringColumn:
 
     @cached_property
     def rank(self) -> IntArray:
-        """Each row's place in the str order of the values (ties by row)."""
-        rank = np.empty(len(self.values), dtype=np.int64)
-        rank[np.argsort(self.values.astype(str), kind="stable")] = np.arange(len(self.values))
-        return rank
+        """Each row's place in the tie-break order of units (the column holds unit ids)."""
+        return rules.unit_rank(self.values)
 
     @cached_property
     def _groups(self) -> dict[str | None, IntArray]:

@@ -14,8 +14,9 @@ import geopandas as gpd
 import numpy as np
 
 from gridgov.catalog import Matter
+from gridgov.dispatch import rules
 from gridgov.dispatch.pool import DispatchContext, FloatArray, IntArray, UnitPool
-from gridgov.dispatch.records import Assignment, Considered, Decision, Incident, Placement
+from gridgov.dispatch.records import Assignment, Decision, Incident, Placement
 from gridgov.dispatch.search import Target, needed_modes, snap_incident
 from gridgov.errors import OutsideDistrictError
 from gridgov.model import EscalationLevel, ForceKind, HandlingLevel, UnitStatus
@@ -207,7 +208,7 @@ def _dispatch_kind(
     note: dict[str, Any] = {"kind": kind.value, "role": role, "tiers": []}
     checked = np.zeros(pool.n, dtype=bool)
     usable = np.zeros(pool.n, dtype=bool)
-    left_out: list[Considered] = []
+    left_out: list[tuple[int, str, str]] = []  # (row, tier, why)
     cand = np.zeros(0, dtype=np.int64)
     for tier, tier_rows in scope.items():
         # Each unit is checked once, in the narrowest tier that holds it.
@@ -218,21 +219,21 @@ def _dispatch_kind(
             if why is None:
                 usable[r] = True
             else:
-                left_out.append(pool.considered(r, tier, None, why))
+                left_out.append((r, tier, why))
         checked[new] = True
         cand = tier_rows[usable[tier_rows]]
         times, bound = target.best_times(cand, cap)
-        best = pick(pool, cand, times)
+        best = rules.best_candidate(times, pool.rank[cand])
         accepted = best is not None and times[best] <= cap
         note["tiers"].append(_tier_note(pool, tier, cand, times, bound, accepted))
         if accepted and best is not None:
             r, t = int(cand[best]), float(times[best])
             level = _tier_level(tier, pool, r, kind, placement)
             note.update(accepted_tier=tier, rule=TIER_RULES[tier], unit_id=pool.ids[r], time_s=t)
-            note["left_out"] = [c.to_json() for c in _sorted_out(left_out)]
+            note["left_out"] = _left_out(pool, left_out)
             return (r, make_assignment(pool, r, kind, role, level, TIER_RULES[tier], t, cap)), note
     note["accepted_tier"] = None
-    note["left_out"] = [c.to_json() for c in _sorted_out(left_out)]
+    note["left_out"] = _left_out(pool, left_out)
     if allow_preemption and matter.priority == 1:
         pre = _preempt(pool, target, rows, kind, role, cap, exclude, taken)
         note["preemption"] = pre[1]
@@ -245,7 +246,7 @@ def _dispatch_kind(
         note["preemption"] = {"considered": False, "reason": why}
     # ``cand`` is the district tier's: the best of them, however far, is the fallback.
     times, _ = target.best_times(cand, math.inf)
-    best = pick(pool, cand, times)
+    best = rules.best_candidate(times, pool.rank[cand])
     if best is None:
         note.update(
             rule=None,
@@ -286,15 +287,6 @@ def _scopes(
     out["neighbour"] = rows[np.isin(pool.street[rows], near)]
     out["district"] = rows
     return out
-
-
-def pick(pool: UnitPool, rows: IntArray, times: FloatArray) -> int | None:
-    """Index (into ``rows``) of the fastest finite time; ties go to the smaller unit id."""
-    if len(rows) == 0:
-        return None
-    order = np.lexsort((pool.rank[rows], times))
-    first = int(order[0])
-    return first if np.isfinite(times[first]) else None
 
 
 def _tier_level(
@@ -374,9 +366,14 @@ def _preempt(
     listed = list_candidates(
         pool, "district", cand, times, note=lambda r: f"busy{pool.busy_text(r)}: preemptable"
     )
+    not_ok_rows = busy[~ok]
+    # No times to compare: listed in the tie-break order of units.
+    not_ok_rows = not_ok_rows[
+        rules.candidate_order(np.zeros(len(not_ok_rows)), pool.rank[not_ok_rows])
+    ]
     not_ok = [
         pool.considered(r, "district", None, f"busy{pool.busy_text(r)}: not preemptable").to_json()
-        for r in sorted(busy[~ok].tolist(), key=lambda r: pool.rank[r])
+        for r in not_ok_rows.tolist()
     ]
     note: dict[str, Any] = {
         "considered": True,
@@ -384,7 +381,7 @@ def _preempt(
         "preemptable": listed,
         "not_preemptable": not_ok,
     }
-    best = pick(pool, cand, times)
+    best = rules.best_candidate(times, pool.rank[cand])
     if best is None or times[best] > cap:
         note["result"] = "no unit busy on a low-priority incident within the maximum travel time"
         return None, note
@@ -435,7 +432,7 @@ def list_candidates(
     note: Callable[[int], str] | None = None,
 ) -> list[dict[str, Any]]:
     """The first candidates by (time, unit_id), as JSON; the note defaults to the position's."""
-    order = np.lexsort((pool.rank[rows], times))[:limit]
+    order = rules.candidate_order(times, pool.rank[rows])[:limit]
     out = []
     for i in order.tolist():
         r = int(rows[i])
@@ -444,8 +441,17 @@ def list_candidates(
     return out
 
 
-def _sorted_out(items: list[Considered]) -> list[Considered]:
-    return sorted(items, key=lambda c: (TIERS.index(c.tier), c.unit_id))
+def _left_out(pool: UnitPool, items: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
+    """The units left out ``(row, tier, why)``, as JSON: by tier, then in candidate order."""
+    rows = np.array([r for r, _, _ in items], dtype=np.int64)
+    # The tier stands in for the time: candidate order then breaks ties within a tier.
+    tiers = np.array([TIERS.index(t) for _, t, _ in items], dtype=float)
+    order = rules.candidate_order(tiers, pool.rank[rows]).tolist()
+    out = []
+    for i in order:
+        row, tier, why = items[i]
+        out.append(pool.considered(row, tier, None, why).to_json())
+    return out
 
 
 def _incident_note(
