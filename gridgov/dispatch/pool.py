@@ -116,7 +116,7 @@ def prepare_units(
     static (no ``position_time``: a home position). A stale or missing position falls back to
     the unit's office; with no office position either, the geometry becomes None and the unit is
     left out of dispatch. Every fallback is written to ``position_note``, which dispatch copies
-    into its explanations.
+    into its explanations. The rule is :func:`~gridgov.dispatch.rules.effective_positions`.
 
     Parameters
     ----------
@@ -251,9 +251,10 @@ class UnitPool:
 
         What :func:`prepare_units` and the frame constructor work out, given directly: the
         store keeps the units' fixed columns per loaded dataset and reads only the changing
-        ones for each dispatch (:func:`dispatch_pool`). ``rank`` orders the rows as their
-        ids sort; ``lon``/``lat`` are the effective positions (NaN: left out, ``note`` says
-        why); ``busy_priority`` is NaN where unknown.
+        ones for each dispatch (:func:`~gridgov.dispatch.dispatch_pool`). ``rank`` is
+        :func:`~gridgov.dispatch.rules.unit_rank` of the ids (of these or of a superset);
+        ``lon``/``lat``/``note`` are :func:`~gridgov.dispatch.rules.effective_positions`
+        (NaN: left out); ``busy_priority`` is NaN where unknown.
         """
         self = cls.__new__(cls)
         self.ctx = ctx
