@@ -279,6 +279,8 @@ class MatterRow(Base):
     handling_level: Mapped[str] = mapped_column(String(16))
     event_class: Mapped[str] = mapped_column(String(8))
     event_class_name: Mapped[str] = mapped_column(Text)
+    # Where the matter stands in its catalogue file (Open311 lists services in that order).
+    position: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint(_in("lead_kind", [str(v) for v in ForceKind]), name="lead_kind"),
@@ -287,6 +289,22 @@ class MatterRow(Base):
         ),
         CheckConstraint("priority BETWEEN 1 AND 4", name="priority"),
     )
+
+
+class CatalogRow(Base):
+    """What the stored catalogue says beside its matters: version, source, the names of its
+    domains and event major classes (one row, written with the matters)."""
+
+    __tablename__ = "catalogs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    # Lists of {"code", "zh", "en"} in file order.
+    event_majors: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    domains: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
 
 
 class DatasetRow(Base):
@@ -620,6 +638,7 @@ AREAS = cast(Table, AreaRow.__table__)
 OFFICES = cast(Table, OfficeRow.__table__)
 UNITS = cast(Table, UnitRow.__table__)
 MATTERS = cast(Table, MatterRow.__table__)
+CATALOGS = cast(Table, CatalogRow.__table__)
 DATASETS = cast(Table, DatasetRow.__table__)
 ROAD_NODES = cast(Table, RoadNodeRow.__table__)
 ROAD_LINKS = cast(Table, RoadLinkRow.__table__)
