@@ -20,12 +20,12 @@ from gridgov import store
 from gridgov.catalog import load_catalog
 from gridgov.cli import app
 from gridgov.settings import PROJECT_ROOT, get_settings
+from helpers import CUSTOM, custom_catalog
 
 runner = CliRunner()
 
 # A point in 西安路 street, on the reference roads (as in test_cli_dispatch.py).
 LON, LAT = 104.05, 30.69
-CUSTOM = "CUSTOM-01"
 
 
 def _run(*args: str) -> Result:
@@ -41,32 +41,6 @@ def no_data_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
 
 
-def _custom_catalog(path: Path) -> Path:
-    """The reference catalogue plus one matter, in its own domain, that it does not have."""
-    data = yaml.safe_load((PROJECT_ROOT / "data" / "catalog.yaml").read_text(encoding="utf-8"))
-    data["version"] = "custom-1"
-    data["domains"].append({"code": "CUSTOM", "zh": "自定义事项", "en": "custom matters"})
-    data["matters"].append(
-        {
-            "code": CUSTOM,
-            "domain": "CUSTOM",
-            "name_zh": "共享单车堆积",
-            "name_en": "Shared bikes piled up",
-            "description_en": "Shared bicycles block a pavement or an entrance.",
-            "keywords": ["共享单车", "bikes"],
-            "lead": "enforcement",
-            "assist": ["police"],
-            "priority": 3,
-            "deadlines": {"acknowledge_min": 10, "arrive_min": 40, "resolve_h": 24},
-            "max_travel_min": 30,
-            "level": "community",
-            "event_class": {"major": "05", "minor": "99", "name_zh": "共享单车"},
-        }
-    )
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
-
-
 # --------------------------------------------------------------------------------------------
 # the catalogue lives in the store
 # --------------------------------------------------------------------------------------------
@@ -76,7 +50,7 @@ def test_a_custom_catalogue_is_dispatched_and_served_from_the_store(
     store_url: str, tmp_path: Path, no_data_dir: None
 ) -> None:
     assert CUSTOM not in load_catalog()  # the configured file does not know it
-    custom = _custom_catalog(tmp_path / "custom.yaml")
+    custom = custom_catalog(tmp_path / "custom.yaml")
     assert _run("init", "--url", store_url).exit_code == 0
     loaded = _run("load", "--catalog", str(custom), "--url", store_url)
     assert loaded.exit_code == 0, loaded.output
@@ -122,7 +96,7 @@ def test_a_bad_catalogue_is_refused_before_anything_is_loaded(
 def test_an_export_keeps_its_catalogue_with_its_domain_names(
     sqlite_url: str, tmp_path: Path, no_data_dir: None
 ) -> None:
-    custom = _custom_catalog(tmp_path / "custom.yaml")
+    custom = custom_catalog(tmp_path / "custom.yaml")
     assert _run("init", "--url", sqlite_url).exit_code == 0
     assert _run("load", "--catalog", str(custom), "--url", sqlite_url).exit_code == 0
     exported = tmp_path / "district.gpkg"
