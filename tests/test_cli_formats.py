@@ -12,6 +12,7 @@ import geopandas as gpd
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from helpers import CUSTOM, custom_catalog
 from shapely.geometry import Point
 from typer.testing import CliRunner, Result
 
@@ -20,7 +21,6 @@ from gridgov import store
 from gridgov.catalog import load_catalog
 from gridgov.cli import app
 from gridgov.settings import PROJECT_ROOT, get_settings
-from helpers import CUSTOM, custom_catalog
 
 runner = CliRunner()
 
