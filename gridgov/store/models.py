@@ -279,8 +279,6 @@ class MatterRow(Base):
     handling_level: Mapped[str] = mapped_column(String(16))
     event_class: Mapped[str] = mapped_column(String(8))
     event_class_name: Mapped[str] = mapped_column(Text)
-    # Where the matter stands in its catalogue file (Open311 lists services in that order).
-    position: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint(_in("lead_kind", [str(v) for v in ForceKind]), name="lead_kind"),
@@ -293,7 +291,11 @@ class MatterRow(Base):
 
 class CatalogRow(Base):
     """What the stored catalogue says beside its matters: version, source, the names of its
-    domains and event major classes (one row, written with the matters)."""
+    domains and event major classes, and its matters' order (one row, written with them).
+
+    It belongs to the matters whose codes it lists: once other matters are stored without it,
+    it no longer describes them and is not used.
+    """
 
     __tablename__ = "catalogs"
 
@@ -303,6 +305,8 @@ class CatalogRow(Base):
     # Lists of {"code", "zh", "en"} in file order.
     event_majors: Mapped[list[dict[str, str]]] = mapped_column(JSON)
     domains: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    # The matter codes in file order (Open311 lists its services in that order).
+    matter_codes: Mapped[list[str]] = mapped_column(JSON)
 
     __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
 

@@ -80,7 +80,7 @@ _ROAD_END_TOLERANCE = 1e-6
 _MAX_LISTED = 20
 # List-valued matter columns, kept as JSON text where a file format has no list type.
 _MATTER_JSON_COLUMNS = ("keywords", "assist_kinds")
-_CATALOG_JSON_COLUMNS = ("event_majors", "domains")
+_CATALOG_JSON_COLUMNS = ("event_majors", "domains", "matter_codes")
 # --------------------------------------------------------------------------------------------
 # input preparation
 # --------------------------------------------------------------------------------------------
@@ -220,27 +220,29 @@ def _unit_records(gdf_units: gpd.GeoDataFrame) -> list[dict[str, Any]]:
 
 
 def _matter_steps(matters: Catalog | Iterable[Matter]) -> _Steps:
-    """The load steps that replace the stored catalogue: its matters, in file order, and (for a
-    whole :class:`~gridgov.catalog.Catalog`) what it says beside them."""
-    records = [_matter_record(m, position) for position, m in enumerate(matters)]
-    catalog_records: list[dict[str, Any]] = []
+    """The load steps that replace the stored matters and, for a whole
+    :class:`~gridgov.catalog.Catalog`, what it says beside them (its ``catalogs`` row)."""
+    steps: _Steps = [(MATTERS, [_matter_record(m) for m in matters], True)]
     if isinstance(matters, Catalog):
-        catalog_records.append(
-            {
-                "id": 1,
-                "version": matters.version,
-                "source": matters.source,
-                "event_majors": [
-                    {"code": m.code, "zh": m.zh, "en": m.en} for m in matters.event_majors
-                ],
-                "domains": [{"code": d.code, "zh": d.zh, "en": d.en} for d in matters.domains],
-            }
-        )
-    # Bare matters replace the catalogue row too: names of another catalogue would be stale.
-    return [(MATTERS, records, True), (CATALOGS, catalog_records, True)]
+        head = {
+            "id": 1,
+            "version": matters.version,
+            "source": matters.source,
+            "event_majors": [_coded(m) for m in matters.event_majors],
+            "domains": [_coded(d) for d in matters.domains],
+            "matter_codes": list(matters.codes),
+        }
+        steps.append((CATALOGS, [head], True))
+    # Bare matters leave the row alone; it lists its matters, so read_catalog can tell that it
+    # no longer describes them.
+    return steps
 
 
-def _matter_record(matter: Matter, position: int | None = None) -> dict[str, Any]:
+def _coded(item: Domain | EventMajor) -> dict[str, str]:
+    return {"code": item.code, "zh": item.zh, "en": item.en}
+
+
+def _matter_record(matter: Matter) -> dict[str, Any]:
     if not isinstance(matter, Matter):
         msg = f"a matter must be a gridgov.catalog.Matter, got {type(matter).__name__}"
         raise InputError(msg)
@@ -261,7 +263,6 @@ def _matter_record(matter: Matter, position: int | None = None) -> dict[str, Any
         "handling_level": str(matter.level),
         "event_class": matter.event_class.code,
         "event_class_name": matter.event_class.name_zh,
-        "position": position,
     }
 
 
@@ -904,41 +905,46 @@ def read_catalog(engine: Engine) -> Catalog:
     Returns
     -------
     gridgov.catalog.Catalog
-        The stored matters in their file order. A domain or event class the store has no name
-        for (matters stored without their catalogue) is named by its code.
+        The stored matters in their file order. Matters stored without their catalogue (bare
+        :class:`~gridgov.catalog.Matter` objects, or before revision 0005) come by code, and a
+        domain or event class is then named by its code.
     """
     with translate_errors(engine), engine.connect() as connection:
         rows = connection.execute(select(MATTERS)).mappings().all()
         head = connection.execute(select(CATALOGS)).mappings().first()
     if not rows:
         return load_catalog()
-    return _catalog_from_rows([dict(r) for r in rows], None if head is None else dict(head))
+    catalog, _ = _catalog_from_rows([dict(r) for r in rows], None if head is None else dict(head))
+    return catalog
 
 
 def _catalog_from_rows(
     matter_rows: Sequence[Mapping[Any, Any]], head: Mapping[Any, Any] | None
-) -> Catalog:
-    """Rebuild a catalogue from stored (or exported) matter rows and its ``catalogs`` row."""
-    # File order where it was recorded; by code for rows stored before positions were.
-    ordered = sorted(
-        matter_rows,
-        key=lambda r: (_is_missing(r.get("position")), r.get("position") or 0, str(r["code"])),
-    )
-    matters = [_matter_from_row(r) for r in ordered]
-    head = head or {}
+) -> tuple[Catalog, bool]:
+    """Rebuild a catalogue from stored (or exported) matter rows and its ``catalogs`` row;
+    the flag says whether that row describes these matters (and so was used)."""
+    matters = sorted((_matter_from_row(r) for r in matter_rows), key=lambda m: m.code)
+    codes = list(head.get("matter_codes") or []) if head else []
+    described = head is not None and sorted(codes) == [m.code for m in matters]
+    if described:
+        by_code = {m.code: m for m in matters}
+        matters = [by_code[c] for c in codes]  # the file's order
+    # A row stored with other matters does not name these, nor order them.
+    head = head if described and head is not None else {}
     domain_names = {str(d["code"]): d for d in head.get("domains") or []}
     major_names = {str(m["code"]): m for m in head.get("event_majors") or []}
     domain_codes = list(dict.fromkeys([*domain_names, *(m.domain for m in matters)]))
     major_codes = list(dict.fromkeys([*major_names, *(m.event_class.major for m in matters)]))
     domains = tuple(Domain(c, *_names(domain_names.get(c), c)) for c in domain_codes)
     majors = tuple(EventMajor(c, *_names(major_names.get(c), c)) for c in major_codes)
-    return Catalog(
+    catalog = Catalog(
         version=str(head.get("version", "")),
         source=str(head.get("source", "")),
         event_majors=majors,
         domains=domains,
         matters=tuple(matters),
     )
+    return catalog, described
 
 
 def _names(entry: Mapping[Any, Any] | None, code: str) -> tuple[str, str]:
@@ -1375,7 +1381,7 @@ def _write_geopackage(engine: Engine, gdf_areas: gpd.GeoDataFrame, target: Path)
         with translate_errors(engine), engine.connect() as connection:
             head = connection.execute(select(CATALOGS)).mappings().first()
         if head is not None:
-            row = {k: head[k] for k in ("version", "source")}
+            row: dict[str, Any] = {k: head[k] for k in ("version", "source")}
             row.update({k: json.dumps(head[k], ensure_ascii=False) for k in _CATALOG_JSON_COLUMNS})
             pyogrio.write_dataframe(pd.DataFrame([row]), target, layer="catalog", append=True)
     gdf_nodes, gdf_links = read_roads(engine)
@@ -1454,10 +1460,10 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
         if "catalog" in layers:
             frame = _json_layer(source, "catalog", _CATALOG_JSON_COLUMNS)
             head = frame.to_dict(orient="records")[0]
-        catalog = _catalog_from_rows(df_matters.to_dict(orient="records"), head)
+        catalog, described = _catalog_from_rows(df_matters.to_dict(orient="records"), head)
         # Without its catalog layer (an older export) the domain names are unknown: store the
         # matters alone rather than names made up from codes.
-        matters = catalog if head is not None else list(catalog.matters)
+        matters = catalog if described else list(catalog.matters)
     load_district(
         engine,
         gdf_areas,

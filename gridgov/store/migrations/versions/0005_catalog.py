@@ -1,12 +1,13 @@
 """The whole matters catalogue in the store: its version, source, domain and event-class names,
-and each matter's place in the file.
+and the file's order of its matters.
 
 Once ``gridgov load`` has stored a catalogue, dispatch, Open311, reports and simulation read it
 from the store, never from the file again. The ``matters`` rows already hold every field of a
-matter; what they lacked is what the catalogue says beside them (the names of its domains, which
-Open311 shows as service groups, and of its event major classes) and the file's order of the
-matters. Matters stored before this revision keep a null ``position`` and are listed by code;
-with no ``catalogs`` row, a domain is named by its code until a catalogue is loaded again.
+matter; what they lacked is what the catalogue says beside them: the names of its domains (which
+Open311 shows as service groups) and of its event major classes, and the order of the matters.
+That goes in one ``catalogs`` row, which lists the codes of the matters it was stored with. The
+``matters`` table is unchanged. Matters stored before this revision have no such row: they are
+listed by code and a domain is named by its code until a catalogue is loaded again.
 
 Revision ID: 0005
 Revises: 0004
@@ -32,14 +33,11 @@ def upgrade() -> None:
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("event_majors", sa.JSON(), nullable=False),
         sa.Column("domains", sa.JSON(), nullable=False),
+        sa.Column("matter_codes", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_catalogs"),
         sa.CheckConstraint("id = 1", name=op.f("ck_catalogs_one_row")),
     )
-    with op.batch_alter_table("matters") as batch:
-        batch.add_column(sa.Column("position", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("matters") as batch:
-        batch.drop_column("position")
     op.drop_table("catalogs")
