@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
-from api.errors import install_error_handlers
+from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings
@@ -38,8 +38,8 @@ TAGS: list[dict[str, Any]] = [
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the service over a store (default: ``settings.database_url``)."""
-    from api import live, open311
-    from api.routes import areas, assessment, health, incidents, units
+    from api import open311, wall_display
+    from api.routes import area_routes, assessment_routes, health, incidents, unit_routes
 
     settings = settings or get_settings()
     engine = engine if engine is not None else store.open_store(settings.database_url)
@@ -55,10 +55,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     app.include_router(health.router)
-    for module in (areas, units, incidents, assessment):
+    for module in (area_routes, unit_routes, incidents, assessment_routes):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
-    app.include_router(live.router)
+    app.include_router(wall_display.router)
     from gridgov.maps import STATIC_DIR
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

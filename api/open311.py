@@ -3,7 +3,7 @@
 Citizens' and field staff's phone apps speak GeoReport v2 (http://wiki.open311.org/GeoReport_v2)
 here, mounted at ``/open311/v2``. Every resource answers in JSON or XML as its extension asks
 (``services.json``, ``services.xml``), and errors come back in the spec's error list, in the
-same format, from :mod:`api.errors`.
+same format, from :mod:`api.error_answers`.
 
 How gridgov maps onto the spec:
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
@@ -37,8 +37,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, func, select
-from sqlalchemy.engine import Engine
 
 from api.deps import ContextDep, EngineDep, SettingsDep
 from api.schemas import Crs
@@ -47,11 +45,17 @@ from gridgov.crs import from_wgs84
 from gridgov.dispatch import DispatchContext
 from gridgov.errors import UnknownMatterError
 from gridgov.service import intake
-from gridgov.service.scope import scope_for
+from gridgov.service.scope import PUBLIC, scope_for
 from gridgov.settings import Settings
-from gridgov.store.engine import translate_errors
-from gridgov.store.models import ASSIGNMENTS, DATASETS, EVENTS, INCIDENTS, OFFICES, UNITS
-from gridgov.workflow import Action, State
+from gridgov.store.service_requests import (
+    read_service_requests,
+    request_for_token,
+    services_changed_at,
+)
+from gridgov.workflow import State
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 __all__ = ["CLOSED_STATES", "MAX_REQUESTS", "SOURCE", "WINDOW", "router"]
 
@@ -316,9 +320,7 @@ Jurisdiction = Annotated[None, Depends(jurisdiction_query)]
 
 
 def _changeset(engine: Engine, tz: ZoneInfo) -> str:
-    with translate_errors(engine), engine.connect() as connection:
-        loaded = connection.execute(select(func.max(DATASETS.c.loaded_at))).scalar()
-    return _w3c(loaded, tz) or "1970-01-01T00:00:00+00:00"
+    return _w3c(services_changed_at(engine), tz) or "1970-01-01T00:00:00+00:00"
 
 
 @router.get(
@@ -682,7 +684,7 @@ def create_request(
             "is linked to it, and the outcome of that request will be yours."
         )
     elif report.state == str(State.DISPATCHED):
-        rows = _read_requests(engine, INCIDENTS.c.incident_id == report.incident_id, 1)
+        rows = _read_requests(engine, 1, incident_ids=[report.incident_id])
         agency = rows[0]["agency"] if rows else None
         notice = f"Received and dispatched to {agency}." if agency else "Received and dispatched."
     elif report.state == str(State.REGISTERED):
@@ -703,89 +705,10 @@ def create_request(
 # --------------------------------------------------------------------------------------------
 
 
-def _read_requests(engine: Engine, where: Any, limit: int) -> list[dict[str, Any]]:
-    """Incidents matching ``where`` (newest first, at most ``limit``) with, in one statement,
-    their latest event that says something (supervision is internal), the time of their
-    latest dispatch and the office answering for them.
-
-    The per-incident facts are correlated subqueries rather than joins of grouped or windowed
-    derived tables: each is then one index lookup per incident (events by incident and seq,
-    assignments by incident), where SQLite would scan a materialised derived table per row.
-    """
-    inc = INCIDENTS
-    page = (
-        select(
-            inc.c.incident_id,
-            inc.c.matter_code,
-            inc.c.status,
-            inc.c.reported_at,
-            inc.c.updated_at,
-            inc.c.duplicate_of,
-            inc.c.description,
-            inc.c.source,
-            inc.c.street_code,
-            inc.c.community_code,
-            inc.c.geometry,
-        )
-        .where(where)
-        .order_by(inc.c.reported_at.desc(), inc.c.incident_id)
-        .limit(limit)
-        .subquery("page")
-    )
-    of_incident = EVENTS.c.incident_id == page.c.incident_id
-
-    def latest_event(column: Any, *where: Any) -> Any:
-        # ORDER BY seq DESC LIMIT 1: a backward walk of the (incident_id, seq) index.
-        return (
-            select(column)
-            .where(of_incident, *where)
-            .order_by(EVENTS.c.seq.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-
-    said = EVENTS.c.action != str(Action.SUPERVISE)
-    lead_unit = (
-        select(ASSIGNMENTS.c.unit_id)
-        .where(ASSIGNMENTS.c.incident_id == page.c.incident_id, ASSIGNMENTS.c.role == "lead")
-        .order_by(ASSIGNMENTS.c.assignment_id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    # Imported histories have no assignments; their events name the office that acted.
-    event_office = latest_event(EVENTS.c.office_id, EVENTS.c.office_id.is_not(None))
-    stmt = (
-        select(
-            page,
-            latest_event(EVENTS.c.to_state, said).label("note_state"),
-            latest_event(EVENTS.c.reason, said).label("note_reason"),
-            # Written out as "action || ''" so that no planner prefers the (action, at) index
-            # (every dispatch event of the district) to this incident's few events.
-            latest_event(EVENTS.c.at, (EVENTS.c.action + "") == str(Action.DISPATCH)).label(
-                "dispatched_at"
-            ),
-            OFFICES.c.name.label("office_name"),
-            func.coalesce(OFFICES.c.department, UNITS.c.department).label("department"),
-        )
-        .select_from(
-            page.outerjoin(UNITS, UNITS.c.unit_id == lead_unit).outerjoin(
-                OFFICES, OFFICES.c.office_id == func.coalesce(UNITS.c.office_id, event_office)
-            )
-        )
-        .order_by(page.c.reported_at.desc(), page.c.incident_id)
-    )
-    with translate_errors(engine), engine.connect() as connection:
-        rows = connection.execute(stmt).mappings().all()
-    out = []
-    for row in rows:
-        record = dict(row)
-        office, department = record.pop("office_name"), record.pop("department")
-        if office and department:
-            record["agency"] = f"{office} ({department})"
-        else:
-            record["agency"] = office or department
-        out.append(record)
-    return out
+def _read_requests(engine: Engine, limit: int, **filters: Any) -> list[dict[str, Any]]:
+    """Service requests matching ``filters`` (newest first, at most ``limit``), as the public
+    may read them: Open311 reads carry no credential, so their scope is the public's."""
+    return read_service_requests(engine, limit=limit, **filters, **PUBLIC.service_request_filters())
 
 
 def _split_description(text: str | None, source: str | None) -> tuple[str | None, dict[str, str]]:
@@ -969,10 +892,10 @@ def list_requests(
     if ids:
         if len(ids) > MAX_REQUESTS:
             raise _invalid([("query", "service_request_id", f"at most {MAX_REQUESTS} ids at once")])
-        where: Any = INCIDENTS.c.incident_id.in_(ids)
+        filters: dict[str, Any] = {"incident_ids": ids}
     else:
-        where = _filters(ctx, tz, service_code, start_date, end_date, status)
-    rows = _read_requests(engine, where, MAX_REQUESTS)
+        filters = _filters(ctx, tz, service_code, start_date, end_date, status)
+    rows = _read_requests(engine, MAX_REQUESTS, **filters)
     return _render(fmt, _service_requests(rows, ctx, settings, crs), "service_requests", "request")
 
 
@@ -983,7 +906,8 @@ def _filters(
     start_date: str | None,
     end_date: str | None,
     status: str | None,
-) -> Any:
+) -> dict[str, Any]:
+    """The store's filters for a list of requests (the query's own, checked)."""
     problems: list[tuple[str, str, str]] = []
     codes = _csv(service_code)
     unknown = [c for c in codes if c not in ctx.catalog]
@@ -997,14 +921,12 @@ def _filters(
     if problems:
         raise _invalid(problems)
     start, end = _window(start, end, datetime.now(UTC))
-    clauses = [INCIDENTS.c.reported_at >= start, INCIDENTS.c.reported_at <= end]
-    if codes:
-        clauses.append(INCIDENTS.c.matter_code.in_(codes))
+    filters: dict[str, Any] = {"reported_from": start, "reported_to": end, "matter_codes": codes}
     if statuses == {"open"}:
-        clauses.append(INCIDENTS.c.status.not_in(sorted(CLOSED_STATES)))
+        filters["exclude_statuses"] = sorted(CLOSED_STATES)
     elif statuses == {"closed"}:
-        clauses.append(INCIDENTS.c.status.in_(sorted(CLOSED_STATES)))
-    return and_(*clauses)
+        filters["statuses"] = sorted(CLOSED_STATES)
+    return filters
 
 
 @router.get(
@@ -1022,7 +944,7 @@ def get_request(
     fmt: FormatPath,
     crs: Crs = "wgs84",
 ) -> Any:
-    rows = _read_requests(engine, INCIDENTS.c.incident_id == service_request_id, 1)
+    rows = _read_requests(engine, 1, incident_ids=[service_request_id])
     if not rows:
         raise HTTPException(404, f"no service request {service_request_id!r}")
     return _render(fmt, _service_requests(rows, ctx, settings, crs), "service_requests", "request")
@@ -1050,12 +972,7 @@ def get_token(
     fmt: FormatPath,
 ) -> Any:
     # Requests filed here get their id as token at once; other channels' incidents have none.
-    with translate_errors(engine), engine.connect() as connection:
-        found = connection.execute(
-            select(INCIDENTS.c.incident_id).where(
-                INCIDENTS.c.incident_id == token, INCIDENTS.c.source == SOURCE
-            )
-        ).scalar()
+    found = request_for_token(engine, token, source=SOURCE)
     if found is None:
         raise HTTPException(404, f"no service request for token {token!r}")
     body = [{"service_request_id": found, "token": token}]

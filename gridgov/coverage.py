@@ -33,6 +33,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from gridgov.areas import street_adjacency
 from gridgov.assessment import Period
+from gridgov.dispatch import rules
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, Level, TravelMode
 from gridgov.network import RoadNetwork, Snapped, TravelModel
@@ -206,8 +207,9 @@ def coverage_times(
 
     The representative point is the area's ``point_on_surface``. Times run from the unit to the
     point over the unit's own travel mode (units of one kind may drive, bike or walk), access
-    legs included, exactly as dispatch measures them; ties go to the smaller unit id. An area
-    no unit reaches within ``limit_s`` gets inf.
+    legs included, exactly as dispatch measures them; the nearest is chosen in dispatch's
+    candidate order (:func:`gridgov.dispatch.rules.best_candidate`: ties go to the smaller unit
+    id). An area no unit reaches within ``limit_s`` gets inf.
 
     On a :class:`~gridgov.network.RoadNetwork` one forward multi-source Dijkstra per mode, run
     from the units on the forward graph (so unit → area, as one-way roads require), gives each
@@ -258,11 +260,14 @@ def coverage_times(
     ux, uy = ux[uok], uy[uok]
     points = shapely.point_on_surface(areas.geometry.to_numpy())
     px, py = shapely.get_x(points), shapely.get_y(points)
-    best = np.full(len(areas), np.inf)
-    who = np.full(len(areas), None, dtype=object)
     ids = units["unit_id"].astype(str).to_numpy()
+    ranks = rules.unit_rank(ids)
     modes = units["travel_mode"].astype(str).to_numpy()
-    for mode in sorted(set(modes)):
+    mode_list = sorted(set(modes))
+    # Each mode's best unit per area (time, unit row; -1: none), then the best of the modes.
+    mode_best = np.full((len(mode_list), len(areas)), np.inf)
+    mode_who = np.full((len(mode_list), len(areas)), -1, dtype=np.int64)
+    for m, mode in enumerate(mode_list):
         if TravelMode(mode) not in travel.modes:
             continue
         sel = np.flatnonzero(modes == mode)
@@ -292,14 +297,16 @@ def coverage_times(
                 # Cannot happen if the forward search is exact; if it ever is not, the full
                 # search keeps the result right.
                 times = travel.field_to(target, limit_s).times_from(sources)
-            j = int(np.argmin(times)) if len(times) else -1
-            # Ties go to the smaller unit id, as in dispatch.
-            if j >= 0 and math.isfinite(times[j]):
-                tied = sel[times == times[j]]
-                winner = min(ids[tied])
-                if times[j] < best[i] or (times[j] == best[i] and winner < str(who[i])):
-                    best[i] = float(times[j])
-                    who[i] = winner
+            j = rules.best_candidate(times, ranks[sel])
+            if j is not None:
+                mode_best[m, i], mode_who[m, i] = float(times[j]), sel[j]
+    best = np.full(len(areas), np.inf)
+    who = np.full(len(areas), None, dtype=object)
+    for i in np.flatnonzero(np.isfinite(mode_best).any(axis=0)).tolist():
+        # A mode without a unit has time inf, so the rank standing in for it never decides.
+        b = rules.best_candidate(mode_best[:, i], ranks[np.maximum(mode_who[:, i], 0)])
+        if b is not None:
+            best[i], who[i] = float(mode_best[b, i]), ids[mode_who[b, i]]
     return pd.DataFrame(
         {
             "code": areas["code"].astype(str).to_numpy(),

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
+import geopandas as gpd
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
+import test_store_dispatch as tsd
+from sqlalchemy import Engine
+from test_store import make_tiny_areas
 
 from gridgov import dispatch
+from gridgov.coverage import coverage_times
 from gridgov.dispatch import rules
+from gridgov.network import build_network
+from gridgov.store import context_from_store, decide_stored, load_district
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 AGE = timedelta(minutes=15)
@@ -156,3 +165,117 @@ def test_best_candidate_is_the_first_finite_one() -> None:
 def test_the_rules_are_part_of_the_package_interface() -> None:
     for name in rules.__all__:
         assert getattr(dispatch, name) is getattr(rules, name)
+
+
+# --------------------------------------------------------------------------------------------
+# one owner: a tie-break changed in the rules module is seen by every path
+# --------------------------------------------------------------------------------------------
+#
+# The tiny district of test_store_dispatch.py with one more enforcement unit, E9, standing on
+# E1's lattice node: E1 and E9 tie exactly, from every point, and are the nearest to the
+# incident. The rule says E1 (the smaller id); each change below makes E9 win instead, and every
+# path must follow. A path that keeps its own order still picks E1 and fails.
+
+
+def _larger_id_first(times: npt.ArrayLike, ranks: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    order = np.lexsort((-np.asarray(ranks), np.asarray(times, dtype=float)))
+    return np.asarray(order, dtype=np.int64)
+
+
+def _reversed_rank(ids: Any) -> npt.NDArray[np.int64]:
+    rank = _ORIGINAL_RANK(ids)
+    return np.asarray(len(rank) - 1 - rank, dtype=np.int64)
+
+
+_ORIGINAL_RANK = rules.unit_rank
+
+TIE_CHANGES = {
+    "unchanged": (None, None, "E1"),
+    "order": ("candidate_order", _larger_id_first, "E9"),
+    "rank": ("unit_rank", _reversed_rank, "E9"),
+}
+
+
+def _tie_units() -> gpd.GeoDataFrame:
+    units = tsd.make_units()
+    twin = units[units["unit_id"] == "E1"].copy()
+    twin["unit_id"], twin["name"] = "E9", "单元E9"
+    return pd.concat([units, twin], ignore_index=True)
+
+
+def _tie_incident() -> dispatch.Incident:
+    lon, lat = tsd.xy(1, 2)  # E1's and E9's node: both are 0 s plus the same access leg away
+    return dispatch.Incident("INC-TIE", "T-ENF", lon + 1e-4, lat + 1e-4, tsd.NOW)
+
+
+def _apply(monkeypatch: pytest.MonkeyPatch, change: str) -> str:
+    name, replacement, winner = TIE_CHANGES[change]
+    if name is not None:
+        monkeypatch.setattr(rules, name, replacement)
+    return winner
+
+
+@pytest.mark.parametrize("change", list(TIE_CHANGES))
+def test_a_tie_break_changed_in_the_rules_is_seen_by_every_core_path(
+    change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    winner = _apply(monkeypatch, change)
+    gdf_nodes, gdf_links = tsd.make_roads()
+    travel = build_network(gdf_nodes, gdf_links)
+    areas = make_tiny_areas()
+    ctx = dispatch.build_context(areas, tsd.CATALOG, travel)
+    units = dispatch.prepare_units(_tie_units(), now=tsd.NOW)
+    incident = _tie_incident()
+
+    single = dispatch.dispatch_incident(incident, units, ctx)
+    assert [a.unit_id for a in single.assignments] == [winner]
+    street = single.explanation["kinds"][0]["tiers"][0]
+    assert street["tier"] == "street"
+    listed = [c["unit_id"] for c in street["candidates"]]
+    assert listed[:2] == [winner, "E9" if winner == "E1" else "E1"]
+
+    batch = dispatch.dispatch_batch([incident], units, ctx)
+    assert [a.unit_id for a in batch.decisions[0].assignments] == [winner]
+    greedy = dispatch.dispatch_greedy([incident], units, ctx)
+    assert [a.unit_id for a in greedy.decisions[0].assignments] == [winner]
+
+    table = coverage_times(areas, units, travel, "enforcement", level="grid")
+    # E1/E9 are the nearest enforcement units of some grids (E2 and E3 of the others).
+    nearest = set(table["unit_id"].dropna())
+    assert winner in nearest
+    assert not nearest & ({"E1", "E9"} - {winner})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "unchanged",
+        "order",
+        pytest.param(
+            "rank",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="gridgov/store/dispatching.py ranks units itself (_read_statics) until "
+                "the store's dispatch path calls gridgov.dispatch.rules.unit_rank",
+            ),
+        ),
+    ],
+)
+def test_a_tie_break_changed_in_the_rules_is_seen_by_the_store(
+    change: str, store_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    winner = _apply(monkeypatch, change)
+    gdf_nodes, gdf_links = tsd.make_roads()
+    load_district(
+        store_engine,
+        make_tiny_areas(),
+        None,
+        _tie_units(),
+        tsd.CATALOG.matters,
+        gdf_nodes=gdf_nodes,
+        gdf_links=gdf_links,
+        name="ties",
+    )
+    ctx = context_from_store(store_engine, tsd.CATALOG)
+    decision = decide_stored(store_engine, ctx, _tie_incident(), now=tsd.NOW)
+    assert [a.unit_id for a in decision.assignments] == [winner]

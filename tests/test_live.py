@@ -18,11 +18,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from api import live
 from api.app import create_app
 from gridgov import maps, store
+from gridgov.service.scope import scope_for
 from gridgov.settings import Settings
-from gridgov.store import live as store_live
+from gridgov.store import Credential, live_feed
 
 FEED = "/api/v1/live"
 
@@ -286,27 +286,27 @@ def test_a_late_event_below_the_cursor_is_still_sent(
     """On PostgreSQL an event can commit after one with a larger id; the count in the cursor
     tells, and the look-back sends it."""
     street = streets[4]
-    scope = store_live.LiveScope(incidents_street=street, units_street=street)
+    scope = scope_for(Credential("c0", "token", "dispatcher", street_code=street))
     headers = token(engine, "dispatcher", street_code=street)
     incident_id = report(client, headers, *point_in(engine, street))
-    now = store_live.read_live(engine, scope).state
+    now = live_feed.read_live(engine, scope).state
     # A client that saw the largest id but one event fewer (the late one).
-    stale = store_live.LiveState(now.last_event, now.n_events - 1, now.units_digest, now.dataset)
-    changes = store_live.read_live(engine, scope, stale)
+    stale = live_feed.LiveState(now.last_event, now.n_events - 1, now.units_digest, now.dataset)
+    changes = live_feed.read_live(engine, scope, stale)
     assert changes.changed and not changes.reset
     assert incident_id in set(changes.gdf_incidents["incident_id"])
     assert changes.gdf_units is None
     # And a current client gets nothing.
-    assert not store_live.read_live(engine, scope, now).changed
+    assert not live_feed.read_live(engine, scope, now).changed
 
 
 def test_cursor_round_trip_and_closed_statuses() -> None:
-    state = store_live.LiveState(12, 7, "0123456789abcdef", 3)
-    assert store_live.parse_cursor(state.cursor) == state
+    state = live_feed.LiveState(12, 7, "0123456789abcdef", 3)
+    assert live_feed.parse_cursor(state.cursor) == state
     for bad in ("", "1.2.3", "1.2.0123456789abcdeg.3", "-1.2.0123456789abcdef.3"):
         with pytest.raises(Exception, match="cursor"):
-            store_live.parse_cursor(bad)
-    assert set(store_live.OVER_STATUSES) == set(maps.CLOSED_STATUSES)
+            live_feed.parse_cursor(bad)
+    assert set(live_feed.OVER_STATUSES) == set(maps.CLOSED_STATUSES)
 
 
 def test_page_is_public_and_holds_no_incident(
@@ -370,7 +370,7 @@ def test_only_what_changed_is_sent_and_a_quiet_scope_keeps_its_cursor(
     else:
         assert r.status_code == 304
     # ...until the log has run far past it: then it moves up, with nothing to send.
-    monkeypatch.setattr(store_live, "ADVANCE", 0)
+    monkeypatch.setattr(live_feed, "ADVANCE", 0)
     r = poll(client, theirs, quiet_data["cursor"], quiet_etag)
     assert r.status_code == 200
     moved = r.json()
@@ -416,12 +416,10 @@ def test_a_credential_without_its_scope_sees_nothing(
     from gridgov.store import Credential
 
     principal = Principal(Credential("c0", "token", role, **scope))
-    changes = store_live.read_live(engine, live.scope_of(principal))
+    changes = live_feed.read_live(engine, principal.scope)
     assert len(changes.gdf_incidents) == 0
     assert changes.gdf_units is not None
     assert len(changes.gdf_units) == 0 or role == "grid_worker"
     # An analyst sees the district.
-    everything = store_live.read_live(
-        engine, live.scope_of(Principal(Credential("c1", "token", "analyst")))
-    )
+    everything = live_feed.read_live(engine, Principal(Credential("c1", "token", "analyst")).scope)
     assert everything.gdf_units is not None and len(everything.gdf_units) > 100

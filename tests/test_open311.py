@@ -406,3 +406,39 @@ def test_discovery_and_openapi(root: str, http: httpx.Client) -> None:
     post = paths["/open311/v2/requests.{format}"]["post"]
     form = post["requestBody"]["content"]["application/x-www-form-urlencoded"]
     assert {"api_key", "service_code", "lat", "long"} <= set(form["schema"]["required"])
+
+
+def test_reads_are_the_stores_service_request_functions(
+    engine: Engine, http: httpx.Client, api_key: str, points: list[tuple[float, float]]
+) -> None:
+    from gridgov.store import service_requests as reads
+
+    first = filed_id(file(http, api_key, "UM-01", points[12]))
+    second = filed_id(file(http, api_key, "EE-01", points[13]))
+    both = reads.read_service_requests(engine, limit=10, incident_ids=[first, second])
+    by_id = {r["incident_id"]: r for r in both}
+    assert set(by_id) == {first, second}
+    # The route answers what the store read (the office answering for it, here).
+    [shown] = http.get(f"/requests/{first}.json").json()
+    assert shown["agency_responsible"] == by_id[first]["agency"]
+    # Filters combine.
+    only = reads.read_service_requests(
+        engine, limit=10, incident_ids=[first, second], matter_codes=["EE-01"]
+    )
+    assert [r["incident_id"] for r in only] == [second]
+    street = by_id[first]["street_code"]
+    confined = reads.read_service_requests(
+        engine, limit=10, incident_ids=[first, second], street_code=street
+    )
+    assert first in {r["incident_id"] for r in confined}
+    assert all(r["street_code"] == street for r in confined)
+    status = by_id[first]["status"]
+    kept = reads.read_service_requests(
+        engine, limit=10, incident_ids=[first], exclude_statuses=[status]
+    )
+    assert kept == []
+    assert reads.read_service_requests(engine, limit=1, incident_ids=[first], statuses=[status])
+    # Tokens are the ids of requests filed here only.
+    assert reads.request_for_token(engine, first, source=open311.SOURCE) == first
+    assert reads.request_for_token(engine, first, source="api") is None
+    assert reads.services_changed_at(engine) is not None

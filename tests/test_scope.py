@@ -186,6 +186,23 @@ def test_the_scope_module_is_pure() -> None:
 
 
 def test_forbidden_is_a_403() -> None:
-    from api.errors import classify
+    from api.error_answers import classify
 
     assert classify(ForbiddenError("outside")) == (403, "forbidden")
+
+
+def test_route_gates() -> None:
+    from gridgov.service import scope as module
+
+    gates = (
+        module.READERS,
+        module.REPORTERS,
+        module.BATCH_DISPATCHERS,
+        module.STATUS_SETTERS,
+        module.POSITION_SENDERS,
+        module.ASSESSORS,
+    )
+    # Citizens reach only Open311; analysts read and change nothing.
+    assert all("citizen" not in gate for gate in gates)
+    assert {g for g in gates if "analyst" in g} == {module.READERS, module.ASSESSORS}
+    assert all(gate <= module.READERS for gate in gates)

@@ -7,7 +7,6 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from api.deps import EngineDep
 from gridgov import __version__, store
@@ -37,8 +36,7 @@ def live() -> Health:
 def ready(engine: EngineDep) -> Health | JSONResponse:
     backend = store.detect_backend(engine)
     try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        store.ping(engine)
         loaded = store.is_initialised(engine) and sum(store.summarize(engine)["areas"].values()) > 0
     except Exception as exc:
         body = Health(

@@ -19,7 +19,7 @@ from api.schemas import CrsName, parse_bbox, plain
 from gridgov import store
 from gridgov.errors import InputError, NotFoundError
 from gridgov.service import actions, assign, intake
-from gridgov.service.scope import scope_for
+from gridgov.service.scope import BATCH_DISPATCHERS, READERS, REPORTERS
 from gridgov.workflow import ALLOWED_ROLES, Action, Role, Satisfaction, State
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -40,15 +40,10 @@ ApiAction = Literal[
 ]
 STATES = tuple(str(s) for s in State)
 
-Reader = Annotated[
-    Principal,
-    Depends(require("admin", "commander", "dispatcher", "unit", "grid_worker", "analyst")),
-]
-Reporter = Annotated[
-    Principal, Depends(require("admin", "commander", "dispatcher", "unit", "grid_worker"))
-]
+Reader = Annotated[Principal, Depends(require(*READERS))]
+Reporter = Annotated[Principal, Depends(require(*REPORTERS))]
 Actor = Reporter
-Commander = Annotated[Principal, Depends(require("admin", "commander", "dispatcher"))]
+Commander = Annotated[Principal, Depends(require(*BATCH_DISPATCHERS))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,17 +193,9 @@ class BatchOut(BaseModel):
 
 
 def _scope(principal: Principal) -> dict[str, Any]:
-    """The query filters that confine a caller to what it may see."""
-    c = principal.credential
-    if principal.district_wide:
-        return {}
-    if c.role in ("commander", "dispatcher"):
-        return {"street_code": c.street_code}
-    if c.role == "grid_worker":
-        return {"grid_code": c.grid_code}
-    if c.role == "unit":
-        return {"unit_id": c.unit_id}
-    raise HTTPException(403, f"the {c.role} role reads no incidents here")
+    """The query filters that confine a caller to what it may see (its scope's; a role that
+    reads no incidents is refused with 403)."""
+    return principal.scope.incident_filters()
 
 
 def _incident_dict(row: Any) -> dict[str, Any]:
@@ -300,7 +287,7 @@ def create(
         reporter=body.reporter,
         description=body.description,
         dispatch_now=body.dispatch,
-        scope=scope_for(principal.credential),
+        scope=principal.scope,
         actor=principal.actor,
         role=Role.SYSTEM,
     )
@@ -329,12 +316,10 @@ def list_incidents(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
-    scope = _scope(principal)
-    if street_code is not None:
-        if "street_code" in scope and scope["street_code"] != street_code:
-            # Another street's incidents are invisible: an empty page, not a refusal.
-            return {"items": [], "total": 0, "limit": limit, "offset": offset}
-        scope = {**scope, "street_code": street_code}
+    scope = principal.scope.street_filter(street_code)
+    if scope is None:
+        # Another street's incidents are invisible: an empty page, not a refusal.
+        return {"items": [], "total": 0, "limit": limit, "offset": offset}
     gdf, total = store.query_incidents(
         engine,
         status=_split(status, STATES, "status"),
@@ -390,7 +375,7 @@ def act(
     act_ = Action(action)
     role = principal.workflow_role
     data: dict[str, Any] = {}
-    if act_ is Action.EVALUATE and principal.role in ("admin", "commander", "dispatcher"):
+    if act_ is Action.EVALUATE and principal.scope.records_evaluations:
         # Staff record the reporter's evaluation (a phone call back), as the system, and say so.
         role = Role.SYSTEM
         data["recorded_by"] = principal.actor
@@ -403,7 +388,7 @@ def act(
         data["duplicate_of"] = body.duplicate_of
     if act_ is Action.REJECT:
         data.setdefault("category", "invalid")
-    unit_id = principal.credential.unit_id if principal.role == "unit" else None
+    unit_id = principal.scope.acting_unit
     if unit_id is not None:
         active = store.read_assignments(engine, incident_id=incident_id, active=True)
         if unit_id not in set(active["unit_id"]):
@@ -449,7 +434,7 @@ def dispatch_batch(
         engine,
         ctx,
         incident_ids=body.incident_ids,
-        filters=scope_for(principal.credential).incident_filters(),
+        filters=principal.scope.incident_filters(),
         actor=principal.actor,
         role=Role.DISPATCHER,
     )

@@ -9,7 +9,7 @@ conversion of the fix from the sender's CRS, and whether the stored fix is stale
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gridgov import dispatch, store
 from gridgov.crs import normalize_crs, to_wgs84
@@ -40,6 +40,7 @@ def record_position(
     at: datetime | None = None,
     source: str = "avl",
     now: datetime | None = None,
+    max_age: timedelta | None = None,
 ) -> PositionFix:
     """Record a unit's position fix (an older fix never overwrites a newer one).
 
@@ -57,6 +58,8 @@ def record_position(
         Where it comes from (``avl``...).
     now
         The receiving time (default: the current time).
+    max_age
+        Oldest fix that is not stale (default: ``settings.position_max_age_min``).
 
     Raises
     ------
@@ -72,7 +75,7 @@ def record_position(
     x, y = to_wgs84(lon, lat, normalize_crs(crs))
     wlon, wlat = float(x[0]), float(y[0])
     stored = store.update_unit_position(engine, unit_id, wlon, wlat, at, source=source)
-    stale = bool(dispatch.position_is_stale([at], now)[0])
+    stale = bool(dispatch.position_is_stale([at], now, max_age)[0])
     return PositionFix(unit_id, stored, stale, wlon, wlat, at)
 
 

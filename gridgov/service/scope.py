@@ -34,9 +34,15 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "ASSESSORS",
+    "BATCH_DISPATCHERS",
     "DISTRICT_ROLES",
     "NOTHING",
+    "POSITION_SENDERS",
     "PUBLIC",
+    "READERS",
+    "REPORTERS",
+    "STATUS_SETTERS",
     "STREET_ROLES",
     "Scope",
     "scope_for",
@@ -48,6 +54,19 @@ DISTRICT_ROLES = frozenset({"admin", "analyst"})
 STREET_ROLES = frozenset({"commander", "dispatcher"})
 #: Roles that read incidents within their scope (besides the district-wide ones).
 _INCIDENT_ROLES = STREET_ROLES | {"grid_worker", "unit"}
+# Which roles may call each kind of route; the caller's Scope then says over which area.
+#: Read incidents, units and the live feed (staff and units; not citizens).
+READERS = frozenset({"admin", "commander", "dispatcher", "unit", "grid_worker", "analyst"})
+#: Report incidents and take workflow actions (every staff role but the analyst).
+REPORTERS = READERS - {"analyst"}
+#: Dispatch the queued incidents of their scope in one batch.
+BATCH_DISPATCHERS = frozenset({"admin", "commander", "dispatcher"})
+#: Set a unit's status (a unit its own).
+STATUS_SETTERS = frozenset({"admin", "commander", "dispatcher", "unit"})
+#: Send a unit's AVL position fix (a unit its own).
+POSITION_SENDERS = frozenset({"admin", "dispatcher", "unit"})
+#: Read the five-powers assessment (commanders and dispatchers: their street's).
+ASSESSORS = frozenset({"admin", "analyst", "commander", "dispatcher"})
 #: Matches no area, unit or street code (they are digits and dashes).
 NOTHING = "~none~"
 #: The workflow role each API role acts as (:mod:`gridgov.workflow` checks it per action).

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
@@ -285,6 +285,13 @@ def _is_pg_only_index(diff: Any) -> bool:
     if not (isinstance(diff, tuple) and diff and diff[0] == "add_index"):
         return False
     return bool(diff[1].name and str(diff[1].name).endswith("_gist"))
+
+
+def ping(engine: Engine) -> None:
+    """Ask the database to answer one trivial statement; its driver's error when it cannot
+    (a readiness check reports which)."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 def is_initialised(engine: Engine) -> bool:

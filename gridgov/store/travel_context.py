@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 from gridgov import dispatch
-from gridgov.catalog import Catalog, load_catalog
+from gridgov.catalog import Catalog
 from gridgov.errors import (
     InputError,
     StoreError,
@@ -29,10 +29,7 @@ from gridgov.store.engine import (
 from gridgov.store.models import (
     DATASETS,
 )
-from gridgov.store.repository import (
-    read_roads,
-    read_stored_areas,
-)
+from gridgov.store.repository import read_catalog, read_roads, read_stored_areas
 
 _MAX_DATASET = select(func.max(DATASETS.c.id))
 
@@ -114,8 +111,7 @@ def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispat
     engine
         The store.
     catalog
-        The matters catalogue; :func:`gridgov.catalog.load_catalog` (the configured file)
-        when None.
+        The matters catalogue; the stored one (:func:`read_catalog`) when None.
 
     Raises
     ------
@@ -138,7 +134,7 @@ def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispat
             raise StoreError(msg)
         ctx = dispatch.build_context(
             gdf_areas,
-            load_catalog() if catalog is None else catalog,
+            read_catalog(engine) if catalog is None else catalog,
             travel_from_store(engine),
         )
         _CACHE[engine] = _Cached(version=version, catalog=catalog, ctx=ctx)

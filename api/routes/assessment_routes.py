@@ -12,10 +12,11 @@ from api.auth import Principal, require
 from api.deps import ContextDep, EngineDep
 from gridgov import store
 from gridgov.assessment import Period, assess
+from gridgov.service.scope import ASSESSORS
 
 router = APIRouter(tags=["assessment"])
 
-Assessor = Annotated[Principal, Depends(require("admin", "analyst", "commander", "dispatcher"))]
+Assessor = Annotated[Principal, Depends(require(*ASSESSORS))]
 
 
 class AssessmentOut(BaseModel):
@@ -61,8 +62,7 @@ def assessment(
     street_code: Annotated[str | None, Query(max_length=18)] = None,
 ) -> dict[str, Any]:
     """Commanders and dispatchers see their own street's assessment only."""
-    if not principal.district_wide:
-        street_code = principal.credential.street_code
+    street_code = principal.scope.assessment_street(street_code)
     span = Period.parse(period)
     result = assess(
         store.read_events(engine, until=span.end),

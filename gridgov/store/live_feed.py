@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import geopandas as gpd
 import numpy as np
@@ -48,9 +49,10 @@ __all__ = [
     "ADVANCE",
     "LOOKBACK",
     "OVER_STATUSES",
+    "FeedScope",
     "LiveChanges",
-    "LiveScope",
     "LiveState",
+    "dataset_version",
     "parse_cursor",
     "read_live",
 ]
@@ -67,48 +69,37 @@ _CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.([0-9a-f]{16})\.(\d{1,18})$")
 _NO_UNITS = "0" * 16
 
 
-@dataclass(frozen=True)
-class LiveScope:
-    """What a caller may see. Each field that is set restricts; none set: the whole district.
+class FeedScope(Protocol):
+    """What a caller may see (:class:`gridgov.service.scope.Scope` is one): keyword filters
+    of incidents (``street_code``, ``grid_code``, ``unit_id`` = ever assigned to this unit)
+    and of units (``street_code``, ``unit_id``); an empty mapping means the whole district."""
 
-    Attributes
-    ----------
-    incidents_street, incidents_grid
-        Only incidents located in this street / grid.
-    incidents_unit
-        Only incidents this unit was ever assigned to.
-    units_street
-        Only units commanded by this street.
-    units_unit
-        Only this unit.
-    """
+    def incident_filters(self) -> Mapping[str, Any]: ...
+    def unit_filters(self) -> Mapping[str, Any]: ...
 
-    incidents_street: str | None = None
-    incidents_grid: str | None = None
-    incidents_unit: str | None = None
-    units_street: str | None = None
-    units_unit: str | None = None
 
-    def incident_filter(self) -> list[ColumnElement[bool]]:
-        out: list[ColumnElement[bool]] = []
-        if self.incidents_street is not None:
-            out.append(INCIDENTS.c.street_code == self.incidents_street)
-        if self.incidents_grid is not None:
-            out.append(INCIDENTS.c.grid_code == self.incidents_grid)
-        if self.incidents_unit is not None:
-            assigned = select(ASSIGNMENTS.c.incident_id).where(
-                ASSIGNMENTS.c.unit_id == self.incidents_unit
-            )
+def _incident_clauses(filters: Mapping[str, Any]) -> list[ColumnElement[bool]]:
+    out: list[ColumnElement[bool]] = []
+    for name, value in filters.items():
+        if name == "unit_id":
+            assigned = select(ASSIGNMENTS.c.incident_id).where(ASSIGNMENTS.c.unit_id == value)
             out.append(INCIDENTS.c.incident_id.in_(assigned))
-        return out
+        elif name in ("street_code", "grid_code"):
+            out.append(INCIDENTS.c[name] == value)
+        else:
+            msg = f"unknown incident filter {name!r}"
+            raise ValueError(msg)
+    return out
 
-    def unit_filter(self) -> list[ColumnElement[bool]]:
-        out: list[ColumnElement[bool]] = []
-        if self.units_street is not None:
-            out.append(UNITS.c.street_code == self.units_street)
-        if self.units_unit is not None:
-            out.append(UNITS.c.unit_id == self.units_unit)
-        return out
+
+def _unit_clauses(filters: Mapping[str, Any]) -> list[ColumnElement[bool]]:
+    out: list[ColumnElement[bool]] = []
+    for name, value in filters.items():
+        if name not in ("street_code", "unit_id"):
+            msg = f"unknown unit filter {name!r}"
+            raise ValueError(msg)
+        out.append(UNITS.c[name] == value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -189,14 +180,15 @@ def _geoframe(rows: list[Any], columns: tuple[str, ...], geoms: Any) -> gpd.GeoD
 
 
 def _event_count(
-    connection: Connection, scope: LiveScope, low: int, high: int | None = None
+    connection: Connection, scope: list[ColumnElement[bool]], low: int, high: int | None = None
 ) -> tuple[int, int]:
-    """The largest event id in scope above ``low`` (and at most ``high``), and the count."""
-    where = [*scope.incident_filter(), EVENTS.c.event_id > low]
+    """The largest event id in scope (incident clauses ``scope``) above ``low`` (and at most
+    ``high``), and the count."""
+    where = [*scope, EVENTS.c.event_id > low]
     if high is not None:
         where.append(EVENTS.c.event_id <= high)
     stmt = select(func.max(EVENTS.c.event_id), func.count(EVENTS.c.event_id))
-    if scope.incident_filter():
+    if scope:
         stmt = stmt.select_from(
             EVENTS.join(INCIDENTS, EVENTS.c.incident_id == INCIDENTS.c.incident_id)
         )
@@ -210,7 +202,7 @@ def _last_event(connection: Connection) -> int:
 
 
 def _event_state(
-    connection: Connection, scope: LiveScope, since: LiveState | None, last: int
+    connection: Connection, scope: list[ColumnElement[bool]], since: LiveState | None, last: int
 ) -> tuple[int, int, bool, bool]:
     """The event part of the state, the log's largest id being ``last``: (id, count in the
     window below it, whether events in scope came since ``since``, whether one of them arrived
@@ -264,9 +256,12 @@ def _units_frame(rows: list[Any]) -> gpd.GeoDataFrame:
 
 
 def _incidents(
-    connection: Connection, scope: LiveScope, since: LiveState | None, late: bool
+    connection: Connection,
+    scope: list[ColumnElement[bool]],
+    since: LiveState | None,
+    late: bool,
 ) -> gpd.GeoDataFrame:
-    where = scope.incident_filter()
+    where = list(scope)
     if since is None:
         where.append(INCIDENTS.c.status.not_in(list(OVER_STATUSES)))
     else:
@@ -319,7 +314,14 @@ def _events(connection: Connection, ids: list[str]) -> pd.DataFrame:
     return df
 
 
-def read_live(engine: Engine, scope: LiveScope, since: LiveState | None = None) -> LiveChanges:
+def dataset_version(engine: Engine) -> int:
+    """The version of the loaded dataset (areas, units...): the ``dataset`` of the feed's
+    answers; 0 before the first load."""
+    with translate_errors(engine), engine.connect() as connection:
+        return int(connection.execute(select(func.max(DATASETS.c.id))).scalar() or 0)
+
+
+def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) -> LiveChanges:
     """What changed in ``scope`` since the cursor ``since`` (everything when None).
 
     Parameters
@@ -327,7 +329,7 @@ def read_live(engine: Engine, scope: LiveScope, since: LiveState | None = None) 
     engine
         The store.
     scope
-        What the caller may see.
+        What the caller may see (its incident and unit filters).
     since
         The state of the client's last answer (:func:`parse_cursor`).
 
@@ -336,6 +338,8 @@ def read_live(engine: Engine, scope: LiveScope, since: LiveState | None = None) 
     LiveChanges
         With ``changed`` False (and nothing read but the state) when ``since`` is current.
     """
+    incident_scope = _incident_clauses(scope.incident_filters())
+    unit_scope = _unit_clauses(scope.unit_filters())
     with translate_errors(engine), engine.connect() as connection:
         # The state first: anything committed after it is sent now or on the next poll,
         # never skipped.
@@ -344,9 +348,9 @@ def read_live(engine: Engine, scope: LiveScope, since: LiveState | None = None) 
         # A new dataset, or a cursor ahead of this log (another store's): start over.
         reset = since is None or since.dataset != dataset or since.last_event > last_event
         last, count, events_changed, late = _event_state(
-            connection, scope, None if reset else since, last_event
+            connection, incident_scope, None if reset else since, last_event
         )
-        unit_rows = _unit_rows(connection, scope.unit_filter())
+        unit_rows = _unit_rows(connection, unit_scope)
         state = LiveState(last, count, _units_digest(unit_rows), dataset)
         empty_incidents = _geoframe([], INCIDENT_COLUMNS, [])
         empty_assignments = _geoframe([], ASSIGNMENT_COLUMNS, [])
@@ -364,7 +368,7 @@ def read_live(engine: Engine, scope: LiveScope, since: LiveState | None = None) 
                 empty_units,
             )
         if reset or events_changed:
-            gdf_incidents = _incidents(connection, scope, None if reset else since, late)
+            gdf_incidents = _incidents(connection, incident_scope, None if reset else since, late)
             ids = gdf_incidents["incident_id"].astype(str).tolist()
             gdf_assignments = _assignments(connection, ids)
             df_events = _events(connection, ids)

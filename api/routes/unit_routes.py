@@ -1,15 +1,16 @@
 """Stationed units: the list, status changes and AVL position fixes.
 
-A fix older than ``settings.position_max_age_min`` is stale: dispatch then uses the unit's
-office position instead, as CAD systems do, and the list marks it ``position_stale``.
+A fix older than ``settings.position_max_age_min`` is stale (the rule dispatch applies,
+:func:`gridgov.dispatch.rules.position_is_stale`): dispatch then uses the unit's office
+position instead, as CAD systems do, and the list marks it ``position_stale``. Which units a
+caller sees is its scope's (:mod:`gridgov.service.scope`).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -17,18 +18,17 @@ from api.auth import Principal, not_found, require
 from api.deps import EngineDep, SettingsDep
 from api.schemas import CrsName, plain
 from gridgov import store
+from gridgov.dispatch import position_is_stale
 from gridgov.model import ForceKind, UnitStatus
 from gridgov.service import fleet
+from gridgov.service.scope import POSITION_SENDERS, READERS, STATUS_SETTERS
 
 router = APIRouter(prefix="/units", tags=["units"])
 
 
-Reader = Annotated[
-    Principal,
-    Depends(require("admin", "commander", "dispatcher", "unit", "grid_worker", "analyst")),
-]
-StatusSetter = Annotated[Principal, Depends(require("admin", "commander", "dispatcher", "unit"))]
-PositionSender = Annotated[Principal, Depends(require("admin", "dispatcher", "unit"))]
+Reader = Annotated[Principal, Depends(require(*READERS))]
+StatusSetter = Annotated[Principal, Depends(require(*STATUS_SETTERS))]
+PositionSender = Annotated[Principal, Depends(require(*POSITION_SENDERS))]
 
 
 class UnitOut(BaseModel):
@@ -81,26 +81,23 @@ class PositionOut(BaseModel):
     at: datetime
 
 
-def _in_scope(principal: Principal, row: Any) -> bool:
-    c = principal.credential
-    if principal.district_wide:
-        return True
-    if c.role == "unit":
-        return bool(row["unit_id"] == c.unit_id)
-    # Commanders, dispatchers and grid workers see the units their street commands.
-    return bool(row["street_code"] == c.street_code)
+def _max_age(settings: Any) -> timedelta:
+    return timedelta(minutes=settings.position_max_age_min)
 
 
 def _units(
     engine: Any, settings: Any, principal: Principal, unit_id: str | None = None
 ) -> list[dict[str, Any]]:
-    c = principal.credential
-    street = None if principal.district_wide else c.street_code
-    gdf = store.read_units(engine, street_code=street, unit_id=unit_id)
-    limit = pd.Timestamp.now(tz=UTC) - pd.Timedelta(minutes=settings.position_max_age_min)
+    scope = principal.scope
+    if unit_id is None:
+        gdf = store.read_units(engine, **scope.unit_filters())
+    else:
+        gdf = store.read_units(engine, unit_id=unit_id)
+    # A position without a time is a home post (static), never stale.
+    stale = position_is_stale(gdf["position_time"], datetime.now(UTC), _max_age(settings))
     out = []
-    for row in gdf.to_dict("records"):
-        if not _in_scope(principal, row):
+    for row, too_old in zip(gdf.to_dict("records"), stale.tolist(), strict=True):
+        if not scope.can_see_unit(row["unit_id"], row["street_code"]):
             continue
         geom = row["geometry"]
         when = plain(row["position_time"])
@@ -121,8 +118,7 @@ def _units(
                 "lat": None if geom is None else float(geom.y),
                 "position_time": when,
                 "position_source": plain(row["position_source"]),
-                # A position without a time is a home post (static), never stale.
-                "position_stale": geom is None or (when is not None and when < limit),
+                "position_stale": geom is None or too_old,
             }
         )
     return out
@@ -203,7 +199,9 @@ def set_position(
 ) -> dict[str, Any]:
     # A unit's scope is itself: another unit's id answers 404, like a missing one.
     _own_unit(engine, settings, principal, unit_id)
-    fix = fleet.record_position(engine, unit_id, body.lon, body.lat, crs=body.crs, at=body.at)
+    fix = fleet.record_position(
+        engine, unit_id, body.lon, body.lat, crs=body.crs, at=body.at, max_age=_max_age(settings)
+    )
     return {
         "unit_id": unit_id,
         "stored": fix.stored,

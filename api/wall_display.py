@@ -5,10 +5,11 @@ public like the areas themselves: it holds no incident and no unit. The page tak
 token from its URL fragment (``/#token=gg_...``: a fragment never reaches the server, logs or
 proxies), keeps it in ``sessionStorage`` and polls ``GET /api/v1/live`` with it about once a
 second. The feed answers what changed in the caller's scope since the cursor the page sends
-back, and 304 when nothing did; see :mod:`gridgov.store.live` for how that stays correct on
+back, and 304 when nothing did; see :mod:`gridgov.store.live_feed` for how that stays correct on
 PostgreSQL and with several server processes (nothing but a page cache lives in memory).
 
-Scope: commanders and dispatchers get their street's incidents and units; grid workers the
+Scope: the caller's :class:`gridgov.service.scope.Scope` (the same as the incident and unit
+routes): commanders and dispatchers get their street's incidents and units; grid workers the
 incidents of their grid and their street's units; a unit the incidents it was sent to and
 itself; admins and analysts the district.
 """
@@ -21,25 +22,33 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import geopandas as gpd
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, func, select
 
-from api.auth import READ_ROLES, Principal, require
+from api.auth import Principal, require
 from api.deps import EngineDep, SettingsDep
 from gridgov import maps, store
 from gridgov.errors import InputError
 from gridgov.model import UNIT_COLUMNS
+from gridgov.service.scope import READERS
 from gridgov.settings import Settings
-from gridgov.store import live as store_live
-from gridgov.store.engine import translate_errors
-from gridgov.store.models import DATASETS
+from gridgov.store.live_feed import (
+    OVER_STATUSES,
+    LiveChanges,
+    LiveState,
+    dataset_version,
+    parse_cursor,
+    read_live,
+)
 
-__all__ = ["FEED_PATH", "router", "scope_of"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["FEED_PATH", "router"]
 
 router = APIRouter()
 
@@ -49,29 +58,7 @@ FEED_PATH = "/api/v1/live"
 POLL_INTERVAL_MS = 1000
 #: The viewport hook of the page: micro-grids of the visible box, in the compact form.
 AREA_URL = "/api/v1/areas/{level}?bbox={west},{south},{east},{north}&zoom={zoom}&format=compact"
-# Matches no area, unit or street code (they are digits and dashes): a credential missing
-# its scope field sees nothing.
-_NOTHING = "~none~"
-
-Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
-
-
-def scope_of(principal: Principal) -> store_live.LiveScope:
-    """What the feed shows a caller (the same scopes as the incident and unit routes)."""
-    c = principal.credential
-    if principal.district_wide:
-        return store_live.LiveScope()
-    if c.role in ("commander", "dispatcher"):
-        street = c.street_code or _NOTHING
-        return store_live.LiveScope(incidents_street=street, units_street=street)
-    if c.role == "grid_worker":
-        return store_live.LiveScope(
-            incidents_grid=c.grid_code or _NOTHING, units_street=c.street_code or _NOTHING
-        )
-    if c.role == "unit":
-        unit = c.unit_id or _NOTHING
-        return store_live.LiveScope(incidents_unit=unit, units_unit=unit)
-    return store_live.LiveScope(incidents_street=_NOTHING, units_street=_NOTHING)
+Reader = Annotated[Principal, Depends(require(*READERS))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,7 +102,7 @@ class LiveAnswer(BaseModel):
     )
 
 
-def _etag(principal: Principal, state: store_live.LiveState) -> str:
+def _etag(principal: Principal, state: LiveState) -> str:
     raw = f"{principal.credential.credential_id}|{state.cursor}".encode()
     return f'W/"{hashlib.blake2b(raw, digest_size=10).hexdigest()}"'
 
@@ -132,10 +119,10 @@ def _code(value: Any) -> str | None:
     return None if value is None or value != value else str(value)
 
 
-def _answer(principal: Principal, changes: store_live.LiveChanges) -> dict[str, Any]:
-    c = principal.credential
+def _answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
+    scope = principal.scope
     gdf = changes.gdf_incidents
-    over = gdf["status"].astype(str).isin(store_live.OVER_STATUSES)
+    over = gdf["status"].astype(str).isin(OVER_STATUSES)
     gdf_open = gdf[~over]
     return {
         "cursor": changes.state.cursor,
@@ -144,10 +131,10 @@ def _answer(principal: Principal, changes: store_live.LiveChanges) -> dict[str, 
         "dataset": changes.state.dataset,
         "server_time": datetime.now(UTC).isoformat(),
         "scope": {
-            "role": c.role,
-            "street_code": c.street_code,
-            "grid_code": c.grid_code,
-            "unit_id": c.unit_id,
+            "role": scope.role,
+            "street_code": scope.street_code,
+            "grid_code": scope.grid_code,
+            "unit_id": scope.unit_id,
         },
         "incidents": maps.incident_layer_json(gdf_open, changes.gdf_assignments, changes.df_events),
         "area_codes": {
@@ -190,8 +177,8 @@ def live_feed(
     positions from a digest of the units in scope. Poll with `since` and `If-None-Match` (the
     previous answer's `ETag`): 304 means nothing changed. A dispatcher sees only the street's
     incidents and units."""
-    state = store_live.parse_cursor(since) if since is not None else None
-    changes = store_live.read_live(engine, scope_of(principal), state)
+    state = parse_cursor(since) if since is not None else None
+    changes = read_live(engine, principal.scope, state)
     etag = _etag(principal, changes.state)
     headers = {
         "ETag": etag,
@@ -216,11 +203,6 @@ class _Page:
 
 _PAGES: weakref.WeakKeyDictionary[Engine, _Page] = weakref.WeakKeyDictionary()
 _PAGE_LOCK = threading.Lock()
-
-
-def _dataset_version(engine: Engine) -> int:
-    with translate_errors(engine), engine.connect() as connection:
-        return int(connection.execute(select(func.max(DATASETS.c.id))).scalar() or 0)
 
 
 def _empty_units() -> gpd.GeoDataFrame:
@@ -251,7 +233,7 @@ def build_page(engine: Engine, settings: Settings, dataset: int) -> str:
 
 
 def _page(engine: Engine, settings: Settings) -> str:
-    dataset = _dataset_version(engine)
+    dataset = dataset_version(engine)
     cached = _PAGES.get(engine)
     if cached is not None and cached.dataset == dataset:
         return cached.html
