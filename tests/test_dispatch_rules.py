@@ -251,14 +251,7 @@ def test_a_tie_break_changed_in_the_rules_is_seen_by_every_core_path(
     [
         "unchanged",
         "order",
-        pytest.param(
-            "rank",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="gridgov/store/dispatching.py ranks units itself (_read_statics) until "
-                "the store's dispatch path calls gridgov.dispatch.rules.unit_rank",
-            ),
-        ),
+        "rank",
     ],
 )
 def test_a_tie_break_changed_in_the_rules_is_seen_by_the_store(

@@ -4,7 +4,8 @@ arrays (the hot path of every dispatch).
 The units' fixed columns (kind, street, office...) are read once per loaded dataset and kept
 per engine; each snapshot reads only what changes (status, duty, busy incident, position), as
 the driver returns it, decoded in vectorised calls. Positions go through
-:func:`gridgov.dispatch.effective_positions`."""
+:func:`gridgov.dispatch.rules.effective_positions` and ranked by
+:func:`gridgov.dispatch.rules.unit_rank` (the one owner of each rule)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.types import NullType
 
 from gridgov import dispatch
+from gridgov.dispatch import rules
 from gridgov.errors import (
     StoreError,
 )
@@ -170,7 +172,7 @@ def _read_statics(connection: Connection) -> _UnitStatics | None:
     return _UnitStatics(
         version=version,
         index={u: i for i, u in enumerate(ids)},
-        rank=dispatch.unit_rank(ids),
+        rank=rules.unit_rank(ids),
         kind=_strs([r.kind for r in units]),
         street=_strs([r.street_code for r in units]),
         mode=_strs([r.travel_mode for r in units]),
@@ -304,7 +306,7 @@ def _pool(
     office_lon = statics.office_lon[at] if statics else np.zeros(0)
     office_lat = statics.office_lat[at] if statics else np.zeros(0)
     stamps = _times(times, dialect)
-    lon, lat, note = dispatch.effective_positions(lon, lat, stamps, office_lon, office_lat, now)
+    lon, lat, note = rules.effective_positions(lon, lat, stamps, office_lon, office_lat, now)
     empty = np.zeros(0, dtype=object)
     return dispatch.UnitPool.from_arrays(
         ctx,
