@@ -1,7 +1,8 @@
 """The folium elements of gridgov maps and the placeholder links of the page runtime.
 
-Each element emits one call of the runtime (``GG.areas``, ``GG.units``...) with its layer's
-compact JSON, not one folium element per feature.
+A layer is one element that hands its compact JSON to one call of the page runtime
+(``GG.areas``, ``GG.units``...), not one folium element per feature; the controls (legend,
+search, title, tile fallback) call the runtime too.
 """
 
 from __future__ import annotations

@@ -76,6 +76,7 @@ LEVEL_ZH = {lv.value: lv.zh for lv in Level}
 
 
 def as_text(value: Any) -> str | None:
+    """A cell as page text: None for missing, local time for a timestamp, else ``str``."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     if isinstance(value, pd.Timestamp | datetime):
@@ -233,6 +234,7 @@ def stats_by_area(
     gdf_units: gpd.GeoDataFrame,
     colour_by: str,
 ) -> tuple[dict[str, float], dict[str, str], dict[str, str], list[float]]:
+    """Per area of ``level``: value, fill and tooltip line by ``colour_by``; the class breaks."""
     counts = codes_at(gdf_open, gdf_areas, level).value_counts() if len(gdf_open) else pd.Series()
     codes = gdf_areas.loc[gdf_areas["level"].astype(str) == level, "code"].astype(str)
     n_open = {c: float(counts.get(c, 0)) for c in codes}
@@ -256,6 +258,7 @@ def stats_by_area(
 
 
 def unit_data(gdf_units: gpd.GeoDataFrame) -> dict[str, Any]:
+    """Positioned units as the rows of ``GG.units`` (``skipped`` counts the others)."""
     gdf = _wgs84(gdf_units)
     x, y, ok = _point_xy(gdf)
     kinds = list(KIND_STYLE)
@@ -346,6 +349,7 @@ def _explanation_summary(explanation: Mapping[str, Any] | None) -> list[dict[str
 
 
 def as_priority(value: Any) -> int:
+    """The priority as a key of :data:`PRIORITY_COLOURS` (0 when unknown)."""
     try:
         p = int(value)
     except (TypeError, ValueError):
@@ -359,6 +363,8 @@ def incident_data(
     df_events: pd.DataFrame | None,
     explanations: Mapping[str, Mapping[str, Any]] | None,
 ) -> dict[str, Any]:
+    """Positioned incidents as the rows of ``GG.incidents``, with history, assignments and
+    explanation summary."""
     gdf = _wgs84(gdf_open)
     x, y, ok = _point_xy(gdf)
     history = _history(df_events)
@@ -460,6 +466,7 @@ def route_data(
 
 
 def legend_html(sections: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """Legend sections (title, items) as HTML."""
     parts = []
     for title, items in sections:
         parts.append(f"<h4>{html.escape(title)}</h4>" + "<br>".join(items))
@@ -467,10 +474,12 @@ def legend_html(sections: Sequence[tuple[str, Sequence[str]]]) -> str:
 
 
 def swatch(colour: str, text: str) -> str:
+    """One legend item: a colour square and an escaped text."""
     return f"<i style='background:{colour}'></i>{html.escape(text)}"
 
 
 def class_items(breaks: Sequence[float], fmt: str = "{:g}") -> list[str]:
+    """Legend items of the sequential classes with upper bounds ``breaks``."""
     # Classes are (low, b]: the first above zero reads "≤ b", the others "low–b".
     items = [swatch(SEQUENTIAL[0], "0")]
     low = 0.0
@@ -482,6 +491,7 @@ def class_items(breaks: Sequence[float], fmt: str = "{:g}") -> list[str]:
 
 
 def kind_items(kinds: Iterable[str] | None = None) -> list[str]:
+    """Legend items of the force kinds (all, or those in ``kinds``)."""
     wanted = set(kinds) if kinds is not None else set(KIND_STYLE)
     return [
         f"<b class='gg-glyph' style='border-color:{c}'>{g}</b>{ForceKind(k).zh} {ForceKind(k).en}"
@@ -491,10 +501,12 @@ def kind_items(kinds: Iterable[str] | None = None) -> list[str]:
 
 
 def status_items() -> list[str]:
+    """Legend items of the unit statuses."""
     return [swatch(c, f"{_STATUS_ZH[s]} {_STATUS_EN[s]}") for s, c in STATUS_COLOURS.items()]
 
 
 def priority_items() -> list[str]:
+    """Legend items of the incident priorities."""
     names = {1: "紧急 urgent", 2: "高 high", 3: "中 medium", 4: "低 low", 0: "未知 unknown"}
     return [swatch(c, f"{p or '?'} {names[p]}") for p, c in PRIORITY_COLOURS.items()]
 

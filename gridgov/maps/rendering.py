@@ -30,13 +30,13 @@ from gridgov.maps.elements import (
     ViewportAreas,
 )
 
-#: Folder of the static files (vendored Leaflet and plugins, the gridgov runtime).
+#: Folder of the static files (``gridgov/static``: vendored Leaflet and plugins, the runtime).
 STATIC_DIR = Path(__file__).parent.parent / "static"
 
 _CDNJS = "https://cdnjs.cloudflare.com/ajax/libs/"
 _FOLIUM_GH = "https://cdn.jsdelivr.net/gh/python-visualization/folium"
 # folium's CDN URL -> the vendored copy (relative to STATIC_DIR). One entry per file folium or
-# this module references; render_html refuses any outside URL not listed here.
+# the elements reference; render_html refuses any outside URL not listed here.
 _VENDORED: dict[str, str] = {
     "https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js": "vendor/leaflet-1.9.3/leaflet.js",
     "https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.css": (
