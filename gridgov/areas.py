@@ -38,7 +38,14 @@ from gridgov.errors import (
     OutsideDistrictError,
     Problem,
 )
-from gridgov.io import frame_to_wgs84, is_missing, normalize_code, read_vector, to_bool
+from gridgov.io import (
+    ambiguous_layers,
+    frame_to_wgs84,
+    is_missing,
+    normalize_code,
+    read_vector,
+    to_bool,
+)
 from gridgov.model import LEVELS, Level
 from gridgov.settings import get_settings
 
@@ -74,7 +81,7 @@ DEFAULT_COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "generated": ("generated", "是否生成"),
 }
-_REQUIRED = ("code", "name", "level")
+REQUIRED_COLUMNS = ("code", "name", "level")
 
 # Level names as Chinese data writes them; English names are matched after lower-casing.
 _LEVEL_ALIASES: dict[str, str] = {
@@ -121,8 +128,11 @@ def read_areas(
         ``gcj02``, ``bd09`` or an EPSG code) overrides every file's label, because GCJ-02 data
         is routinely labelled EPSG:4326.
     layer
-        The layer to read from a multi-layer source; ``None`` reads every polygon layer (a
-        single-layer file is read whatever its type, so validation can say what is wrong).
+        The layer to read from a multi-layer source (name or position). ``None`` picks by
+        :func:`choose_area_layers`: a layer named ``areas``, else the one polygon layer with
+        the area columns, else several polygon layers that each hold their own levels (one
+        hierarchy split by level); anything else is refused with the layers listed. A
+        single-layer file is read whatever its type, so validation can say what is wrong.
     columns
         Renames applied before anything else, from the file's header to gridgov's, as in
         ``{"CODE": "code", "NAME": "name", "TYPE": "level", "UP": "parent_code"}``. Headers not
@@ -141,8 +151,10 @@ def read_areas(
     Raises
     ------
     DataFileError
-        A file is missing or unreadable (the message names it), or lacks required columns
-        (``code``, ``name``, ``level``; the message names those missing).
+        A file is missing or unreadable (the message names it), lacks required columns
+        (``code``, ``name``, ``level``; the message names those missing), has no layer
+        ``layer``, or has several layers none of which can be told to be the areas (the
+        message lists them).
     CRSError
         The CRS is unknown, missing (no label and none declared), or gives impossible
         longitudes/latitudes; the message names the file and the CRS used.
@@ -156,6 +168,8 @@ def read_areas(
     frames = []
     for path in path_list:
         layers = read_vector(path, layer=layer, geometry_kind="Polygon", what="area")
+        if layer is None and len(layers) > 1:
+            layers = choose_area_layers(path, layers, columns or {})
         for name, raw in layers:
             frame = _normalize_columns(raw, path, columns or {})
             where = f"{path} (layer {name!r})" if len(layers) > 1 else str(path)
@@ -164,9 +178,52 @@ def read_areas(
     return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326")
 
 
-def _normalize_columns(
-    raw: gpd.GeoDataFrame, path: Path, columns: Mapping[str, str]
-) -> gpd.GeoDataFrame:
+#: The layer name read from a multi-layer area file without asking (what `gridgov export` writes).
+AREA_LAYER = "areas"
+
+
+def choose_area_layers(
+    path: Path,
+    layers: list[tuple[str, gpd.GeoDataFrame]],
+    columns: Mapping[str, str] | None = None,
+) -> list[tuple[str, gpd.GeoDataFrame]]:
+    """Pick the area layer(s) of a file whose polygon layers are ``layers`` (several).
+
+    The rule, in order: the layer named :data:`AREA_LAYER`; else the one layer that has the
+    required columns (``code``, ``name``, ``level``, or their aliases); else all of them when
+    every one has those columns and no level appears in two layers (a hierarchy stored one
+    group of levels per layer, e.g. streets and communities in one, grids in another).
+
+    Raises
+    ------
+    DataFileError
+        Anything else (two layers of the same level, layers without the columns): the file is
+        ambiguous and the message lists its layers.
+    """
+    named = [(n, f) for n, f in layers if n == AREA_LAYER]
+    if named:
+        return named
+    renamed = [(n, _renamed(f, columns or {})) for n, f in layers]
+    has_columns = [all(c in r.columns for c in REQUIRED_COLUMNS) for _, r in renamed]
+    complete = [pair for pair, ok in zip(layers, has_columns, strict=True) if ok]
+    if len(complete) == 1:
+        return complete
+    if len(complete) < len(layers):
+        lacking = ", ".join(n for (n, _), ok in zip(layers, has_columns, strict=True) if not ok)
+        why = f"{len(complete)} of its polygon layers have the columns code, name and level"
+        raise ambiguous_layers(path, "area", f"{why} ({lacking} lack some)")
+    seen: dict[str, str] = {}
+    for name, frame in renamed:
+        for level in sorted({_normalize_level(v) for v in frame["level"]}):
+            if level in seen:
+                why = f"layers {seen[level]} and {name} both hold {level} areas"
+                raise ambiguous_layers(path, "area", why)
+            seen[level] = name
+    return layers
+
+
+def _renamed(raw: gpd.GeoDataFrame, columns: Mapping[str, str]) -> gpd.GeoDataFrame:
+    """``raw`` with its headers mapped to gridgov's: ``columns`` first, then the aliases."""
     frame = raw.rename(columns=dict(columns))
     lowered = {str(c).strip().lower(): c for c in frame.columns}
     renames: dict[Any, str] = {}
@@ -177,8 +234,14 @@ def _normalize_columns(
             if alias.lower() in lowered and lowered[alias.lower()] not in renames:
                 renames[lowered[alias.lower()]] = target
                 break
-    frame = frame.rename(columns=renames)
-    missing = [c for c in _REQUIRED if c not in frame.columns]
+    return frame.rename(columns=renames)
+
+
+def _normalize_columns(
+    raw: gpd.GeoDataFrame, path: Path, columns: Mapping[str, str]
+) -> gpd.GeoDataFrame:
+    frame = _renamed(raw, columns)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         found = ", ".join(str(c) for c in raw.columns if c != raw.geometry.name)
         msg = (

@@ -33,9 +33,9 @@ _DOMAIN_CODE = re.compile(r"[A-Z][A-Z0-9]{0,7}")
 _TWO_DIGITS = re.compile(r"[0-9]{2}")
 PRIORITIES = (1, 2, 3, 4)
 
-_TOP_FIELDS = ("version", "source", "event_majors", "domains", "matters")
-_CODED_FIELDS = ("code", "zh", "en")  # domains and event major classes
-_MATTER_FIELDS = (
+CATALOG_FIELDS = ("version", "source", "event_majors", "domains", "matters")
+CODED_FIELDS = ("code", "zh", "en")  # domains and event major classes
+MATTER_FIELDS = (
     "code",
     "domain",
     "name_zh",
@@ -50,8 +50,8 @@ _MATTER_FIELDS = (
     "level",
     "event_class",
 )
-_DEADLINE_FIELDS = ("acknowledge_min", "arrive_min", "resolve_h")
-_EVENT_FIELDS = ("major", "minor", "name_zh")
+DEADLINE_FIELDS = ("acknowledge_min", "arrive_min", "resolve_h")
+EVENT_CLASS_FIELDS = ("major", "minor", "name_zh")
 
 
 class Stage(StrEnum):
@@ -333,7 +333,7 @@ def catalog_from_dict(data: Any, *, origin: str = "<dict>") -> Catalog:
     if not isinstance(data, Mapping):
         problems.append(f"the catalogue must be a mapping, not {type(data).__name__}")
         _raise_if(problems, origin)
-    _check_fields(data, _TOP_FIELDS, "catalogue", problems)
+    _check_fields(data, CATALOG_FIELDS, "catalogue", problems)
 
     version = data.get("version")
     bad_version = isinstance(version, bool) or not isinstance(version, str | int | float)
@@ -473,7 +473,7 @@ def _parse_coded(
         if not isinstance(item, Mapping):
             problems.append(f"{where}: must be a mapping with code, zh and en")
             continue
-        _check_fields(item, _CODED_FIELDS, where, problems)
+        _check_fields(item, CODED_FIELDS, where, problems)
         code = item.get("code")
         if not isinstance(code, str) or not pattern.fullmatch(code):
             problems.append(f"{where}: code {code!r} must be {code_rule}")
@@ -501,7 +501,7 @@ def _parse_matter(
     before = len(problems)
     code = raw.get("code")
     where = f"matters[{i}] ({code})" if isinstance(code, str) else f"matters[{i}]"
-    _check_fields(raw, _MATTER_FIELDS, where, problems)
+    _check_fields(raw, MATTER_FIELDS, where, problems)
 
     domain = raw.get("domain")
     if "domain" in raw and (not isinstance(domain, str) or domain not in domain_codes):
@@ -639,12 +639,12 @@ def _force_kind(value: Any, where: str, name: str, problems: list[str]) -> Force
 
 def _parse_deadlines(raw: Any, where: str, problems: list[str]) -> Deadlines | None:
     if not isinstance(raw, Mapping):
-        problems.append(f"{where}: deadlines must be a mapping of {', '.join(_DEADLINE_FIELDS)}")
+        problems.append(f"{where}: deadlines must be a mapping of {', '.join(DEADLINE_FIELDS)}")
         return None
     before = len(problems)
-    _check_fields(raw, _DEADLINE_FIELDS, f"{where} deadlines", problems)
+    _check_fields(raw, DEADLINE_FIELDS, f"{where} deadlines", problems)
     values: dict[str, float] = {}
-    for name in _DEADLINE_FIELDS:
+    for name in DEADLINE_FIELDS:
         if name not in raw:
             continue
         number = _number(raw[name])
@@ -652,7 +652,7 @@ def _parse_deadlines(raw: Any, where: str, problems: list[str]) -> Deadlines | N
             problems.append(f"{where}: deadline {name} {raw[name]!r} must be a positive number")
         else:
             values[name] = number
-    ack, arrive, resolve_h = (values.get(n) for n in _DEADLINE_FIELDS)
+    ack, arrive, resolve_h = (values.get(n) for n in DEADLINE_FIELDS)
     if ack is not None and arrive is not None and ack > arrive:
         problems.append(f"{where}: acknowledge_min ({ack:g}) is later than arrive_min ({arrive:g})")
     if arrive is not None and resolve_h is not None and arrive > resolve_h * 60:
@@ -671,7 +671,7 @@ def _parse_event_class(
         problems.append(f"{where}: event_class must be a mapping of major, minor and name_zh")
         return None
     before = len(problems)
-    _check_fields(raw, _EVENT_FIELDS, f"{where} event_class", problems)
+    _check_fields(raw, EVENT_CLASS_FIELDS, f"{where} event_class", problems)
     major, minor = raw.get("major"), raw.get("minor")
     for name, value in (("major", major), ("minor", minor)):
         if name in raw and (not isinstance(value, str) or not _TWO_DIGITS.fullmatch(value)):

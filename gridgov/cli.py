@@ -57,6 +57,16 @@ FileCrsOption = Annotated[
 ]
 
 
+LayerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--layer",
+        help="Layer of a multi-layer area file (e.g. a GeoPackage); default: the layer named "
+        "'areas', else the one polygon layer with code, name and level (docs/formats.md).",
+    ),
+]
+
+
 def _url(url: str | None) -> str:
     return url or get_settings().database_url
 
@@ -135,14 +145,35 @@ def load(
             "them; alone, it replaces only the roads of the district in the store."
         ),
     ] = None,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            help="Matters catalogue (YAML, as data/catalog.yaml) to store with the district; "
+            "dispatch, Open311 and reports then read it from the store. Default: the configured "
+            "data/catalog.yaml (an export keeps its own)."
+        ),
+    ] = None,
+    layer: LayerOption = None,
+    units_layer: Annotated[
+        str | None,
+        typer.Option(
+            help="Layer of the --units file (default: 'units', else its one point layer)."
+        ),
+    ] = None,
+    offices_layer: Annotated[
+        str | None,
+        typer.Option(
+            help="Layer of the --offices file (default: 'offices', else its one point layer)."
+        ),
+    ] = None,
     crs: FileCrsOption = None,
     url: UrlOption = None,
 ) -> None:
     """Load the reference district, or your own files, into the store (validated first).
 
-    The store holds one district: loading replaces areas, offices, units and roads together, and
-    a problem anywhere changes nothing. Without roads, dispatch falls back to straight-line
-    travel times.
+    The store holds one district: loading replaces areas, offices, units, roads and the matters
+    catalogue together, and a problem anywhere changes nothing. Without roads, dispatch falls
+    back to straight-line travel times. Every file and column is described in docs/formats.md.
     """
     from gridgov import store
     from gridgov.catalog import load_catalog
@@ -150,17 +181,27 @@ def load(
     settings = get_settings()
     if not paths and (units or offices):
         raise _fail("--units and --offices go with your own area files (PATHS)")
+    if not paths and (layer or units_layer or offices_layer):
+        raise _fail("--layer, --units-layer and --offices-layer go with your own files (PATHS)")
     if not paths and roads is not None:
+        if catalog is not None:
+            raise _fail("--catalog goes with a whole district (PATHS or the reference)")
         _load_roads_only(roads, url)
         return
     with _domain_errors():
+        # Checked first: a bad catalogue fails in a moment, before the files are read.
+        matters = load_catalog(catalog)
         # A whole district as `gridgov export` wrote it: areas, offices, units and matters.
-        alone = not (units or offices or roads or crs)
+        alone = not (units or offices or roads or crs or layer)
         single = paths[0] if paths and len(paths) == 1 and alone else None
         whole = single is not None and store.is_export(single)
     if single is not None and whole:
         with _domain_errors():
-            counts = store.load_files(store.open_store(_url(url)), single)
+            engine = store.open_store(_url(url))
+            counts = store.load_files(engine, single)
+            if catalog is not None:
+                store.load_matters(engine, matters, name=catalog.name, source=str(catalog))
+                counts["matters"] = len(matters)
         detail = ", ".join(f"{n} {part}" for part, n in counts.items())
         out.print(f"loaded the district exported in {single}: {detail}")
         return
@@ -170,9 +211,9 @@ def load(
             from gridgov.areas import read_areas
             from gridgov.units import read_offices, read_units
 
-            gdf_areas = read_areas(paths, crs=crs)
-            gdf_units = read_units(units, crs=crs) if units else None
-            gdf_offices = read_offices(offices, crs=crs) if offices else None
+            gdf_areas = read_areas(paths, crs=crs, layer=layer)
+            gdf_units = read_units(units, crs=crs, layer=units_layer) if units else None
+            gdf_offices = read_offices(offices, crs=crs, layer=offices_layer) if offices else None
             gdf_nodes, gdf_links = _read_road_frames(roads) if roads else (None, None)
             dataset, source = "user-files", ", ".join(str(p) for p in paths)
         else:
@@ -188,7 +229,7 @@ def load(
             gdf_areas,
             gdf_offices=gdf_offices,
             gdf_units=gdf_units,
-            matters=list(load_catalog()),
+            matters=matters,
             gdf_nodes=gdf_nodes,
             gdf_links=gdf_links,
             name=dataset,
@@ -202,6 +243,7 @@ def load(
     parts.append(
         "no roads (straight-line travel)" if gdf_links is None else f"{len(gdf_links)} road links"
     )
+    parts.append(f"{len(matters)} matters" + (f" from {catalog}" if catalog is not None else ""))
     out.print(f"loaded {dataset}: " + ", ".join(parts))
     if any(before.values()):
         out.print(
@@ -248,13 +290,14 @@ def _load_roads_only(roads: Path, url: str | None) -> None:
 @app.command()
 def validate(
     path: Annotated[list[Path], typer.Argument(help="Area file(s) to check.")],
+    layer: LayerOption = None,
     crs: FileCrsOption = None,
 ) -> None:
     """Check an area hierarchy; exit 0 when clean, 1 with every problem listed otherwise."""
     from gridgov.areas import read_areas, validate_areas
 
     with _domain_errors():
-        gdf = read_areas(path, crs=crs)
+        gdf = read_areas(path, crs=crs, layer=layer)
         problems = validate_areas(gdf)
     if not problems:
         counts = gdf["level"].value_counts()
@@ -370,6 +413,12 @@ def generate(
         str | None,
         typer.Option("--roads-layer", help="Layer of ROADS to use (default: its line layer)."),
     ] = None,
+    boundary_layer: Annotated[
+        str | None,
+        typer.Option(
+            "--boundary-layer", help="Layer of BOUNDARY to use (default: its polygon layer)."
+        ),
+    ] = None,
     crs: FileCrsOption = None,
     admin: Annotated[
         Path | None,
@@ -400,7 +449,7 @@ def generate(
     if suffix not in (".gpkg", ".geojson", ".json", ".parquet"):
         raise _fail(f"--out must end in .gpkg, .geojson or .parquet, not {suffix or 'nothing'}")
     with _domain_errors(), _progress("generating areas") as advance:
-        gdf_boundary = read_boundary(boundary, crs)
+        gdf_boundary = read_boundary(boundary, crs, layer=boundary_layer)
         gdf_roads = read_roads(roads, crs, layer=roads_layer) if roads else None
         if admin:
             plan = plan_from_admin_table(
@@ -884,7 +933,6 @@ def report(
     """
     from gridgov import store
     from gridgov.assessment import Period, assess, read_department_scores
-    from gridgov.catalog import load_catalog
     from gridgov.report import report_csv, report_html
 
     with _domain_errors():
@@ -903,7 +951,7 @@ def report(
             store.read_events(engine, until=span.end),
             store.read_incidents(engine),
             offices,
-            load_catalog(),
+            store.read_catalog(engine),
             span,
             street_code=street,
             department_scores=scores,
@@ -1320,8 +1368,11 @@ def serve(
         if not store.is_initialised(engine):
             raise _fail(f"the store at {_redact(database)} is not initialised; run `gridgov init`")
         engine.dispose()
-    # Each worker builds its own app from the environment (api.app.app_from_env).
+    # Each worker builds its own app from the environment (api.app.app_from_env). With one
+    # worker that is this process, whose settings were cached above with the old URL: clear
+    # them, or the app would serve another database than the one announced.
     os.environ["GRIDGOV_DATABASE_URL"] = database
+    get_settings.cache_clear()
     count = workers if workers is not None else settings.api_workers
     err.print(
         f"serving {_redact(database)} on http://{host}:{port} with {count} worker(s)",

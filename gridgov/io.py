@@ -29,6 +29,7 @@ from gridgov.errors import CRSError, DataFileError
 
 __all__ = [
     "PARQUET_SUFFIXES",
+    "ambiguous_layers",
     "frame_to_wgs84",
     "read_vector",
     "read_vector_wgs84",
@@ -273,6 +274,35 @@ def reject_geometry_errors(gdf: gpd.GeoDataFrame, where: str) -> None:
         f"first: {gdf['geometry_error'].iloc[bad[0]]}"
     )
     raise DataFileError(msg)
+
+
+def ambiguous_layers(path: str | Path, what: str, why: str) -> DataFileError:
+    """The error for a multi-layer file whose input layer cannot be told apart.
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        What it should hold (``"area"``, ``"units"``...).
+    why
+        Why no layer was picked, e.g. ``"2 polygon layers hold areas"``.
+
+    Returns
+    -------
+    DataFileError
+        Naming the file, every layer with its geometry type, and how to choose one (to raise).
+    """
+    try:
+        listed = pyogrio.list_layers(path)
+        found = ", ".join(f"{name} ({gtype})" for name, gtype in listed)
+    except Exception:  # GDAL raises its own types; the layers were readable a moment ago
+        found = "unknown"
+    msg = (
+        f"{what} file {path} has several layers and {why} (layers: {found}); name the one to "
+        "read with --layer NAME (layer= in Python)"
+    )
+    return DataFileError(msg)
 
 
 def _pick_layers(path: Path, noun: str, layer: str | int | None, kind: str | None) -> list[str]:

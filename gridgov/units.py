@@ -7,7 +7,7 @@ and every problem is collected before one error is raised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import shapely
 
 from gridgov.errors import DataFileError, Problem, UnitValidationError
 from gridgov.io import (
+    ambiguous_layers,
     frame_to_wgs84,
     is_missing,
     normalize_code,
@@ -34,8 +35,8 @@ from gridgov.model import (
     UnitStatus,
 )
 
-_UNIT_REQUIRED = ("unit_id", "name", "kind", "department", "street_code", "travel_mode")
-_OFFICE_REQUIRED = ("office_id", "name", "kind", "department", "street_code")
+UNIT_REQUIRED_COLUMNS = ("unit_id", "name", "kind", "department", "street_code", "travel_mode")
+OFFICE_REQUIRED_COLUMNS = ("office_id", "name", "kind", "department", "street_code")
 _KINDS = {str(k) for k in ForceKind}
 _MODES = {str(m) for m in TravelMode}
 _STATUSES = {str(s) for s in UnitStatus}
@@ -48,7 +49,9 @@ _UNIT_DEFAULTS: dict[str, Any] = {
 }
 
 
-def read_units(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFrame:
+def read_units(
+    path: str | Path, crs: str | int | None = None, *, layer: str | int | None = None
+) -> gpd.GeoDataFrame:
     """Read a units file (GeoJSON, GeoPackage, GeoParquet, Shapefile) into a units frame.
 
     Parameters
@@ -58,24 +61,28 @@ def read_units(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFra
     crs
         What the coordinates really are (``wgs84``, ``gcj02``, ``bd09`` or EPSG). ``None``
         trusts the file's own label.
+    layer
+        The layer of a multi-layer file (name or position). ``None`` picks the layer named
+        ``units``, else the one point layer, else the one point layer with the required
+        columns; several candidates are refused with the layers listed.
 
     Returns
     -------
     A new GeoDataFrame with :data:`gridgov.model.UNIT_COLUMNS` (``position_time`` kept when
     present) in EPSG:4326. ``status`` defaults to available, ``on_duty`` to true. Codes are
-    strings with the exact digits the file stores (integer columns with nulls included). Of
-    several point layers the one named ``units`` is read, else all of them.
+    strings with the exact digits the file stores (integer columns with nulls included).
 
     Raises
     ------
     DataFileError
-        The file is missing or unreadable, lacks a required column, or holds a geometry that
-        cannot be parsed (the message names the file).
+        The file is missing or unreadable, lacks a required column, holds a geometry that
+        cannot be parsed, has no layer ``layer`` or several candidate layers (the message names
+        the file and lists its layers).
     CRSError
         No CRS label and none declared, an unknown CRS, or impossible coordinates (the message
         names the file and the CRS used).
     """
-    gdf = _read(path, crs, _UNIT_REQUIRED, "units")
+    gdf = _read(path, crs, UNIT_REQUIRED_COLUMNS, "units", layer)
     for column, default in _UNIT_DEFAULTS.items():
         if column not in gdf.columns:
             gdf[column] = default
@@ -88,9 +95,12 @@ def read_units(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFra
     return out
 
 
-def read_offices(path: str | Path, crs: str | int | None = None) -> gpd.GeoDataFrame:
-    """Read an offices file into an offices frame (see :func:`read_units`)."""
-    gdf = _read(path, crs, _OFFICE_REQUIRED, "offices")
+def read_offices(
+    path: str | Path, crs: str | int | None = None, *, layer: str | int | None = None
+) -> gpd.GeoDataFrame:
+    """Read an offices file into an offices frame (see :func:`read_units`; of several point
+    layers, the one named ``offices`` is the default)."""
+    gdf = _read(path, crs, OFFICE_REQUIRED_COLUMNS, "offices", layer)
     if "generated" not in gdf.columns:
         gdf["generated"] = False
     out = gdf[[*OFFICE_COLUMNS, "geometry"]].copy()
@@ -202,13 +212,25 @@ def _common_problems(
 
 
 def _read(
-    path: str | Path, crs: str | int | None, required: Iterable[str], what: str
+    path: str | Path,
+    crs: str | int | None,
+    required: Sequence[str],
+    what: str,
+    layer: str | int | None,
 ) -> gpd.GeoDataFrame:
     source = Path(path)
-    layers = read_vector(source, geometry_kind="Point", what=what)
-    # A district export holds offices and units as two point layers: take the one named so.
-    named = [(name, frame) for name, frame in layers if name == what]
-    layers = named or layers
+    layers = read_vector(source, layer=layer, geometry_kind="Point", what=what)
+    if layer is None and len(layers) > 1:
+        # A district export holds offices and units as two point layers: take the one named so.
+        named = [(name, frame) for name, frame in layers if name == what]
+        complete = [(n, f) for n, f in layers if all(c in f.columns for c in required)]
+        layers = named or complete
+        if len(layers) != 1:
+            why = (
+                f"{len(layers)} of its point layers have the columns {', '.join(required)}"
+                f" and none is named {what!r}"
+            )
+            raise ambiguous_layers(source, what, why)
     frames = []
     for name, frame in layers:
         where = f"{source} (layer {name!r})" if len(layers) > 1 else str(source)

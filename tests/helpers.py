@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import yaml
 from shapely.geometry import Polygon
+
+from gridgov.settings import PROJECT_ROOT
+
+#: The matter :func:`custom_catalog` adds to the reference catalogue.
+CUSTOM = "CUSTOM-01"
 
 
 def bowtie(poly: Polygon) -> Polygon:
@@ -67,3 +74,29 @@ def damage_areas(clean: gpd.GeoDataFrame) -> Damage:
     wrong = wrong_from[:6] + "999" + wrong_from[9:]
     gdf.loc[gdf["code"] == wrong_from, "code"] = wrong
     return Damage(gdf, shifted, deleted, hole, hole_parent, bow, wrong)
+
+
+def custom_catalog(path: Path) -> Path:
+    """The reference catalogue plus one matter, in its own domain, that it does not have."""
+    data = yaml.safe_load((PROJECT_ROOT / "data" / "catalog.yaml").read_text(encoding="utf-8"))
+    data["version"] = "custom-1"
+    data["domains"].append({"code": "CUSTOM", "zh": "自定义事项", "en": "custom matters"})
+    data["matters"].append(
+        {
+            "code": CUSTOM,
+            "domain": "CUSTOM",
+            "name_zh": "共享单车堆积",
+            "name_en": "Shared bikes piled up",
+            "description_en": "Shared bicycles block a pavement or an entrance.",
+            "keywords": ["共享单车", "bikes"],
+            "lead": "enforcement",
+            "assist": ["police"],
+            "priority": 3,
+            "deadlines": {"acknowledge_min": 10, "arrive_min": 40, "resolve_h": 24},
+            "max_travel_min": 30,
+            "level": "community",
+            "event_class": {"major": "05", "minor": "99", "name_zh": "共享单车"},
+        }
+    )
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path

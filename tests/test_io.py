@@ -113,6 +113,35 @@ def test_an_export_with_offices_and_units_layers_reads_the_named_one(tmp_path: P
     assert read_offices(path)["office_id"].tolist() == ["o1"]
 
 
+def test_units_in_a_file_of_several_point_layers_are_read_from_the_one_asked_for(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "teams.gpkg"
+    common = {"department": ["派出所"], "street_code": ["510106024000"], "travel_mode": ["drive"]}
+    for layer, unit in (("day", "u1"), ("night", "u2")):
+        frame = {"unit_id": [unit], "name": ["组"], "kind": ["police"], **common}
+        gpd.GeoDataFrame(frame, geometry=[Point(104.06, 30.7)], crs=4326).to_file(path, layer=layer)
+    with pytest.raises(DataFileError, match=r"several layers .*layers: day \(Point\), night"):
+        read_units(path)
+    assert read_units(path, layer="night")["unit_id"].tolist() == ["u2"]
+    assert read_units(path, layer=0)["unit_id"].tolist() == ["u1"]
+    with pytest.raises(DataFileError, match=r"has no layer 'evening' \(layers: day"):
+        read_units(path, layer="evening")
+    # A point layer without the unit columns does not make the file ambiguous.
+    gpd.GeoDataFrame({"label": ["cam"]}, geometry=[Point(104.0, 30.6)], crs=4326).to_file(
+        path, layer="cameras"
+    )
+    with pytest.raises(DataFileError, match=r"several layers"):
+        read_units(path)  # still two candidates
+    only = tmp_path / "only.gpkg"
+    frame = {"unit_id": ["u3"], "name": ["组"], "kind": ["police"], **common}
+    gpd.GeoDataFrame(frame, geometry=[Point(104.06, 30.7)], crs=4326).to_file(only, layer="mine")
+    gpd.GeoDataFrame({"label": ["cam"]}, geometry=[Point(104.0, 30.6)], crs=4326).to_file(
+        only, layer="cameras"
+    )
+    assert read_units(only)["unit_id"].tolist() == ["u3"]
+
+
 # --------------------------------------------------------------------------------------------
 # geometries GEOS cannot parse
 

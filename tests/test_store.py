@@ -206,7 +206,7 @@ def test_init_is_idempotent(store_url: str) -> None:
         assert is_initialised(engine)
         with engine.connect() as connection:
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert [v[0] for v in versions] == ["0004"]
+        assert [v[0] for v in versions] == ["0005"]
     finally:
         engine.dispose()
 
@@ -336,6 +336,25 @@ def test_offices_and_units_round_trip(store_engine: Engine) -> None:
 def test_matters_reject_anything_but_catalogue_matters(store_engine: Engine) -> None:
     with pytest.raises(InputError, match=r"gridgov\.catalog\.Matter"):
         load_matters(store_engine, [{"code": "FS-01"}])  # type: ignore[list-item]
+
+
+def test_the_store_gives_back_the_whole_catalogue_it_was_given(store_engine: Engine) -> None:
+    from dataclasses import replace
+
+    from gridgov.store import read_catalog
+
+    catalog = load_catalog(get_settings().catalog_path)
+    assert read_catalog(store_engine) == catalog  # nothing stored: the configured file
+    load_matters(store_engine, catalog, source="catalog.yaml")
+    assert read_catalog(store_engine) == catalog  # names, version, file order (not by code)
+    assert list(read_catalog(store_engine).codes) != sorted(catalog.codes)
+    # Matters stored alone are not described by the earlier catalogue's row any more.
+    changed = [replace(catalog.matters[0], code="FS-99"), *catalog.matters[1:]]
+    load_matters(store_engine, changed)
+    bare = read_catalog(store_engine)
+    assert sorted(bare.codes) == sorted(m.code for m in changed)
+    assert bare.version == "" and bare.domain("FS").en == "FS"
+    assert bare.get("FS-99").deadlines == catalog.matters[0].deadlines
 
 
 def test_load_the_real_catalogue(store_engine: Engine) -> None:

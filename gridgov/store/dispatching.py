@@ -61,7 +61,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import NullType
 
 from gridgov import dispatch
-from gridgov.catalog import Catalog, load_catalog
+from gridgov.catalog import Catalog
 from gridgov.crs import from_wgs84
 from gridgov.errors import (
     InputError,
@@ -88,6 +88,7 @@ from gridgov.store.models import (
 from gridgov.store.repository import (
     end_active_assignments,
     read_areas,
+    read_catalog,
     read_roads,
 )
 from gridgov.workflow import OPEN_STATES, Action, Role, State, find_duplicate
@@ -273,8 +274,7 @@ def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispat
     engine
         The store.
     catalog
-        The matters catalogue; :func:`gridgov.catalog.load_catalog` (the configured file)
-        when None.
+        The matters catalogue; the stored one (:func:`read_catalog`) when None.
 
     Raises
     ------
@@ -297,7 +297,7 @@ def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispat
             raise StoreError(msg)
         ctx = dispatch.build_context(
             gdf_areas,
-            load_catalog() if catalog is None else catalog,
+            read_catalog(engine) if catalog is None else catalog,
             travel_from_store(engine),
         )
         _CACHE[engine] = _Cached(version=version, catalog=catalog, ctx=ctx)

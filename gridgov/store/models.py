@@ -289,6 +289,28 @@ class MatterRow(Base):
     )
 
 
+class CatalogRow(Base):
+    """What the stored catalogue says beside its matters: version, source, the names of its
+    domains and event major classes, and its matters' order (one row, written with them).
+
+    It belongs to the matters whose codes it lists: once other matters are stored without it,
+    it no longer describes them and is not used.
+    """
+
+    __tablename__ = "catalogs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    # Lists of {"code", "zh", "en"} in file order.
+    event_majors: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    domains: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    # The matter codes in file order (Open311 lists its services in that order).
+    matter_codes: Mapped[list[str]] = mapped_column(JSON)
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+
 class DatasetRow(Base):
     """What was loaded into the store, when, and how many records of each kind."""
 
@@ -620,6 +642,7 @@ AREAS = cast(Table, AreaRow.__table__)
 OFFICES = cast(Table, OfficeRow.__table__)
 UNITS = cast(Table, UnitRow.__table__)
 MATTERS = cast(Table, MatterRow.__table__)
+CATALOGS = cast(Table, CatalogRow.__table__)
 DATASETS = cast(Table, DatasetRow.__table__)
 ROAD_NODES = cast(Table, RoadNodeRow.__table__)
 ROAD_LINKS = cast(Table, RoadLinkRow.__table__)

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gridgov.areas import build_locator, check_areas
 from gridgov.areas import read_areas as read_area_files
-from gridgov.catalog import Deadlines, EventClass, Matter
+from gridgov.catalog import Catalog, Deadlines, Domain, EventClass, EventMajor, Matter, load_catalog
 from gridgov.errors import DataFileError, InputError, OutsideDistrictError, StoreError
 from gridgov.model import (
     AREA_COLUMNS,
@@ -47,6 +47,7 @@ from gridgov.store.journal import append_event
 from gridgov.store.models import (
     AREAS,
     ASSIGNMENTS,
+    CATALOGS,
     DATASETS,
     INCIDENTS,
     MATTERS,
@@ -79,6 +80,7 @@ _ROAD_END_TOLERANCE = 1e-6
 _MAX_LISTED = 20
 # List-valued matter columns, kept as JSON text where a file format has no list type.
 _MATTER_JSON_COLUMNS = ("keywords", "assist_kinds")
+_CATALOG_JSON_COLUMNS = ("event_majors", "domains", "matter_codes")
 # --------------------------------------------------------------------------------------------
 # input preparation
 # --------------------------------------------------------------------------------------------
@@ -215,6 +217,29 @@ def _unit_records(gdf_units: gpd.GeoDataFrame) -> list[dict[str, Any]]:
             strict=True,
         )
     ]
+
+
+def _matter_steps(matters: Catalog | Iterable[Matter]) -> _Steps:
+    """The load steps that replace the stored matters and, for a whole
+    :class:`~gridgov.catalog.Catalog`, what it says beside them (its ``catalogs`` row)."""
+    steps: _Steps = [(MATTERS, [_matter_record(m) for m in matters], True)]
+    if isinstance(matters, Catalog):
+        head = {
+            "id": 1,
+            "version": matters.version,
+            "source": matters.source,
+            "event_majors": [_coded(m) for m in matters.event_majors],
+            "domains": [_coded(d) for d in matters.domains],
+            "matter_codes": list(matters.codes),
+        }
+        steps.append((CATALOGS, [head], True))
+    # Bare matters leave the row alone; it lists its matters, so read_catalog can tell that it
+    # no longer describes them.
+    return steps
+
+
+def _coded(item: Domain | EventMajor) -> dict[str, str]:
+    return {"code": item.code, "zh": item.zh, "en": item.en}
 
 
 def _matter_record(matter: Matter) -> dict[str, Any]:
@@ -607,18 +632,20 @@ def load_units(
 
 def load_matters(
     engine: Engine,
-    matters: Iterable[Matter],
+    matters: Catalog | Iterable[Matter],
     *,
     name: str | None = None,
     source: str | None = None,
 ) -> None:
-    """Replace the stored matters with ``matters`` (from :func:`gridgov.catalog.load_catalog`)."""
-    records = [_matter_record(m) for m in matters]
-    _load(
-        engine,
-        [(MATTERS, records, True)],
-        ("matters", name, source, {"matters": len(records)}),
-    )
+    """Replace the stored catalogue with ``matters``.
+
+    A whole :class:`~gridgov.catalog.Catalog` (from :func:`gridgov.catalog.load_catalog`)
+    keeps its version, source and the names of its domains and event classes too; from then on
+    :func:`read_catalog` gives it back to every reader. Bare matters are stored in the order
+    given.
+    """
+    steps = _matter_steps(matters)
+    _load(engine, steps, ("matters", name, source, {"matters": len(steps[0][1])}))
 
 
 def load_roads(
@@ -677,7 +704,7 @@ def load_district(
     gdf_areas: gpd.GeoDataFrame,
     gdf_offices: gpd.GeoDataFrame | None = None,
     gdf_units: gpd.GeoDataFrame | None = None,
-    matters: Iterable[Matter] | None = None,
+    matters: Catalog | Iterable[Matter] | None = None,
     *,
     gdf_nodes: gpd.GeoDataFrame | None = None,
     gdf_links: gpd.GeoDataFrame | None = None,
@@ -738,9 +765,9 @@ def load_district(
         "road_links": len(link_records),
     }
     if matters is not None:
-        matter_records = [_matter_record(m) for m in matters]
-        steps.append((MATTERS, matter_records, True))
-        counts["matters"] = len(matter_records)
+        matter_steps = _matter_steps(matters)
+        steps.extend(matter_steps)
+        counts["matters"] = len(matter_steps[0][1])
     with translate_errors(engine), engine.connect() as connection:
         before = {
             table.name: int(
@@ -865,6 +892,65 @@ def read_matters(engine: Engine) -> pd.DataFrame:
     with translate_errors(engine), engine.connect() as connection:
         rows = connection.execute(select(table).order_by(table.c.code)).mappings().all()
     return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])
+
+
+def read_catalog(engine: Engine) -> Catalog:
+    """The matters catalogue the store holds: the one source of truth once one is loaded.
+
+    Dispatch, Open311, reports and simulation read the catalogue here, so a matter loaded with
+    ``gridgov load --catalog`` is known with no environment variable set. Only a store holding
+    no matters yet (before a load) falls back to the configured file
+    (:func:`gridgov.catalog.load_catalog`).
+
+    Returns
+    -------
+    gridgov.catalog.Catalog
+        The stored matters in their file order. Matters stored without their catalogue (bare
+        :class:`~gridgov.catalog.Matter` objects, or before revision 0005) come by code, and a
+        domain or event class is then named by its code.
+    """
+    with translate_errors(engine), engine.connect() as connection:
+        rows = connection.execute(select(MATTERS)).mappings().all()
+        head = connection.execute(select(CATALOGS)).mappings().first()
+    if not rows:
+        return load_catalog()
+    catalog, _ = _catalog_from_rows([dict(r) for r in rows], None if head is None else dict(head))
+    return catalog
+
+
+def _catalog_from_rows(
+    matter_rows: Sequence[Mapping[Any, Any]], head: Mapping[Any, Any] | None
+) -> tuple[Catalog, bool]:
+    """Rebuild a catalogue from stored (or exported) matter rows and its ``catalogs`` row;
+    the flag says whether that row describes these matters (and so was used)."""
+    matters = sorted((_matter_from_row(r) for r in matter_rows), key=lambda m: m.code)
+    codes = list(head.get("matter_codes") or []) if head else []
+    described = head is not None and sorted(codes) == [m.code for m in matters]
+    if described:
+        by_code = {m.code: m for m in matters}
+        matters = [by_code[c] for c in codes]  # the file's order
+    # A row stored with other matters does not name these, nor order them.
+    head = head if described and head is not None else {}
+    domain_names = {str(d["code"]): d for d in head.get("domains") or []}
+    major_names = {str(m["code"]): m for m in head.get("event_majors") or []}
+    domain_codes = list(dict.fromkeys([*domain_names, *(m.domain for m in matters)]))
+    major_codes = list(dict.fromkeys([*major_names, *(m.event_class.major for m in matters)]))
+    domains = tuple(Domain(c, *_names(domain_names.get(c), c)) for c in domain_codes)
+    majors = tuple(EventMajor(c, *_names(major_names.get(c), c)) for c in major_codes)
+    catalog = Catalog(
+        version=str(head.get("version", "")),
+        source=str(head.get("source", "")),
+        event_majors=majors,
+        domains=domains,
+        matters=tuple(matters),
+    )
+    return catalog, described
+
+
+def _names(entry: Mapping[Any, Any] | None, code: str) -> tuple[str, str]:
+    """The Chinese and English names of a stored domain or event class (its code if none)."""
+    entry = entry or {}
+    return str(entry.get("zh", code)), str(entry.get("en", code))
 
 
 def read_roads(engine: Engine) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -1292,6 +1378,12 @@ def _write_geopackage(engine: Engine, gdf_areas: gpd.GeoDataFrame, target: Path)
         for column in _MATTER_JSON_COLUMNS:
             df_matters[column] = df_matters[column].map(lambda v: json.dumps(v, ensure_ascii=False))
         pyogrio.write_dataframe(df_matters, target, layer="matters", append=True)
+        with translate_errors(engine), engine.connect() as connection:
+            head = connection.execute(select(CATALOGS)).mappings().first()
+        if head is not None:
+            row: dict[str, Any] = {k: head[k] for k in ("version", "source")}
+            row.update({k: json.dumps(head[k], ensure_ascii=False) for k in _CATALOG_JSON_COLUMNS})
+            pyogrio.write_dataframe(pd.DataFrame([row]), target, layer="catalog", append=True)
     gdf_nodes, gdf_links = read_roads(engine)
     if not gdf_links.empty:
         pyogrio.write_dataframe(
@@ -1361,16 +1453,17 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
     if gdf_units is not None:
         gdf_units = _with_position_sources(source, gdf_units)
     gdf_nodes, gdf_links = _read_roads_layers(source, layers)
-    matters = None
+    matters: Catalog | list[Matter] | None = None
     if "matters" in layers:
-        df_matters = pd.DataFrame(pyogrio.read_dataframe(source, layer="matters"))
-        df_matters = df_matters.drop(columns="geometry", errors="ignore")
-        for column in _MATTER_JSON_COLUMNS:
-            if column in df_matters.columns:
-                df_matters[column] = df_matters[column].map(
-                    lambda v: json.loads(v) if isinstance(v, str) else v
-                )
-        matters = [_matter_from_row(r) for r in df_matters.to_dict(orient="records")]
+        df_matters = _json_layer(source, "matters", _MATTER_JSON_COLUMNS)
+        head = None
+        if "catalog" in layers:
+            frame = _json_layer(source, "catalog", _CATALOG_JSON_COLUMNS)
+            head = frame.to_dict(orient="records")[0]
+        catalog, described = _catalog_from_rows(df_matters.to_dict(orient="records"), head)
+        # Without its catalog layer (an older export) the domain names are unknown: store the
+        # matters alone rather than names made up from codes.
+        matters = catalog if described else list(catalog.matters)
     load_district(
         engine,
         gdf_areas,
@@ -1391,6 +1484,16 @@ def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> 
     if gdf_nodes is not None and gdf_links is not None:
         counts.update(road_nodes=len(gdf_nodes), road_links=len(gdf_links))
     return counts
+
+
+def _json_layer(source: Path, layer: str, json_columns: Sequence[str]) -> pd.DataFrame:
+    """An attribute-only layer of an export, its JSON text columns parsed."""
+    frame = pd.DataFrame(pyogrio.read_dataframe(source, layer=layer))
+    frame = frame.drop(columns="geometry", errors="ignore")
+    for column in json_columns:
+        if column in frame.columns:
+            frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else v)
+    return frame
 
 
 def is_export(path: str | Path) -> bool:

@@ -30,7 +30,7 @@ import shapely
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from gridgov.catalog import Catalog, load_catalog
+from gridgov.catalog import Catalog
 from gridgov.errors import (
     ConsultationError,
     InputError,
@@ -58,7 +58,7 @@ from gridgov.store.models import (
     OPINIONS,
     UNITS,
 )
-from gridgov.store.repository import end_active_assignments
+from gridgov.store.repository import end_active_assignments, read_catalog
 from gridgov.workflow import (
     CLOCK_STATES,
     EVENT_COLUMNS,
@@ -541,7 +541,7 @@ def supervise_stored(engine: Engine, at: datetime, catalog: Catalog | None = Non
     at
         The instant (timezone-aware): the caller's clock, so tests control it.
     catalog
-        The matters catalogue (deadlines); the configured one when None.
+        The matters catalogue (deadlines); the stored one (:func:`read_catalog`) when None.
 
     Returns
     -------
@@ -554,7 +554,7 @@ def supervise_stored(engine: Engine, at: datetime, catalog: Catalog | None = Non
         An incident with a running clock has a matter the catalogue lacks.
     """
     at = _aware(at, "at")
-    catalog = load_catalog() if catalog is None else catalog
+    catalog = read_catalog(engine) if catalog is None else catalog
     district_after = get_settings().supervise_district_after
     with translate_errors(engine), begin_write(engine) as connection:
         if connection.dialect.name == "postgresql":
@@ -638,7 +638,7 @@ def list_overdue_stored(
     configured ``supervise_district_after``; same order, same errors.
     """
     at = _aware(at, "at")
-    catalog = load_catalog() if catalog is None else catalog
+    catalog = read_catalog(engine) if catalog is None else catalog
     with translate_errors(engine), engine.connect() as connection:
         incidents, current = _clock_logs(connection, at)
     events = [e for log in current.values() for e in log]
