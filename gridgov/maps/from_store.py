@@ -130,7 +130,6 @@ def _store_kpis(engine: Engine, period: str | None, now: datetime | None) -> pd.
     """The stored event log assessed by street over ``period`` (default: the current month)."""
     from gridgov import store
     from gridgov.assessment import Period, assess
-    from gridgov.catalog import load_catalog
 
     if period is None:
         when = (now or datetime.now(UTC)).astimezone(ZoneInfo(get_settings().display_tz))
@@ -140,7 +139,7 @@ def _store_kpis(engine: Engine, period: str | None, now: datetime | None) -> pd.
         store.read_events(engine, until=span.end),
         store.read_incidents(engine),
         store.read_offices(engine),
-        load_catalog(),
+        store.read_catalog(engine),
         span,
     )
     return result.streets
