@@ -16,6 +16,9 @@ import shapely
 
 from gridgov import maps
 from gridgov.errors import InputError
+from gridgov.maps import rendering
+from gridgov.maps.elements import AreaLayer, Points
+from gridgov.maps.layer_data import incident_data
 from gridgov.network import StraightLine, build_network
 from gridgov.reference import ReferenceDistrict, read_reference_district
 
@@ -164,7 +167,7 @@ def test_command_centre_layers_and_counts(ref: ReferenceDistrict, activity: dict
     }
     # The levels are base layers (radio buttons): a switch between levels.
     assert all(a["base"] for a in areas.values())
-    shown = [c.level for c in m._children.values() if isinstance(c, maps._AreaLayer) and c.show]
+    shown = [c.level for c in m._children.values() if isinstance(c, AreaLayer) and c.show]
     assert shown == ["grid"]
     kinds = {v["kind"]: v for v in layers.values()}
     assert kinds["units"]["count"] == want["units"] and kinds["units"]["clustered"]
@@ -195,9 +198,7 @@ def test_command_centre_level_workload_and_unclustered(
 
 def test_area_values_count_open_incidents(ref: ReferenceDistrict, activity: dict) -> None:
     m = command_centre(ref, activity, level="grid")
-    grid = next(
-        c for c in m._children.values() if isinstance(c, maps._AreaLayer) and c.level == "grid"
-    )
+    grid = next(c for c in m._children.values() if isinstance(c, AreaLayer) and c.level == "grid")
     values = {f[0]: f[2] for f in grid.data["features"]}
     incidents = maps.open_incidents(activity["incidents"])
     expect = incidents["grid_code"].value_counts()
@@ -236,7 +237,7 @@ def test_incident_popup_data_has_history_and_assignment(
             }
         ]
     }
-    data = maps._incident_data(
+    data = incident_data(
         maps.open_incidents(activity["incidents"]),
         activity["assignments"],
         activity["events"],
@@ -384,7 +385,7 @@ def test_coverage_map_bands(ref: ReferenceDistrict) -> None:
     assert areas[0]["count"] == (ref.gdf_areas["level"] == "grid").sum()
     units = [v for v in layers.values() if v["kind"] == "units"]
     assert units[0]["count"] == (ref.gdf_units["kind"] == "fire").sum()
-    layer = next(c for c in m._children.values() if isinstance(c, maps._AreaLayer))
+    layer = next(c for c in m._children.values() if isinstance(c, AreaLayer))
     fills = {f[3] for f in layer.data["features"]}
     assert fills <= {"#1a9850", "#91cf60", "#d73027"}
     for bad in ((), (10, 5), (0, 5), (5, 5)):
@@ -411,7 +412,7 @@ def test_assessment_map(ref: ReferenceDistrict) -> None:
     kpi = pd.DataFrame({"street_code": streets, "value": np.linspace(0.5, 1.0, len(streets))})
     kpi.loc[0, "value"] = np.nan
     m = maps.assessment_map(ref.gdf_areas, kpi, label="结案率 resolution rate")
-    layer = next(c for c in m._children.values() if isinstance(c, maps._AreaLayer))
+    layer = next(c for c in m._children.values() if isinstance(c, AreaLayer))
     assert layer.n_features == len(streets)
     feats = {f[0]: f for f in layer.data["features"]}
     assert feats[streets[0]][3] == "#d0d0d0" and feats[streets[0]][4].endswith("–")
@@ -479,11 +480,11 @@ def test_render_refuses_outside_resources() -> None:
 
 def test_vendored_assets_have_licences() -> None:
     vendor = maps.STATIC_DIR / "vendor"
-    folders = {Path(p).parts[1] for p in maps._VENDORED.values() if p.startswith("vendor/")}
+    folders = {Path(p).parts[1] for p in rendering._VENDORED.values() if p.startswith("vendor/")}
     for folder in folders:
         names = {p.name.lower() for p in (vendor / folder).iterdir()}
         assert any(n.startswith(("license", "mit-licence")) for n in names), folder
-    for path in maps._VENDORED.values():
+    for path in rendering._VENDORED.values():
         assert (maps.STATIC_DIR / path).is_file(), path
 
 
@@ -515,9 +516,9 @@ def test_build_map_from_store(reference_store_url: str) -> None:
         c
         for c in m._children.values()
         if isinstance(c, folium.plugins.MarkerCluster)
-        and any(isinstance(p, maps._Points) and p.what == "incidents" for p in c._children.values())
+        and any(isinstance(p, Points) and p.what == "incidents" for p in c._children.values())
     )
-    data = next(p for p in rows._children.values() if isinstance(p, maps._Points)).data
+    data = next(p for p in rows._children.values() if isinstance(p, Points)).data
     # Each popup holds the workflow history and the dispatcher's explanation.
     assert all(r[8] and r[9] and r[10] for r in data["rows"])
 

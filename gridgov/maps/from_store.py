@@ -1,0 +1,145 @@
+"""Maps from the store: :func:`build_map` reads what one map needs (``gridgov map KIND``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import folium
+import pandas as pd
+
+from gridgov.errors import InputError
+from gridgov.maps.builders import assessment_map, command_centre_map, coverage_map, street_map
+from gridgov.maps.layer_data import open_incidents
+from gridgov.model import ForceKind, Level
+from gridgov.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+#: Map kinds :func:`build_map` knows.
+MAP_KINDS = ("command-centre", "street", "coverage", "assessment")
+
+
+def build_map(
+    kind: str,
+    engine: Engine,
+    *,
+    street: str | None = None,
+    force_kind: ForceKind | str = ForceKind.POLICE,
+    level: Level | str = "grid",
+    colour_by: str = "open_incidents",
+    kpi: pd.DataFrame | None = None,
+    kpi_value: str = "value",
+    period: str | None = None,
+    base: str = "none",
+    tile_key: str | None = None,
+    now: datetime | None = None,
+) -> folium.Map:
+    """Read the store and build one map (what ``gridgov map KIND`` calls).
+
+    Parameters
+    ----------
+    kind
+        One of :data:`MAP_KINDS`.
+    engine
+        The store.
+    street
+        The street code (required for ``street``; optional filter for ``coverage``).
+    force_kind
+        The force kind of ``coverage``.
+    level
+        The area level shown first (command centre) or of the coverage bands.
+    colour_by
+        Command centre: ``open_incidents`` or ``workload``.
+    kpi, kpi_value
+        ``assessment``: a table with ``street_code`` and the column ``kpi_value``. Without one,
+        the stored event log is assessed by street (:func:`gridgov.assessment.assess`) over
+        ``period`` and ``kpi_value`` names one of its columns (``resolution_rate``,
+        ``street_score``...).
+    period
+        ``assessment`` without a table: the period (``2026-10``, ``2026-Q4``, ``2026``);
+        default: the current month in the display time zone.
+    base, tile_key
+        The base layer.
+    now
+        The command centre's "now" (heat map window).
+    """
+    from gridgov import store
+
+    if kind not in MAP_KINDS:
+        msg = f"unknown map kind {kind!r}; expected one of {', '.join(MAP_KINDS)}"
+        raise InputError(msg)
+    gdf_areas = store.read_stored_areas(engine)
+    if kind == "assessment":
+        table = kpi if kpi is not None else _store_kpis(engine, period, now)
+        return assessment_map(gdf_areas, table, value=kpi_value, base=base, tile_key=tile_key)
+    gdf_units = store.read_units(engine)
+    if kind == "coverage":
+        travel = store.travel_from_store(engine)
+        return coverage_map(
+            gdf_areas,
+            gdf_units,
+            travel,
+            force_kind,
+            level=level,
+            street_code=street,
+            base=base,
+            tile_key=tile_key,
+        )
+    gdf_incidents = store.read_incidents(engine)
+    gdf_assignments = store.read_assignments(engine, active=True)
+    df_events = store.read_events(engine)
+    explanations: dict[str, Mapping[str, Any]] = {}
+    active_ids = set(gdf_assignments["incident_id"].astype(str))
+    for iid in sorted(active_ids & set(open_incidents(gdf_incidents)["incident_id"].astype(str))):
+        explanations[iid] = store.read_dispatch(engine, iid).get("explanation") or {}
+    if kind == "street":
+        if not street:
+            msg = "the street map needs a street code (--street)"
+            raise InputError(msg)
+        return street_map(
+            street,
+            gdf_areas,
+            gdf_units,
+            gdf_incidents,
+            gdf_assignments,
+            df_events,
+            explanations=explanations,
+            base=base,
+            tile_key=tile_key,
+        )
+    return command_centre_map(
+        gdf_areas,
+        gdf_units,
+        gdf_incidents,
+        gdf_assignments,
+        df_events,
+        level=level,
+        colour_by=colour_by,
+        explanations=explanations,
+        now=now,
+        base=base,
+        tile_key=tile_key,
+    )
+
+
+def _store_kpis(engine: Engine, period: str | None, now: datetime | None) -> pd.DataFrame:
+    """The stored event log assessed by street over ``period`` (default: the current month)."""
+    from gridgov import store
+    from gridgov.assessment import Period, assess
+
+    if period is None:
+        when = (now or datetime.now(UTC)).astimezone(ZoneInfo(get_settings().display_tz))
+        period = f"{when:%Y-%m}"
+    span = Period.parse(period)
+    result = assess(
+        store.read_events(engine, until=span.end),
+        store.read_incidents(engine),
+        store.read_offices(engine),
+        store.read_catalog(engine),
+        span,
+    )
+    return result.streets
