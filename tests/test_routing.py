@@ -15,11 +15,10 @@ import pytest
 import shapely
 from pyproj import Geod
 
-from gridgov import network
+from gridgov import modegraph, network
 from gridgov.errors import DataFileError, InputError
 from gridgov.model import TravelMode
 from gridgov.network import (
-    SPEEDS_KMH,
     RoadNetwork,
     Snapped,
     StraightLine,
@@ -27,6 +26,7 @@ from gridgov.network import (
     read_network,
 )
 from gridgov.reference import read_reference_district
+from gridgov.roads import SPEEDS_KMH
 from gridgov.settings import get_settings
 
 MODES = [m.value for m in TravelMode]
@@ -603,8 +603,8 @@ def lattice() -> RoadNetwork:
     """A 12,100-node lattice cut into small regions (the thresholds scaled down from a city's)."""
     nodes, links = _lattice_frames(110, seed=5)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(network, "_REGION_MIN_NODES", 2_000)
-        mp.setattr(network, "_REGION_NODES", (700, 2_800))
+        mp.setattr(modegraph, "_REGION_MIN_NODES", 2_000)
+        mp.setattr(modegraph, "_REGION_NODES", (700, 2_800))
         return build_network(nodes, links)
 
 
@@ -654,10 +654,10 @@ def test_regions_are_built_only_for_large_graphs(net: RoadNetwork) -> None:
     assert all(not g.tilings for g in net._graphs.values())
     rng = np.random.default_rng(3)
     points = rng.uniform(0, 45_000, size=(262_144, 2))
-    levels = network._tilings(points)
+    levels = modegraph._tilings(points)
     # A level is kept while its regions hold at most half the graph.
-    assert len(levels) == sum(2 * t <= len(points) for t in network._REGION_NODES) >= 2
-    for tiling, target in zip(levels, network._REGION_NODES, strict=False):
+    assert len(levels) == sum(2 * t <= len(points) for t in modegraph._REGION_NODES) >= 2
+    for tiling, target in zip(levels, modegraph._REGION_NODES, strict=False):
         x0, y0, x1, y1 = tiling.box(tiling.nx * tiling.ny - 1)
         assert x1 - x0 == pytest.approx(tiling.cell + 2 * tiling.margin)
         assert (x1, y1) >= (tiling.x1, tiling.y1)
@@ -672,7 +672,7 @@ def test_regions_are_built_only_for_large_graphs(net: RoadNetwork) -> None:
         tile, gap = tiling.locate(x0 + tiling.margin + 1.0, y0 + tiling.margin + 1.0)
         assert tiling.box(tile) == (x0, y0, x1, y1)
         assert gap == pytest.approx(tiling.margin + 1.0)
-    assert network._tilings(points[: network._REGION_MIN_NODES - 1]) == ()
+    assert modegraph._tilings(points[: modegraph._REGION_MIN_NODES - 1]) == ()
 
 
 def test_pickled_network_rebuilds_its_regions(lattice: RoadNetwork) -> None:

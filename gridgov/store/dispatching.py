@@ -71,7 +71,8 @@ from gridgov.errors import (
     UnknownMatterError,
 )
 from gridgov.model import UnitStatus
-from gridgov.network import SPEEDS_KMH, StraightLine, TravelModel, build_network
+from gridgov.network import StraightLine, TravelModel, build_network
+from gridgov.roads import SPEEDS_KMH
 from gridgov.settings import get_settings
 from gridgov.store.engine import begin_write, translate_errors
 from gridgov.store.journal import SYSTEM_ACTOR, append_event, build_event, insert_events

@@ -642,7 +642,7 @@ def load_roads(
         ``u`` to ``v``; optional ``link_id`` (numbered from 0 when absent), ``road_class``,
         ``road_name``, ``class_source``, ``oneway`` and ``speed_{drive,bike,walk}_kmh``
         (a road class, or all three speeds, is required). The frames of
-        :func:`gridgov.network.read_link_table` and :func:`gridgov.network.read_osm` fit.
+        :func:`gridgov.roads.read_link_table` and :func:`gridgov.roads.read_osm` fit.
     name, source
         Recorded in the dataset log.
 
