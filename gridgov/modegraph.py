@@ -46,6 +46,8 @@ _REGION_NODES: tuple[int, ...] = (12_000, 48_000, 110_000)
 #: repeated on the next level or the whole graph; a smaller one tries more and fails more
 #: (0.5-0.8 measured within 10 % of each other on the megacity).
 _REGION_REACH = 0.8
+#: Entries of a region's virtual row: searches seeded at more nodes run on the whole graph.
+_REGION_SLOTS = 8
 
 
 #: :meth:`ModeGraph.typical_ratio`: sampled targets, their search limit, and the fewest pairs
@@ -136,6 +138,7 @@ class _Region:
     nodes: np.ndarray
     transposed: sp.csr_matrix
     slot: int
+    slots: int
     exit_rows: np.ndarray
     exit_s: np.ndarray
 
@@ -180,19 +183,23 @@ class Search:
 def _seeded_dijkstra(
     graph: sp.csr_matrix,
     slot: int,
-    cols: tuple[int, int],
-    seeds: tuple[float, float],
+    slots: int,
+    cols: np.ndarray,
+    seeds: np.ndarray,
     limit_s: float,
     predecessors: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Dijkstra from the virtual last row of ``graph`` after pointing its two entries.
+    """Dijkstra from the virtual last row of ``graph`` after pointing its ``slots`` entries.
 
-    The caller holds the graph's lock: the virtual row is shared state.
+    The entries get the ``cols`` and ``seeds`` (at most ``slots``); the ones left over repeat
+    the first seed, which Dijkstra relaxes harmlessly. The caller holds the graph's lock: the
+    virtual row is shared state.
     """
-    graph.indices[slot] = cols[0]
-    graph.data[slot] = seeds[0]
-    graph.indices[slot + 1] = cols[1]
-    graph.data[slot + 1] = seeds[1]
+    k = len(cols)
+    graph.indices[slot : slot + k] = cols
+    graph.data[slot : slot + k] = seeds
+    graph.indices[slot + k : slot + slots] = cols[0]
+    graph.data[slot + k : slot + slots] = seeds[0]
     virtual = graph.shape[0] - 1
     if predecessors:
         dist, pred = dijkstra(
@@ -209,10 +216,11 @@ class ModeGraph:
     Edges are directed. ``rev[e]`` is the edge running the other way over the same geometry (a
     two-way road), or -1, and ``rev_time[e]`` its time (inf without one). ``geoms[e]`` is the
     edge's metric LineString oriented from ``src`` to ``dst``. ``transposed`` is the reversed
-    graph in CSR with one extra, virtual node (row ``n``) whose two entries (``slot``,
-    ``slot + 1``) are overwritten by every search. ``node_xy`` holds the nodes' metric
-    positions; ``tilings`` the region levels of a large graph, whose regions are built on first
-    use into ``regions``; ``ratio`` caches :meth:`typical_ratio`.
+    graph in CSR with one extra, virtual node (row ``n``) whose ``slots`` entries (from
+    ``slot``) are overwritten by every search (more are added when a search needs them).
+    ``node_xy`` holds the nodes' metric positions; ``tilings`` the region levels of a large
+    graph, whose regions are built on first use into ``regions``; ``ratio`` caches
+    :meth:`typical_ratio`.
     """
 
     mode: TravelMode
@@ -231,6 +239,7 @@ class ModeGraph:
     tree: shapely.STRtree
     transposed: sp.csr_matrix
     slot: int
+    slots: int
     hop_keys: np.ndarray
     hop_edges: np.ndarray
     access_ms: float
@@ -261,19 +270,18 @@ class ModeGraph:
 
     def search(
         self,
-        edge: int,
-        frac: float,
-        access_s: float,
+        cols: np.ndarray,
+        seeds: np.ndarray,
         limit_s: float,
         *,
         predecessors: bool,
         regional: bool = True,
     ) -> Search:
-        """Bounded reverse Dijkstra: seconds from every node to a point on ``edge`` at ``frac``.
+        """Bounded reverse Dijkstra: seconds from every node to a target seeded at ``cols``.
 
-        The virtual node stands for the target; it is reached from the edge's ``src`` after
-        ``frac`` of the edge and from its ``dst`` over the reverse edge (when the road is
-        two-way), each plus the target's access leg.
+        The virtual node stands for the target: it is reached from each node ``cols[i]`` at the
+        cost ``seeds[i]`` (the rest of the way from that node to the target, access leg
+        included). :mod:`gridgov.network` seeds a point's joined links this way.
 
         On a large graph a bounded search first runs on a region around the target (the
         smallest level that :data:`_REGION_REACH` deems wide enough, then the next). It is
@@ -284,30 +292,37 @@ class ModeGraph:
         bit (the same sums over the same paths), and every node outside is beyond it. Otherwise
         the whole graph is searched. ``regional=False`` searches the whole graph directly.
         """
-        a, b, r = int(self.src[edge]), int(self.dst[edge]), int(self.rev[edge])
-        seed_a = access_s + frac * float(self.time_s[edge])
-        if r >= 0:
-            col_b, seed_b = b, access_s + (1.0 - frac) * float(self.time_s[r])
-        elif frac >= 1.0:
-            # A point at the very end of a one-way edge is at its end node.
-            col_b, seed_b = b, access_s
-        else:
-            # A one-way road is entered only from its start; the second slot repeats the first,
-            # which Dijkstra relaxes harmlessly.
-            col_b, seed_b = a, seed_a
+        cols = np.asarray(cols, dtype=np.int64)
+        seeds = np.asarray(seeds, dtype=float)
         # The virtual rows are shared state: searches on one graph must not interleave.
         with self.lock:
+            self._make_room(len(cols))
             if regional and math.isfinite(limit_s):
-                for region in self._regions_for(a, limit_s):
-                    found = self._search_region(
-                        region, (a, col_b), (seed_a, seed_b), limit_s, predecessors
-                    )
+                for region in self._regions_for(int(cols[0]), limit_s):
+                    found = self._search_region(region, cols, seeds, limit_s, predecessors)
                     if found is not None:
                         return found
             dist, pred = _seeded_dijkstra(
-                self.transposed, self.slot, (a, col_b), (seed_a, seed_b), limit_s, predecessors
+                self.transposed, self.slot, self.slots, cols, seeds, limit_s, predecessors
             )
         return Search(dist, pred, None)
+
+    def _make_room(self, k: int) -> None:
+        """Give the virtual row at least ``k`` entries (the caller holds the lock)."""
+        if k <= self.slots:
+            return
+        t, extra = self.transposed, k - self.slots
+        indptr = t.indptr.copy()
+        indptr[-1] += extra
+        self.transposed = sp.csr_matrix(
+            (
+                np.concatenate([t.data, np.zeros(extra)]),
+                np.concatenate([t.indices, np.full(extra, self.n, dtype=t.indices.dtype)]),
+                indptr,
+            ),
+            shape=t.shape,
+        )
+        self.slots = k
 
     def typical_ratio(self) -> float:
         """Median of (time / straight-line lower bound) over sampled node pairs (computed once).
@@ -325,7 +340,13 @@ class ModeGraph:
         with self.lock:
             for a in targets.tolist():
                 dist, _ = _seeded_dijkstra(
-                    self.transposed, self.slot, (a, a), (0.0, 0.0), _RATIO_LIMIT_S, False
+                    self.transposed,
+                    self.slot,
+                    self.slots,
+                    np.array([a]),
+                    np.zeros(1),
+                    _RATIO_LIMIT_S,
+                    False,
                 )
                 bound = np.hypot(*(self.node_xy - self.node_xy[a]).T) / self.top_ms
                 ring = (bound >= _RATIO_LIMIT_S / 8) & (bound <= _RATIO_LIMIT_S / 4)
@@ -357,20 +378,22 @@ class ModeGraph:
     def _search_region(
         self,
         region: _Region,
-        cols: tuple[int, int],
-        seeds: tuple[float, float],
+        cols: np.ndarray,
+        seeds: np.ndarray,
         limit_s: float,
         predecessors: bool,
     ) -> Search | None:
         """The search on ``region``, or None when it cannot be certified exact."""
-        want = np.asarray(cols)
-        pos = np.minimum(np.searchsorted(region.nodes, want), len(region.nodes) - 1)
-        if not np.array_equal(region.nodes[pos], want):
+        if len(cols) > region.slots:
+            return None  # more seeds than the region's virtual row holds: search the whole
+        pos = np.minimum(np.searchsorted(region.nodes, cols), len(region.nodes) - 1)
+        if not np.array_equal(region.nodes[pos], cols):
             return None
         dist, pred = _seeded_dijkstra(
             region.transposed,
             region.slot,
-            (int(pos[0]), int(pos[1])),
+            region.slots,
+            pos,
             seeds,
             limit_s,
             predecessors,
@@ -402,11 +425,12 @@ class ModeGraph:
         row, col, weight = row[inner], col[inner], weight[inner]
         indptr = np.zeros(m + 2, dtype=np.int64)
         indptr[1 : m + 1] = np.cumsum(np.bincount(row, minlength=m))
-        indptr[m + 1] = indptr[m] + 2
+        slots = max(self.slots, _REGION_SLOTS)
+        indptr[m + 1] = indptr[m] + slots
         transposed = sp.csr_matrix(
             (
-                np.concatenate([weight, [0.0, 0.0]]),
-                np.concatenate([col, [m, m]]).astype(np.int32),
+                np.concatenate([weight, np.zeros(slots)]),
+                np.concatenate([col, np.full(slots, m)]).astype(np.int32),
                 indptr.astype(np.int32),
             ),
             shape=(m + 1, m + 1),
@@ -415,6 +439,7 @@ class ModeGraph:
             nodes=nodes,
             transposed=transposed,
             slot=int(indptr[m]),
+            slots=slots,
             exit_rows=exit_rows,
             exit_s=exit_s[exit_rows],
         )
@@ -560,6 +585,7 @@ def build_mode_graph(
         tree=shapely.STRtree(geoms[snap_edges]),
         transposed=transposed,
         slot=int(indptr[n]),
+        slots=2,
         hop_keys=keys[unique],
         hop_edges=np.flatnonzero(proper)[hop_order][unique],
         access_ms=access_kmh / 3.6,

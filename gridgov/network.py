@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,16 +49,31 @@ def _as_mode(mode: TravelMode | str) -> TravelMode:
         raise InputError(msg) from exc
 
 
+def _no_ints() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def _no_floats() -> np.ndarray:
+    return np.zeros(0)
+
+
 @dataclass(frozen=True)
 class Snapped:
     """Points snapped to one travel mode's road graph (vectorised; arrays of equal length).
 
-    A point snaps to the nearest position on a usable edge of the mode's largest strongly
+    A point joins the nearest position on a usable edge of the mode's largest strongly
     connected part (never onto a dropped component). ``edge`` indexes the model's edge arrays,
     ``frac`` is the position along that edge's geometry from its ``u`` end (0..1), and
     ``access_m`` the straight distance (metres) from the point to that position, travelled at the
     mode's access speed. ``far`` marks points more than ``settings.max_snap_m`` from any usable
     road. The straight-line model leaves ``edge`` at -1 and ``frac``/``access_m`` at 0.
+
+    A point also joins every other road whose distance is within ``settings.snap_tolerance_m``
+    of the nearest (DESIGN "Dispatch semantics" 4: the two directions of a road are often drawn
+    as two ways that are not exact reverses). Those further joins are the ``more_*`` arrays, one
+    entry each, grouped by point in increasing ``more_point`` (the point's index) and ``edge``;
+    each has its own access leg. An edge stands for itself and its exact reverse twin, as the
+    nearest one does. Times use every join of a point and keep the fastest.
     """
 
     mode: TravelMode
@@ -68,13 +83,30 @@ class Snapped:
     frac: np.ndarray
     access_m: np.ndarray
     far: np.ndarray
+    more_point: np.ndarray = field(default_factory=_no_ints)
+    more_edge: np.ndarray = field(default_factory=_no_ints)
+    more_frac: np.ndarray = field(default_factory=_no_floats)
+    more_access_m: np.ndarray = field(default_factory=_no_floats)
 
     def __len__(self) -> int:
         return len(self.lon)
 
     def take(self, index: np.ndarray | list[int] | int) -> Snapped:
         """Return the points at ``index`` (an int gives a length-1 ``Snapped``)."""
-        idx = np.atleast_1d(np.asarray(index))
+        idx = np.atleast_1d(np.asarray(index)).astype(np.int64)
+        more: dict[str, np.ndarray] = {}
+        if len(self.more_point):
+            # Each taken point brings its own run of further joins, renumbered to its new place.
+            start = np.searchsorted(self.more_point, idx, side="left")
+            count = np.searchsorted(self.more_point, idx, side="right") - start
+            first = np.cumsum(count) - count
+            rows = np.repeat(start - first, count) + np.arange(int(count.sum()))
+            more = {
+                "more_point": np.repeat(np.arange(len(idx), dtype=np.int64), count),
+                "more_edge": self.more_edge[rows],
+                "more_frac": self.more_frac[rows],
+                "more_access_m": self.more_access_m[rows],
+            }
         return Snapped(
             mode=self.mode,
             lon=self.lon[idx],
@@ -83,7 +115,28 @@ class Snapped:
             frac=self.frac[idx],
             access_m=self.access_m[idx],
             far=self.far[idx],
+            **more,
         )
+
+    def joins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every join as flat arrays ``(point, edge, frac, access_m)``: the nearest ones first."""
+        n = len(self.lon)
+        if not len(self.more_point):
+            return np.arange(n, dtype=np.int64), self.edge, self.frac, self.access_m
+        return (
+            np.concatenate([np.arange(n, dtype=np.int64), self.more_point]),
+            np.concatenate([self.edge, self.more_edge]),
+            np.concatenate([self.frac, self.more_frac]),
+            np.concatenate([self.access_m, self.more_access_m]),
+        )
+
+    def widest_access_m(self) -> np.ndarray:
+        """Per point, the longest access leg among its joins (``access_m`` when it has one)."""
+        if not len(self.more_point):
+            return self.access_m
+        out = self.access_m.copy()
+        np.maximum.at(out, self.more_point, self.more_access_m)
+        return out
 
 
 @dataclass(frozen=True)
@@ -326,45 +379,105 @@ class StraightLine:
 _ROUTE_FIRST_LIMIT_S = 60.0
 
 
+@dataclass(frozen=True)
+class _TargetJoins:
+    """A target's joins (edges, positions, access legs in seconds) and the seeds of its search.
+
+    Each join gives two seeds (``cols``/``seeds``; ``join`` and ``side`` say whose and which):
+    side 0 reaches the position from the edge's start, side 1 from its end over the reverse twin
+    (or, at the very end of a one-way edge, at its end node; otherwise it repeats side 0).
+    """
+
+    edge: np.ndarray
+    frac: np.ndarray
+    access_s: np.ndarray
+    cols: np.ndarray
+    seeds: np.ndarray
+    join: np.ndarray
+    side: np.ndarray
+
+
+def _target_joins(g: ModeGraph, target: Snapped) -> _TargetJoins:
+    _, e, f, a = target.joins()
+    e = np.asarray(e, dtype=np.int64)
+    f = np.asarray(f, dtype=float)
+    access_s = np.asarray(a, dtype=float) / g.access_ms
+    r = g.rev[e]
+    seed_a = access_s + f * g.time_s[e]
+    twin = r >= 0
+    # A point at the very end of a one-way edge is at its end node; elsewhere a one-way road
+    # is entered only from its start, and the second seed repeats the first.
+    at_end = ~twin & (f >= 1.0)
+    col_b = np.where(twin | at_end, g.dst[e], g.src[e])
+    seed_b = np.where(
+        twin,
+        access_s + (1.0 - f) * g.time_s[np.maximum(r, 0)],
+        np.where(at_end, access_s, seed_a),
+    )
+    k = len(e)
+    return _TargetJoins(
+        edge=e,
+        frac=f,
+        access_s=access_s,
+        cols=np.column_stack([g.src[e], col_b]).reshape(-1),
+        seeds=np.column_stack([seed_a, seed_b]).reshape(-1),
+        join=np.repeat(np.arange(k), 2),
+        side=np.tile(np.array([0, 1]), k),
+    )
+
+
+def _onto(g: ModeGraph, es: np.ndarray, s: np.ndarray, edge: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source positions on the reverse twin of ``edge`` expressed on ``edge`` (the same road)."""
+    r_t = int(g.rev[edge])
+    if r_t >= 0:
+        on_rev = es == r_t
+        if on_rev.any():
+            return np.where(on_rev, edge, es), np.where(on_rev, 1.0 - s, s)
+    return es, s
+
+
 @dataclass
 class _Legs:
-    """Candidate costs (seconds, access of the source excluded) of sources towards one target."""
+    """Candidate costs (seconds, access of the source excluded) of source joins to one target.
 
-    edge: np.ndarray  # source edges, moved onto the target's edge when on its reverse
-    frac: np.ndarray
-    costs: np.ndarray  # (4, n): direct forward, direct backward, via edge end, via edge start
+    ``costs`` has two rows per target join (direct forward, direct backward along its road, for
+    sources on that road) and then two more (via the end of the source's edge, via its start).
+    ``moved[j]`` holds the source edges and positions, moved onto target join ``j``'s edge
+    when on its reverse twin; the last two rows were computed on ``moved[0]``.
+    """
+
+    moved: list[tuple[np.ndarray, np.ndarray]]
+    costs: np.ndarray
 
 
 def _legs_to(
-    g: ModeGraph, search: Search, sources: Snapped, edge: int, frac: float, access_s: float
+    g: ModeGraph, search: Search, es: np.ndarray, s: np.ndarray, target: _TargetJoins
 ) -> _Legs:
-    es = np.asarray(sources.edge, dtype=np.int64)
-    s = np.asarray(sources.frac, dtype=float)
     n = len(es)
-    r_t = int(g.rev[edge])
-    if r_t >= 0:
-        # A source on the reverse twin of the target's edge is the same road: express it on the
-        # target's edge so the same-road shortcut applies.
-        on_rev = es == r_t
-        if on_rev.any():
-            es = np.where(on_rev, edge, es)
-            s = np.where(on_rev, 1.0 - s, s)
+    moved = [_onto(g, es, s, int(edge)) for edge in target.edge.tolist()]
+    rows: list[np.ndarray] = []
+    for (me, ms), edge, frac, access_s in zip(
+        moved, target.edge.tolist(), target.frac.tolist(), target.access_s.tolist(), strict=True
+    ):
+        direct_fwd = np.full(n, np.inf)
+        direct_bwd = np.full(n, np.inf)
+        same = me == edge
+        if same.any():
+            r_t = int(g.rev[edge])
+            t_here = float(g.time_s[edge])
+            direct_fwd = np.where(same & (ms <= frac), (frac - ms) * t_here + access_s, np.inf)
+            if r_t >= 0:
+                t_back = float(g.time_s[r_t])
+                direct_bwd = np.where(same & (ms >= frac), (ms - frac) * t_back + access_s, np.inf)
+        rows += [direct_fwd, direct_bwd]
+    es, s = moved[0]
     ends = search.at(np.concatenate([g.dst[es], g.src[es]]))
     via_end = (1.0 - s) * g.time_s[es] + ends[:n]
     # Backwards needs the twin (``rev_time`` is inf without one), except from the very start of
     # the edge: that point is the node.
     back = np.multiply(s, g.rev_time[es], out=np.zeros(n), where=s > 0.0)
     via_start = back + ends[n:]
-    direct_fwd = np.full(n, np.inf)
-    direct_bwd = np.full(n, np.inf)
-    same = es == edge
-    if same.any():
-        t_here = float(g.time_s[edge])
-        direct_fwd = np.where(same & (s <= frac), (frac - s) * t_here + access_s, np.inf)
-        if r_t >= 0:
-            t_back = float(g.time_s[r_t])
-            direct_bwd = np.where(same & (s >= frac), (s - frac) * t_back + access_s, np.inf)
-    return _Legs(es, s, np.stack([direct_fwd, direct_bwd, via_end, via_start]))
+    return _Legs(moved, np.stack([*rows, via_end, via_start]))
 
 
 @dataclass
@@ -375,23 +488,30 @@ class _NetworkField:
     limit_s: float
     graph: ModeGraph
     search: Search
-    edge: int
-    frac: float
-    access_s: float
+    target: _TargetJoins
 
     def times_from(self, sources: Snapped) -> np.ndarray:
-        """Seconds from each source to the target; inf beyond ``limit_s`` or unreachable."""
+        """Seconds from each source to the target; inf beyond ``limit_s`` or unreachable.
+
+        A source with several joins takes the fastest of them.
+        """
         _check_field_mode(sources, self.mode)
-        if len(sources) == 0:
+        n = len(sources)
+        if n == 0:
             return np.zeros(0)
-        _check_edges(self.graph, sources)
-        legs = _legs_to(self.graph, self.search, sources, self.edge, self.frac, self.access_s)
-        total = sources.access_m / self.graph.access_ms + legs.costs.min(axis=0)
+        point, es, s, access_m = sources.joins()
+        _check_edges(self.graph, es)
+        legs = _legs_to(self.graph, self.search, es.astype(np.int64), s, self.target)
+        total = access_m / self.graph.access_ms + legs.costs.min(axis=0)
+        if len(total) > n:
+            best = np.full(n, np.inf)
+            np.minimum.at(best, point, total)
+            total = best
         return np.where(total <= self.limit_s, total, np.inf)
 
 
-def _check_edges(g: ModeGraph, points: Snapped) -> None:
-    bad = (points.edge < 0) | (points.edge >= len(g.src))
+def _check_edges(g: ModeGraph, edges: np.ndarray) -> None:
+    bad = (edges < 0) | (edges >= len(g.src))
     if bad.any():
         msg = (
             f"{int(bad.sum())} point(s) were not snapped to this network's {g.mode.value} graph "
@@ -419,7 +539,10 @@ class RoadNetwork:
     *twins* when they join the same nodes in opposite directions over the same geometry: the two
     directions of one two-way road. Points snap to one edge per road (the lower-numbered twin);
     ``Snapped.frac`` is measured from that edge's start, and the twin (``reverse_edge`` in
-    :meth:`edges`) lets the point leave or be reached in the other direction too. A point at
+    :meth:`edges`) lets the point leave or be reached in the other direction too. A point joins
+    the nearest road and every other road within ``snap_tolerance_m`` of it (each with its own
+    access leg; see :class:`Snapped`), so two ways drawn for the two directions of one road
+    serve the point in both directions even when they are not exact twins. A point at
     ``frac`` 0 or 1 is at that node: it leaves and is reached through the node, whatever the
     one-way rules of the edge it snapped to (a node is shared by several edges). Geometry is
     handled in a metric CRS: ``settings.metric_crs`` when the roads lie within its area of use,
@@ -450,6 +573,7 @@ class RoadNetwork:
         speeds_kmh: dict[str, dict[str, float]],
         access_speed_kmh: dict[str, float],
         max_snap_m: float,
+        snap_tolerance_m: float,
     ) -> None:
         self.gdf_nodes = gdf_nodes
         self.gdf_links = gdf_links
@@ -459,6 +583,7 @@ class RoadNetwork:
         self.speeds_kmh = speeds_kmh
         self.access_speed_kmh = access_speed_kmh
         self.max_snap_m = max_snap_m
+        self.snap_tolerance_m = snap_tolerance_m
         self._graphs = graphs
         self._closed = closed
         self._to_metric = Transformer.from_crs("EPSG:4326", metric_crs, always_xy=True)
@@ -509,7 +634,8 @@ class RoadNetwork:
         -------
         Snapped
             The nearest position on a kept edge of the mode (never on a dropped component);
-            ``far`` where it is more than ``max_snap_m`` away.
+            ``far`` where it is more than ``max_snap_m`` away; and the further joins: every
+            other road within ``snap_tolerance_m`` of the nearest distance.
         """
         g = self._graph(mode)
         x, y = np.broadcast_arrays(
@@ -537,6 +663,8 @@ class RoadNetwork:
         geoms = g.geoms[edge]
         frac = np.nan_to_num(shapely.line_locate_point(geoms, points, normalized=True))
         access = shapely.distance(points, geoms)
+        far = access > self.max_snap_m
+        more = self._more_joins(g, points, edge, access, far)
         return Snapped(
             mode=g.mode,
             lon=x.copy(),
@@ -544,8 +672,44 @@ class RoadNetwork:
             edge=edge,
             frac=np.clip(frac, 0.0, 1.0),
             access_m=access,
-            far=access > self.max_snap_m,
+            far=far,
+            **more,
         )
+
+    def _more_joins(
+        self,
+        g: ModeGraph,
+        points: np.ndarray,
+        edge: np.ndarray,
+        access: np.ndarray,
+        far: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """The roads other than the nearest within the tolerance of each (usable) point."""
+        near = np.flatnonzero(~far)
+        if self.snap_tolerance_m <= 0 or len(near) == 0:
+            return {}
+        # The tree holds one edge per road: a twin comes with its edge, as for the nearest.
+        which, hit = g.tree.query(
+            points[near], predicate="dwithin", distance=access[near] + self.snap_tolerance_m
+        )
+        point = near[which]
+        other = g.snap_edges[hit]
+        keep = other != edge[point]
+        point, other = point[keep], other[keep]
+        if len(point) == 0:
+            return {}
+        dist = shapely.distance(points[point], g.geoms[other])
+        keep = dist <= access[point] + self.snap_tolerance_m
+        point, other, dist = point[keep], other[keep], dist[keep]
+        order = np.lexsort((other, point))
+        point, other, dist = point[order], other[order], dist[order]
+        frac = shapely.line_locate_point(g.geoms[other], points[point], normalized=True)
+        return {
+            "more_point": point.astype(np.int64),
+            "more_edge": other.astype(np.int64),
+            "more_frac": np.clip(np.nan_to_num(frac), 0.0, 1.0),
+            "more_access_m": dist,
+        }
 
     def field_to(self, target: Snapped, limit_s: float = math.inf) -> TravelField:
         """Travel times to ``target`` from anywhere: one bounded reverse Dijkstra.
@@ -566,11 +730,10 @@ class RoadNetwork:
             msg = f"limit_s must be >= 0, got {limit_s}"
             raise InputError(msg)
         g = self._graph(target.mode)
-        _check_edges(g, target)
-        edge, frac = int(target.edge[0]), float(target.frac[0])
-        access_s = float(target.access_m[0]) / g.access_ms
-        found = g.search(edge, frac, access_s, float(limit_s), predecessors=False)
-        return _NetworkField(g.mode, float(limit_s), g, found, edge, frac, access_s)
+        _check_edges(g, target.joins()[1])
+        joins = _target_joins(g, target)
+        found = g.search(joins.cols, joins.seeds, float(limit_s), predecessors=False)
+        return _NetworkField(g.mode, float(limit_s), g, found, joins)
 
     def route(self, source: Snapped, target: Snapped, *, limit_s: float | None = None) -> Route:
         """The fastest route from ``source`` to ``target`` (one point each), with its geometry.
@@ -591,10 +754,9 @@ class RoadNetwork:
         _check_single(target, "target")
         _check_same_mode(source, target)
         g = self._graph(target.mode)
-        _check_edges(g, source)
-        _check_edges(g, target)
-        edge, frac = int(target.edge[0]), float(target.frac[0])
-        access_t = float(target.access_m[0]) / g.access_ms
+        _check_edges(g, source.joins()[1])
+        _check_edges(g, target.joins()[1])
+        joins = _target_joins(g, target)
         # Grow the search bound from the lower bound instead of searching the whole graph: the
         # distances within a bound do not depend on it, so the time equals the field's exactly.
         if limit_s is not None and limit_s >= 0:
@@ -606,9 +768,8 @@ class RoadNetwork:
         while True:
             if limit > g.total_s:
                 limit = math.inf
-            found = g.search(edge, frac, access_t, limit, predecessors=True)
-            times = _NetworkField(g.mode, limit, g, found, edge, frac, access_t).times_from(source)
-            time_s = float(times[0])
+            found = g.search(joins.cols, joins.seeds, limit, predecessors=True)
+            time_s = float(_NetworkField(g.mode, limit, g, found, joins).times_from(source)[0])
             if math.isfinite(time_s) or math.isinf(limit):
                 break
             limit *= 2.0
@@ -618,21 +779,29 @@ class RoadNetwork:
                 f"to ({target.lon[0]:.6f}, {target.lat[0]:.6f})"
             )
             raise NotFoundError(msg)
-        legs = _legs_to(g, found, source, edge, frac, access_t)
-        way = int(np.argmin(legs.costs[:, 0]))
-        es, s = int(legs.edge[0]), float(legs.frac[0])
+        _, all_es, all_s, all_access = source.joins()
+        legs = _legs_to(g, found, all_es.astype(np.int64), all_s, joins)
+        # The join of the source and the way that give the time (the field took the minimum).
+        total = all_access / g.access_ms + legs.costs
+        way, i = (int(v) for v in np.unravel_index(int(np.argmin(total)), total.shape))
+        n_direct = 2 * len(joins.edge)
         pieces: list[np.ndarray] = []
         road_m = 0.0
         node_path: list[int] = []
-        r_t = int(g.rev[edge])
-        if way == 0:  # along the target's edge, forwards
-            pieces.append(_substring_coords(g.geoms[edge], s, frac))
-            road_m += (frac - s) * float(g.length_m[edge])
-        elif way == 1:  # along its twin, i.e. backwards over the same road
-            pieces.append(_substring_coords(g.geoms[r_t], 1.0 - s, 1.0 - frac))
-            road_m += (s - frac) * float(g.length_m[r_t])
+        if way < n_direct:  # along the road of target join ``way // 2``
+            j = way // 2
+            edge, frac = int(joins.edge[j]), float(joins.frac[j])
+            es, s = int(legs.moved[j][0][i]), float(legs.moved[j][1][i])
+            if way % 2 == 0:  # forwards
+                pieces.append(_substring_coords(g.geoms[edge], s, frac))
+                road_m += (frac - s) * float(g.length_m[edge])
+            else:  # over its twin, i.e. backwards over the same road
+                r_t = int(g.rev[edge])
+                pieces.append(_substring_coords(g.geoms[r_t], 1.0 - s, 1.0 - frac))
+                road_m += (s - frac) * float(g.length_m[r_t])
         else:
-            if way == 2:
+            es, s = int(legs.moved[0][0][i]), float(legs.moved[0][1][i])
+            if way == n_direct:
                 first, start, stop, x = es, s, 1.0, int(g.dst[es])
             elif g.rev[es] >= 0:
                 first, start, stop, x = int(g.rev[es]), 1.0 - s, 1.0, int(g.src[es])
@@ -645,11 +814,16 @@ class RoadNetwork:
             hops = g.hops(np.asarray(node_path[:-1]), np.asarray(node_path[1:]))
             pieces.append(np.asarray(shapely.get_coordinates(g.geoms[hops])))
             road_m += float(g.length_m[hops].sum())
-            # The search reached the target from the virtual node through ``x``: the start of
-            # the target's edge, the start of its twin, or (at the very end of a one-way edge)
-            # the end node itself.
-            seed_a = access_t + frac * float(g.time_s[edge])
-            if x == int(g.src[edge]) and float(found.at(np.array([x]))[0]) == seed_a:
+            # The search reached the target from the virtual node through ``x``: by a seed at
+            # ``x`` of exactly its time (the start of a join's edge, the start of its twin, or,
+            # at the very end of a one-way edge, the end node itself).
+            at_x = float(found.at(np.array([x]))[0])
+            gap = np.where(joins.cols == x, np.abs(joins.seeds - at_x), np.inf)
+            slot = int(np.argmin(gap))
+            j, side = int(joins.join[slot]), int(joins.side[slot])
+            edge, frac = int(joins.edge[j]), float(joins.frac[j])
+            r_t = int(g.rev[edge])
+            if side == 0 or (r_t < 0 and frac < 1.0):
                 pieces.append(_substring_coords(g.geoms[edge], 0.0, frac))
                 road_m += frac * float(g.length_m[edge])
             elif r_t >= 0:
@@ -657,6 +831,8 @@ class RoadNetwork:
                 road_m += (1.0 - frac) * float(g.length_m[r_t])
             else:
                 pieces.append(_substring_coords(g.geoms[edge], 1.0, 1.0))
+        source_m = float(all_access[i])
+        target_m = float(target.joins()[3][j])
         metric = np.concatenate(pieces)
         lon, lat = self._to_wgs84.transform(metric[:, 0], metric[:, 1])
         coords = np.concatenate(
@@ -671,7 +847,7 @@ class RoadNetwork:
         coords = coords[keep]
         if len(coords) == 1:
             coords = np.concatenate([coords, coords])
-        length = float(source.access_m[0]) + road_m + float(target.access_m[0])
+        length = source_m + road_m + target_m
         return Route(
             mode=g.mode,
             time_s=time_s,
@@ -683,10 +859,11 @@ class RoadNetwork:
     def lower_bound_s(self, source: Snapped, target: Snapped) -> np.ndarray:
         """Admissible lower bound of the time from each source to the single target.
 
-        Both access legs are known exactly; the roads between the snapped positions cover at
-        least the straight distance that is left, at no more than the mode's top speed (the
-        largest metric-length / time ratio over the kept edges, so the bound holds whatever the
-        links' stated lengths). ``target`` holds one point, or one per source.
+        Both access legs are at least the nearest road's distance; the roads between the snapped
+        positions cover at least the straight distance that is left after the longest joined
+        access legs, at no more than the mode's top speed (the largest metric-length / time
+        ratio over the kept edges, so the bound holds whatever the links' stated lengths).
+        ``target`` holds one point, or one per source.
         """
         _check_targets(source, target)
         g = self._graph(target.mode)
@@ -696,7 +873,8 @@ class RoadNetwork:
         tx, ty = self._to_metric.transform(target.lon, target.lat)
         straight = np.hypot(np.asarray(sx) - np.asarray(tx), np.asarray(sy) - np.asarray(ty))
         access = source.access_m + target.access_m
-        bound = access / g.access_ms + np.maximum(straight - access, 0.0) / g.top_ms
+        widest = source.widest_access_m() + target.widest_access_m()
+        bound = access / g.access_ms + np.maximum(straight - widest, 0.0) / g.top_ms
         # Shave off rounding so the bound never exceeds an exact time computed another way.
         return bound * (1.0 - 1e-9)
 
@@ -726,6 +904,7 @@ class RoadNetwork:
         return {
             "kind": self.kind,
             "metric_crs": self.metric_crs,
+            "snap_tolerance_m": self.snap_tolerance_m,
             "nodes": len(self.gdf_nodes),
             "links": len(self.gdf_links),
             "modes": modes,
@@ -930,6 +1109,7 @@ def build_network(
         speeds_kmh=_speeds_table(links_wgs, speeds),
         access_speed_kmh={m.value: float(access[m.value]) for m in _MODES},
         max_snap_m=float(settings.max_snap_m),
+        snap_tolerance_m=float(settings.snap_tolerance_m),
     )
 
 

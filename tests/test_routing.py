@@ -625,10 +625,9 @@ def test_regional_searches_equal_whole_graph_searches(lattice: RoadNetwork, mode
     for k in range(len(targets)):
         target = targets.take(k)
         limit = float(rng.choice([20.0, 60.0, 150.0, 400.0, 900.0, 2_500.0]))
-        edge, frac = int(target.edge[0]), float(target.frac[0])
-        access = float(target.access_m[0]) / g.access_ms
-        part = g.search(edge, frac, access, limit, predecessors=True)
-        whole = g.search(edge, frac, access, limit, predecessors=True, regional=False)
+        joins = network._target_joins(g, target)
+        part = g.search(joins.cols, joins.seeds, limit, predecessors=True)
+        whole = g.search(joins.cols, joins.seeds, limit, predecessors=True, regional=False)
         regional += part.nodes is not None
         # Node times: the same bits up to the limit, nothing finite above it.
         mine, theirs = part.at(every_node), whole.at(every_node)
@@ -637,7 +636,7 @@ def test_regional_searches_equal_whole_graph_searches(lattice: RoadNetwork, mode
         )
         # Unit times through the public field, against a field over the whole-graph search.
         field = lattice.field_to(target, limit)
-        want = network._NetworkField(g.mode, limit, g, whole, edge, frac, access)
+        want = network._NetworkField(g.mode, limit, g, whole, joins)
         got = field.times_from(sources)
         assert np.array_equal(got, want.times_from(sources))
         # Routes from the regional search follow a path of that very time.
