@@ -25,6 +25,7 @@ from shapely.geometry import Point
 
 from gridgov import dispatch, modegraph
 from gridgov.catalog import Catalog, load_catalog
+from gridgov.dispatch import search
 from gridgov.errors import InputError, OutsideDistrictError, UnknownMatterError
 from gridgov.model import EscalationLevel, ForceKind
 from gridgov.network import RoadNetwork, StraightLine, TravelModel, build_network
@@ -1029,16 +1030,16 @@ def test_batch_searches_in_a_worker_give_the_same_result(
     incidents = _batch_incidents(ctx, state, street_points, catalog, 60)
     alone = dispatch.dispatch_batch(incidents, state, ctx)
     started: list[bool] = []
-    start = dispatch._Searches._start
+    start = search.Searches._start
 
-    def spy(self: dispatch._Searches) -> bool:
+    def spy(self: search.Searches) -> bool:
         ok = start(self)
         started.append(ok)
         return ok
 
-    monkeypatch.setattr(dispatch, "_PARALLEL_MIN_SEARCHES", 1)
-    monkeypatch.setattr(dispatch, "_can_fork", lambda: True)
-    monkeypatch.setattr(dispatch._Searches, "_start", spy)
+    monkeypatch.setattr(search, "_PARALLEL_MIN_SEARCHES", 1)
+    monkeypatch.setattr(search, "_can_fork", lambda: True)
+    monkeypatch.setattr(search.Searches, "_start", spy)
     shared = dispatch.dispatch_batch(incidents, state, ctx)
     assert started and all(started)
     assert shared.objective_s == alone.objective_s
@@ -1048,7 +1049,7 @@ def test_batch_searches_in_a_worker_give_the_same_result(
     def dead(conn: Any, travel: Any) -> None:
         conn.close()
 
-    monkeypatch.setattr(dispatch, "_search_worker", dead)
+    monkeypatch.setattr(search, "_search_worker", dead)
     started.clear()
     fallback = dispatch.dispatch_batch(incidents, state, ctx)
     assert started

@@ -1,0 +1,541 @@
+"""What dispatch reads: the context (areas, catalogue, travel model) and the unit pool.
+
+:func:`prepare_units` resolves each unit's effective position (:mod:`gridgov.dispatch.rules`);
+:class:`UnitPool` holds the units of the kinds a call needs as arrays, with their snaps filled
+in lazily and cached by the context.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property, lru_cache
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import shapely
+from pyproj import CRS
+
+from gridgov.areas import Locator, build_locator, street_adjacency
+from gridgov.catalog import Catalog
+from gridgov.dispatch.records import Considered, json_float, jsonable
+from gridgov.errors import InputError
+from gridgov.io import to_bool
+from gridgov.model import ForceKind, TravelMode, UnitStatus
+from gridgov.network import Snapped, StraightLine, TravelModel
+from gridgov.settings import get_settings
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+ObjArray = npt.NDArray[np.object_]
+
+#: Each force kind's index (for lookups by kind in arrays).
+KIND_ID: dict[ForceKind, int] = {k: i for i, k in enumerate(ForceKind)}
+
+# Unit snaps kept by a context; cleared when full (moving AVL positions keep adding keys).
+_SNAP_CACHE_MAX = 500_000
+
+
+@dataclass
+class DispatchContext:
+    """Everything dispatch reads besides the units: built once, reused for many incidents.
+
+    Build it with :func:`build_context`. It caches unit snaps keyed by ``(unit_id, lon, lat,
+    mode)``, so repeated dispatches do not snap the same unit again.
+    """
+
+    gdf_areas: gpd.GeoDataFrame
+    catalog: Catalog
+    travel: TravelModel
+    locator: Locator
+    neighbours: dict[str, list[str]]
+    _snaps: dict[tuple[str, float, float, str], tuple[int, float, float, bool]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
+
+    def describe_travel(self) -> dict[str, Any]:
+        """The travel model's summary (computed once)."""
+        if self._model is None:
+            self._model = jsonable(self.travel.describe())
+        return self._model
+
+
+def build_context(
+    gdf_areas: gpd.GeoDataFrame,
+    catalog: Catalog,
+    travel: TravelModel | None = None,
+    *,
+    locator: Locator | None = None,
+) -> DispatchContext:
+    """Build the dispatch context.
+
+    Parameters
+    ----------
+    gdf_areas
+        The area hierarchy (validated; at least the street level).
+    catalog
+        The matters catalogue.
+    travel
+        A :class:`~gridgov.network.RoadNetwork`, or None for the straight-line fallback
+        (:class:`~gridgov.network.StraightLine`, DESIGN: distance × detour factor / speed).
+    locator
+        A locator already built over ``gdf_areas`` (built here when None).
+    """
+    return DispatchContext(
+        gdf_areas=gdf_areas,
+        catalog=catalog,
+        travel=StraightLine() if travel is None else travel,
+        locator=build_locator(gdf_areas) if locator is None else locator,
+        neighbours=street_adjacency(gdf_areas),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# units: effective positions
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_units(
+    gdf_units: gpd.GeoDataFrame,
+    gdf_offices: gpd.GeoDataFrame | None = None,
+    *,
+    now: datetime,
+    max_age: timedelta | None = None,
+) -> gpd.GeoDataFrame:
+    """Resolve each unit's effective position, as a CAD system does before dispatching.
+
+    A position is kept when it is fresh (``position_time`` within ``max_age`` of ``now``) or
+    static (no ``position_time``: a home position). A stale or missing position falls back to
+    the unit's office; with no office position either, the geometry becomes None and the unit is
+    left out of dispatch. Every fallback is written to ``position_note``, which dispatch copies
+    into its explanations.
+
+    Parameters
+    ----------
+    gdf_units
+        Units (``UNIT_COLUMNS`` + status, on_duty, Point geometry; optional ``position_time``,
+        naive times read as UTC).
+    gdf_offices
+        Offices with Point geometry, matched on ``office_id``; None means no fallback.
+    now
+        The dispatch time (naive means UTC).
+    max_age
+        Oldest usable AVL fix; ``settings.position_max_age_min`` when None.
+
+    Returns
+    -------
+    A copy of ``gdf_units`` (same index, EPSG:4326) with the effective geometry and a
+    ``position_note`` column (None where the position was used as given).
+    """
+    if max_age is None:
+        max_age = timedelta(minutes=get_settings().position_max_age_min)
+    out = _to_wgs84(gdf_units).copy()
+    if out.crs is None:
+        out = out.set_crs("EPSG:4326")
+    n = len(out)
+    geoms = np.asarray(out.geometry.values, dtype=object)
+    has_pos = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    stale = np.zeros(n, dtype=bool)
+    stamps: list[str | None] = [None] * n
+    if "position_time" in out.columns:
+        times = pd.to_datetime(out["position_time"], utc=True)
+        known = times.notna().to_numpy()
+        age = _utc(now) - times
+        stale = known & (age > pd.Timedelta(max_age)).fillna(False).to_numpy(dtype=bool)
+        stamps = [
+            t.strftime("%Y-%m-%dT%H:%MZ") if s else None for t, s in zip(times, stale, strict=True)
+        ]
+    office = np.full(n, None, dtype=object)
+    if gdf_offices is not None and "office_id" in out.columns and len(gdf_offices):
+        offices = _to_wgs84(gdf_offices)
+        lookup: dict[str, Any] = {}
+        for oid, geom in zip(offices["office_id"].tolist(), offices.geometry.tolist(), strict=True):
+            lookup.setdefault(str(oid), geom)
+        office = np.array(
+            [None if pd.isna(o) else lookup.get(str(o)) for o in out["office_id"].tolist()],
+            dtype=object,
+        )
+    has_office = ~(shapely.is_missing(office) | shapely.is_empty(office))
+    keep = has_pos & ~stale
+    new_geoms = office.copy()
+    new_geoms[~has_office] = None
+    new_geoms[keep] = geoms[keep]
+    notes = np.full(n, None, dtype=object)
+    for i in np.flatnonzero(~keep):
+        what = f"stale position ({stamps[i]})" if stale[i] else "no position"
+        notes[i] = f"{what}: office position used" if has_office[i] else f"{what}: left out"
+    out["position_note"] = pd.Series(notes, index=out.index, dtype=object)
+    out[out.geometry.name] = gpd.GeoSeries(new_geoms, index=out.index, crs="EPSG:4326")
+    return out
+
+
+def _utc(when: datetime) -> pd.Timestamp:
+    ts = pd.Timestamp(when)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+@lru_cache(maxsize=32)
+def _is_wgs84(srs: str) -> bool:
+    return CRS.from_user_input(srs).to_epsg() == 4326
+
+
+def _to_wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    crs = gdf.crs  # not free: geopandas looks the geometry column up each time
+    if crs is None or _is_wgs84(crs.srs):
+        return gdf
+    return gdf.to_crs("EPSG:4326")
+
+
+# --------------------------------------------------------------------------------------------
+# units: the per-call view
+# --------------------------------------------------------------------------------------------
+
+
+_UNIT_REQUIRED = ("unit_id", "kind", "street_code", "travel_mode", "status", "on_duty")
+
+
+class UnitPool:
+    """The units of the kinds a call needs, as arrays, with their snaps filled in lazily."""
+
+    def __init__(
+        self, gdf_units: gpd.GeoDataFrame, kinds: Collection[str], ctx: DispatchContext
+    ) -> None:
+        missing = [c for c in _UNIT_REQUIRED if c not in gdf_units.columns]
+        if missing:
+            msg = f"units lack column(s) {', '.join(missing)}"
+            raise InputError(msg)
+        self.ctx = ctx
+        gdf = _to_wgs84(gdf_units)
+        kinds_col = _string_column(gdf["kind"])
+        take = kinds_col.rows_of(sorted(kinds))
+        self._gdf: gpd.GeoDataFrame | None = gdf
+        self._take: IntArray = take
+        ids_col = _string_column(gdf["unit_id"])
+        self.ids: ObjArray = ids_col.values[take]
+        if not ids_col.unique and len(set(self.ids.tolist())) != len(self.ids):
+            counts = pd.Series(self.ids).value_counts()
+            dup = sorted(str(u) for u in counts.index[counts > 1])
+            msg = f"unit_id must be unique; repeated: {', '.join(dup[:10])}"
+            raise InputError(msg)
+        n = len(take)
+        self.n = n
+        # Ranks over the whole column order the taken rows as their own ranks would.
+        self.rank: IntArray = ids_col.rank[take]
+        self.kind: ObjArray = kinds_col.values[take]
+        self.street: ObjArray = _strings(gdf["street_code"], take)
+        self.mode: ObjArray = _strings(gdf["travel_mode"], take)
+        self.status: ObjArray = _strings(gdf["status"], take)
+        self.on_duty: BoolArray = _bools(gdf["on_duty"], take)
+        geoms = np.asarray(gdf.geometry.values, dtype=object)[take]
+        self.lon: FloatArray = np.asarray(shapely.get_x(geoms), dtype=float)
+        self.lat: FloatArray = np.asarray(shapely.get_y(geoms), dtype=float)
+        self._derive()
+
+    @classmethod
+    def from_arrays(
+        cls,
+        ctx: DispatchContext,
+        *,
+        ids: ObjArray,
+        rank: IntArray,
+        kind: ObjArray,
+        street: ObjArray,
+        mode: ObjArray,
+        grid: ObjArray,
+        status: ObjArray,
+        on_duty: BoolArray,
+        lon: FloatArray,
+        lat: FloatArray,
+        note: ObjArray,
+        busy_incident: ObjArray,
+        busy_priority: FloatArray,
+    ) -> UnitPool:
+        """A pool of units given as arrays (every row of the wanted kinds, ids unique).
+
+        What :func:`prepare_units` and the frame constructor work out, given directly: the
+        store keeps the units' fixed columns per loaded dataset and reads only the changing
+        ones for each dispatch (:func:`dispatch_pool`). ``rank`` orders the rows as their
+        ids sort; ``lon``/``lat`` are the effective positions (NaN: left out, ``note`` says
+        why); ``busy_priority`` is NaN where unknown.
+        """
+        self = cls.__new__(cls)
+        self.ctx = ctx
+        self._gdf, self._take = None, np.arange(len(ids))
+        self.ids, self.n, self.rank = ids, len(ids), rank
+        self.kind, self.street, self.mode = kind, street, mode
+        self.status, self.on_duty, self.lon, self.lat = status, on_duty, lon, lat
+        # The lazily read columns, given already (cached_property reads the instance dict).
+        lazy = {
+            "grid": grid,
+            "note": note,
+            "busy_incident": busy_incident,
+            "busy_priority": busy_priority,
+        }
+        self.__dict__.update(lazy)
+        self._derive()
+        return self
+
+    def _derive(self) -> None:
+        n = self.n
+        self.supported: BoolArray = np.zeros(n, dtype=bool)
+        for m in self.ctx.travel.modes:
+            self.supported |= self.mode == m.value
+        self.positioned: BoolArray = np.isfinite(self.lon) & np.isfinite(self.lat)
+        self.available: BoolArray = (self.status == UnitStatus.AVAILABLE.value) & self.on_duty
+        self._known = np.zeros(n, dtype=bool)
+        self.edge: IntArray = np.full(n, -1, dtype=np.int64)
+        self.frac: FloatArray = np.zeros(n)
+        self.access_m: FloatArray = np.zeros(n)
+        self.far: BoolArray = np.zeros(n, dtype=bool)
+
+    # Columns most decisions never read are fetched on first use.
+    def _optional(self, column: str) -> ObjArray:
+        if self._gdf is not None and column in self._gdf.columns:
+            return _strings(self._gdf[column], self._take)
+        return np.full(self.n, None, dtype=object)
+
+    @cached_property
+    def grid(self) -> ObjArray:
+        return self._optional("grid_code")
+
+    @cached_property
+    def note(self) -> ObjArray:
+        return self._optional("position_note")
+
+    @cached_property
+    def busy_incident(self) -> ObjArray:
+        return self._optional("busy_incident")
+
+    @cached_property
+    def busy_priority(self) -> FloatArray:
+        if self._gdf is None or "busy_priority" not in self._gdf.columns:
+            return np.full(self.n, np.nan)
+        values = pd.to_numeric(self._gdf["busy_priority"], errors="coerce")
+        return np.asarray(values.to_numpy(dtype=float, na_value=np.nan)[self._take], dtype=float)
+
+    @cached_property
+    def street_codes(self) -> list[str]:
+        """Distinct street codes; ``street_id`` indexes them (batch filters are lookups)."""
+        return sorted({str(c) for c in self.street.tolist()})
+
+    @cached_property
+    def street_id(self) -> IntArray:
+        index = {c: i for i, c in enumerate(self.street_codes)}
+        return np.array([index[str(c)] for c in self.street.tolist()], dtype=np.int64)
+
+    @cached_property
+    def kind_id(self) -> IntArray:
+        return np.array([KIND_ID[ForceKind(k)] for k in self.kind.tolist()], dtype=np.int64)
+
+    def rows_of_kind(self, kind: ForceKind) -> IntArray:
+        return np.flatnonzero(self.kind == kind.value)
+
+    def ensure_snaps(self, rows: IntArray) -> None:
+        """Fill the snaps of ``rows`` (positioned, supported) from the cache or the model."""
+        rows = rows[~self._known[rows] & self.positioned[rows] & self.supported[rows]]
+        if len(rows) == 0:
+            return
+        cache = self.ctx._snaps
+        misses: dict[str, list[int]] = {}
+        for r in rows.tolist():
+            key = (self.ids[r], self.lon[r], self.lat[r], self.mode[r])
+            hit = cache.get(key)
+            if hit is None:
+                misses.setdefault(self.mode[r], []).append(r)
+            else:
+                self.edge[r], self.frac[r], self.access_m[r], self.far[r] = hit
+        if misses and len(cache) > _SNAP_CACHE_MAX:
+            cache.clear()
+        for mode, todo in sorted(misses.items()):
+            idx = np.asarray(todo, dtype=np.int64)
+            snap = self.ctx.travel.snap(self.lon[idx], self.lat[idx], mode)
+            self.edge[idx], self.frac[idx] = snap.edge, snap.frac
+            self.access_m[idx], self.far[idx] = snap.access_m, snap.far
+            for j, r in enumerate(todo):
+                cache[(self.ids[r], self.lon[r], self.lat[r], self.mode[r])] = (
+                    int(snap.edge[j]),
+                    float(snap.frac[j]),
+                    float(snap.access_m[j]),
+                    bool(snap.far[j]),
+                )
+        self._known[rows] = True
+
+    def snapped(self, rows: IntArray, mode: str) -> Snapped:
+        """The snaps of ``rows`` (all of ``mode``, already ensured)."""
+        return Snapped(
+            mode=TravelMode(mode),
+            lon=self.lon[rows],
+            lat=self.lat[rows],
+            edge=self.edge[rows],
+            frac=self.frac[rows],
+            access_m=self.access_m[rows],
+            far=self.far[rows],
+        )
+
+    def reasons(
+        self, rows: IntArray, exclude: Collection[str], taken: Collection[str]
+    ) -> list[str | None]:
+        """Why each of ``rows`` cannot be a candidate (None: it can). Snaps must be ensured."""
+        max_snap = get_settings().max_snap_m
+        out: list[str | None] = []
+        for r in rows.tolist():
+            uid = self.ids[r]
+            reason: str | None = None
+            if uid in exclude:
+                reason = "excluded by the caller"
+            elif uid in taken:
+                reason = "already assigned to this incident"
+            elif not self.on_duty[r] or self.status[r] == UnitStatus.OFF_DUTY.value:
+                reason = "off duty"
+            elif self.status[r] == UnitStatus.BUSY.value:
+                reason = "busy" + self.busy_text(r)
+            elif self.status[r] != UnitStatus.AVAILABLE.value:
+                reason = f"status {self.status[r]}"
+            elif not self.positioned[r]:
+                reason = self.note[r] or "no position: left out"
+            elif not self.supported[r]:
+                reason = f"the travel model has no {self.mode[r]} graph: left out"
+            elif self.far[r]:
+                reason = (
+                    f"position {self.access_m[r]:.0f} m from the nearest {self.mode[r]} road "
+                    f"(more than {max_snap:.0f} m): left out"
+                )
+            out.append(reason)
+        return out
+
+    def busy_text(self, r: int) -> str:
+        inc, prio = self.busy_incident[r], self.busy_priority[r]
+        if inc is None and not np.isfinite(prio):
+            return ""
+        p = f"P{int(prio)} " if np.isfinite(prio) else ""
+        return f" on {p}incident {inc if inc is not None else '(unknown)'}"
+
+    def candidate_json(
+        self, r: int, tier: str, time_s: float | None, note: str | None
+    ) -> dict[str, Any]:
+        """``considered(...).to_json()``, without building the record (explanations list many)."""
+        out: dict[str, Any] = {
+            "unit_id": self.ids[r],
+            "kind": self.kind[r],
+            "street_code": self.street[r],
+            "mode": self.mode[r],
+            "tier": tier,
+            "time_s": json_float(time_s),
+            "note": note,
+        }
+        if time_s is not None and not math.isfinite(time_s):
+            out["beyond_search_limit"] = True
+        return out
+
+    def considered(self, r: int, tier: str, time_s: float | None, note: str | None) -> Considered:
+        return Considered(
+            unit_id=self.ids[r],
+            kind=ForceKind(self.kind[r]),
+            street_code=self.street[r],
+            mode=TravelMode(self.mode[r]),
+            tier=tier,
+            time_s=None if time_s is None else float(time_s),
+            note=note,
+        )
+
+
+class _StringColumn:
+    """A column's values as str (None where missing), with the lookups a pool needs.
+
+    Shared between calls (see :func:`_string_column`): never modify ``values``.
+    """
+
+    def __init__(self, values: ObjArray) -> None:
+        self.values = values
+        self.values.flags.writeable = False
+
+    @cached_property
+    def unique(self) -> bool:
+        return len(set(self.values.tolist())) == len(self.values)
+
+    @cached_property
+    def rank(self) -> IntArray:
+        """Each row's place in the str order of the values (ties by row)."""
+        rank = np.empty(len(self.values), dtype=np.int64)
+        rank[np.argsort(self.values.astype(str), kind="stable")] = np.arange(len(self.values))
+        return rank
+
+    @cached_property
+    def _groups(self) -> dict[str | None, IntArray]:
+        codes, uniques = pd.factorize(self.values, use_na_sentinel=False)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+        return {
+            (None if v is None else str(v)): order[bounds[i] : bounds[i + 1]]
+            for i, v in enumerate(uniques.tolist())
+        }
+
+    def rows_of(self, wanted: Iterable[str]) -> IntArray:
+        """The rows holding any of the ``wanted`` values, in row order."""
+        parts = [self._groups[w] for w in wanted if w in self._groups]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+# Columns converted lately, keyed by the identity of their (immutable) Arrow data, which each
+# entry keeps alive so that the key cannot be reused. Turning Arrow strings into Python objects
+# is most of what building a pool costs, and dispatch reads the same units frame many times;
+# a column that is changed gets new Arrow data, hence a new key. Other columns (numpy-backed,
+# mutable in place) are converted on every call.
+_ARROW_COLUMNS: dict[int, tuple[object, _StringColumn]] = {}
+_ARROW_COLUMNS_MAX = 64
+
+
+def _string_column(col: pd.Series) -> _StringColumn:
+    """The column as a :class:`_StringColumn` (cached while its Arrow data lives)."""
+    arrow = _arrow_data(col)
+    if arrow is not None:
+        hit = _ARROW_COLUMNS.get(id(arrow))
+        if hit is not None and hit[0] is arrow:
+            return hit[1]
+    out = _StringColumn(_convert_strings(col, np.arange(len(col))))
+    if arrow is not None:
+        if len(_ARROW_COLUMNS) >= _ARROW_COLUMNS_MAX:
+            _ARROW_COLUMNS.clear()
+        _ARROW_COLUMNS[id(arrow)] = (arrow, out)
+    return out
+
+
+def _arrow_data(col: pd.Series) -> object | None:
+    """The immutable Arrow array behind an Arrow-backed string column, else None."""
+    if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow":
+        data: object = col.array.__arrow_array__()
+        return data
+    return None
+
+
+def _strings(col: pd.Series, take: IntArray) -> ObjArray:
+    """The column's values at ``take`` as str (None where missing)."""
+    if _arrow_data(col) is not None:
+        return _string_column(col).values[take]
+    return _convert_strings(col, take)
+
+
+def _convert_strings(col: pd.Series, take: IntArray) -> ObjArray:
+    if isinstance(col.dtype, pd.StringDtype):
+        # Taking before converting: arrow-backed strings are slow to turn into objects.
+        return np.asarray(col.array.take(take).to_numpy(dtype=object, na_value=None), object)
+    values = np.array(col.to_numpy(dtype=object)[take], dtype=object)
+    values[pd.isna(values)] = None
+    for i, v in enumerate(values.tolist()):
+        if v is not None and type(v) is not str:
+            values[i] = str(v)
+    return values
+
+
+def _bools(col: pd.Series, take: IntArray) -> BoolArray:
+    if col.dtype == bool:
+        return np.asarray(col.to_numpy(dtype=bool)[take], dtype=bool)
+    values = col.to_numpy(dtype=object)[take]
+    return np.array([to_bool(v) for v in values.tolist()], dtype=bool)
