@@ -148,8 +148,8 @@ class Route:
     length_m: float
     #: From the source point, over its access leg and the roads, to the target point.
     geometry: LineString
-    #: Road nodes passed, in order (empty for the straight-line model).
-    node_ids: tuple[int, ...]
+    #: Road nodes passed, in order (empty for the straight-line model); the ids of the roads given.
+    node_ids: tuple[Any, ...]
 
 
 class TravelField(Protocol):
@@ -196,6 +196,10 @@ class TravelModel(Protocol):
         """
         ...
 
+    def joined_links(self, point: Snapped) -> list[dict[str, Any]]:
+        """The road links the single ``point`` is joined to, for explanations."""
+        ...
+
     def typical_ratio(self, mode: TravelMode | str) -> float:
         """The usual ratio (>= 1) of a travel time to its lower bound: a guess, never a bound.
 
@@ -206,6 +210,11 @@ class TravelModel(Protocol):
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for explanations."""
         ...
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the plain Python value (node and link ids may be numbers or text)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_single(points: Snapped, what: str) -> None:
@@ -360,6 +369,11 @@ class StraightLine:
         _check_targets(source, target)
         metres = _geodesic_m(source.lon, source.lat, target.lon, target.lat)
         return metres * self.detour_factor / self._speed_ms(source.mode)
+
+    def joined_links(self, point: Snapped) -> list[dict[str, Any]]:
+        """None: nothing is snapped."""
+        _check_single(point, "point")
+        return []
 
     def typical_ratio(self, mode: TravelMode | str) -> float:
         """1: the lower bound is the time itself."""
@@ -853,7 +867,7 @@ class RoadNetwork:
             time_s=time_s,
             length_m=length,
             geometry=LineString(coords),
-            node_ids=tuple(int(i) for i in g.node_ids[node_path]),
+            node_ids=tuple(_plain(i) for i in g.node_ids[node_path]),
         )
 
     def lower_bound_s(self, source: Snapped, target: Snapped) -> np.ndarray:
@@ -877,6 +891,32 @@ class RoadNetwork:
         bound = access / g.access_ms + np.maximum(straight - widest, 0.0) / g.top_ms
         # Shave off rounding so the bound never exceeds an exact time computed another way.
         return bound * (1.0 - 1e-9)
+
+    def joined_links(self, point: Snapped) -> list[dict[str, Any]]:
+        """Every directed link the single ``point`` is joined to, nearest first.
+
+        Each is ``{"from": node id, "to": node id, "link_id": ..., "access_m": metres,
+        "frac": position from "from"}``; a road with an exact twin lists both directions.
+        """
+        _check_single(point, "point")
+        g = self._graph(point.mode)
+        link_ids = self.gdf_links["link_id"].to_numpy()
+        out: list[dict[str, Any]] = []
+        _, edges, fracs, access = point.joins()
+        for e, f, d in zip(edges.tolist(), fracs.tolist(), access.tolist(), strict=True):
+            for edge, frac in ((e, f), (int(g.rev[e]), 1.0 - f)):
+                if edge < 0:
+                    continue
+                out.append(
+                    {
+                        "from": _plain(g.node_ids[g.src[edge]]),
+                        "to": _plain(g.node_ids[g.dst[edge]]),
+                        "link_id": _plain(link_ids[g.link_pos[edge]]),
+                        "access_m": float(d),
+                        "frac": float(frac),
+                    }
+                )
+        return out
 
     def typical_ratio(self, mode: TravelMode | str) -> float:
         """The usual ratio of a travel time to :meth:`lower_bound_s`: a guess, never a bound.

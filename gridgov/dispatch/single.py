@@ -19,7 +19,7 @@ from gridgov.dispatch.records import Assignment, Considered, Decision, Incident,
 from gridgov.dispatch.search import Target, needed_modes, snap_incident
 from gridgov.errors import OutsideDistrictError
 from gridgov.model import EscalationLevel, ForceKind, HandlingLevel, UnitStatus
-from gridgov.network import Snapped
+from gridgov.network import Snapped, TravelModel
 from gridgov.settings import get_settings
 
 #: Tiers of single dispatch, in the order they are tried.
@@ -173,7 +173,7 @@ def build_decision(
     explanation = {
         "method": method,
         "travel_model": ctx.describe_travel(),
-        "incident": _incident_note(incident, placement, target.snaps),
+        "incident": _incident_note(incident, placement, target.snaps, target.travel),
         "matter": _matter_note(matter),
         "kinds": kind_notes,
         "searches": target.searches,
@@ -449,7 +449,7 @@ def _sorted_out(items: list[Considered]) -> list[Considered]:
 
 
 def _incident_note(
-    incident: Incident, placement: Placement, snaps: dict[str, Snapped]
+    incident: Incident, placement: Placement, snaps: dict[str, Snapped], travel: TravelModel
 ) -> dict[str, Any]:
     return {
         "incident_id": incident.incident_id,
@@ -457,7 +457,11 @@ def _incident_note(
         "lat": incident.lat,
         "placement": placement.to_json(),
         "snap": {
-            mode: {"access_m": float(s.access_m[0]), "edge": int(s.edge[0])}
+            mode: {
+                "access_m": float(s.access_m[0]),
+                "edge": int(s.edge[0]),
+                "links": travel.joined_links(s),
+            }
             for mode, s in snaps.items()
         },
     }
