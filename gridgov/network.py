@@ -28,7 +28,7 @@ from shapely.ops import substring
 from gridgov.errors import DataFileError, InputError, NotFoundError
 from gridgov.modegraph import ModeGraph, Search, build_mode_graph, pair_twins
 from gridgov.model import TravelMode
-from gridgov.roads import SPEEDS_KMH, read_road_frames
+from gridgov.roads import SPEEDS_KMH, read_road_frames, same_id_type
 from gridgov.settings import get_settings
 
 # ---- routing layer ------------------------------------------------------------------------------
@@ -1111,10 +1111,11 @@ def build_network(
     node_points = nodes_wgs.geometry.to_crs(metric_crs).to_numpy()
     # NaN for a node without a point: it then lies in no region (regions only cost speed).
     node_xy = np.column_stack([shapely.get_x(node_points), shapely.get_y(node_points)])
-    node_ids = nodes_wgs["node_id"].to_numpy(dtype=np.int64)
+    # Node ids may be numbers or text; the graphs number the nodes by position.
+    node_ids, u_ids, v_ids = same_id_type(nodes_wgs["node_id"], links_wgs["u"], links_wgs["v"])
     index = pd.Index(node_ids)
-    u_pos = index.get_indexer(links_wgs["u"].to_numpy(dtype=np.int64))
-    v_pos = index.get_indexer(links_wgs["v"].to_numpy(dtype=np.int64))
+    u_pos = index.get_indexer(u_ids)
+    v_pos = index.get_indexer(v_ids)
     length_m = links_wgs["length_m"].to_numpy(dtype=float)
     twin = pair_twins(u_pos, v_pos, links_wgs.geometry.to_numpy())
     graphs: dict[TravelMode, ModeGraph] = {}

@@ -24,9 +24,11 @@ in the opposite direction.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -86,6 +88,39 @@ _WINDING_WEIGHT = 3.0
 _LENGTH_TOLERANCE = 0.10
 
 
+def same_id_type(*columns: pd.Series | np.ndarray) -> list[np.ndarray]:
+    """Node id columns in one type: int64 when every id is a whole number, else text.
+
+    Road tables from other tools name nodes with text (SUMO's ``J75`` or ``cluster_12_34``,
+    prefixed OSM ids); whole numbers stay numbers so that ``12`` and ``12.0`` are one node.
+    Missing ids stay missing (None) for the caller to report.
+    """
+    series = [pd.Series(np.asarray(c, dtype=object)) for c in columns]
+    joined = pd.concat(series, ignore_index=True)
+    numbers = pd.to_numeric(joined, errors="coerce")
+    present = joined.notna()
+    whole = numbers.notna() & np.isfinite(numbers) & (numbers == np.round(numbers))
+    if bool((whole | ~present).all()) and bool(present.any()):
+        return [
+            pd.to_numeric(c, errors="coerce").fillna(-1).to_numpy(dtype=np.int64) for c in series
+        ]
+    return [
+        np.array([None if _missing(x) else _id_text(x) for x in c.tolist()], dtype=object)
+        for c in series
+    ]
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _id_text(value: object) -> str:
+    # A whole float among text ids (12.0 next to "J75") is the node 12.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     try:
         df = pd.read_csv(path)
@@ -128,23 +163,32 @@ def read_link_table(
     nodes = _read_csv(Path(nodes_csv), NODE_COLUMNS)
     links = _read_csv(Path(links_csv), LINK_COLUMNS)
     problems: list[str] = []
-    for df, cols, name in ((nodes, NODE_COLUMNS, "nodes"), (links, LINK_COLUMNS, "links")):
+    numeric = (("nodes", nodes, NODE_COLUMNS[1:]), ("links", links, LINK_COLUMNS[2:]))
+    for name, df, cols in numeric:
         for col in cols:
             values = pd.to_numeric(df[col], errors="coerce")
             bad = df.index[values.isna()].tolist()
             if bad:
                 problems.append(f"{name}: non-numeric or empty {col} in row(s) {bad[:20]}")
+    # Node ids may be numbers or text (see same_id_type); they must be there.
+    ids, starts, ends = same_id_type(nodes["Node"], links["Node_Start"], links["Node_End"])
+    for name, values, col in (
+        ("nodes", nodes["Node"], "Node"),
+        ("links", links["Node_Start"], "Node_Start"),
+        ("links", links["Node_End"], "Node_End"),
+    ):
+        bad = values.index[values.isna()].tolist()
+        if bad:
+            problems.append(f"{name}: empty {col} in row(s) {bad[:20]}")
     if problems:
         msg = "; ".join(problems)
         raise DataFileError(msg)
-    node_ids = nodes["Node"].astype(np.int64)
+    node_ids, u, v = pd.Series(ids), pd.Series(starts), pd.Series(ends)
     dup = node_ids[node_ids.duplicated()].unique().tolist()
     if dup:
         msg = f"nodes: duplicate Node id(s) {sorted(dup)}"
         raise DataFileError(msg)
     known = set(node_ids.tolist())
-    u = links["Node_Start"].astype(np.int64)
-    v = links["Node_End"].astype(np.int64)
     unknown = sorted((set(u.tolist()) | set(v.tolist())) - known)
     if unknown:
         msg = f"links name {len(unknown)} unknown node id(s): {unknown}"
@@ -195,7 +239,7 @@ def find_ring(
     centre: tuple[float, float],
     r_min_m: float,
     r_max_m: float,
-) -> tuple[list[int], float]:
+) -> tuple[list[Any], float]:
     """Find the cheapest closed walk winding once around ``centre`` inside a radius band.
 
     Parameters
@@ -265,7 +309,7 @@ def find_ring(
         lengths.setdefault((b, a), length)
     total = float(sum(lengths[(a, b)] for a, b in itertools.pairwise(order)))
     ids = gdf_nodes["node_id"].to_numpy()
-    return [int(ids[i]) for i in order], total
+    return [ids[i].item() if isinstance(ids[i], np.generic) else ids[i] for i in order], total
 
 
 def classify_links(

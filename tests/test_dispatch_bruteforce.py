@@ -44,7 +44,7 @@ SNAP_TOL_M = 1.0
 # The generated networks: seeds, incidents on each, lattice spacing (m).
 NEAR_TWIN_SEEDS = (101, 202, 303)
 NEAR_TWIN_INCIDENTS = 700
-NEAR_TWIN_SPACING_M = 350.0
+NEAR_TWIN_SPACING_M = 450.0
 MODES = ("drive", "bike", "walk")
 _LEVEL_RANK = {lv: i for i, lv in enumerate(EscalationLevel)}
 
@@ -62,6 +62,7 @@ class _ModeGraph:
     ends: list[tuple[int, int]]  # (u, v) per kept directed link
     lines: np.ndarray  # metric LineString per kept link, drawn from u to v
     weight: list[float]  # seconds per kept link
+    tree: shapely.STRtree  # over ``lines``
     # virtual points already inserted per link: link -> sorted [(frac from u, node)]
     on_link: dict[int, list[tuple[float, Any]]] = field(default_factory=dict)
     # the edges currently standing for each link that has virtual points
@@ -99,19 +100,24 @@ def _mode_graph(gdf_links_m: gpd.GeoDataFrame, mode: str) -> _ModeGraph:
         ends=[(u, v) for u, v, _, _ in kept],
         lines=np.array([line for _, _, line, _ in kept], dtype=object),
         weight=[w for _, _, _, w in kept],
+        tree=shapely.STRtree([line for _, _, line, _ in kept]),
     )
 
 
 def _snap(mg: _ModeGraph, x: float, y: float) -> list[tuple[int, float, float]]:
     """Every link within the tolerance of the nearest: (link, fraction from u, metres)."""
     point = shapely.Point(x, y)
-    dist = shapely.distance(mg.lines, point)
-    nearest = float(dist.min())
+    first = int(mg.tree.query_nearest(point)[0])
+    nearest = float(shapely.distance(mg.lines[first], point))
+    near = mg.tree.query(point, predicate="dwithin", distance=nearest + SNAP_TOL_M + 1.0)
+    dist = shapely.distance(mg.lines[near], point)
+    nearest = min(nearest, float(dist.min()))
     out = []
-    for i in np.flatnonzero(dist <= nearest + SNAP_TOL_M).tolist():
-        frac = float(shapely.line_locate_point(mg.lines[i], point, normalized=True))
-        out.append((i, frac, float(dist[i])))
-    return out
+    for i, d in zip(near.tolist(), dist.tolist(), strict=True):
+        if d <= nearest + SNAP_TOL_M:
+            frac = float(shapely.line_locate_point(mg.lines[i], point, normalized=True))
+            out.append((i, frac, d))
+    return sorted(out)
 
 
 def _rechain(mg: _ModeGraph, link: int) -> None:
@@ -174,6 +180,7 @@ class _World:
     to_metric: Transformer
     all_modes: dict[str, set[str]]  # kind -> modes of all its positioned units, any status
     by_kind: dict[str, list[tuple[str, str, str | None]]]  # usable (unit_id, street, grid)
+    units_of_mode: dict[str, list[tuple[str, str]]]  # usable (unit_id, graph node) per mode
 
 
 def _neighbours(gdf_areas: gpd.GeoDataFrame) -> dict[str, set[str]]:
@@ -259,6 +266,10 @@ def _build_world(
             for k, g in pd.DataFrame(rows).groupby("kind")
         },
         all_modes={str(k): set(g["travel_mode"]) for k, g in units_state.groupby("kind")},
+        units_of_mode={
+            str(m): list(zip(g["unit_id"], g["node"], strict=True))
+            for m, g in pd.DataFrame(rows).groupby("mode")
+        },
     )
 
 
@@ -322,8 +333,8 @@ def _times_to_incident(
         mg = world.graphs[mode]
         joins = _snap(mg, x, y)
         worst_snap = max(worst_snap, min(d for _, _, d in joins))
-        mine = world.units[world.units["mode"] == mode] if len(world.units) else world.units
-        if mine.empty:
+        mine = world.units_of_mode.get(mode, [])
+        if not mine:
             continue
         _insert(mg, "incident", joins, world.access_kmh[mode] / 3.6, out=False)
         try:
@@ -332,10 +343,16 @@ def _times_to_incident(
             )
         finally:
             _remove(mg, "incident", joins)
-        for unit_id, node in zip(mine["unit_id"], mine["node"], strict=True):
+        for unit_id, node in mine:
             t = reach.get(node)
             times[unit_id] = math.inf if t is None else t
     return times, worst_snap
+
+
+def _snap_distance(world: _World, lon: float, lat: float, modes: set[str]) -> float:
+    """The point's distance to the nearest road of the farthest of ``modes``."""
+    x, y = world.to_metric.transform(lon, lat)
+    return max((min(d for _, _, d in _snap(world.graphs[m], x, y)) for m in modes), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -417,7 +434,7 @@ def _compare(
         street, community, grid = _placement(world, incident.lon, incident.lat)
         kinds = [k.value for k in matter.required_kinds]
         far_modes = set().union(*(world.all_modes.get(k, set()) for k in kinds))
-        _, snap_m = _times_to_incident(world, incident.lon, incident.lat, far_modes, cutoff=0.0)
+        snap_m = _snap_distance(world, incident.lon, incident.lat, far_modes)
         if snap_m > max_snap:
             with pytest.raises(InputError):
                 dispatch.dispatch_incident(incident, gdf_units, ctx, routes=False)
