@@ -73,7 +73,8 @@ class Snapped:
     as two ways that are not exact reverses). Those further joins are the ``more_*`` arrays, one
     entry each, grouped by point in increasing ``more_point`` (the point's index) and ``edge``;
     each has its own access leg. An edge stands for itself and its exact reverse twin, as the
-    nearest one does. Times use every join of a point and keep the fastest.
+    nearest one does. Times use every join of a point and keep the fastest. A ``far`` point
+    (never dispatched) keeps only its nearest join.
     """
 
     mode: TravelMode
