@@ -28,7 +28,14 @@ from shapely.ops import substring
 from gridgov.errors import DataFileError, InputError, NotFoundError
 from gridgov.modegraph import ModeGraph, Search, build_mode_graph, pair_twins
 from gridgov.model import TravelMode
-from gridgov.roads import SPEEDS_KMH, read_road_frames, same_id_type
+from gridgov.roads import (
+    SPEEDS_KMH,
+    frame_problems,
+    link_speeds,
+    read_road_frames,
+    same_id_type,
+    speeds_by_class,
+)
 from gridgov.settings import get_settings
 
 # ---- routing layer ------------------------------------------------------------------------------
@@ -953,97 +960,6 @@ class RoadNetwork:
         }
 
 
-def _frame_problems(
-    gdf_nodes: gpd.GeoDataFrame,
-    gdf_links: gpd.GeoDataFrame,
-    speeds_kmh: Mapping[str, Mapping[str, float]] | None,
-) -> list[str]:
-    """Every reason the frames cannot make a network (empty when they can)."""
-    problems: list[str] = []
-    for name, gdf, cols in (
-        ("nodes", gdf_nodes, ("node_id",)),
-        ("links", gdf_links, ("u", "v", "length_m")),
-    ):
-        missing = [c for c in cols if c not in gdf.columns]
-        if missing:
-            problems.append(f"{name}: missing column(s) {', '.join(missing)}")
-        if not isinstance(gdf, gpd.GeoDataFrame) or gdf.crs is None:
-            problems.append(f"{name}: needs a GeoDataFrame with a CRS")
-    has_speeds = all(f"speed_{m.value}_kmh" in gdf_links.columns for m in _MODES)
-    if (speeds_kmh is not None or not has_speeds) and "road_class" not in gdf_links.columns:
-        problems.append("links: need speed_<mode>_kmh columns or a road_class column")
-    if problems:
-        return problems
-    ids = pd.Series(gdf_nodes["node_id"])
-    if ids.duplicated().any():
-        problems.append(
-            f"nodes: duplicate node_id(s) {ids[ids.duplicated()].unique()[:20].tolist()}"
-        )
-    known = pd.Index(ids)
-    for end in ("u", "v"):
-        unknown = ~pd.Index(gdf_links[end]).isin(known)
-        if unknown.any():
-            problems.append(
-                f"links: {end} names {int(unknown.sum())} unknown node(s), e.g. "
-                f"{pd.Series(gdf_links[end])[unknown].unique()[:10].tolist()}"
-            )
-    length = pd.to_numeric(gdf_links["length_m"], errors="coerce")
-    bad = ~(length >= 0)
-    if bad.any():
-        problems.append(f"links: missing or negative length_m in {int(bad.sum())} row(s)")
-    types = shapely.get_type_id(gdf_links.geometry.to_numpy())
-    bad_geom = types != shapely.GeometryType.LINESTRING
-    if bad_geom.any():
-        problems.append(f"links: {int(bad_geom.sum())} geometry(ies) are not LineStrings")
-    if "road_class" in gdf_links.columns and (speeds_kmh is not None or not has_speeds):
-        table = SPEEDS_KMH if speeds_kmh is None else speeds_kmh
-        codes, present = _factorize_classes(gdf_links)
-        if (codes < 0).any():
-            problems.append(f"links: missing road_class in {int((codes < 0).sum())} row(s)")
-        unknown_classes = sorted(set(present) - set(table))
-        if unknown_classes:
-            problems.append(f"links: no speeds for road class(es) {unknown_classes}")
-    return problems
-
-
-def _link_speeds(
-    gdf_links: gpd.GeoDataFrame, speeds_kmh: Mapping[str, Mapping[str, float]] | None
-) -> dict[TravelMode, np.ndarray]:
-    has_speeds = all(f"speed_{m.value}_kmh" in gdf_links.columns for m in _MODES)
-    out: dict[TravelMode, np.ndarray] = {}
-    for m in _MODES:
-        if speeds_kmh is None and has_speeds:
-            values = pd.to_numeric(gdf_links[f"speed_{m.value}_kmh"], errors="coerce")
-        else:
-            table = SPEEDS_KMH if speeds_kmh is None else speeds_kmh
-            codes, classes = _factorize_classes(gdf_links)
-            per_class = np.array([float(table[c].get(m.value, 0.0)) for c in classes])
-            values = pd.Series(per_class[codes] if len(codes) else np.zeros(0))
-        out[m] = values.to_numpy(dtype=float)
-    return out
-
-
-def _factorize_classes(gdf_links: gpd.GeoDataFrame) -> tuple[np.ndarray, list[str]]:
-    """Road class of each link as codes into the list of distinct classes (fast on big frames)."""
-    codes, uniques = pd.factorize(gdf_links["road_class"].to_numpy(dtype=object))
-    return np.asarray(codes), [str(c) for c in uniques]
-
-
-def _speeds_table(
-    gdf_links: gpd.GeoDataFrame, speeds: dict[TravelMode, np.ndarray]
-) -> dict[str, dict[str, float]]:
-    """Road class → mode → highest speed applied (km/h), for explanations."""
-    if "road_class" in gdf_links.columns:
-        codes, classes = _factorize_classes(gdf_links)
-    else:
-        codes, classes = np.zeros(len(gdf_links), dtype=np.int64), ["all"]
-    table: dict[str, dict[str, float]] = {}
-    for i, cls in enumerate(classes):
-        mine = codes == i
-        table[cls] = {m.value: float(speeds[m][mine].max()) for m in _MODES}
-    return table
-
-
 def _pick_metric_crs(gdf_nodes: gpd.GeoDataFrame) -> str:
     """The configured metric CRS when the nodes lie in its area of use, else their UTM zone."""
     configured = get_settings().metric_crs
@@ -1094,7 +1010,7 @@ def build_network(
         Missing columns, unknown nodes, bad lengths or geometries, unknown road classes (all
         listed at once).
     """
-    problems = _frame_problems(gdf_nodes, gdf_links, speeds_kmh)
+    problems = frame_problems(gdf_nodes, gdf_links, speeds_kmh)
     if problems:
         msg = "cannot build a road network: " + "; ".join(problems)
         raise InputError(msg)
@@ -1102,7 +1018,7 @@ def build_network(
     access = {**settings.access_speed_kmh, **dict(access_speed_kmh or {})}
     nodes_wgs = gdf_nodes.to_crs("EPSG:4326")
     links_wgs = gdf_links.to_crs("EPSG:4326")
-    speeds = _link_speeds(links_wgs, speeds_kmh)
+    speeds = link_speeds(links_wgs, speeds_kmh)
     bad_speed = [m.value for m in _MODES if not (speeds[m] >= 0).all()]
     if bad_speed:
         msg = f"cannot build a road network: missing or negative speeds for {bad_speed}"
@@ -1148,7 +1064,7 @@ def build_network(
         dropped=dropped,
         closed=closed,
         metric_crs=metric_crs,
-        speeds_kmh=_speeds_table(links_wgs, speeds),
+        speeds_kmh=speeds_by_class(links_wgs, speeds),
         access_speed_kmh={m.value: float(access[m.value]) for m in _MODES},
         max_snap_m=float(settings.max_snap_m),
         snap_tolerance_m=float(settings.snap_tolerance_m),

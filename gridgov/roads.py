@@ -4,8 +4,9 @@ The Chengdu link table (Guo et al. 2019) is a directed graph of straight links b
 intersections, with lengths but no names or classes. This module turns it into two GeoDataFrames
 (nodes and links, EPSG:4326) with a road class, a one-way flag and a speed per travel mode.
 :func:`read_osm` gives the same frames from an OpenStreetMap extract of any city;
-:func:`read_road_frames` reads any supported file. :mod:`gridgov.network` builds the travel
-graphs from such frames.
+:func:`read_road_frames` reads any supported file. :func:`frame_problems` and
+:func:`link_speeds` check such frames and give each link its speeds, for
+:mod:`gridgov.network`, which builds the travel graphs.
 
 Road-class rule
 ---------------
@@ -119,6 +120,101 @@ def _id_text(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+# ---- frames for the routing layer ----
+
+
+def frame_problems(
+    gdf_nodes: gpd.GeoDataFrame,
+    gdf_links: gpd.GeoDataFrame,
+    speeds_kmh: Mapping[str, Mapping[str, float]] | None,
+) -> list[str]:
+    """Every reason node and link frames cannot make a road network (empty when they can)."""
+    problems: list[str] = []
+    for name, gdf, cols in (
+        ("nodes", gdf_nodes, ("node_id",)),
+        ("links", gdf_links, ("u", "v", "length_m")),
+    ):
+        missing = [c for c in cols if c not in gdf.columns]
+        if missing:
+            problems.append(f"{name}: missing column(s) {', '.join(missing)}")
+        if not isinstance(gdf, gpd.GeoDataFrame) or gdf.crs is None:
+            problems.append(f"{name}: needs a GeoDataFrame with a CRS")
+    has_speeds = all(f"speed_{m.value}_kmh" in gdf_links.columns for m in _MODES)
+    if (speeds_kmh is not None or not has_speeds) and "road_class" not in gdf_links.columns:
+        problems.append("links: need speed_<mode>_kmh columns or a road_class column")
+    if problems:
+        return problems
+    ids = pd.Series(gdf_nodes["node_id"])
+    if ids.duplicated().any():
+        problems.append(
+            f"nodes: duplicate node_id(s) {ids[ids.duplicated()].unique()[:20].tolist()}"
+        )
+    known = pd.Index(ids)
+    for end in ("u", "v"):
+        unknown = ~pd.Index(gdf_links[end]).isin(known)
+        if unknown.any():
+            problems.append(
+                f"links: {end} names {int(unknown.sum())} unknown node(s), e.g. "
+                f"{pd.Series(gdf_links[end])[unknown].unique()[:10].tolist()}"
+            )
+    length = pd.to_numeric(gdf_links["length_m"], errors="coerce")
+    bad = ~(length >= 0)
+    if bad.any():
+        problems.append(f"links: missing or negative length_m in {int(bad.sum())} row(s)")
+    types = shapely.get_type_id(gdf_links.geometry.to_numpy())
+    bad_geom = types != shapely.GeometryType.LINESTRING
+    if bad_geom.any():
+        problems.append(f"links: {int(bad_geom.sum())} geometry(ies) are not LineStrings")
+    if "road_class" in gdf_links.columns and (speeds_kmh is not None or not has_speeds):
+        table = SPEEDS_KMH if speeds_kmh is None else speeds_kmh
+        codes, present = _factorize_classes(gdf_links)
+        if (codes < 0).any():
+            problems.append(f"links: missing road_class in {int((codes < 0).sum())} row(s)")
+        unknown_classes = sorted(set(present) - set(table))
+        if unknown_classes:
+            problems.append(f"links: no speeds for road class(es) {unknown_classes}")
+    return problems
+
+
+def link_speeds(
+    gdf_links: gpd.GeoDataFrame, speeds_kmh: Mapping[str, Mapping[str, float]] | None
+) -> dict[TravelMode, np.ndarray]:
+    """Each link's speed (km/h) per mode: its speed columns, else its class's speeds."""
+    has_speeds = all(f"speed_{m.value}_kmh" in gdf_links.columns for m in _MODES)
+    out: dict[TravelMode, np.ndarray] = {}
+    for m in _MODES:
+        if speeds_kmh is None and has_speeds:
+            values = pd.to_numeric(gdf_links[f"speed_{m.value}_kmh"], errors="coerce")
+        else:
+            table = SPEEDS_KMH if speeds_kmh is None else speeds_kmh
+            codes, classes = _factorize_classes(gdf_links)
+            per_class = np.array([float(table[c].get(m.value, 0.0)) for c in classes])
+            values = pd.Series(per_class[codes] if len(codes) else np.zeros(0))
+        out[m] = values.to_numpy(dtype=float)
+    return out
+
+
+def _factorize_classes(gdf_links: gpd.GeoDataFrame) -> tuple[np.ndarray, list[str]]:
+    """Road class of each link as codes into the list of distinct classes (fast on big frames)."""
+    codes, uniques = pd.factorize(gdf_links["road_class"].to_numpy(dtype=object))
+    return np.asarray(codes), [str(c) for c in uniques]
+
+
+def speeds_by_class(
+    gdf_links: gpd.GeoDataFrame, speeds: dict[TravelMode, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """Road class → mode → highest speed applied (km/h), for explanations."""
+    if "road_class" in gdf_links.columns:
+        codes, classes = _factorize_classes(gdf_links)
+    else:
+        codes, classes = np.zeros(len(gdf_links), dtype=np.int64), ["all"]
+    table: dict[str, dict[str, float]] = {}
+    for i, cls in enumerate(classes):
+        mine = codes == i
+        table[cls] = {m.value: float(speeds[m][mine].max()) for m in _MODES}
+    return table
 
 
 def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
