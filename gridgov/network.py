@@ -606,6 +606,7 @@ class RoadNetwork:
         self.access_speed_kmh = access_speed_kmh
         self.max_snap_m = max_snap_m
         self.snap_tolerance_m = snap_tolerance_m
+        self._link_ids = gdf_links["link_id"].to_numpy()
         self._graphs = graphs
         self._closed = closed
         self._to_metric = Transformer.from_crs("EPSG:4326", metric_crs, always_xy=True)
@@ -908,7 +909,7 @@ class RoadNetwork:
         """
         _check_single(point, "point")
         g = self._graph(point.mode)
-        link_ids = self.gdf_links["link_id"].to_numpy()
+        link_ids = self._link_ids
         out: list[dict[str, Any]] = []
         _, edges, fracs, access = point.joins()
         for e, f, d in zip(edges.tolist(), fracs.tolist(), access.tolist(), strict=True):
