@@ -606,7 +606,11 @@ class RoadNetwork:
         self.access_speed_kmh = access_speed_kmh
         self.max_snap_m = max_snap_m
         self.snap_tolerance_m = snap_tolerance_m
-        self._link_ids = gdf_links["link_id"].to_numpy()
+        self._link_ids = (
+            gdf_links["link_id"].to_numpy()
+            if "link_id" in gdf_links.columns
+            else np.arange(len(gdf_links))
+        )
         self._graphs = graphs
         self._closed = closed
         self._to_metric = Transformer.from_crs("EPSG:4326", metric_crs, always_xy=True)
