@@ -1,13 +1,17 @@
-"""The dispatcher against an independent brute force, on the reference district.
+"""The dispatcher against an independent brute force, on the reference district and on generated
+networks full of near-twin roads.
 
 Everything the dispatcher decides is recomputed here without its code: the largest strongly
-connected part per mode (networkx), snapping (shapely distances to every kept road), the incident's
+connected part per mode (networkx), snapping (shapely distances to every kept directed link: a
+point joins each link within 1 m of the nearest, DESIGN.md "Dispatch semantics" 4), the incident's
 street, community and grid (shapely containment), the street neighbours (shared borders measured in
-metres), every candidate's travel time (networkx Dijkstra on a graph whose roads are split at each
-unit and at the incident), and the tier rules of DESIGN.md "Dispatch semantics" as gridgov reads
-them (own grid worker for grid-level matters, street, touching streets, district, then the best
-over the maximum travel time). 2,000 random incidents, with about a third of the units busy or off
-duty so that every tier is reached.
+metres), every candidate's travel time (networkx Dijkstra on a graph whose links are split at each
+point joined to them), and the tier rules of DESIGN.md "Dispatch semantics" as gridgov reads them
+(own grid worker for grid-level matters, street, touching streets, district, then the best over
+the maximum travel time). With about a third of the units busy or off duty so that every tier is
+reached: 2,000 random incidents on the reference roads, and 3 x 700 on street lattices whose roads
+are drawn as OpenStreetMap often draws them (the two directions as two ways that are not exact
+reverses: an extra vertex on one, or one ending at a junction a few metres off).
 """
 
 from __future__ import annotations
@@ -181,6 +185,7 @@ class _World:
     all_modes: dict[str, set[str]]  # kind -> modes of all its positioned units, any status
     by_kind: dict[str, list[tuple[str, str, str | None]]]  # usable (unit_id, street, grid)
     units_of_mode: dict[str, list[tuple[str, str]]]  # usable (unit_id, graph node) per mode
+    usable_modes: dict[str, set[str]]  # kind -> modes of its usable units
 
 
 def _neighbours(gdf_areas: gpd.GeoDataFrame) -> dict[str, set[str]]:
@@ -266,6 +271,7 @@ def _build_world(
             for k, g in pd.DataFrame(rows).groupby("kind")
         },
         all_modes={str(k): set(g["travel_mode"]) for k, g in units_state.groupby("kind")},
+        usable_modes={str(k): set(g["mode"]) for k, g in pd.DataFrame(rows).groupby("kind")},
         units_of_mode={
             str(m): list(zip(g["unit_id"], g["node"], strict=True))
             for m, g in pd.DataFrame(rows).groupby("mode")
@@ -451,9 +457,7 @@ def _compare(
         )
         if decision.unfilled:
             cutoff = None
-        modes = {
-            m for m, k in zip(world.units["mode"], world.units["kind"], strict=True) if k in kinds
-        }
+        modes = set().union(*(world.usable_modes.get(k, set()) for k in kinds))
         times, _ = _times_to_incident(world, incident.lon, incident.lat, modes, cutoff)
         expected = _expected(world, matter, street, community, grid, times)
         got = {a.kind.value: a for a in decision.assignments}
