@@ -420,6 +420,8 @@ class _TargetJoins:
 
 
 def _target_joins(g: ModeGraph, target: Snapped) -> _TargetJoins:
+    if not len(target.more_point):
+        return _one_join(g, int(target.edge[0]), float(target.frac[0]), float(target.access_m[0]))
     _, e, f, a = target.joins()
     e = np.asarray(e, dtype=np.int64)
     f = np.asarray(f, dtype=float)
@@ -445,6 +447,28 @@ def _target_joins(g: ModeGraph, target: Snapped) -> _TargetJoins:
         seeds=np.column_stack([seed_a, seed_b]).reshape(-1),
         join=np.repeat(np.arange(k), 2),
         side=np.tile(np.array([0, 1]), k),
+    )
+
+
+def _one_join(g: ModeGraph, edge: int, frac: float, access_m: float) -> _TargetJoins:
+    """:func:`_target_joins` of a target with a single join, in scalars (the common case)."""
+    access_s = access_m / g.access_ms
+    r = int(g.rev[edge])
+    seed_a = access_s + frac * float(g.time_s[edge])
+    if r >= 0:
+        col_b, seed_b = int(g.dst[edge]), access_s + (1.0 - frac) * float(g.time_s[r])
+    elif frac >= 1.0:
+        col_b, seed_b = int(g.dst[edge]), access_s
+    else:
+        col_b, seed_b = int(g.src[edge]), seed_a
+    return _TargetJoins(
+        edge=np.array([edge]),
+        frac=np.array([frac]),
+        access_s=np.array([access_s]),
+        cols=np.array([int(g.src[edge]), col_b]),
+        seeds=np.array([seed_a, seed_b]),
+        join=np.zeros(2, dtype=np.int64),
+        side=np.array([0, 1]),
     )
 
 

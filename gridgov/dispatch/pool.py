@@ -298,7 +298,7 @@ class UnitPool:
         self.far: BoolArray = np.zeros(n, dtype=bool)
         # The further roads a unit is joined to (Snapped.more_*), for the few units that have any.
         self.more: dict[int, _More] = {}
-        self.has_more: BoolArray = np.zeros(n, dtype=bool)
+        self._more_flat: tuple[IntArray, IntArray, FloatArray, FloatArray] | None = None
 
     # Columns most decisions never read are fetched on first use.
     def _optional(self, column: str) -> ObjArray:
@@ -385,20 +385,40 @@ class UnitPool:
     def _set_more(self, r: int, more: _More | None) -> None:
         if more is not None:
             self.more[r] = more
-            self.has_more[r] = True
+            self._more_flat = None
+
+    def _further_joins(self, rows: IntArray) -> dict[str, np.ndarray]:
+        """The ``more_*`` arrays of ``Snapped`` for ``rows``."""
+        if not self.more:
+            return {}
+        if self._more_flat is None:
+            order = sorted(self.more)
+            parts = [self.more[r] for r in order]
+            self._more_flat = (
+                np.repeat(np.asarray(order, dtype=np.int64), [len(p[0]) for p in parts]),
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]),
+            )
+        row, edge, frac, access = self._more_flat
+        pos = np.full(self.n, -1, dtype=np.int64)
+        pos[rows] = np.arange(len(rows))
+        point = pos[row]
+        sel = np.flatnonzero(point >= 0)
+        if len(sel) == 0:
+            return {}
+        # Grouped by point; a stable sort keeps each point's joins in their order.
+        sel = sel[np.argsort(point[sel], kind="stable")]
+        return {
+            "more_point": point[sel],
+            "more_edge": edge[sel],
+            "more_frac": frac[sel],
+            "more_access_m": access[sel],
+        }
 
     def snapped(self, rows: IntArray, mode: str) -> Snapped:
         """The snaps of ``rows`` (all of ``mode``, already ensured)."""
-        extra: dict[str, np.ndarray] = {}
-        with_more = np.flatnonzero(self.has_more[rows])
-        if len(with_more):
-            parts = [self.more[int(rows[k])] for k in with_more.tolist()]
-            extra = {
-                "more_point": np.repeat(with_more, [len(p[0]) for p in parts]),
-                "more_edge": np.concatenate([p[0] for p in parts]),
-                "more_frac": np.concatenate([p[1] for p in parts]),
-                "more_access_m": np.concatenate([p[2] for p in parts]),
-            }
+        extra = self._further_joins(rows)
         return Snapped(
             mode=TravelMode(mode),
             lon=self.lon[rows],
