@@ -937,22 +937,26 @@ class RoadNetwork:
         """
         _check_single(point, "point")
         g = self._graph(point.mode)
-        link_ids = self._link_ids
-        out: list[dict[str, Any]] = []
         _, edges, fracs, access = point.joins()
-        for e, f, d in zip(edges.tolist(), fracs.tolist(), access.tolist(), strict=True):
-            for edge, frac in ((e, f), (int(g.rev[e]), 1.0 - f)):
-                if edge < 0:
-                    continue
-                out.append(
-                    {
-                        "from": _plain(g.node_ids[g.src[edge]]),
-                        "to": _plain(g.node_ids[g.dst[edge]]),
-                        "link_id": _plain(link_ids[g.link_pos[edge]]),
-                        "access_m": float(d),
-                        "frac": float(frac),
-                    }
-                )
+        # Each join, then its twin (the same road the other way) where it has one.
+        twin = g.rev[edges]
+        edge = np.column_stack([edges, twin]).reshape(-1)
+        frac = np.column_stack([fracs, 1.0 - fracs]).reshape(-1)
+        metres = np.repeat(access, 2)
+        keep = edge >= 0
+        edge, frac, metres = edge[keep], frac[keep], metres[keep]
+        columns = zip(
+            g.node_ids[g.src[edge]].tolist(),
+            g.node_ids[g.dst[edge]].tolist(),
+            self._link_ids[g.link_pos[edge]].tolist(),
+            metres.tolist(),
+            frac.tolist(),
+            strict=True,
+        )
+        out: list[dict[str, Any]] = [
+            {"from": u, "to": v, "link_id": link, "access_m": m, "frac": f}
+            for u, v, link, m, f in columns
+        ]
         return out
 
     def typical_ratio(self, mode: TravelMode | str) -> float:

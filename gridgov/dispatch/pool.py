@@ -401,19 +401,19 @@ class UnitPool:
                 np.concatenate([p[2] for p in parts]),
             )
         row, edge, frac, access = self._more_flat
-        pos = np.full(self.n, -1, dtype=np.int64)
-        pos[rows] = np.arange(len(rows))
-        point = pos[row]
-        sel = np.flatnonzero(point >= 0)
-        if len(sel) == 0:
+        # Each position of ``rows`` (a row may come more than once) takes its row's run.
+        start = np.searchsorted(row, rows, side="left")
+        count = np.searchsorted(row, rows, side="right") - start
+        total = int(count.sum())
+        if total == 0:
             return {}
-        # Grouped by point; a stable sort keeps each point's joins in their order.
-        sel = sel[np.argsort(point[sel], kind="stable")]
+        first = np.cumsum(count) - count
+        at = np.repeat(start - first, count) + np.arange(total)
         return {
-            "more_point": point[sel],
-            "more_edge": edge[sel],
-            "more_frac": frac[sel],
-            "more_access_m": access[sel],
+            "more_point": np.repeat(np.arange(len(rows), dtype=np.int64), count),
+            "more_edge": edge[at],
+            "more_frac": frac[at],
+            "more_access_m": access[at],
         }
 
     def snapped(self, rows: IntArray, mode: str) -> Snapped:
