@@ -101,7 +101,7 @@ class Snapped:
 
     def take(self, index: np.ndarray | list[int] | int) -> Snapped:
         """Return the points at ``index`` (an int gives a length-1 ``Snapped``)."""
-        idx = np.atleast_1d(np.asarray(index)).astype(np.int64)
+        idx = np.atleast_1d(np.asarray(index, dtype=np.int64))
         more: dict[str, np.ndarray] = {}
         if len(self.more_point):
             # Each taken point brings its own run of further joins, renumbered to its new place.
