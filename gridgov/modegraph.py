@@ -4,7 +4,9 @@
 strongly connected part, with a reversed CSR copy whose extra, virtual row stands for a search's
 target. :meth:`ModeGraph.search` runs one bounded reverse Dijkstra from that row; on a large graph
 it first tries a small region around the target and keeps the answer only when it is certified
-exact. :mod:`gridgov.network` snaps points onto these graphs and turns searches into travel times.
+exact. :func:`target_joins` seeds a search from every edge a target point is joined to, and
+:func:`legs_to` costs the ways from sources' joins to it. :mod:`gridgov.network` snaps points
+onto these graphs and turns searches into travel times.
 """
 
 from __future__ import annotations
@@ -597,3 +599,138 @@ def build_mode_graph(
         tilings=_tilings(node_xy[node_pos]),
     )
     return graph, kept_links, dropped
+
+
+# ---- a target's joins and the legs towards it ----
+# A point joins one or more edges (gridgov.network.Snapped); a target's joins seed its search,
+# and a source's joins are costed against them.
+
+
+@dataclass(frozen=True)
+class TargetJoins:
+    """A target's joins (edges, positions, access legs in seconds) and the seeds of its search.
+
+    Each join gives two seeds (``cols``/``seeds``; ``join`` and ``side`` say whose and which):
+    side 0 reaches the position from the edge's start, side 1 from its end over the reverse twin
+    (or, at the very end of a one-way edge, at its end node; otherwise it repeats side 0).
+    """
+
+    edge: np.ndarray
+    frac: np.ndarray
+    access_s: np.ndarray
+    cols: np.ndarray
+    seeds: np.ndarray
+    join: np.ndarray
+    side: np.ndarray
+
+
+def target_joins(
+    g: ModeGraph, edge: np.ndarray, frac: np.ndarray, access_m: np.ndarray
+) -> TargetJoins:
+    """The joins of one target point (its edges, positions and access legs in metres)."""
+    if len(edge) == 1:
+        return _one_join(g, int(edge[0]), float(frac[0]), float(access_m[0]))
+    e = np.asarray(edge, dtype=np.int64)
+    f = np.asarray(frac, dtype=float)
+    a = np.asarray(access_m, dtype=float)
+    f = np.asarray(f, dtype=float)
+    access_s = np.asarray(a, dtype=float) / g.access_ms
+    r = g.rev[e]
+    seed_a = access_s + f * g.time_s[e]
+    twin = r >= 0
+    # A point at the very end of a one-way edge is at its end node; elsewhere a one-way road
+    # is entered only from its start, and the second seed repeats the first.
+    at_end = ~twin & (f >= 1.0)
+    col_b = np.where(twin | at_end, g.dst[e], g.src[e])
+    seed_b = np.where(
+        twin,
+        access_s + (1.0 - f) * g.time_s[np.maximum(r, 0)],
+        np.where(at_end, access_s, seed_a),
+    )
+    k = len(e)
+    return TargetJoins(
+        edge=e,
+        frac=f,
+        access_s=access_s,
+        cols=np.column_stack([g.src[e], col_b]).reshape(-1),
+        seeds=np.column_stack([seed_a, seed_b]).reshape(-1),
+        join=np.repeat(np.arange(k), 2),
+        side=np.tile(np.array([0, 1]), k),
+    )
+
+
+def _one_join(g: ModeGraph, edge: int, frac: float, access_m: float) -> TargetJoins:
+    """:func:`target_joins` of a target with a single join, in scalars (the common case)."""
+    access_s = access_m / g.access_ms
+    r = int(g.rev[edge])
+    seed_a = access_s + frac * float(g.time_s[edge])
+    if r >= 0:
+        col_b, seed_b = int(g.dst[edge]), access_s + (1.0 - frac) * float(g.time_s[r])
+    elif frac >= 1.0:
+        col_b, seed_b = int(g.dst[edge]), access_s
+    else:
+        col_b, seed_b = int(g.src[edge]), seed_a
+    return TargetJoins(
+        edge=np.array([edge]),
+        frac=np.array([frac]),
+        access_s=np.array([access_s]),
+        cols=np.array([int(g.src[edge]), col_b]),
+        seeds=np.array([seed_a, seed_b]),
+        join=np.zeros(2, dtype=np.int64),
+        side=np.array([0, 1]),
+    )
+
+
+def _onto(g: ModeGraph, es: np.ndarray, s: np.ndarray, edge: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source positions on the reverse twin of ``edge`` expressed on ``edge`` (the same road)."""
+    r_t = int(g.rev[edge])
+    if r_t >= 0:
+        on_rev = es == r_t
+        if on_rev.any():
+            return np.where(on_rev, edge, es), np.where(on_rev, 1.0 - s, s)
+    return es, s
+
+
+@dataclass
+class Legs:
+    """Candidate costs (seconds, access of the source excluded) of source joins to one target.
+
+    ``costs`` has two rows per target join (direct forward, direct backward along its road, for
+    sources on that road) and then two more (via the end of the source's edge, via its start).
+    ``moved[j]`` holds the source edges and positions, moved onto target join ``j``'s edge
+    when on its reverse twin; the last two rows were computed on ``moved[0]``.
+    """
+
+    moved: list[tuple[np.ndarray, np.ndarray]]
+    costs: np.ndarray
+
+
+def legs_to(
+    g: ModeGraph, search: Search, es: np.ndarray, s: np.ndarray, target: TargetJoins
+) -> Legs:
+    """Costs from source joins (edges ``es`` at positions ``s``) to a searched target."""
+    n = len(es)
+    moved = [_onto(g, es, s, int(edge)) for edge in target.edge.tolist()]
+    rows: list[np.ndarray] = []
+    for (me, ms), edge, frac, access_s in zip(
+        moved, target.edge.tolist(), target.frac.tolist(), target.access_s.tolist(), strict=True
+    ):
+        direct_fwd = np.full(n, np.inf)
+        direct_bwd = np.full(n, np.inf)
+        same = me == edge
+        if same.any():
+            r_t = int(g.rev[edge])
+            t_here = float(g.time_s[edge])
+            direct_fwd = np.where(same & (ms <= frac), (frac - ms) * t_here + access_s, np.inf)
+            if r_t >= 0:
+                t_back = float(g.time_s[r_t])
+                direct_bwd = np.where(same & (ms >= frac), (ms - frac) * t_back + access_s, np.inf)
+        rows += [direct_fwd, direct_bwd]
+    es, s = moved[0]
+    ends = search.at(np.concatenate([g.dst[es], g.src[es]]))
+    via_end = (1.0 - s) * g.time_s[es] + ends[:n]
+    # Backwards needs the twin (``rev_time`` is inf without one), except from the very start of
+    # the edge: that point is the node.
+    back = np.multiply(s, g.rev_time[es], out=np.zeros(n), where=s > 0.0)
+    via_start = back + ends[n:]
+    return Legs(moved, np.stack([*rows, via_end, via_start]))

@@ -26,7 +26,15 @@ from shapely.geometry import LineString
 from shapely.ops import substring
 
 from gridgov.errors import DataFileError, InputError, NotFoundError
-from gridgov.modegraph import ModeGraph, Search, build_mode_graph, pair_twins
+from gridgov.modegraph import (
+    ModeGraph,
+    Search,
+    TargetJoins,
+    build_mode_graph,
+    legs_to,
+    pair_twins,
+    target_joins,
+)
 from gridgov.model import TravelMode
 from gridgov.roads import (
     SPEEDS_KMH,
@@ -401,131 +409,6 @@ class StraightLine:
 _ROUTE_FIRST_LIMIT_S = 60.0
 
 
-@dataclass(frozen=True)
-class _TargetJoins:
-    """A target's joins (edges, positions, access legs in seconds) and the seeds of its search.
-
-    Each join gives two seeds (``cols``/``seeds``; ``join`` and ``side`` say whose and which):
-    side 0 reaches the position from the edge's start, side 1 from its end over the reverse twin
-    (or, at the very end of a one-way edge, at its end node; otherwise it repeats side 0).
-    """
-
-    edge: np.ndarray
-    frac: np.ndarray
-    access_s: np.ndarray
-    cols: np.ndarray
-    seeds: np.ndarray
-    join: np.ndarray
-    side: np.ndarray
-
-
-def _target_joins(g: ModeGraph, target: Snapped) -> _TargetJoins:
-    if not len(target.more_point):
-        return _one_join(g, int(target.edge[0]), float(target.frac[0]), float(target.access_m[0]))
-    _, e, f, a = target.joins()
-    e = np.asarray(e, dtype=np.int64)
-    f = np.asarray(f, dtype=float)
-    access_s = np.asarray(a, dtype=float) / g.access_ms
-    r = g.rev[e]
-    seed_a = access_s + f * g.time_s[e]
-    twin = r >= 0
-    # A point at the very end of a one-way edge is at its end node; elsewhere a one-way road
-    # is entered only from its start, and the second seed repeats the first.
-    at_end = ~twin & (f >= 1.0)
-    col_b = np.where(twin | at_end, g.dst[e], g.src[e])
-    seed_b = np.where(
-        twin,
-        access_s + (1.0 - f) * g.time_s[np.maximum(r, 0)],
-        np.where(at_end, access_s, seed_a),
-    )
-    k = len(e)
-    return _TargetJoins(
-        edge=e,
-        frac=f,
-        access_s=access_s,
-        cols=np.column_stack([g.src[e], col_b]).reshape(-1),
-        seeds=np.column_stack([seed_a, seed_b]).reshape(-1),
-        join=np.repeat(np.arange(k), 2),
-        side=np.tile(np.array([0, 1]), k),
-    )
-
-
-def _one_join(g: ModeGraph, edge: int, frac: float, access_m: float) -> _TargetJoins:
-    """:func:`_target_joins` of a target with a single join, in scalars (the common case)."""
-    access_s = access_m / g.access_ms
-    r = int(g.rev[edge])
-    seed_a = access_s + frac * float(g.time_s[edge])
-    if r >= 0:
-        col_b, seed_b = int(g.dst[edge]), access_s + (1.0 - frac) * float(g.time_s[r])
-    elif frac >= 1.0:
-        col_b, seed_b = int(g.dst[edge]), access_s
-    else:
-        col_b, seed_b = int(g.src[edge]), seed_a
-    return _TargetJoins(
-        edge=np.array([edge]),
-        frac=np.array([frac]),
-        access_s=np.array([access_s]),
-        cols=np.array([int(g.src[edge]), col_b]),
-        seeds=np.array([seed_a, seed_b]),
-        join=np.zeros(2, dtype=np.int64),
-        side=np.array([0, 1]),
-    )
-
-
-def _onto(g: ModeGraph, es: np.ndarray, s: np.ndarray, edge: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source positions on the reverse twin of ``edge`` expressed on ``edge`` (the same road)."""
-    r_t = int(g.rev[edge])
-    if r_t >= 0:
-        on_rev = es == r_t
-        if on_rev.any():
-            return np.where(on_rev, edge, es), np.where(on_rev, 1.0 - s, s)
-    return es, s
-
-
-@dataclass
-class _Legs:
-    """Candidate costs (seconds, access of the source excluded) of source joins to one target.
-
-    ``costs`` has two rows per target join (direct forward, direct backward along its road, for
-    sources on that road) and then two more (via the end of the source's edge, via its start).
-    ``moved[j]`` holds the source edges and positions, moved onto target join ``j``'s edge
-    when on its reverse twin; the last two rows were computed on ``moved[0]``.
-    """
-
-    moved: list[tuple[np.ndarray, np.ndarray]]
-    costs: np.ndarray
-
-
-def _legs_to(
-    g: ModeGraph, search: Search, es: np.ndarray, s: np.ndarray, target: _TargetJoins
-) -> _Legs:
-    n = len(es)
-    moved = [_onto(g, es, s, int(edge)) for edge in target.edge.tolist()]
-    rows: list[np.ndarray] = []
-    for (me, ms), edge, frac, access_s in zip(
-        moved, target.edge.tolist(), target.frac.tolist(), target.access_s.tolist(), strict=True
-    ):
-        direct_fwd = np.full(n, np.inf)
-        direct_bwd = np.full(n, np.inf)
-        same = me == edge
-        if same.any():
-            r_t = int(g.rev[edge])
-            t_here = float(g.time_s[edge])
-            direct_fwd = np.where(same & (ms <= frac), (frac - ms) * t_here + access_s, np.inf)
-            if r_t >= 0:
-                t_back = float(g.time_s[r_t])
-                direct_bwd = np.where(same & (ms >= frac), (ms - frac) * t_back + access_s, np.inf)
-        rows += [direct_fwd, direct_bwd]
-    es, s = moved[0]
-    ends = search.at(np.concatenate([g.dst[es], g.src[es]]))
-    via_end = (1.0 - s) * g.time_s[es] + ends[:n]
-    # Backwards needs the twin (``rev_time`` is inf without one), except from the very start of
-    # the edge: that point is the node.
-    back = np.multiply(s, g.rev_time[es], out=np.zeros(n), where=s > 0.0)
-    via_start = back + ends[n:]
-    return _Legs(moved, np.stack([*rows, via_end, via_start]))
-
-
 @dataclass
 class _NetworkField:
     """Times to one target, from one bounded reverse search (see :meth:`RoadNetwork.field_to`)."""
@@ -534,7 +417,7 @@ class _NetworkField:
     limit_s: float
     graph: ModeGraph
     search: Search
-    target: _TargetJoins
+    target: TargetJoins
 
     def times_from(self, sources: Snapped) -> np.ndarray:
         """Seconds from each source to the target; inf beyond ``limit_s`` or unreachable.
@@ -547,7 +430,7 @@ class _NetworkField:
             return np.zeros(0)
         point, es, s, access_m = sources.joins()
         _check_edges(self.graph, es)
-        legs = _legs_to(self.graph, self.search, es.astype(np.int64), s, self.target)
+        legs = legs_to(self.graph, self.search, es.astype(np.int64), s, self.target)
         total = access_m / self.graph.access_ms + legs.costs.min(axis=0)
         if len(total) > n:
             best = np.full(n, np.inf)
@@ -782,7 +665,7 @@ class RoadNetwork:
             raise InputError(msg)
         g = self._graph(target.mode)
         _check_edges(g, target.joins()[1])
-        joins = _target_joins(g, target)
+        joins = target_joins(g, *target.joins()[1:])
         found = g.search(joins.cols, joins.seeds, float(limit_s), predecessors=False)
         return _NetworkField(g.mode, float(limit_s), g, found, joins)
 
@@ -807,7 +690,7 @@ class RoadNetwork:
         g = self._graph(target.mode)
         _check_edges(g, source.joins()[1])
         _check_edges(g, target.joins()[1])
-        joins = _target_joins(g, target)
+        joins = target_joins(g, *target.joins()[1:])
         # Grow the search bound from the lower bound instead of searching the whole graph: the
         # distances within a bound do not depend on it, so the time equals the field's exactly.
         if limit_s is not None and limit_s >= 0:
@@ -831,7 +714,7 @@ class RoadNetwork:
             )
             raise NotFoundError(msg)
         _, all_es, all_s, all_access = source.joins()
-        legs = _legs_to(g, found, all_es.astype(np.int64), all_s, joins)
+        legs = legs_to(g, found, all_es.astype(np.int64), all_s, joins)
         # The join of the source and the way that give the time (the field took the minimum).
         total = all_access / g.access_ms + legs.costs
         way, i = (int(v) for v in np.unravel_index(int(np.argmin(total)), total.shape))

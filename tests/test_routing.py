@@ -625,7 +625,7 @@ def test_regional_searches_equal_whole_graph_searches(lattice: RoadNetwork, mode
     for k in range(len(targets)):
         target = targets.take(k)
         limit = float(rng.choice([20.0, 60.0, 150.0, 400.0, 900.0, 2_500.0]))
-        joins = network._target_joins(g, target)
+        joins = modegraph.target_joins(g, *target.joins()[1:])
         part = g.search(joins.cols, joins.seeds, limit, predecessors=True)
         whole = g.search(joins.cols, joins.seeds, limit, predecessors=True, regional=False)
         regional += part.nodes is not None
