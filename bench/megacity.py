@@ -13,7 +13,7 @@ Roads
     every 8th line, ``urban_expressway`` every 40th line, and an ``expressway`` ring (closed to
     bikes and pedestrians) an eighth of the way in from the edge. Arterial and expressway nodes
     are jittered only along their road, so those roads stay straight. Speeds per class and mode
-    are :data:`MEGACITY_SPEEDS_KMH` (congested-hour figures, as :data:`gridgov.network.SPEEDS_KMH`
+    are :data:`MEGACITY_SPEEDS_KMH` (congested-hour figures, as :data:`gridgov.roads.SPEEDS_KMH`
     for the classes both share).
 
     Irregularities, so that the graph is not a perfect lattice and the routing layer's

@@ -154,9 +154,10 @@ def _forward_bounds(
     n = len(node_ids)
     virtual = n
 
-    es = np.asarray(sources.edge, dtype=np.int64)
-    s = np.asarray(sources.frac, dtype=float)
-    access = np.asarray(sources.access_m, dtype=float) / access_ms
+    # Every road a source is joined to (Snapped.joins) is a way out of it.
+    _, es, s, access = sources.joins()
+    es = np.asarray(es, dtype=np.int64)
+    access = np.asarray(access, dtype=float) / access_ms
     via_end = access + (1.0 - s) * time_s[es]
     # Leaving backwards needs the twin, except from the very start: that point is the node.
     back = np.multiply(s, rev_time[es], out=np.zeros(len(es)), where=s > 0.0)
@@ -176,9 +177,10 @@ def _forward_bounds(
     bound = limit_s * (1.0 + _REL_SLACK) + _ABS_SLACK_S
     dist = dijkstra(graph, directed=True, indices=virtual, limit=bound)
 
-    et = np.asarray(targets.edge, dtype=np.int64)
-    f = np.asarray(targets.frac, dtype=float)
-    access_t = np.asarray(targets.access_m, dtype=float) / access_ms
+    # A target is reached over any of its joined roads: the fastest counts.
+    point, et, f, access_t = targets.joins()
+    et = np.asarray(et, dtype=np.int64)
+    access_t = np.asarray(access_t, dtype=float) / access_ms
     at_a = dist[src[et]] + f * time_s[et]
     r_t = rev[et]
     # Reached from the edge's end over the twin, or, on a one-way edge, only at its very end.
@@ -186,10 +188,13 @@ def _forward_bounds(
     leg_b = np.where(f >= 1.0, 0.0, np.inf)
     leg_b[twin] = (1.0 - f[twin]) * rev_time[et[twin]]
     at_b = dist[dst[et]] + leg_b
-    times = np.minimum(at_a, at_b) + access_t
+    times = np.full(len(targets), np.inf)
+    np.minimum.at(times, point, np.minimum(at_a, at_b) + access_t)
     times = np.where(times <= bound, times, np.inf)
     source_roads = np.unique(es)
-    shared = np.isin(et, source_roads) | ((r_t >= 0) & np.isin(r_t, source_roads))
+    shared = np.zeros(len(targets), dtype=bool)
+    on_source_road = np.isin(et, source_roads) | ((r_t >= 0) & np.isin(r_t, source_roads))
+    shared[point[on_source_road]] = True
     return times, shared
 
 

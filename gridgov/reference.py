@@ -26,7 +26,7 @@ from shapely.geometry import Point, Polygon
 
 from gridgov.errors import DataFileError
 from gridgov.model import OFFICE_COLUMNS, UNIT_COLUMNS, ForceKind, Level, TravelMode, UnitStatus
-from gridgov.network import read_link_table, select_with_margin
+from gridgov.roads import read_link_table, select_with_margin
 from gridgov.settings import get_settings
 from gridgov.tessellate import (
     DEFAULT_GENERATED_COMMUNITIES,

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         description="A point farther than this from every usable road is not dispatched over the "
         "network: the incident is refused, a unit is left out, and the explanation says so.",
     )
+    snap_tolerance_m: float = Field(
+        default=1.0,
+        ge=0,
+        description="A point joins the nearest road and every other road whose distance is within "
+        "this many metres of the nearest: the two directions of a road are often drawn as two "
+        "ways that are not exact reverses, and both must serve the point.",
+    )
     position_max_age_min: float = Field(
         default=15.0,
         gt=0,

@@ -60,7 +60,7 @@ from gridgov.crs import to_wgs84
 from gridgov.errors import CRSError, DataFileError, GenerationError, InputError
 from gridgov.io import frame_to_wgs84, read_vector_wgs84, reject_geometry_errors
 from gridgov.model import Level
-from gridgov.network import read_link_table
+from gridgov.roads import read_link_table
 from gridgov.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -1382,7 +1382,7 @@ def read_roads(
     path
         A vector file of LineStrings/MultiLineStrings (e.g. the ``links`` layer of
         ``jinniu_roads.gpkg``), or a folder with ``roads_nodes.csv`` and ``roads_links.csv``
-        (read by :func:`gridgov.network.read_link_table`; a two-way road is kept once).
+        (read by :func:`gridgov.roads.read_link_table`; a two-way road is kept once).
     crs
         What the coordinates really are; it overrides the file's own CRS label. ``None`` trusts
         the label (an error asks for one when the file has none); a link table is WGS84.

@@ -23,7 +23,7 @@ from pyproj import Geod
 from scipy.optimize import linear_sum_assignment
 from shapely.geometry import Point
 
-from gridgov import dispatch, network
+from gridgov import dispatch, modegraph
 from gridgov.catalog import Catalog, load_catalog
 from gridgov.dispatch import search
 from gridgov.errors import InputError, OutsideDistrictError, UnknownMatterError
@@ -945,19 +945,19 @@ def test_regional_searches_change_no_decision(
 ) -> None:
     # The reference district cut into tiny regions, as a megacity is into large ones.
     with monkeypatch.context() as mp:
-        mp.setattr(network, "_REGION_MIN_NODES", 100)
-        mp.setattr(network, "_REGION_NODES", (40, 160))
+        mp.setattr(modegraph, "_REGION_MIN_NODES", 100)
+        mp.setattr(modegraph, "_REGION_NODES", (40, 160))
         regional = build_network(ref.gdf_nodes, ref.gdf_links)
     assert all(g.tilings for g in regional._graphs.values())
     certified = []
-    search_region = network._ModeGraph._search_region
+    search_region = modegraph.ModeGraph._search_region
 
     def spy(self: Any, *args: Any) -> Any:
         found = search_region(self, *args)
         certified.append(found is not None)
         return found
 
-    monkeypatch.setattr(network._ModeGraph, "_search_region", spy)
+    monkeypatch.setattr(modegraph.ModeGraph, "_search_region", spy)
     other = dispatch.build_context(ref.gdf_areas, catalog, regional, locator=ctx.locator)
     rng = np.random.default_rng(41)
     state = _set(units, rng.random(len(units)) < 0.3, status="busy")

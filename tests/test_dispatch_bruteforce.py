@@ -1,13 +1,17 @@
-"""The dispatcher against an independent brute force, on the reference district.
+"""The dispatcher against an independent brute force, on the reference district and on generated
+networks full of near-twin roads.
 
 Everything the dispatcher decides is recomputed here without its code: the largest strongly
-connected part per mode (networkx), snapping (shapely distances to every kept road), the incident's
+connected part per mode (networkx), snapping (shapely distances to every kept directed link: a
+point joins each link within 1 m of the nearest, DESIGN.md "Dispatch semantics" 4), the incident's
 street, community and grid (shapely containment), the street neighbours (shared borders measured in
-metres), every candidate's travel time (networkx Dijkstra on a graph whose roads are split at each
-unit and at the incident), and the tier rules of DESIGN.md "Dispatch semantics" as gridgov reads
-them (own grid worker for grid-level matters, street, touching streets, district, then the best
-over the maximum travel time). 2,000 random incidents, with about a third of the units busy or off
-duty so that every tier is reached.
+metres), every candidate's travel time (networkx Dijkstra on a graph whose links are split at each
+point joined to them), and the tier rules of DESIGN.md "Dispatch semantics" as gridgov reads them
+(own grid worker for grid-level matters, street, touching streets, district, then the best over
+the maximum travel time). With about a third of the units busy or off duty so that every tier is
+reached: 2,000 random incidents on the reference roads, and 3 x 700 on street lattices whose roads
+are drawn as OpenStreetMap often draws them (the two directions as two ways that are not exact
+reverses: an extra vertex on one, or one ending at a junction a few metres off).
 """
 
 from __future__ import annotations
@@ -38,6 +42,13 @@ from gridgov.settings import get_settings
 N_INCIDENTS = 2_000
 SEED = 20261127
 TOL_S = 1e-6
+# DESIGN.md "Dispatch semantics" 4: a point joins every link within about 1 m of the nearest (the
+# default of settings.snap_tolerance_m).
+SNAP_TOL_M = 1.0
+# The generated networks: seeds, incidents on each, lattice spacing (m).
+NEAR_TWIN_SEEDS = (101, 202, 303)
+NEAR_TWIN_INCIDENTS = 700
+NEAR_TWIN_SPACING_M = 450.0
 MODES = ("drive", "bike", "walk")
 _LEVEL_RANK = {lv: i for i, lv in enumerate(EscalationLevel)}
 
@@ -49,99 +60,123 @@ _LEVEL_RANK = {lv: i for i, lv in enumerate(EscalationLevel)}
 
 @dataclass
 class _ModeGraph:
-    """One mode's routable roads: a networkx graph and the kept road geometries (metres)."""
+    """One mode's routable links: a networkx graph and each kept directed link's metric line."""
 
     G: nx.DiGraph
-    # undirected roads: (a, b) with a < b -> directed weights and the metric line from a to b
-    roads: list[tuple[int, int]]
-    lines: np.ndarray
-    weight: dict[tuple[int, int], float]
-    # virtual points already inserted per road: (a, b) -> sorted [(frac from a, node)]
-    on_road: dict[tuple[int, int], list[tuple[float, Any]]] = field(default_factory=dict)
-    # directed edges currently standing for each road that has virtual points
-    pieces: dict[tuple[int, int], list[tuple[Any, Any]]] = field(default_factory=dict)
+    ends: list[tuple[int, int]]  # (u, v) per kept directed link
+    lines: np.ndarray  # metric LineString per kept link, drawn from u to v
+    weight: list[float]  # seconds per kept link
+    tree: shapely.STRtree  # over ``lines``
+    # virtual points already inserted per link: link -> sorted [(frac from u, node)]
+    on_link: dict[int, list[tuple[float, Any]]] = field(default_factory=dict)
+    # the edges currently standing for each link that has virtual points
+    pieces: dict[int, list[tuple[Any, Any]]] = field(default_factory=dict)
 
 
-def _mode_graph(gdf_links_m: gpd.GeoDataFrame, node_xy: dict[int, Any], mode: str) -> _ModeGraph:
-    speed = gdf_links_m[f"speed_{mode}_kmh"].to_numpy(float)
-    weight: dict[tuple[int, int], float] = {}
-    for u, v, length, kmh in zip(
+def _mode_graph(gdf_links_m: gpd.GeoDataFrame, mode: str) -> _ModeGraph:
+    rows: list[tuple[int, int, Any, float]] = []
+    for u, v, length, kmh, line in zip(
         gdf_links_m["u"].tolist(),
         gdf_links_m["v"].tolist(),
         gdf_links_m["length_m"].tolist(),
-        speed.tolist(),
+        gdf_links_m[f"speed_{mode}_kmh"].to_numpy(float).tolist(),
+        gdf_links_m.geometry,
         strict=True,
     ):
         if kmh > 0:
-            weight[(u, v)] = length / (kmh / 3.6)
+            rows.append((u, v, line, length / (kmh / 3.6)))
     if mode == "walk":
-        # Pedestrians are not bound by one-way rules.
-        for (u, v), w in list(weight.items()):
-            weight.setdefault((v, u), w)
+        # Pedestrians are not bound by one-way rules: a link with no link running back over the
+        # same line gets one.
+        drawn = {(u, v, tuple(line.coords)) for u, v, line, _ in rows}
+        for u, v, line, w in list(rows):
+            if (v, u, tuple(line.coords)[::-1]) not in drawn:
+                rows.append((v, u, shapely.reverse(line), w))
     G = nx.DiGraph()
-    G.add_weighted_edges_from((u, v, w) for (u, v), w in weight.items())
+    for u, v, _, w in rows:
+        if not G.has_edge(u, v) or G[u][v]["weight"] > w:
+            G.add_edge(u, v, weight=w)
     keep = max(nx.strongly_connected_components(G), key=len)
     G = G.subgraph(keep).copy()
-    weight = {(u, v): w for (u, v), w in weight.items() if u in keep and v in keep}
-    roads = sorted({(min(u, v), max(u, v)) for u, v in weight})
-    lines = np.array([shapely.LineString([node_xy[a], node_xy[b]]) for a, b in roads], dtype=object)
-    return _ModeGraph(G=G, roads=roads, lines=lines, weight=weight)
+    kept = [r for r in rows if r[0] in keep and r[1] in keep]
+    return _ModeGraph(
+        G=G,
+        ends=[(u, v) for u, v, _, _ in kept],
+        lines=np.array([line for _, _, line, _ in kept], dtype=object),
+        weight=[w for _, _, _, w in kept],
+        tree=shapely.STRtree([line for _, _, line, _ in kept]),
+    )
 
 
-def _snap(mg: _ModeGraph, x: float, y: float) -> tuple[int, float, float]:
-    """(road index, fraction from its smaller node id, distance in metres) by brute force."""
+def _snap(mg: _ModeGraph, x: float, y: float) -> list[tuple[int, float, float]]:
+    """Every link within the tolerance of the nearest: (link, fraction from u, metres)."""
     point = shapely.Point(x, y)
-    dist = shapely.distance(mg.lines, point)
-    i = int(np.argmin(dist))
-    line = mg.lines[i]
-    frac = float(shapely.line_locate_point(line, point, normalized=True))
-    return i, frac, float(dist[i])
+    first = int(mg.tree.query_nearest(point)[0])
+    nearest = float(shapely.distance(mg.lines[first], point))
+    near = mg.tree.query(point, predicate="dwithin", distance=nearest + SNAP_TOL_M + 1.0)
+    dist = shapely.distance(mg.lines[near], point)
+    nearest = min(nearest, float(dist.min()))
+    out = []
+    for i, d in zip(near.tolist(), dist.tolist(), strict=True):
+        if d <= nearest + SNAP_TOL_M:
+            frac = float(shapely.line_locate_point(mg.lines[i], point, normalized=True))
+            out.append((i, frac, d))
+    return sorted(out)
 
 
-def _rechain(mg: _ModeGraph, road: tuple[int, int]) -> None:
-    """Rebuild one road's directed pieces through the virtual points on it."""
-    a, b = road
-    for u, v in mg.pieces.pop(road, [(a, b), (b, a)]):
-        if mg.G.has_edge(u, v):
-            mg.G.remove_edge(u, v)
-    chain = [(0.0, a), *mg.on_road.get(road, []), (1.0, b)]
+def _rechain(mg: _ModeGraph, link: int) -> None:
+    """Rebuild one link's pieces through the virtual points on it."""
+    for a, b in mg.pieces.pop(link, []):
+        if mg.G.has_edge(a, b):
+            mg.G.remove_edge(a, b)
+    u, v = mg.ends[link]
+    chain = [(0.0, u), *mg.on_link.get(link, []), (1.0, v)]
     added: list[tuple[Any, Any]] = []
-    for (f1, n1), (f2, n2) in itertools.pairwise(chain):
-        if (a, b) in mg.weight:
-            mg.G.add_edge(n1, n2, weight=(f2 - f1) * mg.weight[(a, b)])
+    if len(chain) > 2:
+        for (f1, n1), (f2, n2) in itertools.pairwise(chain):
+            mg.G.add_edge(n1, n2, weight=(f2 - f1) * mg.weight[link])
             added.append((n1, n2))
-        if (b, a) in mg.weight:
-            mg.G.add_edge(n2, n1, weight=(f2 - f1) * mg.weight[(b, a)])
-            added.append((n2, n1))
+            if f1 == f2:  # two points at one place are at each other
+                mg.G.add_edge(n2, n1, weight=0.0)
+                added.append((n2, n1))
     # A virtual point exactly on a node *is* at that node, whatever the one-way rules say.
     for f, n in chain[1:-1]:
-        end = a if f == 0.0 else b if f == 1.0 else None
+        end = u if f == 0.0 else v if f == 1.0 else None
         if end is not None:
             mg.G.add_edge(n, end, weight=0.0)
             mg.G.add_edge(end, n, weight=0.0)
             added += [(n, end), (end, n)]
-    mg.pieces[road] = added
+    mg.pieces[link] = added
 
 
-def _insert(mg: _ModeGraph, name: Any, road_index: int, frac: float) -> None:
-    road = mg.roads[road_index]
-    mg.on_road.setdefault(road, [])
-    mg.on_road[road].append((frac, name))
-    mg.on_road[road].sort(key=lambda item: (item[0], str(item[1])))
-    _rechain(mg, road)
+def _insert(
+    mg: _ModeGraph, name: Any, joins: list[tuple[int, float, float]], access_ms: float, out: bool
+) -> None:
+    """Join the point ``name`` to its links: leaving over them (``out``) or arriving."""
+    for link, frac, dist in joins:
+        at = (name, link)
+        mg.on_link.setdefault(link, []).append((frac, at))
+        mg.on_link[link].sort(key=lambda item: (item[0], str(item[1])))
+        _rechain(mg, link)
+        if out:
+            mg.G.add_edge(name, at, weight=dist / access_ms)
+        else:
+            mg.G.add_edge(at, name, weight=dist / access_ms)
 
 
-def _remove(mg: _ModeGraph, name: Any, road_index: int) -> None:
-    road = mg.roads[road_index]
-    mg.on_road[road] = [item for item in mg.on_road[road] if item[1] != name]
-    _rechain(mg, road)
+def _remove(mg: _ModeGraph, name: Any, joins: list[tuple[int, float, float]]) -> None:
+    for link, _, _ in joins:
+        at = (name, link)
+        mg.on_link[link] = [item for item in mg.on_link[link] if item[1] != at]
+        _rechain(mg, link)
+        mg.G.remove_node(at)
     mg.G.remove_node(name)
 
 
 @dataclass
 class _World:
     graphs: dict[str, _ModeGraph]
-    units: pd.DataFrame  # unit_id, kind, street_code, grid_code, mode, access_s (own mode)
+    units: pd.DataFrame  # unit_id, kind, street_code, grid_code, mode, node
     gdf_grids: gpd.GeoDataFrame
     neighbours: dict[str, set[str]]
     access_kmh: dict[str, float]
@@ -149,6 +184,8 @@ class _World:
     to_metric: Transformer
     all_modes: dict[str, set[str]]  # kind -> modes of all its positioned units, any status
     by_kind: dict[str, list[tuple[str, str, str | None]]]  # usable (unit_id, street, grid)
+    units_of_mode: dict[str, list[tuple[str, str]]]  # usable (unit_id, graph node) per mode
+    usable_modes: dict[str, set[str]]  # kind -> modes of its usable units
 
 
 def _neighbours(gdf_areas: gpd.GeoDataFrame) -> dict[str, set[str]]:
@@ -185,16 +222,12 @@ def units_state(ref: Any) -> gpd.GeoDataFrame:
     return gdf
 
 
-@pytest.fixture(scope="module")
-def world(ref: Any, units_state: gpd.GeoDataFrame) -> _World:
+def _build_world(
+    gdf_links: gpd.GeoDataFrame, gdf_areas: gpd.GeoDataFrame, units_state: gpd.GeoDataFrame
+) -> _World:
     metric = get_settings().metric_crs
-    nodes_m = ref.gdf_nodes.to_crs(metric)
-    node_xy = {
-        int(n): (float(g.x), float(g.y))
-        for n, g in zip(nodes_m["node_id"], nodes_m.geometry, strict=True)
-    }
-    links_m = ref.gdf_links.to_crs(metric)
-    graphs = {mode: _mode_graph(links_m, node_xy, mode) for mode in MODES}
+    links_m = gdf_links.to_crs(metric)
+    graphs = {mode: _mode_graph(links_m, mode) for mode in MODES}
     access_kmh = dict(get_settings().access_speed_kmh)
     usable = units_state[(units_state["status"] == "available") & units_state["on_duty"]]
     usable_m = usable.to_crs(metric)
@@ -209,11 +242,11 @@ def world(ref: Any, units_state: gpd.GeoDataFrame) -> _World:
         strict=True,
     ):
         mg = graphs[mode]
-        road, frac, dist = _snap(mg, geom.x, geom.y)
-        if dist > get_settings().max_snap_m:
+        joins = _snap(mg, geom.x, geom.y)
+        if min(d for _, _, d in joins) > get_settings().max_snap_m:
             continue  # the dispatcher leaves such a unit out (and says so)
         name = f"unit:{unit_id}"
-        _insert(mg, name, road, frac)
+        _insert(mg, name, joins, access_kmh[mode] / 3.6, out=True)
         rows.append(
             {
                 "unit_id": unit_id,
@@ -221,16 +254,15 @@ def world(ref: Any, units_state: gpd.GeoDataFrame) -> _World:
                 "street_code": street,
                 "grid_code": grid if isinstance(grid, str) else None,
                 "mode": mode,
-                "access_s": dist / (access_kmh[mode] / 3.6),
                 "node": name,
             }
         )
-    grids = ref.gdf_areas[ref.gdf_areas["level"] == "grid"].reset_index(drop=True)
+    grids = gdf_areas[gdf_areas["level"] == "grid"].reset_index(drop=True)
     return _World(
         graphs=graphs,
         units=pd.DataFrame(rows),
         gdf_grids=grids,
-        neighbours=_neighbours(ref.gdf_areas),
+        neighbours=_neighbours(gdf_areas),
         access_kmh=access_kmh,
         grid_tree=shapely.STRtree(grids.geometry.to_numpy()),
         to_metric=Transformer.from_crs("EPSG:4326", metric, always_xy=True),
@@ -239,19 +271,28 @@ def world(ref: Any, units_state: gpd.GeoDataFrame) -> _World:
             for k, g in pd.DataFrame(rows).groupby("kind")
         },
         all_modes={str(k): set(g["travel_mode"]) for k, g in units_state.groupby("kind")},
+        usable_modes={str(k): set(g["mode"]) for k, g in pd.DataFrame(rows).groupby("kind")},
+        units_of_mode={
+            str(m): list(zip(g["unit_id"], g["node"], strict=True))
+            for m, g in pd.DataFrame(rows).groupby("mode")
+        },
     )
 
 
 @pytest.fixture(scope="module")
-def incidents(ref: Any) -> list[dispatch.Incident]:
-    rng = np.random.default_rng(SEED + 1)
+def world(ref: Any, units_state: gpd.GeoDataFrame) -> _World:
+    return _build_world(ref.gdf_links, ref.gdf_areas, units_state)
+
+
+def _random_incidents(ref: Any, n: int, seed: int) -> list[dispatch.Incident]:
+    rng = np.random.default_rng(seed)
     streets = ref.gdf_areas[ref.gdf_areas["level"] == "street"]
     district = shapely.union_all(streets.geometry.to_numpy())
     minx, miny, maxx, maxy = district.bounds
     codes = load_catalog().codes
     out: list[dispatch.Incident] = []
     t0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
-    while len(out) < N_INCIDENTS:
+    while len(out) < n:
         lon, lat = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
         if not district.contains(shapely.Point(lon, lat)):
             continue
@@ -265,6 +306,11 @@ def incidents(ref: Any) -> list[dispatch.Incident]:
             )
         )
     return out
+
+
+@pytest.fixture(scope="module")
+def incidents(ref: Any) -> list[dispatch.Incident]:
+    return _random_incidents(ref, N_INCIDENTS, SEED + 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,25 +337,28 @@ def _times_to_incident(
     worst_snap = 0.0
     for mode in sorted(modes):
         mg = world.graphs[mode]
-        road, frac, dist = _snap(mg, x, y)
-        worst_snap = max(worst_snap, dist)
-        mine = world.units[world.units["mode"] == mode]
-        if mine.empty:
+        joins = _snap(mg, x, y)
+        worst_snap = max(worst_snap, min(d for _, _, d in joins))
+        mine = world.units_of_mode.get(mode, [])
+        if not mine:
             continue
-        _insert(mg, "incident", road, frac)
+        _insert(mg, "incident", joins, world.access_kmh[mode] / 3.6, out=False)
         try:
             reach = nx.single_source_dijkstra_path_length(
                 mg.G.reverse(copy=False), "incident", cutoff=cutoff
             )
         finally:
-            _remove(mg, "incident", road)
-        leg = dist / (world.access_kmh[mode] / 3.6)
-        for unit_id, node, access in zip(
-            mine["unit_id"], mine["node"], mine["access_s"], strict=True
-        ):
+            _remove(mg, "incident", joins)
+        for unit_id, node in mine:
             t = reach.get(node)
-            times[unit_id] = math.inf if t is None else access + t + leg
+            times[unit_id] = math.inf if t is None else t
     return times, worst_snap
+
+
+def _snap_distance(world: _World, lon: float, lat: float, modes: set[str]) -> float:
+    """The point's distance to the nearest road of the farthest of ``modes``."""
+    x, y = world.to_metric.transform(lon, lat)
+    return max((min(d for _, _, d in _snap(world.graphs[m], x, y)) for m in modes), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -368,6 +417,80 @@ def _expected(
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Tally:
+    checked: int = 0
+    refused: int = 0
+    levels: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    mismatches: list[str] = field(default_factory=list)
+
+
+def _compare(
+    world: _World,
+    ctx: dispatch.DispatchContext,
+    gdf_units: gpd.GeoDataFrame,
+    incidents: list[dispatch.Incident],
+) -> _Tally:
+    """Dispatch every incident and compare each decision with the brute force."""
+    catalog = ctx.catalog
+    max_snap = get_settings().max_snap_m
+    tally = _Tally()
+    for incident in incidents:
+        matter = catalog.get(incident.matter_code)
+        street, community, grid = _placement(world, incident.lon, incident.lat)
+        kinds = [k.value for k in matter.required_kinds]
+        far_modes = set().union(*(world.all_modes.get(k, set()) for k in kinds))
+        snap_m = _snap_distance(world, incident.lon, incident.lat, far_modes)
+        if snap_m > max_snap:
+            with pytest.raises(InputError):
+                dispatch.dispatch_incident(incident, gdf_units, ctx, routes=False)
+            tally.refused += 1
+            continue
+        decision = dispatch.dispatch_incident(incident, gdf_units, ctx, routes=False)
+        assert decision.placement.street_code == street
+        assert decision.placement.grid_code == grid
+        # The brute force searches as far as any time that can matter: the maximum travel time
+        # (tiers accept below it) and the dispatcher's own picks (a better unit would lie below
+        # them). Only a kind the dispatcher left unfilled needs the whole graph.
+        cutoff: float | None = (
+            max([matter.max_travel_min * 60.0] + [a.time_s for a in decision.assignments]) + 1.0
+        )
+        if decision.unfilled:
+            cutoff = None
+        modes = set().union(*(world.usable_modes.get(k, set()) for k in kinds))
+        times, _ = _times_to_incident(world, incident.lon, incident.lat, modes, cutoff)
+        expected = _expected(world, matter, street, community, grid, times)
+        got = {a.kind.value: a for a in decision.assignments}
+        if set(got) != {e.kind for e in expected}:
+            tally.mismatches.append(
+                f"{incident.incident_id}: kinds {sorted(got)}, expected "
+                f"{sorted(e.kind for e in expected)}"
+            )
+            continue
+        for exp in expected:
+            a = got[exp.kind]
+            best_t = min(exp.times.values())
+            tied = sorted(u for u, t in exp.times.items() if abs(t - best_t) <= TOL_S)
+            if abs(a.time_s - best_t) > TOL_S or a.unit_id != tied[0]:
+                tally.mismatches.append(
+                    f"{incident.incident_id} {exp.kind}: got {a.unit_id} {a.time_s:.6f}s, "
+                    f"expected {tied[0]} {best_t:.6f}s"
+                )
+            if a.level is not exp.level or a.over_max_travel is not exp.over_max:
+                tally.mismatches.append(
+                    f"{incident.incident_id} {exp.kind}: level {a.level}/{a.over_max_travel}, "
+                    f"expected {exp.level}/{exp.over_max}"
+                )
+            tally.levels[exp.level.value + ("+over" if exp.over_max else "")] += 1
+        widest = max((e.level for e in expected), key=_LEVEL_RANK.__getitem__, default=None)
+        if decision.level != widest:
+            tally.mismatches.append(
+                f"{incident.incident_id}: level {decision.level}, expected {widest}"
+            )
+        tally.checked += 1
+    return tally
+
+
 @pytest.mark.slow
 def test_dispatch_matches_brute_force(
     ref: Any,
@@ -381,60 +504,140 @@ def test_dispatch_matches_brute_force(
     )
     now = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
     gdf_units = dispatch.prepare_units(units_state, ref.gdf_offices, now=now)
-    max_snap = get_settings().max_snap_m
-    checked = refused = 0
-    levels: dict[str, int] = defaultdict(int)
-    mismatches: list[str] = []
-    for incident in incidents:
-        matter = catalog.get(incident.matter_code)
-        street, community, grid = _placement(world, incident.lon, incident.lat)
-        kinds = [k.value for k in matter.required_kinds]
-        far_modes = set().union(*(world.all_modes.get(k, set()) for k in kinds))
-        _, snap_m = _times_to_incident(world, incident.lon, incident.lat, far_modes, cutoff=0.0)
-        if snap_m > max_snap:
-            with pytest.raises(InputError):
-                dispatch.dispatch_incident(incident, gdf_units, ctx, routes=False)
-            refused += 1
-            continue
-        decision = dispatch.dispatch_incident(incident, gdf_units, ctx, routes=False)
-        assert decision.placement.street_code == street
-        assert decision.placement.grid_code == grid
-        # The brute force searches as far as any time that can matter: the maximum travel time
-        # (tiers accept below it) and the dispatcher's own picks (a better unit would lie below
-        # them). Only a kind the dispatcher left unfilled needs the whole graph.
-        cutoff: float | None = (
-            max([matter.max_travel_min * 60.0] + [a.time_s for a in decision.assignments]) + 1.0
-        )
-        if decision.unfilled:
-            cutoff = None
-        modes = {
-            m for m, k in zip(world.units["mode"], world.units["kind"], strict=True) if k in kinds
-        }
-        times, _ = _times_to_incident(world, incident.lon, incident.lat, modes, cutoff)
-        expected = _expected(world, matter, street, community, grid, times)
-        got = {a.kind.value: a for a in decision.assignments}
-        assert set(got) == {e.kind for e in expected}, incident
-        for exp in expected:
-            a = got[exp.kind]
-            best_t = min(exp.times.values())
-            tied = sorted(u for u, t in exp.times.items() if abs(t - best_t) <= TOL_S)
-            if abs(a.time_s - best_t) > TOL_S or a.unit_id != tied[0]:
-                mismatches.append(
-                    f"{incident.incident_id} {exp.kind}: got {a.unit_id} {a.time_s:.6f}s, "
-                    f"expected {tied[0]} {best_t:.6f}s"
-                )
-            if a.level is not exp.level or a.over_max_travel is not exp.over_max:
-                mismatches.append(
-                    f"{incident.incident_id} {exp.kind}: level {a.level}/{a.over_max_travel}, "
-                    f"expected {exp.level}/{exp.over_max}"
-                )
-            levels[exp.level.value + ("+over" if exp.over_max else "")] += 1
-        widest = max((e.level for e in expected), key=_LEVEL_RANK.__getitem__, default=None)
-        assert decision.level == widest
-        checked += 1
+    tally = _compare(world, ctx, gdf_units, incidents)
+    mismatches, levels, checked = tally.mismatches, tally.levels, tally.checked
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:10]}"
-    assert checked + refused == N_INCIDENTS
+    assert checked + tally.refused == N_INCIDENTS
     # The sample must exercise every rule, or the comparison proves little.
     for level in ("community", "street", "neighbour", "district"):
         assert levels[level] > 0, dict(levels)
     assert checked > 0.9 * N_INCIDENTS
+
+
+# --------------------------------------------------------------------------------------------
+# generated networks with near-twin pairs
+# --------------------------------------------------------------------------------------------
+
+
+def _near_twin_roads(
+    gdf_areas: gpd.GeoDataFrame, seed: int
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, dict[str, int]]:
+    """A jittered street lattice over the district whose roads are drawn as OSM often draws them.
+
+    Each road between two lattice nodes is, at random: exact twins (one line, both ways); one
+    way only; a near-twin pair whose way back has an extra vertex 0.2-2.5 m off the line; or a
+    near-twin pair whose way back ends at a junction 2-6 m from the other's end (joined to it by
+    a short two-way connector). Returns nodes, links (EPSG:4326) and the count of each kind.
+    """
+    rng = np.random.default_rng(seed)
+    metric = get_settings().metric_crs
+    streets = gdf_areas[gdf_areas["level"] == "street"].to_crs(metric)
+    x0, y0, x1, y1 = streets.total_bounds
+    sp = NEAR_TWIN_SPACING_M
+    cols = math.ceil((x1 - x0 + 600.0) / sp) + 1
+    rows = math.ceil((y1 - y0 + 600.0) / sp) + 1
+    ii, jj = np.meshgrid(np.arange(cols), np.arange(rows))
+    xy = np.column_stack(
+        [
+            x0 - 300.0 + ii.ravel() * sp + rng.uniform(-0.2, 0.2, ii.size) * sp,
+            y0 - 300.0 + jj.ravel() * sp + rng.uniform(-0.2, 0.2, ii.size) * sp,
+        ]
+    )
+    points: list[tuple[float, float]] = [tuple(p) for p in xy.tolist()]
+    links: list[tuple[int, int, list[tuple[float, float]], bool]] = []
+    counts = {"twin": 0, "one_way": 0, "extra_vertex": 0, "offset_junction": 0}
+    pairs = [
+        (j * cols + i, j * cols + i + 1, j % 4 == 0) for j in range(rows) for i in range(cols - 1)
+    ]
+    pairs += [
+        (j * cols + i, (j + 1) * cols + i, i % 4 == 0) for j in range(rows - 1) for i in range(cols)
+    ]
+    for a, b, main in pairs:
+        if rng.random() < 0.08:
+            continue
+        pa, pb = points[a], points[b]
+        kind = str(rng.choice(list(counts), p=[0.25, 0.1, 0.35, 0.3]))
+        counts[kind] += 1
+        if kind == "twin":
+            links += [(a, b, [pa, pb], main), (b, a, [pb, pa], main)]
+        elif kind == "one_way":
+            links.append((a, b, [pa, pb], main) if rng.random() < 0.5 else (b, a, [pb, pa], main))
+        elif kind == "extra_vertex":
+            dx, dy = pb[0] - pa[0], pb[1] - pa[1]
+            norm = math.hypot(dx, dy)
+            off = rng.uniform(0.2, 2.5) * rng.choice([-1.0, 1.0])
+            at = rng.uniform(0.2, 0.8)
+            mid = (pa[0] + at * dx - off * dy / norm, pa[1] + at * dy + off * dx / norm)
+            links += [(a, b, [pa, pb], main), (b, a, [pb, mid, pa], main)]
+        else:
+            # The way back ends at its own junction a few metres from the other's end.
+            end, other = (a, b) if rng.random() < 0.5 else (b, a)
+            angle = rng.uniform(0.0, 2.0 * math.pi)
+            dist = rng.uniform(2.0, 6.0)
+            pe = points[end]
+            points.append((pe[0] + dist * math.cos(angle), pe[1] + dist * math.sin(angle)))
+            near = len(points) - 1
+            po, pn = points[other], points[near]
+            links += [
+                (end, other, [pe, po], main),
+                (other, near, [po, pn], main),
+                (near, end, [pn, pe], False),
+                (end, near, [pe, pn], False),
+            ]
+    nodes = gpd.GeoDataFrame(
+        {"node_id": np.arange(len(points), dtype=np.int64)},
+        geometry=gpd.points_from_xy([p[0] for p in points], [p[1] for p in points]),
+        crs=metric,
+    ).to_crs("EPSG:4326")
+    lines = [shapely.LineString(c) for _, _, c, _ in links]
+    main_road = np.array([m for _, _, _, m in links])
+    gdf_links = gpd.GeoDataFrame(
+        {
+            "link_id": np.arange(len(links), dtype=np.int64),
+            "u": np.array([u for u, _, _, _ in links], dtype=np.int64),
+            "v": np.array([v for _, v, _, _ in links], dtype=np.int64),
+            "length_m": shapely.length(np.array(lines, dtype=object)),
+            "speed_drive_kmh": np.where(main_road, 45.0, 25.0),
+            "speed_bike_kmh": np.where(main_road, 15.0, 12.0),
+            "speed_walk_kmh": 5.0,
+        },
+        geometry=lines,
+        crs=metric,
+    ).to_crs("EPSG:4326")
+    return nodes, gdf_links, counts
+
+
+@pytest.mark.slow
+def test_dispatch_matches_brute_force_on_near_twin_networks(
+    ref: Any, units_state: gpd.GeoDataFrame
+) -> None:
+    """Generated networks full of near-twin pairs: 0 mismatches over 2,100 incidents."""
+    catalog = load_catalog()
+    now = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    gdf_units = dispatch.prepare_units(units_state, ref.gdf_offices, now=now)
+    total = _Tally()
+    near_twins = 0
+    for seed in NEAR_TWIN_SEEDS:
+        gdf_nodes, gdf_links, counts = _near_twin_roads(ref.gdf_areas, seed)
+        near_twins += counts["extra_vertex"] + counts["offset_junction"]
+        world = _build_world(gdf_links, ref.gdf_areas, units_state)
+        ctx = dispatch.build_context(ref.gdf_areas, catalog, build_network(gdf_nodes, gdf_links))
+        tally = _compare(world, ctx, gdf_units, _random_incidents(ref, NEAR_TWIN_INCIDENTS, seed))
+        total.checked += tally.checked
+        total.refused += tally.refused
+        total.mismatches += tally.mismatches
+        for level, n in tally.levels.items():
+            total.levels[level] += n
+    print(
+        f"near-twin networks {NEAR_TWIN_SEEDS}: {near_twins} near-twin pairs, "
+        f"{total.checked} incidents compared ({total.refused} refused), "
+        f"{len(total.mismatches)} mismatches, levels {dict(total.levels)}"
+    )
+    assert not total.mismatches, (
+        f"{len(total.mismatches)} mismatches, first: {total.mismatches[:10]}"
+    )
+    assert total.checked + total.refused == len(NEAR_TWIN_SEEDS) * NEAR_TWIN_INCIDENTS
+    assert total.checked >= 2_000
+    assert near_twins > 1_000
+    for level in ("community", "street", "neighbour", "district"):
+        assert total.levels[level] > 0, dict(total.levels)

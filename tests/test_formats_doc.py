@@ -12,7 +12,7 @@ import yaml
 from gridgov import catalog
 from gridgov.areas import REQUIRED_COLUMNS as AREA_REQUIRED
 from gridgov.model import ROAD_NODE_COLUMNS
-from gridgov.network import LINK_COLUMNS, NODE_COLUMNS
+from gridgov.roads import LINK_COLUMNS, NODE_COLUMNS
 from gridgov.tessellate import ADMIN_COLUMNS
 from gridgov.units import OFFICE_REQUIRED_COLUMNS, UNIT_REQUIRED_COLUMNS
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gridgov.errors import DataFileError
-from gridgov.network import SPEEDS_KMH, read_link_table, select_with_margin
+from gridgov.roads import SPEEDS_KMH, read_link_table, select_with_margin
 from gridgov.settings import get_settings
 
 CHENGDU = get_settings().data_dir / "chengdu"

@@ -1,4 +1,4 @@
-"""Reading OpenStreetMap extracts into road networks (gridgov.network.read_osm)."""
+"""Reading OpenStreetMap extracts into road networks (gridgov.roads.read_osm)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,9 @@ import shapely
 from pyproj import Geod
 
 from gridgov.errors import DataFileError
-from gridgov.network import (
-    OSM_SPEEDS_KMH,
-    RoadNetwork,
-    build_network,
-    read_network,
-    read_osm,
-)
+from gridgov.network import RoadNetwork, build_network, read_network
 from gridgov.reference import read_reference_district
+from gridgov.roads import OSM_SPEEDS_KMH, read_osm
 from gridgov.settings import get_settings
 
 HELSINKI = get_settings().data_dir / "osm" / "helsinki.osm.pbf"

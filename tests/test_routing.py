@@ -15,11 +15,10 @@ import pytest
 import shapely
 from pyproj import Geod
 
-from gridgov import network
+from gridgov import modegraph, network
 from gridgov.errors import DataFileError, InputError
 from gridgov.model import TravelMode
 from gridgov.network import (
-    SPEEDS_KMH,
     RoadNetwork,
     Snapped,
     StraightLine,
@@ -27,6 +26,7 @@ from gridgov.network import (
     read_network,
 )
 from gridgov.reference import read_reference_district
+from gridgov.roads import SPEEDS_KMH
 from gridgov.settings import get_settings
 
 MODES = [m.value for m in TravelMode]
@@ -41,6 +41,25 @@ def ref():
 @pytest.fixture(scope="module")
 def net(ref) -> RoadNetwork:
     return build_network(ref.gdf_nodes, ref.gdf_links)
+
+
+@pytest.fixture(scope="module")
+def single_join_net(ref) -> RoadNetwork:
+    """The network with ``snap_tolerance_m = 0``: each point joins its nearest road only.
+
+    The networkx model below inserts a point into one road (and its exact twin), as gridgov did
+    before points joined every road within the tolerance; with the tolerance at 0 the engine must
+    still agree with it exactly. Joining every road within the tolerance is checked against an
+    independent model in test_dispatch_bruteforce.py and by hand in test_snapping.py.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRIDGOV_SNAP_TOLERANCE_M", "0")
+        get_settings.cache_clear()
+        try:
+            return build_network(ref.gdf_nodes, ref.gdf_links)
+        finally:
+            mp.undo()
+            get_settings.cache_clear()
 
 
 def _random_points(ref, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +126,8 @@ def _nx_times(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_times_match_networkx(ref, net: RoadNetwork, mode: str) -> None:
+def test_times_match_networkx(ref, single_join_net: RoadNetwork, mode: str) -> None:
+    net = single_join_net
     G = _nx_graph(ref.gdf_links, mode)
     lon, lat = _random_points(ref, 420, seed=hash(mode) % 1000)
     points = net.snap(lon, lat, mode)
@@ -357,7 +377,10 @@ def test_island_is_dropped_and_never_snapped(ref) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_route_matches_field_and_draws_the_way(ref, net: RoadNetwork, mode: str) -> None:
+def test_route_matches_field_and_draws_the_way(
+    ref, single_join_net: RoadNetwork, mode: str
+) -> None:
+    net = single_join_net
     lon, lat = _random_points(ref, 40, seed=11)
     points = net.snap(lon, lat, mode)
     edges = net.edges(mode)
@@ -603,8 +626,8 @@ def lattice() -> RoadNetwork:
     """A 12,100-node lattice cut into small regions (the thresholds scaled down from a city's)."""
     nodes, links = _lattice_frames(110, seed=5)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(network, "_REGION_MIN_NODES", 2_000)
-        mp.setattr(network, "_REGION_NODES", (700, 2_800))
+        mp.setattr(modegraph, "_REGION_MIN_NODES", 2_000)
+        mp.setattr(modegraph, "_REGION_NODES", (700, 2_800))
         return build_network(nodes, links)
 
 
@@ -625,10 +648,9 @@ def test_regional_searches_equal_whole_graph_searches(lattice: RoadNetwork, mode
     for k in range(len(targets)):
         target = targets.take(k)
         limit = float(rng.choice([20.0, 60.0, 150.0, 400.0, 900.0, 2_500.0]))
-        edge, frac = int(target.edge[0]), float(target.frac[0])
-        access = float(target.access_m[0]) / g.access_ms
-        part = g.search(edge, frac, access, limit, predecessors=True)
-        whole = g.search(edge, frac, access, limit, predecessors=True, regional=False)
+        joins = modegraph.target_joins(g, *target.joins()[1:])
+        part = g.search(joins.cols, joins.seeds, limit, predecessors=True)
+        whole = g.search(joins.cols, joins.seeds, limit, predecessors=True, regional=False)
         regional += part.nodes is not None
         # Node times: the same bits up to the limit, nothing finite above it.
         mine, theirs = part.at(every_node), whole.at(every_node)
@@ -637,7 +659,7 @@ def test_regional_searches_equal_whole_graph_searches(lattice: RoadNetwork, mode
         )
         # Unit times through the public field, against a field over the whole-graph search.
         field = lattice.field_to(target, limit)
-        want = network._NetworkField(g.mode, limit, g, whole, edge, frac, access)
+        want = network._NetworkField(g.mode, limit, g, whole, joins)
         got = field.times_from(sources)
         assert np.array_equal(got, want.times_from(sources))
         # Routes from the regional search follow a path of that very time.
@@ -654,10 +676,10 @@ def test_regions_are_built_only_for_large_graphs(net: RoadNetwork) -> None:
     assert all(not g.tilings for g in net._graphs.values())
     rng = np.random.default_rng(3)
     points = rng.uniform(0, 45_000, size=(262_144, 2))
-    levels = network._tilings(points)
+    levels = modegraph._tilings(points)
     # A level is kept while its regions hold at most half the graph.
-    assert len(levels) == sum(2 * t <= len(points) for t in network._REGION_NODES) >= 2
-    for tiling, target in zip(levels, network._REGION_NODES, strict=False):
+    assert len(levels) == sum(2 * t <= len(points) for t in modegraph._REGION_NODES) >= 2
+    for tiling, target in zip(levels, modegraph._REGION_NODES, strict=False):
         x0, y0, x1, y1 = tiling.box(tiling.nx * tiling.ny - 1)
         assert x1 - x0 == pytest.approx(tiling.cell + 2 * tiling.margin)
         assert (x1, y1) >= (tiling.x1, tiling.y1)
@@ -672,7 +694,7 @@ def test_regions_are_built_only_for_large_graphs(net: RoadNetwork) -> None:
         tile, gap = tiling.locate(x0 + tiling.margin + 1.0, y0 + tiling.margin + 1.0)
         assert tiling.box(tile) == (x0, y0, x1, y1)
         assert gap == pytest.approx(tiling.margin + 1.0)
-    assert network._tilings(points[: network._REGION_MIN_NODES - 1]) == ()
+    assert modegraph._tilings(points[: modegraph._REGION_MIN_NODES - 1]) == ()
 
 
 def test_pickled_network_rebuilds_its_regions(lattice: RoadNetwork) -> None:

@@ -41,6 +41,8 @@ KIND_ID: dict[ForceKind, int] = {k: i for i, k in enumerate(ForceKind)}
 
 # Unit snaps kept by a context; cleared when full (moving AVL positions keep adding keys).
 _SNAP_CACHE_MAX = 500_000
+# A unit's further joined roads: edges, positions and access legs (see Snapped.more_*).
+_More = tuple[IntArray, FloatArray, FloatArray]
 
 
 @dataclass
@@ -56,8 +58,8 @@ class DispatchContext:
     travel: TravelModel
     locator: Locator
     neighbours: dict[str, list[str]]
-    _snaps: dict[tuple[str, float, float, str], tuple[int, float, float, bool]] = field(
-        default_factory=dict, init=False, repr=False
+    _snaps: dict[tuple[str, float, float, str], tuple[int, float, float, bool, _More | None]] = (
+        field(default_factory=dict, init=False, repr=False)
     )
     _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
@@ -285,6 +287,9 @@ class UnitPool:
         self.frac: FloatArray = np.zeros(n)
         self.access_m: FloatArray = np.zeros(n)
         self.far: BoolArray = np.zeros(n, dtype=bool)
+        # The further roads a unit is joined to (Snapped.more_*), for the few units that have any.
+        self.more: dict[int, _More] = {}
+        self._more_flat: tuple[IntArray, IntArray, FloatArray, FloatArray] | None = None
 
     # Columns most decisions never read are fetched on first use.
     def _optional(self, column: str) -> ObjArray:
@@ -341,7 +346,8 @@ class UnitPool:
             if hit is None:
                 misses.setdefault(self.mode[r], []).append(r)
             else:
-                self.edge[r], self.frac[r], self.access_m[r], self.far[r] = hit
+                self.edge[r], self.frac[r], self.access_m[r], self.far[r], more = hit
+                self._set_more(r, more)
         if misses and len(cache) > _SNAP_CACHE_MAX:
             cache.clear()
         for mode, todo in sorted(misses.items()):
@@ -349,17 +355,61 @@ class UnitPool:
             snap = self.ctx.travel.snap(self.lon[idx], self.lat[idx], mode)
             self.edge[idx], self.frac[idx] = snap.edge, snap.frac
             self.access_m[idx], self.far[idx] = snap.access_m, snap.far
+            runs = np.searchsorted(snap.more_point, np.arange(len(todo) + 1))
             for j, r in enumerate(todo):
+                a, b = int(runs[j]), int(runs[j + 1])
+                more = (
+                    (snap.more_edge[a:b], snap.more_frac[a:b], snap.more_access_m[a:b])
+                    if b > a
+                    else None
+                )
+                self._set_more(r, more)
                 cache[(self.ids[r], self.lon[r], self.lat[r], self.mode[r])] = (
                     int(snap.edge[j]),
                     float(snap.frac[j]),
                     float(snap.access_m[j]),
                     bool(snap.far[j]),
+                    more,
                 )
         self._known[rows] = True
 
+    def _set_more(self, r: int, more: _More | None) -> None:
+        if more is not None:
+            self.more[r] = more
+            self._more_flat = None
+
+    def _further_joins(self, rows: IntArray) -> dict[str, np.ndarray]:
+        """The ``more_*`` arrays of ``Snapped`` for ``rows``."""
+        if not self.more:
+            return {}
+        if self._more_flat is None:
+            order = sorted(self.more)
+            parts = [self.more[r] for r in order]
+            self._more_flat = (
+                np.repeat(np.asarray(order, dtype=np.int64), [len(p[0]) for p in parts]),
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]),
+            )
+        row, edge, frac, access = self._more_flat
+        # Each position of ``rows`` (a row may come more than once) takes its row's run.
+        start = np.searchsorted(row, rows, side="left")
+        count = np.searchsorted(row, rows, side="right") - start
+        total = int(count.sum())
+        if total == 0:
+            return {}
+        first = np.cumsum(count) - count
+        at = np.repeat(start - first, count) + np.arange(total)
+        return {
+            "more_point": np.repeat(np.arange(len(rows), dtype=np.int64), count),
+            "more_edge": edge[at],
+            "more_frac": frac[at],
+            "more_access_m": access[at],
+        }
+
     def snapped(self, rows: IntArray, mode: str) -> Snapped:
         """The snaps of ``rows`` (all of ``mode``, already ensured)."""
+        extra = self._further_joins(rows)
         return Snapped(
             mode=TravelMode(mode),
             lon=self.lon[rows],
@@ -368,6 +418,7 @@ class UnitPool:
             frac=self.frac[rows],
             access_m=self.access_m[rows],
             far=self.far[rows],
+            **extra,
         )
 
     def reasons(

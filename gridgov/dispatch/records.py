@@ -197,7 +197,7 @@ def route_to_geojson(route: Route) -> dict[str, Any]:
         "mode": route.mode.value,
         "time_s": json_float(route.time_s),
         "length_m": json_float(route.length_m),
-        "node_ids": [int(n) for n in route.node_ids],
+        "node_ids": list(route.node_ids),
     }
 
 

@@ -20,7 +20,7 @@ from gridgov.dispatch.records import Assignment, Decision, Incident, Placement
 from gridgov.dispatch.search import Target, needed_modes, snap_incident
 from gridgov.errors import OutsideDistrictError
 from gridgov.model import EscalationLevel, ForceKind, HandlingLevel, UnitStatus
-from gridgov.network import Snapped
+from gridgov.network import Snapped, TravelModel
 from gridgov.settings import get_settings
 
 #: Tiers of single dispatch, in the order they are tried.
@@ -174,7 +174,7 @@ def build_decision(
     explanation = {
         "method": method,
         "travel_model": ctx.describe_travel(),
-        "incident": _incident_note(incident, placement, target.snaps),
+        "incident": _incident_note(incident, placement, target.snaps, target.travel),
         "matter": _matter_note(matter),
         "kinds": kind_notes,
         "searches": target.searches,
@@ -455,7 +455,7 @@ def _left_out(pool: UnitPool, items: list[tuple[int, str, str]]) -> list[dict[st
 
 
 def _incident_note(
-    incident: Incident, placement: Placement, snaps: dict[str, Snapped]
+    incident: Incident, placement: Placement, snaps: dict[str, Snapped], travel: TravelModel
 ) -> dict[str, Any]:
     return {
         "incident_id": incident.incident_id,
@@ -463,7 +463,11 @@ def _incident_note(
         "lat": incident.lat,
         "placement": placement.to_json(),
         "snap": {
-            mode: {"access_m": float(s.access_m[0]), "edge": int(s.edge[0])}
+            mode: {
+                "access_m": float(s.access_m[0]),
+                "edge": int(s.edge[0]),
+                "links": travel.joined_links(s),
+            }
             for mode, s in snaps.items()
         },
     }

@@ -348,7 +348,7 @@ class RoadLinkRow(Base):
     """A directed road link from node ``u`` to node ``v``; its geometry runs from u to v.
 
     A speed of 0 closes the link to that mode; NULL speeds mean "take them from the road
-    class" (:data:`gridgov.network.SPEEDS_KMH`).
+    class" (:data:`gridgov.roads.SPEEDS_KMH`).
     """
 
     __tablename__ = "road_links"

@@ -41,6 +41,7 @@ from gridgov.model import (
     Level,
     UnitStatus,
 )
+from gridgov.roads import same_id_type
 from gridgov.store.engine import begin_write, detect_backend, translate_errors
 from gridgov.store.journal import append_event
 from gridgov.store.models import (
@@ -285,6 +286,34 @@ def _integer_ids(values: pd.Series, what: str, problems: list[str]) -> np.ndarra
     return numbers.to_numpy(dtype=np.int64)
 
 
+def _road_node_numbers(
+    node_ids: pd.Series, u: pd.Series, v: pd.Series, problems: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Node ids as the store keeps them (whole numbers), and the links' ends in the same terms.
+
+    Whole-number ids are kept. Text ids (SUMO's ``J75``, ``cluster_12_34``, prefixed OSM ids)
+    have no column to live in: they are numbered 1..n in their sorted order, and link ends
+    naming no node get -1 (reported as unknown).
+    """
+    for what, values in (("node ids", node_ids), ("link ends (u)", u), ("link ends (v)", v)):
+        missing = int(values.isna().sum())
+        if missing:
+            problems.append(f"{what}: {missing} missing")
+    ids, starts, ends = same_id_type(node_ids, u, v)
+    if ids.dtype != object:
+        return ids, starts, ends
+    number = {name: i + 1 for i, name in enumerate(sorted({x for x in ids.tolist() if x}))}
+    for end, col in (("u", starts), ("v", ends)):
+        unknown = sorted({x for x in col.tolist() if x is not None and x not in number})
+        if unknown:
+            problems.append(f"links name {len(unknown)} unknown {end} node(s): {unknown[:10]}")
+    ids, starts, ends = (
+        np.array([number.get(x, -1) for x in col.tolist()], dtype=np.int64)
+        for col in (ids, starts, ends)
+    )
+    return ids, starts, ends
+
+
 def _road_records(
     gdf_nodes: gpd.GeoDataFrame, gdf_links: gpd.GeoDataFrame
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -301,7 +330,7 @@ def _road_records(
     nodes, links = _as_wgs84(gdf_nodes), _as_wgs84(gdf_links)
     problems: list[str] = []
 
-    node_ids = _integer_ids(nodes["node_id"], "node ids", problems)
+    node_ids, u, v = _road_node_numbers(nodes["node_id"], links["u"], links["v"], problems)
     duplicated = pd.Series(node_ids)[pd.Series(node_ids).duplicated()].unique().tolist()
     if duplicated:
         problems.append(f"duplicate node id(s): {duplicated[:10]}")
@@ -322,11 +351,9 @@ def _road_records(
     duplicated = pd.Series(link_ids)[pd.Series(link_ids).duplicated()].unique().tolist()
     if duplicated:
         problems.append(f"duplicate link id(s): {duplicated[:10]}")
-    u = _integer_ids(links["u"], "link ends (u)", problems)
-    v = _integer_ids(links["v"], "link ends (v)", problems)
     known = set(node_ids.tolist())
     for end, ids in (("u", u), ("v", v)):
-        unknown = sorted(set(ids.tolist()) - known)
+        unknown = sorted(set(ids.tolist()) - known - {-1})
         if unknown:
             problems.append(f"links name {len(unknown)} unknown {end} node(s): {unknown[:10]}")
     lengths = pd.to_numeric(links["length_m"], errors="coerce").to_numpy(dtype=float)
@@ -662,13 +689,14 @@ def load_roads(
     engine
         The store.
     gdf_nodes
-        ``node_id`` (whole numbers, unique) and Point geometry.
+        ``node_id`` (unique; whole numbers, or text, which is numbered 1..n in sorted order
+        since the store keeps whole numbers) and Point geometry.
     gdf_links
         Directed links: ``u``, ``v`` (node ids), ``length_m`` (> 0), LineString geometry from
         ``u`` to ``v``; optional ``link_id`` (numbered from 0 when absent), ``road_class``,
         ``road_name``, ``class_source``, ``oneway`` and ``speed_{drive,bike,walk}_kmh``
         (a road class, or all three speeds, is required). The frames of
-        :func:`gridgov.network.read_link_table` and :func:`gridgov.network.read_osm` fit.
+        :func:`gridgov.roads.read_link_table` and :func:`gridgov.roads.read_osm` fit.
     name, source
         Recorded in the dataset log.
 

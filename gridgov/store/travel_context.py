@@ -22,7 +22,8 @@ from gridgov.errors import (
     InputError,
     StoreError,
 )
-from gridgov.network import SPEEDS_KMH, StraightLine, TravelModel, build_network
+from gridgov.network import StraightLine, TravelModel, build_network
+from gridgov.roads import SPEEDS_KMH
 from gridgov.store.engine import (
     translate_errors,
 )
