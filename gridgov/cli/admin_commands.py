@@ -1,6 +1,8 @@
-"""Commands that run and administer the service: appointment consultations
-(``consultation``), API credentials (``token``), the HTTP service (``serve``) and the
-first-run tour (``demo``)."""
+"""Commands that run and administer the service.
+
+Appointment consultations (the ``consultation`` group), API credentials (the ``token`` group),
+the HTTP service (``serve``) and the first-run tour (``demo``).
+"""
 
 from __future__ import annotations
 

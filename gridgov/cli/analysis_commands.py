@@ -1,6 +1,8 @@
-"""Commands that read the store to assess and analyse it: the office assessment report,
-the interactive maps, unit coverage (with what-if moves) and hot spots (``report``,
-``map``, ``coverage``, ``hotspots``)."""
+"""Commands that read the store to assess and analyse it.
+
+The office assessment report, the interactive maps, unit coverage (with what-if moves) and hot
+spots: ``report``, ``map``, ``coverage``, ``hotspots``.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""What every ``gridgov`` command shares: the two consoles, the common options (``--url``,
-``--crs``, ``--layer``), turning a domain error into a one-line message and exit code 1, the
-progress bar, JSON output, and reading and printing instants and database URLs.
+"""What every ``gridgov`` command shares.
 
-Nothing here decides anything about the district or its incidents: the commands call
-gridgov.service and gridgov.store for that.
+The two consoles (stdout and stderr), the common options (``--url``, ``--crs``, ``--layer``),
+turning a domain error into a one-line message and exit code 1, the progress bar, JSON output,
+and reading and printing instants and database URLs. Nothing here decides anything about the
+district or its incidents: the commands call gridgov.service and gridgov.store for that.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Commands on incidents as they happen: dispatch one or a batch, simulate a shift, take a
-workflow action, read an incident's history, supervise what is overdue and list the notices
-(``dispatch``, ``dispatch-batch``, ``simulate``, ``act``, ``history``, ``supervise``,
-``notices``)."""
+"""Commands on incidents as they happen.
+
+Dispatch one incident or the queue as an optimal batch, simulate a shift, take a workflow action,
+read an incident's history, supervise what is overdue and list the notices: ``dispatch``,
+``dispatch-batch``, ``simulate``, ``act``, ``history``, ``supervise``, ``notices``.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Commands on the district itself: create the store, load, check and export the areas,
-offices, units and roads, locate a point, route between two points, and build or generate
-districts (``init``, ``load``, ``validate``, ``locate``, ``info``, ``export``,
-``build-reference``, ``generate``, ``route``)."""
+"""Commands on the district itself.
+
+Create the store, load the areas, offices, units, roads and catalogue, check and export them,
+locate a point, route between two points, and build or generate districts: ``init``, ``load``,
+``validate``, ``locate``, ``info``, ``export``, ``build-reference``, ``generate``, ``route``.
+"""
 
 from __future__ import annotations
 
