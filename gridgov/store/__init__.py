@@ -4,7 +4,10 @@ Persistence only: the application steps between a request and these rows (intake
 dispatch commit, workflow actions) are :mod:`gridgov.service`'s. Everything the rest of gridgov
 needs from a database is re-exported here:
 
-- loading and reading the district: :mod:`gridgov.store.repository`;
+- loading the district (one transaction per load): :mod:`~.district_load`; reading it back
+  and a summary of the store: :mod:`~.district_read`;
+- locating points in the stored areas and units near a point: :mod:`~.spatial_queries`;
+- the whole district as one GeoPackage (export and load): :mod:`~.geopackage_io`;
 - the dispatch context of a store (areas, catalogue, travel model): :mod:`~.travel_context`;
 - incidents stored with their first events, and read back: :mod:`~.incident_rows`;
 - the units as dispatch sees them: :mod:`~.unit_snapshot`; unit state: :mod:`~.unit_rows`;
@@ -46,6 +49,23 @@ from gridgov.store.dispatch_rows import (
     read_assignments,
     read_dispatch,
 )
+from gridgov.store.district_load import (
+    load_areas,
+    load_district,
+    load_matters,
+    load_offices,
+    load_roads,
+    load_units,
+)
+from gridgov.store.district_read import (
+    read_catalog,
+    read_matters,
+    read_offices,
+    read_roads,
+    read_stored_areas,
+    read_units,
+    summarize,
+)
 from gridgov.store.engine import (
     Backend,
     begin_write,
@@ -67,6 +87,7 @@ from gridgov.store.event_log import (
     record_action,
     supervise_stored,
 )
+from gridgov.store.geopackage_io import export_geopackage, is_export, load_files
 from gridgov.store.history_import import import_history
 from gridgov.store.incident_rows import (
     INCIDENT_COLUMNS,
@@ -76,28 +97,7 @@ from gridgov.store.incident_rows import (
     read_incidents,
 )
 from gridgov.store.journal import SYSTEM_ACTOR
-from gridgov.store.repository import (
-    export_geopackage,
-    is_export,
-    load_areas,
-    load_district,
-    load_files,
-    load_matters,
-    load_offices,
-    load_roads,
-    load_units,
-    locate_many,
-    locate_point,
-    nearest_units,
-    read_catalog,
-    read_matters,
-    read_offices,
-    read_roads,
-    read_stored_areas,
-    read_units,
-    summarize,
-    units_within,
-)
+from gridgov.store.spatial_queries import locate_many, locate_point, nearest_units, units_within
 from gridgov.store.travel_context import context_from_store, travel_from_store
 from gridgov.store.unit_rows import release_unit, set_unit_status, update_unit_position
 

@@ -60,6 +60,9 @@ from gridgov.errors import (
     UnknownMatterError,
 )
 from gridgov.model import UnitStatus
+from gridgov.store.district_load import (
+    end_active_assignments,
+)
 from gridgov.store.engine import (
     RETRY_SQLSTATES,
     begin_write,
@@ -84,9 +87,6 @@ from gridgov.store.models import (
     EVENTS,
     INCIDENTS,
     UNITS,
-)
-from gridgov.store.repository import (
-    end_active_assignments,
 )
 from gridgov.store.unit_rows import _free_status
 from gridgov.store.unit_snapshot import _snapshot_pool

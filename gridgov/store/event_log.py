@@ -35,6 +35,8 @@ from gridgov.errors import (
 )
 from gridgov.model import UnitStatus
 from gridgov.settings import get_settings
+from gridgov.store.district_load import end_active_assignments
+from gridgov.store.district_read import read_catalog
 from gridgov.store.engine import begin_write, translate_errors
 from gridgov.store.journal import (
     SYSTEM_ACTOR,
@@ -50,7 +52,6 @@ from gridgov.store.models import (
     OFFICES,
     UNITS,
 )
-from gridgov.store.repository import end_active_assignments, read_catalog
 from gridgov.workflow import (
     CLOCK_STATES,
     EVENT_COLUMNS,

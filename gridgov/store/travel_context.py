@@ -24,13 +24,13 @@ from gridgov.errors import (
 )
 from gridgov.network import StraightLine, TravelModel, build_network
 from gridgov.roads import SPEEDS_KMH
+from gridgov.store.district_read import read_catalog, read_roads, read_stored_areas
 from gridgov.store.engine import (
     translate_errors,
 )
 from gridgov.store.models import (
     DATASETS,
 )
-from gridgov.store.repository import read_catalog, read_roads, read_stored_areas
 
 _MAX_DATASET = select(func.max(DATASETS.c.id))
 

@@ -20,6 +20,9 @@ from gridgov.errors import (
     NotFoundError,
 )
 from gridgov.model import UnitStatus
+from gridgov.store.district_load import (
+    end_active_assignments,
+)
 from gridgov.store.engine import (
     begin_write,
     translate_errors,
@@ -28,9 +31,6 @@ from gridgov.store.incident_rows import _aware
 from gridgov.store.models import (
     ASSIGNMENTS,
     UNITS,
-)
-from gridgov.store.repository import (
-    end_active_assignments,
 )
 
 
