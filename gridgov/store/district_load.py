@@ -647,8 +647,8 @@ def load_matters(
 
     A whole :class:`~gridgov.catalog.Catalog` (from :func:`gridgov.catalog.load_catalog`)
     keeps its version, source and the names of its domains and event classes too; from then on
-    :func:`read_catalog` gives it back to every reader. Bare matters are stored in the order
-    given.
+    :func:`~gridgov.store.read_catalog` gives it back to every reader. Bare matters are stored
+    in the order given.
     """
     steps = _matter_steps(matters)
     _load(engine, steps, ("matters", name, source, {"matters": len(steps[0][1])}))

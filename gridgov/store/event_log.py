@@ -533,7 +533,8 @@ def supervise_stored(engine: Engine, at: datetime, catalog: Catalog | None = Non
     at
         The instant (timezone-aware): the caller's clock, so tests control it.
     catalog
-        The matters catalogue (deadlines); the stored one (:func:`read_catalog`) when None.
+        The matters catalogue (deadlines); the stored one (:func:`~gridgov.store.read_catalog`)
+        when None.
 
     Returns
     -------

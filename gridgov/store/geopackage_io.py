@@ -147,9 +147,9 @@ def _with_position_sources(source: Path, gdf_units: gpd.GeoDataFrame) -> gpd.Geo
 
 def load_files(engine: Engine, path: str | Path, *, name: str | None = None) -> dict[str, int]:
     """Load a GeoPackage written by :func:`export_geopackage` into the store, replacing the
-    stored dataset in one transaction (validated like :func:`load_district`). Road layers
-    (``road_nodes``/``road_links``, or ``nodes``/``links`` as in the reference roads file) are
-    loaded with it; without them the stored roads are emptied.
+    stored dataset in one transaction (validated like :func:`~gridgov.store.load_district`).
+    Road layers (``road_nodes``/``road_links``, or ``nodes``/``links`` as in the reference roads
+    file) are loaded with it; without them the stored roads are emptied.
 
     Its layers are read by the same readers as a user's own files (:mod:`gridgov.io`), so codes
     keep every digit.

@@ -112,7 +112,7 @@ def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispat
     engine
         The store.
     catalog
-        The matters catalogue; the stored one (:func:`read_catalog`) when None.
+        The matters catalogue; the stored one (:func:`~gridgov.store.read_catalog`) when None.
 
     Raises
     ------
