@@ -174,7 +174,7 @@ def simulate_(
     Reads the district (areas, units, offices, roads) from the store and runs in memory. Poisson
     arrivals by grid with an urban day profile, the catalogue's matter mix, lognormal on-scene
     times; each incident goes through acknowledgement, arrival, resolution, verification (a few
-    fail and are reworked) and evaluation. The assumptions are listed in gridgov/simulate.py.
+    fail and are reworked) and evaluation. The assumptions are listed in gridgov.simulate.
     The store is changed only with --save, which adds the incidents and their events (with
     `--month 2026-10 --save`, `gridgov report --period 2026-10` then assesses that month).
     """
