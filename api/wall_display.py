@@ -246,7 +246,7 @@ def _page(engine: Engine, settings: Settings) -> str:
     return cached.html
 
 
-_NO_DISTRICT = """<!doctype html><html><head><meta charset="utf-8">
+_NO_DISTRICT = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <title>gridgov</title><link rel="icon" href="data:,"></head><body>
 <h1>gridgov</h1><p>无辖区数据 no district is loaded yet ({reason}). Load one with
 <code>gridgov load</code> and reload this page.</p></body></html>"""

@@ -6,6 +6,7 @@ Every builder returns a :class:`folium.Map` and never writes a file (see
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from branca.element import Figure
 from folium.map import Layer
 
 from gridgov.coverage import (
@@ -29,10 +31,13 @@ from gridgov.coverage import (
     coverage_times,
 )
 from gridgov.errors import InputError
+from gridgov.labels import KPI_KINDS
+from gridgov.labels import label as label_of
 from gridgov.maps.elements import (
     AreaLayer,
     FitBounds,
     Heat,
+    Labels,
     Legend,
     Live,
     Points,
@@ -62,6 +67,7 @@ from gridgov.maps.layer_data import (
     status_items,
     swatch,
     unit_data,
+    value_classes,
 )
 from gridgov.model import ForceKind, Level
 from gridgov.settings import get_settings
@@ -128,6 +134,7 @@ def _new_map(frame: _Frame, base: str, tile_key: str | None) -> folium.Map:
         minZoom=8,
     )
     m.add_child(Runtime())
+    m.add_child(Labels())
     m.add_child(FitBounds([list(frame.bounds[0]), list(frame.bounds[1])]))
     _add_tiles(m, base, tile_key)
     return m
@@ -187,6 +194,10 @@ def _add_points(m: folium.Map, what: str, data: dict[str, Any], name: str, clust
 
 def _finish(m: folium.Map, legend: str, search_placeholder: str, title: str) -> folium.Map:
     m.add_child(Title(title))
+    # The browser tab's title too (branca does not escape it).
+    root = m.get_root()
+    if isinstance(root, Figure):
+        root.title = html.escape(f"{title} · gridgov")
     m.add_child(Legend(legend))
     m.add_child(folium.plugins.Fullscreen(position="topleft"))
     m.add_child(Search(search_placeholder))
@@ -349,7 +360,14 @@ def command_centre_map(
         f"<div class='gg-level-legend' data-level='{lv}'"
         + ("" if lv == shown else " style='display:none'")
         + ">"
-        + legend_html([(f"{what} ({LEVEL_ZH[lv]} {lv})", class_items(breaks_of[lv]))])
+        + legend_html(
+            [
+                (
+                    f"{what} ({LEVEL_ZH[lv]} {lv})",
+                    class_items(breaks_of[lv], integer=colour_by == "open_incidents"),
+                )
+            ]
+        )
         + "</div>"
         for lv in level_names
         if lv in breaks_of
@@ -640,9 +658,14 @@ def assessment_map(
         Any KPI table works, e.g. ``gridgov.assessment.compute_kpis(..., by="street")`` with
         ``value="resolution_rate"``.
     label
-        The legend title (``value`` when None).
+        The legend title; by default the KPI's zh/en name (:mod:`gridgov.labels`) when
+        ``value`` is an assessment column, else ``value``.
     percent
-        Show values as percentages; by default when every value lies in [0, 1].
+        Show values as percentages; by default for rates, and for unknown columns when every
+        value lies in [0, 1]. Counts get whole-number classes.
+
+    Classes are the values' quantiles, printed with the precision they need; classes whose
+    rounded bounds coincide are merged (see :func:`gridgov.maps.layer_data.value_classes`).
 
     Raises
     ------
@@ -669,45 +692,32 @@ def assessment_map(
         raise InputError(msg)
     values = dict(zip(codes, numbers.astype(float), strict=True))
     finite = [v for v in values.values() if math.isfinite(v)]
+    kpi_kind = KPI_KINDS.get(value)
+    title = label or (label_of("kpi", value) if kpi_kind else value)
     as_percent = (
-        percent if percent is not None else bool(finite) and all(0 <= v <= 1 for v in finite)
+        percent
+        if percent is not None
+        else kpi_kind == "rate"
+        or (kpi_kind is None and bool(finite) and all(0 <= v <= 1 for v in finite))
     )
-    fmt = (lambda v: f"{v * 100:.1f}%") if as_percent else (lambda v: f"{v:.3g}")
-    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
-    edges = list(np.linspace(lo, hi, 6)) if hi > lo else [lo]
-    palette = SEQUENTIAL[1:]
-
-    def colour(v: float) -> str:
-        if not math.isfinite(v):
-            return NO_DATA
-        if hi <= lo:
-            return palette[len(palette) // 2]
-        i = min(int((v - lo) / (hi - lo) * (len(palette))), len(palette) - 1)
-        return palette[i]
-
-    colours = {c: colour(v) for c, v in values.items()}
-    labels = {
-        c: f"{label or value}: {fmt(v) if math.isfinite(v) else '–'}" for c, v in values.items()
-    }
+    integer = not as_percent and (
+        kpi_kind == "count" or (kpi_kind is None and all(float(v).is_integer() for v in finite))
+    )
+    classes = value_classes(finite, percent=as_percent, integer=integer)
+    colours = {c: classes.colour(v) for c, v in values.items()}
+    labels = {c: f"{title}: {classes.text(v)}" for c, v in values.items()}
     m = _new_map(_frame(streets), base, tile_key)
     data = area_layer_json(streets, "street", values=values, colours=colours, labels=labels)
     m.add_child(
         AreaLayer(
             data,
-            f"{label or value} (街道 street)",
+            f"{title} (街道 street)",
             overlay=True,
             show=True,
             style={"fillOpacity": 0.7, "weight": 1.5},
         )
     )
-    items = []
-    if len(edges) > 1:
-        for i in range(len(palette)):
-            a = lo + (hi - lo) * i / len(palette)
-            b = lo + (hi - lo) * (i + 1) / len(palette)
-            items.append(swatch(palette[i], f"{fmt(a)} – {fmt(b)}"))
-    else:
-        items.append(swatch(palette[len(palette) // 2], fmt(lo) if finite else "–"))
+    items = [swatch(c, t) for c, t in zip(classes.colours, classes.texts, strict=True)]
     items.append(swatch(NO_DATA, "无数据 no data (–)"))
-    legend = legend_html([(f"考核 assessment: {label or value}", items)])
-    return _finish(m, legend, "街道编码或名称 street code or name", f"考核 {label or value}")
+    legend = legend_html([(f"考核 assessment: {title}", items)])
+    return _finish(m, legend, "街道编码或名称 street code or name", f"考核 assessment: {title}")

@@ -18,6 +18,8 @@ from folium.elements import JSCSSMixin
 from folium.map import Layer
 from folium.template import Template
 
+from gridgov.labels import label_table
+
 # The gridgov runtime's own placeholder URLs (resolved like the vendored files).
 RUNTIME_JS = "gridgov-static:gridgov/gridgov-map.js"
 RUNTIME_CSS = "gridgov-static:gridgov/gridgov-map.css"
@@ -35,6 +37,27 @@ class Runtime(JSCSSMixin):
         # Per instance: folium's add_js_link would otherwise mutate a list shared by the class.
         self.default_js = [("gridgov_map_js", RUNTIME_JS)]
         self.default_css = [("gridgov_map_css", RUNTIME_CSS)]
+
+
+class Labels(MacroElement):
+    """Embeds the zh/en dictionary (:func:`gridgov.labels.label_table`) that ``GG.label``
+    reads; added before any layer, so every popup and legend built later finds it."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        GG.useLabels({{ this.json }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._name = "GGLabels"
+
+    @property
+    def json(self) -> str:
+        return _js(label_table())
 
 
 class Live(JSCSSMixin):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +22,7 @@ import shapely
 
 # The frame checks are the analysis module's: maps validate their inputs the same way.
 from gridgov.coverage import _level_name, _point_xy, _require, _wgs84
+from gridgov.labels import label
 from gridgov.model import ForceKind, Level, UnitStatus
 from gridgov.settings import get_settings
 
@@ -48,8 +50,6 @@ STATUS_COLOURS: dict[str, str] = {
     UnitStatus.BUSY.value: "#f46d43",
     UnitStatus.OFF_DUTY.value: "#9e9e9e",
 }
-_STATUS_ZH = {"available": "空闲", "busy": "出勤", "off_duty": "离岗"}
-_STATUS_EN = {"available": "available", "busy": "busy", "off_duty": "off duty"}
 #: Glyph (Chinese initial) and ring colour per force kind.
 KIND_STYLE: dict[str, tuple[str, str]] = {
     ForceKind.JUDICIAL.value: ("司", "#6a3d9a"),
@@ -183,13 +183,39 @@ def area_layer_json(
     return {"level": lv, "zh": LEVEL_ZH[lv], "features": features}
 
 
-def _breaks(values: Sequence[float], n: int = 6) -> list[float]:
-    """Upper bounds of up to ``n`` classes over the positive values (quantiles, distinct)."""
+def _breaks(values: Sequence[float], n: int = 6, *, integer: bool = False) -> list[float]:
+    """Upper bounds of up to ``n`` quantile classes over the positive values.
+
+    Counts (``integer``) get whole bounds (rounded up, distinct); other values the fewest
+    decimals (up to 3) that keep their distinct quantiles apart, rounded up so the largest
+    value stays in the last class.
+    """
     arr = np.asarray([v for v in values if v > 0 and math.isfinite(v)], dtype=float)
     if arr.size == 0:
         return []
-    qs = np.unique(np.round(np.quantile(arr, np.linspace(0, 1, n + 1)[1:]), 2))
-    return [float(q) for q in qs]
+    qs = np.unique(np.quantile(arr, np.linspace(0, 1, n + 1)[1:]))
+    if integer:
+        return [float(q) for q in np.unique(np.ceil(qs - 1e-9))]
+    decimals = _decimals_apart(qs, 0, 3)
+    scale = 10.0**decimals
+    return [float(q) for q in np.unique(np.round(np.ceil(qs * scale - 1e-9) / scale, decimals))]
+
+
+def _decimals_apart(values: np.ndarray, lowest: int, highest: int) -> int:
+    """The fewest decimals from ``lowest`` to ``highest`` that keep distinct values distinct."""
+    distinct = len(np.unique(values))
+    for d in range(lowest, highest + 1):
+        if len(np.unique(np.round(values, d))) == distinct:
+            return d
+    return highest
+
+
+def _decimals_of(bounds: Sequence[float]) -> int:
+    """Decimals that print every bound exactly (at most 3)."""
+    for d in range(4):
+        if all(abs(round(b, d) - b) < 1e-9 for b in bounds):
+            return d
+    return 3
 
 
 def _classify(value: float, breaks: Sequence[float], palette: Sequence[str]) -> str:
@@ -252,7 +278,7 @@ def stats_by_area(
             f"{int(unit_counts.get(c, 0))} on duty)"
             for c in codes
         }
-    breaks = _breaks(list(values.values()))
+    breaks = _breaks(list(values.values()), integer=colour_by == "open_incidents")
     colours = {c: _classify(v, breaks, SEQUENTIAL) for c, v in values.items()}
     return values, colours, labels, breaks
 
@@ -289,10 +315,7 @@ def unit_data(gdf_units: gpd.GeoDataFrame) -> dict[str, Any]:
             {"id": k, "glyph": g, "colour": c, "zh": ForceKind(k).zh, "en": ForceKind(k).en}
             for k, (g, c) in KIND_STYLE.items()
         ],
-        "statuses": [
-            {"id": s, "colour": c, "zh": _STATUS_ZH[s], "en": _STATUS_EN[s]}
-            for s, c in STATUS_COLOURS.items()
-        ],
+        "statuses": [{"id": s, "colour": c} for s, c in STATUS_COLOURS.items()],
         "departments": list(departments),
         "streets": list(streets),
         "rows": rows,
@@ -478,23 +501,114 @@ def swatch(colour: str, text: str) -> str:
     return f"<i style='background:{colour}'></i>{html.escape(text)}"
 
 
-def class_items(breaks: Sequence[float], fmt: str = "{:g}") -> list[str]:
-    """Legend items of the sequential classes with upper bounds ``breaks``."""
-    # Classes are (low, b]: the first above zero reads "≤ b", the others "low–b".
+def class_items(breaks: Sequence[float], *, integer: bool = True) -> list[str]:
+    """Legend items of the sequential classes with upper bounds ``breaks`` (see
+    :func:`_breaks`): "0", then non-overlapping ranges, whole numbers for counts ("1", "2–3")
+    and half-open ranges otherwise ("> 0.5–1.2")."""
     items = [swatch(SEQUENTIAL[0], "0")]
+    decimals = 0 if integer else _decimals_of(breaks)
     low = 0.0
     for i, b in enumerate(breaks):
-        text = f"≤ {fmt.format(b)}" if low == 0 else f"{fmt.format(low)}–{fmt.format(b)}"
-        items.append(swatch(SEQUENTIAL[min(i + 1, len(SEQUENTIAL) - 1)], text))
+        colour = SEQUENTIAL[min(i + 1, len(SEQUENTIAL) - 1)]
+        if integer:
+            first = int(low) + 1
+            text = str(int(b)) if first == int(b) else f"{first}–{int(b)}"
+        else:
+            text = f"> {low:.{decimals}f}–{b:.{decimals}f}"
+        items.append(swatch(colour, text))
         low = b
     return items
+
+
+@dataclass(frozen=True)
+class ValueClasses:
+    """Classes of a choropleth: colours, legend texts and how a value prints.
+
+    ``bounds[i]`` is the (rounded) upper bound of class ``i``; values print with ``decimals``
+    (after ``scale``, 100 for percentages) and ``suffix``.
+    """
+
+    bounds: tuple[float, ...]
+    texts: tuple[str, ...]
+    colours: tuple[str, ...]
+    scale: float
+    decimals: int
+    suffix: str
+
+    def text(self, value: float) -> str:
+        """``value`` as the legend prints it ("–" when missing)."""
+        if not math.isfinite(value):
+            return "–"
+        return f"{value * self.scale:.{self.decimals}f}{self.suffix}"
+
+    def colour(self, value: float) -> str:
+        """The fill of ``value`` (:data:`NO_DATA` when missing)."""
+        if not math.isfinite(value) or not self.bounds:
+            return NO_DATA
+        shown = round(value * self.scale, self.decimals)
+        for bound, colour in zip(self.bounds, self.colours, strict=True):
+            if shown <= bound + 1e-9:
+                return colour
+        return self.colours[-1]
+
+
+def value_classes(
+    values: Sequence[float],
+    *,
+    percent: bool = False,
+    integer: bool = False,
+    n: int = 6,
+    palette: Sequence[str] = SEQUENTIAL[1:],
+) -> ValueClasses:
+    """Quantile classes of ``values`` (every finite one) for a choropleth legend.
+
+    Bounds are the values' quantiles, printed with the precision they need: whole numbers for
+    counts (``integer``), else the fewest decimals (percentages: 1 to 2; others 0 to 3) that
+    keep distinct quantiles apart. Classes whose rounded bounds coincide are merged, so a
+    legend never shows two classes that read the same. Labels do not overlap: whole ranges
+    ("3–5", then "6–9") or half-open ones ("99.70–99.80%", then "> 99.80–99.90%").
+    """
+    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    scale = 100.0 if percent else 1.0
+    suffix = "%" if percent else ""
+    if arr.size == 0:
+        return ValueClasses((), (), (), scale, 1 if percent else 0, suffix)
+    edges = np.unique(np.quantile(arr * scale, np.linspace(0, 1, n + 1)))
+    if integer:
+        decimals = 0
+        edges = np.unique(np.concatenate([[np.floor(edges[0])], np.ceil(edges[1:] - 1e-9)]))
+    else:
+        decimals = _decimals_apart(edges, 1 if percent else 0, 2 if percent else 3)
+        edges = np.unique(np.round(edges, decimals))
+    texts: list[str] = []
+    bounds: list[float] = []
+
+    def fmt(v: float) -> str:
+        return f"{v:.{decimals}f}{suffix}"
+
+    if len(edges) == 1:
+        bounds.append(float(edges[0]))
+        texts.append(fmt(edges[0]))
+    for i in range(1, len(edges)):
+        low, high = float(edges[i - 1]), float(edges[i])
+        if integer:
+            first = low if i == 1 else low + 1
+            texts.append(fmt(high) if first == high else f"{fmt(first)}–{fmt(high)}")
+        else:
+            texts.append(f"{fmt(low)}–{fmt(high)}" if i == 1 else f"> {fmt(low)}–{fmt(high)}")
+        bounds.append(high)
+    picks = np.round(np.linspace(0, len(palette) - 1, len(bounds))).astype(int)
+    if len(bounds) == 1:
+        picks = np.array([len(palette) // 2])
+    colours = tuple(palette[i] for i in picks)
+    return ValueClasses(tuple(bounds), tuple(texts), colours, scale, decimals, suffix)
 
 
 def kind_items(kinds: Iterable[str] | None = None) -> list[str]:
     """Legend items of the force kinds (all, or those in ``kinds``)."""
     wanted = set(kinds) if kinds is not None else set(KIND_STYLE)
     return [
-        f"<b class='gg-glyph' style='border-color:{c}'>{g}</b>{ForceKind(k).zh} {ForceKind(k).en}"
+        f"<b class='gg-glyph' style='border-color:{c}'>{g}</b>{html.escape(label('kind', k))}"
         for k, (g, c) in KIND_STYLE.items()
         if k in wanted
     ]
@@ -502,13 +616,12 @@ def kind_items(kinds: Iterable[str] | None = None) -> list[str]:
 
 def status_items() -> list[str]:
     """Legend items of the unit statuses."""
-    return [swatch(c, f"{_STATUS_ZH[s]} {_STATUS_EN[s]}") for s, c in STATUS_COLOURS.items()]
+    return [swatch(c, label("unit_status", s)) for s, c in STATUS_COLOURS.items()]
 
 
 def priority_items() -> list[str]:
     """Legend items of the incident priorities."""
-    names = {1: "紧急 urgent", 2: "高 high", 3: "中 medium", 4: "低 low", 0: "未知 unknown"}
-    return [swatch(c, f"{p or '?'} {names[p]}") for p, c in PRIORITY_COLOURS.items()]
+    return [swatch(c, f"{p or '?'} {label('priority', p)}") for p, c in PRIORITY_COLOURS.items()]
 
 
 def unit_layer_json(gdf_units: gpd.GeoDataFrame) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from gridgov.maps.elements import (
 #: Folder of the static files (``gridgov/static``: vendored Leaflet and plugins, the runtime).
 STATIC_DIR = Path(__file__).parent.parent / "static"
 
+#: The ``lang`` of every page written.
+PAGE_LANG = "zh-CN"
 _CDNJS = "https://cdnjs.cloudflare.com/ajax/libs/"
 _FOLIUM_GH = "https://cdn.jsdelivr.net/gh/python-visualization/folium"
 # folium's CDN URL -> the vendored copy (relative to STATIC_DIR). One entry per file folium or
@@ -233,6 +235,8 @@ def render_html(m: folium.Map, assets: str = "inline") -> str:
         return f'<link rel="stylesheet" href="{html.escape(prefix + "/" + _VENDORED[url])}"/>'
 
     page = _SCRIPT_LINK.sub(script, page)
+    # The pages are Chinese first (screen readers, fonts, hyphenation follow the language).
+    page = page.replace("<html>", f'<html lang="{PAGE_LANG}">', 1)
     # Browsers ask for /favicon.ico unless the page names one: an empty one, so no request.
     page = page.replace("<head>", '<head>\n    <link rel="icon" href="data:,"/>', 1)
     page = _CSS_LINK.sub(css, page)

@@ -280,7 +280,7 @@
       status.className = "gg-live-status gg-live-ok";
       status.textContent =
         "实时 live · 最后更新 last update " + state.lastUpdateText + " · " +
-        (state.scope ? state.scope.role + " " + (state.scope.street_code || "") : "");
+        (state.scope ? GG.label("role", state.scope.role) + " " + (state.scope.street_code || "") : "");
       alert.hide();
     }
 

@@ -20,6 +20,24 @@
   }
   GG.esc = esc;
 
+  /* The zh/en dictionary of the page (gridgov.labels, embedded as JSON by the page):
+   * GG.label("state", "on_scene") is "已到场 on scene"; a value it does not know stays as it is,
+   * a missing one reads "–". Every text a person reads goes through it, never an identifier. */
+  GG.labels = GG.labels || {};
+  GG.useLabels = function (table) {
+    GG.labels = table || {};
+  };
+  GG.label = function (group, value) {
+    if (value === null || value === undefined || value === "") return "–";
+    var names = GG.labels[group] && GG.labels[group][String(value)];
+    return names ? names[0] + " " + names[1] : String(value);
+  };
+  // A label as HTML that keeps its identifier in an attribute (copyable, testable).
+  function labelled(group, value) {
+    if (value === null || value === undefined || value === "") return "–";
+    return "<span data-id='" + esc(value) + "'>" + esc(GG.label(group, value)) + "</span>";
+  }
+
   function entry(map) {
     var id = map._container.id;
     if (!GG.maps[id]) GG.maps[id] = { map: map, areas: {}, layers: {}, search: [] };
@@ -31,10 +49,13 @@
     return s === null || s === undefined ? "–" : (s / 60).toFixed(1) + " min";
   }
 
+  // rows: [header HTML, value]; a value given as {html: ...} is already HTML.
   function table(rows) {
     var out = "<table class='gg-table'>";
     for (var i = 0; i < rows.length; i++) {
-      out += "<tr><th>" + rows[i][0] + "</th><td>" + esc(rows[i][1]) + "</td></tr>";
+      var v = rows[i][1];
+      var cell = v !== null && typeof v === "object" && "html" in v ? v.html : esc(v);
+      out += "<tr><th>" + rows[i][0] + "</th><td>" + cell + "</td></tr>";
     }
     return out + "</table>";
   }
@@ -180,8 +201,8 @@
         "<div class='gg-popup'><b>" + esc(r[5]) + "</b>" +
         table([
           ["编号 id", r[4]],
-          ["类别 kind", kind.zh + " " + kind.en],
-          ["状态 status", st.zh + " " + st.en],
+          ["类别 kind", { html: labelled("kind", kind.id) }],
+          ["状态 status", { html: labelled("unit_status", st.id) }],
           ["部门 department", data.departments[r[6]]],
           ["街道 street", data.streets[r[7]]],
           ["在岗 on duty", r[8] ? "是 yes" : "否 no"],
@@ -232,11 +253,11 @@
     function incidentPopup(layer) {
       var r = layer.ggRow;
       var out =
-        "<div class='gg-popup'><b>" + esc(r[3]) + "</b> " + esc(r[4]) +
+        "<div class='gg-popup'><b>" + esc(r[3]) + "</b> " + labelled("matter", r[4]) +
         table([
-          ["优先级 priority", r[2] > 0 ? r[2] : "–"],
-          ["状态 status", r[5]],
-          ["上报 reported", r[6]],
+          ["优先级 priority", r[2] > 0 ? r[2] + " " + GG.label("priority", r[2]) : "–"],
+          ["状态 status", { html: labelled("state", r[5]) }],
+          ["上报时间 reported at", r[6]],
           ["街道 street", r[7]],
         ]);
       var hist = r[8] || [];
@@ -246,8 +267,9 @@
         out += "<table class='gg-table'>";
         for (var h = 0; h < hist.length; h++) {
           var e = hist[h];
-          out += "<tr><td>" + esc(e[0]) + "</td><td>" + esc(e[1]) + " → " + esc(e[2]) +
-            "</td><td>" + esc(e[3]) + (e[4] ? "<br><i>" + esc(e[4]) + "</i>" : "") + "</td></tr>";
+          out += "<tr><td>" + esc(e[0]) + "</td><td>" + labelled("action", e[1]) + " → " +
+            labelled("state", e[2]) + "</td><td>" + labelled("role", e[3]) +
+            (e[4] ? "<br><i>" + esc(e[4]) + "</i>" : "") + "</td></tr>";
         }
         out += "</table>";
       }
@@ -255,22 +277,23 @@
       out += "<div class='gg-h'>派遣说明 assignment</div>";
       if (!asg.length) out += "<div class='gg-none'>未派遣 not assigned</div>";
       else {
-        out += "<table class='gg-table'><tr><th>unit</th><th>role</th><th>rule</th>" +
-          "<th>level</th><th>time</th></tr>";
+        out += "<table class='gg-table'><tr><th>力量 unit</th><th>角色 role</th>" +
+          "<th>规则 rule</th><th>范围 reach</th><th>用时 time</th></tr>";
         for (var a = 0; a < asg.length; a++) {
           var s = asg[a];
-          out += "<tr><td>" + esc(s[0]) + "</td><td>" + esc(s[1]) + "</td><td>" + esc(s[2]) +
-            (s[5] ? " ⚠ over max" : "") + "</td><td>" + esc(s[3]) + "</td><td>" + minutes(s[4]) +
-            "</td></tr>";
+          out += "<tr><td>" + esc(s[0]) + "</td><td>" + labelled("role", s[1]) + "</td><td>" +
+            labelled("rule", s[2]) + (s[5] ? " ⚠ 超时 over max" : "") + "</td><td>" +
+            labelled("escalation", s[3]) + "</td><td>" + minutes(s[4]) + "</td></tr>";
         }
         out += "</table>";
       }
       var ex = r[10] || [];
       for (var x = 0; x < ex.length; x++) {
         var k = ex[x];
-        out += "<div class='gg-ex'>" + esc(k.kind) + " (" + esc(k.role) + "): " + esc(k.rule) +
-          ", tier " + esc(k.tier) + ", " + esc(k.candidates) + " candidate(s)" +
-          (k.runner_up ? ", next " + esc(k.runner_up) + " " + minutes(k.runner_up_s) : "") +
+        out += "<div class='gg-ex'>" + labelled("kind", k.kind) + " (" + labelled("role", k.role) +
+          "): " + labelled("rule", k.rule) + ", 范围 tier " + labelled("tier", k.tier) + ", " +
+          esc(k.candidates) + " 个候选 candidate(s)" +
+          (k.runner_up ? ", 次选 next " + esc(k.runner_up) + " " + minutes(k.runner_up_s) : "") +
           "</div>";
       }
       return out + "</div>";
