@@ -146,7 +146,7 @@ KPI_KINDS: Mapping[str, str] = {
 _KPI: dict[str, tuple[str, str]] = {
     "calls": ("派遣次数", "calls"),
     "responded_on_time": ("按时响应次数", "calls answered on time"),
-    "response_rate": ("按时响应率", "on-time response rate"),
+    "response_rate": ("响应率", "response rate (on time)"),
     "response_mean_min": ("平均响应时间（分钟）", "mean response time (min)"),
     "response_p90_min": ("响应时间90分位（分钟）", "response time, 90th percentile (min)"),
     "arrival_mean_min": ("平均到场时间（分钟）", "mean arrival time (min)"),

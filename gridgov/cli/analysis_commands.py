@@ -14,11 +14,13 @@ import typer
 
 from gridgov.cli.command_support import (
     UrlOption,
+    check_choice,
     database_url,
     domain_errors,
     out,
 )
 from gridgov.errors import InputError
+from gridgov.model import ForceKind, Level
 from gridgov.settings import get_settings
 
 
@@ -73,12 +75,13 @@ def report(
     """
     from gridgov import store
     from gridgov.assessment import Period, assess, read_department_scores
-    from gridgov.report import report_csv, report_html
+    from gridgov.report import TABLES, report_csv, report_html
 
     with domain_errors():
         if fmt not in ("csv", "html"):
             msg = f"--format must be csv or html, not {fmt!r}"
             raise InputError(msg)
+        check_choice(level, TABLES, "--level")
         span = Period.parse(period)
         engine = store.open_store(database_url(url))
         offices = store.read_offices(engine)
@@ -151,7 +154,9 @@ def map_(
     ] = "resolution_rate",
     period: Annotated[
         str | None,
-        typer.Option(help="Assessment map without --kpi: the period (default: this month)."),
+        typer.Option(
+            help="Assessment map without --kpi: the period (default: the last complete month)."
+        ),
     ] = None,
     assets: Annotated[
         str,
@@ -167,21 +172,22 @@ def map_(
 
     settings = get_settings()
     with domain_errors():
-        engine = store.open_store(database_url(url))
         table = None if kpi is None else pd.read_csv(kpi, dtype={"street_code": str})
-        m = maps.build_map(
-            kind,
-            engine,
-            street=street,
-            force_kind=force_kind,
-            level=level,
-            colour_by=colour_by,
-            kpi=table,
-            kpi_value=kpi_value,
-            period=period,
-            base=settings.map_base if base is None else base,
-            tile_key=settings.tianditu_key,
-        )
+        options = {
+            "street": street,
+            "force_kind": force_kind,
+            "level": level,
+            "colour_by": colour_by,
+            "kpi": table,
+            "kpi_value": kpi_value,
+            "period": period,
+            "base": settings.map_base if base is None else base,
+            "tile_key": settings.tianditu_key,
+        }
+        # Every option is checked before the store is opened: a mistake costs no loading.
+        maps.check_map_options(kind, **options)  # type: ignore[arg-type]
+        engine = store.open_store(database_url(url))
+        m = maps.build_map(kind, engine, **options)  # type: ignore[arg-type]
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(maps.render_html(m, assets=assets), encoding="utf-8")
     out.print(f"wrote {out_path}", highlight=False)
@@ -237,6 +243,8 @@ def coverage(
 
     with domain_errors():
         moves = _parse_moves(move)
+        check_choice(kind, [k.value for k in ForceKind], "KIND")
+        check_choice(level, [lv.value for lv in Level], "--level")
         engine = store.open_store(database_url(url))
         gdf_areas = store.read_stored_areas(engine)
         gdf_units = store.read_units(engine)
@@ -299,9 +307,12 @@ def hotspots(
 ) -> None:
     """Hot and cold spots of the stored incidents (Getis-Ord Gi*, areas sharing a border)."""
     from gridgov import store
+    from gridgov.assessment import Period
     from gridgov.coverage import hot_spots
 
     with domain_errors():
+        check_choice(level, [lv.value for lv in Level], "--level")
+        Period.parse(period)
         engine = store.open_store(database_url(url))
         spots = hot_spots(
             store.read_stored_areas(engine),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -56,6 +56,14 @@ LayerOption = Annotated[
 def database_url(url: str | None) -> str:
     """The ``--url`` given, else the configured database URL."""
     return url or get_settings().database_url
+
+
+def check_choice(value: str, choices: Iterable[str], option: str) -> None:
+    """Refuse an option value outside ``choices`` (before the command loads anything)."""
+    allowed = [str(c) for c in choices]
+    if str(value) not in allowed:
+        msg = f"{option} must be one of {', '.join(allowed)}, not {value!r}"
+        raise InputError(msg)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

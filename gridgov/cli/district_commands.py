@@ -20,6 +20,7 @@ from gridgov.cli.command_support import (
     FileCrsOption,
     LayerOption,
     UrlOption,
+    check_choice,
     database_url,
     domain_errors,
     err,
@@ -30,6 +31,7 @@ from gridgov.cli.command_support import (
     redact,
 )
 from gridgov.errors import InputError, OutsideDistrictError
+from gridgov.model import TravelMode
 from gridgov.settings import get_settings
 
 #: The dataset name the reference district is loaded under.
@@ -408,6 +410,7 @@ def route(
     from gridgov.dispatch import route_to_geojson
 
     with domain_errors():
+        check_choice(mode, [m.value for m in TravelMode], "--mode")
         name = normalize_crs(crs)
         wlon, wlat = to_wgs84([lon1, lon2], [lat1, lat2], name)
         travel = store.travel_from_store(store.open_store(database_url(url)))

@@ -55,7 +55,7 @@ from gridgov.maps.builders import (
     coverage_map,
     street_map,
 )
-from gridgov.maps.from_store import MAP_KINDS, build_map
+from gridgov.maps.from_store import MAP_KINDS, build_map, check_map_options, last_complete_month
 from gridgov.maps.layer_data import (
     CLOSED_STATUSES,
     KIND_STYLE,
@@ -84,11 +84,13 @@ __all__ = [
     "area_layer_json",
     "assessment_map",
     "build_map",
+    "check_map_options",
     "command_centre_map",
     "coverage_map",
     "coverage_times",
     "describe_map",
     "incident_layer_json",
+    "last_complete_month",
     "open_incidents",
     "render_html",
     "route_layer_json",

@@ -140,24 +140,37 @@ def _new_map(frame: _Frame, base: str, tile_key: str | None) -> folium.Map:
     return m
 
 
-def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
+def check_base(base: str | None, tile_key: str | None) -> None:
+    """Check a base layer name (see the :mod:`gridgov.maps` docstring) before building.
+
+    Raises
+    ------
+    InputError
+        An unknown base layer, or Tianditu without a key.
+    """
     if base in ("none", "", None):
         return
     if base in _TILES:
-        url, attribution, subdomains = _TILES[base]
-        if "{key}" in url:
-            if not tile_key:
-                msg = f"the {base} base layer needs a key (tile_key)"
-                raise InputError(msg)
-            url = url.replace("{key}", tile_key)
-    elif "{z}" in base and "{x}" in base and "{y}" in base:
-        url, attribution, subdomains = base, "intranet tiles", ""
-    else:
+        if "{key}" in _TILES[base][0] and not tile_key:
+            msg = f"the {base} base layer needs a key (tile_key)"
+            raise InputError(msg)
+    elif not ("{z}" in base and "{x}" in base and "{y}" in base):
         msg = (
             f"unknown base layer {base!r}: use none, osm, tianditu, or an XYZ URL template with "
             "{z}, {x} and {y}"
         )
         raise InputError(msg)
+
+
+def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
+    check_base(base, tile_key)
+    if base in ("none", "", None):
+        return
+    if base in _TILES:
+        url, attribution, subdomains = _TILES[base]
+        url = url.replace("{key}", tile_key or "")
+    else:
+        url, attribution, subdomains = base, "intranet tiles", ""
     options: dict[str, Any] = {"subdomains": subdomains} if subdomains else {}
     tiles = folium.TileLayer(
         tiles=url, attr=attribution, name="底图 basemap", overlay=True, control=True, **options

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -11,7 +11,14 @@ import folium
 import pandas as pd
 
 from gridgov.errors import InputError
-from gridgov.maps.builders import assessment_map, command_centre_map, coverage_map, street_map
+from gridgov.labels import KPI_KINDS
+from gridgov.maps.builders import (
+    assessment_map,
+    check_base,
+    command_centre_map,
+    coverage_map,
+    street_map,
+)
 from gridgov.maps.layer_data import open_incidents
 from gridgov.model import ForceKind, Level
 from gridgov.settings import get_settings
@@ -61,7 +68,8 @@ def build_map(
         ``street_score``...).
     period
         ``assessment`` without a table: the period (``2026-10``, ``2026-Q4``, ``2026``);
-        default: the current month in the display time zone.
+        default: the last complete month in the display time zone
+        (:func:`last_complete_month`).
     base, tile_key
         The base layer.
     now
@@ -69,9 +77,18 @@ def build_map(
     """
     from gridgov import store
 
-    if kind not in MAP_KINDS:
-        msg = f"unknown map kind {kind!r}; expected one of {', '.join(MAP_KINDS)}"
-        raise InputError(msg)
+    check_map_options(
+        kind,
+        street=street,
+        force_kind=force_kind,
+        level=level,
+        colour_by=colour_by,
+        kpi=kpi,
+        kpi_value=kpi_value,
+        period=period,
+        base=base,
+        tile_key=tile_key,
+    )
     gdf_areas = store.read_stored_areas(engine)
     if kind == "assessment":
         table = kpi if kpi is not None else _store_kpis(engine, period, now)
@@ -97,11 +114,8 @@ def build_map(
     for iid in sorted(active_ids & set(open_incidents(gdf_incidents)["incident_id"].astype(str))):
         explanations[iid] = store.read_dispatch(engine, iid).get("explanation") or {}
     if kind == "street":
-        if not street:
-            msg = "the street map needs a street code (--street)"
-            raise InputError(msg)
         return street_map(
-            street,
+            str(street),
             gdf_areas,
             gdf_units,
             gdf_incidents,
@@ -126,15 +140,89 @@ def build_map(
     )
 
 
+def check_map_options(
+    kind: str,
+    *,
+    street: str | None = None,
+    force_kind: ForceKind | str = ForceKind.POLICE,
+    level: Level | str = "grid",
+    colour_by: str = "open_incidents",
+    kpi: pd.DataFrame | None = None,
+    kpi_value: str = "value",
+    period: str | None = None,
+    base: str = "none",
+    tile_key: str | None = None,
+) -> None:
+    """Check the options of :func:`build_map` before anything is read (a missing ``--street``
+    is reported at once, not after the store is loaded); every problem in one error.
+
+    Raises
+    ------
+    InputError
+        An unknown kind, level, force kind, colour, column, period or base layer, or a missing
+        street (street map) or tile key (Tianditu).
+    """
+    from gridgov.assessment import Period
+
+    if kind not in MAP_KINDS:
+        msg = f"unknown map kind {kind!r}; expected one of {', '.join(MAP_KINDS)}"
+        raise InputError(msg)
+    problems: list[str] = []
+    if kind == "street" and not street:
+        problems.append("the street map needs a street code (--street)")
+    if kind in ("command-centre", "coverage") and str(level) not in {lv.value for lv in Level}:
+        problems.append(
+            f"unknown level {str(level)!r} (--level); expected one of "
+            + ", ".join(lv.value for lv in Level)
+        )
+    if kind == "coverage" and str(force_kind) not in {k.value for k in ForceKind}:
+        problems.append(
+            f"unknown force kind {str(force_kind)!r} (--kind); expected one of "
+            + ", ".join(k.value for k in ForceKind)
+        )
+    if kind == "command-centre" and colour_by not in ("open_incidents", "workload"):
+        problems.append(f"--colour-by must be open_incidents or workload, not {colour_by!r}")
+    if kind == "assessment":
+        if kpi is not None:
+            missing = [c for c in ("street_code", kpi_value) if c not in kpi.columns]
+            if missing:
+                problems.append(f"the KPI table has no column {', '.join(missing)} (--kpi-value)")
+        else:
+            if kpi_value not in KPI_KINDS:
+                problems.append(
+                    f"unknown assessment column {kpi_value!r} (--kpi-value); expected one of "
+                    + ", ".join(KPI_KINDS)
+                )
+            if period is not None:
+                try:
+                    Period.parse(period)
+                except InputError as exc:
+                    problems.append(f"--period: {exc}")
+    try:
+        check_base(base, tile_key)
+    except InputError as exc:
+        problems.append(f"--base: {exc}")
+    if problems:
+        raise InputError("; ".join(problems))
+
+
+def last_complete_month(now: datetime | None = None) -> str:
+    """The month before the one ``now`` falls in, in the display time zone (``2026-11``).
+
+    The assessment map shows it by default: the current month is still almost empty.
+    """
+    when = (now or datetime.now(UTC)).astimezone(ZoneInfo(get_settings().display_tz))
+    previous = when.replace(day=1) - timedelta(days=1)
+    return f"{previous:%Y-%m}"
+
+
 def _store_kpis(engine: Engine, period: str | None, now: datetime | None) -> pd.DataFrame:
-    """The stored event log assessed by street over ``period`` (default: the current month)."""
+    """The stored event log assessed by street over ``period`` (default: the last complete
+    month)."""
     from gridgov import store
     from gridgov.assessment import Period, assess
 
-    if period is None:
-        when = (now or datetime.now(UTC)).astimezone(ZoneInfo(get_settings().display_tz))
-        period = f"{when:%Y-%m}"
-    span = Period.parse(period)
+    span = Period.parse(period or last_complete_month(now))
     result = assess(
         store.read_events(engine, until=span.end),
         store.read_incidents(engine),
