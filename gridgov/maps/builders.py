@@ -622,7 +622,7 @@ def coverage_map(
     m.add_child(
         AreaLayer(
             data,
-            f"{ForceKind(k).zh} 覆盖 coverage ({lv})",
+            f"{ForceKind(k).zh} 覆盖 coverage ({label_of('level', lv)})",
             overlay=True,
             show=True,
             style={"fillOpacity": 0.6, "weight": 0.5},
@@ -635,7 +635,7 @@ def coverage_map(
         near = np.zeros(len(units), dtype=bool)
         near[uok] = shapely.dwithin(outline, shapely.points(ux[uok], uy[uok]), 0.01)
         units = units[near]
-    _add_points(m, "units", unit_data(units), f"{ForceKind(k).zh} {k}", False)
+    _add_points(m, "units", unit_data(units), label_of("kind", k), False)
     items = [
         swatch(c, f"{label} ({n})") for c, label, n in zip(palette, labels_of, counts, strict=True)
     ]
@@ -646,7 +646,7 @@ def coverage_map(
             ("状态 unit status", status_items()),
         ]
     )
-    return _finish(m, legend, "编码或名称 code or name", f"覆盖 coverage: {ForceKind(k).zh}")
+    return _finish(m, legend, "编码或名称 code or name", f"覆盖 coverage: {label_of('kind', k)}")
 
 
 def assessment_map(

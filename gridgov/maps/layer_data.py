@@ -274,8 +274,8 @@ def stats_by_area(
         )
         values = {c: n_open[c] / max(1.0, float(unit_counts.get(c, 0))) for c in codes}
         labels = {
-            c: f"负荷 workload: {values[c]:.2f} ({int(n_open[c])} open / "
-            f"{int(unit_counts.get(c, 0))} on duty)"
+            c: f"负荷 workload: {values[c]:.2f} (未结 open {int(n_open[c])} / "
+            f"在岗 on duty {int(unit_counts.get(c, 0))})"
             for c in codes
         }
     breaks = _breaks(list(values.values()), integer=colour_by == "open_incidents")
