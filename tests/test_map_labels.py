@@ -299,6 +299,11 @@ def test_the_assessment_map_defaults_to_the_last_complete_month(now: datetime, m
         (["coverage", "army"], ["army"]),
         (["hotspots", "--period", "2026-10", "--level", "block"], ["--level", "block"]),
         (["route", "104.0", "30.6", "104.1", "30.7", "--mode", "fly"], ["--mode", "fly"]),
+        (["act", "I-1", "return"], ["--reason"]),
+        (["act", "I-1", "evaluate"], ["--satisfaction"]),
+        (["act", "I-1", "evaluate", "--satisfaction", "meh"], ["--satisfaction", "meh"]),
+        (["act", "I-1", "fly"], ["ACTION", "fly"]),
+        (["act", "I-1", "close", "--role", "mayor"], ["--role", "mayor"]),
     ],
 )
 def test_missing_or_bad_options_fail_before_the_store_is_opened(

@@ -17,6 +17,7 @@ from rich.markup import escape
 from gridgov.cli.command_support import (
     CrsOption,
     UrlOption,
+    check_choice,
     database_url,
     domain_errors,
     err,
@@ -368,8 +369,20 @@ def act(
     """
     from gridgov import store
     from gridgov.service import actions
+    from gridgov.workflow import REASON_REQUIRED, Action, Role, Satisfaction
 
     with domain_errors():
+        # What the action needs is known before the store is opened: say so at once.
+        check_choice(action, [a.value for a in Action], "ACTION")
+        check_choice(role, [r.value for r in Role], "--role")
+        if Action(action) in REASON_REQUIRED and not (reason or "").strip():
+            msg = f"{action} needs a reason (--reason)"
+            raise InputError(msg)
+        if action == Action.EVALUATE:
+            if satisfaction is None:
+                msg = f"evaluate needs --satisfaction ({', '.join(Satisfaction)})"
+                raise InputError(msg)
+            check_choice(satisfaction, [v.value for v in Satisfaction], "--satisfaction")
         when = parse_instant(at, "--at")
         engine = store.open_store(database_url(url))
         result = actions.act(
