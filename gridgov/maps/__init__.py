@@ -37,6 +37,15 @@ default (``levels`` holds street, community and grid). For them, pass ``area_url
 ``{zoom}`` filled in; the answer must be the JSON :func:`area_layer_json` returns (the API
 serves it later, e.g. ``/api/areas?level={level}&bbox={west},{south},{east},{north}``).
 
+Words
+-----
+Every value a person reads (states, levels, force kinds, unit statuses, matters, rules, KPI
+names) is "中文 English" from one dictionary, :mod:`gridgov.labels`: legends are built with it in
+Python, and each page embeds it as JSON for the runtime's ``GG.label(group, value)``, which the
+popups use (the identifier stays in a ``data-id`` attribute). Pages are ``<html lang="zh-CN">``
+with a ``<title>``. Class legends use quantile breaks: whole, non-overlapping ranges for counts;
+other values rounded to the precision they need, with classes that would read the same merged.
+
 Each page registers its layers in ``window.GG.maps[<map id>]`` (``areas[level]``,
 ``layers.units``, ``layers.incidents``, ``layers.routes``, each with ``ggCount``) and sets
 ``GG.ready`` (and ``data-gridgov-ready`` on ``<html>``) once every layer is added and painted.

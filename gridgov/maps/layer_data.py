@@ -311,10 +311,8 @@ def unit_data(gdf_units: gpd.GeoDataFrame) -> dict[str, Any]:
             ]
         )
     return {
-        "kinds": [
-            {"id": k, "glyph": g, "colour": c, "zh": ForceKind(k).zh, "en": ForceKind(k).en}
-            for k, (g, c) in KIND_STYLE.items()
-        ],
+        # Names come from the page's dictionary (GG.label("kind", id)), not from each row set.
+        "kinds": [{"id": k, "glyph": g, "colour": c} for k, (g, c) in KIND_STYLE.items()],
         "statuses": [{"id": s, "colour": c} for s, c in STATUS_COLOURS.items()],
         "departments": list(departments),
         "streets": list(streets),
