@@ -33,12 +33,14 @@ from gridgov.maps.elements import (
     AreaLayer,
     FitBounds,
     Heat,
+    IncidentLayer,
     Legend,
     Live,
     Points,
     Routes,
     Runtime,
     Search,
+    SearchIndex,
     TileFallback,
     Title,
     ViewportAreas,
@@ -58,6 +60,7 @@ from gridgov.maps.layer_data import (
     open_incidents,
     priority_items,
     route_data,
+    search_index_json,
     stats_by_area,
     status_items,
     swatch,
@@ -171,7 +174,10 @@ def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
 
 def _add_points(m: folium.Map, what: str, data: dict[str, Any], name: str, cluster: bool) -> Layer:
     group: Layer
-    if cluster:
+    if what == "incidents":
+        # Never clustered with units, priority never hidden (see GG.incidentLayer).
+        group = IncidentLayer(name, cluster=cluster, priorities=data["priorities"])
+    elif cluster:
         group = folium.plugins.MarkerCluster(
             name=name,
             overlay=True,
@@ -302,6 +308,11 @@ def command_centre_map(
         m.add_child(
             AreaLayer(data, f"{LEVEL_ZH[lv]} {lv}", overlay=False, show=lv == shown, style=style)
         )
+    # The levels not inlined (micro-grids) stay searchable by name and code.
+    present = set(gdf_areas["level"].astype(str))
+    for lv in ("street", "community", "grid", "microgrid"):
+        if lv in present and lv not in level_names:
+            m.add_child(SearchIndex(search_index_json(gdf_areas, lv)))
     if area_url:
         lv = _level_name(area_url_level)
         m.add_child(
