@@ -139,7 +139,8 @@ def search_index_json(gdf_areas: gpd.GeoDataFrame, level: Level | str) -> dict[s
     """
     lv = _level_name(level)
     gdf = _wgs84(gdf_areas[gdf_areas["level"].astype(str) == lv])
-    bounds = gdf.geometry.bounds.round(6).to_numpy() if len(gdf) else []
+    # Five decimals (about 1 m) keep 10,000 micro-grids near 900 kB.
+    bounds = gdf.geometry.bounds.round(5).to_numpy() if len(gdf) else []
     rows = [
         [code, as_text(name) or code, *(float(v) for v in b)]
         for code, name, b in zip(gdf["code"].astype(str), gdf["name"], bounds, strict=True)
