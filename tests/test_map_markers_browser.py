@@ -143,7 +143,10 @@ CLUSTERS = f"""() => {{
   const colours = {{}};
   const probe = document.createElement('span');
   document.body.appendChild(probe);
-  const rgb = (c) => {{ probe.style.background = c; return getComputedStyle(probe).backgroundColor; }};
+  const rgb = (c) => {{
+    probe.style.background = c;
+    return getComputedStyle(probe).backgroundColor;
+  }};
   const rank = (p) => (p > 0 ? p : 99);
   const out = [];
   e.layers.incidents.rest._featureGroup.eachLayer((c) => {{
