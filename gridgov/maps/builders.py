@@ -261,7 +261,8 @@ def command_centre_map(
     recent_hours, now
         The heat map's window (``now`` defaults to the current time).
     cluster
-        Cluster unit and incident markers (MarkerCluster).
+        Cluster unit markers, and incident markers apart from them, priority 1 never
+        (see the :mod:`gridgov.maps` docstring).
     base, tile_key
         The base layer (see the :mod:`gridgov.maps` docstring).
     area_url, area_url_level, area_min_zoom
