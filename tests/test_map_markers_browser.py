@@ -284,6 +284,15 @@ def test_priority_one_never_hidden_live(
             page, planted, _grid_of(ref, p1.lon, p1.lat), priorities
         )
         assert seen["clusters"] > 0 and seen["clicks"] == 3 * seen["zooms"]
+        # The wall's search reaches a street and a micro-grid (drawn per viewport) too.
+        areas = store.read_stored_areas(engine).sort_values("code")
+        for level, by in (("street", "name"), ("microgrid", "code")):
+            row = areas[areas["level"].astype(str) == level].iloc[0]
+            _search(page, str(row[by]), f"{row['name']} {row['code']}")
+            page.wait_for_function(POPUP_OPEN, arg=str(row["code"]))
+            view = page.evaluate(VIEW, list(row.geometry.bounds))
+            assert view["holds"] and view["zoom"] == view["fits"], (level, view)
+            page.evaluate(f"() => {{ {MAP}.map.closePopup(); }}")
         assert log.errors == [] and log.external_requests() == []
 
 

@@ -289,75 +289,78 @@
    * live feed, the search and the layer control treat it as one layer. */
   // Made on first use: this file may load before Leaflet.
   function incidentLayerClass() {
-    return (GG.IncidentLayer = GG.IncidentLayer || L.Layer.extend({
-    initialize: function (opts) {
-      this.urgent = L.featureGroup();
-      this.rest = opts.cluster
-        ? L.markerClusterGroup({
-            chunkedLoading: true,
-            disableClusteringAtZoom: opts.disableClusteringAtZoom || 17,
-            clusterPane: "ggIncidents",
-            iconCreateFunction: incidentClusterIcon(opts.priorities),
-          })
-        : L.featureGroup();
-    },
-    onAdd: function (map) {
-      GG.panes(map);
-      map.addLayer(this.rest);
-      map.addLayer(this.urgent);
-    },
-    onRemove: function (map) {
-      map.removeLayer(this.rest);
-      map.removeLayer(this.urgent);
-    },
-    _part: function (m) {
-      return m.ggRow && m.ggRow[2] === 1 ? this.urgent : this.rest;
-    },
-    addLayer: function (m) {
-      this._part(m).addLayer(m);
-      return this;
-    },
-    addLayers: function (ms) {
-      var rest = [];
-      for (var i = 0; i < ms.length; i++) {
-        if (this._part(ms[i]) === this.urgent) this.urgent.addLayer(ms[i]);
-        else rest.push(ms[i]);
-      }
-      if (this.rest.addLayers) this.rest.addLayers(rest);
-      else for (var j = 0; j < rest.length; j++) this.rest.addLayer(rest[j]);
-      return this;
-    },
-    removeLayer: function (m) {
-      this.urgent.removeLayer(m);
-      this.rest.removeLayer(m);
-      return this;
-    },
-    hasLayer: function (m) {
-      return this.urgent.hasLayer(m) || this.rest.hasLayer(m);
-    },
-    getLayers: function () {
-      return this.urgent.getLayers().concat(this.rest.getLayers());
-    },
-    eachLayer: function (fn, ctx) {
-      this.urgent.eachLayer(fn, ctx);
-      this.rest.eachLayer(fn, ctx);
-      return this;
-    },
-    clearLayers: function () {
-      this.urgent.clearLayers();
-      this.rest.clearLayers();
-      return this;
-    },
-    zoomToShowLayer: function (m, done) {
-      if (this.rest.zoomToShowLayer && this.rest.hasLayer(m)) {
-        this.rest.zoomToShowLayer(m, done);
-        return;
-      }
-      var map = this._map;
-      if (map) map.setView(m.getLatLng(), Math.max(map.getZoom(), 17), { animate: false });
-      if (done) done();
-    },
-  }));
+    return (GG.IncidentLayer =
+      GG.IncidentLayer ||
+      L.Layer.extend({
+        initialize: function (opts) {
+          this.urgent = L.featureGroup();
+          this.rest = opts.cluster
+            ? L.markerClusterGroup({
+                chunkedLoading: true,
+                disableClusteringAtZoom: opts.disableClusteringAtZoom || 17,
+                clusterPane: "ggIncidents",
+                iconCreateFunction: incidentClusterIcon(opts.priorities),
+              })
+            : L.featureGroup();
+        },
+        onAdd: function (map) {
+          GG.panes(map);
+          map.addLayer(this.rest);
+          map.addLayer(this.urgent);
+        },
+        onRemove: function (map) {
+          map.removeLayer(this.rest);
+          map.removeLayer(this.urgent);
+        },
+        _part: function (m) {
+          return m.ggRow && m.ggRow[2] === 1 ? this.urgent : this.rest;
+        },
+        addLayer: function (m) {
+          this._part(m).addLayer(m);
+          return this;
+        },
+        addLayers: function (ms) {
+          var rest = [];
+          for (var i = 0; i < ms.length; i++) {
+            if (this._part(ms[i]) === this.urgent) this.urgent.addLayer(ms[i]);
+            else rest.push(ms[i]);
+          }
+          if (this.rest.addLayers) this.rest.addLayers(rest);
+          else for (var j = 0; j < rest.length; j++) this.rest.addLayer(rest[j]);
+          return this;
+        },
+        removeLayer: function (m) {
+          this.urgent.removeLayer(m);
+          this.rest.removeLayer(m);
+          return this;
+        },
+        hasLayer: function (m) {
+          return this.urgent.hasLayer(m) || this.rest.hasLayer(m);
+        },
+        getLayers: function () {
+          return this.urgent.getLayers().concat(this.rest.getLayers());
+        },
+        eachLayer: function (fn, ctx) {
+          this.urgent.eachLayer(fn, ctx);
+          this.rest.eachLayer(fn, ctx);
+          return this;
+        },
+        clearLayers: function () {
+          this.urgent.clearLayers();
+          this.rest.clearLayers();
+          return this;
+        },
+        zoomToShowLayer: function (m, done) {
+          if (this.rest.zoomToShowLayer && this.rest.hasLayer(m)) {
+            this.rest.zoomToShowLayer(m, done);
+            return;
+          }
+          var map = this._map;
+          if (map) map.setView(m.getLatLng(), Math.max(map.getZoom(), 17), { animate: false });
+          if (done) done();
+        },
+      })
+    );
   }
 
   GG.incidentLayer = function (map, opts) {
