@@ -17,7 +17,7 @@ import shapely
 from gridgov import maps
 from gridgov.errors import InputError
 from gridgov.maps import rendering
-from gridgov.maps.elements import AreaLayer, Points
+from gridgov.maps.elements import AreaLayer, IncidentLayer, Points
 from gridgov.maps.layer_data import incident_data
 from gridgov.network import StraightLine, build_network
 from gridgov.reference import ReferenceDistrict, read_reference_district
@@ -515,7 +515,8 @@ def test_build_map_from_store(reference_store_url: str) -> None:
     rows = next(
         c
         for c in m._children.values()
-        if isinstance(c, folium.plugins.MarkerCluster)
+        # Incidents have their own layer (never clustered with units, see GG.incidentLayer).
+        if isinstance(c, IncidentLayer)
         and any(isinstance(p, Points) and p.what == "incidents" for p in c._children.values())
     )
     data = next(p for p in rows._children.values() if isinstance(p, Points)).data

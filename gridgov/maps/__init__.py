@@ -36,6 +36,15 @@ default (``levels`` holds street, community and grid). For them, pass ``area_url
 ``area_min_zoom``, with ``{level}``, ``{west}``, ``{south}``, ``{east}``, ``{north}`` and
 ``{zoom}`` filled in; the answer must be the JSON :func:`area_layer_json` returns (the API
 serves it later, e.g. ``/api/areas?level={level}&bbox={west},{south},{east},{north}``).
+The page holds the names, codes and bounds of the levels it does not inline
+(:func:`gridgov.maps.layer_data.search_index_json`), so the search finds every level.
+
+Markers
+-------
+Open incidents are a layer of their own above the units (Leaflet panes: units 600, incidents
+640, priority 1 at 660, popups 700), so a click reaches an incident before a unit under it.
+Priority-1 incidents are never clustered; the others cluster (``cluster=True``) into bubbles
+of the colour of their most urgent member, with a count per priority. Units cluster apart.
 
 Words
 -----

@@ -37,6 +37,7 @@ from gridgov.maps.elements import (
     AreaLayer,
     FitBounds,
     Heat,
+    IncidentLayer,
     Labels,
     Legend,
     Live,
@@ -44,6 +45,7 @@ from gridgov.maps.elements import (
     Routes,
     Runtime,
     Search,
+    SearchIndex,
     TileFallback,
     Title,
     ViewportAreas,
@@ -63,6 +65,7 @@ from gridgov.maps.layer_data import (
     open_incidents,
     priority_items,
     route_data,
+    search_index_json,
     stats_by_area,
     status_items,
     swatch,
@@ -191,7 +194,10 @@ def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
 
 def _add_points(m: folium.Map, what: str, data: dict[str, Any], name: str, cluster: bool) -> Layer:
     group: Layer
-    if cluster:
+    if what == "incidents":
+        # Never clustered with units, priority never hidden (see GG.incidentLayer).
+        group = IncidentLayer(name, cluster=cluster, priorities=data["priorities"])
+    elif cluster:
         group = folium.plugins.MarkerCluster(
             name=name,
             overlay=True,
@@ -279,7 +285,8 @@ def command_centre_map(
     recent_hours, now
         The heat map's window (``now`` defaults to the current time).
     cluster
-        Cluster unit and incident markers (MarkerCluster).
+        Cluster unit markers, and incident markers apart from them, priority 1 never
+        (see the :mod:`gridgov.maps` docstring).
     base, tile_key
         The base layer (see the :mod:`gridgov.maps` docstring).
     area_url, area_url_level, area_min_zoom
@@ -326,6 +333,11 @@ def command_centre_map(
         m.add_child(
             AreaLayer(data, f"{LEVEL_ZH[lv]} {lv}", overlay=False, show=lv == shown, style=style)
         )
+    # The levels not inlined (micro-grids) stay searchable by name and code.
+    present = set(gdf_areas["level"].astype(str))
+    for lv in ("street", "community", "grid", "microgrid"):
+        if lv in present and lv not in level_names:
+            m.add_child(SearchIndex(search_index_json(gdf_areas, lv)))
     if area_url:
         lv = _level_name(area_url_level)
         m.add_child(

@@ -133,6 +133,50 @@ class ViewportAreas(Layer):
         self.options = {"url": url, "level": level, "minZoom": min_zoom, "style": {"weight": 0.5}}
 
 
+class IncidentLayer(JSCSSMixin, Layer):
+    """The open-incident layer (``GG.incidentLayer``): above the units, priority 1 never
+    clustered; the others in a MarkerCluster coloured by priority when ``cluster``."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        var {{ this.get_name() }} = GG.incidentLayer({{ this._parent.get_name() }},
+            {{ this.options|tojson }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, name: str, *, cluster: bool, priorities: Mapping[str, str]) -> None:
+        super().__init__(name=name, overlay=True, control=True, show=True)
+        self._name = "IncidentLayer"
+        self.cluster = cluster
+        self.options = {"cluster": cluster, "priorities": dict(priorities)}
+        # MarkerCluster's files (vendored like folium's own).
+        self.default_js = list(folium.plugins.MarkerCluster.default_js) if cluster else []
+        self.default_css = list(folium.plugins.MarkerCluster.default_css) if cluster else []
+
+
+class SearchIndex(MacroElement):
+    """Names, codes and bounds of areas the page does not draw, for its search."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        GG.searchIndex({{ this._parent.get_name() }}, {{ this.json }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__()
+        self._name = "SearchIndex"
+        self.data = data
+
+    @property
+    def json(self) -> str:
+        return _js(self.data)
+
+
 class Points(MacroElement):
     """Adds unit or incident markers to its parent (a MarkerCluster or a FeatureGroup)."""
 

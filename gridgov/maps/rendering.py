@@ -23,6 +23,7 @@ from gridgov.maps.elements import (
     RUNTIME_JS,
     AreaLayer,
     Heat,
+    IncidentLayer,
     Legend,
     Points,
     Routes,
@@ -120,13 +121,17 @@ def describe_map(m: folium.Map) -> dict[str, Any]:
                 "kind": "heat",
                 "count": child.gg_count if isinstance(child, Heat) else len(child.data),
             }
-        elif isinstance(child, folium.plugins.MarkerCluster | folium.FeatureGroup):
+        elif isinstance(child, IncidentLayer | folium.plugins.MarkerCluster | folium.FeatureGroup):
             points = [c for c in child._children.values() if isinstance(c, Points)]
             for p in points:
                 layers[child.layer_name] = {
                     "kind": p.what,
                     "count": p.n_features,
-                    "clustered": isinstance(child, folium.plugins.MarkerCluster),
+                    "clustered": (
+                        child.cluster
+                        if isinstance(child, IncidentLayer)
+                        else isinstance(child, folium.plugins.MarkerCluster)
+                    ),
                 }
         elif isinstance(child, folium.TileLayer):
             layers[child.layer_name] = {"kind": "tiles", "count": 0}

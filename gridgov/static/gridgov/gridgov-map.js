@@ -91,15 +91,45 @@
       });
       layer.ggCode = f[0];
       layer.ggName = f[1];
+      layer.ggGroup = group;
       layer.bindTooltip(esc(f[1]) + "<br>" + esc(f[0]) + "<br>" + esc(f[4]), { sticky: true });
       group.addLayer(layer);
       // Layers fetched per viewport come and go: only inlined ones are searchable.
-      if (!transient) entry(map).search.push({ title: f[1] + " " + f[0], layer: layer });
+      if (!transient) {
+        entry(map).search.push({
+          title: f[1] + " " + f[0],
+          layer: layer,
+          bounds: layer.getBounds(),
+          html: areaPopup(data, f),
+        });
+      }
     }
     group.ggCount = feats.length;
     group.ggLevel = data.level;
     entry(map).areas[data.level] = group;
     return group;
+  };
+
+  // What the search shows of an area: its name, code and level (and the layer's label).
+  function areaPopup(data, f) {
+    var rows = [["编码 code", f[0]], ["层级 level", (data.zh || "") + " " + data.level]];
+    if (f[4] !== null && f[4] !== undefined && f[4] !== "") rows.push(["", f[4]]);
+    return "<div class='gg-popup gg-area-popup'><b>" + esc(f[1]) + "</b>" + table(rows) +
+      "</div>";
+  }
+
+  /* Areas the page does not inline (micro-grids come per viewport): name, code and bounds
+   * only, so the search finds them. data: {level, zh, rows: [[code, name, w, s, e, n], ...]} */
+  GG.searchIndex = function (map, data) {
+    var e = entry(map);
+    for (var i = 0; i < data.rows.length; i++) {
+      var r = data.rows[i];
+      e.search.push({
+        title: r[1] + " " + r[0],
+        bounds: L.latLngBounds([r[3], r[2]], [r[5], r[4]]),
+        html: areaPopup(data, [r[0], r[1], null, null, null]),
+      });
+    }
   };
 
   /* The viewport hook: fetch an area layer for the visible box from a URL template, e.g.
@@ -225,8 +255,146 @@
     return group;
   };
 
+  /* Incidents are drawn above units: their own panes over the marker pane (600, units), below
+   * popups (700). Priority 1 has the top pane and is never clustered. */
+  GG.PANES = { ggIncidents: 640, ggUrgent: 660 };
+  GG.panes = function (map) {
+    for (var name in GG.PANES) {
+      if (!map.getPane(name)) map.createPane(name).style.zIndex = String(GG.PANES[name]);
+    }
+  };
+
+  // Most urgent first: 1, 2, 3, 4, then unknown (0).
+  function urgency(p) {
+    return p > 0 ? p : 99;
+  }
+
+  // The bubble of a cluster of incidents: the colour of its most urgent member and one small
+  // coloured segment per priority with its count.
+  function incidentClusterIcon(priorities) {
+    return function (cluster) {
+      var counts = {};
+      var members = cluster.getAllChildMarkers();
+      for (var i = 0; i < members.length; i++) {
+        var p = members[i].ggRow[2];
+        counts[p] = (counts[p] || 0) + 1;
+      }
+      var keys = Object.keys(counts)
+        .map(Number)
+        .sort(function (a, b) {
+          return urgency(a) - urgency(b);
+        });
+      var top = keys[0];
+      var colour = priorities[top] || priorities["0"];
+      var parts = "";
+      var title = [];
+      for (var k = 0; k < keys.length; k++) {
+        var c = priorities[keys[k]] || priorities["0"];
+        var label = keys[k] > 0 ? "P" + keys[k] : "P?";
+        parts += "<i style='background:" + c + "'>" + counts[keys[k]] + "</i>";
+        title.push(label + " " + counts[keys[k]]);
+      }
+      return L.divIcon({
+        className: "gg-incident-cluster gg-priority-" + top,
+        html:
+          "<div style='background:" + colour + "' data-priority='" + top + "' title='" +
+          title.join(" · ") + "'><b>" + members.length + "</b>" + parts + "</div>",
+        iconSize: [18 + 20 * keys.length, 38],
+      });
+    };
+  }
+
+  /* The open-incident layer: priority 1 in a plain group on the top pane, the others in a
+   * MarkerCluster (cluster = true) or a plain group on the incident pane. It answers like one
+   * group (addLayer(s), removeLayer, hasLayer, getLayers, clearLayers, zoomToShowLayer), so the
+   * live feed, the search and the layer control treat it as one layer. */
+  // Made on first use: this file may load before Leaflet.
+  function incidentLayerClass() {
+    return (GG.IncidentLayer =
+      GG.IncidentLayer ||
+      L.Layer.extend({
+        initialize: function (opts) {
+          this.urgent = L.featureGroup();
+          this.rest = opts.cluster
+            ? L.markerClusterGroup({
+                chunkedLoading: true,
+                disableClusteringAtZoom: opts.disableClusteringAtZoom || 17,
+                clusterPane: "ggIncidents",
+                iconCreateFunction: incidentClusterIcon(opts.priorities),
+              })
+            : L.featureGroup();
+        },
+        onAdd: function (map) {
+          GG.panes(map);
+          map.addLayer(this.rest);
+          map.addLayer(this.urgent);
+        },
+        onRemove: function (map) {
+          map.removeLayer(this.rest);
+          map.removeLayer(this.urgent);
+        },
+        _part: function (m) {
+          return m.ggRow && m.ggRow[2] === 1 ? this.urgent : this.rest;
+        },
+        addLayer: function (m) {
+          this._part(m).addLayer(m);
+          return this;
+        },
+        addLayers: function (ms) {
+          var rest = [];
+          for (var i = 0; i < ms.length; i++) {
+            if (this._part(ms[i]) === this.urgent) this.urgent.addLayer(ms[i]);
+            else rest.push(ms[i]);
+          }
+          if (this.rest.addLayers) this.rest.addLayers(rest);
+          else for (var j = 0; j < rest.length; j++) this.rest.addLayer(rest[j]);
+          return this;
+        },
+        removeLayer: function (m) {
+          this.urgent.removeLayer(m);
+          this.rest.removeLayer(m);
+          return this;
+        },
+        hasLayer: function (m) {
+          return this.urgent.hasLayer(m) || this.rest.hasLayer(m);
+        },
+        getLayers: function () {
+          return this.urgent.getLayers().concat(this.rest.getLayers());
+        },
+        eachLayer: function (fn, ctx) {
+          this.urgent.eachLayer(fn, ctx);
+          this.rest.eachLayer(fn, ctx);
+          return this;
+        },
+        clearLayers: function () {
+          this.urgent.clearLayers();
+          this.rest.clearLayers();
+          return this;
+        },
+        zoomToShowLayer: function (m, done) {
+          if (this.rest.zoomToShowLayer && this.rest.hasLayer(m)) {
+            this.rest.zoomToShowLayer(m, done);
+            return;
+          }
+          var map = this._map;
+          if (map) map.setView(m.getLatLng(), Math.max(map.getZoom(), 17), { animate: false });
+          if (done) done();
+        },
+      })
+    );
+  }
+
+  GG.incidentLayer = function (map, opts) {
+    GG.panes(map);
+    var Layer = incidentLayerClass();
+    var layer = new Layer(opts);
+    entry(map).layers.incidents = layer;
+    return layer;
+  };
+
   // The markers of GG.incidents (searchable), not yet on any layer.
   GG.incidentMarkers = function (map, data) {
+    GG.panes(map);
     var icons = {};
     function icon(p) {
       if (!icons[p]) {
@@ -244,7 +412,11 @@
     var markers = new Array(data.rows.length);
     for (var i = 0; i < data.rows.length; i++) {
       var r = data.rows[i];
-      var m = L.marker([r[0], r[1]], { icon: icon(r[2]), title: r[3] });
+      var m = L.marker([r[0], r[1]], {
+        icon: icon(r[2]),
+        title: r[3],
+        pane: r[2] === 1 ? "ggUrgent" : "ggIncidents",
+      });
       m.ggRow = r;
       m.bindPopup(incidentPopup, { maxWidth: 420 });
       markers[i] = m;
@@ -403,8 +575,20 @@
     });
   };
 
+  /* Search over every level: areas (inlined, or indexed by GG.searchIndex), units and
+   * incidents. Picking one fits the view to it, shows its level if another one is on screen,
+   * and opens its popup. */
   GG.search = function (map, placeholder) {
     var e = entry(map);
+    // An area's level is a base layer: switch to it (the layer control follows).
+    function showLevel(group) {
+      if (!group || map.hasLayer(group)) return;
+      for (var level in e.areas) {
+        var other = e.areas[level];
+        if (other !== group && !other.ggLoad && map.hasLayer(other)) map.removeLayer(other);
+      }
+      map.addLayer(group);
+    }
     var control = new L.Control.Search({
       sourceData: function (text, callResponse) {
         var needle = text.toLowerCase();
@@ -413,8 +597,9 @@
         for (var i = 0; i < e.search.length && n < 20; i++) {
           var item = e.search[i];
           if (item.title.toLowerCase().indexOf(needle) >= 0) {
-            var at = item.layer.getLatLng ? item.layer.getLatLng() : item.layer.getCenter();
-            at.layer = item.layer;
+            // Bounds, not getCenter(): an area's layer may not be on the map.
+            var at = item.bounds ? item.bounds.getCenter() : item.layer.getLatLng();
+            at.item = item;
             found[item.title] = at;
             n += 1;
           }
@@ -434,17 +619,25 @@
       marker: false,
       collapsed: false,
       moveToLocation: function (latlng, title, m) {
-        var layer = latlng.layer;
-        if (layer && layer.getBounds) m.fitBounds(layer.getBounds(), { maxZoom: 17 });
-        else m.setView(latlng, Math.max(m.getZoom(), 17));
+        var item = latlng.item;
+        if (item && item.bounds) {
+          if (item.layer) showLevel(item.layer.ggGroup);
+          m.fitBounds(item.bounds, { maxZoom: 18, animate: false });
+        } else m.setView(latlng, Math.max(m.getZoom(), 17), { animate: false });
       },
     });
     control.on("search:locationfound", function (ev) {
-      var layer = ev.latlng && ev.latlng.layer;
-      if (!layer) return;
-      var units = e.layers.units;
-      var incidents = e.layers.incidents;
-      var cluster = [units, incidents].filter(function (g) {
+      var item = ev.latlng && ev.latlng.item;
+      if (!item) return;
+      if (item.bounds) {
+        L.popup({ maxWidth: 320 })
+          .setLatLng(item.bounds.getCenter())
+          .setContent(item.html)
+          .openOn(map);
+        return;
+      }
+      var layer = item.layer;
+      var cluster = [e.layers.units, e.layers.incidents].filter(function (g) {
         return g && g.zoomToShowLayer && g.hasLayer(layer);
       })[0];
       if (cluster) cluster.zoomToShowLayer(layer, function () { layer.openPopup(); });
