@@ -136,7 +136,12 @@ def map_(
     ] = "open_incidents",
     base: Annotated[
         str | None,
-        typer.Option(help="Base layer: none, osm, tianditu or an XYZ URL (default: settings)."),
+        typer.Option(
+            help="Base layer: roads (the stored roads drawn by class, no tiles; the default "
+            "setting), none (polygons only), osm, tianditu or an intranet XYZ URL "
+            "(.../{z}/{x}/{y}.png); over tiles the roads are an overlay to switch on. "
+            "Default: settings (GRIDGOV_MAP_BASE)."
+        ),
     ] = None,
     kpi: Annotated[
         Path | None,
@@ -164,6 +169,7 @@ def map_(
     import pandas as pd
 
     from gridgov import maps, store
+    from gridgov.maps.road_layer import SERVED_ROAD_URL
 
     settings = get_settings()
     with domain_errors():
@@ -181,6 +187,8 @@ def map_(
             period=period,
             base=settings.map_base if base is None else base,
             tile_key=settings.tianditu_key,
+            # A page served by gridgov (assets under a URL) fetches the roads per viewport.
+            road_url=None if assets == "inline" else SERVED_ROAD_URL,
         )
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(maps.render_html(m, assets=assets), encoding="utf-8")

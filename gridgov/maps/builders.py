@@ -134,7 +134,8 @@ def _new_map(frame: _Frame, base: str, tile_key: str | None) -> folium.Map:
 
 
 def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
-    if base in ("none", "", None):
+    # "roads": no tiles; the stored roads are drawn instead (gridgov.maps.add_road_layer).
+    if base in ("none", "roads", "", None):
         return
     if base in _TILES:
         url, attribution, subdomains = _TILES[base]
@@ -147,8 +148,8 @@ def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
         url, attribution, subdomains = base, "intranet tiles", ""
     else:
         msg = (
-            f"unknown base layer {base!r}: use none, osm, tianditu, or an XYZ URL template with "
-            "{z}, {x} and {y}"
+            f"unknown base layer {base!r}: use roads, none, osm, tianditu, or an XYZ URL "
+            "template with {z}, {x} and {y}"
         )
         raise InputError(msg)
     options: dict[str, Any] = {"subdomains": subdomains} if subdomains else {}
@@ -213,7 +214,7 @@ def command_centre_map(
     recent_hours: float = 24.0,
     now: datetime | None = None,
     cluster: bool = True,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
     area_url: str | None = None,
     area_url_level: Level | str = "microgrid",
@@ -441,7 +442,7 @@ def street_map(
     *,
     explanations: Mapping[str, Mapping[str, Any]] | None = None,
     open_only: bool = True,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
 ) -> folium.Map:
     """One street: its communities and grids, the units it commands and its incidents.
@@ -539,7 +540,7 @@ def coverage_map(
     bands_min: Sequence[float] = (5, 10, 15, 20, 30),
     street_code: str | None = None,
     on_duty_only: bool = True,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
 ) -> folium.Map:
     """Travel-time bands to the nearest unit of ``kind``, per area (see :func:`coverage_times`).
@@ -626,7 +627,7 @@ def assessment_map(
     key: str = "street_code",
     label: str | None = None,
     percent: bool | None = None,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
 ) -> folium.Map:
     """A choropleth of one KPI by street.
