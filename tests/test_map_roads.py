@@ -15,7 +15,9 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from browser import watch
 from fastapi.testclient import TestClient
+from live_server import serve
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
@@ -226,6 +228,8 @@ def test_road_layer_follows_the_base(road_engine: Engine) -> None:
         maps.add_road_layer(folium.Map(), "roads")
 
 
+# One backend is enough for what the page holds: the store reads run on both above.
+@pytest.mark.parametrize("reference_store_url", ["sqlite"], indirect=True)
 def test_cli_base_values(reference_store_url: str, tmp_path: Path) -> None:
     from gridgov.cli import app
 
@@ -235,9 +239,20 @@ def test_cli_base_values(reference_store_url: str, tmp_path: Path) -> None:
         out = tmp_path / f"{len(pages)}.html"
         result = runner.invoke(
             app,
-            ["map", "assessment", "--out", str(out), "--url", reference_store_url,
-             "--kpi", str(_kpi(tmp_path, reference_store_url)), "--kpi-value", "value",
-             "--base", base],
+            [
+                "map",
+                "assessment",
+                "--out",
+                str(out),
+                "--url",
+                reference_store_url,
+                "--kpi",
+                str(_kpi(tmp_path, reference_store_url)),
+                "--kpi-value",
+                "value",
+                "--base",
+                base,
+            ],
         )
         assert result.exit_code == 0, result.output
         pages[base] = out.read_text(encoding="utf-8")
@@ -256,3 +271,144 @@ def _kpi(tmp_path: Path, url: str) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# in the browser, offline
+# --------------------------------------------------------------------------------------------
+
+VIEWPORT = {"width": 1280, "height": 800}
+READY = "() => window.GG && GG.ready === true"
+ROADS_DRAWN = """() => { const e = Object.values(GG.maps)[0];
+    return e.layers.roads !== undefined && e.layers.roads.ggCount > 0; }"""
+PATHS = """() => {
+  const paths = [...document.querySelectorAll('.leaflet-ggRoads-pane path.gg-road')];
+  return {
+    count: paths.length,
+    styles: [...new Set(paths.map((p) => p.getAttribute('stroke') + ' '
+      + p.getAttribute('stroke-width')))],
+    layer: Object.values(GG.maps)[0].layers.roads.ggCount,
+  };
+}"""
+# A point on the named road (in page pixels), to hover it.
+ON_ROAD = """(name) => {
+  const e = Object.values(GG.maps)[0];
+  const line = e.layers.roads.getLayers().find((l) => l.ggName === name);
+  const lls = line.getLatLngs()[0];
+  const a = lls[Math.floor(lls.length / 2)], b = lls[Math.floor(lls.length / 2) + 1];
+  const mid = L.latLng((a.lat + b.lat) / 2, (a.lng + b.lng) / 2);
+  e.map.setView(mid, 15, {animate: false});
+  const p = e.map.latLngToContainerPoint(mid);
+  const box = e.map.getContainer().getBoundingClientRect();
+  return [box.left + p.x, box.top + p.y];
+}"""
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    context = chromium.new_context(viewport=VIEWPORT)
+    p = context.new_page()
+    p.set_default_timeout(20_000)
+    try:
+        yield p
+    finally:
+        context.close()
+
+
+def _assert_drawn_by_class(page: Any) -> dict[str, Any]:
+    drawn = page.evaluate(PATHS)
+    assert drawn["count"] > 0 and drawn["layer"] > 0, drawn
+    # The reference district holds arterials and urban expressways: two styles at least.
+    assert len(drawn["styles"]) >= 2, drawn
+    return drawn
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("reference_store_url", ["sqlite"], indirect=True)
+def test_static_map_draws_the_roads_offline(
+    page: Any, reference_store_url: str, tmp_path: Path
+) -> None:
+    from gridgov.cli import app
+
+    out = tmp_path / "command_centre.html"
+    result = CliRunner().invoke(
+        app, ["map", "command-centre", "--out", str(out), "--url", reference_store_url]
+    )
+    assert result.exit_code == 0, result.output
+    log = watch(page)
+    page.goto(out.as_uri())
+    page.wait_for_function(READY, timeout=30_000)
+    _assert_drawn_by_class(page)
+    # A named road says its name on hover.
+    x, y = page.evaluate(ON_ROAD, "二环路")
+    page.mouse.move(x, y)
+    page.wait_for_selector(".leaflet-tooltip:has-text('二环路')")
+    assert "城市快速路" in page.locator(".leaflet-tooltip").first.inner_text()
+    assert "道路 roads" in page.locator(".gg-road-legend").inner_text()
+    assert log.errors == []
+    assert log.external_requests() == []
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("reference_store_url", ["sqlite"], indirect=True)
+def test_roads_are_an_overlay_over_tiles(
+    page: Any, reference_store_url: str, tmp_path: Path
+) -> None:
+    from gridgov.cli import app
+
+    out = tmp_path / "tiles.html"
+    tiles = "http://localhost:8765/tiles/{z}/{x}/{y}.png"
+    result = CliRunner().invoke(
+        app,
+        ["map", "command-centre", "--out", str(out), "--url", reference_store_url, "--base", tiles],
+    )
+    assert result.exit_code == 0, result.output
+    page.route("http://localhost:8765/tiles/**", lambda r: r.fulfill(status=404, body=""))
+    log = watch(page)
+    page.goto(out.as_uri())
+    page.wait_for_function(READY, timeout=30_000)
+    # Over tiles the roads start switched off, and the layer control switches them on.
+    assert page.evaluate(PATHS)["count"] == 0
+    page.locator(".leaflet-control-layers").get_by_text("道路 roads").click()
+    _assert_drawn_by_class(page)
+    assert all("404" in e for e in log.console_errors)  # only the refused tiles
+    assert log.page_errors == []
+    assert log.external_requests() == []
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("reference_store_url", ["sqlite"], indirect=True)
+def test_live_wall_draws_the_roads_per_viewport(
+    page: Any, reference_store_url: str, reference_engine: Engine
+) -> None:
+    streets = store.read_stored_areas(reference_engine, "street").sort_values("code")
+    row = streets.iloc[len(streets) // 2]
+    _, secret = store.issue_credential(
+        reference_engine, "dispatcher", street_code=str(row["code"]), label="test_map_roads wall"
+    )
+    app = create_app(Settings(database_url=reference_store_url), engine=reference_engine)
+    with serve(app) as base:
+        log = watch(page)
+        page.goto(f"{base}/#token={secret}")
+        page.wait_for_function(READY, timeout=30_000)
+        page.wait_for_function(ROADS_DRAWN)
+        whole = _assert_drawn_by_class(page)
+        assert any(f"{ROADS}?bbox=" in u for u in log.requests)
+        # Zoomed in, the roads of the new box come from the server again.
+        p = shapely.point_on_surface(row.geometry)
+        asked = sum(f"{ROADS}?bbox=" in u for u in log.requests)
+        page.evaluate(
+            "([lat, lon]) => { Object.values(GG.maps)[0].map.setView([lat, lon], 16, "
+            "{animate: false}); }",
+            [p.y, p.x],
+        )
+        page.wait_for_function(
+            "(n) => performance.getEntriesByType('resource')"
+            ".filter((r) => r.name.includes('/api/v1/roads?')).length > n",
+            arg=asked,
+        )
+        page.wait_for_function(ROADS_DRAWN)
+        close = page.evaluate(PATHS)
+        assert 0 < close["layer"] <= whole["layer"]
+        assert log.errors == []
+        assert log.external_requests() == []

@@ -293,4 +293,8 @@ def add_road_layer(
         lat = float(np.mean(_wgs84(gdf_roads).total_bounds[[1, 3]]))
         data = road_layer_json(gdf_roads, simplify_m=tolerance_for_zoom(INLINE_ROAD_ZOOM, lat))
     m.add_child(RoadLayer(data, url, show=base == ROAD_BASE))
+    # The layer control lists the layers defined before its script: it goes after this one.
+    for key, child in list(m._children.items()):
+        if isinstance(child, folium.LayerControl):
+            m._children.move_to_end(key)
     return m
