@@ -21,9 +21,11 @@ from sqlalchemy import Connection, Engine, func, select, text
 from gridgov.areas import build_locator
 from gridgov.errors import InputError, OutsideDistrictError, StoreError
 from gridgov.model import UnitStatus
+from gridgov.roads import one_line_per_segment
 from gridgov.store.district_read import (
     LEVEL_NAMES,
     UNIT_OUT_COLUMNS,
+    WGS84,
     read_stored_areas,
     unit_frame,
     unit_select,
@@ -443,22 +445,11 @@ def read_road_lines(
         rows = connection.execute(stmt).all()
     columns = ["link_id", "u", "v", "length_m", "road_class", "road_name"]
     frame = pd.DataFrame([tuple(r)[:-1] for r in rows], columns=columns)
-    geoms = np.array([r[-1] for r in rows], dtype=object)
-    if bbox is not None and not postgis and len(geoms):
-        keep = shapely.intersects(geoms, shapely.box(*bbox))
-        frame, geoms = frame[keep], geoms[keep]
-    # One row per undirected segment: the reverse link of a two-way road has the same ends and
-    # length (OSM ways between the same two nodes but of other lengths stay apart).
-    key = pd.DataFrame(
-        {
-            "a": np.minimum(frame["u"].to_numpy(), frame["v"].to_numpy()),
-            "b": np.maximum(frame["u"].to_numpy(), frame["v"].to_numpy()),
-            "m": np.round(frame["length_m"].to_numpy(dtype=float), 1),
-        }
+    gdf = gpd.GeoDataFrame(
+        frame, geometry=gpd.GeoSeries([r[-1] for r in rows], crs=WGS84), crs=WGS84
     )
-    first = ~key.duplicated().to_numpy()
-    out = frame.loc[first, list(ROAD_LINE_COLUMNS)].reset_index(drop=True)
+    if bbox is not None and not postgis and len(gdf):
+        gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*bbox))]
+    out = one_line_per_segment(gdf)[[*ROAD_LINE_COLUMNS, "geometry"]]
     out["link_id"] = out["link_id"].astype(np.int64)
-    return gpd.GeoDataFrame(
-        out, geometry=gpd.GeoSeries(geoms[first], crs=f"EPSG:{SRID}"), crs=f"EPSG:{SRID}"
-    )
+    return out
