@@ -41,8 +41,9 @@ default (``levels`` holds street, community and grid). For them, pass ``area_url
 serves it later, e.g. ``/api/areas?level={level}&bbox={west},{south},{east},{north}``).
 
 Each page registers its layers in ``window.GG.maps[<map id>]`` (``areas[level]``,
-``layers.units``, ``layers.incidents``, ``layers.routes``, each with ``ggCount``) and sets
-``GG.ready`` (and ``data-gridgov-ready`` on ``<html>``) once every layer is added and painted.
+``layers.units``, ``layers.incidents``, ``layers.routes``, ``layers.roads``, each with
+``ggCount``) and sets ``GG.ready`` (and ``data-gridgov-ready`` on ``<html>``) once every layer
+is added and painted (roads fetched per viewport arrive after it).
 """
 
 from __future__ import annotations

@@ -424,7 +424,17 @@ def read_road_lines(
     geopandas.GeoDataFrame
         :data:`ROAD_LINE_COLUMNS` and LineString geometry (EPSG:4326), by link id; empty when
         no roads are stored.
+
+    Raises
+    ------
+    InputError
+        The box is not four finite numbers with west < east and south < north.
     """
+    if bbox is not None and not (
+        all(math.isfinite(c) for c in bbox) and bbox[0] < bbox[2] and bbox[1] < bbox[3]
+    ):
+        msg = f"bbox must be finite west < east and south < north, got {bbox}"
+        raise InputError(msg)
     links = ROAD_LINKS
     stmt = select(
         links.c.link_id,
