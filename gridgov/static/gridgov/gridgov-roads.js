@@ -37,6 +37,18 @@
         for (var k = 0; k < part.length; k++) q[k] = [part[k][1], part[k][0]];
         ll[p] = q;
       }
+      // A white halo under each line sets the roads apart from the dark area outlines.
+      var halo = L.polyline(ll, {
+        renderer: renderer,
+        pane: "ggRoads",
+        color: "#ffffff",
+        weight: c.weight + 2.5,
+        opacity: 0.85,
+        lineCap: "round",
+        lineJoin: "round",
+        interactive: false,
+        className: "gg-road-halo",
+      });
       var line = L.polyline(ll, {
         renderer: renderer,
         pane: "ggRoads",
@@ -50,6 +62,7 @@
       });
       line.ggClass = c;
       line.ggName = f[1];
+      line.ggHalo = halo;
       line.bindTooltip(
         (f[1] ? "<b>" + GG.esc(f[1]) + "</b><br>" : "") + GG.esc(c.zh + " " + c.en),
         { sticky: true }
@@ -65,16 +78,21 @@
     group.ggAll = items;
     var shown = 0;
     for (var i = 0; i < items.length; i++) {
-      if (!items[i].ggHidden) {
-        group.addLayer(items[i]);
-        shown += 1;
-      }
+      if (!items[i].ggHidden) shown += 1;
+    }
+    // Every halo first, so that no halo covers another class's line where roads cross.
+    for (var h = 0; h < items.length; h++) {
+      if (!items[h].ggHidden) group.addLayer(items[h].ggHalo);
+    }
+    for (var j = 0; j < items.length; j++) {
+      if (!items[j].ggHidden) group.addLayer(items[j]);
     }
     group.ggCount = shown;
   }
 
   function legend(map, group, html) {
-    var control = L.control({ position: "bottomright" });
+    // Bottom left, under the layer control's column: the right holds the main legend.
+    var control = L.control({ position: "bottomleft" });
     control.onAdd = function () {
       var div = L.DomUtil.create("div", "gg-legend gg-road-legend");
       div.innerHTML = html;
