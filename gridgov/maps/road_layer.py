@@ -156,7 +156,8 @@ def road_layer_json(
         groups: dict[tuple[str, str], list[int]] = {}
         for i, key in enumerate(zip(classes.tolist(), names.tolist(), strict=True)):
             groups.setdefault(key, []).append(i)
-        keys = sorted(groups)
+        # Minor classes first: the page draws in order, so major roads lie on top.
+        keys = sorted(groups, key=lambda k: (_style(k[0]).weight, k))
         merged = np.array(
             [
                 shapely.line_merge(shapely.multilinestrings(shapely.get_parts(geoms[groups[k]])))
