@@ -413,3 +413,28 @@ def test_live_wall_draws_the_roads_per_viewport(
         assert 0 < close["layer"] <= whole["layer"]
         assert log.errors == []
         assert log.external_requests() == []
+
+
+def test_road_box_uses_the_gist_index_on_postgis(road_engine: Engine) -> None:
+    """On PostGIS the box is answered through the links' GIST index."""
+    from sqlalchemy import event
+
+    if road_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite filters in process (no spatial index there)")
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "road_links" in statement:
+            seen.append((statement, params))
+
+    event.listen(road_engine, "before_cursor_execute", capture)
+    try:
+        store.read_road_lines(road_engine, (103.995, 30.695, 104.025, 30.715))
+    finally:
+        event.remove(road_engine, "before_cursor_execute", capture)
+    statement, params = seen[-1]
+    with road_engine.connect() as connection:
+        # Seven rows make a sequential scan cheapest; forbid it to see that the index serves.
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        plan = connection.exec_driver_sql("EXPLAIN " + statement, params).all()
+    assert "ix_road_links_geometry_gist" in " ".join(row[0] for row in plan)
