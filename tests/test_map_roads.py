@@ -395,6 +395,7 @@ def test_live_wall_draws_the_roads_per_viewport(
         page.wait_for_function(ROADS_DRAWN)
         whole = _assert_drawn_by_class(page)
         assert any(f"{ROADS}?bbox=" in u for u in log.requests)
+        assert "城市快速路 urban expressway" in page.locator(".gg-road-legend").inner_text()
         # Zoomed in, the roads of the new box come from the server again.
         p = shapely.point_on_surface(row.geometry)
         asked = sum(f"{ROADS}?bbox=" in u for u in log.requests)

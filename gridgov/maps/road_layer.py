@@ -211,12 +211,12 @@ def _line_parts(geom: Any) -> list[list[list[float]]]:
 
 
 def road_legend_html(classes: list[dict[str, Any]]) -> str:
-    """The road layer's legend: a line of each class's colour and width."""
+    """The road layer's legend: a line of each class's colour and width, widest first."""
     items = [
         f"<i class='gg-road-swatch' style='border:0;height:0;width:18px;border-top:"
         f"{max(1.0, c['weight']):g}px {'dashed' if c['dash'] else 'solid'} {c['colour']}'></i>"
         f"{html.escape(c['zh'] + ' ' + c['en'])}"
-        for c in classes
+        for c in sorted(classes, key=lambda c: -c["weight"])
     ]
     return "<h4>道路 roads</h4>" + "<br>".join(items)
 
@@ -239,16 +239,16 @@ class RoadLayer(JSCSSMixin, Layer):
         self.default_js = [("gridgov_roads_js", ROADS_JS)]
         self.data = data
         self.n_features = 0 if data is None else len(data["features"])
-        legend = "" if data is None else road_legend_html(data["classes"])
-        self.options = {"url": url, "legend": legend, "styles": _all_styles_json()}
+        # A viewport page learns its classes from each answer: its legend names the main ones.
+        legend = road_legend_html(_main_classes() if data is None else data["classes"])
+        self.options = {"url": url, "legend": legend}
 
     @property
     def json(self) -> str:
         return _js(self.data)
 
 
-def _all_styles_json() -> list[dict[str, Any]]:
-    # A viewport page learns the classes from each answer; the legend lists the main ones.
+def _main_classes() -> list[dict[str, Any]]:
     return [_class_json(c) for c in ("expressway", "urban_expressway", "arterial")]
 
 

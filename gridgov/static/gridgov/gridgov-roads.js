@@ -91,7 +91,7 @@
   }
 
   function legend(map, group, html) {
-    // Bottom left, under the layer control's column: the right holds the main legend.
+    // Bottom left: the right-hand column holds the layer control and the main legend.
     var control = L.control({ position: "bottomleft" });
     control.onAdd = function () {
       var div = L.DomUtil.create("div", "gg-legend gg-road-legend");
@@ -133,15 +133,6 @@
       });
       group.ggLoadedAt = performance.now();
       return group;
-    }
-    if (!opts.legend && opts.styles) {
-      var items = opts.styles.map(function (c) {
-        var border = Math.max(1, c.weight) + "px solid " + c.colour;
-        return "<i class='gg-road-swatch' style='border:0;height:0;width:18px;border-top:" +
-          border + "'></i>" +
-          GG.esc(c.zh + " " + c.en);
-      });
-      legend(map, group, "<h4>道路 roads</h4>" + items.join("<br>"));
     }
     var seq = 0;
     function load() {
