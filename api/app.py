@@ -28,6 +28,7 @@ Positions are WGS84 unless a `crs` of `gcj02` or `bd09` says otherwise. Every PO
 TAGS: list[dict[str, Any]] = [
     {"name": "health", "description": "Liveness and readiness."},
     {"name": "areas", "description": "The area hierarchy as GeoJSON, and point location."},
+    {"name": "roads", "description": "The stored road network per map viewport, by class."},
     {"name": "units", "description": "Stationed units: status and AVL positions."},
     {"name": "incidents", "description": "Reports, dispatch and the workflow."},
     {"name": "assessment", "description": "KPIs and rankings of offices, departments, streets."},
@@ -39,7 +40,14 @@ TAGS: list[dict[str, Any]] = [
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the service over a store (default: ``settings.database_url``)."""
     from api import open311, wall_display
-    from api.routes import area_routes, assessment_routes, health, incidents, unit_routes
+    from api.routes import (
+        area_routes,
+        assessment_routes,
+        health,
+        incidents,
+        road_routes,
+        unit_routes,
+    )
 
     settings = settings or get_settings()
     engine = engine if engine is not None else store.open_store(settings.database_url)
@@ -55,7 +63,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     app.include_router(health.router)
-    for module in (area_routes, unit_routes, incidents, assessment_routes):
+    for module in (area_routes, road_routes, unit_routes, incidents, assessment_routes):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
     app.include_router(wall_display.router)

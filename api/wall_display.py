@@ -1,6 +1,6 @@
 """The command centre's live wall display: the page at ``/`` and its feed.
 
-``GET /`` is the command-centre map (areas, the viewport hook for micro-grids, legend, search),
+``GET /`` is the command-centre map (areas, viewport hooks for micro-grids and roads, legend),
 public like the areas themselves: it holds no incident and no unit. The page takes a bearer
 token from its URL fragment (``/#token=gg_...``: a fragment never reaches the server, logs or
 proxies), keeps it in ``sessionStorage`` and polls ``GET /api/v1/live`` with it about once a
@@ -33,6 +33,7 @@ from api.auth import Principal, require
 from api.deps import EngineDep, SettingsDep
 from gridgov import maps, store
 from gridgov.errors import InputError
+from gridgov.maps.road_layer import SERVED_ROAD_URL
 from gridgov.model import UNIT_COLUMNS
 from gridgov.service.scope import READERS
 from gridgov.settings import Settings
@@ -228,6 +229,8 @@ def build_page(engine: Engine, settings: Settings, dataset: int) -> str:
         tile_key=settings.tianditu_key,
         title="指挥中心 command centre · 实时 live",
     )
+    # The roads come per viewport from the road route, like the micro-grids.
+    maps.add_road_layer(m, settings.map_base, url=SERVED_ROAD_URL)
     maps.add_live_feed(m, FEED_PATH, interval_ms=POLL_INTERVAL_MS, dataset=dataset)
     return maps.render_html(m, assets="/static")
 

@@ -825,3 +825,32 @@ def read_road_frames(path: Path | str) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFra
         )
         raise DataFileError(msg)
     return gdf_nodes, gdf_links
+
+
+def one_line_per_segment(gdf_links: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The links with each two-way road once: what a map draws.
+
+    A two-way road is two directed links over one line, with the same two end nodes and the same
+    length; the first of them (in frame order) is kept. Links between the same nodes but of
+    other lengths (two OSM ways) both stay.
+
+    Parameters
+    ----------
+    gdf_links
+        Links with ``u``, ``v`` and ``length_m``.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The kept rows, index reset.
+    """
+    u = gdf_links["u"].to_numpy()
+    v = gdf_links["v"].to_numpy()
+    key = pd.DataFrame(
+        {
+            "a": np.minimum(u, v),
+            "b": np.maximum(u, v),
+            "m": np.round(gdf_links["length_m"].to_numpy(dtype=float), 1),
+        }
+    )
+    return gdf_links[~key.duplicated().to_numpy()].reset_index(drop=True)

@@ -104,9 +104,10 @@ class Settings(BaseSettings):
         default="Asia/Shanghai", description="Time zone for display and report periods."
     )
     map_base: str = Field(
-        default="none",
-        description="Base layer of the maps: none, osm, tianditu or an intranet XYZ URL "
-        "({z}/{x}/{y}). Vector layers show whether or not tiles load.",
+        default="roads",
+        description="Base layer of the maps: roads (the stored road network, no tiles), none "
+        "(polygons only), osm, tianditu or an intranet XYZ URL ({z}/{x}/{y}). Vector layers "
+        "show whether or not tiles load; over tiles the roads are an overlay to switch on.",
     )
     tianditu_key: str | None = Field(
         default=None, description="Tianditu (天地图) key, for map_base=tianditu."

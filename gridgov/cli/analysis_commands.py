@@ -139,7 +139,12 @@ def map_(
     ] = "open_incidents",
     base: Annotated[
         str | None,
-        typer.Option(help="Base layer: none, osm, tianditu or an XYZ URL (default: settings)."),
+        typer.Option(
+            help="Base layer: roads (the stored roads drawn by class, no tiles; the default "
+            "setting), none (polygons only), osm, tianditu or an intranet XYZ URL "
+            "(.../{z}/{x}/{y}.png); over tiles the roads are an overlay to switch on. "
+            "Default: settings (GRIDGOV_MAP_BASE)."
+        ),
     ] = None,
     kpi: Annotated[
         Path | None,
@@ -169,6 +174,7 @@ def map_(
     import pandas as pd
 
     from gridgov import maps, store
+    from gridgov.maps.road_layer import SERVED_ROAD_URL
 
     settings = get_settings()
     with domain_errors():
@@ -187,7 +193,13 @@ def map_(
         # Every option is checked before the store is opened: a mistake costs no loading.
         maps.check_map_options(kind, **options)  # type: ignore[arg-type]
         engine = store.open_store(database_url(url))
-        m = maps.build_map(kind, engine, **options)  # type: ignore[arg-type]
+        m = maps.build_map(
+            kind,
+            engine,
+            # A page served by gridgov (assets under a URL) fetches the roads per viewport.
+            road_url=None if assets == "inline" else SERVED_ROAD_URL,
+            **options,  # type: ignore[arg-type]
+        )
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(maps.render_html(m, assets=assets), encoding="utf-8")
     out.print(f"wrote {out_path}", highlight=False)

@@ -20,10 +20,13 @@ internet. Icons are CSS DivIcons: a coloured disc with the force's Chinese initi
 
 Base layer
 ----------
-``base="none"`` (default: vector layers only), ``"osm"`` (OpenStreetMap), ``"tianditu"``
-(天地图 vector tiles + labels; needs ``tile_key``) or an XYZ URL template of an intranet tile
-server (``"http://tiles.local/{z}/{x}/{y}.png"``). Tiles are an overlay under the vector layers;
-after a few failed tiles the page drops them and says so, and the vector layers stay.
+``base="roads"`` (default: no tiles; the stored road network drawn by class, see
+:mod:`gridgov.maps.road_layer`), ``"none"`` (vector layers only, no roads), ``"osm"``
+(OpenStreetMap), ``"tianditu"`` (天地图 vector tiles + labels; needs ``tile_key``) or an XYZ URL
+template of an intranet tile server (``"http://tiles.local/{z}/{x}/{y}.png"``). Tiles are an
+overlay under the vector layers; after a few failed tiles the page drops them and says so, and the
+vector layers stay. With tiles, the roads are an overlay the user can switch on. The builders
+take the base for the tiles; :func:`add_road_layer` adds the roads (:func:`build_map` does).
 
 Scale
 -----
@@ -56,8 +59,9 @@ with a ``<title>``. Class legends use quantile breaks: whole, non-overlapping ra
 other values rounded to the precision they need, with classes that would read the same merged.
 
 Each page registers its layers in ``window.GG.maps[<map id>]`` (``areas[level]``,
-``layers.units``, ``layers.incidents``, ``layers.routes``, each with ``ggCount``) and sets
-``GG.ready`` (and ``data-gridgov-ready`` on ``<html>``) once every layer is added and painted.
+``layers.units``, ``layers.incidents``, ``layers.routes``, ``layers.roads``, each with
+``ggCount``) and sets ``GG.ready`` (and ``data-gridgov-ready`` on ``<html>``) once every layer
+is added and painted (roads fetched per viewport arrive after it).
 """
 
 from __future__ import annotations
@@ -87,6 +91,12 @@ from gridgov.maps.layer_data import (
     unit_layer_json,
 )
 from gridgov.maps.rendering import STATIC_DIR, describe_map, render_html
+from gridgov.maps.road_layer import (
+    ROAD_BASE,
+    ROAD_STYLES,
+    add_road_layer,
+    road_layer_json,
+)
 
 __all__ = [
     "CLOSED_STATUSES",
@@ -95,10 +105,13 @@ __all__ = [
     "LIVE_AREA_BREAKS",
     "MAP_KINDS",
     "PRIORITY_COLOURS",
+    "ROAD_BASE",
+    "ROAD_STYLES",
     "SIMPLIFY_M",
     "STATIC_DIR",
     "STATUS_COLOURS",
     "add_live_feed",
+    "add_road_layer",
     "area_layer_json",
     "assessment_map",
     "build_map",
@@ -111,6 +124,7 @@ __all__ = [
     "last_complete_month",
     "open_incidents",
     "render_html",
+    "road_layer_json",
     "route_layer_json",
     "street_map",
     "unit_layer_json",

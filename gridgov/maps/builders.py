@@ -151,7 +151,7 @@ def check_base(base: str | None, tile_key: str | None) -> None:
     InputError
         An unknown base layer, or Tianditu without a key.
     """
-    if base in ("none", "", None):
+    if base in ("none", "roads", "", None):
         return
     if base in _TILES:
         if "{key}" in _TILES[base][0] and not tile_key:
@@ -159,15 +159,16 @@ def check_base(base: str | None, tile_key: str | None) -> None:
             raise InputError(msg)
     elif not ("{z}" in base and "{x}" in base and "{y}" in base):
         msg = (
-            f"unknown base layer {base!r}: use none, osm, tianditu, or an XYZ URL template with "
-            "{z}, {x} and {y}"
+            f"unknown base layer {base!r}: use roads, none, osm, tianditu, or an XYZ URL "
+            "template with {z}, {x} and {y}"
         )
         raise InputError(msg)
 
 
 def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
     check_base(base, tile_key)
-    if base in ("none", "", None):
+    # "roads": no tiles; the stored roads are drawn instead (gridgov.maps.add_road_layer).
+    if base in ("none", "roads", "", None):
         return
     if base in _TILES:
         url, attribution, subdomains = _TILES[base]
@@ -243,7 +244,7 @@ def command_centre_map(
     recent_hours: float = 24.0,
     now: datetime | None = None,
     cluster: bool = True,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
     area_url: str | None = None,
     area_url_level: Level | str = "microgrid",
@@ -484,7 +485,7 @@ def street_map(
     *,
     explanations: Mapping[str, Mapping[str, Any]] | None = None,
     open_only: bool = True,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
 ) -> folium.Map:
     """One street: its communities and grids, the units it commands and its incidents.
@@ -582,7 +583,7 @@ def coverage_map(
     bands_min: Sequence[float] = (5, 10, 15, 20, 30),
     street_code: str | None = None,
     on_duty_only: bool = True,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
 ) -> folium.Map:
     """Travel-time bands to the nearest unit of ``kind``, per area (see :func:`coverage_times`).
@@ -669,7 +670,7 @@ def assessment_map(
     key: str = "street_code",
     label: str | None = None,
     percent: bool | None = None,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
 ) -> folium.Map:
     """A choropleth of one KPI by street.

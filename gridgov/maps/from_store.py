@@ -20,6 +20,7 @@ from gridgov.maps.builders import (
     street_map,
 )
 from gridgov.maps.layer_data import open_incidents
+from gridgov.maps.road_layer import add_road_layer
 from gridgov.model import ForceKind, Level
 from gridgov.settings import get_settings
 
@@ -41,8 +42,9 @@ def build_map(
     kpi: pd.DataFrame | None = None,
     kpi_value: str = "value",
     period: str | None = None,
-    base: str = "none",
+    base: str = "roads",
     tile_key: str | None = None,
+    road_url: str | None = None,
     now: datetime | None = None,
 ) -> folium.Map:
     """Read the store and build one map (what ``gridgov map KIND`` calls).
@@ -71,7 +73,12 @@ def build_map(
         default: the last complete month in the display time zone
         (:func:`last_complete_month`).
     base, tile_key
-        The base layer.
+        The base layer (see the :mod:`gridgov.maps` docstring). Unless it is ``none``, the
+        stored roads are inlined (:func:`gridgov.maps.add_road_layer`): shown with ``roads``,
+        an overlay to switch on over tiles.
+    road_url
+        Instead of inlining the roads, the page fetches them per viewport from this URL
+        template (a page served by gridgov: ``/api/v1/roads?bbox=...``).
     now
         The command centre's "now" (heat map window).
     """
@@ -92,11 +99,12 @@ def build_map(
     gdf_areas = store.read_stored_areas(engine)
     if kind == "assessment":
         table = kpi if kpi is not None else _store_kpis(engine, period, now)
-        return assessment_map(gdf_areas, table, value=kpi_value, base=base, tile_key=tile_key)
+        m = assessment_map(gdf_areas, table, value=kpi_value, base=base, tile_key=tile_key)
+        return _with_roads(m, engine, base, road_url)
     gdf_units = store.read_units(engine)
     if kind == "coverage":
         travel = store.travel_from_store(engine)
-        return coverage_map(
+        m = coverage_map(
             gdf_areas,
             gdf_units,
             travel,
@@ -106,6 +114,7 @@ def build_map(
             base=base,
             tile_key=tile_key,
         )
+        return _with_roads(m, engine, base, road_url)
     gdf_incidents = store.read_incidents(engine)
     gdf_assignments = store.read_assignments(engine, active=True)
     df_events = store.read_events(engine)
@@ -114,7 +123,7 @@ def build_map(
     for iid in sorted(active_ids & set(open_incidents(gdf_incidents)["incident_id"].astype(str))):
         explanations[iid] = store.read_dispatch(engine, iid).get("explanation") or {}
     if kind == "street":
-        return street_map(
+        m = street_map(
             str(street),
             gdf_areas,
             gdf_units,
@@ -125,7 +134,8 @@ def build_map(
             base=base,
             tile_key=tile_key,
         )
-    return command_centre_map(
+        return _with_roads(m, engine, base, road_url)
+    m = command_centre_map(
         gdf_areas,
         gdf_units,
         gdf_incidents,
@@ -138,6 +148,18 @@ def build_map(
         base=base,
         tile_key=tile_key,
     )
+    return _with_roads(m, engine, base, road_url)
+
+
+def _with_roads(m: folium.Map, engine: Engine, base: str, road_url: str | None) -> folium.Map:
+    """The map with the stored roads: inlined, or fetched per viewport from ``road_url``."""
+    from gridgov import store
+
+    if road_url is not None:
+        return add_road_layer(m, base, url=road_url)
+    if base == "none":
+        return m  # no roads drawn: skip reading them
+    return add_road_layer(m, base, gdf_roads=store.read_road_lines(engine))
 
 
 def check_map_options(

@@ -30,6 +30,7 @@ from gridgov.maps.elements import (
     Search,
     ViewportAreas,
 )
+from gridgov.maps.road_layer import ROADS_JS, RoadLayer
 
 #: Folder of the static files (``gridgov/static``: vendored Leaflet and plugins, the runtime).
 STATIC_DIR = Path(__file__).parent.parent / "static"
@@ -74,6 +75,7 @@ _VENDORED: dict[str, str] = {
     RUNTIME_JS: "gridgov/gridgov-map.js",
     RUNTIME_CSS: "gridgov/gridgov-map.css",
     LIVE_JS: "gridgov/gridgov-live.js",
+    ROADS_JS: "gridgov/gridgov-roads.js",
 }
 # folium's defaults that gridgov maps never use: dropped, so nothing loads from outside.
 _UNUSED = {
@@ -114,6 +116,13 @@ def describe_map(m: folium.Map) -> dict[str, Any]:
             }
         elif isinstance(child, ViewportAreas):
             layers[child.layer_name] = {"kind": "viewport", "count": 0, "level": child.level}
+        elif isinstance(child, RoadLayer):
+            layers[child.layer_name] = {
+                "kind": "roads",
+                "count": child.n_features,
+                "shown": child.show,
+                "viewport": child.data is None,
+            }
         elif isinstance(child, Routes):
             layers[child.layer_name] = {"kind": "routes", "count": child.n_features}
         elif isinstance(child, folium.plugins.HeatMap):

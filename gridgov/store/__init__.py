@@ -6,7 +6,8 @@ needs from a database is re-exported here:
 
 - loading the district (one transaction per load): :mod:`~.district_load`; reading it back
   and a summary of the store: :mod:`~.district_read`;
-- locating points in the stored areas and units near a point: :mod:`~.spatial_queries`;
+- locating points in the stored areas, units near a point, road lines in a box:
+  :mod:`~.spatial_queries`;
 - the whole district as one GeoPackage (export and load): :mod:`~.geopackage_io`;
 - the dispatch context of a store (areas, catalogue, travel model): :mod:`~.travel_context`;
 - incidents stored with their first events, and read back: :mod:`~.incident_rows`;
@@ -97,7 +98,13 @@ from gridgov.store.incident_rows import (
     read_incidents,
 )
 from gridgov.store.journal import SYSTEM_ACTOR
-from gridgov.store.spatial_queries import locate_many, locate_point, nearest_units, units_within
+from gridgov.store.spatial_queries import (
+    locate_many,
+    locate_point,
+    nearest_units,
+    read_road_lines,
+    units_within,
+)
 from gridgov.store.travel_context import context_from_store, travel_from_store
 from gridgov.store.unit_rows import release_unit, set_unit_status, update_unit_position
 
@@ -159,6 +166,7 @@ __all__ = [
     "read_matters",
     "read_notices",
     "read_offices",
+    "read_road_lines",
     "read_roads",
     "read_stored_areas",
     "read_units",

@@ -1,5 +1,5 @@
-"""Spatial questions on the stored district: locating points in its areas, and units near a
-point.
+"""Spatial questions on the stored district: locating points in its areas, units near a point,
+and the road lines in a map's box.
 
 Answered in SQL on PostGIS and in process on SQLite, with the same results.
 """
@@ -21,9 +21,11 @@ from sqlalchemy import Connection, Engine, func, select, text
 from gridgov.areas import build_locator
 from gridgov.errors import InputError, OutsideDistrictError, StoreError
 from gridgov.model import UnitStatus
+from gridgov.roads import one_line_per_segment
 from gridgov.store.district_read import (
     LEVEL_NAMES,
     UNIT_OUT_COLUMNS,
+    WGS84,
     read_stored_areas,
     unit_frame,
     unit_select,
@@ -32,6 +34,7 @@ from gridgov.store.engine import detect_backend, translate_errors
 from gridgov.store.models import (
     AREAS,
     DATASETS,
+    ROAD_LINKS,
     SRID,
     UNITS,
 )
@@ -390,3 +393,73 @@ def _pg_knn_radius(
     if found < k:
         return None
     return float(radius)
+
+
+# --------------------------------------------------------------------------------------------
+# road lines in a box (the maps' road layer)
+# --------------------------------------------------------------------------------------------
+
+#: Columns of :func:`read_road_lines` (besides geometry).
+ROAD_LINE_COLUMNS = ("link_id", "road_class", "road_name")
+
+
+def read_road_lines(
+    engine: Engine, bbox: tuple[float, float, float, float] | None = None
+) -> gpd.GeoDataFrame:
+    """The stored roads as lines to draw: one row per road segment, optionally in a box.
+
+    A two-way road is stored as two directed links over one line; it gives one row here (the
+    link with the smaller id). On PostGIS the box is answered by the links' GIST index
+    (``&&``); on SQLite the links are filtered in process.
+
+    Parameters
+    ----------
+    engine
+        The store.
+    bbox
+        ``(west, south, east, north)`` in WGS84: only links whose line meets the box.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        :data:`ROAD_LINE_COLUMNS` and LineString geometry (EPSG:4326), by link id; empty when
+        no roads are stored.
+
+    Raises
+    ------
+    InputError
+        The box is not four finite numbers with west < east and south < north.
+    """
+    if bbox is not None and not (
+        all(math.isfinite(c) for c in bbox) and bbox[0] < bbox[2] and bbox[1] < bbox[3]
+    ):
+        msg = f"bbox must be finite west < east and south < north, got {bbox}"
+        raise InputError(msg)
+    links = ROAD_LINKS
+    stmt = select(
+        links.c.link_id,
+        links.c.u,
+        links.c.v,
+        links.c.length_m,
+        links.c.road_class,
+        links.c.road_name,
+        links.c.geometry,
+    ).order_by(links.c.link_id)
+    postgis = detect_backend(engine) == "postgresql"
+    if bbox is not None and postgis:
+        west, south, east, north = bbox
+        box = func.ST_MakeEnvelope(west, south, east, north, SRID)
+        # && alone is the index test; ST_Intersects then drops lines only their box meets.
+        stmt = stmt.where(links.c.geometry.op("&&")(box), func.ST_Intersects(links.c.geometry, box))
+    with translate_errors(engine), engine.connect() as connection:
+        rows = connection.execute(stmt).all()
+    columns = ["link_id", "u", "v", "length_m", "road_class", "road_name"]
+    frame = pd.DataFrame([tuple(r)[:-1] for r in rows], columns=columns)
+    gdf = gpd.GeoDataFrame(
+        frame, geometry=gpd.GeoSeries([r[-1] for r in rows], crs=WGS84), crs=WGS84
+    )
+    if bbox is not None and not postgis and len(gdf):
+        gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*bbox))]
+    out = one_line_per_segment(gdf)[[*ROAD_LINE_COLUMNS, "geometry"]]
+    out["link_id"] = out["link_id"].astype(np.int64)
+    return out
