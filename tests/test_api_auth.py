@@ -167,6 +167,8 @@ CELLS: dict[str, Cell] = {
     "ready": Cell("GET", "/health/ready", _all(200)),
     "areas": Cell("GET", "/api/v1/areas/{level}", _all(200)),
     "locate": Cell("GET", "/api/v1/locate?lon=104.05&lat=30.69", _all(200)),
+    # Roads are public like the areas (the same street map is posted in every community).
+    "roads": Cell("GET", "/api/v1/roads?bbox=104.03,30.67,104.07,30.70&zoom=14", _all(200)),
     "units.list": Cell("GET", "/api/v1/units", _staff(200)),
     "units.get": Cell(
         "GET",
