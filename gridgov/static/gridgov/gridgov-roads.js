@@ -94,7 +94,7 @@
     // Bottom left: the right-hand column holds the layer control and the main legend.
     var control = L.control({ position: "bottomleft" });
     control.onAdd = function () {
-      var div = L.DomUtil.create("div", "gg-legend gg-road-legend");
+      var div = L.DomUtil.create("div", "gg-road-legend"); // not .gg-legend: pages find their one legend by it
       div.innerHTML = html;
       return div;
     };
