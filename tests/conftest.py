@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from helpers import Damage, damage_areas
@@ -195,6 +196,22 @@ def chromium() -> Iterator[object]:
             pytest.fail(f"a browser is required (GRIDGOV_REQUIRE_BROWSER) but {reason}")
         pytest.skip(reason)
     yield from browser.iter_browser()
+
+
+#: The page size every browser test and screenshot uses.
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser page at :data:`VIEWPORT`; no wait may hang the suite (20 s each)."""
+    context = chromium.new_context(viewport=VIEWPORT)
+    p = context.new_page()
+    p.set_default_timeout(20_000)
+    try:
+        yield p
+    finally:
+        context.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ so no longer once a server answers again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from gridgov import store
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "maps" / "screenshots"
-VIEWPORT = {"width": 1280, "height": 800}
 READY = "() => window.GG && GG.ready === true && GG.liveState && GG.liveState.updates >= 1"
 COUNT = "() => Object.values(GG.maps)[0].layers.incidents.getLayers().length"
 SHOWN = """(id) => Object.values(GG.maps)[0].layers.incidents.getLayers()
@@ -37,17 +35,6 @@ BANNER = """() => { const b = document.querySelector('.gg-live-banner');
 @pytest.fixture(scope="module")
 def engine(reference_engine: Engine) -> Engine:
     return reference_engine
-
-
-@pytest.fixture
-def page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport=VIEWPORT)
-    p = context.new_page()
-    p.set_default_timeout(20_000)
-    try:
-        yield p
-    finally:
-        context.close()
 
 
 def _street_point(engine: Engine) -> tuple[str, float, float]:

@@ -4,7 +4,6 @@ legends are whole numbers that do not overlap; every page has a title and ``<htm
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from gridgov.reference import ReferenceDistrict, read_reference_district
 
 pytestmark = pytest.mark.browser
 
-VIEWPORT = {"width": 1280, "height": 800}
 #: The text of the popups of up to ``n`` units and every incident (built as on a click), and of
 #: the tooltips of up to ``n`` areas per level, as the browser lays them out.
 TEXTS_JS = """(n) => {
@@ -63,17 +61,6 @@ def ref() -> ReferenceDistrict:
 @pytest.fixture(scope="module")
 def activity(ref: ReferenceDistrict) -> dict[str, pd.DataFrame]:
     return make_activity(ref)
-
-
-@pytest.fixture
-def page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport=VIEWPORT)
-    p = context.new_page()
-    p.set_default_timeout(20_000)
-    try:
-        yield p
-    finally:
-        context.close()
 
 
 def _open(page: Any, m: Any, path: Path) -> Any:

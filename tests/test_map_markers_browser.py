@@ -11,7 +11,6 @@ id), zoom there and open its popup, with no console error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,6 @@ from gridgov.reference import ReferenceDistrict, read_reference_district
 pytestmark = pytest.mark.browser
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-VIEWPORT = {"width": 1280, "height": 800}
 MAP = "Object.values(GG.maps)[0]"
 # Priorities of the incidents grouped around each priority-1 one (0: unknown).
 GROUPS = ((2, 3, 4, 0, 3), (3, 4, 4, 0), (4, 0, 0))
@@ -85,17 +83,6 @@ def plant(units: gpd.GeoDataFrame) -> list[Planted]:
 @pytest.fixture(scope="module")
 def ref() -> ReferenceDistrict:
     return read_reference_district()
-
-
-@pytest.fixture
-def page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport=VIEWPORT)
-    p = context.new_page()
-    p.set_default_timeout(20_000)
-    try:
-        yield p
-    finally:
-        context.close()
 
 
 def _static_map(ref: ReferenceDistrict, planted: list[Planted], tmp_path: Path) -> Path:

@@ -278,7 +278,6 @@ def _kpi(tmp_path: Path, url: str) -> Path:
 # in the browser, offline
 # --------------------------------------------------------------------------------------------
 
-VIEWPORT = {"width": 1280, "height": 800}
 READY = "() => window.GG && GG.ready === true"
 ROADS_DRAWN = """() => { const e = Object.values(GG.maps)[0];
     return e.layers.roads !== undefined && e.layers.roads.ggCount > 0; }"""
@@ -303,17 +302,6 @@ ON_ROAD = """(name) => {
   const box = e.map.getContainer().getBoundingClientRect();
   return [box.left + p.x, box.top + p.y];
 }"""
-
-
-@pytest.fixture
-def page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport=VIEWPORT)
-    p = context.new_page()
-    p.set_default_timeout(20_000)
-    try:
-        yield p
-    finally:
-        context.close()
 
 
 def _assert_drawn_by_class(page: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from gridgov.reference import ReferenceDistrict, read_reference_district
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "maps" / "screenshots"
-VIEWPORT = {"width": 1280, "height": 800}
 COUNT_JS = """() => {
   const out = {};
   for (const e of Object.values(GG.maps)) {
@@ -47,18 +45,6 @@ def ref() -> ReferenceDistrict:
 @pytest.fixture(scope="module")
 def activity(ref: ReferenceDistrict) -> dict[str, pd.DataFrame]:
     return make_activity(ref)
-
-
-@pytest.fixture
-def page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport=VIEWPORT)
-    p = context.new_page()
-    # No wait may hang the suite: each gives up after 20 s.
-    p.set_default_timeout(20_000)
-    try:
-        yield p
-    finally:
-        context.close()
 
 
 def _open(page: Any, path: Path) -> Any:

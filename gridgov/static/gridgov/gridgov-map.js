@@ -132,6 +132,17 @@
     }
   };
 
+  // A URL template filled from the map's view: {west} {south} {east} {north} {zoom}.
+  GG.viewportUrl = function (map, template) {
+    var b = map.getBounds();
+    return template
+      .replace("{west}", b.getWest().toFixed(6))
+      .replace("{south}", b.getSouth().toFixed(6))
+      .replace("{east}", b.getEast().toFixed(6))
+      .replace("{north}", b.getNorth().toFixed(6))
+      .replace("{zoom}", String(map.getZoom()));
+  };
+
   /* The viewport hook: fetch an area layer for the visible box from a URL template, e.g.
    * "/api/areas?level={level}&bbox={west},{south},{east},{north}&simplify={tolerance}".
    * The answer is the same compact JSON GG.areas takes. Below minZoom nothing is fetched (the
@@ -144,14 +155,7 @@
         group.clearLayers();
         return;
       }
-      var b = map.getBounds();
-      var url = opts.url
-        .replace("{level}", encodeURIComponent(opts.level))
-        .replace("{west}", b.getWest().toFixed(6))
-        .replace("{south}", b.getSouth().toFixed(6))
-        .replace("{east}", b.getEast().toFixed(6))
-        .replace("{north}", b.getNorth().toFixed(6))
-        .replace("{zoom}", String(map.getZoom()));
+      var url = GG.viewportUrl(map, opts.url.replace("{level}", encodeURIComponent(opts.level)));
       var mine = ++seq;
       fetch(url)
         .then(function (r) {

@@ -137,13 +137,7 @@
     var seq = 0;
     function load() {
       if (!map.hasLayer(group)) return;
-      var b = map.getBounds();
-      var url = opts.url
-        .replace("{west}", b.getWest().toFixed(6))
-        .replace("{south}", b.getSouth().toFixed(6))
-        .replace("{east}", b.getEast().toFixed(6))
-        .replace("{north}", b.getNorth().toFixed(6))
-        .replace("{zoom}", String(map.getZoom()));
+      var url = GG.viewportUrl(map, opts.url);
       var mine = ++seq;
       fetch(url)
         .then(function (r) {
