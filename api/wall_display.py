@@ -229,6 +229,7 @@ def build_page(engine: Engine, settings: Settings, dataset: int) -> str:
         tile_key=settings.tianditu_key,
         title="指挥中心 command centre · 实时 live",
     )
+    maps.name_matters_from(m, store.read_catalog(engine))
     # The roads come per viewport from the road route, like the micro-grids.
     maps.add_road_layer(m, settings.map_base, url=SERVED_ROAD_URL)
     maps.add_live_feed(m, FEED_PATH, interval_ms=POLL_INTERVAL_MS, dataset=dataset)

@@ -3,7 +3,8 @@
 Every page (the static maps, the live wall, later pages) shows a value as "中文 English" from
 here, never as its identifier (``dispatched``, ``street``, ``police``). The maps embed
 :func:`label_table` as JSON and the page runtime reads it through ``GG.label(group, value)``;
-Python code calls :func:`label`. Matter names come from the catalogue (``data/catalog.yaml``).
+Python code calls :func:`label`. Matter names come from the catalogue a page is given (the
+stored one, :func:`label_table`), else from the configured file (``data/catalog.yaml``).
 
 Groups: ``state`` (workflow states), ``action`` (workflow actions), ``role`` (who acted, and a
 unit's role in an assignment), ``escalation`` (how far dispatch reached), ``rule`` and ``tier``
@@ -13,11 +14,11 @@ unit's role in an assignment), ``escalation`` (how far dispatch reached), ``rule
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
-from gridgov.catalog import load_catalog
+from gridgov.catalog import Matter, load_catalog
 from gridgov.model import EscalationLevel, ForceKind, Level, TravelMode, UnitStatus
 from gridgov.workflow import Action, Role, State
 
@@ -242,6 +243,13 @@ def label(group: str, value: Any) -> str:
     return str(value) if names is None else f"{names[0]} {names[1]}"
 
 
-def label_table() -> dict[str, dict[str, list[str]]]:
-    """The whole dictionary, JSON-ready: ``{group: {value: [zh, en]}}`` (what pages embed)."""
-    return {g: {k: list(v) for k, v in names.items()} for g, names in _table().items()}
+def label_table(matters: Iterable[Matter] | None = None) -> dict[str, dict[str, list[str]]]:
+    """The whole dictionary, JSON-ready: ``{group: {value: [zh, en]}}`` (what pages embed).
+
+    ``matters`` names the matters (a store's own catalogue, which may differ from the file);
+    None keeps the configured file's.
+    """
+    table = _table()
+    if matters is not None:
+        table = {**table, "matter": {m.code: (m.name_zh, m.name_en) for m in matters}}
+    return {g: {k: list(v) for k, v in names.items()} for g, names in table.items()}

@@ -79,6 +79,21 @@ def test_a_custom_catalogue_is_dispatched_and_served_from_the_store(
     assert definition.status_code == 200, definition.text
 
 
+def test_maps_name_the_matters_of_the_stored_catalogue(
+    sqlite_url: str, tmp_path: Path, no_data_dir: None
+) -> None:
+    custom = custom_catalog(tmp_path / "custom.yaml")
+    assert _run("init", "--url", sqlite_url).exit_code == 0
+    assert _run("load", "--catalog", str(custom), "--url", sqlite_url).exit_code == 0
+    get_settings.cache_clear()
+    out = tmp_path / "cc.html"
+    result = _run("map", "command-centre", "--url", sqlite_url, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    # The dictionary the page embeds names the stored catalogue's own matter.
+    assert "Shared bikes piled up" in page
+
+
 def test_a_bad_catalogue_is_refused_before_anything_is_loaded(
     sqlite_url: str, tmp_path: Path
 ) -> None:

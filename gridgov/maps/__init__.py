@@ -75,6 +75,7 @@ from gridgov.maps.builders import (
     assessment_map,
     command_centre_map,
     coverage_map,
+    name_matters_from,
     street_map,
 )
 from gridgov.maps.from_store import MAP_KINDS, build_map, check_map_options, last_complete_month
@@ -122,6 +123,7 @@ __all__ = [
     "describe_map",
     "incident_layer_json",
     "last_complete_month",
+    "name_matters_from",
     "open_incidents",
     "render_html",
     "road_layer_json",

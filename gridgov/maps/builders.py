@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ import shapely
 from branca.element import Figure
 from folium.map import Layer
 
+from gridgov.catalog import Matter
 from gridgov.coverage import (
     _kind_name,
     _level_name,
@@ -140,6 +141,15 @@ def _new_map(frame: _Frame, base: str, tile_key: str | None) -> folium.Map:
     m.add_child(Labels())
     m.add_child(FitBounds([list(frame.bounds[0]), list(frame.bounds[1])]))
     _add_tiles(m, base, tile_key)
+    return m
+
+
+def name_matters_from(m: folium.Map, matters: Iterable[Matter]) -> folium.Map:
+    """Name the matters on ``m`` from ``matters`` (the store's catalogue, the one source of
+    truth once loaded) instead of the configured file; returns ``m``."""
+    for child in m._children.values():
+        if isinstance(child, Labels):
+            child.matters = list(matters)
     return m
 
 

@@ -8,7 +8,7 @@ search, title, tile fallback) call the runtime too.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import folium
@@ -18,6 +18,7 @@ from folium.elements import JSCSSMixin
 from folium.map import Layer
 from folium.template import Template
 
+from gridgov.catalog import Matter
 from gridgov.labels import label_table
 
 # The gridgov runtime's own placeholder URLs (resolved like the vendored files).
@@ -54,10 +55,12 @@ class Labels(MacroElement):
     def __init__(self) -> None:
         super().__init__()
         self._name = "GGLabels"
+        #: The matters to name (a store's catalogue); None: the configured file's.
+        self.matters: Iterable[Matter] | None = None
 
     @property
     def json(self) -> str:
-        return _js(label_table())
+        return _js(label_table(self.matters))
 
 
 class Live(JSCSSMixin):

@@ -17,6 +17,7 @@ from gridgov.maps.builders import (
     check_base,
     command_centre_map,
     coverage_map,
+    name_matters_from,
     street_map,
 )
 from gridgov.maps.layer_data import open_incidents
@@ -152,9 +153,11 @@ def build_map(
 
 
 def _with_roads(m: folium.Map, engine: Engine, base: str, road_url: str | None) -> folium.Map:
-    """The map with the stored roads: inlined, or fetched per viewport from ``road_url``."""
+    """The map with the stored roads (inlined, or fetched per viewport from ``road_url``), its
+    matters named from the stored catalogue."""
     from gridgov import store
 
+    name_matters_from(m, store.read_catalog(engine))
     if road_url is not None:
         return add_road_layer(m, base, url=road_url)
     if base == "none":
