@@ -38,7 +38,7 @@ from gridgov.store.engine import (
     begin_write,
     translate_errors,
 )
-from gridgov.store.journal import SYSTEM_ACTOR, build_event, insert_events
+from gridgov.store.journal import REPORTER_ACTOR, SYSTEM_ACTOR, build_event, insert_events
 from gridgov.store.models import (
     ASSIGNMENTS,
     INCIDENTS,
@@ -226,7 +226,9 @@ def _store_report(
         incident.incident_id,
         Action.REPORT,
         at=reported_at,
-        actor=reporter or source or SYSTEM_ACTOR,
+        # The reporter's contact stays in incidents.reporter (where outcome notices read it):
+        # the append-only log can never be erased, so it names the role, never the person.
+        actor=REPORTER_ACTOR if reporter else (source or SYSTEM_ACTOR),
         role=Role.REPORTER if reporter else Role.SYSTEM,
         street_code=street_code,
         data={"source": source} if source else None,

@@ -21,6 +21,8 @@ from gridgov.workflow import Action, Event, Role, Satisfaction, State, next_even
 
 #: Actor of the events the store records by itself (dispatch commits, re-queues, reloads).
 SYSTEM_ACTOR = "gridgov"
+#: The actor of a report event made by a person: their contact details never enter the log.
+REPORTER_ACTOR = "reporter"
 
 
 def event_from_row(row: Any) -> Event:
