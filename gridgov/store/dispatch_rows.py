@@ -419,6 +419,9 @@ def dispatch_within(
     returned = _returned_units(connection, incident_id)
     attempts = _Attempts()
     excluded: set[str] = set()
+    # The same "units taken: leave them out and decide again" rounds as _dispatch_attempts, but
+    # the transaction is the caller's: a deadlock or serialisation failure cannot be retried
+    # here (the caller retries the whole action), so only taken units loop.
     while attempts.count < max_attempts:
         attempts.count += 1
         decision = _decide_without_returned(
