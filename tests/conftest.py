@@ -194,6 +194,7 @@ def chromium() -> Iterator[object]:
         reason = "chromium is not installed (apt-get install chromium chromium-driver)"
         if get_settings().require_browser:
             pytest.fail(f"a browser is required (GRIDGOV_REQUIRE_BROWSER) but {reason}")
+        # Only bare `pytest` on a machine without chromium gets here; `make test` and CI fail.
         pytest.skip(reason)
     yield from browser.iter_browser()
 
