@@ -35,7 +35,7 @@ typecheck: setup
 # The PostGIS and browser tests must run here, never skip: the GRIDGOV_REQUIRE_* variables turn
 # a skip into a failure.
 pytest: setup postgis browser
-	GRIDGOV_REQUIRE_POSTGIS=1 GRIDGOV_REQUIRE_BROWSER=1 $(BIN)/pytest
+	GRIDGOV_REQUIRE_POSTGIS=1 GRIDGOV_REQUIRE_BROWSER=1 $(BIN)/pytest -n auto
 
 test: lint typecheck pytest
 
