@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from gridgov import dispatch, store
-from gridgov.errors import StoreError
+from gridgov.errors import InputError, StoreError
 from gridgov.settings import get_settings
 from gridgov.store.models import EVENTS, IDEMPOTENCY, INCIDENTS
 
@@ -226,6 +226,26 @@ def test_a_crashed_run_is_resumed_after_its_lease_never_stored_twice(
     assert _described(engine, "crash-resume-1") == [(incident_id, state)]
     again = client.post("/api/v1/incidents", json=body, headers=headers)
     assert again.headers["idempotent-replayed"] == "true" and again.content == resumed.content
+
+
+def test_a_stored_report_is_answered_as_stored_never_422(
+    api: tuple[TestClient, Any, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dispatch refused after the report was stored (the incident changed meanwhile, or its
+    point is too far from the roads) leaves it queued: 201 with the reason, not 422."""
+    client, engine, auth = api
+    ((lon, lat),) = _points(engine, 1, seed=49)
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise InputError("the point is too far from every road")
+
+    monkeypatch.setattr(store, "dispatch_reported", refused)
+    body = {"matter_code": "PS-01", "lon": lon, "lat": lat, "description": "stored-not-422"}
+    answer = client.post("/api/v1/incidents", json=body, headers=auth)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["status"] == "registered"
+    assert "too far from every road" in answer.json()["reason"]
+    assert _described(engine, "stored-not-422") == [(answer.json()["incident_id"], "registered")]
 
 
 def test_a_run_whose_lease_was_taken_over_stores_nothing(
