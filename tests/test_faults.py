@@ -1,27 +1,32 @@
 """One report is one incident whatever fails: real uvicorn workers under a bounded load while
 the database is broken in every way a deployment meets.
 
-Two uvicorn worker processes serve the reference district from PostGIS through a proxy the
-test controls (:mod:`pg_fault_proxy`). Phones (client threads) send reports, each under its
-own Idempotency-Key, and retry on 409, 503 and lost connections, as phones do. Meanwhile:
-backends are killed every 2 s (``pg_terminate_backend``), the server "restarts" (every
-connection cut), stops and starts (refused), freezes (bytes held, as under SIGSTOP), and a
-worker is killed with SIGKILL mid-burst. Then, for every key: at most one incident, the
-incident of every 2xx answer is stored, no key waits past its lease, no answer is a 500; the
-service recovers from each fault within :data:`RECOVERY_S` (the times are printed).
+Two uvicorn worker processes serve the reference district from PostGIS. Phones (client
+threads) send reports, each under its own Idempotency-Key, and retry on 409, 503 and lost
+connections, as phones do. Meanwhile, in the first test (the shared server, reached through a
+proxy the test controls, :mod:`pg_fault_proxy`): backends are killed every 2 s
+(``pg_terminate_backend``), every connection is cut at once, connections are refused for 4 s,
+then frozen (bytes held). In the second (a cluster of its own, :mod:`pg_cluster`): the server
+restarts, stops and starts, and is frozen with SIGSTOP. Both end with a worker killed by SIGKILL
+mid-burst. Then, for every key: at most one incident, the incident of every 2xx answer is stored
+and given again on a retry, no key is held past its lease, no answer is a 500; the service
+recovers from each fault within :data:`RECOVERY_S` (the times are printed).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +36,7 @@ import httpx
 import pytest
 from conftest import _fresh_schema
 from live_server import free_port
+from pg_cluster import PrivateCluster
 from pg_fault_proxy import FaultProxy
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
@@ -67,20 +73,12 @@ class Key:
 @dataclass
 class Service:
     base: str
-    proxy: FaultProxy
     master: subprocess.Popen[bytes]
     admin: Any
     app_name: str
     token: str
     points: list[tuple[float, float]]
     engine: Any
-
-
-def _pg_url_via(url: str, port: int, app_name: str) -> str:
-    sa_url = make_url(url).set(host="127.0.0.1", port=port)
-    return sa_url.update_query_dict({"application_name": app_name}).render_as_string(
-        hide_password=False
-    )
 
 
 def _wait_ready(base: str, deadline_s: float) -> None:
@@ -95,70 +93,97 @@ def _wait_ready(base: str, deadline_s: float) -> None:
     raise RuntimeError(f"the service at {base} did not become ready")
 
 
-@pytest.fixture(scope="module")
-def service(postgis_url: str) -> Iterator[Service]:
+@contextmanager
+def _serving(store_url: str, workers_url: str, admin_url: str) -> Iterator[Service]:
+    """Load the reference district into ``store_url`` and serve it with two uvicorn workers
+    that reach the database at ``workers_url`` (tagged with an application name)."""
     from typer.testing import CliRunner
 
     from gridgov.cli import app as cli
 
+    runner = CliRunner()
+    for args in (["init", "--url", store_url], ["load", "--url", store_url]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    engine = store.open_store(store_url)
+    _, secret = store.issue_credential(engine, "dispatcher", street_code=STREET, label="f")
+    areas = store.read_stored_areas(engine)
+    micro = areas[(areas["level"] == "microgrid") & areas["code"].str.startswith(STREET[:9])]
+    points = [(p.x, p.y) for p in micro.geometry.representative_point()]
+    app_name = f"gridgov-fault-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        **os.environ,
+        "GRIDGOV_DATABASE_URL": make_url(workers_url)
+        .update_query_dict({"application_name": app_name})
+        .render_as_string(hide_password=False),
+        "GRIDGOV_IDEMPOTENCY_LEASE_S": str(LEASE_S),
+        "GRIDGOV_DB_STATEMENT_TIMEOUT_S": "2",
+        "GRIDGOV_DB_CONNECT_TIMEOUT_S": "2",
+        "GRIDGOV_DB_POOL_TIMEOUT_S": "2",
+        "GRIDGOV_DB_POOL_SIZE": "4",
+        "GRIDGOV_DB_MAX_OVERFLOW": "2",
+    }
+    master = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.app:app_from_env",
+            "--workers",
+            "2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, 120)
+        yield Service(base, master, admin, app_name, secret, points, engine)
+    finally:
+        master.send_signal(signal.SIGTERM)
+        try:
+            master.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()
+        admin.dispose()
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def proxied(postgis_url: str) -> Iterator[tuple[Service, FaultProxy]]:
+    """The service on the shared server, through a proxy the test breaks."""
     with _fresh_schema(postgis_url) as url:
-        runner = CliRunner()
-        for args in (["init", "--url", url], ["load", "--url", url]):
-            result = runner.invoke(cli, args)
-            assert result.exit_code == 0, result.output
-        engine = store.open_store(url)
-        _, secret = store.issue_credential(engine, "dispatcher", street_code=STREET, label="f")
-        areas = store.read_stored_areas(engine)
-        micro = areas[(areas["level"] == "microgrid") & areas["code"].str.startswith(STREET[:9])]
-        points = [(p.x, p.y) for p in micro.geometry.representative_point()]
         upstream = make_url(url)
         proxy = FaultProxy((upstream.host or "127.0.0.1", upstream.port or 5432))
-        app_name = f"gridgov-fault-{uuid.uuid4().hex[:8]}"
-        port = free_port()
-        env = {
-            **os.environ,
-            "GRIDGOV_DATABASE_URL": _pg_url_via(url, proxy.port, app_name),
-            "GRIDGOV_IDEMPOTENCY_LEASE_S": str(LEASE_S),
-            "GRIDGOV_DB_STATEMENT_TIMEOUT_S": "2",
-            "GRIDGOV_DB_CONNECT_TIMEOUT_S": "2",
-            "GRIDGOV_DB_POOL_TIMEOUT_S": "2",
-            "GRIDGOV_DB_POOL_SIZE": "4",
-            "GRIDGOV_DB_MAX_OVERFLOW": "2",
-        }
-        master = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "api.app:app_from_env",
-                "--workers",
-                "2",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        admin = create_engine(postgis_url, isolation_level="AUTOCOMMIT")
-        base = f"http://127.0.0.1:{port}"
+        via = upstream.set(host="127.0.0.1", port=proxy.port)
         try:
-            _wait_ready(base, 120)
-            yield Service(base, proxy, master, admin, app_name, secret, points, engine)
+            with _serving(url, via.render_as_string(hide_password=False), postgis_url) as svc:
+                yield svc, proxy
         finally:
-            master.send_signal(signal.SIGTERM)
-            try:
-                master.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                master.kill()
-                master.wait()
             proxy.close()
-            admin.dispose()
-            engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def private(postgis_url: str) -> Iterator[tuple[Service, PrivateCluster]]:
+    """The service on a cluster of its own, which the test restarts, stops and freezes."""
+    root = Path(tempfile.mkdtemp(prefix="gridgov-faults-"))
+    cluster = PrivateCluster(root)
+    try:
+        with _serving(cluster.url, cluster.url, cluster.url) as svc:
+            yield svc, cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class Phones:
@@ -276,15 +301,41 @@ def answered_keys(keys: list[Key]) -> list[Key]:
     return [k for k in keys if k.incident_id is not None]
 
 
-def test_every_key_is_one_incident_whatever_fails(service: Service) -> None:
-    svc = service
+def _frozen_health(base: str) -> tuple[float, float]:
+    """While the database is frozen: the slowest /health (must answer) and /health/ready (must
+    say not ready), in seconds."""
+    health_s, ready_s = [], []
+    for _ in range(3):
+        t0 = time.monotonic()
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+        health_s.append(time.monotonic() - t0)
+        t0 = time.monotonic()
+        assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 503
+        ready_s.append(time.monotonic() - t0)
+        time.sleep(0.5)
+    return max(health_s), max(ready_s)
+
+
+def _kill_a_worker(svc: Service, phones: Phones, recovery: dict[str, float]) -> None:
+    """SIGKILL of a worker mid-burst; the supervisor starts another one."""
+    workers = _workers(svc.master.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGKILL)
+    t_kill = time.monotonic()
+    time.sleep(0.5)
+    recovery["worker killed (SIGKILL)"] = phones.recovery(t_kill)
+    time.sleep(LEASE_S + 1)  # the killed worker's keys are retried past their lease
+
+
+def test_one_incident_per_key_through_killed_backends_cut_and_frozen_connections(
+    proxied: tuple[Service, FaultProxy],
+) -> None:
+    svc, proxy = proxied
     phones = Phones(svc, seed=14)
     recovery: dict[str, float] = {}
     phones.start()
     try:
         time.sleep(2)
-
-        # Backends killed every 2 s under load.
         killed = 0
         for _ in range(4):
             killed += _kill_backends(svc)
@@ -292,44 +343,63 @@ def test_every_key_is_one_incident_whatever_fails(service: Service) -> None:
         recovery["backends killed every 2 s"] = phones.recovery(time.monotonic())
         assert killed > 0
 
-        # A restart: every connection cut at once, server side too.
-        svc.proxy.drop()
+        proxy.drop()  # every connection cut at once, as a restart does
         _kill_backends(svc)
-        recovery["server restart"] = phones.recovery(time.monotonic())
+        recovery["every connection cut"] = phones.recovery(time.monotonic())
 
-        # Stop, 4 s down (connections refused), start.
-        svc.proxy.stop()
+        proxy.stop()
         time.sleep(4)
-        svc.proxy.start()
-        recovery["stop / start (4 s down)"] = phones.recovery(time.monotonic())
+        proxy.start()
+        recovery["refused for 4 s"] = phones.recovery(time.monotonic())
 
-        # Frozen for 5 s: liveness answers within 1 s, readiness says not ready.
-        svc.proxy.pause()
+        proxy.pause()
         time.sleep(1)
-        health_s, ready_s = [], []
-        for _ in range(3):
-            t0 = time.monotonic()
-            assert httpx.get(f"{svc.base}/health", timeout=5).status_code == 200
-            health_s.append(time.monotonic() - t0)
-            t0 = time.monotonic()
-            assert httpx.get(f"{svc.base}/health/ready", timeout=5).status_code == 503
-            ready_s.append(time.monotonic() - t0)
-            time.sleep(0.5)
+        health = _frozen_health(svc.base)
         time.sleep(1.5)
-        svc.proxy.resume()
-        recovery["frozen 5 s"] = phones.recovery(time.monotonic())
+        proxy.resume()
+        recovery["connections frozen 5 s"] = phones.recovery(time.monotonic())
 
-        # SIGKILL of a worker mid-burst; the supervisor starts another one.
-        workers = _workers(svc.master.pid)
-        assert len(workers) == 2, workers
-        os.kill(workers[0], signal.SIGKILL)
-        t_kill = time.monotonic()
-        time.sleep(0.5)
-        recovery["worker killed (SIGKILL)"] = phones.recovery(t_kill)
-        time.sleep(LEASE_S + 1)
+        _kill_a_worker(svc, phones, recovery)
     finally:
         phones.stop()
+    _check(svc, phones, recovery, health)
 
+
+def test_one_incident_per_key_through_restart_stop_start_and_sigstop(
+    private: tuple[Service, PrivateCluster],
+) -> None:
+    svc, cluster = private
+    phones = Phones(svc, seed=15)
+    recovery: dict[str, float] = {}
+    phones.start()
+    try:
+        time.sleep(2)
+        cluster.restart()
+        recovery["server restart"] = phones.recovery(time.monotonic())
+
+        cluster.stop()
+        time.sleep(4)
+        cluster.start()
+        recovery["stop, 4 s down, start"] = phones.recovery(time.monotonic())
+
+        cluster.freeze()
+        time.sleep(1)
+        health = _frozen_health(svc.base)
+        time.sleep(1.5)
+        cluster.thaw()
+        recovery["SIGSTOP 5 s"] = phones.recovery(time.monotonic())
+
+        _kill_a_worker(svc, phones, recovery)
+    finally:
+        phones.stop()
+    _check(svc, phones, recovery, health)
+
+
+def _check(
+    svc: Service, phones: Phones, recovery: dict[str, float], health: tuple[float, float]
+) -> None:
+    """Every key: at most one incident, every 2xx stored and given again, none held past its
+    lease; no 500 anywhere; each recovery within RECOVERY_S."""
     keys = phones.keys
     with svc.engine.connect() as connection:
         counts = dict(
@@ -378,7 +448,7 @@ def test_every_key_is_one_incident_whatever_fails(service: Service) -> None:
         f"{statuses.count(409)} of 409 (longest wait {waited:.1f} s, lease {LEASE_S:g} s), "
         f"{phones.transport_errors} lost connections"
     )
-    print(f"  /health while frozen: max {max(health_s):.2f} s; /health/ready {max(ready_s):.2f} s")
+    print(f"  while frozen: /health max {health[0]:.2f} s, /health/ready max {health[1]:.2f} s")
     for fault, seconds in recovery.items():
         print(f"  recovery after {fault}: {seconds:.2f} s")
     assert statuses.count(500) == 0
@@ -389,6 +459,6 @@ def test_every_key_is_one_incident_whatever_fails(service: Service) -> None:
     assert unfinished == 0
     assert all(s < 300 or s in (409, 503) for s in statuses), sorted(set(statuses))
     assert waited <= LEASE_S + 2.0  # no key is stuck past its lease
-    assert max(health_s) < 1.0
-    assert max(ready_s) < 2.0
+    assert health[0] < 1.0
+    assert health[1] < 2.0
     assert all(seconds < RECOVERY_S for seconds in recovery.values()), recovery
