@@ -197,6 +197,7 @@ class Phones:
         self.sending = threading.Event()
         self.threads: list[threading.Thread] = []
         self.transport_errors = 0
+        self.probes: list[list[int]] = []  # what each recovery probe heard, in order
 
     def new_key(self) -> Key:
         with self.lock:
@@ -265,6 +266,7 @@ class Phones:
             key = self.new_key()
             assert self.send(client, key, time.monotonic() + 60), "no recovery within 60 s"
         assert key.incident_id is not None, key.statuses
+        self.probes.append(key.statuses)
         return time.monotonic() - since
 
 
@@ -449,8 +451,8 @@ def _check(
         f"{phones.transport_errors} lost connections"
     )
     print(f"  while frozen: /health max {health[0]:.2f} s, /health/ready max {health[1]:.2f} s")
-    for fault, seconds in recovery.items():
-        print(f"  recovery after {fault}: {seconds:.2f} s")
+    for (fault, seconds), probe in zip(recovery.items(), phones.probes, strict=True):
+        print(f"  recovery after {fault}: {seconds:.2f} s (the probe heard {probe})")
     assert statuses.count(500) == 0
     assert duplicates == 0
     assert lost == []
