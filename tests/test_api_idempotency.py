@@ -361,6 +361,28 @@ def test_keys_are_purged_and_the_table_bounded(
         assert sorted(kept) == [f"k{i:02d}" for i in range(20, 30)]
 
 
+def test_the_service_purges_expired_keys_itself(
+    api: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    """No cron job: a new process purges on its first POST with a key, then every
+    ``idempotency_purge_every_s``."""
+    _, engine, auth = api
+    long_ago = datetime.now(UTC) - timedelta(days=3)
+    store.claim_idempotency(engine, "s-expired", "old", "fp", now=long_ago)
+    with TestClient(create_app(engine=engine)) as fresh:
+        answer = fresh.post(
+            "/api/v1/incidents",
+            json={"matter_code": "UM-01", "lon": 105.5, "lat": 30.69},
+            headers={**auth, "Idempotency-Key": "purge-trigger"},
+        )
+        assert answer.status_code == 422  # outside the district: an answer all the same
+    with engine.connect() as connection:
+        left = connection.execute(
+            select(func.count()).where(IDEMPOTENCY.c.scope == "s-expired")
+        ).scalar_one()
+    assert left == 0
+
+
 def test_old_keys_are_purged(api: tuple[TestClient, Any, dict[str, str]]) -> None:
     _, engine, _ = api
     later = datetime.now(UTC) + timedelta(days=2)
