@@ -144,7 +144,7 @@ class Settings(BaseSettings):
         gt=0,
         description="Cancel a statement that runs longer (PostgreSQL's statement_timeout; SQLite "
         "interrupts it). A server that does not answer at all has its connection cut on the "
-        "client side a second later.",
+        "client side a second later. It bounds the CLI too: raise it for a very large load.",
     )
     db_pool_timeout_s: float = Field(
         default=10.0,
