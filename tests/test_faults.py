@@ -175,7 +175,9 @@ def proxied(postgis_url: str) -> Iterator[tuple[Service, FaultProxy]]:
 
 @pytest.fixture(scope="module")
 def private(postgis_url: str) -> Iterator[tuple[Service, PrivateCluster]]:
-    """The service on a cluster of its own, which the test restarts, stops and freezes."""
+    """The service on a cluster of its own, which the test restarts, stops and freezes.
+    (``postgis_url`` only so that it skips, or fails under GRIDGOV_REQUIRE_POSTGIS, as every
+    PostGIS test does when there is no server.)"""
     root = Path(tempfile.mkdtemp(prefix="gridgov-faults-"))
     cluster = PrivateCluster(root)
     try:
