@@ -19,6 +19,8 @@ from xml.etree import ElementTree as ET
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gridgov.errors import (
@@ -188,3 +190,50 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
+    install_store_fault_handlers(app)
+
+
+# --------------------------------------------------------------------------------------------
+# the store down, hung or saturated: 503 with Retry-After, never a 500
+# --------------------------------------------------------------------------------------------
+
+#: What a client is told while the store cannot answer: no URL, no driver message (those are
+#: logged for the operators).
+STORE_UNAVAILABLE = "the store is unavailable; retry shortly"
+#: Seconds a client is asked to wait before retrying.
+RETRY_AFTER_S = 1
+
+
+def store_unavailable(request: Request, exc: BaseException) -> Response:
+    """The 503 answer for a store that is down, hung (a statement cut by its timeout) or out
+    of free connections (the pool timeout)."""
+    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        request,
+        503,
+        "store_unavailable",
+        STORE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def _on_store_error(request: Request, exc: Exception) -> Response:
+    return store_unavailable(request, exc)
+
+
+async def _on_driver_error(request: Request, exc: Exception) -> Response:
+    # A driver error that escaped translation: the connection's fault is the store's state;
+    # anything else (a bug in a statement) stays an internal error.
+    if isinstance(exc, SATimeoutError | OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return store_unavailable(request, exc)
+    return _internal(request, exc)
+
+
+def install_store_fault_handlers(app: FastAPI) -> None:
+    """503 (with ``Retry-After``) for :class:`StoreError` and for the driver's connection and
+    pool-timeout errors (the more specific handlers win over the catch-alls above)."""
+    app.add_exception_handler(StoreError, _on_store_error)
+    app.add_exception_handler(DBAPIError, _on_driver_error)
+    app.add_exception_handler(SATimeoutError, _on_driver_error)

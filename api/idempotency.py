@@ -5,41 +5,60 @@ racing requests wins, whichever worker each reaches), runs, and its answer is st
 with the same key and the same request gets that answer again, marked ``Idempotent-Replayed:
 true``, and changes nothing. The same key with a different request is refused (422), and a retry
 that arrives while the first is still running is told to wait (409 with ``Retry-After``).
-Answers of 5xx are not kept: the claim is released so that a retry runs again.
 
-Keys are scoped by the caller's credentials (the Authorization header) and the path, so two
-callers never share a key; the request fingerprint covers the method, path, query, content type
-and body, and so an Open311 ``api_key`` sent in the form too.
+A claim is a lease (``settings.idempotency_lease_s``): a retry after a crashed run takes the key
+over and runs again; a report the crashed run stored is resumed, not stored twice (see
+:mod:`gridgov.store.idempotency_rows` and :func:`gridgov.service.intake.holding_key`). Answers
+of 5xx are not kept: the claim is given up so that a retry runs again at once.
+
+Keys are namespaced by the caller's credential (a bearer token, or an Open311 app's
+``api_key``) and the path, so two callers never share a key. A credential that no longer
+resolves (revoked, expired, unknown) gets no stored answer: its request goes on to the route,
+which refuses it. The request fingerprint covers the method, path, query, content type and body.
+
+When the store cannot be reached the answer is 503 with ``Retry-After`` (never a 500), and each
+process purges expired keys on a schedule (``settings.idempotency_purge_every_s``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.error_answers import STORE_UNAVAILABLE
 from gridgov import store
+from gridgov.errors import StoreError
+from gridgov.service import intake
+from gridgov.settings import get_settings
 
 __all__ = ["HEADER", "IdempotencyMiddleware"]
+
+log = logging.getLogger("gridgov.api")
 
 HEADER = "idempotency-key"
 REPLAYED = "idempotent-replayed"
 _MAX_KEY = 255
+#: Namespace of requests that present no credential (the route decides whether they may).
+_ANONYMOUS = "anonymous"
 
 
 def _error(status: int, code: str, message: str, path: str) -> tuple[int, bytes, str]:
     if path.startswith("/open311/"):
         body: Any = [{"code": status, "description": message}]
     else:
-        body = {
-            "error": code,
-            "message": message,
-            "fields": [{"field": "Idempotency-Key", "in": "header", "message": message}],
-        }
+        fields = [{"field": "Idempotency-Key", "in": "header", "message": message}]
+        body = {"error": code, "message": message}
+        if status != 503:
+            body["fields"] = fields
     return status, json.dumps(body).encode(), "application/json"
 
 
@@ -48,6 +67,7 @@ class IdempotencyMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._next_purge = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -72,28 +92,27 @@ class IdempotencyMiddleware:
             )
             return
         body = await _read_body(receive)
-        auth = headers.get(b"authorization", b"")
-        key_scope = hashlib.sha256(auth + b"|" + path.encode()).hexdigest()
-        fingerprint = hashlib.sha256(
-            b"\x00".join(
-                [
-                    scope["method"].encode(),
-                    path.encode(),
-                    scope.get("query_string", b""),
-                    headers.get(b"content-type", b""),
-                    body,
-                ]
-            )
-        ).hexdigest()
         engine = scope["app"].state.engine
-        claim = await anyio.to_thread.run_sync(
-            store.claim_idempotency, engine, key_scope, key, fingerprint
-        )
+        try:
+            namespace = await anyio.to_thread.run_sync(
+                _credential_namespace, engine, headers, scope, body
+            )
+            if namespace is None:
+                # A credential that does not resolve (revoked, expired, unknown) is never
+                # answered from the store: the route refuses it.
+                await self.app(scope, _replay_body(body), send)
+                return
+            key_scope = hashlib.sha256(f"{namespace}|{path}".encode()).hexdigest()
+            claim = await anyio.to_thread.run_sync(
+                store.claim_idempotency, engine, key_scope, key, _fingerprint(scope, headers, body)
+            )
+        except (StoreError, SQLAlchemyError) as exc:
+            await _store_unavailable_answer(send, path, exc)
+            return
         if claim.outcome == "replay":
             assert claim.status is not None
             await _send(send, claim.status, claim.body or b"", claim.media_type, replayed=True)
-            return
-        if claim.outcome == "mismatch":
+        elif claim.outcome == "mismatch":
             await _send(
                 send,
                 *_error(
@@ -103,8 +122,7 @@ class IdempotencyMiddleware:
                     path,
                 ),
             )
-            return
-        if claim.outcome == "in_flight":
+        elif claim.outcome == "in_flight":
             await _send(
                 send,
                 *_error(
@@ -115,24 +133,19 @@ class IdempotencyMiddleware:
                 ),
                 retry_after=True,
             )
-            return
-        await self._run_and_store(scope, body, send, engine, key_scope, key)
+        else:
+            assert claim.claim is not None
+            with intake.holding_key(claim.claim, claim.incident_id):
+                await self._run_and_store(scope, body, send, engine, claim.claim)
+        await self._purge_when_due(engine)
 
     async def _run_and_store(
-        self, scope: Scope, body: bytes, send: Send, engine: Any, key_scope: str, key: str
+        self, scope: Scope, body: bytes, send: Send, engine: Any, claim: store.KeyClaim
     ) -> None:
         status = 500
         media_type: str | None = None
         chunks: list[bytes] = []
-        sent_body = False
         stored = False
-
-        async def replay_receive() -> Message:
-            nonlocal sent_body
-            if sent_body:
-                return {"type": "http.disconnect"}
-            sent_body = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def capture(message: MutableMapping[str, Any]) -> None:
             nonlocal status, media_type, stored
@@ -145,29 +158,113 @@ class IdempotencyMiddleware:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False) and status < 500:
                     # Stored before the client has the last byte: a retry sent the moment
-                    # the answer arrives finds it, instead of "still running".
-                    await anyio.to_thread.run_sync(
-                        store.finish_idempotency,
-                        engine,
-                        key_scope,
-                        key,
-                        status,
-                        media_type,
-                        b"".join(chunks),
-                    )
-                    stored = True
+                    # the answer arrives finds it, instead of "still running". Should the
+                    # store fail here, the answer still goes out; the key's lease ends, and
+                    # a retry resumes the stored incident.
+                    try:
+                        await anyio.to_thread.run_sync(
+                            store.finish_idempotency,
+                            engine,
+                            claim,
+                            status,
+                            media_type,
+                            b"".join(chunks),
+                        )
+                        stored = True
+                    except (StoreError, SQLAlchemyError) as exc:
+                        log.warning("the answer for an Idempotency-Key was not kept: %s", exc)
             await send(message)
 
         try:
-            await self.app(scope, replay_receive, capture)
-        except BaseException:
+            await self.app(scope, _replay_body(body), capture)
+        finally:
             if not stored:
-                await anyio.to_thread.run_sync(store.release_idempotency, engine, key_scope, key)
-            raise
-        if not stored:
-            # A server error (or an answer that never finished): forget the claim so that a
-            # retry runs again.
-            await anyio.to_thread.run_sync(store.release_idempotency, engine, key_scope, key)
+                # A server error (or an answer that never finished): give the claim up so that
+                # a retry runs again at once (and after its lease if even this fails). Shielded:
+                # a client that hung up cancels the request, not this.
+                with anyio.CancelScope(shield=True):
+                    await _release_quietly(engine, claim)
+
+    async def _purge_when_due(self, engine: Any) -> None:
+        """Purge expired keys at most every ``settings.idempotency_purge_every_s`` per process
+        (after the answer has gone out, so no client waits for it)."""
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + get_settings().idempotency_purge_every_s
+        try:
+            await anyio.to_thread.run_sync(store.purge_idempotency, engine)
+        except (StoreError, SQLAlchemyError) as exc:
+            log.warning("expired Idempotency-Keys were not purged: %s", exc)
+
+
+def _credential_namespace(
+    engine: Any, headers: dict[bytes, bytes], scope: Scope, body: bytes
+) -> str | None:
+    """The namespace of the caller's keys: its credential id; ``anonymous`` without a
+    credential; None for a credential that does not resolve."""
+    presented: str | None = None
+    authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        presented = token.strip()
+    elif scope["path"].startswith("/open311/"):
+        presented = _open311_api_key(headers, scope, body)
+    if presented is None:
+        return _ANONYMOUS
+    credential = store.resolve_credential(engine, presented)
+    return None if credential is None else f"credential:{credential.credential_id}"
+
+
+def _open311_api_key(headers: dict[bytes, bytes], scope: Scope, body: bytes) -> str | None:
+    """An Open311 app's ``api_key``, from the form (GeoReport v2) or the query."""
+    fields = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+    content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    if content_type == b"application/x-www-form-urlencoded":
+        fields += parse_qsl(body.decode("utf-8", errors="replace"))
+    keys = [value.strip() for name, value in fields if name == "api_key" and value.strip()]
+    return keys[-1] if keys else None
+
+
+def _fingerprint(scope: Scope, headers: dict[bytes, bytes], body: bytes) -> str:
+    return hashlib.sha256(
+        b"\x00".join(
+            [
+                scope["method"].encode(),
+                scope["path"].encode(),
+                scope.get("query_string", b""),
+                headers.get(b"content-type", b""),
+                body,
+            ]
+        )
+    ).hexdigest()
+
+
+async def _store_unavailable_answer(send: Send, path: str, exc: Exception) -> None:
+    """503 with Retry-After when the key cannot be claimed: the store is down or hung."""
+    log.warning("store unavailable for an Idempotency-Key on POST %s: %s", path, exc)
+    await _send(send, *_error(503, "store_unavailable", STORE_UNAVAILABLE, path), retry_after=True)
+
+
+async def _release_quietly(engine: Any, claim: store.KeyClaim) -> None:
+    try:
+        await anyio.to_thread.run_sync(store.release_idempotency, engine, claim)
+    except (StoreError, SQLAlchemyError) as exc:
+        log.warning("an Idempotency-Key claim was left to its lease: %s", exc)
+
+
+def _replay_body(body: bytes) -> Receive:
+    """A ``receive`` that hands the app the body read already, then a disconnect."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -133,6 +133,48 @@ class Settings(BaseSettings):
         description="PostgreSQL connections a process may open beyond db_pool_size under load "
         "(closed again when returned).",
     )
+    db_connect_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="PostgreSQL: give up opening a connection after this many seconds (a server "
+        "that is down or frozen answers 503 instead of hanging the request).",
+    )
+    db_statement_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Cancel a statement that runs longer (PostgreSQL's statement_timeout; SQLite "
+        "interrupts it). A server that does not answer at all has its connection cut on the "
+        "client side a second later. It bounds the CLI too: raise it for a very large load.",
+    )
+    db_pool_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a request waits for a free pooled connection before it answers "
+        "503 (back-pressure instead of an ever longer queue).",
+    )
+    idempotency_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a request holds its Idempotency-Key: a retry arriving later than "
+        "this after a crashed or lost request runs it again (resuming its stored incident) "
+        "instead of being told 'still running' for ever.",
+    )
+    idempotency_ttl_h: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long an Idempotency-Key and its answer are kept (phones retry within "
+        "minutes).",
+    )
+    idempotency_max_keys: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="At most this many keys are kept; the oldest go first when there are more.",
+    )
+    idempotency_purge_every_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Each API process purges expired Idempotency-Keys this often (no cron job).",
+    )
     reference_seed: int = Field(default=20261127, description="Seed of the reference generator.")
     test_postgis_url: str = Field(
         default="postgresql+psycopg://gridgov:gridgov@127.0.0.1:5432/gridgov_test",

@@ -1,11 +1,14 @@
 """Phones retry: every POST with an Idempotency-Key gives the first answer back and creates
-nothing new, on both backends and across concurrent retries."""
+nothing new, on both backends, across concurrent retries and after a crashed run; keys are
+per credential; a store that is down answers 503."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import random
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from gridgov import store
+from gridgov import dispatch, store
+from gridgov.errors import InputError, StoreError
+from gridgov.settings import get_settings
 from gridgov.store.models import EVENTS, IDEMPOTENCY, INCIDENTS
 
 STREET = "510106024000"
@@ -175,9 +180,210 @@ def test_bad_keys_are_refused(api: tuple[TestClient, Any, dict[str, str]], key: 
     assert _count(engine, INCIDENTS) == before
 
 
-def test_old_keys_are_purged(api: tuple[TestClient, Any, dict[str, str]]) -> None:
-    from datetime import UTC, datetime, timedelta
+def _described(engine: Any, description: str) -> list[Any]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(INCIDENTS.c.incident_id, INCIDENTS.c.status).where(
+                    INCIDENTS.c.description == description
+                )
+            )
+        )
 
+
+def test_a_crashed_run_is_resumed_after_its_lease_never_stored_twice(
+    api: tuple[TestClient, Any, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after the incident is stored and before the answer is kept (its claim
+    is neither finished nor released): retries wait out the lease, then the next one takes
+    the key over, finds the stored incident, dispatches it and answers it. One incident."""
+    client, engine, auth = api
+    monkeypatch.setattr(get_settings(), "idempotency_lease_s", 0.5)
+    ((lon, lat),) = _points(engine, 1, seed=41)
+    # A matter no other test here reports, so it is no duplicate and is dispatched.
+    body = {"matter_code": "MK-01", "lon": lon, "lat": lat, "description": "crash-resume-1"}
+    headers = {**auth, "Idempotency-Key": "crash-resume-1"}
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("worker killed")
+
+    with monkeypatch.context() as crash:
+        crash.setattr(store, "dispatch_reported", dies)
+        crash.setattr(store, "release_idempotency", lambda *a, **k: None)
+        # (release is a no-op too: a killed worker gives nothing up.)
+        assert client.post("/api/v1/incidents", json=body, headers=headers).status_code == 500
+    ((incident_id, status),) = _described(engine, "crash-resume-1")
+    assert status == "registered"  # stored, never dispatched: the worker died first
+
+    waiting = client.post("/api/v1/incidents", json=body, headers=headers)
+    assert waiting.status_code == 409 and waiting.headers["retry-after"] == "1"
+    time.sleep(0.6)  # the lease (0.5 s) runs out
+    resumed = client.post("/api/v1/incidents", json=body, headers=headers)
+    assert resumed.status_code == 201, resumed.text
+    assert resumed.json()["incident_id"] == incident_id
+    state = resumed.json()["status"]
+    assert state in ("dispatched", "registered") and resumed.json()["dispatch"]
+    assert _described(engine, "crash-resume-1") == [(incident_id, state)]
+    again = client.post("/api/v1/incidents", json=body, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true" and again.content == resumed.content
+
+
+def test_a_stored_report_is_answered_as_stored_never_422(
+    api: tuple[TestClient, Any, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dispatch refused after the report was stored (the incident changed meanwhile, or its
+    point is too far from the roads) leaves it queued: 201 with the reason, not 422."""
+    client, engine, auth = api
+    ((lon, lat),) = _points(engine, 1, seed=49)
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise InputError("the point is too far from every road")
+
+    monkeypatch.setattr(store, "dispatch_reported", refused)
+    body = {"matter_code": "PS-01", "lon": lon, "lat": lat, "description": "stored-not-422"}
+    answer = client.post("/api/v1/incidents", json=body, headers=auth)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["status"] == "registered"
+    assert "too far from every road" in answer.json()["reason"]
+    assert _described(engine, "stored-not-422") == [(answer.json()["incident_id"], "registered")]
+
+
+def test_a_run_whose_lease_was_taken_over_stores_nothing(
+    api: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    _, engine, _ = api
+    now = datetime.now(UTC)
+    first = store.claim_idempotency(engine, "s-lease", "k", "fp", now=now)
+    assert first.outcome == "claimed" and first.claim is not None
+    assert store.claim_idempotency(engine, "s-lease", "k", "fp", now=now).outcome == "in_flight"
+    later = now + timedelta(hours=1)
+    second = store.claim_idempotency(engine, "s-lease", "k", "fp", now=later)
+    assert second.outcome == "claimed" and second.claim != first.claim
+    ctx = store.context_from_store(engine)
+    ((lon, lat),) = _points(engine, 1, seed=43)
+    incident = dispatch.Incident("LEASE-LOST-1", "UM-01", lon, lat, now)
+    with pytest.raises(StoreError, match="took over"):
+        store.create_incident(
+            engine, incident, dispatch.locate_incident(incident, ctx), claim=first.claim
+        )
+    with engine.connect() as connection:
+        assert (
+            connection.execute(
+                select(func.count()).where(INCIDENTS.c.incident_id == "LEASE-LOST-1")
+            ).scalar_one()
+            == 0
+        )
+    assert not store.finish_idempotency(engine, first.claim, 201, None, b"late")
+
+
+def test_a_revoked_token_gets_no_stored_answer(
+    api: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    client, engine, _ = api
+    credential, secret = store.issue_credential(engine, "dispatcher", street_code=STREET, label="r")
+    ((lon, lat),) = _points(engine, 1, seed=45)
+    body = {"matter_code": "UM-02", "lon": lon, "lat": lat, "dispatch": False}
+    headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": "revoked-1"}
+    assert client.post("/api/v1/incidents", json=body, headers=headers).status_code == 201
+    store.revoke_credential(engine, credential.credential_id)
+    again = client.post("/api/v1/incidents", json=body, headers=headers)
+    assert again.status_code == 401
+    assert "idempotent-replayed" not in again.headers
+
+
+def test_open311_apps_each_have_their_own_keys(
+    api: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    client, engine, _ = api
+    keys = [
+        store.issue_credential(engine, "citizen", kind="api_key", label=f"app {i}")[1]
+        for i in range(2)
+    ]
+    points = _points(engine, 2, seed=47)
+    answers = [
+        client.post(
+            "/open311/v2/requests.json",
+            data={"api_key": key, "service_code": "UM-01", "long": str(x), "lat": str(y)},
+            headers={"Idempotency-Key": "open311-shared"},
+        )
+        for key, (x, y) in zip(keys, points, strict=True)
+    ]
+    assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
+    ids = {a.json()[0]["service_request_id"] for a in answers}
+    assert len(ids) == 2
+
+
+def test_a_store_that_is_down_answers_503_with_retry_after() -> None:
+    """Nothing listens on the port: every store call fails. POSTs with a key (refused in the
+    middleware) and routes alike answer 503 with Retry-After and name no URL or driver;
+    /health still answers, /health/ready says not ready."""
+    engine = store.create_engine_from_url("postgresql+psycopg://gridgov@127.0.0.1:9/gone")
+    with TestClient(create_app(engine=engine), raise_server_exceptions=False) as client:
+        token = {"Authorization": "Bearer gg_0123456789abcdef_secret"}
+        answers = [
+            client.post(
+                "/api/v1/incidents",
+                json={"matter_code": "UM-01", "lon": 104.05, "lat": 30.69},
+                headers={**token, "Idempotency-Key": "down-1"},
+            ),
+            client.post(
+                "/open311/v2/requests.json",
+                data={"api_key": "gg_0123456789abcdef_secret", "service_code": "UM-01"},
+                headers={"Idempotency-Key": "down-2"},
+            ),
+            client.get("/api/v1/incidents", headers=token),
+        ]
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "1"
+            assert "127.0.0.1" not in answer.text and "psycopg" not in answer.text
+            assert "gone" not in answer.text
+        assert client.get("/health").status_code == 200
+        assert client.get("/health/ready").status_code == 503
+    engine.dispose()
+
+
+def test_keys_are_purged_and_the_table_bounded(
+    api: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    _, engine, _ = api
+    now = datetime.now(UTC)
+    for i in range(30):
+        store.claim_idempotency(
+            engine, "s-bound", f"k{i:02d}", "fp", now=now + timedelta(seconds=i)
+        )
+    store.purge_idempotency(engine, now=now, max_keys=10)
+    assert _count(engine, IDEMPOTENCY) == 10  # the newest ten: all of them these
+    with engine.connect() as connection:
+        kept = connection.execute(
+            select(IDEMPOTENCY.c.key).where(IDEMPOTENCY.c.scope == "s-bound")
+        ).scalars()
+        assert sorted(kept) == [f"k{i:02d}" for i in range(20, 30)]
+
+
+def test_the_service_purges_expired_keys_itself(
+    api: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    """No cron job: a new process purges on its first POST with a key, then every
+    ``idempotency_purge_every_s``."""
+    _, engine, auth = api
+    long_ago = datetime.now(UTC) - timedelta(days=3)
+    store.claim_idempotency(engine, "s-expired", "old", "fp", now=long_ago)
+    with TestClient(create_app(engine=engine)) as fresh:
+        answer = fresh.post(
+            "/api/v1/incidents",
+            json={"matter_code": "UM-01", "lon": 105.5, "lat": 30.69},
+            headers={**auth, "Idempotency-Key": "purge-trigger"},
+        )
+        assert answer.status_code == 422  # outside the district: an answer all the same
+    with engine.connect() as connection:
+        left = connection.execute(
+            select(func.count()).where(IDEMPOTENCY.c.scope == "s-expired")
+        ).scalar_one()
+    assert left == 0
+
+
+def test_old_keys_are_purged(api: tuple[TestClient, Any, dict[str, str]]) -> None:
     _, engine, _ = api
     later = datetime.now(UTC) + timedelta(days=2)
     assert _count(engine, IDEMPOTENCY) > 0

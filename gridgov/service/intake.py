@@ -10,22 +10,34 @@ own. In order, each done once:
 4. the place: located once in the area hierarchy (a point outside names itself as sent);
 5. the scope: the caller's :meth:`Scope.check_report` on the street and grid found;
 6. storing: the incident and its first events in one transaction, the duplicate check inside
-   it (:func:`gridgov.store.create_incident`);
+   it (:func:`gridgov.store.create_incident`), linked in that transaction to the
+   Idempotency-Key the request holds, if any (:func:`holding_key`);
 7. dispatching, when asked and the report was registered
    (:func:`gridgov.store.dispatch_reported`, which reads nothing of the incident back).
+
+Exactly once: a request that runs again under a key whose earlier run stored an incident and
+then failed (a killed worker, a lost database) resumes that incident (:func:`_resume`): it is
+dispatched if it is still queued, and answered as stored. Once an incident is stored the report
+is answered as stored, never refused: a dispatch that cannot be made leaves it registered and
+says why (``reason``).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
+
 from gridgov import dispatch, store
 from gridgov.catalog import Matter
 from gridgov.crs import normalize_crs, to_wgs84
-from gridgov.errors import CRSError, InputError, OutsideDistrictError
+from gridgov.errors import CRSError, InputError, NotFoundError, OutsideDistrictError
 from gridgov.service.clock import sent_time
 from gridgov.service.scope import Scope
 from gridgov.store import SYSTEM_ACTOR, Engine
@@ -80,6 +92,28 @@ class Report:
             "duplicate_of": self.duplicate_of,
             "description": self.description,
         }
+
+
+@dataclass(frozen=True)
+class _HeldKey:
+    claim: store.KeyClaim
+    incident_id: str | None
+
+
+#: The Idempotency-Key the current request holds (the API's middleware sets it around the
+#: request, and the route's thread inherits it), so that the front ends need not carry it.
+_held_key: ContextVar[_HeldKey | None] = ContextVar("gridgov_held_key", default=None)
+
+
+@contextmanager
+def holding_key(claim: store.KeyClaim, incident_id: str | None = None) -> Iterator[None]:
+    """Run the body as the holder of ``claim``: a report it takes in is linked to the key, or,
+    when an earlier run under the key stored ``incident_id``, that incident is resumed."""
+    token = _held_key.set(_HeldKey(claim, incident_id))
+    try:
+        yield
+    finally:
+        _held_key.reset(token)
 
 
 def new_incident_id(prefix: str, now: datetime) -> str:
@@ -162,6 +196,17 @@ def report(
         The scope refuses the place; nothing was stored.
     """
     now = _utc_now(now)
+    held = None if dry_run else _held_key.get()
+    if held is not None and held.incident_id is not None:
+        return _resume(
+            engine,
+            ctx,
+            held.incident_id,
+            dispatch_now=dispatch_now,
+            actor=actor,
+            role=role,
+            now=now,
+        )
     reported_at = sent_time(reported_at, now, "reported_at")
     wlon, wlat = _wgs84(lon, lat, crs)
     matter = ctx.catalog.get(matter_code)
@@ -195,14 +240,85 @@ def report(
         description=description,
         check_duplicates=check_duplicates,
         matter=matter,
+        claim=None if held is None else held.claim,
     )
     if stored.state != str(State.REGISTERED) or not dispatch_now:
         return answer.report(stored.state, duplicate_of=stored.duplicate_of, reason=stored.reason)
-    decision = store.dispatch_reported(
-        engine, ctx, incident, placement, matter, now=now, actor=actor, role=role
-    )
+    try:
+        decision = store.dispatch_reported(
+            engine, ctx, incident, placement, matter, now=now, actor=actor, role=role
+        )
+    except InputError as exc:
+        # Stored, so answered as stored: the report is not refused for a dispatch that could
+        # not be made (it stays queued for a dispatcher, or changed meanwhile).
+        return _stored_report(engine, ctx, incident.incident_id, f"not dispatched: {exc}")
     state = str(State.DISPATCHED) if decision.assignments else str(State.REGISTERED)
     return answer.report(state, decision=decision)
+
+
+def _resume(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    incident_id: str,
+    *,
+    dispatch_now: bool,
+    actor: str,
+    role: Role | str,
+    now: datetime,
+) -> Report:
+    """The report an earlier run under the same key stored: dispatched now if asked and still
+    queued, and answered as stored (its other fields come from the store, not the request)."""
+    stored = _stored_report(engine, ctx, incident_id)
+    if not dispatch_now or stored.state != str(State.REGISTERED):
+        return stored
+    try:
+        decision = store.dispatch_stored(engine, ctx, incident_id, now=now, actor=actor, role=role)
+    except InputError as exc:  # changed meanwhile (the earlier run, still alive, dispatched it)
+        return _stored_report(engine, ctx, incident_id, f"not dispatched: {exc}")
+    state = str(State.DISPATCHED) if decision.assignments else str(State.REGISTERED)
+    return Report(
+        incident=stored.incident,
+        placement=stored.placement,
+        priority=stored.priority,
+        state=state,
+        source=stored.source,
+        description=stored.description,
+        created_at=stored.created_at,
+        decision=decision,
+    )
+
+
+def _stored_report(
+    engine: Engine, ctx: dispatch.DispatchContext, incident_id: str, reason: str | None = None
+) -> Report:
+    """A stored incident as a :class:`Report` (read back: used only off the hot path)."""
+    gdf, _ = store.query_incidents(engine, incident_ids=[incident_id], limit=None)
+    if gdf.empty:  # pragma: no cover - an incident linked to a key is never deleted
+        msg = f"no incident {incident_id!r} in the store"
+        raise NotFoundError(msg)
+    row = gdf.iloc[0]
+    incident = dispatch.Incident(
+        incident_id=str(row["incident_id"]),
+        matter_code=str(row["matter_code"]),
+        lon=float(row.geometry.x),
+        lat=float(row.geometry.y),
+        reported_at=pd.Timestamp(row["reported_at"]).to_pydatetime(),
+    )
+    return Report(
+        incident=incident,
+        placement=dispatch.locate_incident(incident, ctx),
+        priority=int(row["priority"]),
+        state=str(row["status"]),
+        source=_text(row["source"]),
+        description=_text(row["description"]),
+        created_at=pd.Timestamp(row["created_at"]).to_pydatetime(),
+        duplicate_of=_text(row["duplicate_of"]),
+        reason=reason,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or pd.isna(value) else str(value)
 
 
 @dataclass(frozen=True)

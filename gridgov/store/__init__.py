@@ -15,7 +15,8 @@ needs from a database is re-exported here:
 - decisions committed atomically with the units' availability: :mod:`~.dispatch_rows`;
 - the workflow's transitions, event log, notices and supervision: :mod:`~.event_log`;
 - history imports: :mod:`~.history_import`; consultations: :mod:`~.consultation_rows`;
-- API credentials and idempotency: :mod:`gridgov.store.access`.
+- API credentials: :mod:`gridgov.store.access`; Idempotency-Keys (claims with a lease, the
+  incident each stored, the answer): :mod:`~.idempotency_rows`.
 """
 
 from sqlalchemy import Connection, Engine
@@ -23,13 +24,8 @@ from sqlalchemy import Connection, Engine
 from gridgov.store.access import (
     CREDENTIAL_COLUMNS,
     Credential,
-    Replay,
-    claim_idempotency,
-    finish_idempotency,
     issue_credential,
     list_credentials,
-    purge_idempotency,
-    release_idempotency,
     resolve_credential,
     revoke_credential,
 )
@@ -90,6 +86,15 @@ from gridgov.store.event_log import (
 )
 from gridgov.store.geopackage_io import export_geopackage, is_export, load_files
 from gridgov.store.history_import import import_history
+from gridgov.store.idempotency_rows import (
+    KeyClaim,
+    Replay,
+    claim_idempotency,
+    finish_idempotency,
+    link_idempotency,
+    purge_idempotency,
+    release_idempotency,
+)
 from gridgov.store.incident_rows import (
     INCIDENT_COLUMNS,
     StoredIncident,
@@ -119,6 +124,7 @@ __all__ = [
     "Connection",
     "Credential",
     "Engine",
+    "KeyClaim",
     "Replay",
     "StoredIncident",
     "apply_action",
@@ -141,6 +147,7 @@ __all__ = [
     "is_export",
     "is_initialised",
     "issue_credential",
+    "link_idempotency",
     "list_credentials",
     "list_overdue_stored",
     "load_areas",

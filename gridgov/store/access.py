@@ -1,9 +1,8 @@
-"""API credentials and the idempotency record, stored beside the district.
+"""API credentials, stored beside the district.
 
 Credentials are opaque: ``gg_<id>_<secret>``. The id finds the row, and only the SHA-256 of the
-secret is kept, so a leaked database holds no usable token. The idempotency record lives in the
-store rather than in one process because a deployment runs several workers and a phone's retry
-can reach any of them.
+secret is kept, so a leaked database holds no usable token. (The Idempotency-Key record is
+:mod:`gridgov.store.idempotency_rows`.)
 """
 
 from __future__ import annotations
@@ -12,13 +11,12 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from gridgov.errors import InputError, NotFoundError
 from gridgov.store.engine import begin_write, translate_errors
@@ -27,20 +25,14 @@ from gridgov.store.models import (
     AREAS,
     CREDENTIAL_KINDS,
     CREDENTIALS,
-    IDEMPOTENCY,
     UNITS,
 )
 
 __all__ = [
     "CREDENTIAL_COLUMNS",
     "Credential",
-    "Replay",
-    "claim_idempotency",
-    "finish_idempotency",
     "issue_credential",
     "list_credentials",
-    "purge_idempotency",
-    "release_idempotency",
     "resolve_credential",
     "revoke_credential",
 ]
@@ -230,83 +222,3 @@ def list_credentials(engine: Engine) -> pd.DataFrame:
     with translate_errors(engine), engine.connect() as connection:
         rows = connection.execute(stmt).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=CREDENTIAL_COLUMNS)
-
-
-# --------------------------------------------------------------------------------------------
-# idempotency
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Replay:
-    """What :func:`claim_idempotency` found: the stored answer, or why there is none."""
-
-    outcome: str  # "claimed" (go ahead), "replay", "in_flight" or "mismatch"
-    status: int | None = None
-    media_type: str | None = None
-    body: bytes | None = None
-
-
-#: How long a key is remembered; a phone retries within minutes, a day is generous.
-IDEMPOTENCY_TTL = timedelta(hours=24)
-
-
-def claim_idempotency(
-    engine: Engine, scope: str, key: str, fingerprint: str, *, now: datetime | None = None
-) -> Replay:
-    """Claim ``key`` for a request, or find the answer of the request that claimed it first.
-
-    The claim is an INSERT on the primary key, so of two concurrent requests exactly one wins
-    on either backend; the other sees ``in_flight`` until the first one finishes.
-    """
-    now = now or datetime.now(UTC)
-    with translate_errors(engine):
-        try:
-            with begin_write(engine) as connection:
-                connection.execute(
-                    insert(IDEMPOTENCY).values(
-                        scope=scope, key=key, fingerprint=fingerprint, created_at=now
-                    )
-                )
-            return Replay("claimed")
-        except IntegrityError:
-            pass
-        with engine.connect() as connection:
-            row = connection.execute(
-                select(IDEMPOTENCY).where(IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key)
-            ).first()
-    if row is None:  # released between our insert and our read: the caller may try again
-        return Replay("in_flight")
-    if row.fingerprint != fingerprint:
-        return Replay("mismatch")
-    if row.status is None:
-        return Replay("in_flight")
-    return Replay("replay", status=row.status, media_type=row.media_type, body=row.body)
-
-
-def finish_idempotency(
-    engine: Engine, scope: str, key: str, status: int, media_type: str | None, body: bytes
-) -> None:
-    """Store the answer every retry with this key will get."""
-    with translate_errors(engine), begin_write(engine) as connection:
-        connection.execute(
-            update(IDEMPOTENCY)
-            .where(IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key)
-            .values(status=status, media_type=media_type, body=body)
-        )
-
-
-def release_idempotency(engine: Engine, scope: str, key: str) -> None:
-    """Forget a claim whose request failed on our side, so that a retry runs again."""
-    with translate_errors(engine), begin_write(engine) as connection:
-        connection.execute(
-            delete(IDEMPOTENCY).where(IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key)
-        )
-
-
-def purge_idempotency(engine: Engine, *, now: datetime | None = None) -> int:
-    """Forget keys older than :data:`IDEMPOTENCY_TTL`; returns how many."""
-    cutoff = (now or datetime.now(UTC)) - IDEMPOTENCY_TTL
-    with translate_errors(engine), begin_write(engine) as connection:
-        result = connection.execute(delete(IDEMPOTENCY).where(IDEMPOTENCY.c.created_at < cutoff))
-    return int(result.rowcount or 0)

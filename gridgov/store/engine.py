@@ -13,11 +13,18 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store.models import Base, GeometryType
+from gridgov.store.statement_guard import guard_engine
 
 T = TypeVar("T")
 
@@ -140,6 +147,12 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
     """
     backend = detect_backend(url)
     sa_url = make_url(url)
+    settings = get_settings()
+    # A frozen or unreachable server must not hold a request for ever: a waiting request
+    # answers 503 after the pool timeout, and a statement is cut after the statement timeout.
+    # (An in-memory SQLite database has a pool without a queue, hence no timeout to set.)
+    if backend == "postgresql" or sa_url.database not in (None, "", ":memory:"):
+        kwargs.setdefault("pool_timeout", settings.db_pool_timeout_s)
     try:
         if backend == "postgresql":
             if sa_url.drivername == "postgresql":
@@ -147,17 +160,34 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
             kwargs.setdefault("pool_pre_ping", True)
             # SQLAlchemy's default pool (5 + 10) is smaller than the API's thread pool: under
             # load, overflow connections were opened and closed for nearly every request.
-            settings = get_settings()
             kwargs.setdefault("pool_size", settings.db_pool_size)
             kwargs.setdefault("max_overflow", settings.db_max_overflow)
-            return create_engine(sa_url, **kwargs)
-        engine = create_engine(sa_url, **kwargs)
+            sa_url = _with_pg_timeouts(sa_url, settings.db_statement_timeout_s)
+            connect_args = dict(kwargs.pop("connect_args", {}))
+            connect_args.setdefault("connect_timeout", max(1, round(settings.db_connect_timeout_s)))
+            engine = create_engine(sa_url, connect_args=connect_args, **kwargs)
+        else:
+            engine = create_engine(sa_url, **kwargs)
     except (ArgumentError, NoSuchModuleError) as exc:
         msg = f"cannot create an engine for {sa_url.render_as_string(hide_password=True)}: {exc}"
         raise StoreError(msg) from exc
-    event.listen(engine, "connect", _sqlite_on_connect)
-    event.listen(engine, "begin", _sqlite_on_begin)
+    guard_engine(engine, settings.db_statement_timeout_s)
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def _with_pg_timeouts(sa_url: URL, statement_timeout_s: float) -> URL:
+    """The URL with PostgreSQL's statement_timeout added to its ``options`` (kept beside any
+    the URL carries already, such as a search_path)."""
+    options = sa_url.query.get("options", "")
+    if isinstance(options, tuple):
+        options = " ".join(options)
+    if "statement_timeout" in options:
+        return sa_url
+    timeout = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
+    return sa_url.update_query_dict({"options": f"{options} {timeout}".strip()})
 
 
 def open_store(url: str | URL) -> Engine:
@@ -197,6 +227,9 @@ def translate_errors(engine: Engine | Connection) -> Iterator[None]:
     """Turn driver errors a user can cause into :class:`StoreError` with a helpful message."""
     try:
         yield
+    except SATimeoutError as exc:
+        msg = f"no free connection to the database at {_describe(engine)}: {exc}"
+        raise StoreError(msg) from exc
     except DBAPIError as exc:
         if _is_missing_table(exc):
             msg = f"the store at {_describe(engine)} is not initialised; {_INIT_HINT}"

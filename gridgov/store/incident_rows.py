@@ -38,6 +38,7 @@ from gridgov.store.engine import (
     begin_write,
     translate_errors,
 )
+from gridgov.store.idempotency_rows import KeyClaim, link_idempotency
 from gridgov.store.journal import REPORTER_ACTOR, SYSTEM_ACTOR, build_event, insert_events
 from gridgov.store.models import (
     ASSIGNMENTS,
@@ -117,6 +118,7 @@ def create_incident(
     description: str | None = None,
     check_duplicates: bool = True,
     matter: Matter | None = None,
+    claim: KeyClaim | None = None,
 ) -> StoredIncident:
     """Store a new incident with its first events, in its own transaction, so it is never lost.
 
@@ -150,6 +152,10 @@ def create_incident(
     matter
         The incident's catalogue entry, when the caller has read it already (the intake
         does): its priority is stored as given. When None the stored catalogue is read.
+    claim
+        The Idempotency-Key the request holds: the incident is linked to it in the same
+        transaction (:func:`gridgov.store.link_idempotency`), so that a retry resumes this
+        incident instead of storing another.
 
     Returns
     -------
@@ -163,6 +169,8 @@ def create_incident(
         Bad id, point or time, or an incident with this id exists already.
     UnknownMatterError
         The store holds a catalogue and the matter is not in it.
+    StoreError
+        The store is unreachable, or ``claim`` was taken over by a retry (nothing stored).
     """
     return _store_report(
         engine,
@@ -174,6 +182,7 @@ def create_incident(
         description=description,
         check_duplicates=check_duplicates,
         matter=matter,
+        claim=claim,
     )
 
 
@@ -198,6 +207,7 @@ def _store_report(
     description: str | None,
     check_duplicates: bool,
     matter: Matter | None,
+    claim: KeyClaim | None = None,
 ) -> StoredIncident:
     """:func:`create_incident`'s work; returns the state the report ended in."""
     _check_incident(incident)
@@ -289,6 +299,8 @@ def _store_report(
                 row["updated_at"] = events[-1].at
                 connection.execute(_INSERT_INCIDENT, row)
                 insert_events(connection, events)
+                if claim is not None:
+                    link_idempotency(connection, claim, incident.incident_id)
         except IntegrityError as exc:
             raise _exists_already(incident.incident_id) from exc
     return outcome

@@ -622,7 +622,9 @@ class CredentialRow(Base):
 
 class IdempotencyRow(Base):
     """A POST made with an ``Idempotency-Key``: its fingerprint and, once answered, the answer
-    that every retry gets back. ``status`` is NULL while the first request is in flight."""
+    that every retry gets back. ``status`` is NULL while the request is in flight; meanwhile
+    ``claim_id`` names the run holding the key until ``lease_until``, and ``incident_id`` the
+    incident it stored (see :mod:`gridgov.store.idempotency_rows`)."""
 
     __tablename__ = "idempotency"
 
@@ -633,6 +635,9 @@ class IdempotencyRow(Base):
     media_type: Mapped[str | None] = mapped_column(Text)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claim_id: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    incident_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index(None, "created_at"),)
 

@@ -1,0 +1,227 @@
+"""The Idempotency-Key record: a claim with a lease, the incident it stored, and the answer.
+
+A request that brings a key *claims* it (an INSERT on the key, so of two racing requests exactly
+one wins, whichever worker each reaches). The claim is a *lease*: it carries a random claim id
+and an expiry (``settings.idempotency_lease_s``). While it runs, a retry is told to wait; once
+the answer is stored, every retry gets it back. A claim whose holder crashed (a killed worker, a
+lost database connection) is not stuck: after its lease a retry *takes it over* with a new claim
+id and runs the request again.
+
+Running again must not store a second incident. So the incident is *linked* to the key in the
+incident's own transaction (:func:`link_idempotency`, called by
+:func:`gridgov.store.create_incident`): the link succeeds only while the caller's claim id still
+holds the key, so a holder whose lease was taken over rolls its incident back, and a take-over
+finds the incident the first holder stored (:attr:`Replay.incident_id`) and resumes it instead
+of storing another. Once an incident exists its answer can always be given again.
+
+The record lives in the store rather than in one process because a deployment runs several
+workers and a phone's retry can reach any of them. Keys are forgotten after
+``settings.idempotency_ttl_h``, and the table never holds more than
+``settings.idempotency_max_keys`` (:func:`purge_idempotency`, run on a schedule by the API).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from gridgov.errors import StoreError
+from gridgov.settings import get_settings
+from gridgov.store.engine import begin_write, translate_errors
+from gridgov.store.models import IDEMPOTENCY
+
+__all__ = [
+    "KeyClaim",
+    "Replay",
+    "claim_idempotency",
+    "finish_idempotency",
+    "link_idempotency",
+    "purge_idempotency",
+    "release_idempotency",
+]
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """A key held by one run of a request: ``claim_id`` proves the lease is still this run's."""
+
+    scope: str
+    key: str
+    claim_id: str
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What :func:`claim_idempotency` found.
+
+    ``outcome`` is ``claimed`` (go ahead; ``claim`` holds the lease), ``replay`` (the stored
+    answer is in ``status``, ``media_type`` and ``body``), ``in_flight`` (another run holds a
+    live lease) or ``mismatch`` (the key was used for another request). A claim taken over from
+    a run that stored its incident and then failed carries that ``incident_id``.
+    """
+
+    outcome: str
+    status: int | None = None
+    media_type: str | None = None
+    body: bytes | None = None
+    claim: KeyClaim | None = None
+    incident_id: str | None = None
+
+
+def _lease(now: datetime) -> datetime:
+    return now + timedelta(seconds=get_settings().idempotency_lease_s)
+
+
+def claim_idempotency(
+    engine: Engine, scope: str, key: str, fingerprint: str, *, now: datetime | None = None
+) -> Replay:
+    """Claim ``key`` for a request, or find what the request that claimed it first left.
+
+    Raises
+    ------
+    StoreError
+        The store cannot be reached.
+    """
+    now = now or datetime.now(UTC)
+    with translate_errors(engine):
+        for _ in range(2):
+            claim_id = secrets.token_hex(16)
+            try:
+                with begin_write(engine) as connection:
+                    connection.execute(
+                        insert(IDEMPOTENCY).values(
+                            scope=scope,
+                            key=key,
+                            fingerprint=fingerprint,
+                            created_at=now,
+                            claim_id=claim_id,
+                            lease_until=_lease(now),
+                        )
+                    )
+                return Replay("claimed", claim=KeyClaim(scope, key, claim_id))
+            except IntegrityError:
+                pass
+            with begin_write(engine) as connection:
+                found = _claim_existing(connection, scope, key, fingerprint, now)
+            if found is not None:
+                return found
+            # The row was purged or released between the INSERT and the read: claim again.
+    return Replay("in_flight")
+
+
+def _claim_existing(
+    connection: Connection, scope: str, key: str, fingerprint: str, now: datetime
+) -> Replay | None:
+    row = connection.execute(
+        select(IDEMPOTENCY)
+        .where(IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return None
+    if row.fingerprint != fingerprint:
+        return Replay("mismatch")
+    if row.status is not None:
+        return Replay("replay", status=row.status, media_type=row.media_type, body=row.body)
+    if row.lease_until is not None and row.lease_until > now:
+        return Replay("in_flight")
+    # The holder's lease ran out (it crashed, or lost the database): take the key over.
+    claim_id = secrets.token_hex(16)
+    connection.execute(
+        update(IDEMPOTENCY)
+        .where(IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key)
+        .values(claim_id=claim_id, lease_until=_lease(now))
+    )
+    return Replay("claimed", claim=KeyClaim(scope, key, claim_id), incident_id=row.incident_id)
+
+
+def link_idempotency(connection: Connection, claim: KeyClaim, incident_id: str) -> None:
+    """Record, inside the transaction that stores the incident, that this key stored it.
+
+    Raises
+    ------
+    StoreError
+        The lease was taken over by a retry meanwhile: the caller's transaction must roll back
+        (the retry stores or resumes the incident itself).
+    """
+    result = connection.execute(
+        update(IDEMPOTENCY)
+        .where(
+            IDEMPOTENCY.c.scope == claim.scope,
+            IDEMPOTENCY.c.key == claim.key,
+            IDEMPOTENCY.c.claim_id == claim.claim_id,
+            IDEMPOTENCY.c.status.is_(None),
+        )
+        .values(incident_id=incident_id)
+    )
+    if not result.rowcount:
+        msg = "this request took too long and a retry with its Idempotency-Key took over"
+        raise StoreError(msg)
+
+
+def finish_idempotency(
+    engine: Engine, claim: KeyClaim, status: int, media_type: str | None, body: bytes
+) -> bool:
+    """Store the answer every retry with this key will get; False when the lease was lost (the
+    run that took it over stores its own answer)."""
+    with translate_errors(engine), begin_write(engine) as connection:
+        result = connection.execute(
+            update(IDEMPOTENCY)
+            .where(
+                IDEMPOTENCY.c.scope == claim.scope,
+                IDEMPOTENCY.c.key == claim.key,
+                IDEMPOTENCY.c.claim_id == claim.claim_id,
+            )
+            .values(status=status, media_type=media_type, body=body, lease_until=None)
+        )
+    return bool(result.rowcount)
+
+
+def release_idempotency(engine: Engine, claim: KeyClaim, *, now: datetime | None = None) -> None:
+    """Give a claim up after a failure on our side, so that a retry runs at once.
+
+    A key that stored no incident is forgotten; one that did keeps its incident and only ends
+    its lease, so that the retry resumes that incident rather than storing another.
+    """
+    now = now or datetime.now(UTC)
+    mine = (
+        IDEMPOTENCY.c.scope == claim.scope,
+        IDEMPOTENCY.c.key == claim.key,
+        IDEMPOTENCY.c.claim_id == claim.claim_id,
+        IDEMPOTENCY.c.status.is_(None),
+    )
+    with translate_errors(engine), begin_write(engine) as connection:
+        connection.execute(delete(IDEMPOTENCY).where(*mine, IDEMPOTENCY.c.incident_id.is_(None)))
+        connection.execute(update(IDEMPOTENCY).where(*mine).values(lease_until=now))
+
+
+def purge_idempotency(
+    engine: Engine, *, now: datetime | None = None, max_keys: int | None = None
+) -> int:
+    """Forget keys older than ``settings.idempotency_ttl_h``, and the oldest beyond
+    ``max_keys`` (default ``settings.idempotency_max_keys``); returns how many."""
+    settings = get_settings()
+    cutoff = (now or datetime.now(UTC)) - timedelta(hours=settings.idempotency_ttl_h)
+    max_keys = settings.idempotency_max_keys if max_keys is None else max_keys
+    with translate_errors(engine), begin_write(engine) as connection:
+        purged = connection.execute(delete(IDEMPOTENCY).where(IDEMPOTENCY.c.created_at < cutoff))
+        count = int(purged.rowcount or 0)
+        total = connection.execute(select(func.count()).select_from(IDEMPOTENCY)).scalar_one()
+        if total > max_keys:
+            # The newest max_keys stay (and any sharing the boundary's time).
+            boundary = connection.execute(
+                select(IDEMPOTENCY.c.created_at)
+                .order_by(IDEMPOTENCY.c.created_at.desc())
+                .offset(max_keys - 1)
+                .limit(1)
+            ).scalar_one()
+            over = connection.execute(
+                delete(IDEMPOTENCY).where(IDEMPOTENCY.c.created_at < boundary)
+            )
+            count += int(over.rowcount or 0)
+    return count
