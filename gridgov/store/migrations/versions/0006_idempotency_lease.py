@@ -6,7 +6,7 @@ answering "still running" for ever. Now a claim names its run (``claim_id``) and
 transaction that stores the incident, so the run that takes over resumes that incident instead
 of storing a second one. Keys claimed before this revision have no lease and count as expired.
 
-Revision ID: 0009
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-05
 """
@@ -18,7 +18,7 @@ from alembic import op
 
 from gridgov.store.models import UTCDateTime
 
-revision = "0009"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
