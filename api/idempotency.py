@@ -74,14 +74,15 @@ class IdempotencyMiddleware:
         body = await _read_body(receive)
         auth = headers.get(b"authorization", b"")
         key_scope = hashlib.sha256(auth + b"|" + path.encode()).hexdigest()
+        content_type, body_print = _without_boundary(headers.get(b"content-type", b""), body)
         fingerprint = hashlib.sha256(
             b"\x00".join(
                 [
                     scope["method"].encode(),
                     path.encode(),
                     scope.get("query_string", b""),
-                    headers.get(b"content-type", b""),
-                    body,
+                    content_type,
+                    body_print,
                 ]
             )
         ).hexdigest()
@@ -168,6 +169,19 @@ class IdempotencyMiddleware:
             # A server error (or an answer that never finished): forget the claim so that a
             # retry runs again.
             await anyio.to_thread.run_sync(store.release_idempotency, engine, key_scope, key)
+
+
+def _without_boundary(content_type: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """A multipart request as fingerprinted: without its boundary, which a client draws anew
+    for every attempt (a phone's retry of the same photos must replay, not mismatch)."""
+    kind, _, params = content_type.partition(b";")
+    if kind.strip().lower() != b"multipart/form-data":
+        return content_type, body
+    for param in params.split(b";"):
+        name, _, value = param.strip().partition(b"=")
+        if name.lower() == b"boundary" and value:
+            return kind, body.replace(value.strip(b'"'), b"")
+    return content_type, body
 
 
 async def _read_body(receive: Receive) -> bytes:
