@@ -91,6 +91,8 @@ class FieldActionOut(ActionOut):
 
 class TasksOut(BaseModel):
     role: str
+    unit_id: str | None = Field(description="The caller's unit (it sends its AVL fixes).")
+    grid_code: str | None = Field(description="A grid worker's grid.")
     assigned: list[IncidentOut] = Field(description="A unit's incidents: active assignments.")
     to_verify: list[IncidentOut] = Field(description="A grid worker's: resolved in its grid.")
     reported: list[IncidentOut] = Field(description="Reports filed from this credential's page.")
@@ -331,6 +333,8 @@ def field_tasks(principal: Reader, engine: EngineDep) -> dict[str, Any]:
     source = FIELD_SOURCE.format(credential_id=principal.credential.credential_id)
     return {
         "role": scope.role,
+        "unit_id": unit,
+        "grid_code": grid,
         "assigned": read(active_incidents_of_unit(engine, unit)) if unit else [],
         "to_verify": read(status=["resolved"]) if grid else [],
         "reported": read(incidents_from_source(engine, source)),
