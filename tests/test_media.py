@@ -173,8 +173,19 @@ def test_a_retried_photo_is_stored_once_and_too_many_are_refused(world: dict[str
     )
     assert again.status_code == 201
     assert again.json()[0]["media_id"] == r.json()["media"][0]["media_id"]
-    four = [("photo", (f"{i}.jpg", jpeg(colour=(i, 9, 9)), "image/jpeg")) for i in range(4)]
+    four = [("photo", (f"{i}.jpg", jpeg(colour=(i * 60, 9, 9)), "image/jpeg")) for i in range(4)]
     assert report(world, four).status_code == 422
+    # Three in one request, then a fourth for the same event in another: refused too.
+    three = report(world, four[:3])
+    assert three.status_code == 201 and len(three.json()["media"]) == 3
+    fourth = client.post(
+        f"/api/v1/incidents/{three.json()['incident_id']}/media",
+        data={"kind": "report"},
+        files=[four[3]],
+        headers=world["worker"],
+    )
+    assert fourth.status_code == 422
+    assert "at most 3" in fourth.json()["message"]
     # No resolve yet: a resolve photo has no event to document.
     early = client.post(
         f"/api/v1/incidents/{incident_id}/media",

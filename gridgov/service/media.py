@@ -142,7 +142,7 @@ def attach(
     Raises
     ------
     InputError
-        An unknown kind.
+        An unknown kind, or more photos than one event may hold.
     NotFoundError
         The incident has no event of that kind yet.
     """
@@ -174,7 +174,14 @@ def attach(
         }
         for p in photos
     ]
-    return add_media(engine, incident_id, _ACTIONS[kind], rows, event_seq=event_seq)
+    return add_media(
+        engine,
+        incident_id,
+        _ACTIONS[kind],
+        rows,
+        max_per_event=settings.media_max_per_event,
+        event_seq=event_seq,
+    )
 
 
 def photos_of(engine: Engine, incident_id: str) -> list[dict[str, Any]]:

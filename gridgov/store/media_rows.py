@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select, update
 
-from gridgov.errors import NotFoundError
+from gridgov.errors import InputError, NotFoundError
 from gridgov.store.engine import translate_errors, write_transaction
 from gridgov.store.models import EVENTS, MEDIA
 
@@ -53,17 +53,21 @@ def add_media(
     actions: Sequence[str],
     rows: Sequence[Mapping[str, Any]],
     *,
+    max_per_event: int,
     event_seq: int | None = None,
 ) -> list[dict[str, Any]]:
     """Store photos of one event: ``event_seq``, or the incident's latest of ``actions``.
 
     A photo already stored for that event (the same SHA-256: a retry) is not stored twice;
-    its row is returned as it is.
+    its row is returned as it is. The event may hold at most ``max_per_event`` photos that
+    are not removed, counted in the same transaction.
 
     Raises
     ------
     NotFoundError
         The incident has no such event (no resolve yet for a resolve photo...).
+    InputError
+        The event would hold more than ``max_per_event`` photos; nothing was stored.
     """
 
     def work(connection: Connection) -> list[dict[str, Any]]:
@@ -73,6 +77,20 @@ def add_media(
         if seq is None:
             msg = f"incident {incident_id} has no {' or '.join(actions)} event to attach to"
             raise NotFoundError(msg)
+        kept = connection.execute(
+            select(MEDIA.c.sha256).where(
+                MEDIA.c.incident_id == incident_id,
+                MEDIA.c.event_seq == seq,
+                MEDIA.c.removed_at.is_(None),
+            )
+        ).scalars()
+        held = set(kept)
+        if len(held | {r["sha256"] for r in rows}) > max_per_event:
+            msg = (
+                f"event {seq} of incident {incident_id} already has {len(held)} photo(s); "
+                f"an event holds at most {max_per_event}"
+            )
+            raise InputError(msg)
         out = []
         for row in rows:
             where = and_(
