@@ -204,6 +204,25 @@
   }
   map.on("click", (e) => setPosition(e.latlng.lng, e.latlng.lat, "map"));
 
+  // The roads of the view, from this server's road route (no tiles): what a thumb aims by.
+  const roads = L.geoJSON(null, { interactive: false, style: (f) => ({
+    color: f.properties.colour, weight: f.properties.weight, opacity: 0.9 }) }).addTo(map);
+  let roadsAsked = 0;
+  async function loadRoads() {
+    if (!navigator.onLine) return;
+    const asked = ++roadsAsked;
+    const b = map.getBounds();
+    const box = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(5));
+    try {
+      const response = await fetch(`/api/v1/roads?bbox=${box.join(",")}&zoom=${map.getZoom()}`);
+      if (!response.ok || asked !== roadsAsked) return;
+      const data = await response.json();
+      roads.clearLayers();
+      roads.addData(data);
+    } catch (e) { /* offline meanwhile: the roads drawn stay */ }
+  }
+  map.on("moveend", loadRoads);
+
   function drawStreets(geojson) {
     const layer = L.geoJSON(geojson, {
       interactive: false, style: { color: "#156534", weight: 1, fillOpacity: 0.04 } }).addTo(map);
