@@ -18,8 +18,8 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from api.deps import ContextDep
-from gridgov.maps import STATIC_DIR
+from api.deps import ContextDep, SettingsDep
+from gridgov.maps import STATIC_DIR, tile_sources
 
 __all__ = ["FIELD_DIR", "router"]
 
@@ -69,4 +69,15 @@ def matters(ctx: ContextDep) -> Response:
         }
         for m in ctx.catalog.matters
     ]
+    return JSONResponse(body, headers=_HEADERS)
+
+
+@router.get("/field/config.json")
+def config(settings: SettingsDep) -> Response:
+    """The page's base map, as configured (``map_base``): tile layers (none by default, so
+    nothing is loaded from outside), or the stored roads drawn per view."""
+    body = {
+        "tiles": tile_sources(settings.map_base, settings.tianditu_key),
+        "roads": settings.map_base == "roads",
+    }
     return JSONResponse(body, headers=_HEADERS)

@@ -11,6 +11,7 @@
   const TASKS_KEY = "gridgov.field.tasks";
   const MATTERS_KEY = "gridgov.field.matters";
   const STREETS_KEY = "gridgov.field.streets";
+  const CONFIG_KEY = "gridgov.field.config";
   const DB_NAME = "gridgov-field";
   const STORE = "queue";
   const MAX_PHOTOS = 3;
@@ -221,7 +222,16 @@
       roads.addData(data);
     } catch (e) { /* offline meanwhile: the roads drawn stay */ }
   }
-  map.on("moveend", loadRoads);
+  function drawBase(config) {
+    for (const t of config.tiles) {
+      L.tileLayer(t.url, { attribution: t.attribution, subdomains: t.subdomains || "abc",
+        maxZoom: 19 }).addTo(map);
+    }
+    if (config.roads) {
+      map.on("moveend", loadRoads);
+      loadRoads();
+    }
+  }
 
   function drawStreets(geojson) {
     const layer = L.geoJSON(geojson, {
@@ -501,11 +511,13 @@
     if ("serviceWorker" in navigator) {
       F.worker = await navigator.serviceWorker.register("/field/sw.js", { scope: "/field" });
     }
-    const [matters, streets] = await Promise.all([
+    const [config, matters, streets] = await Promise.all([
+      cachedJson("/field/config.json", CONFIG_KEY),
       cachedJson("/field/matters.json", MATTERS_KEY),
       cachedJson("/api/v1/areas/street?format=geojson&zoom=12", STREETS_KEY),
     ]);
     F.matters = matters || [];
+    drawBase(config || { tiles: [], roads: true });
     if (streets) drawStreets(streets);
     await renderQueue();
     if (token) await loadTasks();
