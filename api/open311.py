@@ -551,7 +551,10 @@ async def _read_multipart(request: Request) -> dict[str, str]:
         if isinstance(value, str):
             fields[name] = value.strip()
         elif name == "media":
-            request.state.open311_media = (value.filename or "media", await value.read())
+            data = await value.read()
+            # A form whose file input was left empty sends an empty part: no photo.
+            if data or value.filename:
+                request.state.open311_media = (value.filename or "media", data)
         else:
             raise _invalid([("body", name, "only the media field may carry a file")])
     return fields

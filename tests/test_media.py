@@ -279,6 +279,13 @@ def test_open311_multipart_media_and_consent(world: dict[str, Any]) -> None:
     )
     assert bad.status_code == 415
     assert bad.json()[0]["code"] == 415
+    # A form whose file input was left empty files the request without a photo.
+    empty = client.post(
+        "/open311/v2/requests.json",
+        data={**form, "description": "no photo"},
+        files={"media": ("", b"", "application/octet-stream")},
+    )
+    assert empty.status_code == 201, empty.text
     discovery = client.get("/open311/v2/discovery.json").json()
     assert [e["name"] for e in discovery["extensions"]] == ["media"]
     assert "multipart/form-data" in discovery["extensions"][0]["description"]
