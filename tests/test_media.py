@@ -186,6 +186,9 @@ def test_a_retried_photo_is_stored_once_and_too_many_are_refused(world: dict[str
     )
     assert fourth.status_code == 422
     assert "at most 3" in fourth.json()["message"]
+    # Its files did not stay behind on the disk.
+    fourth_sha = hashlib.sha256(four[3][1][1]).hexdigest()
+    assert list(Path(world["settings"].media_root).rglob(f"{fourth_sha}*")) == []
     # No resolve yet: a resolve photo has no event to document.
     early = client.post(
         f"/api/v1/incidents/{incident_id}/media",
@@ -243,6 +246,15 @@ def test_removal_keeps_who_and_why(world: dict[str, Any]) -> None:
     assert client.get(base, headers=world["dispatcher"]).status_code == 404
     listed = client.get(f"/api/v1/incidents/{item['incident_id']}/media", headers=world["worker"])
     assert listed.json()["items"][0]["removed_reason"] == "a face is recognisable"
+    assert list(root.rglob(f"{sha}*")) == []
+    # The same photo sent again for that event is refused, and its files do not come back.
+    again = client.post(
+        f"/api/v1/incidents/{item['incident_id']}/media",
+        data={"kind": "report"},
+        files=[("photo", ("a.jpg", photo, "image/jpeg"))],
+        headers=world["worker"],
+    )
+    assert again.status_code == 422 and "removed" in again.json()["message"]
     assert list(root.rglob(f"{sha}*")) == []
 
 

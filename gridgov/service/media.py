@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gridgov.errors import InputError, NotFoundError
+from gridgov.errors import GridgovError, InputError, NotFoundError
 from gridgov.photos import EXTENSIONS, Photo, examine
 from gridgov.settings import Settings
 from gridgov.store import Engine
@@ -174,14 +174,27 @@ def attach(
         }
         for p in photos
     ]
-    return add_media(
-        engine,
-        incident_id,
-        _ACTIONS[kind],
-        rows,
-        max_per_event=settings.media_max_per_event,
-        event_seq=event_seq,
-    )
+    try:
+        return add_media(
+            engine,
+            incident_id,
+            _ACTIONS[kind],
+            rows,
+            max_per_event=settings.media_max_per_event,
+            event_seq=event_seq,
+        )
+    except GridgovError:
+        # Refused (too many, removed before, no such event): no file may stay behind
+        # that no kept row names (a removed photo must not come back to the disk).
+        _drop_unused(engine, folder, incident_id, photos)
+        raise
+
+
+def _drop_unused(engine: Engine, folder: Path, incident_id: str, photos: Sequence[Photo]) -> None:
+    for photo in photos:
+        if not sha_in_use(engine, incident_id, photo.sha256):
+            for name in _names(photo.sha256, photo.content_type):
+                (folder / name).unlink(missing_ok=True)
 
 
 def photos_of(engine: Engine, incident_id: str) -> list[dict[str, Any]]:

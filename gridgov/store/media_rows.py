@@ -67,7 +67,8 @@ def add_media(
     NotFoundError
         The incident has no such event (no resolve yet for a resolve photo...).
     InputError
-        The event would hold more than ``max_per_event`` photos; nothing was stored.
+        The event would hold more than ``max_per_event`` photos, or one of them was removed
+        from it before; nothing was stored.
     """
 
     def work(connection: Connection) -> list[dict[str, Any]]:
@@ -99,6 +100,12 @@ def add_media(
                 MEDIA.c.sha256 == row["sha256"],
             )
             found = connection.execute(select(MEDIA).where(where)).first()
+            if found is not None and found.removed_at is not None:
+                msg = (
+                    f"this photo was removed from event {seq} of incident {incident_id} "
+                    f"({found.removed_reason}); it cannot be added to it again"
+                )
+                raise InputError(msg)
             if found is None:
                 values = {**row, "incident_id": incident_id, "event_seq": seq}
                 connection.execute(MEDIA.insert().values(**values))
