@@ -513,10 +513,11 @@ _POST_OPENAPI: dict[str, Any] = {
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The form-encoded body (the spec's POST encoding), field by field.
+    """The form-encoded body (the spec's POST encoding), or the media extension's multipart
+    one, field by field.
 
-    Parsed here rather than by FastAPI's ``Form`` so that no multipart parser is needed and
-    the ``attribute[code]`` fields, whose names are not known in advance, come through.
+    Parsed here rather than by FastAPI's ``Form`` so that the ``attribute[code]`` fields,
+    whose names are not known in advance, come through.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
