@@ -41,6 +41,8 @@ Reader = Annotated[Principal, Depends(require(*READERS))]
 Reporter = Annotated[Principal, Depends(require(*REPORTERS))]
 Remover = Annotated[Principal, Depends(require(*BATCH_DISPATCHERS))]
 IncidentId = Annotated[str, Path(max_length=64)]
+# Bounded like the column (a 32-bit integer), so a huge id is a 422, never a database error.
+MediaId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Photos = Annotated[
     list[UploadFile],
     File(description="JPEG, PNG or WebP photos (judged by their content); at most 3."),
@@ -170,7 +172,7 @@ def list_photos(incident_id: IncidentId, principal: Reader, engine: EngineDep) -
 )
 def get_photo(
     incident_id: IncidentId,
-    media_id: int,
+    media_id: MediaId,
     principal: Reader,
     engine: EngineDep,
     settings: SettingsDep,
@@ -187,7 +189,7 @@ def get_photo(
 )
 def get_thumbnail(
     incident_id: IncidentId,
-    media_id: int,
+    media_id: MediaId,
     principal: Reader,
     engine: EngineDep,
     settings: SettingsDep,
@@ -203,7 +205,7 @@ def get_thumbnail(
 )
 def remove_photo(
     incident_id: IncidentId,
-    media_id: int,
+    media_id: MediaId,
     principal: Remover,
     engine: EngineDep,
     settings: SettingsDep,
@@ -346,11 +348,6 @@ def field_tasks(principal: Reader, engine: EngineDep) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def public_url(base_url: str, incident_id: str, media_id: int) -> str:
-    """The ``media_url`` of a published photo."""
-    return f"{base_url.rstrip('/')}/open311/v2/media/{incident_id}/{media_id}"
-
-
 @public_router.get(
     "/media/{service_request_id}/{media_id}",
     response_class=FileResponse,
@@ -359,7 +356,7 @@ def public_url(base_url: str, incident_id: str, media_id: int) -> str:
 )
 def public_photo(
     service_request_id: Annotated[str, Path(max_length=64)],
-    media_id: int,
+    media_id: MediaId,
     engine: EngineDep,
     settings: SettingsDep,
 ) -> FileResponse:
