@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.upload_limit import UploadLimitMiddleware
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings
 
@@ -32,6 +33,7 @@ TAGS: list[dict[str, Any]] = [
     {"name": "units", "description": "Stationed units: status and AVL positions."},
     {"name": "incidents", "description": "Reports, dispatch and the workflow."},
     {"name": "assessment", "description": "KPIs and rankings of offices, departments, streets."},
+    {"name": "media", "description": "Evidence photos; the field page's reports and tasks."},
     {"name": "open311", "description": "Open311 GeoReport v2."},
     {"name": "live", "description": "The command centre's live wall display (/) and its feed."},
 ]
@@ -39,12 +41,13 @@ TAGS: list[dict[str, Any]] = [
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the service over a store (default: ``settings.database_url``)."""
-    from api import open311, wall_display
+    from api import field_page, open311, wall_display
     from api.routes import (
         area_routes,
         assessment_routes,
         health,
         incidents,
+        media_routes,
         road_routes,
         unit_routes,
     )
@@ -62,11 +65,22 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
+    # Added last, so outermost: no layer holds more than the limit of one upload.
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.media_max_bytes)
     app.include_router(health.router)
-    for module in (area_routes, road_routes, unit_routes, incidents, assessment_routes):
+    for module in (
+        area_routes,
+        road_routes,
+        unit_routes,
+        incidents,
+        media_routes,
+        assessment_routes,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
+    app.include_router(media_routes.public_router, prefix="/open311/v2")
     app.include_router(wall_display.router)
+    app.include_router(field_page.router)
     from gridgov.maps import STATIC_DIR
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -35,6 +35,7 @@ from gridgov.errors import (
     OutsideDistrictError,
     StoreError,
     UnknownMatterError,
+    UnsupportedMediaError,
 )
 
 log = logging.getLogger("gridgov.api")
@@ -48,6 +49,7 @@ ERROR_MAP: Sequence[tuple[type[GridgovError], int, str]] = (
     (OutsideDistrictError, 422, "outside_district"),
     (UnknownMatterError, 422, "unknown_matter"),
     (CRSError, 422, "bad_coordinates"),
+    (UnsupportedMediaError, 415, "unsupported_media"),
     (AssessmentWeightError, 422, "assessment_weight"),
     (ConsultationError, 409, "consultation_required"),
     (InputError, 422, "invalid_input"),

@@ -227,14 +227,16 @@ def _open311_api_key(headers: dict[bytes, bytes], scope: Scope, body: bytes) -> 
 
 
 def _fingerprint(scope: Scope, headers: dict[bytes, bytes], body: bytes) -> str:
+    # A phone rebuilding a multipart retry picks a new boundary: the same report all the same.
+    content_type, body_print = _without_boundary(headers.get(b"content-type", b""), body)
     return hashlib.sha256(
         b"\x00".join(
             [
                 scope["method"].encode(),
                 scope["path"].encode(),
                 scope.get("query_string", b""),
-                headers.get(b"content-type", b""),
-                body,
+                content_type,
+                body_print,
             ]
         )
     ).hexdigest()
@@ -265,6 +267,19 @@ def _replay_body(body: bytes) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
+
+
+def _without_boundary(content_type: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """A multipart request as fingerprinted: without its boundary, which a client draws anew
+    for every attempt (a phone's retry of the same photos must replay, not mismatch)."""
+    kind, _, params = content_type.partition(b";")
+    if kind.strip().lower() != b"multipart/form-data":
+        return content_type, body
+    for param in params.split(b";"):
+        name, _, value = param.strip().partition(b"=")
+        if name.lower() == b"boundary" and value:
+            return kind, body.replace(value.strip(b'"'), b"")
+    return content_type, body
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -18,6 +18,10 @@ How gridgov maps onto the spec:
   phones whose map SDK gives GCJ-02 or BD-09. The report goes through the one intake path,
   :func:`gridgov.service.intake.report`, and is dispatched at once. A request created here
   has a ``token`` equal to its ``service_request_id``.
+- **Photos**: ``POST requests`` also takes ``multipart/form-data`` with a ``media`` file (the
+  media-handling extension, :data:`EXTENSIONS_URL`, listed in the discovery answer), checked
+  and stored as the report's evidence photo by :mod:`gridgov.service.media`. Its ``media_url``
+  is shown only when the reporter sent ``media_publish=true``.
 - The incidents table has no columns for the spec's ``address_string``, ``media_url`` and
   attributes, so they are appended to the stored description as ``[Open311] name: value``
   lines, where staff read them too; GET splits them off again.
@@ -44,7 +48,7 @@ from gridgov import store
 from gridgov.crs import from_wgs84
 from gridgov.dispatch import DispatchContext
 from gridgov.errors import UnknownMatterError
-from gridgov.service import intake
+from gridgov.service import intake, media
 from gridgov.service.scope import PUBLIC, scope_for
 from gridgov.settings import Settings
 from gridgov.store.service_requests import (
@@ -72,6 +76,7 @@ CLOSED_STATES = frozenset(
 #: ``incidents.source`` of requests filed here (only these have tokens).
 SOURCE = "open311"
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
+EXTENSIONS_URL = "http://wiki.open311.org/GeoReport_v2/Extensions/"
 #: The spec caps a description at 4,000 characters.
 DESCRIPTION_MAX = 4000
 _CONTACT_MAX = 200
@@ -114,11 +119,18 @@ class Endpoint(BaseModel):
     formats: list[str]
 
 
+class Extension(BaseModel):
+    name: str
+    url: str
+    description: str
+
+
 class Discovery(BaseModel):
     changeset: str = Field(description="When the service list last changed (W3C datetime).")
     contact: str
     key_service: str
     endpoints: list[Endpoint]
+    extensions: list[Extension] = Field(description="The spec extensions this endpoint speaks.")
 
 
 class Service(BaseModel):
@@ -213,6 +225,7 @@ _ITEM_TAGS = {
     "formats": "format",
     "attributes": "attribute",
     "values": "value",
+    "extensions": "extension",
 }
 
 
@@ -365,6 +378,15 @@ def discovery(request: Request, engine: EngineDep, settings: SettingsDep, fmt: F
                 "formats": ["application/json", "text/xml"],
             }
         ],
+        "extensions": [
+            {
+                "name": "media",
+                "url": EXTENSIONS_URL,
+                "description": "Media handling: POST requests also takes multipart/form-data "
+                "with a `media` file (JPEG, PNG or WebP); send `media_publish=true` to let "
+                "GET requests show it as `media_url`.",
+            }
+        ],
     }
     return _render(fmt, body, "discovery")
 
@@ -440,6 +462,8 @@ _FORM_FIELDS: dict[str, tuple[str, str]] = {
     "address_id": ("string", "Not supported: send lat/long."),
     "description": ("string", "What is wrong (at most 4,000 characters)."),
     "media_url": ("string", "An http(s) URL of a photo."),
+    "media": ("string", "Extension (multipart/form-data only): a JPEG, PNG or WebP photo."),
+    "media_publish": ("string", "Extension: true to show the media photo as media_url."),
     "email": ("string", "Optional contact for the outcome notice; never shown by GET."),
     "phone": ("string", "Optional contact; never shown by GET."),
     "first_name": ("string", "Optional; never shown by GET."),
@@ -471,24 +495,38 @@ _POST_OPENAPI: dict[str, Any] = {
                     "phone": "13800000000",
                     "attribute[landmark]": "behind the 7-Eleven",
                 },
-            }
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["api_key", "service_code", "lat", "long"],
+                    "properties": {
+                        name: {"type": kind, "description": text}
+                        | ({"format": "binary"} if name == "media" else {})
+                        for name, (kind, text) in _FORM_FIELDS.items()
+                    },
+                },
+            },
         },
     }
 }
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The form-encoded body (the spec's POST encoding), field by field.
+    """The form-encoded body (the spec's POST encoding), or the media extension's multipart
+    one, field by field.
 
-    Parsed here rather than by FastAPI's ``Form`` so that no multipart parser is needed and
-    the ``attribute[code]`` fields, whose names are not known in advance, come through.
+    Parsed here rather than by FastAPI's ``Form`` so that the ``attribute[code]`` fields,
+    whose names are not known in advance, come through.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _read_multipart(request)
     if content_type != "application/x-www-form-urlencoded":
         raise HTTPException(
             415,
             "send the request form-encoded (application/x-www-form-urlencoded), as "
-            "GeoReport v2 specifies",
+            "GeoReport v2 specifies, or as multipart/form-data with a media file",
         )
     body = await request.body()
     if len(body) > _FORM_MAX_BYTES:
@@ -502,6 +540,25 @@ async def read_form(request: Request) -> dict[str, str]:
             [("body", "body", "not valid form encoding (UTF-8, percent-encoded)")]
         ) from None
     return {name: value.strip() for name, value in pairs}
+
+
+async def _read_multipart(request: Request) -> dict[str, str]:
+    """The media extension's multipart form: the text fields, and the ``media`` file kept on
+    ``request.state.open311_media`` as ``(name, bytes)`` (the size limit was enforced while
+    the body streamed in: :mod:`api.upload_limit`)."""
+    form = await request.form(max_files=1, max_fields=100, max_part_size=_FORM_MAX_BYTES)
+    fields: dict[str, str] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            fields[name] = value.strip()
+        elif name == "media":
+            data = await value.read()
+            # A form whose file input was left empty sends an empty part: no photo.
+            if data or value.filename:
+                request.state.open311_media = (value.filename or "media", data)
+        else:
+            raise _invalid([("body", name, "only the media field may carry a file")])
+    return fields
 
 
 Form = Annotated[dict[str, str], Depends(read_form)]
@@ -660,6 +717,9 @@ def create_request(
             "address_id; send the problem's position (WGS84, or say crs=gcj02 or crs=bd09)",
         )
     lon, lat, crs, attributes = _parse_filing(form)
+    upload = getattr(request.state, "open311_media", None)
+    # Checked before the report is taken: a bad photo refuses the request, nothing stored.
+    photos = media.check_photos([upload] if upload else [], settings)
     try:
         report = intake.report(
             engine,
@@ -678,6 +738,15 @@ def create_request(
         )
     except UnknownMatterError as exc:
         raise _invalid([("body", "service_code", str(exc))]) from None
+    media.attach(
+        engine,
+        settings,
+        report.incident_id,
+        "report",
+        photos,
+        actor=f"citizen:{credential_id}",
+        public=form.get("media_publish", "").lower() == "true",
+    )
     if report.duplicate_of is not None:
         notice = (
             f"This repeats open request {report.duplicate_of} (the same matter close by); it "
@@ -793,6 +862,19 @@ def _service_requests(
     return out
 
 
+def _with_media(
+    request: Request, engine: Engine, answer: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``media_url`` of the photos their reporters agreed to publish (others show none)."""
+    published = media.public_photos(engine, [r["service_request_id"] for r in answer])
+    base = str(request.base_url).rstrip("/")
+    for item in answer:
+        media_id = published.get(item["service_request_id"])
+        if media_id is not None:
+            item["media_url"] = f"{base}/open311/v2/media/{item['service_request_id']}/{media_id}"
+    return answer
+
+
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -866,6 +948,7 @@ _REQUESTS_XML = (
     responses=_responses([_REQUEST_EXAMPLE], _REQUESTS_XML),
 )
 def list_requests(
+    request: Request,
     engine: EngineDep,
     ctx: ContextDep,
     settings: SettingsDep,
@@ -896,7 +979,8 @@ def list_requests(
     else:
         filters = _filters(ctx, tz, service_code, start_date, end_date, status)
     rows = _read_requests(engine, MAX_REQUESTS, **filters)
-    return _render(fmt, _service_requests(rows, ctx, settings, crs), "service_requests", "request")
+    answer = _with_media(request, engine, _service_requests(rows, ctx, settings, crs))
+    return _render(fmt, answer, "service_requests", "request")
 
 
 def _filters(
@@ -936,6 +1020,7 @@ def _filters(
     responses=_responses([_REQUEST_EXAMPLE], _REQUESTS_XML),
 )
 def get_request(
+    request: Request,
     engine: EngineDep,
     ctx: ContextDep,
     settings: SettingsDep,
@@ -947,7 +1032,8 @@ def get_request(
     rows = _read_requests(engine, 1, incident_ids=[service_request_id])
     if not rows:
         raise HTTPException(404, f"no service request {service_request_id!r}")
-    return _render(fmt, _service_requests(rows, ctx, settings, crs), "service_requests", "request")
+    answer = _with_media(request, engine, _service_requests(rows, ctx, settings, crs))
+    return _render(fmt, answer, "service_requests", "request")
 
 
 @router.get(

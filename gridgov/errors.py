@@ -67,6 +67,11 @@ class ForbiddenError(GridgovError):
     a role that reads no incidents). Nothing was changed."""
 
 
+class UnsupportedMediaError(InputError):
+    """An upload that is not a photo of an accepted format (JPEG, PNG, WebP), judged by its
+    content, never its file name."""
+
+
 class InvalidTransitionError(InputError):
     """A workflow action that the incident's state does not allow (or a role that may not take it).
 

@@ -117,6 +117,20 @@ class Settings(BaseSettings):
         description="Open311 jurisdiction_id this service answers for (default: the loaded "
         "district's code). A request naming another jurisdiction is refused (404).",
     )
+    media_root: Path = Field(
+        default=Path("media"),
+        description="Folder of the evidence photos: one directory per incident, files named by "
+        "their SHA-256 (a relative path is read from the working directory of `gridgov serve`).",
+    )
+    media_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="The largest upload (the photos of one event together, and their form), "
+        "refused with 413 while the body streams in, before it is held.",
+    )
+    media_max_per_event: int = Field(
+        default=3, ge=1, le=10, description="Photos one report, resolve or verify may carry."
+    )
     api_workers: int = Field(
         default=2, ge=1, description="uvicorn worker processes of `gridgov serve`."
     )

@@ -12,15 +12,19 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from io import BytesIO
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy import select
 
 from api.app import create_app
 from gridgov import store
-from gridgov.service import intake
+from gridgov.photos import examine
+from gridgov.service import intake, media
+from gridgov.settings import Settings
 from gridgov.store.models import CREDENTIALS
 
 STREET_A = "510106024000"  # 西安路街道
@@ -52,6 +56,7 @@ class World:
     grid_elsewhere: str
     static: dict[str, str] = field(default_factory=dict)  # role → secret
     seq: int = 0
+    settings: Settings = field(default_factory=Settings)
 
     def token(self, role: str, **scope: Any) -> str:
         _, secret = store.issue_credential(self.engine, role, label=f"matrix {role}", **scope)
@@ -92,6 +97,14 @@ class World:
         other = units[(units["unit_id"] != unit) & (units["busy_incident_id"].isna())]
         return incident_id, unit, str(other["unit_id"].iloc[0])
 
+    def photo(self, incident_id: str) -> int:
+        """A report photo of the incident: its media id."""
+        photo = examine(PHOTO, local_tz=UTC)
+        stored = media.attach(
+            self.engine, self.settings, incident_id, "report", [photo], actor="matrix"
+        )
+        return int(stored[0]["media_id"])
+
     def finish(self, incident_id: str) -> None:
         """Cancel the incident if it is still open, freeing its units for the next cell."""
         status = store.query_incidents(self.engine, incident_ids=[incident_id])[0]["status"]
@@ -108,7 +121,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(reference_store_url: str) -> Iterator[World]:
+def world(reference_store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     engine = store.open_store(reference_store_url)
     ctx = store.context_from_store(engine)
     areas = ctx.gdf_areas
@@ -116,7 +129,8 @@ def world(reference_store_url: str) -> Iterator[World]:
     here, elsewhere = grids.iloc[0], grids.iloc[1]
     p_a = here.geometry.representative_point()
     street_b = areas[areas["code"] == STREET_B].iloc[0].geometry.representative_point()
-    app = create_app(engine=engine)
+    settings = Settings(media_root=tmp_path_factory.mktemp("media"))
+    app = create_app(settings, engine=engine)
     with TestClient(app, raise_server_exceptions=False) as client:
         w = World(
             engine=engine,
@@ -125,6 +139,7 @@ def world(reference_store_url: str) -> Iterator[World]:
             point_b=(street_b.x, street_b.y),
             grid_here=str(here["code"]),
             grid_elsewhere=str(elsewhere["code"]),
+            settings=settings,
         )
         w.static = {
             "admin": w.token("admin"),
@@ -140,15 +155,26 @@ def world(reference_store_url: str) -> Iterator[World]:
     engine.dispose()
 
 
+def _png() -> bytes:
+    out = BytesIO()
+    Image.new("RGB", (8, 8), (9, 99, 9)).save(out, "PNG")
+    return out.getvalue()
+
+
+#: The photo the multipart cells send.
+PHOTO = _png()
+
+
 @dataclass
 class Cell:
     """One request: built from the world, the fresh incident and units, sent as a role."""
 
     method: str
-    path: str  # format fields: {incident}, {unit}, {other}, {level}
+    path: str  # format fields: {incident}, {unit}, {other}, {level}, {media}
     expected: dict[str, int]
     body: Callable[[World], Any] | None = None
-    needs: str = "none"  # "none", "dispatched" or "resolved"
+    needs: str = "none"  # "none", "dispatched", "resolved" or "photo" (dispatched, with one)
+    form: Callable[[World], dict[str, str]] | None = None  # multipart fields, sent with PHOTO
 
 
 def _all(code: int, **overrides: int) -> dict[str, int]:
@@ -276,6 +302,67 @@ CELLS: dict[str, Cell] = {
         ),
         needs="dispatched",
     ),
+    "media.add": Cell(
+        "POST",
+        "/api/v1/incidents/{incident}/media",
+        _staff(201, analyst=403, dispatcher_b=404, unit_other=404, grid_worker_elsewhere=404),
+        form=lambda w: {"kind": "report"},
+        needs="dispatched",
+    ),
+    "media.list": Cell(
+        "GET",
+        "/api/v1/incidents/{incident}/media",
+        _staff(200, dispatcher_b=404, unit_other=404, grid_worker_elsewhere=404),
+        needs="photo",
+    ),
+    "media.get": Cell(
+        "GET",
+        "/api/v1/incidents/{incident}/media/{media}",
+        _staff(200, dispatcher_b=404, unit_other=404, grid_worker_elsewhere=404),
+        needs="photo",
+    ),
+    "media.thumbnail": Cell(
+        "GET",
+        "/api/v1/incidents/{incident}/media/{media}/thumbnail",
+        _staff(200, dispatcher_b=404, unit_other=404, grid_worker_elsewhere=404),
+        needs="photo",
+    ),
+    "media.delete": Cell(
+        "DELETE",
+        "/api/v1/incidents/{incident}/media/{media}?reason=privacy",
+        _staff(
+            200,
+            analyst=403,
+            unit_assigned=403,
+            unit_other=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+            dispatcher_b=404,
+        ),
+        needs="photo",
+    ),
+    "field.report": Cell(
+        "POST",
+        "/api/v1/field/reports",
+        _staff(201, analyst=403, dispatcher_b=403, grid_worker_elsewhere=403),
+        form=lambda w: {"matter_code": MATTER, "lon": str(w.point_a[0]), "lat": str(w.point_a[1])},
+        needs="dispatched",  # so that the unit roles exist
+    ),
+    "field.verify": Cell(
+        "POST",
+        "/api/v1/field/incidents/{incident}/actions/verify",
+        _staff(
+            200,
+            analyst=403,
+            unit_assigned=403,
+            unit_other=403,
+            dispatcher_b=404,
+            grid_worker_elsewhere=404,
+        ),
+        form=lambda w: {},
+        needs="resolved",
+    ),
+    "field.tasks": Cell("GET", "/api/v1/field/tasks", _staff(200)),
     "assessment": Cell(
         "GET",
         "/api/v1/assessment?period=2026-11",
@@ -303,7 +390,11 @@ def test_the_matrix_covers_every_native_route() -> None:
     covered = set()
     for cell in CELLS.values():
         path = cell.path.split("?")[0]
-        for name, field_ in (("{incident}", "{incident_id}"), ("{unit}", "{unit_id}")):
+        for name, field_ in (
+            ("{incident}", "{incident_id}"),
+            ("{unit}", "{unit_id}"),
+            ("{media}", "{media_id}"),
+        ):
             path = path.replace(name, field_)
         path = re.sub(r"/actions/\w+$", "/actions/{action}", path)
         covered.add((cell.method, path.replace("{other}", "{unit_id}")))
@@ -315,9 +406,11 @@ def test_the_matrix_covers_every_native_route() -> None:
 @pytest.mark.parametrize("name", list(CELLS))
 def test_role_endpoint(world: World, name: str, role: str) -> None:
     cell = CELLS[name]
-    incident = unit = other = None
+    incident = unit = other = media_id = None
     if cell.needs != "none":
         incident, unit, other = world.incident(resolved=cell.needs == "resolved")
+        if cell.needs == "photo":
+            media_id = world.photo(incident)
     else:
         unit, other = store.read_units(world.engine, street_code=STREET_A)["unit_id"].iloc[:2]
     headers: dict[str, str] = {}
@@ -329,10 +422,21 @@ def test_role_endpoint(world: World, name: str, role: str) -> None:
         secret = world.static.get(role)
     if secret is not None:
         headers["Authorization"] = f"Bearer {secret}"
-    path = cell.path.format(incident=incident, unit=unit, other=other, level="street")
+    path = cell.path.format(
+        incident=incident, unit=unit, other=other, level="street", media=media_id
+    )
     body = cell.body(world) if cell.body else None
     try:
-        response = world.client.request(cell.method, path, json=body, headers=headers)
+        if cell.form is not None:
+            response = world.client.request(
+                cell.method,
+                path,
+                data=cell.form(world),
+                files=[("photo", ("cell.png", PHOTO, "image/png"))],
+                headers=headers,
+            )
+        else:
+            response = world.client.request(cell.method, path, json=body, headers=headers)
         expected = cell.expected[role]
         assert response.status_code == expected, (name, role, response.text)
         if expected == 404:

@@ -398,7 +398,8 @@ def test_discovery_and_openapi(root: str, http: httpx.Client) -> None:
 
     spec = httpx.get(root.removesuffix("/open311/v2") + "/openapi.json").json()
     paths = {p: v for p, v in spec["paths"].items() if p.startswith("/open311/v2/")}
-    assert len(paths) == 6
+    # The six GeoReport v2 resources and the public copy of a published photo (media_url).
+    assert len(paths) == 7
     for path, item in paths.items():
         for operation in item.values():
             assert operation["summary"], path

@@ -77,6 +77,7 @@ from gridgov.maps.builders import (
     coverage_map,
     name_matters_from,
     street_map,
+    tile_sources,
 )
 from gridgov.maps.from_store import MAP_KINDS, build_map, check_map_options, last_complete_month
 from gridgov.maps.layer_data import (
@@ -129,5 +130,6 @@ __all__ = [
     "road_layer_json",
     "route_layer_json",
     "street_map",
+    "tile_sources",
     "unit_layer_json",
 ]

@@ -175,16 +175,42 @@ def check_base(base: str | None, tile_key: str | None) -> None:
         raise InputError(msg)
 
 
-def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
+def tile_sources(base: str, tile_key: str | None) -> list[dict[str, str]]:
+    """The tile layers of a base layer name, bottom first: ``url`` (XYZ template),
+    ``attribution`` and ``subdomains``; none for ``roads`` and ``none`` (the field page draws
+    its base from these too).
+
+    Raises
+    ------
+    InputError
+        As :func:`check_base`.
+    """
     check_base(base, tile_key)
-    # "roads": no tiles; the stored roads are drawn instead (gridgov.maps.add_road_layer).
     if base in ("none", "roads", "", None):
-        return
+        return []
     if base in _TILES:
         url, attribution, subdomains = _TILES[base]
         url = url.replace("{key}", tile_key or "")
     else:
         url, attribution, subdomains = base, "intranet tiles", ""
+    sources = [{"url": url, "attribution": attribution, "subdomains": subdomains}]
+    if base == "tianditu" and tile_key:
+        labels = _TIANDITU_LABELS.replace("{key}", tile_key)
+        sources.append({"url": labels, "attribution": attribution, "subdomains": subdomains})
+    return sources
+
+
+def _add_tiles(m: folium.Map, base: str, tile_key: str | None) -> None:
+    check_base(base, tile_key)
+    # "roads": no tiles; the stored roads are drawn instead (gridgov.maps.add_road_layer).
+    if base in ("none", "roads", "", None):
+        return
+    base_tiles = tile_sources(base, tile_key)[0]
+    url, attribution, subdomains = (
+        base_tiles["url"],
+        base_tiles["attribution"],
+        base_tiles["subdomains"],
+    )
     options: dict[str, Any] = {"subdomains": subdomains} if subdomains else {}
     tiles = folium.TileLayer(
         tiles=url, attr=attribution, name="底图 basemap", overlay=True, control=True, **options

@@ -525,6 +525,49 @@ class EventRow(Base):
     )
 
 
+#: What a photo documents: the report, the resolution (处置后) or the verification (核查).
+MEDIA_KINDS = ("report", "resolve", "verify")
+
+
+class MediaRow(Base):
+    """An evidence photo of an incident (files under the media root, named by ``sha256``, the
+    digest of the bytes uploaded). A removed photo keeps its row, with who removed it and why,
+    and loses its files."""
+
+    __tablename__ = "media"
+
+    media_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(64), ForeignKey("incidents.incident_id"))
+    # The event it documents (events.seq of the incident).
+    event_seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(32))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    # From the photo's EXIF, when it has them; the served copy carries no EXIF.
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    # Whether the reporter agreed to publish it (Open311 media_url shows only these).
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    uploaded_by: Mapped[str] = mapped_column(Text)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    removed_by: Mapped[str | None] = mapped_column(Text)
+    removed_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("incident_id", "event_seq", "sha256"),
+        CheckConstraint(_in("kind", list(MEDIA_KINDS)), name="kind"),
+        CheckConstraint(
+            "(removed_at IS NULL) = (removed_reason IS NULL)", name="removed_with_reason"
+        ),
+        Index(None, "incident_id"),
+    )
+
+
 #: Kinds of notice, and who receives them.
 NOTICE_KINDS = ("supervision", "outcome")
 RECIPIENT_KINDS = ("office", "department", "reporter")
@@ -659,3 +702,4 @@ NOTICES = cast(Table, NoticeRow.__table__)
 CONSULTATIONS = cast(Table, ConsultationRow.__table__)
 CREDENTIALS = cast(Table, CredentialRow.__table__)
 IDEMPOTENCY = cast(Table, IdempotencyRow.__table__)
+MEDIA = cast(Table, MediaRow.__table__)
