@@ -53,6 +53,9 @@ _ACTION: dict[str, tuple[str, str]] = {
     Action.REQUEUE: ("重新排队", "requeue"),
     Action.SUPERVISE: ("督办", "supervise"),
     Action.CANCEL: ("撤销", "cancel"),
+    Action.RELEASE: ("撤回单位", "release a unit"),
+    Action.REASSIGN: ("改派", "reassign"),
+    Action.BACKUP: ("增援", "backup"),
 }
 _ROLE: dict[str, tuple[str, str]] = {
     Role.SYSTEM: ("系统", "system"),
