@@ -11,7 +11,8 @@ own. In order, each done once:
 5. the scope: the caller's :meth:`Scope.check_report` on the street and grid found;
 6. storing: the incident and its first events in one transaction, the duplicate check inside
    it (:func:`gridgov.store.create_incident`);
-7. dispatching, when asked and the report was registered
+7. dispatching, when asked, the report was registered and its street dispatches at once
+   (:func:`gridgov.service.dispatch_mode.decide`: a street in confirm mode holds it)
    (:func:`gridgov.store.dispatch_reported`, which reads nothing of the incident back).
 """
 
@@ -26,6 +27,7 @@ from gridgov import dispatch, store
 from gridgov.catalog import Matter
 from gridgov.crs import normalize_crs, to_wgs84
 from gridgov.errors import CRSError, InputError, OutsideDistrictError
+from gridgov.service import dispatch_mode
 from gridgov.service.clock import sent_time
 from gridgov.service.scope import Scope
 from gridgov.store import SYSTEM_ACTOR, Engine
@@ -53,6 +55,7 @@ class Report:
     duplicate_of: str | None = None
     reason: str | None = None
     stored: bool = True
+    dispatch_mode: str | None = None
 
     @property
     def incident_id(self) -> str:
@@ -196,13 +199,20 @@ def report(
         check_duplicates=check_duplicates,
         matter=matter,
     )
-    if stored.state != str(State.REGISTERED) or not dispatch_now:
-        return answer.report(stored.state, duplicate_of=stored.duplicate_of, reason=stored.reason)
+    # The street's dispatch mode: held for a dispatcher's confirmation, or dispatched at once.
+    mode = dispatch_mode.decide(engine, placement.street_code, matter.priority)
+    if stored.state != str(State.REGISTERED) or not dispatch_now or not mode.at_once:
+        return answer.report(
+            stored.state,
+            duplicate_of=stored.duplicate_of,
+            reason=stored.reason or (mode.reason if dispatch_now else None),
+            dispatch_mode=mode.mode,
+        )
     decision = store.dispatch_reported(
         engine, ctx, incident, placement, matter, now=now, actor=actor, role=role
     )
     state = str(State.DISPATCHED) if decision.assignments else str(State.REGISTERED)
-    return answer.report(state, decision=decision)
+    return answer.report(state, decision=decision, dispatch_mode=mode.mode)
 
 
 @dataclass(frozen=True)
