@@ -15,6 +15,7 @@ import pytest
 import shapely
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
+from sqlalchemy import text as text_
 
 from api.app import create_app
 from gridgov import store
@@ -314,3 +315,87 @@ def test_override_rule() -> None:
     assert not manual.is_override({"fire": "U1"}, {"fire": "U1"})
     assert manual.is_override({"fire": "U1"}, {"fire": "U2"})
     assert manual.is_override({"fire": "U1", "police": "U3"}, {"fire": "U1"})
+
+
+OVERRIDES_SQL = """
+WITH c AS (
+    SELECT i.street_code, d.decided_by, d.override,
+           d.chosen_time_s - d.recommended_time_s AS extra
+      FROM dispatches d JOIN incidents i ON i.incident_id = d.incident_id
+     WHERE d.override IS NOT NULL AND d.created_at >= :start AND d.created_at < :end
+)
+SELECT 'street' AS grp, street_code AS key, count(*) AS decisions,
+       count(*) FILTER (WHERE override) AS overrides,
+       (count(*) FILTER (WHERE override))::float8 / count(*) AS rate,
+       coalesce(sum(extra) FILTER (WHERE override), 0) AS extra
+  FROM c GROUP BY street_code
+UNION ALL
+SELECT 'dispatcher', decided_by, count(*), count(*) FILTER (WHERE override),
+       (count(*) FILTER (WHERE override))::float8 / count(*),
+       coalesce(sum(extra) FILTER (WHERE override), 0)
+  FROM c GROUP BY decided_by
+"""
+
+
+@pytest.mark.postgis
+@pytest.mark.parametrize("reference_store_url", ["postgis"], indirect=True)
+def test_report_override_kpis_equal_plain_sql(
+    client: TestClient, engine: Engine, reference_store_url: str
+) -> None:
+    import io
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from gridgov.assessment import Period
+    from gridgov.cli import app
+
+    # Two dispatchers of street A: one confirms, one overrides twice (a third incident waits).
+    d1 = headers(engine, "dispatcher", street_code=STREET_A)
+    d2 = headers(engine, "dispatcher", street_code=STREET_A)
+    opened = []
+    for i, (h, override) in enumerate([(d1, False), (d2, True), (d2, True), (d1, False)]):
+        (p,) = points(engine, STREET_A, i + 1)[i:]
+        inc = report(client, h, p, dispatch=False)["incident_id"]
+        opened.append(inc)
+        rec = client.post(f"/api/v1/incidents/{inc}/recommendation", headers=h).json()
+        body: dict[str, Any] = {}
+        if override:
+            best = rec["recommended"]["enforcement"]
+            alt = next(c for c in rec["kinds"][0]["candidates"] if c["unit_id"] != best)
+            body = {"units": {"enforcement": alt["unit_id"]}, "reason": "test override"}
+        assert client.post(f"/api/v1/incidents/{inc}/assignments", json=body, headers=h).is_success
+    try:
+        zone = Period.parse("2026-12").start.tzinfo
+        period = Period.parse(f"{datetime.now(UTC).astimezone(zone):%Y-%m}")
+        result = CliRunner().invoke(
+            app,
+            [
+                "report",
+                "--period",
+                period.label,
+                "--level",
+                "overrides",
+                "--url",
+                reference_store_url,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        got = pd.read_csv(io.StringIO(result.stdout.split("wrote")[0]), dtype={"key": str})
+        with engine.connect() as connection:
+            want = pd.read_sql(
+                text_(OVERRIDES_SQL), connection, params={"start": period.start, "end": period.end}
+            )
+        got = got.sort_values(["group", "key"]).reset_index(drop=True)
+        want = want.sort_values(["grp", "key"]).reset_index(drop=True)
+        assert len(got) >= 3  # street A and both dispatchers at least
+        assert got["group"].tolist() == want["grp"].tolist()
+        assert got["key"].tolist() == want["key"].tolist()
+        assert got["decisions"].tolist() == want["decisions"].tolist()
+        assert got["overrides"].tolist() == want["overrides"].tolist()
+        assert got["override_rate"].to_numpy() == pytest.approx(want["rate"].to_numpy(), abs=1e-9)
+        assert got["extra_travel_s"].to_numpy() == pytest.approx(want["extra"].to_numpy(), abs=1e-6)
+        row = got[(got["group"] == "street") & (got["key"] == STREET_A)].iloc[0]
+        assert row["overrides"] >= 2
+    finally:
+        cancel(client, d1, *opened)

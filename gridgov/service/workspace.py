@@ -156,10 +156,14 @@ OVERRIDE_COLUMNS = (
 )
 
 
-def override_kpis(choices: pd.DataFrame) -> pd.DataFrame:
+def override_kpis(choices: pd.DataFrame, *, street_code: str | None = None) -> pd.DataFrame:
     """Per street and per dispatcher: dispatches a dispatcher chose, how many overrode the
     recommendation, the override rate, and the extra travel time the overrides accepted (the
-    chosen units' summed time minus the recommended units', summed and per override)."""
+    chosen units' summed time minus the recommended units', summed and per override; negative
+    when the chosen units were faster). ``choices``: :func:`gridgov.store.read_choices`;
+    ``street_code``: only that street's incidents."""
+    if street_code is not None:
+        choices = choices[choices["street_code"] == street_code]
     rows = []
     df = choices.assign(extra=choices["chosen_time_s"] - choices["recommended_time_s"])
     for group, column in (("street", "street_code"), ("dispatcher", "decided_by")):
