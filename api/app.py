@@ -40,7 +40,7 @@ TAGS: list[dict[str, Any]] = [
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the service over a store (default: ``settings.database_url``)."""
-    from api import open311, wall_display
+    from api import console_page, open311, wall_display
     from api.routes import (
         area_routes,
         assessment_routes,
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
     app.include_router(wall_display.router)
+    app.include_router(console_page.router)
     from gridgov.maps import STATIC_DIR
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -127,7 +127,7 @@ def assignments(
     if choice.conflict is not None:
         return JSONResponse(
             status_code=409,
-            content={"error": "conflict", "detail": choice.conflict, **choice.to_json()},
+            content={"error": "conflict", "message": choice.conflict, **choice.to_json()},
         )
     return {"incident_id": incident_id, **choice.to_json()}
 

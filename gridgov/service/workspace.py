@@ -22,7 +22,7 @@ from gridgov import dispatch, store
 from gridgov.catalog import Matter, Stage
 from gridgov.service.scope import Scope
 from gridgov.store import Engine
-from gridgov.workflow import State
+from gridgov.workflow import ALLOWED_ROLES, Action, State, allowed_actions
 
 #: State → queue group.
 GROUPS: dict[str, str] = {
@@ -39,6 +39,27 @@ _STAGES: dict[str, tuple[Stage, bool]] = {
     str(State.ACKNOWLEDGED): (Stage.ARRIVE, False),
     str(State.ON_SCENE): (Stage.RESOLVE, True),
 }
+
+
+#: Workflow actions the workspace offers as buttons (dispatch, release, reassign and backup
+#: have their own controls; requeue and supervise are the system's).
+PAGE_ACTIONS = (
+    Action.ACKNOWLEDGE,
+    Action.ARRIVE,
+    Action.RESOLVE,
+    Action.RETURN,
+    Action.VERIFY,
+    Action.REOPEN,
+    Action.CLOSE,
+    Action.CANCEL,
+)
+
+
+def actions_for(scope: Scope, state: str) -> list[str]:
+    """The workflow actions the caller's role may take on an incident in ``state``."""
+    role = scope.workflow_role
+    allowed = set(allowed_actions(state))
+    return [str(a) for a in PAGE_ACTIONS if a in allowed and role in ALLOWED_ROLES[a]]
 
 
 def stage_deadline(
@@ -96,6 +117,7 @@ def queue(
                 "lat": float(r.geometry.y),
                 "description": _code(r.description),
                 "units": list(units_of.get(iid, [])),
+                "actions": actions_for(scope, str(r.status)),
             }
         )
     rows.sort(key=lambda x: (x["priority"] or 99, x["reported_at"], x["incident_id"]))
