@@ -218,6 +218,19 @@ def test_an_override_needs_a_reason_and_stores_both_choices(
         chosen = store.read_assignments(engine, incident_id=incident_id, active=True)
         assert list(chosen["unit_id"]) == [other]
         assert stored.chosen_time_s == pytest.approx(float(chosen["time_s"].iloc[0]))
+        # Found to repeat an earlier call: marked as its duplicate (cancelled, linked).
+        master = queued(engine, point, dispatch_now=False)
+        page.wait_for_function("(id) => GGC.queue.some(i => i.incident_id === id)", arg=master)
+        row(page, incident_id).click()
+        page.fill("#gg-duplicate-of", master)
+        page.click("#gg-mark-duplicate")
+        page.wait_for_function(
+            "(id) => !GGC.queue.some(i => i.incident_id === id)", arg=incident_id
+        )
+        gone = store.query_incidents(engine, incident_ids=[incident_id])[0].iloc[0]
+        assert gone["status"] == "cancelled" and gone["duplicate_of"] == master
+        assert store.read_assignments(engine, incident_id=incident_id, active=True).empty
+        cancel(engine, master)
         assert log.errors == [] or all("422" in e for e in log.errors), log.errors
         assert log.external_requests() == []
     finally:
