@@ -399,3 +399,57 @@ def test_report_override_kpis_equal_plain_sql(
         assert row["overrides"] >= 2
     finally:
         cancel(client, d1, *opened)
+
+
+def test_the_recommendation_passes_over_an_office_that_returned_it(
+    client: TestClient, engine: Engine
+) -> None:
+    h = headers(engine, "dispatcher", street_code=STREET_A)
+    (p,) = points(engine, STREET_A, 1)
+    a = report(client, h, p)
+    incident_id = a["incident_id"]
+    first = a["dispatch"]["assignments"][0]["unit_id"]
+    office = str(store.read_units(engine, unit_id=first)["office_id"].iloc[0])
+    try:
+        r = client.post(
+            f"/api/v1/incidents/{incident_id}/actions/return",
+            json={"reason": "not ours"},
+            headers=h,
+        )
+        assert r.status_code == 200, r.text
+        rec = client.post(f"/api/v1/incidents/{incident_id}/recommendation", headers=h).json()
+        assert rec["decision"]["explanation"]["returned"]["offices"] == [office]
+        unit = rec["recommended"]["enforcement"]
+        assert str(store.read_units(engine, unit_id=unit)["office_id"].iloc[0]) != office
+    finally:
+        cancel(client, h, incident_id)
+
+
+def test_concurrent_choices_of_one_unit_commit_once(client: TestClient, engine: Engine) -> None:
+    """Two dispatchers send the same unit to two incidents at the same moment, again and again:
+    one commits, the other gets the conflict, and the unit is never assigned twice."""
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    ctx = store.context_from_store(engine)
+
+    def choose(incident_id: str, unit: str) -> manual.Choice:
+        units = {"enforcement": unit}
+        return manual.assign(engine, ctx, incident_id, units=units, reason="one unit", actor="r")
+
+    h = headers(engine, "dispatcher", street_code=STREET_A)
+    p1, p2 = points(engine, STREET_A, 2)
+    for _ in range(3):
+        ids = [report(client, h, p, dispatch=False)["incident_id"] for p in (p1, p2)]
+        unit = manual.recommend(engine, ctx, ids[0]).recommended["enforcement"]
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                choices = list(pool.map(partial(choose, unit=unit), ids))
+            committed = [c for c in choices if c.decision is not None]
+            assert len(committed) == 1, [c.conflict for c in choices]
+            loser = next(c for c in choices if c.decision is None)
+            assert loser.conflict is not None
+            assert loser.options.recommended.get("enforcement") != unit
+            assert len(store.read_assignments(engine, unit_id=unit, active=True)) == 1
+        finally:
+            cancel(client, h, *ids)

@@ -12,7 +12,7 @@ assignment kept where the choice agrees with it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,8 @@ from gridgov.model import EscalationLevel, ForceKind
 
 #: The rule of an assignment a dispatcher chose against the recommendation.
 RULE_CHOSEN = "dispatcher_choice"
+#: Why a unit another dispatcher is committing is left out.
+TAKEN = "taken meanwhile by another dispatcher"
 
 
 @dataclass(frozen=True)
@@ -171,15 +173,19 @@ def dispatch_options(
     ctx: DispatchContext,
     matter: Matter,
     placement: Placement,
+    *,
+    taken: Collection[str] = frozenset(),
 ) -> Options:
-    """The recommendation and every candidate of each kind with its travel time.
+    """The recommendation and every candidate of each kind with its travel time; ``taken``
+    are units another dispatcher is committing (left out, with that reason).
 
     Raises
     ------
     InputError
         The point lies too far from the roads of a mode the units use (as the dispatcher).
     """
-    recommendation = dispatch_pool(incident, pool, ctx, matter, placement)
+    taken = frozenset(taken)
+    recommendation = dispatch_pool(incident, pool, ctx, matter, placement, exclude=taken)
     kinds = matter.required_kinds
     modes = needed_modes(pool, kinds)
     target = Target(pool, snap_incident(ctx.travel, incident, modes)) if modes else None
@@ -189,7 +195,10 @@ def dispatch_options(
     for kind in kinds:
         rows = pool.rows_of_kind(kind)
         pool.ensure_snaps(rows[pool.available[rows]])
-        reasons = pool.reasons(rows, frozenset(), set())
+        reasons = [
+            TAKEN if pool.ids[r] in taken else why
+            for r, why in zip(rows.tolist(), pool.reasons(rows, frozenset(), set()), strict=True)
+        ]
         ok = np.array([why is None for why in reasons], dtype=bool)
         usable = rows[ok] if len(rows) else rows
         out: list[dict[str, Any]] = []

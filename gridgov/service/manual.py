@@ -137,7 +137,10 @@ def assign(
             recommended=options.recommendation,
         )
     except store.UnitsTakenError as exc:
-        fresh, _ = store.options_stored(engine, ctx, incident_id, now=_now(None))
+        # The other transaction may not have committed yet: its units are left out by name.
+        fresh, _ = store.options_stored(
+            engine, ctx, incident_id, now=_now(None), taken=exc.unit_ids
+        )
         return Choice(fresh, conflict=str(exc))
     return Choice(options, decision, dispatch_id, override)
 

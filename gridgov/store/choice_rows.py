@@ -22,10 +22,12 @@ from gridgov.model import UnitStatus
 from gridgov.store.dispatch_rows import (
     _Attempts,
     _commit_within,
+    _decide_without_returned,
     _insert_assignments,
     _insert_dispatch,
     _lock_incidents,
     _lock_units,
+    _returned_units,
     _UnitsTaken,
 )
 from gridgov.store.district_load import end_active_assignments
@@ -60,11 +62,18 @@ class UnitsTakenError(GridgovError):
 
 
 def options_stored(
-    engine: Engine, ctx: dispatch.DispatchContext, incident_id: str, *, now: datetime
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    incident_id: str,
+    *,
+    now: datetime,
+    taken: Sequence[str] = (),
 ) -> tuple[dispatch.Options, str]:
     """The recommendation for a stored incident as it would be taken now, and every candidate
     (:func:`gridgov.dispatch.dispatch_options`), with the incident's state. Nothing is
     locked or written; busy units are in the snapshot, so the picker says why they are out.
+    ``taken``: units another transaction holds (not committed yet, so the snapshot may still
+    show them free), left out.
 
     Raises
     ------
@@ -76,12 +85,29 @@ def options_stored(
     now = _aware(now, "now")
     with translate_errors(engine), engine.connect() as connection:
         row = _read_incident_row(connection, incident_id)
+        returned = _returned_units(connection, incident_id)
     incident = _incident_from_row(row)
     matter = ctx.catalog.get(incident.matter_code)
     kinds = [str(k) for k in matter.required_kinds]
     pool = _snapshot_pool(engine, ctx, kinds, True, now)
     placement = dispatch.locate_incident(incident, ctx)
-    return dispatch.dispatch_options(incident, pool, ctx, matter, placement), str(row.status)
+    options = dispatch.dispatch_options(incident, pool, ctx, matter, placement, taken=taken)
+    if returned.offices:
+        # The recommendation is what the automatic dispatch would send: the offices that
+        # returned the incident are passed over unless no other unit of a kind can go.
+        options.recommendation = _decide_without_returned(
+            engine,
+            ctx,
+            incident,
+            returned,
+            now=now,
+            exclude=frozenset(taken),
+            routes=True,
+            allow_preemption=True,
+            placement=placement,
+            matter=matter,
+        )
+    return options, str(row.status)
 
 
 def commit_choice(
