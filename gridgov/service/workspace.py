@@ -131,21 +131,12 @@ def unit_board(
     status (its current job's start, or its last job's end), stale position, duty."""
     now = datetime.now(UTC) if now is None else now.astimezone(UTC)
     gdf = store.read_units(engine, **scope.unit_filters())
-    jobs = store.read_assignments(engine)
-    jobs = jobs[jobs["unit_id"].isin(gdf["unit_id"])]
-    current = jobs[jobs["active"]].set_index("unit_id")
-    ended = jobs[~jobs["active"]].groupby("unit_id")["released_at"].max()
+    current, ended = store.unit_jobs(engine, gdf["unit_id"].astype(str).tolist())
     stale = dispatch.position_is_stale(list(gdf["position_time"]), now, max_age)
     out = []
     for i, r in enumerate(gdf.itertuples(index=False)):
         uid = str(r.unit_id)
-        since = None
-        incident = None
-        if uid in current.index:
-            incident = str(current.at[uid, "incident_id"])
-            since = current.at[uid, "assigned_at"]
-        elif uid in ended.index:
-            since = ended[uid]
+        incident, since = current.get(uid, (None, ended.get(uid)))
         out.append(
             {
                 "unit_id": uid,

@@ -43,6 +43,7 @@ from gridgov.store.choice_rows import (
     options_stored,
     read_choices,
     read_street_mode,
+    unit_jobs,
     write_street_mode,
 )
 from gridgov.store.consultation_rows import (
@@ -202,6 +203,7 @@ __all__ = [
     "summarize",
     "supervise_stored",
     "travel_from_store",
+    "unit_jobs",
     "units_within",
     "update_unit_position",
     "write_street_mode",

@@ -350,6 +350,29 @@ def dispatch_times(
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
+def unit_jobs(
+    engine: Engine, unit_ids: Sequence[str]
+) -> tuple[dict[str, tuple[str, datetime]], dict[str, datetime]]:
+    """For the unit board: unit → (incident, since) of its active assignment, and unit → when
+    its last finished assignment ended."""
+    if not len(unit_ids):
+        return {}, {}
+    a = ASSIGNMENTS
+    ids = sorted(set(unit_ids))
+    active_stmt = select(a.c.unit_id, a.c.incident_id, a.c.assigned_at).where(
+        a.c.active.is_(True), a.c.unit_id.in_(ids)
+    )
+    ended_stmt = (
+        select(a.c.unit_id, type_coerce(func.max(a.c.released_at), UTCDateTime()))
+        .where(a.c.active.is_(False), a.c.unit_id.in_(ids))
+        .group_by(a.c.unit_id)
+    )
+    with translate_errors(engine), engine.connect() as connection:
+        active = {r[0]: (r[1], r[2]) for r in connection.execute(active_stmt)}
+        ended = {r[0]: r[1] for r in connection.execute(ended_stmt)}
+    return active, ended
+
+
 #: Columns of :func:`read_choices`.
 CHOICE_COLUMNS = (
     "dispatch_id",
