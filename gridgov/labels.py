@@ -88,6 +88,7 @@ _RULE: dict[str, tuple[str, str]] = {
     "nearest_in_district": ("全区最近", "nearest in the district"),
     "best_over_max_travel": ("超出最长到达时间的最优", "best, over the maximum travel time"),
     "preemption": ("抢占", "preempted for a priority-1 matter"),
+    "dispatcher_choice": ("调度员选定", "chosen by the dispatcher"),
 }
 _TIER: dict[str, tuple[str, str]] = {
     "own_grid": ("本网格", "own grid"),

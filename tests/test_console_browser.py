@@ -217,6 +217,8 @@ def test_an_override_needs_a_reason_and_stores_both_choices(
         assert stored.override_reason == "the recommended team is at a school event"
         chosen = store.read_assignments(engine, incident_id=incident_id, active=True)
         assert list(chosen["unit_id"]) == [other]
+        page.wait_for_selector("#gg-latest")
+        assert other in page.inner_text("#gg-latest")
         assert stored.chosen_time_s == pytest.approx(float(chosen["time_s"].iloc[0]))
         # Found to repeat an earlier call: marked as its duplicate (cancelled, linked).
         master = queued(engine, point, dispatch_now=False)
@@ -368,6 +370,15 @@ def test_confirm_mode_holds_a_report_but_not_priority_1(
             )
         assert store.read_assignments(engine, incident_id=held).empty
         assert not store.read_assignments(engine, incident_id=urgent).empty
+        # Duty off and on again from the board.
+        free = page.evaluate("() => GGC.units.find(u => u.status === 'available').unit_id")
+        for status, on_duty in (("off_duty", False), ("available", True)):
+            page.click(f'#gg-units tr[data-unit="{free}"] .gg-duty')
+            page.wait_for_function(
+                "([u, d]) => GGC.units.some(x => x.unit_id === u && x.on_duty === d)",
+                arg=[free, on_duty],
+            )
+            assert store.read_units(engine, unit_id=free)["status"].iloc[0] == status
         assert log.errors == []
         assert log.external_requests() == []
     finally:

@@ -332,11 +332,24 @@
         el("td", { text: u.incident_id || "–" }),
         el("td", { text: since }),
         el("td", { text: u.stale ? "⚠" : "" }),
-        el("td", { text: u.on_duty ? "✓" : "✗" }),
+        el("td", {}, [el("button", { type: "button", cls: "gg-duty", text: u.on_duty ? "✓" : "✗",
+          title: t("duty"), onclick: function (e) {
+            e.stopPropagation();
+            toggleDuty(u);
+          } })]),
       ]);
     });
     boardPane.appendChild(el("table", { id: "gg-units" }, [el("thead", {}, [head]),
       el("tbody", {}, rows)]));
+  }
+
+  // Duty on or off by hand (a unit at work is released through its incident, not here).
+  function toggleDuty(u) {
+    var body = u.on_duty ? { status: "off_duty", on_duty: false } : { status: "available", on_duty: true };
+    api("POST", "/api/v1/units/" + encodeURIComponent(u.unit_id) + "/status", body).then(function (a) {
+      if (a.status !== 200) say(detailOf(a), true);
+      refreshUnits();
+    });
   }
 
   function refreshUnits() {
@@ -539,6 +552,17 @@
     body.appendChild(history);
     api("GET", "/api/v1/incidents/" + item.incident_id).then(function (a) {
       if (a.status !== 200 || GGC.selected !== item.incident_id) return;
+      var latest = a.body.dispatch;
+      if (latest && latest.assignments && latest.assignments.length) {
+        var box = el("div", { id: "gg-latest", cls: "gg-latest" }, [
+          el("h3", { text: GGC.lang === "zh" ? "最近派遣" : "Latest dispatch" }),
+        ]);
+        latest.assignments.forEach(function (x) {
+          box.appendChild(el("p", { text: x.unit_id + " · " + label("kind", x.kind) + " · " +
+            label("rule", x.rule) + " · " + minutes(x.time_s) + (x.active ? "" : " (" + (x.release_reason || "") + ")") }));
+        });
+        history.parentNode.insertBefore(box, history.previousSibling);
+      }
       a.body.events.forEach(function (ev) {
         history.appendChild(el("li", { text: ev.at.slice(11, 19) + " " + label("action", ev.action) +
           " → " + label("state", ev.to_state) + (ev.reason ? " (" + ev.reason + ")" : "") }));
