@@ -239,6 +239,14 @@ def test_confirm_mode_holds_reports_but_priority_1(client: TestClient, engine: E
         assert held["dispatch_mode"] == "confirm" and "confirm" in held["reason"]
         urgent = report(client, dispatcher, p2, matter_code=URGENT)
         assert urgent["status"] == "dispatched" and urgent["dispatch_mode"] == "confirm"
+        # An Open311 report's answer says so too.
+        _, key = store.issue_credential(engine, "citizen", kind="api_key", label="console test")
+        (p3,) = points(engine, STREET_A, 3)[2:]
+        form = {"api_key": key, "service_code": "UM-02", "long": str(p3[0]), "lat": str(p3[1])}
+        r = client.post("/open311/v2/requests.json", data=form)
+        assert r.status_code == 201, r.text
+        assert "dispatcher will confirm" in r.json()[0]["service_notice"]
+        cancel(client, dispatcher, r.json()[0]["service_request_id"])
         # Priority 1 held too when the commander says so.
         client.put(url, json={"mode": "confirm", "priority1_auto": False}, headers=commander)
         cancel(client, dispatcher, urgent["incident_id"])
