@@ -35,16 +35,18 @@ TAGS: list[dict[str, Any]] = [
     {"name": "assessment", "description": "KPIs and rankings of offices, departments, streets."},
     {"name": "media", "description": "Evidence photos; the field page's reports and tasks."},
     {"name": "open311", "description": "Open311 GeoReport v2."},
+    {"name": "console", "description": "The dispatcher's workspace (/console): choices, modes."},
     {"name": "live", "description": "The command centre's live wall display (/) and its feed."},
 ]
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the service over a store (default: ``settings.database_url``)."""
-    from api import field_page, open311, wall_display
+    from api import console_page, field_page, open311, wall_display
     from api.routes import (
         area_routes,
         assessment_routes,
+        console_routes,
         health,
         incidents,
         media_routes,
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         unit_routes,
         incidents,
         media_routes,
+        console_routes,
         assessment_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(media_routes.public_router, prefix="/open311/v2")
     app.include_router(wall_display.router)
     app.include_router(field_page.router)
+    app.include_router(console_page.router)
     from gridgov.maps import STATIC_DIR
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

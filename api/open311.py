@@ -756,6 +756,8 @@ def create_request(
         rows = _read_requests(engine, 1, incident_ids=[report.incident_id])
         agency = rows[0]["agency"] if rows else None
         notice = f"Received and dispatched to {agency}." if agency else "Received and dispatched."
+    elif report.state == str(State.REGISTERED) and report.dispatch_mode == "confirm":
+        notice = "Received and registered; a dispatcher will confirm who is sent."
     elif report.state == str(State.REGISTERED):
         notice = "Received and registered; a unit will be dispatched as soon as one is free."
     else:

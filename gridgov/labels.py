@@ -53,6 +53,9 @@ _ACTION: dict[str, tuple[str, str]] = {
     Action.REQUEUE: ("重新排队", "requeue"),
     Action.SUPERVISE: ("督办", "supervise"),
     Action.CANCEL: ("撤销", "cancel"),
+    Action.RELEASE: ("撤回单位", "release a unit"),
+    Action.REASSIGN: ("改派", "reassign"),
+    Action.BACKUP: ("增援", "backup"),
 }
 _ROLE: dict[str, tuple[str, str]] = {
     Role.SYSTEM: ("系统", "system"),
@@ -85,6 +88,7 @@ _RULE: dict[str, tuple[str, str]] = {
     "nearest_in_district": ("全区最近", "nearest in the district"),
     "best_over_max_travel": ("超出最长到达时间的最优", "best, over the maximum travel time"),
     "preemption": ("抢占", "preempted for a priority-1 matter"),
+    "dispatcher_choice": ("调度员选定", "chosen by the dispatcher"),
 }
 _TIER: dict[str, tuple[str, str]] = {
     "own_grid": ("本网格", "own grid"),

@@ -211,6 +211,17 @@ _STREET_COLUMNS: tuple[_Column, ...] = (
 )
 
 
+_OVERRIDE_COLUMNS: tuple[_Column, ...] = (
+    ("范围", "by", "group", _txt, True),
+    ("街道/调度员", "street / dispatcher", "key", _txt, True),
+    ("人工派遣", "decisions", "decisions", _int, False),
+    ("改派推荐", "overrides", "overrides", _int, False),
+    ("改派率", "override rate", "override_rate", _pct, False),
+    ("多用时 秒", "extra travel s", "extra_travel_s", _num, False),
+    ("每次多用时 秒", "extra s per override", "mean_extra_travel_s", _num, False),
+)
+
+
 def _table(frame: pd.DataFrame, columns: Sequence[_Column], table_id: str) -> str:
     present = [c for c in columns if c[2] in frame.columns]
     head = "".join(
@@ -460,6 +471,7 @@ def report_html(
     *,
     title: str | None = None,
     street_names: Mapping[str, str] | None = None,
+    overrides: pd.DataFrame | None = None,
 ) -> str:
     """Return the assessment as one self-contained HTML page.
 
@@ -471,6 +483,9 @@ def report_html(
         The page title; default "街道考核报告 Street assessment report".
     street_names
         Street names by code, so that tables and charts name the streets (codes otherwise).
+    overrides
+        The dispatchers' override KPIs per street and per dispatcher
+        (:func:`gridgov.service.workspace.override_kpis`); a section of their own when given.
 
     Returns
     -------
@@ -515,6 +530,16 @@ def report_html(
         '<section id="streets"><h2>各街道 <span class="en">Streets</span></h2>',
         _table(a.streets, _STREET_COLUMNS, "kpi-streets"),
         "</section>",
+        *(
+            []
+            if overrides is None
+            else [
+                '<section id="overrides"><h2>人工派遣与改派 <span class="en">Dispatchers\' '
+                "choices and overrides of the recommendation</span></h2>",
+                _table(overrides, _OVERRIDE_COLUMNS, "kpi-overrides"),
+                "</section>",
+            ]
+        ),
         '<section id="charts"><h2>图表 <span class="en">Charts</span></h2>',
         "<h3>五项指标 <span class='en'>The five rates per office</span></h3>",
         _legend([(f"{zh} {en}", _RATE_COLOURS[k]) for k, (zh, en) in _RATE_LABELS.items()]),

@@ -98,6 +98,10 @@ class Action(StrEnum):
     REQUEUE = "requeue"
     SUPERVISE = "supervise"
     CANCEL = "cancel"
+    # A dispatcher's changes to the units of an incident at work (the state does not change).
+    RELEASE = "release"
+    REASSIGN = "reassign"
+    BACKUP = "backup"
 
 
 class Role(StrEnum):
@@ -141,6 +145,7 @@ TRANSITIONS: Mapping[tuple[State | None, Action], State] = MappingProxyType(
         **{(s, A.RETURN): S.REGISTERED for s in _WORKING},
         **{(s, A.REQUEUE): S.REGISTERED for s in _WORKING},
         **{(s, A.SUPERVISE): s for s in (S.REGISTERED, *_WORKING)},
+        **{(s, a): s for s in _WORKING for a in (A.RELEASE, A.REASSIGN, A.BACKUP)},
         **{(s, A.CANCEL): S.CANCELLED for s in (S.REPORTED, S.REGISTERED, *_WORKING, S.RESOLVED)},
     }
 )
@@ -168,6 +173,9 @@ ALLOWED_ROLES: Mapping[Action, frozenset[Role]] = MappingProxyType(
         # The system evaluates on the reporter's behalf, e.g. when importing a phone survey.
         A.EVALUATE: frozenset({R.REPORTER, R.SYSTEM}),
         A.CANCEL: frozenset({R.DISPATCHER, R.COMMANDER, R.REPORTER}),
+        A.RELEASE: frozenset({R.DISPATCHER, R.COMMANDER}),
+        A.REASSIGN: frozenset({R.DISPATCHER, R.COMMANDER}),
+        A.BACKUP: frozenset({R.DISPATCHER, R.COMMANDER}),
     }
 )
 
@@ -190,7 +198,15 @@ TERMINAL_STATES: tuple[State, ...] = (State.REJECTED, State.EVALUATED, State.CAN
 CLOCK_STATES: tuple[State, ...] = (State.REPORTED, State.REGISTERED, *_WORKING, State.RESOLVED)
 #: Actions that must say why.
 REASON_REQUIRED: frozenset[Action] = frozenset(
-    {Action.REJECT, Action.REOPEN, Action.RETURN, Action.REQUEUE, Action.CANCEL}
+    {
+        Action.REJECT,
+        Action.REOPEN,
+        Action.RETURN,
+        Action.REQUEUE,
+        Action.CANCEL,
+        Action.RELEASE,
+        Action.REASSIGN,
+    }
 )
 #: ``data["category"]`` of a reject event.
 REJECT_CATEGORIES = ("invalid", "duplicate")

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from api.app import create_app
 from gridgov import store
 from gridgov.photos import examine
-from gridgov.service import intake, media
+from gridgov.service import intake, manual, media
 from gridgov.settings import Settings
 from gridgov.store.models import CREDENTIALS
 
@@ -62,8 +62,13 @@ class World:
         _, secret = store.issue_credential(self.engine, role, label=f"matrix {role}", **scope)
         return secret
 
-    def incident(self, *, resolved: bool = False) -> tuple[str, str, str]:
-        """A fresh incident at point_a, dispatched: (incident id, assigned unit, other unit)."""
+    def incident(
+        self, *, resolved: bool = False, queued: bool = False, backup: bool = False
+    ) -> tuple[str, str, str]:
+        """A fresh incident at point_a, dispatched: (incident id, assigned unit, other unit).
+
+        ``queued``: left waiting for dispatch (the units are two free ones of the street);
+        ``backup``: a second unit added, so that one can be released."""
         self.seq += 1
         now = datetime.now(UTC)
         incident_id = f"MX-{self.seq:05d}-{now:%H%M%S%f}"
@@ -79,7 +84,12 @@ class World:
             reported_at=now,
             check_duplicates=False,
             now=now,
+            dispatch_now=not queued,
         )
+        if queued:
+            free = store.read_units(self.engine, street_code=STREET_A)
+            free = free[free["busy_incident_id"].isna()]["unit_id"]
+            return incident_id, str(free.iloc[0]), str(free.iloc[1])
         assert report.decision is not None and report.decision.assignments, report
         unit = report.decision.assignments[0].unit_id
         if resolved:
@@ -93,6 +103,8 @@ class World:
                     role="unit",
                     unit_id=unit,
                 )
+        if backup:
+            manual.backup(self.engine, ctx, incident_id, actor="matrix", now=datetime.now(UTC))
         units = store.read_units(self.engine, street_code=STREET_A)
         other = units[(units["unit_id"] != unit) & (units["busy_incident_id"].isna())]
         return incident_id, unit, str(other["unit_id"].iloc[0])
@@ -173,7 +185,8 @@ class Cell:
     path: str  # format fields: {incident}, {unit}, {other}, {level}, {media}
     expected: dict[str, int]
     body: Callable[[World], Any] | None = None
-    needs: str = "none"  # "none", "dispatched", "resolved" or "photo" (dispatched, with one)
+    # "none", "dispatched", "resolved", "queued", "backup" or "photo" (dispatched, with one)
+    needs: str = "none"
     form: Callable[[World], dict[str, str]] | None = None  # multipart fields, sent with PHOTO
 
 
@@ -187,6 +200,17 @@ def _staff(code: int, **overrides: int) -> dict[str, int]:
     """Anonymous and citizen callers have no bearer token: 401 on the native API."""
     return _all(code, anonymous=401, citizen=401, **overrides)
 
+
+#: Roles that may not confirm, override, release or add units (a dispatcher of another street
+#: does not see the incident: 404).
+CHOOSERS_ONLY = {
+    "analyst": 403,
+    "unit_assigned": 403,
+    "unit_other": 403,
+    "grid_worker_here": 403,
+    "grid_worker_elsewhere": 403,
+    "dispatcher_b": 404,
+}
 
 CELLS: dict[str, Cell] = {
     "health": Cell("GET", "/health", _all(200)),
@@ -363,6 +387,47 @@ CELLS: dict[str, Cell] = {
         needs="resolved",
     ),
     "field.tasks": Cell("GET", "/api/v1/field/tasks", _staff(200)),
+    # The dispatcher's workspace: choices are the street's dispatchers' and commanders'.
+    "console.recommendation": Cell(
+        "POST",
+        "/api/v1/incidents/{incident}/recommendation",
+        _staff(200, **CHOOSERS_ONLY),
+        needs="dispatched",
+    ),
+    "console.assign": Cell(
+        "POST",
+        "/api/v1/incidents/{incident}/assignments",
+        _staff(201, **CHOOSERS_ONLY),
+        body=lambda w: {},
+        needs="queued",
+    ),
+    "console.release": Cell(
+        "DELETE",
+        "/api/v1/incidents/{incident}/assignments/{unit}?reason=not+needed",
+        _staff(200, **CHOOSERS_ONLY),
+        needs="backup",
+    ),
+    "console.backup": Cell(
+        "POST",
+        "/api/v1/incidents/{incident}/backup",
+        _staff(200, **CHOOSERS_ONLY),
+        needs="dispatched",
+    ),
+    "console.queue": Cell("GET", "/api/v1/console/queue", _staff(200)),
+    "console.units": Cell("GET", "/api/v1/console/units", _staff(200)),
+    "console.matters": Cell("GET", "/api/v1/console/matters", _staff(200)),
+    # A street's mode: read in its scope (unit and grid worker tokens carry their street).
+    "mode.get": Cell(
+        "GET",
+        "/api/v1/streets/{street}/dispatch-mode",
+        _staff(200, dispatcher_b=404),
+    ),
+    "mode.put": Cell(
+        "PUT",
+        "/api/v1/streets/{street}/dispatch-mode",
+        _staff(403, admin=200, commander_a=200),
+        body=lambda w: {"mode": "auto"},
+    ),
     "assessment": Cell(
         "GET",
         "/api/v1/assessment?period=2026-11",
@@ -394,6 +459,7 @@ def test_the_matrix_covers_every_native_route() -> None:
             ("{incident}", "{incident_id}"),
             ("{unit}", "{unit_id}"),
             ("{media}", "{media_id}"),
+            ("{street}", "{street_code}"),
         ):
             path = path.replace(name, field_)
         path = re.sub(r"/actions/\w+$", "/actions/{action}", path)
@@ -408,7 +474,11 @@ def test_role_endpoint(world: World, name: str, role: str) -> None:
     cell = CELLS[name]
     incident = unit = other = media_id = None
     if cell.needs != "none":
-        incident, unit, other = world.incident(resolved=cell.needs == "resolved")
+        incident, unit, other = world.incident(
+            resolved=cell.needs == "resolved",
+            queued=cell.needs == "queued",
+            backup=cell.needs == "backup",
+        )
         if cell.needs == "photo":
             media_id = world.photo(incident)
     else:
@@ -423,7 +493,12 @@ def test_role_endpoint(world: World, name: str, role: str) -> None:
     if secret is not None:
         headers["Authorization"] = f"Bearer {secret}"
     path = cell.path.format(
-        incident=incident, unit=unit, other=other, level="street", media=media_id
+        incident=incident,
+        unit=unit,
+        other=other,
+        level="street",
+        media=media_id,
+        street=STREET_A,
     )
     body = cell.body(world) if cell.body else None
     try:

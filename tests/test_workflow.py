@@ -65,6 +65,8 @@ SPEC_TRANSITIONS: dict[tuple[str | None, str], str] = {
     **{(s, "requeue"): "registered" for s in WORKING},
     **{(s, "supervise"): s for s in ("registered", *WORKING)},
     **{(s, "cancel"): "cancelled" for s in ("reported", "registered", *WORKING, "resolved")},
+    # A dispatcher changes the units of an incident at work; its state stays.
+    **{(s, a): s for s in WORKING for a in ("release", "reassign", "backup")},
 }
 _FIELD = {"unit", "office", "dispatcher"}
 SPEC_ROLES: dict[str, set[str]] = {
@@ -83,6 +85,9 @@ SPEC_ROLES: dict[str, set[str]] = {
     "close": {"system", "dispatcher", "commander"},
     "evaluate": {"reporter", "system"},
     "cancel": {"dispatcher", "commander", "reporter"},
+    "release": {"dispatcher", "commander"},
+    "reassign": {"dispatcher", "commander"},
+    "backup": {"dispatcher", "commander"},
 }
 ALL_STATES: list[str | None] = [None, *(str(s) for s in State)]
 # How to reach every state with a valid log, by the shortest path.
@@ -112,7 +117,7 @@ def required_fields(action: str) -> dict[str, Any]:
     """The least each action needs besides the common arguments."""
     if action in ("reject",):
         return {"reason": "not a real problem", "data": {"category": "invalid"}}
-    if action in ("reopen", "return", "requeue", "cancel"):
+    if action in ("reopen", "return", "requeue", "cancel", "release", "reassign"):
         return {"reason": f"why {action}"}
     if action == "evaluate":
         return {"satisfaction": "satisfied"}

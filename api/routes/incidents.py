@@ -122,6 +122,10 @@ class IncidentOut(BaseModel):
 
 class CreatedOut(IncidentOut):
     reason: str | None = Field(default=None, description="Why it was not dispatched, if not.")
+    dispatch_mode: str | None = Field(
+        default=None,
+        description="Its street's dispatch mode: auto, or confirm (held for a dispatcher).",
+    )
     dispatch: dict[str, Any] | None = Field(
         default=None, description="The dispatch decision with its explanation."
     )
@@ -293,7 +297,12 @@ def create(
     )
     # Answered from what was just stored: no read back (this is the hottest route).
     decision = None if report.decision is None else report.decision.to_json()
-    return {**report.incident_fields(), "reason": report.reason, "dispatch": decision}
+    return {
+        **report.incident_fields(),
+        "reason": report.reason,
+        "dispatch_mode": report.dispatch_mode,
+        "dispatch": decision,
+    }
 
 
 @router.get("", response_model=IncidentPage, summary="List incidents (newest first)")

@@ -36,7 +36,10 @@ def report(
     ] = "csv",
     level: Annotated[
         str,
-        typer.Option(help="CSV rows: office, department, street or district."),
+        typer.Option(
+            help="CSV rows: office, department, street, district, or overrides (the "
+            "dispatchers' override rate and extra travel time, per street and per dispatcher)."
+        ),
     ] = "office",
     out_path: Annotated[
         Path | None,
@@ -76,14 +79,18 @@ def report(
     from gridgov import store
     from gridgov.assessment import Period, assess, read_department_scores
     from gridgov.report import TABLES, report_csv, report_html
+    from gridgov.service.workspace import override_kpis
 
     with domain_errors():
         if fmt not in ("csv", "html"):
             msg = f"--format must be csv or html, not {fmt!r}"
             raise InputError(msg)
-        check_choice(level, TABLES, "--level")
+        check_choice(level, (*TABLES, "overrides"), "--level")
         span = Period.parse(period)
         engine = store.open_store(database_url(url))
+        overrides = override_kpis(
+            store.read_choices(engine, since=span.start, until=span.end), street_code=street
+        )
         offices = store.read_offices(engine)
         scores = (
             None
@@ -101,7 +108,12 @@ def report(
             office_weight=office_weight,
             department_weight=department_weight,
         )
-        if fmt == "csv":
+        if fmt == "csv" and level == "overrides":
+            text = report_csv(overrides.assign(period=span.label)[["period", *overrides.columns]])
+            if out_path is None:
+                sys.stdout.write(text)
+                return
+        elif fmt == "csv":
             text = report_csv(assessment, level=level)
             if out_path is None:
                 sys.stdout.write(text)
@@ -109,7 +121,9 @@ def report(
         else:
             streets = store.read_stored_areas(engine, level="street")
             text = report_html(
-                assessment, street_names=dict(zip(streets["code"], streets["name"], strict=True))
+                assessment,
+                street_names=dict(zip(streets["code"], streets["name"], strict=True)),
+                overrides=overrides,
             )
             if out_path is None:
                 out_path = Path(f"report-{period}{'-' + street if street else ''}.html")

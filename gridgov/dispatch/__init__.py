@@ -59,6 +59,7 @@ from gridgov.dispatch.batch import (
     dispatch_batch,
     dispatch_greedy,
 )
+from gridgov.dispatch.choice import RULE_CHOSEN, Candidate, Options, dispatch_options
 from gridgov.dispatch.pool import DispatchContext, UnitPool, build_context, prepare_units
 from gridgov.dispatch.records import (
     Assignment,
@@ -90,14 +91,17 @@ __all__ = [
     "BATCH_HORIZON_FACTOR",
     "EXPLAIN_MAX_CANDIDATES",
     "PRIORITY_WEIGHT",
+    "RULE_CHOSEN",
     "TIERS",
     "TIER_RULES",
     "Assignment",
     "BatchResult",
+    "Candidate",
     "Considered",
     "Decision",
     "DispatchContext",
     "Incident",
+    "Options",
     "Placement",
     "UnitPool",
     "best_candidate",
@@ -106,6 +110,7 @@ __all__ = [
     "dispatch_batch",
     "dispatch_greedy",
     "dispatch_incident",
+    "dispatch_options",
     "dispatch_pool",
     "effective_positions",
     "jsonable",

@@ -152,7 +152,7 @@ def dispatch_pool(
         row, assignment = found
         taken.add(assignment.unit_id)
         if routes:
-            assignment = _with_route(pool, target, row, assignment)
+            assignment = with_route(pool, target, row, assignment)
         assignments.append(assignment)
     return build_decision(
         ctx, incident, matter, placement, target, assignments, unfilled, kind_notes, "single"
@@ -394,7 +394,7 @@ def _preempt(
     return (r, a), note
 
 
-def _with_route(pool: UnitPool, target: Target, row: int, a: Assignment) -> Assignment:
+def with_route(pool: UnitPool, target: Target, row: int, a: Assignment) -> Assignment:
     mode = pool.mode[row]
     source = pool.snapped(np.array([row]), mode)
     # The field's exact time bounds the route's search: one search instead of a growing series.

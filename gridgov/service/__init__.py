@@ -2,6 +2,7 @@
 
 It sits over the pure core (:mod:`gridgov.dispatch`, :mod:`gridgov.workflow`, ...) and the
 persistence layer (:mod:`gridgov.store`) and owns the steps between them: intake, unit state,
-dispatch commit, workflow actions and who may see what. Front ends translate requests into
+dispatch commit, a dispatcher's own choices and the streets' dispatch modes, the workspace's
+queue and board, workflow actions and who may see what. Front ends translate requests into
 these calls and hold no rule of their own.
 """

@@ -12,7 +12,8 @@ own. In order, each done once:
 6. storing: the incident and its first events in one transaction, the duplicate check inside
    it (:func:`gridgov.store.create_incident`), linked in that transaction to the
    Idempotency-Key the request holds, if any (:func:`holding_key`);
-7. dispatching, when asked and the report was registered
+7. dispatching, when asked, the report was registered and its street dispatches at once
+   (:func:`gridgov.service.dispatch_mode.decide`: a street in confirm mode holds it)
    (:func:`gridgov.store.dispatch_reported`, which reads nothing of the incident back).
 
 Exactly once: a request that runs again under a key whose earlier run stored an incident and
@@ -38,6 +39,7 @@ from gridgov import dispatch, store
 from gridgov.catalog import Matter
 from gridgov.crs import normalize_crs, to_wgs84
 from gridgov.errors import CRSError, InputError, NotFoundError, OutsideDistrictError
+from gridgov.service import dispatch_mode
 from gridgov.service.clock import sent_time
 from gridgov.service.scope import Scope
 from gridgov.store import SYSTEM_ACTOR, Engine
@@ -65,6 +67,7 @@ class Report:
     duplicate_of: str | None = None
     reason: str | None = None
     stored: bool = True
+    dispatch_mode: str | None = None
 
     @property
     def incident_id(self) -> str:
@@ -242,8 +245,15 @@ def report(
         matter=matter,
         claim=None if held is None else held.claim,
     )
-    if stored.state != str(State.REGISTERED) or not dispatch_now:
-        return answer.report(stored.state, duplicate_of=stored.duplicate_of, reason=stored.reason)
+    # The street's dispatch mode: held for a dispatcher's confirmation, or dispatched at once.
+    mode = dispatch_mode.decide(engine, placement.street_code, matter.priority)
+    if stored.state != str(State.REGISTERED) or not dispatch_now or not mode.at_once:
+        return answer.report(
+            stored.state,
+            duplicate_of=stored.duplicate_of,
+            reason=stored.reason or (mode.reason if dispatch_now else None),
+            dispatch_mode=mode.mode,
+        )
     try:
         decision = store.dispatch_reported(
             engine, ctx, incident, placement, matter, now=now, actor=actor, role=role
@@ -253,7 +263,7 @@ def report(
         # not be made (it stays queued for a dispatcher, or changed meanwhile).
         return _stored_report(engine, ctx, incident.incident_id, f"not dispatched: {exc}")
     state = str(State.DISPATCHED) if decision.assignments else str(State.REGISTERED)
-    return answer.report(state, decision=decision)
+    return answer.report(state, decision=decision, dispatch_mode=mode.mode)
 
 
 def _resume(
@@ -269,7 +279,11 @@ def _resume(
     """The report an earlier run under the same key stored: dispatched now if asked and still
     queued, and answered as stored (its other fields come from the store, not the request)."""
     stored = _stored_report(engine, ctx, incident_id)
-    if not dispatch_now or stored.state != str(State.REGISTERED):
+    if (
+        not dispatch_now
+        or stored.state != str(State.REGISTERED)
+        or not dispatch_mode.decide(engine, stored.placement.street_code, stored.priority).at_once
+    ):
         return stored
     try:
         decision = store.dispatch_stored(engine, ctx, incident_id, now=now, actor=actor, role=role)

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ASSESSORS",
     "BATCH_DISPATCHERS",
+    "CHOOSERS",
     "DISTRICT_ROLES",
+    "MODE_SETTERS",
     "NOTHING",
     "POSITION_SENDERS",
     "PUBLIC",
@@ -61,6 +63,10 @@ READERS = frozenset({"admin", "commander", "dispatcher", "unit", "grid_worker", 
 REPORTERS = READERS - {"analyst"}
 #: Dispatch the queued incidents of their scope in one batch.
 BATCH_DISPATCHERS = frozenset({"admin", "commander", "dispatcher"})
+#: Confirm or override a recommendation, release, reassign and add units (their scope's).
+CHOOSERS = BATCH_DISPATCHERS
+#: Set a street's dispatch mode (commanders their own street; administrators any).
+MODE_SETTERS = frozenset({"admin", "commander"})
 #: Set a unit's status (a unit its own).
 STATUS_SETTERS = frozenset({"admin", "commander", "dispatcher", "unit"})
 #: Send a unit's AVL position fix (a unit its own).

@@ -12,7 +12,8 @@ needs from a database is re-exported here:
 - the dispatch context of a store (areas, catalogue, travel model): :mod:`~.travel_context`;
 - incidents stored with their first events, and read back: :mod:`~.incident_rows`;
 - the units as dispatch sees them: :mod:`~.unit_snapshot`; unit state: :mod:`~.unit_rows`;
-- decisions committed atomically with the units' availability: :mod:`~.dispatch_rows`;
+- decisions committed atomically with the units' availability: :mod:`~.dispatch_rows`; a
+  dispatcher's own choices, unit changes and street dispatch modes: :mod:`~.choice_rows`;
 - the workflow's transitions, event log, notices and supervision: :mod:`~.event_log`;
 - history imports: :mod:`~.history_import`; consultations: :mod:`~.consultation_rows`;
 - API credentials: :mod:`gridgov.store.access`; Idempotency-Keys (claims with a lease, the
@@ -28,6 +29,18 @@ from gridgov.store.access import (
     list_credentials,
     resolve_credential,
     revoke_credential,
+)
+from gridgov.store.choice_rows import (
+    CHOICE_COLUMNS,
+    UnitsTakenError,
+    change_units,
+    commit_choice,
+    dispatch_times,
+    options_stored,
+    read_choices,
+    read_street_mode,
+    unit_jobs,
+    write_street_mode,
 )
 from gridgov.store.consultation_rows import (
     CONSULTATION_COLUMNS,
@@ -115,6 +128,7 @@ from gridgov.store.unit_rows import release_unit, set_unit_status, update_unit_p
 
 __all__ = [
     "ASSIGNMENT_COLUMNS",
+    "CHOICE_COLUMNS",
     "CONSULTATION_COLUMNS",
     "CREDENTIAL_COLUMNS",
     "INCIDENT_COLUMNS",
@@ -127,11 +141,14 @@ __all__ = [
     "KeyClaim",
     "Replay",
     "StoredIncident",
+    "UnitsTakenError",
     "apply_action",
     "begin_write",
+    "change_units",
     "check_head_move",
     "claim_idempotency",
     "commit_batch",
+    "commit_choice",
     "context_from_store",
     "create_engine_from_url",
     "create_incident",
@@ -139,6 +156,7 @@ __all__ = [
     "detect_backend",
     "dispatch_reported",
     "dispatch_stored",
+    "dispatch_times",
     "dispatch_within",
     "export_geopackage",
     "finish_idempotency",
@@ -161,11 +179,13 @@ __all__ = [
     "locate_point",
     "nearest_units",
     "open_store",
+    "options_stored",
     "ping",
     "purge_idempotency",
     "query_incidents",
     "read_assignments",
     "read_catalog",
+    "read_choices",
     "read_consultations",
     "read_dispatch",
     "read_events",
@@ -176,6 +196,7 @@ __all__ = [
     "read_road_lines",
     "read_roads",
     "read_stored_areas",
+    "read_street_mode",
     "read_units",
     "record_action",
     "record_consultation",
@@ -189,7 +210,9 @@ __all__ = [
     "summarize",
     "supervise_stored",
     "travel_from_store",
+    "unit_jobs",
     "units_within",
     "update_unit_position",
+    "write_street_mode",
     "write_transaction",
 ]

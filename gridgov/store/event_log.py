@@ -348,7 +348,7 @@ def record_action(
         The unit acting (recorded in ``data``; its office becomes the event's office).
     data
         Extra facts. A reject needs ``category`` (``invalid`` or ``duplicate``; a duplicate
-        also ``duplicate_of``, which is then linked on the incident).
+        also ``duplicate_of``, which is then linked on the incident; so is a cancel's).
     office_id
         The office concerned; by default the unit's office, or for acknowledge, arrive,
         resolve, return and supervise the office of the latest dispatch.
@@ -404,6 +404,9 @@ def record_action(
         data=payload,
     )
     if event.action is Action.REJECT and payload.get("category") == "duplicate":
+        _link_duplicate(connection, incident_id, str(payload["duplicate_of"]))
+    elif event.action is Action.CANCEL and payload.get("duplicate_of"):
+        # A registered (or dispatched) incident found to repeat another ends linked to it.
         _link_duplicate(connection, incident_id, str(payload["duplicate_of"]))
     if event.action in _RELEASING:
         why = f"{event.action}: {event.reason}" if event.reason else str(event.action)

@@ -438,8 +438,35 @@ class DispatchRow(Base):
     # How many decide-lock-check rounds it took (units taken meanwhile force another).
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     explanation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Added in 0006: a dispatcher's choice (NULL on the system's automatic dispatches). The
+    # times are sums over the units (one per force kind), so overrides compare in plain SQL.
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    override: Mapped[bool | None] = mapped_column(Boolean)
+    override_reason: Mapped[str | None] = mapped_column(Text)
+    recommended_units: Mapped[list[str] | None] = mapped_column(JSON)
+    recommended_time_s: Mapped[float | None] = mapped_column(Float)
+    chosen_time_s: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index(None, "incident_id"),)
+
+
+#: Dispatch modes of a street: ``auto`` dispatches every report at once, ``confirm`` waits.
+DISPATCH_MODES = ("auto", "confirm")
+
+
+class StreetModeRow(Base):
+    """A street's dispatch mode (added in 0006); a street without a row is ``auto``."""
+
+    __tablename__ = "street_modes"
+
+    street_code: Mapped[str] = mapped_column(String(18), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    # Priority-1 matters are dispatched at once even in confirm mode.
+    priority1_auto: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (CheckConstraint(_in("mode", list(DISPATCH_MODES)), name="mode"),)
 
 
 class AssignmentRow(Base):
@@ -696,6 +723,7 @@ ROAD_NODES = cast(Table, RoadNodeRow.__table__)
 ROAD_LINKS = cast(Table, RoadLinkRow.__table__)
 INCIDENTS = cast(Table, IncidentRow.__table__)
 DISPATCHES = cast(Table, DispatchRow.__table__)
+STREET_MODES = cast(Table, StreetModeRow.__table__)
 ASSIGNMENTS = cast(Table, AssignmentRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 NOTICES = cast(Table, NoticeRow.__table__)
