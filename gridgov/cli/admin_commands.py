@@ -198,8 +198,8 @@ def token_issue(
     role: Annotated[
         str,
         typer.Argument(
-            help="admin, commander, dispatcher, unit, grid_worker, analyst or citizen "
-            "(an Open311 API key)."
+            help="admin, commander, dispatcher, unit, grid_worker, analyst, department or "
+            "citizen (an Open311 API key)."
         ),
     ],
     label: Annotated[str, typer.Option(help="Who holds it (a name, a device, an app).")],
@@ -208,6 +208,9 @@ def token_issue(
     ] = None,
     unit: Annotated[str | None, typer.Option(help="The unit of a unit token.")] = None,
     grid: Annotated[str | None, typer.Option(help="The grid of a grid worker.")] = None,
+    department: Annotated[
+        str | None, typer.Option(help="The department of a department token (its name).")
+    ] = None,
     days: Annotated[
         float | None, typer.Option(help="Expires after this many days (default: never).")
     ] = None,
@@ -228,10 +231,11 @@ def token_issue(
             street_code=street,
             unit_id=unit,
             grid_code=grid,
+            department=department,
             expires_at=None if days is None else now + timedelta(days=days),
             now=now,
         )
-    scope = credential.street_code or ""
+    scope = credential.street_code or credential.department or ""
     if credential.unit_id or credential.grid_code:
         scope = f"{credential.unit_id or credential.grid_code} ({scope})"
     err.print(
@@ -251,7 +255,13 @@ def token_list(url: UrlOption = None) -> None:
         df = store.list_credentials(store.open_store(database_url(url)))
     for row in df.astype(object).where(df.notna(), None).to_dict("records"):
         state = "revoked" if row["revoked_at"] is not None else ""
-        scope = str(row["street_code"] or row["unit_id"] or row["grid_code"] or "district")
+        scope = str(
+            row["street_code"]
+            or row["unit_id"]
+            or row["grid_code"]
+            or row["department"]
+            or "district"
+        )
         out.print(
             f"{row['credential_id']}  {row['kind']:<7} {row['role']:<11} {scope:<18} "
             f"{row['label']}  {state}",
