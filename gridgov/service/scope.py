@@ -108,8 +108,6 @@ class _Credential(Protocol):
     def grid_code(self) -> str | None: ...
     @property
     def unit_id(self) -> str | None: ...
-    @property
-    def department(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -364,5 +362,6 @@ def scope_for(credential: _Credential | None) -> Scope:
         grid_code=credential.grid_code,
         unit_id=credential.unit_id,
         district_wide=role in DISTRICT_ROLES,
-        department=credential.department,
+        # Only department credentials carry one; older credential-like objects have none.
+        department=getattr(credential, "department", None),
     )
