@@ -10,6 +10,7 @@ datetimes passed in.
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -530,3 +531,64 @@ JOIN consultations c USING (consultation_id)
 LEFT JOIN adoptions d USING (request_id)
 GROUP BY c.department
 """
+
+
+# ------------------------------------------------------------------------------- command line
+
+
+def test_the_command_line_registers_answers_adopts_accepts_and_supervises(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from gridgov.cli import app
+
+    store.init_db(sqlite_url)
+    engine = store.create_engine_from_url(sqlite_url)
+    try:
+        areas = gpd.read_parquet(DATA / "jinniu_areas.parquet")
+        store.load_areas(engine, areas[areas["level"].isin(["district", "street", "community"])])
+    finally:
+        engine.dispose()
+    runner = CliRunner()
+
+    def ok(*args: str) -> str:
+        result = runner.invoke(app, [*args, "--url", sqlite_url])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    plan = tmp_path / "plan.geojson"
+    plan.write_text(shapely.to_geojson(shapely.from_wkt(THREE_STREETS)), encoding="utf-8")
+    registered = ok(
+        "consult", "register", "--item", "P-DET-09", "--stage", "implementation",
+        "--title", "广场改造", "--letter", "征求意见", "--department", DEPT,
+        "--footprint", str(plan), "--by", "住建局", "--at", "2026-03-02T09:00",
+    )  # fmt: skip
+    assert "3 street(s) asked" in registered and CDZ in registered
+    listed = json.loads(ok("consult", "list", "--street", CDZ))
+    assert [(r["kind"], r["street_code"]) for r in listed] == [("planning", CDZ)]
+    rid = str(listed[0]["request_id"])
+    ok("consult", "respond", rid, "--opinion", "disagree", "--text", "反对", "--by", "茶店子",
+       "--at", "2026-03-03T09:00")  # fmt: skip
+    ok(
+        "consult",
+        "adopt",
+        rid,
+        "--adoption",
+        "adopted",
+        "--by",
+        "住建局",
+        "--at",
+        "2026-03-04T09:00",
+    )
+    refused = ok("consult", "accept", rid, "--refuse", "--reason", "未完工", "--by", "茶店子")
+    assert "refused" in refused
+    bad = runner.invoke(app, ["consult", "adopt", rid, "--adoption", "maybe", "--by", "x",
+                              "--url", sqlite_url])  # fmt: skip
+    assert bad.exit_code == 1 and "adoption 'maybe'" in bad.output
+    # The same group under its first name.
+    assert json.loads(ok("consultation", "list", "--kind", "planning"))[0]["kind"] == "planning"
+
+    supervised = ok("supervise", "--at", "2026-05-01T09:00")
+    assert "consultation requests overdue: 2" in supervised
+    assert "district" in supervised

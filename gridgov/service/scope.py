@@ -44,6 +44,7 @@ __all__ = [
     "CONSULTATION_REGISTRARS",
     "DISTRICT_ROLES",
     "NOTHING",
+    "OPERATOR",
     "POSITION_SENDERS",
     "PUBLIC",
     "READERS",
@@ -349,6 +350,8 @@ class Scope:
 
 #: The scope of a caller without a credential (Open311 reads).
 PUBLIC = Scope("public", None, None, None, district_wide=False)
+#: The command line's scope: whoever can open the store administers the district.
+OPERATOR = Scope("admin", None, None, None, district_wide=True)
 
 
 def scope_for(credential: _Credential | None) -> Scope:
