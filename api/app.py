@@ -32,6 +32,10 @@ TAGS: list[dict[str, Any]] = [
     {"name": "units", "description": "Stationed units: status and AVL positions."},
     {"name": "incidents", "description": "Reports, dispatch and the workflow."},
     {"name": "assessment", "description": "KPIs and rankings of offices, departments, streets."},
+    {
+        "name": "consultations",
+        "description": "Plans, projects and decisions the streets are consulted on (powers 2, 4).",
+    },
     {"name": "open311", "description": "Open311 GeoReport v2."},
     {"name": "live", "description": "The command centre's live wall display (/) and its feed."},
 ]
@@ -43,6 +47,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     from api.routes import (
         area_routes,
         assessment_routes,
+        consultation_routes,
         health,
         incidents,
         road_routes,
@@ -63,7 +68,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     app.include_router(health.router)
-    for module in (area_routes, road_routes, unit_routes, incidents, assessment_routes):
+    for module in (
+        area_routes,
+        road_routes,
+        unit_routes,
+        incidents,
+        assessment_routes,
+        consultation_routes,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
     app.include_router(wall_display.router)
