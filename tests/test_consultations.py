@@ -10,6 +10,8 @@ datetimes passed in.
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -592,3 +594,21 @@ def test_the_command_line_registers_answers_adopts_accepts_and_supervises(
     supervised = ok("supervise", "--at", "2026-05-01T09:00")
     assert "consultation requests overdue: 2" in supervised
     assert "district" in supervised
+    # The report's consultation rows: the requests sent in March 2026.
+    rows = list(csv.DictReader(io.StringIO(ok("report", "--period", "2026-03", "--level",
+                                              "consult-street"))))  # fmt: skip
+    assert {r["street_code"] for r in rows} == {JQ, CDZ, YMK}
+    mine = next(r for r in rows if r["street_code"] == CDZ)
+    assert (mine["requests"], mine["answered_on_time"], mine["acceptance_refusals"]) == (
+        "1",
+        "1",
+        "1",
+    )
+    assert float(mine["on_time_rate"]) == 1.0 and float(mine["adopted_share"]) == 1.0
+    text = ok("report", "--period", "2026-03", "--level", "consult-department")
+    departments = list(csv.DictReader(io.StringIO(text)))
+    assert [(d["department"], d["requests"]) for d in departments] == [(DEPT, "3")]
+    assert ok("report", "--period", "2026-04", "--level", "consult-street").strip() == (
+        "period,street_code,requests,answered,answered_on_time,on_time_rate,opinions_decided,"
+        "opinions_adopted,adopted_share,acceptance_refusals"
+    )

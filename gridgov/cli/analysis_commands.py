@@ -36,7 +36,10 @@ def report(
     ] = "csv",
     level: Annotated[
         str,
-        typer.Option(help="CSV rows: office, department, street or district."),
+        typer.Option(
+            help="CSV rows: office, department, street or district; consult-street or "
+            "consult-department for the consultations of powers 2 and 4."
+        ),
     ] = "office",
     out_path: Annotated[
         Path | None,
@@ -72,18 +75,31 @@ def report(
     (按期结案率), rework (返工率) and satisfaction (满意率) rates, response and arrival times, and
     the share of calls handled at each level. The street's evaluation is combined with the
     departments' own scores with weights that may not fall below the reform's floors.
+
+    Consultations (powers 2 and 4) of the requests sent in the period: per street, requests
+    received, answered on time, opinions adopted (share) and acceptance refusals; per
+    department, requests sent late and the share of street opinions it adopted.
     """
     from gridgov import store
     from gridgov.assessment import Period, assess, read_department_scores
     from gridgov.report import TABLES, report_csv, report_html
+    from gridgov.service import consultations
 
     with domain_errors():
         if fmt not in ("csv", "html"):
             msg = f"--format must be csv or html, not {fmt!r}"
             raise InputError(msg)
-        check_choice(level, TABLES, "--level")
+        check_choice(level, (*TABLES, *_CONSULT_LEVELS), "--level")
         span = Period.parse(period)
         engine = store.open_store(database_url(url))
+        figures = consultations.figures(engine, span.start, span.end)
+        if street is not None:
+            figures = (figures[0][figures[0]["street_code"] == street], figures[1])
+        if fmt == "csv" and level in _CONSULT_LEVELS:
+            frame = figures[_CONSULT_LEVELS.index(level)].copy()
+            frame.insert(0, "period", span.label)
+            _write_csv(report_csv(frame), out_path)
+            return
         offices = store.read_offices(engine)
         scores = (
             None
@@ -109,7 +125,9 @@ def report(
         else:
             streets = store.read_stored_areas(engine, level="street")
             text = report_html(
-                assessment, street_names=dict(zip(streets["code"], streets["name"], strict=True))
+                assessment,
+                street_names=dict(zip(streets["code"], streets["name"], strict=True)),
+                consultations=figures,
             )
             if out_path is None:
                 out_path = Path(f"report-{period}{'-' + street if street else ''}.html")
@@ -118,6 +136,18 @@ def report(
         out_path.write_text(text, encoding="utf-8-sig" if fmt == "csv" else "utf-8")
     calls = int(assessment.district["calls"].sum()) if len(assessment.district) else 0
     out.print(f"wrote {out_path} ({calls} calls in {period})", highlight=False)
+
+
+_CONSULT_LEVELS = ("consult-street", "consult-department")
+
+
+def _write_csv(text: str, out_path: Path | None) -> None:
+    if out_path is None:
+        sys.stdout.write(text)
+        return
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(text, encoding="utf-8-sig")  # the BOM: spreadsheets read the names
+    out.print(f"wrote {out_path}", highlight=False)
 
 
 def map_(
