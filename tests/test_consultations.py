@@ -612,3 +612,16 @@ def test_the_command_line_registers_answers_adopts_accepts_and_supervises(
         "period,street_code,requests,answered,answered_on_time,on_time_rate,opinions_decided,"
         "opinions_adopted,adopted_share,acceptance_refusals"
     )
+
+    # The consultation map: the footprint, the streets asked coloured by their answer, and the
+    # residents' suggestions as points.
+    # On the line itself (a vertex, in 金泉, whose street has not answered yet).
+    ok("consult", "suggest", "103.99", "30.712", "--text", "保留篮球场", "--by", "网格员")
+    cid = str(listed[0]["consultation_id"])
+    page = tmp_path / "consultation.html"
+    ok("map", "consultation", "--consultation", cid, "--out", str(page), "--base", "none")
+    text = page.read_text(encoding="utf-8")
+    assert "广场改造" in text and "保留篮球场" in text
+    assert "#d73027" in text and "#bdbdbd" in text  # 茶店子 objected; the others not answered
+    missing = runner.invoke(app, ["map", "consultation", "--out", str(page), "--url", sqlite_url])
+    assert missing.exit_code == 1 and "--consultation" in missing.output

@@ -151,7 +151,9 @@ def _write_csv(text: str, out_path: Path | None) -> None:
 
 
 def map_(
-    kind: Annotated[str, typer.Argument(help="command-centre, street, coverage or assessment.")],
+    kind: Annotated[
+        str, typer.Argument(help="command-centre, street, coverage, assessment or consultation.")
+    ],
     out_path: Annotated[
         Path, typer.Option("--out", help="HTML file to write, e.g. maps/NAME.html.")
     ],
@@ -197,6 +199,10 @@ def map_(
         str,
         typer.Option(help="'inline' (the file works offline from disk) or a URL prefix (/static)."),
     ] = "inline",
+    consultation: Annotated[
+        int | None,
+        typer.Option(help="Consultation map: the consultation (powers 2 and 4) to draw."),
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Write an interactive map. Leaflet and its plugins come inlined or from a local URL,
@@ -219,6 +225,7 @@ def map_(
             "period": period,
             "base": settings.map_base if base is None else base,
             "tile_key": settings.tianditu_key,
+            "consultation": consultation,
         }
         # Every option is checked before the store is opened: a mistake costs no loading.
         maps.check_map_options(kind, **options)  # type: ignore[arg-type]
