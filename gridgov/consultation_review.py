@@ -46,6 +46,8 @@ DEPARTMENT_FIGURES = (
     "opinions_adopted",
     "adopted_share",
 )
+#: Opinions the department must decide on (an agreement asks for nothing to be changed).
+_NEEDS_DECISION = ("disagree", "conditional")
 #: Adoptions that count as the department taking the street's opinion (fully or in part).
 _TAKEN = ("adopted", "partly")
 
@@ -72,7 +74,8 @@ def list_overdue_requests(
     """Return the overdue answers and adoption decisions at ``at``.
 
     An answer is overdue when the street has not answered by ``due_at`` (strictly after it);
-    a decision on the answer when the department has not recorded its adoption by
+    a decision on an objection or a conditional agreement when the department has not recorded
+    its adoption by
     ``adoption_due`` (a column the caller adds: the answer's time plus the item's working
     days). The time allowed, for the escalation, is the span from sending (answering) to due.
 
@@ -90,7 +93,11 @@ def list_overdue_requests(
     for row in requests.to_dict("records"):
         if pd.isna(row["answered_at"]):
             stage, start, due = "answer", row["sent_at"], row["due_at"]
-        elif pd.isna(row["adopted_at"]) and not pd.isna(row.get("adoption_due", pd.NaT)):
+        elif (
+            row["opinion"] in _NEEDS_DECISION
+            and pd.isna(row["adopted_at"])
+            and not pd.isna(row.get("adoption_due", pd.NaT))
+        ):
             stage, start, due = "adoption", row["answered_at"], row["adoption_due"]
         else:
             continue
