@@ -27,7 +27,8 @@ __all__ = [
     "load_consultation_catalog",
 ]
 
-_TOP_FIELDS = (
+#: Top-level fields of ``data/consultation.yaml``, all required.
+CONSULTATION_FIELDS = (
     "version",
     "source",
     "planning_levels",
@@ -36,8 +37,10 @@ _TOP_FIELDS = (
     "decision_steps",
     "items",
 )
-_TERM_FIELDS = ("code", "zh", "en")
-_ITEM_FIELDS = ("code", "power", "group", "stage", "response_days", "acceptance", "zh", "en")
+#: Fields of a level, stage, area or step.
+TERM_FIELDS = ("code", "zh", "en")
+#: Fields of an item, all required.
+ITEM_FIELDS = ("code", "power", "group", "stage", "response_days", "acceptance", "zh", "en")
 #: The powers this catalogue serves: 2 (planning) and 4 (major decisions).
 POWERS = (2, 4)
 _MAX_DAYS = 60
@@ -158,7 +161,7 @@ def consultation_catalog_from_dict(data: Any, *, origin: str = "<dict>") -> Cons
             [f"the catalogue must be a mapping, not {type(data).__name__}"],
             origin,
         )
-    _fields(data, _TOP_FIELDS, "catalogue", problems)
+    _fields(data, CONSULTATION_FIELDS, "catalogue", problems)
     version = str(data.get("version", "")).strip()
     if not version:
         problems.append("catalogue: 'version' must be a non-empty string")
@@ -214,7 +217,7 @@ def _item(
         return None
     where = f"items[{i}] ({raw.get('code', '?')})"
     before = len(problems)
-    _fields(raw, _ITEM_FIELDS, where, problems)
+    _fields(raw, ITEM_FIELDS, where, problems)
     code = raw.get("code")
     if not isinstance(code, str) or not URL_SAFE_CODE.fullmatch(code):
         problems.append(f"{where}: 'code' must be a URL-safe code such as P-OVR-01")
@@ -261,7 +264,7 @@ def _terms(raw: Any, name: str, problems: list[str]) -> tuple[Term, ...]:
         if not isinstance(entry, Mapping):
             problems.append(f"{where}: must be a mapping with code, zh and en")
             continue
-        _fields(entry, _TERM_FIELDS, where, problems)
+        _fields(entry, TERM_FIELDS, where, problems)
         code = _text(entry.get("code"), where, "code", problems)
         zh = _text(entry.get("zh"), where, "zh", problems)
         en = _text(entry.get("en"), where, "en", problems)

@@ -19,8 +19,16 @@ import yaml
 from gridgov.errors import DataFileError, InputError
 from gridgov.settings import get_settings
 
-__all__ = ["Deadline", "WorkCalendar", "load_work_calendar"]
+__all__ = [
+    "CALENDAR_FIELDS",
+    "Deadline",
+    "WorkCalendar",
+    "load_work_calendar",
+    "work_calendar_from_dict",
+]
 
+#: Fields of ``data/holidays.yaml``, all required.
+CALENDAR_FIELDS = ("years", "holidays", "working_weekends")
 _SATURDAY = 5
 # A deadline cannot lie further out than this; it also stops a runaway count.
 _MAX_DAYS = 366
@@ -111,7 +119,10 @@ def work_calendar_from_dict(data: Any, *, origin: str = "<dict>") -> WorkCalenda
     problems: list[str] = []
     if not isinstance(data, dict):
         data = {}
-        problems.append("the calendar must be a mapping with years, holidays, working_weekends")
+        problems.append("the calendar must be a mapping with " + ", ".join(CALENDAR_FIELDS))
+    unknown = [str(k) for k in data if k not in CALENDAR_FIELDS]
+    if unknown:
+        problems.append(f"unknown field(s) {', '.join(unknown)}")
     years_raw = data.get("years")
     if not isinstance(years_raw, list) or not all(
         isinstance(y, int) and not isinstance(y, bool) for y in years_raw
