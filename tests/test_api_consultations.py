@@ -131,3 +131,23 @@ def test_suggestions_attach_inside_a_footprint_and_not_outside(
     assert far.status_code == 409 and "no open consultation" in far.text
     listed = test.get("/api/v1/consultations", headers=h["cdz"]).json()["items"]
     assert listed[0]["suggestions"] == 1
+
+
+def test_a_department_token_reads_no_incidents_or_units_and_answers_no_request(
+    client: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
+    test, h = client
+    for path in ("/api/v1/incidents", "/api/v1/units", "/api/v1/live"):
+        assert test.get(path, headers=h["housing"]).status_code == 403, path
+    registered = _register(test, h["housing"])
+    request = test.get("/api/v1/consultations", headers=h["cdz"]).json()["items"][0]
+    path = f"/api/v1/consultations/requests/{request['request_id']}"
+    answer = test.post(f"{path}/respond", json={"opinion": "agree"}, headers=h["housing"])
+    assert answer.status_code == 403
+    # Streets register nothing; the analyst reads everything and changes nothing.
+    body = {"item_code": "P-DET-09", "stage": "drafting", "title": "t", "letter": "l",
+            "footprint": LINE, "department": HOUSING}  # fmt: skip
+    assert test.post("/api/v1/consultations", json=body, headers=h["cdz"]).status_code == 403
+    assert test.post("/api/v1/consultations", json=body, headers=h["analyst"]).status_code == 403
+    one = test.get(f"/api/v1/consultations/{registered['consultation_id']}", headers=h["analyst"])
+    assert one.status_code == 200 and len(one.json()["requests"]) == 3
