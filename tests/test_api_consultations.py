@@ -131,6 +131,14 @@ def test_suggestions_attach_inside_a_footprint_and_not_outside(
     assert far.status_code == 409 and "no open consultation" in far.text
     listed = test.get("/api/v1/consultations", headers=h["cdz"]).json()["items"]
     assert listed[0]["suggestions"] == 1
+    one = test.get(f"/api/v1/consultations/{registered['consultation_id']}", headers=h["cdz"])
+    [summary] = one.json()["suggestions"]
+    assert summary["count"] == 1 and summary["texts"] == ["保留篮球场"]
+    assert summary["community_code"].startswith("5101060310")
+    other_street = test.get(
+        f"/api/v1/consultations/{registered['consultation_id']}", headers=h["jq"]
+    )
+    assert other_street.status_code == 404
 
 
 def test_a_department_token_reads_no_incidents_or_units_and_answers_no_request(

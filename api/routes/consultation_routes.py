@@ -99,6 +99,13 @@ class RequestList(BaseModel):
     total: int
 
 
+class CommunitySuggestions(BaseModel):
+    street_code: str
+    community_code: str | None
+    count: int
+    texts: list[str]
+
+
 class ConsultationOut(BaseModel):
     consultation_id: int
     kind: str
@@ -112,6 +119,9 @@ class ConsultationOut(BaseModel):
     buffer_m: float
     footprint: dict[str, Any] = Field(description="GeoJSON geometry, WGS84.")
     requests: list[RequestOut] = Field(description="The requests the caller sees.")
+    suggestions: list[CommunitySuggestions] = Field(
+        description="Residents' suggestions per community of the streets the caller sees."
+    )
 
 
 class RespondIn(BaseModel):
@@ -206,6 +216,9 @@ def get_consultation(
         "buffer_m": float(row["buffer_m"] or 0.0),
         "footprint": json.loads(shapely.to_geojson(row["footprint"])),
         "requests": _rows(requests),
+        "suggestions": consultations.suggestions_by_community(
+            engine, consultation_id, requests["street_code"].tolist()
+        ),
     }
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "requests_in_scope",
     "respond",
     "suggest",
+    "suggestions_by_community",
     "supervise",
 ]
 
@@ -289,6 +290,29 @@ def suggest(
         actor=actor,
     )
     return [c for c, _ in targets]
+
+
+def suggestions_by_community(
+    engine: Engine, consultation_id: int, streets: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The residents' suggestions on a consultation, counted per community (of ``streets``
+    only, when given), with their texts: what the street sums up in its opinion."""
+    events = store.read_consultation_events(engine, consultation_id, action="suggest")
+    if streets is not None:
+        events = events[events["street_code"].isin(list(streets))]
+    out = []
+    for (street, community), group in events.groupby(
+        ["street_code", events["community_code"].fillna("")], sort=True
+    ):
+        out.append(
+            {
+                "street_code": street,
+                "community_code": community or None,
+                "count": len(group),
+                "texts": group["text"].tolist(),
+            }
+        )
+    return out
 
 
 def _with_adoption_due(requests: pd.DataFrame) -> pd.DataFrame:
