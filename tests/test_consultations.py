@@ -625,3 +625,43 @@ def test_the_command_line_registers_answers_adopts_accepts_and_supervises(
     assert "#d73027" in text and "#bdbdbd" in text  # 茶店子 objected; the others not answered
     missing = runner.invoke(app, ["map", "consultation", "--out", str(page), "--url", sqlite_url])
     assert missing.exit_code == 1 and "--consultation" in missing.output
+
+
+# ------------------------------------------------------------------------------- migration
+
+
+def test_migration_0008_keeps_appointments_and_goes_back(store_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    engine = store.create_engine_from_url(store_url)
+
+    def migrate(step: Any, target: str) -> None:
+        with engine.begin() as connection:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(Path(store.__file__).parent / "migrations"))
+            cfg.attributes["connection"] = connection
+            step(cfg, target)
+
+    try:
+        migrate(command.upgrade, "0005")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO consultations (office_id, department, street_code, head_name, "
+                    "proposed_move, consulted_at, letter, recorded_by) VALUES ('OF-1', '公安', "
+                    f"'{CDZ}', '李四', 'promotion', :at, '函', 'test')"
+                ),
+                {"at": T0.replace(tzinfo=None) if "sqlite" in store_url else T0},
+            )
+        migrate(command.upgrade, "0008")
+        kept = store.read_consultations(engine)
+        assert kept["head_name"].tolist() == ["李四"]
+        with engine.connect() as connection:
+            kind = connection.execute(text("SELECT kind FROM consultations")).scalar_one()
+        assert kind == "appointment"
+        migrate(command.downgrade, "0005")
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM consultations")).scalar() == 1
+    finally:
+        engine.dispose()
