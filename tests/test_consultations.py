@@ -13,12 +13,14 @@ import copy
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 import yaml
@@ -665,3 +667,43 @@ def test_migration_0008_keeps_appointments_and_goes_back(store_url: str) -> None
             assert connection.execute(text("SELECT count(*) FROM consultations")).scalar() == 1
     finally:
         engine.dispose()
+
+
+# ------------------------------------------------------------------------------- HTML report
+
+
+def test_the_html_report_has_the_consultation_tables() -> None:
+    from test_assessment import CATALOG, EVENTS, INCIDENTS, OCT, OFFICES
+
+    from gridgov.assessment import assess
+    from gridgov.consultation_review import consultation_figures
+    from gridgov.report import report_html
+
+    sent = pd.Timestamp("2026-10-05T01:00Z")
+    requests = pd.DataFrame(
+        {
+            "request_id": [1, 2],
+            "street_code": [CDZ, JQ],
+            "department": [DEPT, DEPT],
+            "late": [False, True],
+            "sent_at": [sent, sent],
+            "due_at": [sent + pd.Timedelta(days=14)] * 2,
+            "answered_at": [sent + pd.Timedelta(days=3), pd.NaT],
+            "adoption": ["adopted", None],
+            "refusals": [1, 0],
+        }
+    )
+    html = report_html(
+        assess(EVENTS, INCIDENTS, OFFICES, CATALOG, OCT),
+        street_names={CDZ: "茶店子街道"},
+        consultations=consultation_figures(requests),
+    )
+    streets = re.search(r'<table id="consult-streets">.*?<tbody>(.*?)</tbody>', html, re.S)
+    assert streets is not None
+    rows = [
+        re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", streets[1])
+    ]
+    cdz = next(r for r in rows if r[1] == CDZ)
+    assert cdz[0] == "茶店子街道" and cdz[2:6] == ["1", "1", "1", "100.0%"]
+    assert cdz[-1] == "1"  # one acceptance refusal
+    assert 'id="consult-departments"' in html and "sent late" in html
