@@ -40,7 +40,11 @@ class Routed:
 
 
 def read_footprint(
-    source: str | Path, crs: str | int | None = None, radius_m: float | None = None
+    source: str | Path,
+    crs: str | int | None = None,
+    radius_m: float | None = None,
+    *,
+    files: bool = True,
 ) -> BaseGeometry:
     """Read a footprint into a WGS84 geometry.
 
@@ -54,6 +58,9 @@ def read_footprint(
         WGS84, a file to its own label.
     radius_m
         Required for a point (the footprint becomes the disc around it); refused otherwise.
+    files
+        Whether ``source`` may name a file. The API passes False: a caller's text must never
+        make the server read a file of its own disk.
 
     Raises
     ------
@@ -61,9 +68,12 @@ def read_footprint(
         Unreadable text or file, an empty or invalid geometry, a point without a radius.
     """
     text = str(source).strip()
-    if isinstance(source, Path) or (
-        not text.startswith("{") and Path(text).suffix and Path(text).exists()
-    ):
+    # Without files the disk is not even looked at: a text is parsed as WKT or GeoJSON only.
+    is_file = files and (
+        isinstance(source, Path)
+        or (not text.startswith("{") and bool(Path(text).suffix) and Path(text).exists())
+    )
+    if is_file:
         frame = read_vector_wgs84(Path(text), crs, what="footprint")
         geom = shapely.union_all(np.asarray(frame.geometry.values))
     else:
@@ -106,15 +116,21 @@ def _parse_text(text: str) -> BaseGeometry:
         if not isinstance(data, dict):
             msg = "the footprint GeoJSON must be an object"
             raise InputError(msg)
-        if data.get("type") == "FeatureCollection":
-            shapes = [shapely.geometry.shape(f["geometry"]) for f in data.get("features", [])]
-            return shapely.union_all(shapes) if shapes else shapely.Point()
-        if data.get("type") == "Feature":
-            data = data.get("geometry") or {}
         try:
+            if data.get("type") == "FeatureCollection":
+                shapes = [shapely.geometry.shape(f["geometry"]) for f in data["features"]]
+                return shapely.union_all(shapes) if shapes else shapely.Point()
+            if data.get("type") == "Feature":
+                data = data["geometry"]
             return shapely.geometry.shape(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            msg = f"the footprint GeoJSON is not a geometry: {exc}"
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            shapely.errors.ShapelyError,
+        ) as exc:
+            msg = f"the footprint GeoJSON is not a geometry: {type(exc).__name__}: {exc}"
             raise InputError(msg) from exc
     try:
         return shapely.from_wkt(text)

@@ -157,5 +157,11 @@ def test_a_department_token_reads_no_incidents_or_units_and_answers_no_request(
             "footprint": LINE, "department": HOUSING}  # fmt: skip
     assert test.post("/api/v1/consultations", json=body, headers=h["cdz"]).status_code == 403
     assert test.post("/api/v1/consultations", json=body, headers=h["analyst"]).status_code == 403
+    # A file name is not a footprint here: the server reads no file of its own disk.
+    on_disk = str(DATA / "jinniu_roads.gpkg")
+    answer = test.post(
+        "/api/v1/consultations", json={**body, "footprint": on_disk}, headers=h["housing"]
+    )
+    assert answer.status_code == 422 and "neither WKT" in answer.text
     one = test.get(f"/api/v1/consultations/{registered['consultation_id']}", headers=h["analyst"])
     assert one.status_code == 200 and len(one.json()["requests"]) == 3

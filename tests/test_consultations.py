@@ -191,6 +191,18 @@ def test_a_footprint_is_read_from_wkt_geojson_or_a_file_in_any_crs(tmp_path: Pat
         read_footprint("POINT (104.0079 30.706)")
     with pytest.raises(InputError, match="not valid GeoJSON"):
         read_footprint("{nonsense")
+    for bad in (
+        '{"type": "Foo"}',
+        '{"type": "FeatureCollection", "features": [{}]}',
+        '{"type": "Feature", "geometry": null}',
+        '{"type": "Point", "coordinates": "x"}',
+    ):
+        with pytest.raises(InputError, match="not a geometry"):
+            read_footprint(bad)
+    with pytest.raises(InputError, match="Self-intersection"):
+        read_footprint("POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))")
+    with pytest.raises(InputError, match="GeometryCollection"):
+        read_footprint("GEOMETRYCOLLECTION (POINT (1 1))")
 
 
 # ------------------------------------------------------------------------------- routing

@@ -175,7 +175,7 @@ def register(body: RegisterIn, principal: Registrar, engine: EngineDep) -> dict[
         title=body.title,
         letter=body.letter,
         department=body.department or principal.scope.department or "",
-        footprint=read_footprint(footprint, body.crs, body.radius_m),
+        footprint=read_footprint(footprint, body.crs, body.radius_m, files=False),
         buffer_m=body.buffer_m,
         at=datetime.now(UTC),
         actor=principal.actor,
