@@ -86,6 +86,13 @@ def test_departments_and_streets_see_their_own(
     assert {r["department"] for r in listed("housing")} == {HOUSING}
     assert {r["street_code"] for r in listed("cdz")} == {CDZ} and len(listed("cdz")) == 2
     assert len(listed("analyst")) == 6
+    page = test.get(
+        "/api/v1/consultations",
+        params={"consultation_id": mine["consultation_id"], "limit": 2, "offset": 1},
+        headers=h["analyst"],
+    ).json()
+    assert (page["total"], len(page["items"])) == (3, 2)
+    assert {r["consultation_id"] for r in page["items"]} == {mine["consultation_id"]}
     one = test.get(f"/api/v1/consultations/{mine['consultation_id']}", headers=h["transport"])
     assert one.status_code == 404
     one = test.get(f"/api/v1/consultations/{mine['consultation_id']}", headers=h["cdz"])
@@ -108,6 +115,10 @@ def test_departments_and_streets_see_their_own(
     assert adopted.status_code == 200 and adopted.json()["adoption"] == "adopted"
     refusal = test.post(f"{path}/accept", json={"accepted": False}, headers=h["cdz"])
     assert refusal.status_code == 422  # a refusal needs its reasons
+    still_open = test.get(
+        "/api/v1/consultations", params={"unanswered": True}, headers=h["cdz"]
+    ).json()
+    assert [r["consultation_id"] for r in still_open["items"]] == [theirs["consultation_id"]]
 
 
 def test_suggestions_attach_inside_a_footprint_and_not_outside(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import shapely
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, not_found, require
@@ -96,7 +96,9 @@ class RequestOut(BaseModel):
 
 class RequestList(BaseModel):
     items: list[RequestOut]
-    total: int
+    total: int = Field(description="Requests in scope matching the filters, before paging.")
+    limit: int
+    offset: int
 
 
 class CommunitySuggestions(BaseModel):
@@ -188,9 +190,20 @@ def register(body: RegisterIn, principal: Registrar, engine: EngineDep) -> dict[
 
 
 @router.get("", response_model=RequestList, summary="The requests in the caller's scope")
-def list_requests(principal: Reader, engine: EngineDep) -> dict[str, Any]:
-    items = _rows(consultations.requests_in_scope(engine, principal.scope))
-    return {"items": items, "total": len(items)}
+def list_requests(
+    principal: Reader,
+    engine: EngineDep,
+    consultation_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    unanswered: Annotated[bool, Query(description="Only requests not answered yet.")] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """Oldest first. A street sees the requests addressed to it, a department its own."""
+    frame = consultations.requests_in_scope(engine, principal.scope, consultation_id)
+    if unanswered:
+        frame = frame[frame["answered_at"].isna()]
+    items = _rows(frame.iloc[offset : offset + limit])
+    return {"items": items, "total": len(frame), "limit": limit, "offset": offset}
 
 
 @router.get("/{consultation_id}", response_model=ConsultationOut, summary="One consultation")
