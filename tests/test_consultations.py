@@ -719,3 +719,25 @@ def test_the_html_report_has_the_consultation_tables() -> None:
     assert cdz[0] == "茶店子街道" and cdz[2:6] == ["1", "1", "1", "100.0%"]
     assert cdz[-1] == "1"  # one acceptance refusal
     assert 'id="consult-departments"' in html and "sent late" in html
+
+
+def test_an_appointment_consultation_keeps_the_same_append_only_record(engine: Engine) -> None:
+    cid = store.record_consultation(
+        engine,
+        office_id="OF-1",
+        head_name="李四",
+        proposed_move="promotion",
+        letter="关于李四同志职务调整征求意见的函",
+        consulted_at=T0,
+        recorded_by="区公安分局",
+        department="区公安分局",
+        street_code=CDZ,
+    )
+    store.record_street_opinion(
+        engine, cid, opinion="conditional", opinion_at=T0 + timedelta(days=1), opinion_text="试用期"
+    )
+    events = store.read_consultation_events(engine, cid)
+    assert events["action"].tolist() == ["register", "respond"]
+    assert events.loc[1, "opinion"] == "conditional" and events.loc[1, "street_code"] == CDZ
+    # Appointments are not footprinted consultations: no requests, not in the requests list.
+    assert store.read_consultation_requests(engine).empty

@@ -132,6 +132,16 @@ def record_consultation(
             )
             .returning(CONSULTATIONS.c.consultation_id)
         ).scalar_one()
+        # The same append-only record as powers 2 and 4 (the row keeps the opinion for reads).
+        _append(
+            connection,
+            int(consultation_id),
+            None,
+            "register",
+            consulted_at.astimezone(UTC),
+            values["recorded_by"],
+            street_code=street_code,
+        )
     return int(consultation_id)
 
 
@@ -210,6 +220,17 @@ def record_street_opinion(
                 opinion_text=opinion_text,
                 opinion_at=opinion_at.astimezone(UTC),
             )
+        )
+        _append(
+            connection,
+            consultation_id,
+            None,
+            "respond",
+            opinion_at.astimezone(UTC),
+            f"street:{row.street_code}",
+            street_code=row.street_code,
+            opinion=opinion,
+            text=opinion_text,
         )
 
 
