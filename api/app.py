@@ -34,6 +34,10 @@ TAGS: list[dict[str, Any]] = [
     {"name": "incidents", "description": "Reports, dispatch and the workflow."},
     {"name": "assessment", "description": "KPIs and rankings of offices, departments, streets."},
     {"name": "media", "description": "Evidence photos; the field page's reports and tasks."},
+    {
+        "name": "consultations",
+        "description": "Plans, projects and decisions the streets are consulted on (powers 2, 4).",
+    },
     {"name": "open311", "description": "Open311 GeoReport v2."},
     {"name": "console", "description": "The dispatcher's workspace (/console): choices, modes."},
     {"name": "live", "description": "The command centre's live wall display (/) and its feed."},
@@ -47,6 +51,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         area_routes,
         assessment_routes,
         console_routes,
+        consultation_routes,
         health,
         incidents,
         media_routes,
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         media_routes,
         console_routes,
         assessment_routes,
+        consultation_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")

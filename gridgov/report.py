@@ -222,6 +222,44 @@ _OVERRIDE_COLUMNS: tuple[_Column, ...] = (
 )
 
 
+_CONSULT_STREET_COLUMNS: tuple[_Column, ...] = (
+    ("街道", "street", "street_name", _txt, True),
+    ("代码", "code", "street_code", _txt, True),
+    ("收到征询", "requests received", "requests", _int, False),
+    ("已答复", "answered", "answered", _int, False),
+    ("按时答复", "answered on time", "answered_on_time", _int, False),
+    ("按时答复率", "on-time rate", "on_time_rate", _pct, False),
+    ("意见被采纳", "opinions adopted", "opinions_adopted", _int, False),
+    ("采纳率", "adopted share", "adopted_share", _pct, False),
+    ("拒绝验收", "acceptance refusals", "acceptance_refusals", _int, False),
+)
+_CONSULT_DEPARTMENT_COLUMNS: tuple[_Column, ...] = (
+    ("部门", "department", "department", _txt, True),
+    ("发出征询", "requests sent", "requests", _int, False),
+    ("逾期阶段发出", "sent late", "requests_late", _int, False),
+    ("已处理意见", "opinions decided", "opinions_decided", _int, False),
+    ("采纳街道意见", "opinions adopted", "opinions_adopted", _int, False),
+    ("采纳率", "adopted share", "adopted_share", _pct, False),
+)
+
+
+def _consultation_section(
+    figures: tuple[pd.DataFrame, pd.DataFrame], street_names: Mapping[str, str] | None
+) -> list[str]:
+    streets, departments = figures
+    streets = streets.assign(street_name=streets["street_code"].map(street_names or {}))
+    return [
+        '<section id="consultations"><h2>规划参与与重大决策征询 <span class="en">Consultations '
+        "of the streets (powers 2 and 4), by when the request was sent</span></h2>",
+        "<h3>各街道 <span class='en'>Streets</span></h3>",
+        _table(streets, _CONSULT_STREET_COLUMNS, "consult-streets"),
+        "<h3>各部门 <span class='en'>Departments</span></h3>",
+        _table(departments, _CONSULT_DEPARTMENT_COLUMNS, "consult-departments"),
+        '<p class="meta">采纳 = 全部或部分采纳 · adopted = fully or partly; sent late = '
+        "after the stage its item was meant for.</p></section>",
+    ]
+
+
 def _table(frame: pd.DataFrame, columns: Sequence[_Column], table_id: str) -> str:
     present = [c for c in columns if c[2] in frame.columns]
     head = "".join(
@@ -472,6 +510,7 @@ def report_html(
     title: str | None = None,
     street_names: Mapping[str, str] | None = None,
     overrides: pd.DataFrame | None = None,
+    consultations: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> str:
     """Return the assessment as one self-contained HTML page.
 
@@ -486,6 +525,9 @@ def report_html(
     overrides
         The dispatchers' override KPIs per street and per dispatcher
         (:func:`gridgov.service.workspace.override_kpis`); a section of their own when given.
+    consultations
+        The per-street and per-department consultation figures
+        (:func:`gridgov.consultation_review.consultation_figures`), shown in their own section.
 
     Returns
     -------
@@ -540,6 +582,7 @@ def report_html(
                 "</section>",
             ]
         ),
+        *([] if consultations is None else _consultation_section(consultations, street_names)),
         '<section id="charts"><h2>图表 <span class="en">Charts</span></h2>',
         "<h3>五项指标 <span class='en'>The five rates per office</span></h3>",
         _legend([(f"{zh} {en}", _RATE_COLOURS[k]) for k, (zh, en) in _RATE_LABELS.items()]),

@@ -61,6 +61,7 @@ __all__ = [
     "next_event",
     "plan_supervision",
     "replay",
+    "supervision_level",
 ]
 
 
@@ -730,6 +731,16 @@ class Overdue:
     level: str
 
 
+def supervision_level(overdue_by: float, allowed: float, district_after: float) -> str:
+    """Where the supervision of something overdue belongs: ``"street"`` until it is overdue by
+    ``district_after`` times the time it was allowed, ``"district"`` from then on.
+
+    The one street → district escalation rule: incidents' stages and consultation requests
+    both use it (any unit, the same for both arguments).
+    """
+    return "street" if overdue_by < district_after * allowed else "district"
+
+
 def list_overdue(
     events: Sequence[Event] | pd.DataFrame,
     matters: Mapping[str, Matter],
@@ -924,7 +935,7 @@ def _scan_log(
         if t_us <= due_us:
             continue
         late_us = t_us - due_us
-        level = "street" if late_us < district_after * allowed_us else "district"
+        level = supervision_level(late_us, allowed_us, district_after)
         # Acknowledge and arrive supervisions belong to one dispatch cycle; resolve's to the case.
         since = latest + 1 if stage is not Stage.RESOLVE else 0
         done = frozenset(

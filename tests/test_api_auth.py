@@ -117,6 +117,42 @@ class World:
         )
         return int(stored[0]["media_id"])
 
+    def consultation(self, *, answered: bool = False) -> tuple[int, int]:
+        """A fresh project around point_a (street A only): (consultation id, A's request)."""
+        from gridgov.footprints import read_footprint
+        from gridgov.service import consultations
+        from gridgov.service.scope import OPERATOR
+
+        lon, lat = self.point_a
+        registered = consultations.register(
+            self.engine,
+            OPERATOR,
+            item_code="P-DET-09",
+            stage="implementation",
+            title="matrix project",
+            letter="matrix letter",
+            department="matrix department",
+            footprint=read_footprint(f"POINT ({lon} {lat})", radius_m=30),
+            buffer_m=0.0,
+            at=datetime.now(UTC),
+            actor="matrix",
+        )
+        requests = store.read_consultation_requests(
+            self.engine, consultation_id=registered.consultation_id, street_code=STREET_A
+        )
+        request_id = int(requests["request_id"].iloc[0])
+        if answered:
+            consultations.respond(
+                self.engine,
+                OPERATOR,
+                request_id,
+                opinion="agree",
+                text=None,
+                at=datetime.now(UTC),
+                actor="matrix",
+            )
+        return registered.consultation_id, request_id
+
     def finish(self, incident_id: str) -> None:
         """Cancel the incident if it is still open, freeing its units for the next cell."""
         status = store.query_incidents(self.engine, incident_ids=[incident_id])[0]["status"]
@@ -182,10 +218,13 @@ class Cell:
     """One request: built from the world, the fresh incident and units, sent as a role."""
 
     method: str
-    path: str  # format fields: {incident}, {unit}, {other}, {level}, {media}
+    # format fields: {incident}, {unit}, {other}, {level}, {media}, {street}, {consultation},
+    # {request}
+    path: str
     expected: dict[str, int]
     body: Callable[[World], Any] | None = None
-    # "none", "dispatched", "resolved", "queued", "backup" or "photo" (dispatched, with one)
+    # "none", "dispatched", "resolved", "queued", "backup", "photo" (dispatched, with one);
+    # "consultation" or "answered" (a fresh one in street A)
     needs: str = "none"
     form: Callable[[World], dict[str, str]] | None = None  # multipart fields, sent with PHOTO
 
@@ -440,6 +479,74 @@ CELLS: dict[str, Cell] = {
         ),
         needs="dispatched",
     ),
+    # Consultations (powers 2 and 4): streets see the requests addressed to them, departments
+    # their own (tests/test_api_consultations.py), the district all.
+    "consultations.register": Cell(
+        "POST",
+        "/api/v1/consultations",
+        _staff(403, admin=201),
+        body=lambda w: {
+            "item_code": "P-DET-09",
+            "stage": "implementation",
+            "title": "matrix",
+            "letter": "matrix",
+            "department": "matrix department",
+            "footprint": f"POINT ({w.point_a[0]} {w.point_a[1]})",
+            "radius_m": 30,
+        },
+    ),
+    "consultations.list": Cell(
+        "GET",
+        "/api/v1/consultations",
+        _staff(
+            200,
+            unit_assigned=403,
+            unit_other=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+        ),
+    ),
+    "consultations.get": Cell(
+        "GET",
+        "/api/v1/consultations/{consultation}",
+        _staff(
+            200,
+            dispatcher_b=404,
+            unit_assigned=403,
+            unit_other=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+        ),
+        needs="consultation",
+    ),
+    "consultations.respond": Cell(
+        "POST",
+        "/api/v1/consultations/requests/{request}/respond",
+        _staff(403, admin=200, commander_a=200, dispatcher_a=200, dispatcher_b=404),
+        body=lambda w: {"opinion": "conditional", "text": "keep the trees"},
+        needs="consultation",
+    ),
+    "consultations.adopt": Cell(
+        "POST",
+        "/api/v1/consultations/requests/{request}/adopt",
+        _staff(403, admin=200),
+        body=lambda w: {"adoption": "partly", "reason": "the trees stay, the plaza goes"},
+        needs="answered",
+    ),
+    "consultations.accept": Cell(
+        "POST",
+        "/api/v1/consultations/requests/{request}/accept",
+        _staff(403, admin=200, commander_a=200, dispatcher_a=200, dispatcher_b=404),
+        body=lambda w: {"accepted": False, "reason": "paving unfinished"},
+        needs="consultation",
+    ),
+    "consultations.suggest": Cell(
+        "POST",
+        "/api/v1/consultations/suggestions",
+        _staff(201, analyst=403, dispatcher_b=403, grid_worker_elsewhere=403),
+        body=lambda w: {"lon": w.point_a[0], "lat": w.point_a[1], "text": "keep the trees"},
+        needs="consultation",
+    ),
 }
 
 
@@ -460,6 +567,8 @@ def test_the_matrix_covers_every_native_route() -> None:
             ("{unit}", "{unit_id}"),
             ("{media}", "{media_id}"),
             ("{street}", "{street_code}"),
+            ("{consultation}", "{consultation_id}"),
+            ("{request}", "{request_id}"),
         ):
             path = path.replace(name, field_)
         path = re.sub(r"/actions/\w+$", "/actions/{action}", path)
@@ -473,7 +582,10 @@ def test_the_matrix_covers_every_native_route() -> None:
 def test_role_endpoint(world: World, name: str, role: str) -> None:
     cell = CELLS[name]
     incident = unit = other = media_id = None
-    if cell.needs != "none":
+    consultation = request = None
+    if cell.needs in ("consultation", "answered"):
+        consultation, request = world.consultation(answered=cell.needs == "answered")
+    if cell.needs in ("dispatched", "resolved", "queued", "backup", "photo"):
         incident, unit, other = world.incident(
             resolved=cell.needs == "resolved",
             queued=cell.needs == "queued",
@@ -499,6 +611,8 @@ def test_role_endpoint(world: World, name: str, role: str) -> None:
         level="street",
         media=media_id,
         street=STREET_A,
+        consultation=consultation,
+        request=request,
     )
     body = cell.body(world) if cell.body else None
     try:

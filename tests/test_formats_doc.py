@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gridgov import catalog
+from gridgov import catalog, consultation_items
 from gridgov.areas import REQUIRED_COLUMNS as AREA_REQUIRED
 from gridgov.model import ROAD_NODE_COLUMNS
 from gridgov.roads import LINK_COLUMNS, NODE_COLUMNS
 from gridgov.tessellate import ADMIN_COLUMNS
 from gridgov.units import OFFICE_REQUIRED_COLUMNS, UNIT_REQUIRED_COLUMNS
+from gridgov.workdays import CALENDAR_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "formats.md"
@@ -35,6 +36,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "Deadline fields": catalog.DEADLINE_FIELDS,
     "Event-class fields": catalog.EVENT_CLASS_FIELDS,
     "Admin table columns": ADMIN_COLUMNS,
+    "Consultation catalogue fields (top level)": consultation_items.CONSULTATION_FIELDS,
+    "Consultation term fields": consultation_items.TERM_FIELDS,
+    "Consultation item fields": consultation_items.ITEM_FIELDS,
+    "Holiday calendar fields": CALENDAR_FIELDS,
 }
 
 

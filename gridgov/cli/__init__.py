@@ -10,7 +10,8 @@ lists them; the commands live in modules by topic:
   route;
 - ``dispatch_commands``: dispatch, dispatch-batch, simulate, supervise, notices, act, history;
 - ``analysis_commands``: report, map, coverage, hotspots;
-- ``admin_commands``: serve, demo and the ``consultation`` and ``token`` groups;
+- ``admin_commands``: serve, demo and the ``consultation`` (also ``consult``) and ``token``
+  groups; ``consult_commands`` adds the consultations of powers 2 and 4 to the first;
 - ``command_support``: the consoles, common options and error handling they share.
 """
 
@@ -18,7 +19,13 @@ from __future__ import annotations
 
 import typer
 
-from gridgov.cli import admin_commands, analysis_commands, dispatch_commands, district_commands
+from gridgov.cli import (
+    admin_commands,
+    analysis_commands,
+    consult_commands,
+    dispatch_commands,
+    district_commands,
+)
 
 app = typer.Typer(
     name="gridgov",
@@ -46,6 +53,8 @@ app.command()(dispatch_commands.history)
 app.command()(analysis_commands.report)
 app.command("map")(analysis_commands.map_)
 app.add_typer(admin_commands.consultation_app, name="consultation")
+# The issue's name for the same group (one consultation model, two spellings).
+app.add_typer(consult_commands.consultation_app, name="consult")
 app.command()(analysis_commands.coverage)
 app.command()(analysis_commands.hotspots)
 app.command()(district_commands.route)

@@ -1,6 +1,7 @@
 """Commands that run and administer the service.
 
-Appointment consultations (the ``consultation`` group), API credentials (the ``token`` group),
+Consultations (the ``consultation`` group: power 1's commands here, powers 2 and 4's in
+``consult_commands``), API credentials (the ``token`` group),
 the HTTP service (``serve``) and the first-run tour (``demo``).
 """
 
@@ -22,7 +23,6 @@ from gridgov.cli.command_support import (
     local_time,
     out,
     parse_instant,
-    print_json,
     redact,
 )
 from gridgov.cli.dispatch_commands import history
@@ -31,8 +31,10 @@ from gridgov.errors import InputError
 from gridgov.settings import get_settings
 
 consultation_app = typer.Typer(
-    help="Appointment consultations (power 1): before a department moves the head of an office "
-    "stationed in a street, it consults the street in writing and records the street's opinion.",
+    help="Consultations of the streets. Power 1 (record, opinion, check): before a department "
+    "moves the head of an office stationed in a street, it consults the street in writing. "
+    "Powers 2 and 4 (register, respond, adopt, accept, suggest): plans, projects and decisions "
+    "whose footprint decides which streets are asked. `list` shows both.",
     no_args_is_help=True,
 )
 
@@ -96,27 +98,6 @@ def consultation_opinion(
             opinion_text=text,
         )
     out.print(f"consultation {consultation_id}: the street's opinion is {opinion}", highlight=False)
-
-
-@consultation_app.command("list")
-def consultation_list(
-    office: Annotated[str | None, typer.Option(help="Only this office.")] = None,
-    street: Annotated[str | None, typer.Option(help="Only this street.")] = None,
-    department: Annotated[str | None, typer.Option(help="Only this department.")] = None,
-    url: UrlOption = None,
-) -> None:
-    """List the consultations as JSON, oldest first."""
-    from gridgov import store
-
-    with domain_errors():
-        frame = store.read_consultations(
-            store.open_store(database_url(url)),
-            office_id=office,
-            street_code=street,
-            department=department,
-        )
-    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    print_json(records)
 
 
 @consultation_app.command("check")
@@ -198,8 +179,8 @@ def token_issue(
     role: Annotated[
         str,
         typer.Argument(
-            help="admin, commander, dispatcher, unit, grid_worker, analyst or citizen "
-            "(an Open311 API key)."
+            help="admin, commander, dispatcher, unit, grid_worker, analyst, department or "
+            "citizen (an Open311 API key)."
         ),
     ],
     label: Annotated[str, typer.Option(help="Who holds it (a name, a device, an app).")],
@@ -208,6 +189,9 @@ def token_issue(
     ] = None,
     unit: Annotated[str | None, typer.Option(help="The unit of a unit token.")] = None,
     grid: Annotated[str | None, typer.Option(help="The grid of a grid worker.")] = None,
+    department: Annotated[
+        str | None, typer.Option(help="The department of a department token (its name).")
+    ] = None,
     days: Annotated[
         float | None, typer.Option(help="Expires after this many days (default: never).")
     ] = None,
@@ -228,10 +212,11 @@ def token_issue(
             street_code=street,
             unit_id=unit,
             grid_code=grid,
+            department=department,
             expires_at=None if days is None else now + timedelta(days=days),
             now=now,
         )
-    scope = credential.street_code or ""
+    scope = credential.street_code or credential.department or ""
     if credential.unit_id or credential.grid_code:
         scope = f"{credential.unit_id or credential.grid_code} ({scope})"
     err.print(
@@ -251,7 +236,13 @@ def token_list(url: UrlOption = None) -> None:
         df = store.list_credentials(store.open_store(database_url(url)))
     for row in df.astype(object).where(df.notna(), None).to_dict("records"):
         state = "revoked" if row["revoked_at"] is not None else ""
-        scope = str(row["street_code"] or row["unit_id"] or row["grid_code"] or "district")
+        scope = str(
+            row["street_code"]
+            or row["unit_id"]
+            or row["grid_code"]
+            or row["department"]
+            or "district"
+        )
         out.print(
             f"{row['credential_id']}  {row['kind']:<7} {row['role']:<11} {scope:<18} "
             f"{row['label']}  {state}",

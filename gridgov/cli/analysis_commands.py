@@ -37,8 +37,9 @@ def report(
     level: Annotated[
         str,
         typer.Option(
-            help="CSV rows: office, department, street, district, or overrides (the "
-            "dispatchers' override rate and extra travel time, per street and per dispatcher)."
+            help="CSV rows: office, department, street, district; overrides (the "
+            "dispatchers' override rate and extra travel time, per street and per dispatcher); "
+            "consult-street or consult-department (the consultations of powers 2 and 4)."
         ),
     ] = "office",
     out_path: Annotated[
@@ -75,22 +76,35 @@ def report(
     (按期结案率), rework (返工率) and satisfaction (满意率) rates, response and arrival times, and
     the share of calls handled at each level. The street's evaluation is combined with the
     departments' own scores with weights that may not fall below the reform's floors.
+
+    Consultations (powers 2 and 4) of the requests sent in the period: per street, requests
+    received, answered on time, opinions adopted (share) and acceptance refusals; per
+    department, requests sent late and the share of street opinions it adopted.
     """
     from gridgov import store
     from gridgov.assessment import Period, assess, read_department_scores
     from gridgov.report import TABLES, report_csv, report_html
+    from gridgov.service import consultations
     from gridgov.service.workspace import override_kpis
 
     with domain_errors():
         if fmt not in ("csv", "html"):
             msg = f"--format must be csv or html, not {fmt!r}"
             raise InputError(msg)
-        check_choice(level, (*TABLES, "overrides"), "--level")
+        check_choice(level, (*TABLES, "overrides", *_CONSULT_LEVELS), "--level")
         span = Period.parse(period)
         engine = store.open_store(database_url(url))
         overrides = override_kpis(
             store.read_choices(engine, since=span.start, until=span.end), street_code=street
         )
+        figures = consultations.figures(engine, span.start, span.end)
+        if street is not None:
+            figures = (figures[0][figures[0]["street_code"] == street], figures[1])
+        if fmt == "csv" and level in _CONSULT_LEVELS:
+            frame = figures[_CONSULT_LEVELS.index(level)].copy()
+            frame.insert(0, "period", span.label)
+            _write_csv(report_csv(frame), out_path)
+            return
         offices = store.read_offices(engine)
         scores = (
             None
@@ -124,6 +138,7 @@ def report(
                 assessment,
                 street_names=dict(zip(streets["code"], streets["name"], strict=True)),
                 overrides=overrides,
+                consultations=figures,
             )
             if out_path is None:
                 out_path = Path(f"report-{period}{'-' + street if street else ''}.html")
@@ -134,8 +149,22 @@ def report(
     out.print(f"wrote {out_path} ({calls} calls in {period})", highlight=False)
 
 
+_CONSULT_LEVELS = ("consult-street", "consult-department")
+
+
+def _write_csv(text: str, out_path: Path | None) -> None:
+    if out_path is None:
+        sys.stdout.write(text)
+        return
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(text, encoding="utf-8-sig")  # the BOM: spreadsheets read the names
+    out.print(f"wrote {out_path}", highlight=False)
+
+
 def map_(
-    kind: Annotated[str, typer.Argument(help="command-centre, street, coverage or assessment.")],
+    kind: Annotated[
+        str, typer.Argument(help="command-centre, street, coverage, assessment or consultation.")
+    ],
     out_path: Annotated[
         Path, typer.Option("--out", help="HTML file to write, e.g. maps/NAME.html.")
     ],
@@ -181,6 +210,10 @@ def map_(
         str,
         typer.Option(help="'inline' (the file works offline from disk) or a URL prefix (/static)."),
     ] = "inline",
+    consultation: Annotated[
+        int | None,
+        typer.Option(help="Consultation map: the consultation (powers 2 and 4) to draw."),
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Write an interactive map. Leaflet and its plugins come inlined or from a local URL,
@@ -203,6 +236,7 @@ def map_(
             "period": period,
             "base": settings.map_base if base is None else base,
             "tile_key": settings.tianditu_key,
+            "consultation": consultation,
         }
         # Every option is checked before the store is opened: a mistake costs no loading.
         maps.check_map_options(kind, **options)  # type: ignore[arg-type]

@@ -271,8 +271,13 @@ def supervise(
     dispatch, has passed. Supervision starts at the street and escalates to the district when
     the stage is overdue by `supervise_district_after` times its deadline. Recording is
     idempotent: a second run at the same instant records nothing new.
+
+    The streets' consultation requests (powers 2 and 4) are listed beside them: an answer
+    overdue after its working-day deadline, and a department's decision on an answer overdue
+    after as many working days again; they escalate to the district by the same rule.
     """
     from gridgov import store
+    from gridgov.service import consultations
 
     with domain_errors():
         when = parse_instant(at, "--at")
@@ -293,6 +298,18 @@ def supervise(
         )
     if not dry_run:
         out.print(f"recorded {len(items)} supervision(s) with their notices", highlight=False)
+    # The streets' consultation requests, beside the incidents, with the same escalation.
+    with domain_errors():
+        requests = (consultations.overdue if dry_run else consultations.supervise)(engine, when)
+    out.print(f"consultation requests overdue: {len(requests)}", highlight=False)
+    for request in requests:
+        out.print(
+            f"  request {request.request_id:<6} {request.stage:<11} street "
+            f"{request.street_code} overdue by {request.overdue_by.total_seconds() / 86400:.1f} d "
+            f"(due {local_time(request.due)})  {request.level:<8} department {request.department}",
+            highlight=False,
+            markup=False,
+        )
 
 
 def notices(

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 #: Map kinds :func:`build_map` knows.
-MAP_KINDS = ("command-centre", "street", "coverage", "assessment")
+MAP_KINDS = ("command-centre", "street", "coverage", "assessment", "consultation")
 
 
 def build_map(
@@ -47,6 +47,7 @@ def build_map(
     tile_key: str | None = None,
     road_url: str | None = None,
     now: datetime | None = None,
+    consultation: int | None = None,
 ) -> folium.Map:
     """Read the store and build one map (what ``gridgov map KIND`` calls).
 
@@ -82,6 +83,8 @@ def build_map(
         template (a page served by gridgov: ``/api/v1/roads?bbox=...``).
     now
         The command centre's "now" (heat map window).
+    consultation
+        ``consultation``: the consultation of powers 2 and 4 to map.
     """
     from gridgov import store
 
@@ -96,7 +99,15 @@ def build_map(
         period=period,
         base=base,
         tile_key=tile_key,
+        consultation=consultation,
     )
+    if kind == "consultation":
+        return _with_roads(
+            _consultation_from_store(engine, int(consultation or 0), base, tile_key),
+            engine,
+            base,
+            road_url,
+        )
     gdf_areas = store.read_stored_areas(engine)
     if kind == "assessment":
         table = kpi if kpi is not None else _store_kpis(engine, period, now)
@@ -152,6 +163,31 @@ def build_map(
     return _with_roads(m, engine, base, road_url)
 
 
+def _consultation_from_store(
+    engine: Engine, consultation_id: int, base: str, tile_key: str | None
+) -> folium.Map:
+    from gridgov import store
+    from gridgov.errors import NotFoundError
+    from gridgov.maps.consultation_map import consultation_map
+
+    found = store.read_footprint_consultations(engine, consultation_id=consultation_id)
+    if found.empty:
+        msg = f"no consultation {consultation_id} with a footprint in the store"
+        raise NotFoundError(msg)
+    areas = pd.concat(
+        [store.read_stored_areas(engine, "street"), store.read_stored_areas(engine, "community")],
+        ignore_index=True,
+    )
+    return consultation_map(
+        found.iloc[0].to_dict(),
+        store.read_consultation_requests(engine, consultation_id=consultation_id),
+        store.read_consultation_events(engine, consultation_id, action="suggest"),
+        areas,
+        base=base,
+        tile_key=tile_key,
+    )
+
+
 def _with_roads(m: folium.Map, engine: Engine, base: str, road_url: str | None) -> folium.Map:
     """The map with the stored roads (inlined, or fetched per viewport from ``road_url``), its
     matters named from the stored catalogue."""
@@ -177,6 +213,7 @@ def check_map_options(
     period: str | None = None,
     base: str = "none",
     tile_key: str | None = None,
+    consultation: int | None = None,
 ) -> None:
     """Check the options of :func:`build_map` before anything is read (a missing ``--street``
     is reported at once, not after the store is loaded); every problem in one error.
@@ -195,6 +232,8 @@ def check_map_options(
     problems: list[str] = []
     if kind == "street" and not street:
         problems.append("the street map needs a street code (--street)")
+    if kind == "consultation" and consultation is None:
+        problems.append("the consultation map needs a consultation id (--consultation)")
     if kind in ("command-centre", "coverage") and str(level) not in {lv.value for lv in Level}:
         problems.append(
             f"unknown level {str(level)!r} (--level); expected one of "

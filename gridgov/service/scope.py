@@ -12,6 +12,8 @@ The roles (a credential carries its role and the area it is issued for):
 - **grid_worker**: the incidents of its grid and the units of its street; reports in its grid.
 - **unit**: the incidents it is or was assigned to, and itself; reports inside its street.
 - **citizen**: files Open311 requests anywhere in the district; reads no native incident.
+- **department**: a stationed department (by its name): registers consultations of the streets
+  (powers 2 and 4), reads its own, and records how it took each street's opinion.
 - **public** (no credential): Open311 reads only.
 
 A credential that lacks the field its role is scoped by (a street, a grid, a unit) sees
@@ -37,9 +39,14 @@ __all__ = [
     "ASSESSORS",
     "BATCH_DISPATCHERS",
     "CHOOSERS",
+    "CONSULTATION_ADOPTERS",
+    "CONSULTATION_ANSWERERS",
+    "CONSULTATION_READERS",
+    "CONSULTATION_REGISTRARS",
     "DISTRICT_ROLES",
     "MODE_SETTERS",
     "NOTHING",
+    "OPERATOR",
     "POSITION_SENDERS",
     "PUBLIC",
     "READERS",
@@ -73,6 +80,14 @@ STATUS_SETTERS = frozenset({"admin", "commander", "dispatcher", "unit"})
 POSITION_SENDERS = frozenset({"admin", "dispatcher", "unit"})
 #: Read the five-powers assessment (commanders and dispatchers: their street's).
 ASSESSORS = frozenset({"admin", "analyst", "commander", "dispatcher"})
+#: Read consultations of the streets (streets theirs, departments their own, the district all).
+CONSULTATION_READERS = frozenset({"admin", "analyst", "commander", "dispatcher", "department"})
+#: Register a plan, project or decision for consultation.
+CONSULTATION_REGISTRARS = frozenset({"admin", "department"})
+#: Answer a request and sign off (or refuse) an acceptance, for their street.
+CONSULTATION_ANSWERERS = frozenset({"admin", "commander", "dispatcher"})
+#: Record how a street's opinion was taken, for their own department.
+CONSULTATION_ADOPTERS = frozenset({"admin", "department"})
 #: Matches no area, unit or street code (they are digits and dashes).
 NOTHING = "~none~"
 #: The workflow role each API role acts as (:mod:`gridgov.workflow` checks it per action).
@@ -114,6 +129,8 @@ class Scope:
         The area (or unit) the credential is issued for; None when the role has none.
     district_wide
         Whether the caller reads the whole district.
+    department
+        The department a ``department`` credential is issued for.
     """
 
     role: str
@@ -121,6 +138,7 @@ class Scope:
     grid_code: str | None
     unit_id: str | None
     district_wide: bool
+    department: str | None = None
 
     # ----------------------------------------------------------------------------------------
     # incidents
@@ -263,6 +281,70 @@ class Scope:
         return self.unit_id if self.role == "unit" else None
 
     # ----------------------------------------------------------------------------------------
+    # consultations of the streets (powers 2 and 4)
+    # ----------------------------------------------------------------------------------------
+
+    def consultation_filters(self) -> dict[str, Any]:
+        """Filters of the consultation requests a caller reads: the district all, a street the
+        requests addressed to it, a department its own (``street_code`` or ``department``).
+
+        Raises
+        ------
+        ForbiddenError
+            The role reads no consultations.
+        """
+        if self.district_wide:
+            return {}
+        if self.role in STREET_ROLES:
+            return {"street_code": self.street_code or NOTHING}
+        if self.role == "department":
+            return {"department": self.department or NOTHING}
+        msg = f"the {self.role} role reads no consultations"
+        raise ForbiddenError(msg)
+
+    def can_see_request(self, street_code: str, department: str) -> bool:
+        """Whether one request (to ``street_code``, from ``department``) is in scope."""
+        if self.role not in CONSULTATION_READERS:
+            return False
+        wanted = self.consultation_filters()
+        if "street_code" in wanted:
+            return street_code == wanted["street_code"]
+        if "department" in wanted:
+            return department == wanted["department"]
+        return True
+
+    def check_answer(self, street_code: str) -> None:
+        """Refuse an answer or acceptance for a street not the caller's (admins: any).
+
+        Raises
+        ------
+        ForbiddenError
+            Another street's request, or a role that answers none.
+        """
+        if self.role == "admin":
+            return
+        if self.role in STREET_ROLES and street_code == self.street_code:
+            return
+        msg = f"only street {street_code}'s commanders and dispatchers answer its requests"
+        raise ForbiddenError(msg)
+
+    def check_department(self, department: str) -> None:
+        """Refuse a department's act (registering, adopting) by anyone but that department
+        (admins: any).
+
+        Raises
+        ------
+        ForbiddenError
+            Another department, or a role that is no department.
+        """
+        if self.role == "admin":
+            return
+        if self.role == "department" and department == self.department:
+            return
+        msg = f"only the department {department!r} acts on its own consultations"
+        raise ForbiddenError(msg)
+
+    # ----------------------------------------------------------------------------------------
     # Open311
     # ----------------------------------------------------------------------------------------
 
@@ -274,6 +356,8 @@ class Scope:
 
 #: The scope of a caller without a credential (Open311 reads).
 PUBLIC = Scope("public", None, None, None, district_wide=False)
+#: The command line's scope: whoever can open the store administers the district.
+OPERATOR = Scope("admin", None, None, None, district_wide=True)
 
 
 def scope_for(credential: _Credential | None) -> Scope:
@@ -287,4 +371,6 @@ def scope_for(credential: _Credential | None) -> Scope:
         grid_code=credential.grid_code,
         unit_id=credential.unit_id,
         district_wide=role in DISTRICT_ROLES,
+        # Only department credentials carry one; older credential-like objects have none.
+        department=getattr(credential, "department", None),
     )

@@ -44,6 +44,7 @@ CREDENTIAL_COLUMNS = [
     "street_code",
     "unit_id",
     "grid_code",
+    "department",
     "label",
     "created_at",
     "expires_at",
@@ -64,6 +65,7 @@ class Credential:
     unit_id: str | None = None
     grid_code: str | None = None
     label: str = ""
+    department: str | None = None
 
 
 def _digest(secret: str) -> str:
@@ -84,14 +86,15 @@ def issue_credential(
     street_code: str | None = None,
     unit_id: str | None = None,
     grid_code: str | None = None,
+    department: str | None = None,
     expires_at: datetime | None = None,
     now: datetime | None = None,
 ) -> tuple[Credential, str]:
     """Issue a credential and return it with its secret, which is shown this once only.
 
     Each role needs its scope: commanders and dispatchers a street, a unit its unit id, a grid
-    worker a grid (its street follows from the grid). Citizens hold API keys; every other role
-    holds tokens.
+    worker a grid (its street follows from the grid), a department its name (as its offices
+    and consultations name it). Citizens hold API keys; every other role holds tokens.
 
     Raises
     ------
@@ -122,6 +125,10 @@ def issue_credential(
             msg = f"a unit token is scoped to its unit: no unit {unit_id!r} in the store"
             raise InputError(msg)
         street_code = street
+    elif role == "department":
+        if not (department and department.strip()):
+            raise InputError("a department token is scoped to its department: give its name")
+        department = department.strip()
     elif role == "grid_worker":
         if not grid_code or _area_level(engine, grid_code) != "grid":
             msg = f"a grid worker is scoped to a grid: give a grid code (got {grid_code!r})"
@@ -146,6 +153,7 @@ def issue_credential(
         else None,
         "unit_id": unit_id if role == "unit" else None,
         "grid_code": grid_code if role == "grid_worker" else None,
+        "department": department if role == "department" else None,
         "label": label,
         "created_at": now or datetime.now(UTC),
         "expires_at": expires_at,
@@ -161,6 +169,7 @@ def issue_credential(
         unit_id=row["unit_id"],
         grid_code=row["grid_code"],
         label=label,
+        department=row["department"],
     )
     return credential, f"{_PREFIX}_{credential_id}_{secret}"
 
@@ -192,6 +201,7 @@ def resolve_credential(
         unit_id=row.unit_id,
         grid_code=row.grid_code,
         label=row.label,
+        department=row.department,
     )
 
 

@@ -626,40 +626,142 @@ class NoticeRow(Base):
     )
 
 
-#: The street's possible opinions on an office head's move.
+#: The street's possible opinions: on an office head's move (power 1), on a plan, project or
+#: decision (powers 2 and 4): agree, object, or agree with conditions.
 OPINIONS = ("agree", "disagree", "conditional")
+#: What a consultation is about: an office head's move (power 1), a plan or project (power 2),
+#: a major decision (power 4). Added in 0008; rows before it are appointments.
+CONSULTATION_KINDS = ("appointment", "planning", "decision")
+#: How the proposing department took a street's opinion.
+ADOPTIONS = ("adopted", "partly", "not_adopted")
+#: Events of a planning or decision consultation (append-only, see migration 0008).
+CONSULTATION_ACTIONS = ("register", "suggest", "respond", "adopt", "accept", "supervise")
 
 
 class ConsultationRow(Base):
-    """Power 1: a department's written consultation of the street before moving an office
-    head, and the street's opinion (NULL until it answers)."""
+    """A department's written consultation of the streets. Power 1: before moving an office
+    head, one street, the opinion on the row (NULL until it answers). Powers 2 and 4 (since
+    0008): a plan, project or decision with its footprint; the streets asked are its
+    :class:`ConsultationRequestRow` s and everything that follows is a
+    :class:`ConsultationEventRow`."""
 
     __tablename__ = "consultations"
 
     consultation_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # No foreign key: the record outlives a reload of the offices.
-    office_id: Mapped[str] = mapped_column(String(64))
+    office_id: Mapped[str | None] = mapped_column(String(64))
     department: Mapped[str] = mapped_column(Text)
-    street_code: Mapped[str] = mapped_column(String(18))
-    head_name: Mapped[str] = mapped_column(Text)
-    proposed_move: Mapped[str] = mapped_column(Text)
+    street_code: Mapped[str | None] = mapped_column(String(18))
+    head_name: Mapped[str | None] = mapped_column(Text)
+    proposed_move: Mapped[str | None] = mapped_column(Text)
     consulted_at: Mapped[datetime] = mapped_column(UTCDateTime())
     letter: Mapped[str] = mapped_column(Text)
     opinion: Mapped[str | None] = mapped_column(String(16))
     opinion_text: Mapped[str | None] = mapped_column(Text)
     opinion_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     recorded_by: Mapped[str] = mapped_column(Text)
+    # Since 0008.
+    kind: Mapped[str] = mapped_column(String(16), server_default="appointment")
+    item_code: Mapped[str | None] = mapped_column(String(32))
+    stage: Mapped[str | None] = mapped_column(String(16))
+    # Registered after the stage its item was meant for (the catalogue's judgement, kept).
+    late: Mapped[bool | None] = mapped_column(Boolean)
+    title: Mapped[str | None] = mapped_column(Text)
+    footprint: Mapped[BaseGeometry | None] = mapped_column(GeometryType("GEOMETRY"))
+    buffer_m: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         CheckConstraint("opinion IS NULL OR " + _in("opinion", list(OPINIONS)), name="opinion"),
         CheckConstraint("(opinion IS NULL) = (opinion_at IS NULL)", name="answered"),
+        CheckConstraint(_in("kind", list(CONSULTATION_KINDS)), name="kind"),
+        CheckConstraint(
+            "kind <> 'appointment' OR (office_id IS NOT NULL AND street_code IS NOT NULL "
+            "AND head_name IS NOT NULL AND proposed_move IS NOT NULL)",
+            name="appointment",
+        ),
+        CheckConstraint(
+            "kind = 'appointment' OR (item_code IS NOT NULL AND stage IS NOT NULL "
+            "AND footprint IS NOT NULL AND late IS NOT NULL)",
+            name="footprinted",
+        ),
         Index(None, "office_id"),
         Index(None, "street_code"),
     )
 
 
+class ConsultationRequestRow(Base):
+    """One street asked about a planning or decision consultation, with its deadline in
+    working days. Written once when the footprint is routed; never changed."""
+
+    __tablename__ = "consultation_requests"
+
+    request_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    consultation_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("consultations.consultation_id")
+    )
+    street_code: Mapped[str] = mapped_column(String(18))
+    # The street's communities the (buffered) footprint reaches.
+    community_codes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Touched by the footprint itself (False: within the buffer only).
+    direct: Mapped[bool] = mapped_column(Boolean)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The working-day count crossed a year the holiday calendar does not cover.
+    due_estimated: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        UniqueConstraint("consultation_id", "street_code"),
+        Index(None, "street_code"),
+    )
+
+
+class ConsultationEventRow(Base):
+    """What happened to a planning or decision consultation: registered, a resident's
+    suggestion, a street's answer, the department's adoption, an acceptance, a supervision.
+    Append-only (triggers, migration 0008), like the incident events."""
+
+    __tablename__ = "consultation_events"
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    consultation_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("consultations.consultation_id")
+    )
+    request_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("consultation_requests.request_id")
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(Text)
+    street_code: Mapped[str | None] = mapped_column(String(18))
+    community_code: Mapped[str | None] = mapped_column(String(18))
+    opinion: Mapped[str | None] = mapped_column(String(16))
+    adoption: Mapped[str | None] = mapped_column(String(16))
+    accepted: Mapped[bool | None] = mapped_column(Boolean)
+    level: Mapped[str | None] = mapped_column(String(16))
+    text: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        CheckConstraint(_in("action", list(CONSULTATION_ACTIONS)), name="action"),
+        CheckConstraint("opinion IS NULL OR " + _in("opinion", list(OPINIONS)), name="opinion"),
+        CheckConstraint("adoption IS NULL OR " + _in("adoption", list(ADOPTIONS)), name="adoption"),
+        Index(None, "consultation_id"),
+        Index(None, "request_id"),
+        Index(None, "action", "at"),
+    )
+
+
 #: Roles an API credential can hold (see api/auth.py for what each may do).
-API_ROLES = ("admin", "commander", "dispatcher", "unit", "grid_worker", "analyst", "citizen")
+API_ROLES = (
+    "admin",
+    "commander",
+    "dispatcher",
+    "unit",
+    "grid_worker",
+    "analyst",
+    "citizen",
+    "department",
+)
 #: Bearer tokens for staff and units; API keys for Open311 citizens' apps.
 CREDENTIAL_KINDS = ("token", "api_key")
 
@@ -679,6 +781,8 @@ class CredentialRow(Base):
     street_code: Mapped[str | None] = mapped_column(String(18))
     unit_id: Mapped[str | None] = mapped_column(String(64))
     grid_code: Mapped[str | None] = mapped_column(String(18))
+    # A department's name (the ``department`` of its offices and consultations), since 0008.
+    department: Mapped[str | None] = mapped_column(Text)
     label: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -728,6 +832,8 @@ ASSIGNMENTS = cast(Table, AssignmentRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 NOTICES = cast(Table, NoticeRow.__table__)
 CONSULTATIONS = cast(Table, ConsultationRow.__table__)
+CONSULTATION_REQUESTS = cast(Table, ConsultationRequestRow.__table__)
+CONSULTATION_EVENTS = cast(Table, ConsultationEventRow.__table__)
 CREDENTIALS = cast(Table, CredentialRow.__table__)
 IDEMPOTENCY = cast(Table, IdempotencyRow.__table__)
 MEDIA = cast(Table, MediaRow.__table__)
