@@ -29,7 +29,7 @@ from shapely.ops import substring
 from gridgov.analysis import forward_search
 from gridgov.errors import InputError
 from gridgov.model import TravelMode
-from gridgov.network import RoadNetwork
+from gridgov.network import RoadNetwork, TravelModel
 
 #: Default bands (minutes).
 DEFAULT_MINUTES: tuple[float, ...] = (2.0, 4.0, 8.0)
@@ -72,7 +72,7 @@ def _piece(line: shapely.LineString, start: float, end: float) -> shapely.LineSt
 
 
 def isochrones(
-    travel: RoadNetwork,
+    travel: TravelModel,
     lon: float,
     lat: float,
     *,

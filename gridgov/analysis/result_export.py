@@ -53,6 +53,13 @@ def _plain_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def with_area_geometry(table: pd.DataFrame, gdf_areas: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """A per-area table (``code``) with each area's polygon joined, for the map formats."""
+    shapes = gdf_areas.drop_duplicates("code").set_index(gdf_areas["code"].astype(str))
+    geometry = shapes.geometry.reindex(table["code"].astype(str)).to_numpy()
+    return gpd.GeoDataFrame(table.copy(), geometry=geometry, crs=gdf_areas.crs)
+
+
 def write_result(frame: pd.DataFrame, path: Path | str, *, layer: str = "result") -> Path:
     """Write ``frame`` to ``path`` in the format its extension names.
 
@@ -87,18 +94,19 @@ def write_result(frame: pd.DataFrame, path: Path | str, *, layer: str = "result"
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "CSV":
         if isinstance(table, gpd.GeoDataFrame):
-            table = pd.DataFrame(table.assign(**{table.geometry.name: table.geometry.to_wkt()}))
+            table = table.to_wkt()
         # The BOM lets spreadsheet programs read Chinese names correctly.
         table.to_csv(target, index=False, encoding="utf-8-sig")
     elif fmt == "GeoParquet":
         table.to_parquet(target, index=False)
-    elif fmt == "GeoJSON":
-        target.unlink(missing_ok=True)
-        table.to_file(target, driver="GeoJSON")
     else:
+        geo_table: gpd.GeoDataFrame = table
         target.unlink(missing_ok=True)
-        table.to_file(target, layer=layer, driver="GPKG")
+        if fmt == "GeoJSON":
+            geo_table.to_file(target, driver="GeoJSON")
+        else:
+            geo_table.to_file(target, layer=layer, driver="GPKG")
     return target
 
 
-__all__ = ["FORMATS", "export_format", "write_result"]
+__all__ = ["FORMATS", "export_format", "with_area_geometry", "write_result"]

@@ -33,9 +33,10 @@ import pandas as pd
 import shapely
 
 from gridgov.analysis import forward_search
+from gridgov.catalog import Catalog
 from gridgov.errors import InputError
-from gridgov.model import TravelMode
-from gridgov.network import RoadNetwork
+from gridgov.model import ForceKind, TravelMode
+from gridgov.network import RoadNetwork, TravelModel
 
 #: NFPA 1710's travel time for the first engine company (seconds).
 FIRE_STANDARD_S = 240.0
@@ -135,7 +136,7 @@ def spread_nodes(
 
 
 def build_problem(
-    travel: RoadNetwork,
+    travel: TravelModel,
     demand: gpd.GeoDataFrame,
     candidates: gpd.GeoDataFrame,
     existing: gpd.GeoDataFrame,
@@ -294,9 +295,7 @@ def p_median(
     from spopt.locate import PMedian
 
     total = _check_add(problem, add)
-    predefined = (
-        np.isin(np.arange(len(problem.sites)), problem.existing) if keep_existing else None
-    )
+    predefined = np.isin(np.arange(len(problem.sites)), problem.existing) if keep_existing else None
     model = PMedian.from_cost_matrix(
         _finite_cost(problem),
         problem.weights,
@@ -335,9 +334,7 @@ def max_cover(
         msg = f"the standard must be a positive number of seconds, got {standard_s}"
         raise InputError(msg)
     total = _check_add(problem, add)
-    predefined = (
-        np.isin(np.arange(len(problem.sites)), problem.existing) if keep_existing else None
-    )
+    predefined = np.isin(np.arange(len(problem.sites)), problem.existing) if keep_existing else None
     model = MCLP.from_cost_matrix(
         _finite_cost(problem),
         problem.weights,
@@ -349,6 +346,99 @@ def max_cover(
     chosen = _with_idle_sites(model, [], total)
     objective = float(pulp.value(model.problem.objective))
     return _result(problem, "max-cover", chosen, objective, standard_s)
+
+
+def standard_for_kind(kind: ForceKind | str, catalog: Catalog | None) -> float:
+    """The coverage standard (seconds) of a force kind.
+
+    Fire: :data:`FIRE_STANDARD_S` (NFPA 1710). Other kinds: the strictest maximum travel time
+    of the catalogue's matters the kind leads (or assists in, when it leads none).
+    """
+    k = ForceKind(kind)
+    if k is ForceKind.FIRE:
+        return FIRE_STANDARD_S
+    matters = () if catalog is None else catalog.for_kind(k, lead_only=True)
+    if not matters and catalog is not None:
+        matters = catalog.for_kind(k)
+    if not matters:
+        msg = f"no matter of the catalogue needs {k.value}: give the standard (--standard)"
+        raise InputError(msg)
+    return min(m.max_travel_min for m in matters) * 60.0
+
+
+def existing_stations(gdf_units: gpd.GeoDataFrame, kind: ForceKind | str) -> gpd.GeoDataFrame:
+    """One site per office of a kind: where its first on-duty unit (by id) stands."""
+    k = ForceKind(kind).value
+    units = gdf_units[(gdf_units["kind"].astype(str) == k) & gdf_units["on_duty"].astype(bool)]
+    units = units[~units.geometry.is_empty & units.geometry.notna()].sort_values("unit_id")
+    key = units["office_id"].fillna(units["unit_id"]).astype(str)
+    first = units.assign(site_id=key).drop_duplicates("site_id")
+    return first[["site_id", first.geometry.name]].reset_index(drop=True)
+
+
+def kind_mode(gdf_units: gpd.GeoDataFrame, kind: ForceKind | str) -> TravelMode:
+    """The travel mode most of a kind's units use (drive when the kind has none)."""
+    modes = gdf_units.loc[gdf_units["kind"].astype(str) == ForceKind(kind).value, "travel_mode"]
+    return TravelMode(str(modes.mode().sort_values().iloc[0])) if len(modes) else TravelMode.DRIVE
+
+
+def plan_sites(
+    gdf_areas: gpd.GeoDataFrame,
+    gdf_units: gpd.GeoDataFrame,
+    travel: TravelModel,
+    kind: ForceKind | str,
+    add: int,
+    *,
+    model: str = "max-cover",
+    standard_s: float | None = None,
+    catalog: Catalog | None = None,
+    candidates: gpd.GeoDataFrame | None = None,
+    weights: pd.Series | None = None,
+    level: str = "grid",
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    keep_existing: bool = True,
+) -> SitingResult:
+    """Where ``add`` more stations of ``kind`` should go, on a district's frames.
+
+    Demand: the areas of ``level`` weighted by ``weights`` (default their micro-grids).
+    Candidates: ``candidates`` (points), else ``max_candidates`` of the network's road nodes
+    spread over the district. Existing stations: one per office of the kind. The standard:
+    ``standard_s``, else :func:`standard_for_kind`.
+    """
+    from gridgov.coverage import count_microgrids
+
+    if model not in OBJECTIVES:
+        msg = f"unknown model {model!r}; expected one of {', '.join(OBJECTIVES)}"
+        raise InputError(msg)
+    if not isinstance(travel, RoadNetwork):
+        msg = "siting needs a road network (no roads are stored)"
+        raise InputError(msg)
+    standard = standard_for_kind(kind, catalog) if standard_s is None else float(standard_s)
+    areas = gdf_areas[gdf_areas["level"].astype(str) == level]
+    if len(areas) == 0:
+        msg = f"no {level} areas"
+        raise InputError(msg)
+    demand = demand_points(
+        areas, count_microgrids(gdf_areas, level) if weights is None else weights
+    )
+    if candidates is None:
+        district = gdf_areas[gdf_areas["level"].astype(str) == "district"]
+        within = (
+            shapely.union_all(district.to_crs("EPSG:4326").geometry.to_numpy())
+            if len(district)
+            else None
+        )
+        candidates = spread_nodes(travel.gdf_nodes, max_candidates, within=within)
+    problem = build_problem(
+        travel,
+        demand,
+        candidates,
+        existing_stations(gdf_units, kind),
+        mode=kind_mode(gdf_units, kind),
+    )
+    if model == "p-median":
+        return p_median(problem, add, keep_existing=keep_existing, standard_s=standard)
+    return max_cover(problem, add, standard_s=standard, keep_existing=keep_existing)
 
 
 def objective_value(
@@ -383,9 +473,7 @@ def brute_force(
     for extra in itertools.combinations(pool, total - len(existing)):
         chosen = tuple(sorted(existing + extra))
         value = objective_value(problem, chosen, objective, standard_s)
-        better = best is None or (
-            value < best[1] if objective == "p-median" else value > best[1]
-        )
+        better = best is None or (value < best[1] if objective == "p-median" else value > best[1])
         if better:
             best = (chosen, value)
     assert best is not None
@@ -401,8 +489,12 @@ __all__ = [
     "brute_force",
     "build_problem",
     "demand_points",
+    "existing_stations",
+    "kind_mode",
     "max_cover",
     "objective_value",
     "p_median",
+    "plan_sites",
     "spread_nodes",
+    "standard_for_kind",
 ]

@@ -10,6 +10,7 @@ lists them; the commands live in modules by topic:
   route;
 - ``dispatch_commands``: dispatch, dispatch-batch, simulate, supervise, notices, act, history;
 - ``analysis_commands``: report, map, coverage, hotspots;
+- ``toolkit_commands``: isochrone, sites, workload;
 - ``admin_commands``: serve, demo and the ``consultation`` and ``token`` groups;
 - ``command_support``: the consoles, common options and error handling they share.
 """
@@ -18,7 +19,13 @@ from __future__ import annotations
 
 import typer
 
-from gridgov.cli import admin_commands, analysis_commands, dispatch_commands, district_commands
+from gridgov.cli import (
+    admin_commands,
+    analysis_commands,
+    dispatch_commands,
+    district_commands,
+    toolkit_commands,
+)
 
 app = typer.Typer(
     name="gridgov",
@@ -48,6 +55,9 @@ app.command("map")(analysis_commands.map_)
 app.add_typer(admin_commands.consultation_app, name="consultation")
 app.command()(analysis_commands.coverage)
 app.command()(analysis_commands.hotspots)
+app.command()(toolkit_commands.isochrone)
+app.command()(toolkit_commands.sites)
+app.command()(toolkit_commands.workload)
 app.command()(district_commands.route)
 app.command()(admin_commands.serve)
 app.add_typer(admin_commands.token_app, name="token")
