@@ -174,10 +174,40 @@ def shared_road(arrays: ModeArrays, sources: Snapped, targets: Snapped) -> np.nd
     return shared
 
 
+def direct_ways(arrays: ModeArrays, sources: Snapped, targets: Snapped) -> pd.DataFrame:
+    """The ways along one shared road that a node-to-node search cannot see.
+
+    For every source join and target join on the same edge: ahead along the edge, or back over
+    its twin when the road is two-way. Returns a frame ``target``, ``source`` (point indices)
+    and ``time_s`` (access legs included), one row per such way.
+    """
+    sp_, se, ss, sa = sources.joins()
+    tp, te, tf, ta = targets.joins()
+    left = pd.DataFrame({"source": sp_, "edge": se, "s": ss, "a_s": np.asarray(sa, dtype=float)})
+    right = pd.DataFrame({"target": tp, "edge": te, "f": tf, "a_t": np.asarray(ta, dtype=float)})
+    pairs = left.merge(right, on="edge")
+    if pairs.empty:
+        return pd.DataFrame({"target": [], "source": [], "time_s": []})
+    e = pairs["edge"].to_numpy(dtype=np.int64)
+    s, f = pairs["s"].to_numpy(), pairs["f"].to_numpy()
+    legs = (pairs["a_s"].to_numpy() + pairs["a_t"].to_numpy()) / arrays.access_ms
+    ahead = np.where(f >= s, (f - s) * arrays.time_s[e], np.inf)
+    with np.errstate(invalid="ignore"):
+        back = np.where(f < s, (s - f) * arrays.rev_time[e], np.inf)
+    return pd.DataFrame(
+        {
+            "target": pairs["target"].to_numpy(),
+            "source": pairs["source"].to_numpy(),
+            "time_s": legs + np.minimum(ahead, back),
+        }
+    )
+
+
 __all__ = [
     "ABS_SLACK_S",
     "REL_SLACK",
     "ModeArrays",
+    "direct_ways",
     "mode_arrays",
     "node_times",
     "search_bound",
