@@ -23,9 +23,12 @@ check that the solver's answer is optimal.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,6 +285,31 @@ def _result(
     )
 
 
+@contextlib.contextmanager
+def _no_banner() -> Iterator[None]:
+    """Silence the process's standard output at the descriptor level for a moment: HiGHS prints
+    its copyright banner from C++ when a model is created, whatever the options say, and it
+    would land in the middle of a command's or a notebook's output."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1 (some embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _solve(model: Any) -> Any:
+    with _no_banner():
+        return model.solve(_solver())
+
+
 def _solver() -> Any:
     """HiGHS (through highspy) with no optimality gap: on the p-median instances here it is an
     order of magnitude faster than CBC; CBC, which PuLP ships, when highspy is missing."""
@@ -313,7 +341,7 @@ def p_median(
         p_facilities=total,
         predefined_facilities_arr=predefined,
     )
-    model = model.solve(_solver())
+    model = _solve(model)
     chosen = [j for j, clients in enumerate(model.fac2cli) if len(clients)]
     chosen = _with_idle_sites(model, chosen, total)
     objective = float(pulp.value(model.problem.objective))
@@ -353,7 +381,7 @@ def max_cover(
         p_facilities=total,
         predefined_facilities_arr=predefined,
     )
-    model = model.solve(_solver())
+    model = _solve(model)
     chosen = _with_idle_sites(model, [], total)
     objective = float(pulp.value(model.problem.objective))
     return _result(problem, "max-cover", chosen, objective, standard_s)
