@@ -87,6 +87,17 @@ def test_sites_adds_a_fire_station_and_prints_the_improvement(url: str, tmp_path
     assert int(written["added"].sum()) == 1 and int(written["existing"].sum()) == 4
 
 
+def test_sites_weighs_demand_by_a_periods_incidents(url: str) -> None:
+    output = _ok(
+        "sites", "police", "--add", "1", "--period", "2026-10", "--max-candidates", "10",
+        "--model", "p-median", "--url", url,
+    )  # fmt: skip
+    assert "1 site(s) added by p-median" in output and "weighted mean" in output
+    assert "--weight" in _fails("sites", "fire", "--period", "2026-10", "--weight", "x",
+                                "--url", url)  # fmt: skip
+    assert "no column" in _fails("sites", "fire", "--weight", "households", "--url", url)
+
+
 def test_sites_refuses_bad_input(url: str) -> None:
     assert "KIND" in _fails("sites", "dragons", "--url", url)
     assert "--model" in _fails("sites", "fire", "--model", "best", "--url", url)

@@ -115,6 +115,26 @@ def demand_points(areas: gpd.GeoDataFrame, weights: pd.Series | None = None) -> 
     return out[out["weight"] > 0].reset_index(drop=True)
 
 
+def demand_weights(gdf_areas: gpd.GeoDataFrame, level: str, column: str) -> pd.Series:
+    """A numeric attribute of the areas of ``level`` as demand weights (by code).
+
+    Raises
+    ------
+    InputError
+        No such column, or values that are not numbers >= 0 (missing counts as 0).
+    """
+    areas = gdf_areas[gdf_areas["level"].astype(str) == level]
+    if column not in areas.columns:
+        msg = f"the areas have no column {column!r}"
+        raise InputError(msg)
+    values = pd.to_numeric(areas[column], errors="coerce")
+    bad = values.isna() & areas[column].notna()
+    if bad.any() or (values < 0).any():
+        msg = f"{column} must hold numbers >= 0"
+        raise InputError(msg)
+    return pd.Series(values.fillna(0.0).to_numpy(), index=areas["code"].astype(str).to_numpy())
+
+
 def spread_nodes(
     gdf_nodes: gpd.GeoDataFrame, k: int, *, within: shapely.Geometry | None = None
 ) -> gpd.GeoDataFrame:
@@ -528,6 +548,7 @@ __all__ = [
     "brute_force",
     "build_problem",
     "demand_points",
+    "demand_weights",
     "existing_stations",
     "kind_mode",
     "max_cover",

@@ -137,6 +137,17 @@ def sites(
         int, typer.Option(help="Road nodes tried as candidates when no file is given.")
     ] = 40,
     level: Annotated[str, typer.Option(help="Demand areas (weighted by micro-grids).")] = "grid",
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="Weight the demand areas by the stored incidents of this period (2026-10...) "
+            "instead of their micro-grids."
+        ),
+    ] = None,
+    weight: Annotated[
+        str | None,
+        typer.Option(help="Weight the demand areas by this numeric column of the areas."),
+    ] = None,
     free: Annotated[
         bool,
         typer.Option(help="Let the existing stations move too (default: they stay)."),
@@ -145,10 +156,14 @@ def sites(
     url: UrlOption = None,
 ) -> None:
     """Where new stations of a kind should go (location-allocation with spopt): the chosen
-    sites and the coverage before and after."""
+    sites and the coverage before and after.
+
+    Demand: the areas of --level, weighted by their micro-grids, a column (--weight) or a
+    period's incidents (--period).
+    """
     from gridgov import store
     from gridgov.analysis.result_export import export_format, write_result
-    from gridgov.analysis.siting import plan_sites
+    from gridgov.analysis.siting import demand_weights, plan_sites
     from gridgov.io import read_vector_wgs84
 
     with domain_errors():
@@ -157,10 +172,22 @@ def sites(
         check_choice(model, ["max-cover", "p-median"], "--model")
         if out_path is not None:
             export_format(out_path)
+        if period is not None and weight is not None:
+            msg = "give either --period or --weight, not both"
+            raise InputError(msg)
         cand = None if candidates is None else read_vector_wgs84(candidates)
         engine = store.open_store(database_url(url))
+        gdf_areas = store.read_stored_areas(engine)
+        weights = None
+        if period is not None:
+            from gridgov.coverage import hot_spots
+
+            counts = hot_spots(gdf_areas, store.read_incidents(engine), level=level, period=period)
+            weights = counts.set_index("code")["count"].astype(float)
+        elif weight is not None:
+            weights = demand_weights(gdf_areas, level, weight)
         result = plan_sites(
-            store.read_stored_areas(engine),
+            gdf_areas,
             store.read_units(engine),
             store.travel_from_store(engine),
             kind,
@@ -169,6 +196,7 @@ def sites(
             standard_s=standard,
             catalog=store.read_catalog(engine),
             candidates=cand,
+            weights=weights,
             level=level,
             max_candidates=max_candidates,
             keep_existing=not free,
@@ -181,7 +209,7 @@ def sites(
     for row in chosen.itertuples():
         out.print(
             f"  {row.site_id} at ({row.geometry.x:.5f}, {row.geometry.y:.5f}), "
-            f"serving {row.demand_served:.0f} micro-grids",
+            f"serving a demand of {row.demand_served:.0f}",
             highlight=False,
             markup=False,
         )
