@@ -123,3 +123,10 @@ def test_coverage_and_hotspots_export_with_polygons(url: str, tmp_path: Path) ->
     spots = tmp_path / "spots.geojson"
     _ok("hotspots", "--period", "2026-10", "--out", str(spots), "--url", url)
     assert {"count", "gi_star", "spot"} <= set(gpd.read_file(spots).columns)
+
+
+def test_isochrone_and_workload_read_either_store(reference_store_url: str) -> None:
+    output = _ok("isochrone", "104.05", "30.69", "--minutes", "3", "--url", reference_store_url)
+    assert "within 3 min" in output
+    output = _ok("workload", "--period", "2025-01", "--url", reference_store_url)
+    assert "2025-01: 0 calls on 0 incidents" in output

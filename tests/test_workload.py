@@ -88,3 +88,9 @@ def test_gini() -> None:
     assert gini([1, 1, 1, 1]) == 0.0
     assert gini([0, 0, 0, 4]) == pytest.approx(0.75)
     assert gini([0, 0]) == 0.0
+
+
+def test_a_period_without_calls_is_all_zeros() -> None:
+    result = workload(_events().iloc[0:0], _units(), "2026-10")
+    assert result.summary["calls"] == 0 and result.summary["gini_units"] == 0.0
+    assert (result.units["busy_h"] == 0).all() and (result.offices["calls"] == 0).all()

@@ -91,7 +91,10 @@ def _unit_calls(events: pd.DataFrame, period: Period) -> pd.DataFrame:
                 }
             )
     cols = ["incident_id", "unit_id", "dispatched_at", "freed_at", "arrived_at"]
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=cols)
+    for column in cols[2:]:  # typed even when empty: a period without calls is no error
+        out[column] = pd.to_datetime(out[column], utc=True)
+    return out
 
 
 def _describe(group: pd.DataFrame, hours: float, n_units: int) -> pd.Series:
