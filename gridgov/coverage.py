@@ -29,8 +29,8 @@ import pandas as pd
 import scipy.sparse as sp
 import shapely
 from pyproj import Transformer
-from scipy.sparse.csgraph import dijkstra
 
+from gridgov.analysis import forward_search
 from gridgov.areas import street_adjacency
 from gridgov.assessment import Period
 from gridgov.dispatch import rules
@@ -40,11 +40,8 @@ from gridgov.network import RoadNetwork, Snapped, TravelModel
 
 #: Default travel-time bands (upper bounds, minutes) of :func:`compare_coverage`.
 DEFAULT_BANDS_MIN: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0)
-#: Relative and absolute slack (seconds) on a forward-search time used as a search bound: the
-#: forward and reverse searches add the same edge times in a different order, so they may
-#: differ in the last bits.
-_REL_SLACK = 1e-9
-_ABS_SLACK_S = 1e-6
+_REL_SLACK = forward_search.REL_SLACK
+_ABS_SLACK_S = forward_search.ABS_SLACK_S
 #: Spot labels of :func:`hot_spots`.
 HOT, COLD, NOT_SIGNIFICANT = "hot", "cold", "not significant"
 
@@ -128,12 +125,11 @@ def _forward_bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-source time to every target from one forward multi-source Dijkstra.
 
-    A virtual node joins every source's departure nodes (the end of its edge, and its start
-    when the road is two-way or the source sits on it), weighted by the source's access leg
-    plus the part of its edge; the targets are reached the way ``RoadNetwork.field_to`` seeds
-    them. This is the same set of ways the exact reverse search considers, except the
-    "direct" way along a shared edge, so the result is the exact minimum up to rounding,
-    or larger where a source shares the target's road (flagged in the second array).
+    One virtual node joins every source (:func:`gridgov.analysis.forward_search.seeded_graph`);
+    the targets are reached the way ``RoadNetwork.field_to`` seeds them. This is the same set
+    of ways the exact reverse search considers, except the "direct" way along a shared edge, so
+    the result is the exact minimum up to rounding, or larger where a source shares the
+    target's road (flagged in the second array).
 
     Returns
     -------
@@ -141,61 +137,13 @@ def _forward_bounds(
         Seconds per target (inf beyond ``limit_s`` plus slack) and a mask of targets whose
         road (or its twin) holds a source.
     """
-    edges = travel.edges(sources.mode)
-    access_ms = travel.access_speed_kmh[sources.mode.value] / 3.6
-    node_ids, inverse = np.unique(
-        np.concatenate([edges["u"].to_numpy(), edges["v"].to_numpy()]), return_inverse=True
-    )
-    n_edges = len(edges)
-    src, dst = inverse[:n_edges], inverse[n_edges:]
-    time_s = edges["time_s"].to_numpy(dtype=float)
-    rev = edges["reverse_edge"].to_numpy(dtype=np.int64)
-    rev_time = np.where(rev >= 0, time_s[np.maximum(rev, 0)], np.inf)
-    n = len(node_ids)
-    virtual = n
-
-    # Every road a source is joined to (Snapped.joins) is a way out of it.
-    _, es, s, access = sources.joins()
-    es = np.asarray(es, dtype=np.int64)
-    access = np.asarray(access, dtype=float) / access_ms
-    via_end = access + (1.0 - s) * time_s[es]
-    # Leaving backwards needs the twin, except from the very start: that point is the node.
-    back = np.multiply(s, rev_time[es], out=np.zeros(len(es)), where=s > 0.0)
-    via_start = access + back
-    rows = np.concatenate([src, np.full(2 * len(es), virtual)])
-    cols = np.concatenate([dst, dst[es], src[es]])
-    # scipy drops nothing but would *sum* duplicate entries: keep the fastest of parallel edges
-    # and of several sources at one node. A zero weight would vanish from the sparse matrix.
-    weights = np.maximum(np.concatenate([time_s, via_end, via_start]), 1e-12)
-    keep = np.isfinite(weights)
-    entries = pd.DataFrame({"r": rows[keep], "c": cols[keep], "w": weights[keep]})
-    fastest = entries.groupby(["r", "c"], as_index=False)["w"].min()
-    graph = sp.csr_matrix(
-        (fastest["w"].to_numpy(), (fastest["r"].to_numpy(), fastest["c"].to_numpy())),
-        shape=(n + 1, n + 1),
-    )
-    bound = limit_s * (1.0 + _REL_SLACK) + _ABS_SLACK_S
-    dist = dijkstra(graph, directed=True, indices=virtual, limit=bound)
-
-    # A target is reached over any of its joined roads: the fastest counts.
-    point, et, f, access_t = targets.joins()
-    et = np.asarray(et, dtype=np.int64)
-    access_t = np.asarray(access_t, dtype=float) / access_ms
-    at_a = dist[src[et]] + f * time_s[et]
-    r_t = rev[et]
-    # Reached from the edge's end over the twin, or, on a one-way edge, only at its very end.
-    twin = r_t >= 0
-    leg_b = np.where(f >= 1.0, 0.0, np.inf)
-    leg_b[twin] = (1.0 - f[twin]) * rev_time[et[twin]]
-    at_b = dist[dst[et]] + leg_b
-    times = np.full(len(targets), np.inf)
-    np.minimum.at(times, point, np.minimum(at_a, at_b) + access_t)
+    arrays = forward_search.mode_arrays(travel, sources.mode)
+    one_group = np.zeros(len(sources), dtype=np.int64)
+    dist = forward_search.node_times(arrays, sources, one_group, limit_s)
+    times = forward_search.times_at(arrays, dist, targets)[0]
+    bound = forward_search.search_bound(limit_s)
     times = np.where(times <= bound, times, np.inf)
-    source_roads = np.unique(es)
-    shared = np.zeros(len(targets), dtype=bool)
-    on_source_road = np.isin(et, source_roads) | ((r_t >= 0) & np.isin(r_t, source_roads))
-    shared[point[on_source_road]] = True
-    return times, shared
+    return times, forward_search.shared_road(arrays, sources, targets)
 
 
 def coverage_times(

@@ -232,3 +232,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if counts:
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         terminalreporter.write_line(f"PostGIS tests: {summary}")
+    # Name every analyst notebook executed, and how it ended: the notebooks are part of the build.
+    notebooks: dict[str, list[str]] = {}
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "test_notebooks.py::test_notebook_runs[" in nodeid and report.when == "call":
+                notebooks.setdefault(outcome, []).append(nodeid.split("[", 1)[1].rstrip("]"))
+    for outcome, names in sorted(notebooks.items()):
+        terminalreporter.write_line(
+            f"Notebooks {outcome} ({len(names)}): {', '.join(sorted(names))}"
+        )

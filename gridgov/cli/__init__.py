@@ -12,6 +12,7 @@ lists them; the commands live in modules by topic:
 - ``analysis_commands``: report, map, coverage, hotspots;
 - ``admin_commands``: serve, demo and the ``consultation`` (also ``consult``) and ``token``
   groups; ``consult_commands`` adds the consultations of powers 2 and 4 to the first;
+- ``toolkit_commands``: isochrone, sites, workload;
 - ``command_support``: the consoles, common options and error handling they share.
 """
 
@@ -25,6 +26,7 @@ from gridgov.cli import (
     consult_commands,
     dispatch_commands,
     district_commands,
+    toolkit_commands,
 )
 
 app = typer.Typer(
@@ -57,6 +59,9 @@ app.add_typer(admin_commands.consultation_app, name="consultation")
 app.add_typer(consult_commands.consultation_app, name="consult")
 app.command()(analysis_commands.coverage)
 app.command()(analysis_commands.hotspots)
+app.command()(toolkit_commands.isochrone)
+app.command()(toolkit_commands.sites)
+app.command()(toolkit_commands.workload)
 app.command()(district_commands.route)
 app.command()(admin_commands.serve)
 app.add_typer(admin_commands.token_app, name="token")

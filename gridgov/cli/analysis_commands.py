@@ -285,6 +285,13 @@ def coverage(
     csv_out: Annotated[
         Path | None, typer.Option("--csv", help="Also write the per-area table here.")
     ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the per-area table with its polygons: .gpkg, .parquet, .geojson or .csv.",
+        ),
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Travel time from the nearest unit of a kind to every area, and what a move would change.
@@ -294,6 +301,7 @@ def coverage(
     and the two are compared: areas better and worse, areas and micro-grids within each band.
     """
     from gridgov import store
+    from gridgov.analysis.result_export import export_format, with_area_geometry, write_result
     from gridgov.coverage import (
         compare_coverage,
         count_microgrids,
@@ -302,6 +310,8 @@ def coverage(
     )
 
     with domain_errors():
+        if out_path is not None:
+            export_format(out_path)
         moves = _parse_moves(move)
         check_choice(kind, [k.value for k in ForceKind], "KIND")
         check_choice(level, [lv.value for lv in Level], "--level")
@@ -316,6 +326,8 @@ def coverage(
             else before
         )
         result = compare_coverage(before, after, population=count_microgrids(gdf_areas, level))
+        if out_path is not None:
+            write_result(with_area_geometry(result.areas, gdf_areas), out_path, layer="coverage")
     title = f"{kind} coverage of {len(before)} {level} areas"
     out.print(title + (f", with {len(moves)} unit(s) moved" if moves else ""), highlight=False)
     bands = result.bands
@@ -354,6 +366,8 @@ def coverage(
         csv_out.parent.mkdir(parents=True, exist_ok=True)
         result.areas.to_csv(csv_out, index=False, encoding="utf-8-sig")
         out.print(f"wrote {csv_out}", highlight=False)
+    if out_path is not None:
+        out.print(f"wrote {out_path}", highlight=False)
 
 
 def hotspots(
@@ -363,14 +377,24 @@ def hotspots(
     csv_out: Annotated[
         Path | None, typer.Option("--csv", help="Also write the per-area table here.")
     ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the areas with their counts and Gi*: .gpkg, .parquet, .geojson or .csv.",
+        ),
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Hot and cold spots of the stored incidents (Getis-Ord Gi*, areas sharing a border)."""
     from gridgov import store
+    from gridgov.analysis.result_export import export_format, write_result
     from gridgov.assessment import Period
     from gridgov.coverage import hot_spots
 
     with domain_errors():
+        if out_path is not None:
+            export_format(out_path)
         check_choice(level, [lv.value for lv in Level], "--level")
         Period.parse(period)
         engine = store.open_store(database_url(url))
@@ -381,6 +405,8 @@ def hotspots(
             period=period,
             alpha=alpha,
         )
+        if out_path is not None:
+            write_result(spots, out_path, layer="hotspots")
     total = int(spots["count"].sum())
     out.print(f"{total} incidents in {len(spots)} {level} areas, {period}", highlight=False)
     for label in ("hot", "cold"):
@@ -397,3 +423,5 @@ def hotspots(
         csv_out.parent.mkdir(parents=True, exist_ok=True)
         spots.drop(columns="geometry").to_csv(csv_out, index=False, encoding="utf-8-sig")
         out.print(f"wrote {csv_out}", highlight=False)
+    if out_path is not None:
+        out.print(f"wrote {out_path}", highlight=False)

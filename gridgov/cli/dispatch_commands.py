@@ -148,6 +148,13 @@ def simulate_(
         str | None,
         typer.Option(help="Simulate this whole month (YYYY-MM, local time): sets start and hours."),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Arrival timing: a measured demand profile by name (boston311: 121,145 real "
+            "311 requests, hour of the week); default: the built-in urban day curve."
+        ),
+    ] = None,
     verify_fail_rate: Annotated[
         float | None,
         typer.Option(help="Share of verifications that fail and send the work back (0.05)."),
@@ -190,6 +197,11 @@ def simulate_(
     )
 
     with domain_errors():
+        demand = None
+        if profile is not None:
+            from gridgov.analysis.demand_profile import load_profile
+
+            demand = load_profile(profile)
         if json_out is not None and json_out.suffix.lower() != ".json":
             msg = f"--json must name a .json file, not {json_out}"
             raise InputError(msg)
@@ -229,6 +241,7 @@ def simulate_(
                 id_prefix=f"SIM-{begin:%Y%m%d}-{seed}-" if save else "SIM-",
                 verify_fail_rate=VERIFY_FAIL_RATE if verify_fail_rate is None else verify_fail_rate,
                 return_rate=RETURN_RATE if return_rate is None else return_rate,
+                profile=None if demand is None else demand.hour_of_week,
                 progress=report,
             )
         summary = result.summary()
@@ -236,10 +249,15 @@ def simulate_(
             store.import_history(engine, result.incidents, result.events)
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
+            record = result.to_json()
+            if demand is not None:
+                record["demand_profile"] = {"name": demand.name, "source": demand.source}
             json_out.write_text(
-                json.dumps(result.to_json(), ensure_ascii=False, indent=1, default=str),
+                json.dumps(record, ensure_ascii=False, indent=1, default=str),
                 encoding="utf-8",
             )
+    if demand is not None:
+        out.print(f"arrival timing: {demand.name} ({demand.source})", highlight=False)
     out.print(format_summary(summary), highlight=False, markup=False)
     if save:
         out.print(

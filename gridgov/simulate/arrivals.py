@@ -82,7 +82,9 @@ def draw_arrivals(
         Weight per area code (default: micro-grid count, see the package notes). Areas not named
         get weight 0.
     profile
-        24 relative rates, one per local clock hour (default :data:`URBAN_DAY_PROFILE`).
+        24 relative rates, one per local clock hour (default :data:`URBAN_DAY_PROFILE`), or
+        168, one per hour of the week from Monday 00:00 local time (e.g. a measured profile,
+        :mod:`gridgov.analysis.demand_profile`).
     matter_weights
         Weight per matter code (default by priority, :data:`PRIORITY_MIX`). Matters not named get
         weight 0.
@@ -115,7 +117,7 @@ def draw_arrivals(
 
     times = []
     for t0, t1, hour in _clock_segments(start, hours):
-        n = rng.poisson(rate_per_hour * weights[hour] * (t1 - t0) / 3600.0)
+        n = rng.poisson(rate_per_hour * weights[hour % len(weights)] * (t1 - t0) / 3600.0)
         times.append(rng.uniform(t0, t1, n))
     t_s = np.sort(np.concatenate(times)) if times else np.empty(0)
     n = len(t_s)
@@ -186,10 +188,13 @@ def _check_shift(hours: float, start: datetime, rate_per_hour: float) -> None:
 
 
 def _profile_weights(profile: Sequence[float] | None) -> np.ndarray:
-    """The 24 hourly multipliers, normalised to mean 1."""
+    """The hourly multipliers (24 for a day, or 168 for a week from Monday 00:00), mean 1."""
     values = np.asarray(URBAN_DAY_PROFILE if profile is None else profile, dtype=float)
-    if values.shape != (24,) or not np.all(np.isfinite(values)) or np.any(values < 0):
-        msg = "profile must be 24 finite, non-negative hourly multipliers (local hours 0..23)"
+    if values.shape not in ((24,), (168,)) or not np.all(np.isfinite(values)) or np.any(values < 0):
+        msg = (
+            "profile must be 24 (local hours 0..23) or 168 (Monday 00:00 to Sunday 23:00) "
+            "finite, non-negative hourly multipliers"
+        )
         raise InputError(msg)
     if values.sum() <= 0:
         msg = "profile must have at least one positive hour"
@@ -209,7 +214,9 @@ def _service_medians(service_median_min: Mapping[int, float] | None) -> dict[int
 
 
 def _clock_segments(start: datetime, hours: float) -> list[tuple[float, float, int]]:
-    """Split ``[0, hours)`` (seconds from start) at local clock hours: (t0, t1, local hour)."""
+    """Split ``[0, hours)`` (seconds from start) at local clock hours: (t0, t1, hour of the
+    week), the hour counted from Monday 00:00 local time (its remainder by 24 is the clock
+    hour)."""
     end_s = hours * 3600.0
     start_utc = start.astimezone(UTC)
     segments = []
@@ -219,7 +226,7 @@ def _clock_segments(start: datetime, hours: float) -> list[tuple[float, float, i
         now = (start_utc + timedelta(seconds=t)).astimezone(start.tzinfo)
         to_next = 3600.0 - (now.minute * 60 + now.second + now.microsecond / 1e6)
         t1 = min(end_s, t + to_next)
-        segments.append((t, t1, now.hour))
+        segments.append((t, t1, now.weekday() * 24 + now.hour))
         t = t1
     return segments
 
