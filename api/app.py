@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.retention_sweep import install_retention_sweep
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         assessment_routes,
         health,
         incidents,
+        reporter_contact,
         road_routes,
         unit_routes,
     )
@@ -63,13 +65,21 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     app.include_router(health.router)
-    for module in (area_routes, road_routes, unit_routes, incidents, assessment_routes):
+    for module in (
+        area_routes,
+        road_routes,
+        unit_routes,
+        incidents,
+        reporter_contact,
+        assessment_routes,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
     app.include_router(wall_display.router)
     from gridgov.maps import STATIC_DIR
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_retention_sweep(app)
     return app
 
 

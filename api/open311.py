@@ -695,7 +695,9 @@ def create_request(
         "service_request_id": report.incident_id,
         "token": report.incident_id,
         "service_notice": notice,
-        "account_id": form.get("account_id") or None,
+        # Not echoed: the answer is stored for Idempotency-Key replays, and an account id is
+        # the reporter's personal data, which lives in the (erasable) reporters table only.
+        "account_id": None,
     }
     return _render(fmt, [answer], "service_requests", "request", status=201)
 

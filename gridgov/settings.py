@@ -133,6 +133,18 @@ class Settings(BaseSettings):
         description="PostgreSQL connections a process may open beyond db_pool_size under load "
         "(closed again when returned).",
     )
+    contact_retention_days: float = Field(
+        default=180.0,
+        ge=0,
+        description="A reporter's contact details are erased this many days after the last of "
+        "their incidents ended (closed, evaluated, rejected or cancelled).",
+    )
+    retention_sweep_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often the running service applies contact_retention_days (seconds; 0: "
+        "never, leaving it to `gridgov privacy retention`).",
+    )
     reference_seed: int = Field(default=20261127, description="Seed of the reference generator.")
     test_postgis_url: str = Field(
         default="postgresql+psycopg://gridgov:gridgov@127.0.0.1:5432/gridgov_test",

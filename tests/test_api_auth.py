@@ -74,6 +74,7 @@ class World:
             reported_at=now,
             check_duplicates=False,
             now=now,
+            reporter="phone:138-0000-0000",
         )
         assert report.decision is not None and report.decision.assignments, report
         unit = report.decision.assignments[0].unit_id
@@ -219,6 +220,19 @@ CELLS: dict[str, Cell] = {
         "GET",
         "/api/v1/incidents/{incident}",
         _staff(200, dispatcher_b=404, unit_other=404, grid_worker_elsewhere=404),
+        needs="dispatched",
+    ),
+    # Personal data: only the street's dispatcher, who calls the reporter back.
+    "incidents.reporter": Cell(
+        "GET",
+        "/api/v1/incidents/{incident}/reporter",
+        _staff(
+            403,
+            dispatcher_a=200,
+            dispatcher_b=404,
+            unit_other=404,
+            grid_worker_elsewhere=404,
+        ),
         needs="dispatched",
     ),
     "incidents.acknowledge": Cell(

@@ -11,6 +11,7 @@ lists them; the commands live in modules by topic:
 - ``dispatch_commands``: dispatch, dispatch-batch, simulate, supervise, notices, act, history;
 - ``analysis_commands``: report, map, coverage, hotspots;
 - ``admin_commands``: serve, demo and the ``consultation`` and ``token`` groups;
+- ``privacy_commands``: the ``privacy`` group (erase, retention, log);
 - ``command_support``: the consoles, common options and error handling they share.
 """
 
@@ -18,7 +19,13 @@ from __future__ import annotations
 
 import typer
 
-from gridgov.cli import admin_commands, analysis_commands, dispatch_commands, district_commands
+from gridgov.cli import (
+    admin_commands,
+    analysis_commands,
+    dispatch_commands,
+    district_commands,
+    privacy_commands,
+)
 
 app = typer.Typer(
     name="gridgov",
@@ -51,6 +58,7 @@ app.command()(analysis_commands.hotspots)
 app.command()(district_commands.route)
 app.command()(admin_commands.serve)
 app.add_typer(admin_commands.token_app, name="token")
+app.add_typer(privacy_commands.privacy_app, name="privacy")
 app.command()(admin_commands.demo)
 
 

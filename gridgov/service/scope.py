@@ -239,6 +239,17 @@ class Scope:
         msg = f"the {self.role} role files no reports"
         raise ForbiddenError(msg)
 
+    def reads_contacts(self, street_code: str | None) -> bool:
+        """Whether the caller may read the contact details of the reporter of an incident
+        located in ``street_code``: only that street's dispatcher, who calls reporters back.
+        No other role needs them (admins erase them by CLI on request, never read them
+        here); every read is audited (:mod:`gridgov.service.privacy`)."""
+        return (
+            self.role == "dispatcher"
+            and street_code is not None
+            and street_code == self.street_code
+        )
+
     @property
     def workflow_role(self) -> Role:
         """The workflow role the caller acts as (:data:`gridgov.workflow.ALLOWED_ROLES`)."""

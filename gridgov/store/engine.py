@@ -140,6 +140,9 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
     """
     backend = detect_backend(url)
     sa_url = make_url(url)
+    # A failed statement's message must not carry its parameters into logs or answers: they
+    # can hold reporters' personal data.
+    kwargs.setdefault("hide_parameters", True)
     try:
         if backend == "postgresql":
             if sa_url.drivername == "postgresql":
