@@ -8,8 +8,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
+from api.body_limit import BodyLimitMiddleware
 from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.rate_limits import RateLimitMiddleware
 from api.retention_sweep import install_retention_sweep
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings
@@ -64,6 +66,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
+    # Added last, so they run first: bodies are limited before anything reads them, and a
+    # flooding or guessing client is refused before its body is read at all.
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RateLimitMiddleware)
     app.include_router(health.router)
     for module in (
         area_routes,

@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ContextDep, EngineDep, SettingsDep
+from api.rate_limits import note_failed_auth
 from api.schemas import Crs
 from gridgov import store
 from gridgov.crs import from_wgs84
@@ -507,12 +508,13 @@ async def read_form(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(read_form)]
 
 
-def _citizen(engine: Engine, api_key: str | None) -> store.Credential:
+def _citizen(request: Request, engine: Engine, api_key: str | None) -> store.Credential:
     """The credential of a live citizen API key (403 otherwise)."""
     if not api_key:
         raise HTTPException(403, "api_key is required to file a request")
     credential = store.resolve_credential(engine, api_key)
     if credential is None or credential.kind != "api_key" or credential.role != "citizen":
+        note_failed_auth(request, api_key)
         raise HTTPException(403, "api_key is unknown, revoked or expired")
     return credential
 
@@ -648,7 +650,7 @@ def create_request(
     form: Form,
     fmt: FormatPath,
 ) -> Any:
-    citizen = _citizen(engine, form.get("api_key"))
+    citizen = _citizen(request, engine, form.get("api_key"))
     credential_id = citizen.credential_id
     _check_jurisdiction(
         ctx, settings, form.get("jurisdiction_id") or request.query_params.get("jurisdiction_id")

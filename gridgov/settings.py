@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -133,6 +134,38 @@ class Settings(BaseSettings):
         description="PostgreSQL connections a process may open beyond db_pool_size under load "
         "(closed again when returned).",
     )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="The largest request body (bytes) the service reads (JSON and forms); a "
+        "larger one is refused with 413 while it streams in, before authentication.",
+    )
+    rate_limit_window_s: float = Field(
+        default=60.0, gt=0, description="The sliding window of the rate limits (seconds)."
+    )
+    rate_limit_auth_failures: int = Field(
+        default=10,
+        ge=0,
+        description="Failed authentications (unknown, revoked or expired tokens and API keys) "
+        "per client address and per secret within the window before 429 (0: no limit).",
+    )
+    rate_limit_writes_per_credential: int = Field(
+        default=600,
+        ge=0,
+        description="Writes (POST, PUT, PATCH, DELETE) per credential within the window "
+        "before 429 (0: no limit).",
+    )
+    rate_limit_writes_per_address: int = Field(
+        default=1200,
+        ge=0,
+        description="Writes per client address within the window before 429 (0: no limit).",
+    )
+    trusted_proxies: list[str] = Field(
+        default=[],
+        description="Addresses or networks of reverse proxies in front of the service (JSON "
+        'list, e.g. ["10.0.0.0/8"]): only from these is X-Forwarded-For taken as the client '
+        "address for the rate limits.",
+    )
     contact_retention_days: float = Field(
         default=180.0,
         ge=0,
@@ -177,6 +210,17 @@ class Settings(BaseSettings):
                 f"[{floor:g}, 1]"
             )
             raise ValueError(msg)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                msg = f"trusted_proxies: {item!r} is not an IP address or network"
+                raise ValueError(msg) from None
         return value
 
     @property
