@@ -13,6 +13,7 @@ from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from api.rate_limits import RateLimitMiddleware
 from api.retention_sweep import install_retention_sweep
+from api.web_headers import WebHeadersMiddleware
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     from api.routes import (
         area_routes,
         assessment_routes,
+        docs_pages,
         health,
         incidents,
         reporter_contact,
@@ -61,6 +63,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         description=DESCRIPTION,
         openapi_tags=TAGS,
         license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        # Served from the vendored assets instead (api/routes/docs_pages.py).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.settings = settings
@@ -70,7 +75,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # flooding or guessing client is refused before its body is read at all.
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)
+    # Outermost: every answer, a 413 or 429 too, gets the security and CORS headers.
+    app.add_middleware(WebHeadersMiddleware)
     app.include_router(health.router)
+    app.include_router(docs_pages.router)
     for module in (
         area_routes,
         road_routes,

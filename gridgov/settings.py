@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         'list, e.g. ["10.0.0.0/8"]): only from these is X-Forwarded-For taken as the client '
         "address for the rate limits.",
     )
+    open311_cors_origins: list[str] = Field(
+        default=["*"],
+        description="Origins whose browser clients may GET and POST /open311 (JSON list; "
+        '["*"]: any). No other path answers CORS.',
+    )
     contact_retention_days: float = Field(
         default=180.0,
         ge=0,
