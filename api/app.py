@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from api.body_limit import BodyLimitMiddleware
 from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.input_guard import InputGuardMiddleware
 from api.rate_limits import RateLimitMiddleware
 from api.retention_sweep import install_retention_sweep
 from api.web_headers import WebHeadersMiddleware
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(InputGuardMiddleware)
     # Added last, so they run first: bodies are limited before anything reads them, and a
     # flooding or guessing client is refused before its body is read at all.
     app.add_middleware(BodyLimitMiddleware)

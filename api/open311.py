@@ -44,8 +44,9 @@ from api.schemas import Crs
 from gridgov import store
 from gridgov.crs import from_wgs84
 from gridgov.dispatch import DispatchContext
-from gridgov.errors import UnknownMatterError
+from gridgov.errors import InputError, UnknownMatterError
 from gridgov.service import intake
+from gridgov.service.clock import check_year
 from gridgov.service.scope import PUBLIC, scope_for
 from gridgov.settings import Settings
 from gridgov.store.service_requests import (
@@ -53,6 +54,7 @@ from gridgov.store.service_requests import (
     request_for_token,
     services_changed_at,
 )
+from gridgov.text_rules import xml_text
 from gridgov.workflow import State
 
 if TYPE_CHECKING:
@@ -228,7 +230,7 @@ def _fill(element: ET.Element, value: Any) -> None:
     elif isinstance(value, bool):
         element.text = "true" if value else "false"
     elif value is not None:
-        element.text = str(value)
+        element.text = xml_text(str(value))
 
 
 def _render(
@@ -446,7 +448,7 @@ _FORM_FIELDS: dict[str, tuple[str, str]] = {
     "first_name": ("string", "Optional; never shown by GET."),
     "last_name": ("string", "Optional; never shown by GET."),
     "device_id": ("string", "Optional; never shown by GET."),
-    "account_id": ("string", "Optional; echoed in the answer, never shown by GET."),
+    "account_id": ("string", "Optional; kept with the contacts, never echoed or shown by GET."),
     "attribute[landmark]": ("string", "Optional attribute (see the service definition)."),
 }
 
@@ -807,9 +809,12 @@ def _parse_when(
     if value is None or value == "":
         return None
     try:
-        when = datetime.fromisoformat(value)
+        when = check_year(datetime.fromisoformat(value), name)
     except ValueError:
         problems.append(("query", name, "must be a W3C datetime such as 2026-11-01T00:00:00Z"))
+        return None
+    except InputError as exc:
+        problems.append(("query", name, str(exc)))
         return None
     # A date or time without an offset is read in the jurisdiction's own time zone.
     return when if when.tzinfo is not None else when.replace(tzinfo=tz)

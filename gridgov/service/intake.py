@@ -29,6 +29,7 @@ from gridgov.errors import CRSError, InputError, OutsideDistrictError
 from gridgov.service.clock import sent_time
 from gridgov.service.scope import Scope
 from gridgov.store import SYSTEM_ACTOR, Engine
+from gridgov.text_rules import check_text
 from gridgov.workflow import Role, State
 
 
@@ -162,6 +163,8 @@ def report(
         The scope refuses the place; nothing was stored.
     """
     now = _utc_now(now)
+    check_text(description, "description")
+    check_text(reporter, "reporter")
     reported_at = sent_time(reported_at, now, "reported_at")
     wlon, wlat = _wgs84(lon, lat, crs)
     matter = ctx.catalog.get(matter_code)
