@@ -11,7 +11,9 @@ How gridgov maps onto the spec:
 - A **service request** is an incident, whichever channel reported it. Its ``status`` is
   ``closed`` once the workflow reached closed, evaluated, rejected or cancelled, and ``open``
   before. Reporters' personal data (the ``email``, ``phone``, names, account and device sent
-  with a request) is kept for the outcome notice and never shown by a GET.
+  with a request) is kept for the outcome notice and never shown by a GET. An incident reported
+  by staff is listed without its description and media and with a rough position
+  (:meth:`gridgov.service.scope.Scope.shows_request_in_full`).
 - **Filing** (``POST requests``) takes the spec's form-encoded fields and an ``api_key`` issued
   to a citizen app (``gridgov token issue citizen``). A position is required: this service
   does not geocode ``address_string``. ``crs`` (wgs84, gcj02, bd09) is our extension for
@@ -47,7 +49,7 @@ from gridgov.dispatch import DispatchContext
 from gridgov.errors import InputError, UnknownMatterError
 from gridgov.service import intake
 from gridgov.service.clock import check_year
-from gridgov.service.scope import PUBLIC, scope_for
+from gridgov.service.scope import OPEN311_SOURCE, PUBLIC, PUBLIC_COARSE_DECIMALS, scope_for
 from gridgov.settings import Settings
 from gridgov.store.service_requests import (
     read_service_requests,
@@ -73,7 +75,7 @@ CLOSED_STATES = frozenset(
     str(s) for s in (State.CLOSED, State.EVALUATED, State.REJECTED, State.CANCELLED)
 )
 #: ``incidents.source`` of requests filed here (only these have tokens).
-SOURCE = "open311"
+SOURCE = OPEN311_SOURCE
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
 #: The spec caps a description at 4,000 characters.
 DESCRIPTION_MAX = 4000
@@ -763,6 +765,10 @@ def _service_requests(
         except UnknownMatterError:
             matter = None
         description, extras = _split_description(row["description"], row["source"])
+        digits = 7
+        if not PUBLIC.shows_request_in_full(row["source"]):
+            # A staff report was never published: no words, no media, a rough position.
+            description, extras, digits = None, {}, PUBLIC_COARSE_DECIMALS
         state = row["status"]
         note = row["note_reason"]
         if not note and row["note_state"] is not None:
@@ -791,8 +797,8 @@ def _service_requests(
                 "address": address,
                 "address_id": None,
                 "zipcode": None,
-                "lat": round(float(y), 7),
-                "long": round(float(x), 7),
+                "lat": round(float(y), digits),
+                "long": round(float(x), digits),
                 "media_url": extras.get("media_url"),
             }
         )

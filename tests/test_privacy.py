@@ -242,6 +242,23 @@ def _run_every_path(world: World, planted: dict[str, str], tmp_path: Path) -> No
     world.outputs.append(("failed SQL", str(failed.value)))
 
 
+def test_anonymous_open311_reads_show_staff_reports_only_roughly(
+    world: World, planted: dict[str, str]
+) -> None:
+    staff, citizen = planted["native"], planted["open311"]
+    listed = {r["service_request_id"]: r for r in world.get("/open311/v2/requests.json").json()}
+    one = world.get(f"/open311/v2/requests/{staff}.json").json()[0]
+    for shown in (listed[staff], one):
+        assert shown["description"] is None and shown["media_url"] is None
+        assert shown["lat"] == round(shown["lat"], 2) and shown["long"] == round(shown["long"], 2)
+    assert listed[citizen]["description"] == "rubbish left by the gate"
+    assert listed[citizen]["lat"] != round(listed[citizen]["lat"], 2)
+    # Staff read the staff report in full.
+    admin = world.token("admin")
+    detail = world.get(f"/api/v1/incidents/{staff}", admin).json()
+    assert detail["description"] == "stall blocking the pavement"
+
+
 def test_only_the_streets_dispatcher_reads_the_contact_and_each_read_is_logged(
     world: World, planted: dict[str, str]
 ) -> None:

@@ -38,8 +38,10 @@ __all__ = [
     "BATCH_DISPATCHERS",
     "DISTRICT_ROLES",
     "NOTHING",
+    "OPEN311_SOURCE",
     "POSITION_SENDERS",
     "PUBLIC",
+    "PUBLIC_COARSE_DECIMALS",
     "READERS",
     "REPORTERS",
     "STATUS_SETTERS",
@@ -67,6 +69,10 @@ STATUS_SETTERS = frozenset({"admin", "commander", "dispatcher", "unit"})
 POSITION_SENDERS = frozenset({"admin", "dispatcher", "unit"})
 #: Read the five-powers assessment (commanders and dispatchers: their street's).
 ASSESSORS = frozenset({"admin", "analyst", "commander", "dispatcher"})
+#: ``incidents.source`` of the requests citizens file through Open311 (published by them).
+OPEN311_SOURCE = "open311"
+#: Decimal places of a staff-reported incident's position in a public read (about 1 km).
+PUBLIC_COARSE_DECIMALS = 2
 #: Matches no area, unit or street code (they are digits and dashes).
 NOTHING = "~none~"
 #: The workflow role each API role acts as (:mod:`gridgov.workflow` checks it per action).
@@ -273,8 +279,20 @@ class Scope:
 
     def service_request_filters(self) -> dict[str, Any]:
         """Filters of Open311 reads: none, for every caller. Service requests are public; what
-        protects reporters is that a GET shows no personal field."""
+        protects reporters is that a GET shows no personal field, and what protects staff
+        reports is :meth:`shows_request_in_full`."""
         return {}
+
+    def shows_request_in_full(self, source: str | None) -> bool:
+        """Whether an Open311 read shows a service request's description and exact position.
+
+        A citizen who files through Open311 publishes the request; an incident reported by
+        staff (dispatchers, grid workers, units: a raid, a fire, a complaint taken by phone)
+        was never published, so the public gets it without its description and media, and
+        with its position rounded to :data:`PUBLIC_COARSE_DECIMALS` decimals (about 1 km).
+        Staff read incidents in full through the native API.
+        """
+        return self.role not in ("public", "citizen") or source == OPEN311_SOURCE
 
 
 #: The scope of a caller without a credential (Open311 reads).
