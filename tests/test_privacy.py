@@ -240,6 +240,16 @@ def _run_every_path(world: World, planted: dict[str, str], tmp_path: Path) -> No
         )
     log.error("failed statement", exc_info=failed.value)
     world.outputs.append(("failed SQL", str(failed.value)))
+    # A CHECK violation: PostgreSQL's DETAIL repeats the whole failing row.
+    with pytest.raises(DBAPIError) as failed, world.engine.begin() as connection:
+        now = datetime.now(UTC)
+        connection.execute(
+            insert(REPORTERS).values(
+                reporter_id="rep-check", contact=f"phone:{PHONE}", created_at=now, erased_at=now
+            )
+        )
+    log.error("failed statement", exc_info=failed.value)
+    world.outputs.append(("failed check", f"{failed.value} {failed.value.orig}"))
 
 
 def test_anonymous_open311_reads_show_staff_reports_only_roughly(

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from gridgov.errors import StoreError
@@ -153,14 +153,36 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
             settings = get_settings()
             kwargs.setdefault("pool_size", settings.db_pool_size)
             kwargs.setdefault("max_overflow", settings.db_max_overflow)
-            return create_engine(sa_url, **kwargs)
+            engine = create_engine(sa_url, **kwargs)
+            event.listen(engine, "handle_error", _redact_driver_detail)
+            return engine
         engine = create_engine(sa_url, **kwargs)
     except (ArgumentError, NoSuchModuleError) as exc:
         msg = f"cannot create an engine for {sa_url.render_as_string(hide_password=True)}: {exc}"
         raise StoreError(msg) from exc
+    event.listen(engine, "handle_error", _redact_driver_detail)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def _without_detail(message: object) -> str:
+    return "\n".join(
+        line for line in str(message).splitlines() if not line.lstrip().startswith("DETAIL:")
+    )
+
+
+def _redact_driver_detail(context: ExceptionContext) -> None:
+    """Drop PostgreSQL's DETAIL from a failed statement's messages, as the error is raised.
+
+    The server's DETAIL repeats the values of the row or key that failed ("Failing row
+    contains (...)", "Key (...)=(...)"), which can be a reporter's contact details; with the
+    parameters hidden (``hide_parameters``) nothing of a statement's values reaches a message,
+    a log line or an answer. The error's class, SQLSTATE and primary message stay.
+    """
+    for exc in (context.original_exception, context.sqlalchemy_exception):
+        if exc is not None and exc.args and "DETAIL:" in str(exc.args[0]):
+            exc.args = (_without_detail(exc.args[0]), *exc.args[1:])
 
 
 def open_store(url: str | URL) -> Engine:
