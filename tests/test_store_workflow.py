@@ -54,7 +54,7 @@ from gridgov.store import (
     record_street_opinion,
     supervise_stored,
 )
-from gridgov.store.models import EVENTS, INCIDENTS
+from gridgov.store.models import EVENTS, INCIDENTS, REPORTERS
 from gridgov.workflow import EVENT_COLUMNS, Event, events_from_frame, frame_from_events, next_event
 
 GEOD = Geod(ellps="WGS84")
@@ -748,9 +748,22 @@ def test_import_history_stores_every_incident_and_event(district: Engine) -> Non
     assert stored.loc["SIM-1", "status"] == "closed"
     assert stored.loc["SIM-2", "source"] == "simulation"
     assert events_from_frame(read_events(district)) == events
+    assert stored["reporter_id"].isna().all()  # no contact given, no reporter row
     # Already there: refused as a whole.
     with pytest.raises(InputError, match="already stored: SIM-1, SIM-2"):
         import_history(district, gdf, frame_from_events(events))
+
+
+def test_import_history_keeps_a_contact_apart(district: Engine) -> None:
+    gdf, events = _history(["SIM-C"])
+    gdf["reporter"] = "phone:138-1111-2222"
+    import_history(district, gdf, frame_from_events(events))
+    stored = read_incidents(district).set_index("incident_id")
+    assert stored.loc["SIM-C", "reporter_id"].startswith("rep-")
+    assert "138-1111-2222" not in stored.astype(str).to_numpy().ravel().tolist()
+    with district.connect() as connection:
+        contact = connection.execute(select(REPORTERS.c.contact)).scalar_one()
+    assert contact == "phone:138-1111-2222"
 
 
 def test_import_history_lists_every_problem_and_writes_nothing(district: Engine) -> None:
