@@ -8,9 +8,13 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
+from api.body_limit import BodyLimitMiddleware, allow_larger_body
 from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
-from api.upload_limit import UploadLimitMiddleware
+from api.input_guard import InputGuardMiddleware
+from api.rate_limits import RateLimitMiddleware
+from api.retention_sweep import install_retention_sweep
+from api.web_headers import WebHeadersMiddleware
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings
 
@@ -52,9 +56,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         assessment_routes,
         console_routes,
         consultation_routes,
+        docs_pages,
         health,
         incidents,
         media_routes,
+        reporter_contact,
         road_routes,
         unit_routes,
     )
@@ -67,14 +73,37 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         description=DESCRIPTION,
         openapi_tags=TAGS,
         license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        # Served from the vendored assets instead (api/routes/docs_pages.py).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
-    # Added last, so outermost: no layer holds more than the limit of one upload.
-    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.media_max_bytes)
+    app.add_middleware(InputGuardMiddleware)
+    # Photos (multipart only) may be as large as media_max_bytes; everything else keeps the
+    # default body limit. One middleware owns both limits.
+    for upload_path in (
+        r"^/api/v1/incidents/[^/]+/media$",
+        r"^/api/v1/field/",
+        r"^/open311/v2/requests(\.json|\.xml)?$",
+    ):
+        allow_larger_body(
+            app,
+            upload_path,
+            settings.media_max_bytes,
+            multipart_only=True,
+            setting="media_max_bytes",
+        )
+    # Added last, so they run first: bodies are limited before anything reads them, and a
+    # flooding or guessing client is refused before its body is read at all.
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RateLimitMiddleware)
+    # Outermost: every answer, a 413 or 429 too, gets the security and CORS headers.
+    app.add_middleware(WebHeadersMiddleware)
     app.include_router(health.router)
+    app.include_router(docs_pages.router)
     for module in (
         area_routes,
         road_routes,
@@ -82,6 +111,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         incidents,
         media_routes,
         console_routes,
+        reporter_contact,
         assessment_routes,
         consultation_routes,
     ):
@@ -94,6 +124,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     from gridgov.maps import STATIC_DIR
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_retention_sweep(app)
     return app
 
 

@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.rate_limits import note_failed_auth
 from gridgov import store
 from gridgov.service.scope import Scope, scope_for
 from gridgov.store import Credential
@@ -76,6 +77,7 @@ def current_principal(
         raise HTTPException(401, "a bearer token is required", headers=challenge)
     credential = store.resolve_credential(request.app.state.engine, credentials.credentials)
     if credential is None or credential.kind != "token":
+        note_failed_auth(request, credentials.credentials)
         raise HTTPException(401, "the token is unknown, revoked or expired", headers=challenge)
     return Principal(credential)
 

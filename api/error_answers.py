@@ -37,6 +37,7 @@ from gridgov.errors import (
     UnknownMatterError,
     UnsupportedMediaError,
 )
+from gridgov.text_rules import xml_text
 
 log = logging.getLogger("gridgov.api")
 
@@ -96,7 +97,7 @@ def open311_error(request: Request, status: int, description: str) -> Response:
         root = ET.Element("errors")
         item = ET.SubElement(root, "error")
         ET.SubElement(item, "code").text = str(status)
-        ET.SubElement(item, "description").text = description
+        ET.SubElement(item, "description").text = xml_text(description)
         body = b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(root, encoding="utf-8")
         return Response(body, status_code=status, media_type="text/xml; charset=utf-8")
     return JSONResponse([{"code": status, "description": description}], status_code=status)

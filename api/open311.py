@@ -11,7 +11,9 @@ How gridgov maps onto the spec:
 - A **service request** is an incident, whichever channel reported it. Its ``status`` is
   ``closed`` once the workflow reached closed, evaluated, rejected or cancelled, and ``open``
   before. Reporters' personal data (the ``email``, ``phone``, names, account and device sent
-  with a request) is kept for the outcome notice and never shown by a GET.
+  with a request) is kept for the outcome notice and never shown by a GET. An incident reported
+  by staff is listed without its description and media and with a rough position
+  (:meth:`gridgov.service.scope.Scope.shows_request_in_full`).
 - **Filing** (``POST requests``) takes the spec's form-encoded fields and an ``api_key`` issued
   to a citizen app (``gridgov token issue citizen``). A position is required: this service
   does not geocode ``address_string``. ``crs`` (wgs84, gcj02, bd09) is our extension for
@@ -43,19 +45,22 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ContextDep, EngineDep, SettingsDep
+from api.rate_limits import note_failed_auth
 from api.schemas import Crs
 from gridgov import store
 from gridgov.crs import from_wgs84
 from gridgov.dispatch import DispatchContext
-from gridgov.errors import UnknownMatterError
+from gridgov.errors import InputError, UnknownMatterError
 from gridgov.service import intake, media
-from gridgov.service.scope import PUBLIC, scope_for
+from gridgov.service.clock import check_year
+from gridgov.service.scope import OPEN311_SOURCE, PUBLIC, PUBLIC_COARSE_DECIMALS, scope_for
 from gridgov.settings import Settings
 from gridgov.store.service_requests import (
     read_service_requests,
     request_for_token,
     services_changed_at,
 )
+from gridgov.text_rules import xml_text
 from gridgov.workflow import State
 
 if TYPE_CHECKING:
@@ -74,7 +79,7 @@ CLOSED_STATES = frozenset(
     str(s) for s in (State.CLOSED, State.EVALUATED, State.REJECTED, State.CANCELLED)
 )
 #: ``incidents.source`` of requests filed here (only these have tokens).
-SOURCE = "open311"
+SOURCE = OPEN311_SOURCE
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
 EXTENSIONS_URL = "http://wiki.open311.org/GeoReport_v2/Extensions/"
 #: The spec caps a description at 4,000 characters.
@@ -240,7 +245,7 @@ def _fill(element: ET.Element, value: Any) -> None:
     elif isinstance(value, bool):
         element.text = "true" if value else "false"
     elif value is not None:
-        element.text = str(value)
+        element.text = xml_text(str(value))
 
 
 def _render(
@@ -469,7 +474,7 @@ _FORM_FIELDS: dict[str, tuple[str, str]] = {
     "first_name": ("string", "Optional; never shown by GET."),
     "last_name": ("string", "Optional; never shown by GET."),
     "device_id": ("string", "Optional; never shown by GET."),
-    "account_id": ("string", "Optional; echoed in the answer, never shown by GET."),
+    "account_id": ("string", "Optional; kept with the contacts, never echoed or shown by GET."),
     "attribute[landmark]": ("string", "Optional attribute (see the service definition)."),
 }
 
@@ -545,7 +550,7 @@ async def read_form(request: Request) -> dict[str, str]:
 async def _read_multipart(request: Request) -> dict[str, str]:
     """The media extension's multipart form: the text fields, and the ``media`` file kept on
     ``request.state.open311_media`` as ``(name, bytes)`` (the size limit was enforced while
-    the body streamed in: :mod:`api.upload_limit`)."""
+    the body streamed in: :mod:`api.body_limit`)."""
     form = await request.form(max_files=1, max_fields=100, max_part_size=_FORM_MAX_BYTES)
     fields: dict[str, str] = {}
     for name, value in form.multi_items():
@@ -564,12 +569,13 @@ async def _read_multipart(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(read_form)]
 
 
-def _citizen(engine: Engine, api_key: str | None) -> store.Credential:
+def _citizen(request: Request, engine: Engine, api_key: str | None) -> store.Credential:
     """The credential of a live citizen API key (403 otherwise)."""
     if not api_key:
         raise HTTPException(403, "api_key is required to file a request")
     credential = store.resolve_credential(engine, api_key)
     if credential is None or credential.kind != "api_key" or credential.role != "citizen":
+        note_failed_auth(request, api_key)
         raise HTTPException(403, "api_key is unknown, revoked or expired")
     return credential
 
@@ -705,7 +711,7 @@ def create_request(
     form: Form,
     fmt: FormatPath,
 ) -> Any:
-    citizen = _citizen(engine, form.get("api_key"))
+    citizen = _citizen(request, engine, form.get("api_key"))
     credential_id = citizen.credential_id
     _check_jurisdiction(
         ctx, settings, form.get("jurisdiction_id") or request.query_params.get("jurisdiction_id")
@@ -766,7 +772,9 @@ def create_request(
         "service_request_id": report.incident_id,
         "token": report.incident_id,
         "service_notice": notice,
-        "account_id": form.get("account_id") or None,
+        # Not echoed: the answer is stored for Idempotency-Key replays, and an account id is
+        # the reporter's personal data, which lives in the (erasable) reporters table only.
+        "account_id": None,
     }
     return _render(fmt, [answer], "service_requests", "request", status=201)
 
@@ -828,6 +836,10 @@ def _service_requests(
         except UnknownMatterError:
             matter = None
         description, extras = _split_description(row["description"], row["source"])
+        digits = 7
+        if not PUBLIC.shows_request_in_full(row["source"]):
+            # A staff report was never published: no words, no media, a rough position.
+            description, extras, digits = None, {}, PUBLIC_COARSE_DECIMALS
         state = row["status"]
         note = row["note_reason"]
         if not note and row["note_state"] is not None:
@@ -856,8 +868,8 @@ def _service_requests(
                 "address": address,
                 "address_id": None,
                 "zipcode": None,
-                "lat": round(float(y), 7),
-                "long": round(float(x), 7),
+                "lat": round(float(y), digits),
+                "long": round(float(x), digits),
                 "media_url": extras.get("media_url"),
             }
         )
@@ -887,9 +899,12 @@ def _parse_when(
     if value is None or value == "":
         return None
     try:
-        when = datetime.fromisoformat(value)
+        when = check_year(datetime.fromisoformat(value), name)
     except ValueError:
         problems.append(("query", name, "must be a W3C datetime such as 2026-11-01T00:00:00Z"))
+        return None
+    except InputError as exc:
+        problems.append(("query", name, str(exc)))
         return None
     # A date or time without an offset is read in the jurisdiction's own time zone.
     return when if when.tzinfo is not None else when.replace(tzinfo=tz)

@@ -257,3 +257,58 @@ def _bd09_to_gcj02(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatA
     z = np.hypot(x, y) - 0.00002 * np.sin(y * _BD_K)
     theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _BD_K)
     return _invert(_gcj02_to_bd09, lon, lat, (z * np.cos(theta), z * np.sin(theta)))
+
+
+# Projected coordinates (metres) within these of the false origin are degrees mislabelled:
+# no real dataset lies within 180 m × 90 m of a projection's origin (open sea for Web
+# Mercator, outside the zone for UTM).
+_DEGREE_BOX = (-180.0, -90.0, 180.0, 90.0)
+# UTM eastings and northings (metres).
+_UTM_EASTING = (100_000.0, 900_000.0)
+_UTM_NORTHING = (0.0, 10_000_000.0)
+# Web Mercator's extent (metres).
+_MERCATOR_MAX = 20_037_508.35
+
+
+def likely_crs(bounds: tuple[float, float, float, float] | npt.ArrayLike) -> str:
+    """What coordinates within ``bounds`` (minx, miny, maxx, maxy) most likely are, in words
+    that name a CRS: for a message when the declared one cannot be right."""
+    minx, miny, maxx, maxy = (float(v) for v in np.asarray(bounds, dtype=float))
+    x0, y0, x1, y1 = _DEGREE_BOX
+    if x0 <= minx and maxx <= x1 and y0 <= miny and maxy <= y1:
+        cx0, cy0, cx1, cy1 = _CHINA_BOX
+        china = cx0 <= minx and maxx <= cx1 and cy0 <= miny and maxy <= cy1
+        also = "; GCJ-02 (gcj02) if they come from a Chinese map SDK" if china else ""
+        return f"longitude/latitude degrees: EPSG:4326 (wgs84){also}"
+    if (
+        _UTM_EASTING[0] <= minx
+        and maxx <= _UTM_EASTING[1]
+        and _UTM_NORTHING[0] <= miny
+        and maxy <= _UTM_NORTHING[1]
+    ):
+        return "metres of a UTM zone (EPSG:326NN north, 327NN south; Chengdu is EPSG:32648)"
+    if max(abs(minx), abs(maxx), abs(miny), abs(maxy)) <= _MERCATOR_MAX:
+        return "metres of Web Mercator (EPSG:3857)"
+    return "metres of some projected CRS"
+
+
+def mislabelled_degrees(
+    bounds: tuple[float, float, float, float] | npt.ArrayLike, crs: str
+) -> str | None:
+    """Why coordinates labelled ``crs`` (a projected CRS, in metres) must be degrees, or None.
+
+    Degrees read as metres make a district of a few square metres next to the projection's
+    origin, far from anywhere; the caller refuses them with this message.
+    """
+    if crs in NAMED_CRS or not CRS.from_user_input(crs).is_projected:
+        return None
+    minx, miny, maxx, maxy = (float(v) for v in np.asarray(bounds, dtype=float))
+    x0, y0, x1, y1 = _DEGREE_BOX
+    if not (x0 <= minx and maxx <= x1 and y0 <= miny and maxy <= y1):
+        return None
+    return (
+        f"the coordinates (bounds {np.round([minx, miny, maxx, maxy], 4).tolist()}) are too "
+        f"small to be metres of {crs}: read so, the data would be a few square metres next to "
+        f"the projection's origin, far from any plausible place; they are most likely "
+        f"{likely_crs((minx, miny, maxx, maxy))}"
+    )

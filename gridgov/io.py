@@ -24,7 +24,7 @@ import pyogrio.raw
 import shapely
 from pyproj import CRS
 
-from gridgov.crs import gdf_to_wgs84, normalize_crs
+from gridgov.crs import gdf_to_wgs84, likely_crs, mislabelled_degrees, normalize_crs
 from gridgov.errors import CRSError, DataFileError
 
 __all__ = [
@@ -201,14 +201,20 @@ def frame_to_wgs84(gdf: gpd.GeoDataFrame, crs: str | int | None, where: str) -> 
         epsg = _label_epsg(label, where)
         name = normalize_crs(f"EPSG:{epsg}")
         how = f"in the CRS its own label declares, EPSG:{epsg}"
+    if len(gdf):
+        wrong = mislabelled_degrees(gdf.total_bounds, name)
+        if wrong is not None:
+            msg = f"{where}: read {how}, {wrong}; declare the real CRS ({_DECLARE})"
+            raise CRSError(msg)
     try:
         # gdf_to_wgs84 checks every converted coordinate and raises when one is not lon/lat.
         out = gdf_to_wgs84(gdf, name)
     except CRSError as exc:
         bounds = np.round(gdf.total_bounds, 3).tolist() if len(gdf) else []
+        likely = f"; they look like {likely_crs(gdf.total_bounds)}" if len(gdf) else ""
         msg = (
             f"{where}: coordinates are not longitude/latitude when read {how}; bounds "
-            f"{bounds}; declare the real CRS ({_DECLARE}) ({exc})"
+            f"{bounds}{likely}; declare the real CRS ({_DECLARE}) ({exc})"
         )
         raise CRSError(msg) from exc
     _check_area_of_use(out, name, where, how)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -189,6 +190,55 @@ class Settings(BaseSettings):
         gt=0,
         description="Each API process purges expired Idempotency-Keys this often (no cron job).",
     )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="The largest request body (bytes) the service reads (JSON and forms); a "
+        "larger one is refused with 413 while it streams in, before authentication.",
+    )
+    rate_limit_window_s: float = Field(
+        default=60.0, gt=0, description="The sliding window of the rate limits (seconds)."
+    )
+    rate_limit_auth_failures: int = Field(
+        default=10,
+        ge=0,
+        description="Failed authentications (unknown, revoked or expired tokens and API keys) "
+        "per client address and per secret within the window before 429 (0: no limit).",
+    )
+    rate_limit_writes_per_credential: int = Field(
+        default=600,
+        ge=0,
+        description="Writes (POST, PUT, PATCH, DELETE) per credential within the window "
+        "before 429 (0: no limit).",
+    )
+    rate_limit_writes_per_address: int = Field(
+        default=1200,
+        ge=0,
+        description="Writes per client address within the window before 429 (0: no limit).",
+    )
+    trusted_proxies: list[str] = Field(
+        default=[],
+        description="Addresses or networks of reverse proxies in front of the service (JSON "
+        'list, e.g. ["10.0.0.0/8"]): only from these is X-Forwarded-For taken as the client '
+        "address for the rate limits.",
+    )
+    open311_cors_origins: list[str] = Field(
+        default=["*"],
+        description="Origins whose browser clients may GET and POST /open311 (JSON list; "
+        '["*"]: any). No other path answers CORS.',
+    )
+    contact_retention_days: float = Field(
+        default=180.0,
+        ge=0,
+        description="A reporter's contact details are erased this many days after the last of "
+        "their incidents ended (closed, evaluated, rejected or cancelled).",
+    )
+    retention_sweep_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often the running service applies contact_retention_days (seconds; 0: "
+        "never, leaving it to `gridgov privacy retention`).",
+    )
     reference_seed: int = Field(default=20261127, description="Seed of the reference generator.")
     test_postgis_url: str = Field(
         default="postgresql+psycopg://gridgov:gridgov@127.0.0.1:5432/gridgov_test",
@@ -221,6 +271,17 @@ class Settings(BaseSettings):
                 f"[{floor:g}, 1]"
             )
             raise ValueError(msg)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                msg = f"trusted_proxies: {item!r} is not an IP address or network"
+                raise ValueError(msg) from None
         return value
 
     @property

@@ -7,6 +7,7 @@ Other test modules can add fixtures below; keep the database section together.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,16 @@ from sqlalchemy.exc import OperationalError
 
 from gridgov.settings import get_settings
 from gridgov.store import create_engine_from_url, init_db
+
+# The suite sends thousands of requests from one address, and fails authentication on purpose
+# (the role matrix): the rate limits are off unless a test configures them (test_limits.py).
+# Set before any settings are read; servers the tests start inherit it.
+for _limit in (
+    "RATE_LIMIT_AUTH_FAILURES",
+    "RATE_LIMIT_WRITES_PER_CREDENTIAL",
+    "RATE_LIMIT_WRITES_PER_ADDRESS",
+):
+    os.environ.setdefault(f"GRIDGOV_{_limit}", "0")
 
 # --------------------------------------------------------------------------------------------
 # databases

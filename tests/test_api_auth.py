@@ -85,6 +85,7 @@ class World:
             check_duplicates=False,
             now=now,
             dispatch_now=not queued,
+            reporter="phone:138-0000-0000",
         )
         if queued:
             free = store.read_units(self.engine, street_code=STREET_A)
@@ -308,6 +309,19 @@ CELLS: dict[str, Cell] = {
         "GET",
         "/api/v1/incidents/{incident}",
         _staff(200, dispatcher_b=404, unit_other=404, grid_worker_elsewhere=404),
+        needs="dispatched",
+    ),
+    # Personal data: only the street's dispatcher, who calls the reporter back.
+    "incidents.reporter": Cell(
+        "GET",
+        "/api/v1/incidents/{incident}/reporter",
+        _staff(
+            403,
+            dispatcher_a=200,
+            dispatcher_b=404,
+            unit_other=404,
+            grid_worker_elsewhere=404,
+        ),
         needs="dispatched",
     ),
     "incidents.acknowledge": Cell(

@@ -288,10 +288,14 @@ def test_frame_to_wgs84_messages_say_what_was_trusted() -> None:
 
 def test_degrees_declared_as_utm_metres_are_caught() -> None:
     """Reading lon/lat degrees as UTM metres still yields valid-looking lon/lat (near the
-    equator), so the area of use of the declared CRS is what exposes the mistake."""
+    equator): coordinates that small cannot be metres (the message names EPSG:4326), and
+    the area of use of the declared CRS exposes a larger mistake."""
     degrees = gpd.GeoDataFrame(geometry=[shapely.box(104.0, 30.6, 104.1, 30.7)], crs=4326)
-    with pytest.raises(CRSError, match=r"outside where EPSG:32648 is used"):
+    with pytest.raises(CRSError, match=r"too small to be metres of EPSG:32648.*EPSG:4326"):
         frame_to_wgs84(degrees, "EPSG:32648", "areas.geojson")
+    offset = degrees.set_geometry(degrees.scale(100, 100, origin=(0, 0)))  # 10 km, 3 km
+    with pytest.raises(CRSError, match=r"outside where EPSG:32648 is used"):
+        frame_to_wgs84(offset, "EPSG:32648", "areas.geojson")
     with pytest.raises(CRSError, match=r"outside where gcj02 is used"):
         frame_to_wgs84(degrees.set_geometry(degrees.translate(-180)), "gcj02", "x")
     # Right declarations pass, near a zone's edge too.

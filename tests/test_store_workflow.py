@@ -54,7 +54,7 @@ from gridgov.store import (
     record_street_opinion,
     supervise_stored,
 )
-from gridgov.store.models import EVENTS, INCIDENTS
+from gridgov.store.models import EVENTS, INCIDENTS, REPORTERS
 from gridgov.workflow import EVENT_COLUMNS, Event, events_from_frame, frame_from_events, next_event
 
 GEOD = Geod(ellps="WGS84")
@@ -210,6 +210,11 @@ def test_events_cannot_be_updated_or_deleted(district: Engine) -> None:
     pd.testing.assert_frame_equal(read_events(district, incident_id=incident_id), before)
 
 
+def reporter_id(engine: Engine, incident_id: str) -> str:
+    """The opaque id an incident names its reporter by."""
+    return str(read_incidents(engine).set_index("incident_id").loc[incident_id, "reporter_id"])
+
+
 def test_a_new_report_is_reported_then_registered(district: Engine) -> None:
     incident_id = report(district, reporter="138-0000-0001")
     events = read_events(district, incident_id=incident_id)
@@ -218,7 +223,8 @@ def test_a_new_report_is_reported_then_registered(district: Engine) -> None:
     assert events["seq"].tolist() == [1, 2]
     assert events["from_state"].tolist() == [None, "reported"]
     assert events["to_state"].tolist() == ["reported", "registered"]
-    # The reporter's phone is kept for outcome notices, never written into the append-only log.
+    # The reporter's phone is kept apart for outcome notices, never written into the
+    # append-only log, which names the reporter by an opaque id.
     assert events["actor"].tolist() == ["reporter", "gridgov"]
     assert not events.astype(str).apply(lambda c: c.str.contains("138-0000-0001")).any().any()
     assert events["role"].tolist() == ["reporter", "system"]
@@ -226,7 +232,9 @@ def test_a_new_report_is_reported_then_registered(district: Engine) -> None:
     assert events["at"].dt.tz is not None
     row = read_incidents(district).set_index("incident_id").loc[incident_id]
     assert row["status"] == "registered"
-    assert row["reporter"] == "138-0000-0001"
+    assert row["reporter_id"].startswith("rep-")
+    assert events["data"].iloc[0]["reporter_id"] == row["reporter_id"]
+    assert "138-0000-0001" not in row.astype(str).tolist()
     assert row["description"] == "垃圾堆放 / rubbish dumped"
     assert pd.isna(row["duplicate_of"])
 
@@ -319,9 +327,11 @@ def test_the_main_path_from_report_to_evaluation(
     # The reporter was told when it closed.
     notices = read_notices(district, incident_id=incident_id)
     assert list(notices.columns) == list(NOTICE_COLUMNS)
+    # Addressed to the reporter's opaque id: the notice holds no contact.
     assert notices[["kind", "recipient_kind", "recipient"]].values.tolist() == [
-        ["outcome", "reporter", "alice"]
+        ["outcome", "reporter", reporter_id(district, incident_id)]
     ]
+    assert "alice" not in notices.astype(str).to_numpy().tolist()
     assert notices.iloc[0]["data"]["outcome"] == "closed"
     with pytest.raises(InvalidTransitionError, match="final"):
         act(district, incident_id, "cancel", t + timedelta(days=2), reason="too late")
@@ -444,14 +454,15 @@ def test_cancel_frees_the_units_and_tells_the_reporters(
     a = read_assignments(district, incident_id=master).iloc[0]
     assert a["release_reason"] == "cancel: owner cleared it"
     notices = read_notices(district, kind="outcome").set_index("recipient")
-    assert sorted(notices.index) == ["alice", "bob"]
-    assert notices.loc["bob", "incident_id"] == copy
-    assert notices.loc["bob", "data"] == {
+    alice, bob = reporter_id(district, master), reporter_id(district, copy)
+    assert sorted(notices.index) == sorted([alice, bob])
+    assert notices.loc[bob, "incident_id"] == copy
+    assert notices.loc[bob, "data"] == {
         "outcome": "cancelled",
         "incident_id": master,
         "duplicate": True,
     }
-    assert "cancelled" in notices.loc["bob", "message"]
+    assert "cancelled" in notices.loc[bob, "message"]
 
 
 def test_preemption_and_reload_record_requeue_events(
@@ -535,11 +546,13 @@ def test_duplicates_are_linked_rejected_and_told_the_outcome(
     assert read_incidents(district).set_index("incident_id").loc[again, "duplicate_of"] == before
 
     outcome = read_notices(district, kind="outcome").set_index("recipient")
-    assert sorted(outcome.index) == ["alice", "bob"]  # the master's reporter and the duplicate's
-    assert outcome.loc["bob", "incident_id"] == near
-    assert outcome.loc["bob", "data"]["incident_id"] == master
-    assert outcome.loc["alice", "created_at"] == pd.Timestamp(t)
-    assert f"a duplicate of incident {master}" in outcome.loc["bob", "message"]
+    alice, bob = reporter_id(district, master), reporter_id(district, near)
+    # The master's reporter and the duplicate's, by their opaque ids.
+    assert sorted(outcome.index) == sorted([alice, bob])
+    assert outcome.loc[bob, "incident_id"] == near
+    assert outcome.loc[bob, "data"]["incident_id"] == master
+    assert outcome.loc[alice, "created_at"] == pd.Timestamp(t)
+    assert f"a duplicate of incident {master}" in outcome.loc[bob, "message"]
 
 
 def test_a_dispatcher_can_mark_a_duplicate_by_hand(district: Engine) -> None:
@@ -735,9 +748,22 @@ def test_import_history_stores_every_incident_and_event(district: Engine) -> Non
     assert stored.loc["SIM-1", "status"] == "closed"
     assert stored.loc["SIM-2", "source"] == "simulation"
     assert events_from_frame(read_events(district)) == events
+    assert stored["reporter_id"].isna().all()  # no contact given, no reporter row
     # Already there: refused as a whole.
     with pytest.raises(InputError, match="already stored: SIM-1, SIM-2"):
         import_history(district, gdf, frame_from_events(events))
+
+
+def test_import_history_keeps_a_contact_apart(district: Engine) -> None:
+    gdf, events = _history(["SIM-C"])
+    gdf["reporter"] = "phone:138-1111-2222"
+    import_history(district, gdf, frame_from_events(events))
+    stored = read_incidents(district).set_index("incident_id")
+    assert stored.loc["SIM-C", "reporter_id"].startswith("rep-")
+    assert "138-1111-2222" not in stored.astype(str).to_numpy().ravel().tolist()
+    with district.connect() as connection:
+        contact = connection.execute(select(REPORTERS.c.contact)).scalar_one()
+    assert contact == "phone:138-1111-2222"
 
 
 def test_import_history_lists_every_problem_and_writes_nothing(district: Engine) -> None:

@@ -19,6 +19,7 @@ from api.schemas import CrsName, parse_bbox, plain
 from gridgov import store
 from gridgov.errors import InputError, NotFoundError
 from gridgov.service import actions, assign, intake
+from gridgov.service.clock import check_year
 from gridgov.service.scope import BATCH_DISPATCHERS, READERS, REPORTERS
 from gridgov.workflow import ALLOWED_ROLES, Action, Role, Satisfaction, State
 
@@ -242,6 +243,7 @@ def _local_naive(value: datetime | None, tz: str) -> datetime | None:
     """A query time: naive times are read in the display time zone (Asia/Shanghai)."""
     if value is None:
         return None
+    check_year(value, "a query time")
     if value.tzinfo is None:
         return value.replace(tzinfo=ZoneInfo(tz))
     return value

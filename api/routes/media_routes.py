@@ -11,7 +11,7 @@
   agreed to publish it (Open311's ``media_url``).
 
 Photos are visible exactly where their incident is: another street's photo answers 404 like a
-missing one. The size limit is :mod:`api.upload_limit`'s, before any of this runs.
+missing one. The size limit is :mod:`api.body_limit`'s, before any of this runs.
 """
 
 from __future__ import annotations

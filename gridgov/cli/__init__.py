@@ -13,6 +13,7 @@ lists them; the commands live in modules by topic:
 - ``admin_commands``: serve, demo and the ``consultation`` (also ``consult``) and ``token``
   groups; ``consult_commands`` adds the consultations of powers 2 and 4 to the first;
 - ``toolkit_commands``: isochrone, sites, workload;
+- ``privacy_commands``: the ``privacy`` group (erase, retention, log);
 - ``command_support``: the consoles, common options and error handling they share.
 """
 
@@ -26,6 +27,7 @@ from gridgov.cli import (
     consult_commands,
     dispatch_commands,
     district_commands,
+    privacy_commands,
     toolkit_commands,
 )
 
@@ -65,6 +67,7 @@ app.command()(toolkit_commands.workload)
 app.command()(district_commands.route)
 app.command()(admin_commands.serve)
 app.add_typer(admin_commands.token_app, name="token")
+app.add_typer(privacy_commands.privacy_app, name="privacy")
 app.command()(admin_commands.demo)
 
 

@@ -43,6 +43,7 @@ from gridgov.service import dispatch_mode
 from gridgov.service.clock import sent_time
 from gridgov.service.scope import Scope
 from gridgov.store import SYSTEM_ACTOR, Engine
+from gridgov.text_rules import check_text
 from gridgov.workflow import Role, State
 
 
@@ -199,6 +200,8 @@ def report(
         The scope refuses the place; nothing was stored.
     """
     now = _utc_now(now)
+    check_text(description, "description")
+    check_text(reporter, "reporter")
     held = None if dry_run else _held_key.get()
     if held is not None and held.incident_id is not None:
         return _resume(

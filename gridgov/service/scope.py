@@ -46,9 +46,11 @@ __all__ = [
     "DISTRICT_ROLES",
     "MODE_SETTERS",
     "NOTHING",
+    "OPEN311_SOURCE",
     "OPERATOR",
     "POSITION_SENDERS",
     "PUBLIC",
+    "PUBLIC_COARSE_DECIMALS",
     "READERS",
     "REPORTERS",
     "STATUS_SETTERS",
@@ -88,6 +90,10 @@ CONSULTATION_REGISTRARS = frozenset({"admin", "department"})
 CONSULTATION_ANSWERERS = frozenset({"admin", "commander", "dispatcher"})
 #: Record how a street's opinion was taken, for their own department.
 CONSULTATION_ADOPTERS = frozenset({"admin", "department"})
+#: ``incidents.source`` of the requests citizens file through Open311 (published by them).
+OPEN311_SOURCE = "open311"
+#: Decimal places of a staff-reported incident's position in a public read (about 1 km).
+PUBLIC_COARSE_DECIMALS = 2
 #: Matches no area, unit or street code (they are digits and dashes).
 NOTHING = "~none~"
 #: The workflow role each API role acts as (:mod:`gridgov.workflow` checks it per action).
@@ -263,6 +269,17 @@ class Scope:
         msg = f"the {self.role} role files no reports"
         raise ForbiddenError(msg)
 
+    def reads_contacts(self, street_code: str | None) -> bool:
+        """Whether the caller may read the contact details of the reporter of an incident
+        located in ``street_code``: only that street's dispatcher, who calls reporters back.
+        No other role needs them (admins erase them by CLI on request, never read them
+        here); every read is audited (:mod:`gridgov.service.privacy`)."""
+        return (
+            self.role == "dispatcher"
+            and street_code is not None
+            and street_code == self.street_code
+        )
+
     @property
     def workflow_role(self) -> Role:
         """The workflow role the caller acts as (:data:`gridgov.workflow.ALLOWED_ROLES`)."""
@@ -350,8 +367,20 @@ class Scope:
 
     def service_request_filters(self) -> dict[str, Any]:
         """Filters of Open311 reads: none, for every caller. Service requests are public; what
-        protects reporters is that a GET shows no personal field."""
+        protects reporters is that a GET shows no personal field, and what protects staff
+        reports is :meth:`shows_request_in_full`."""
         return {}
+
+    def shows_request_in_full(self, source: str | None) -> bool:
+        """Whether an Open311 read shows a service request's description and exact position.
+
+        A citizen who files through Open311 publishes the request; an incident reported by
+        staff (dispatchers, grid workers, units: a raid, a fire, a complaint taken by phone)
+        was never published, so the public gets it without its description and media, and
+        with its position rounded to :data:`PUBLIC_COARSE_DECIMALS` decimals (about 1 km).
+        Staff read incidents in full through the native API.
+        """
+        return self.role not in ("public", "citizen") or source == OPEN311_SOURCE
 
 
 #: The scope of a caller without a credential (Open311 reads).

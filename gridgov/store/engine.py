@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -153,6 +153,9 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
     # (An in-memory SQLite database has a pool without a queue, hence no timeout to set.)
     if backend == "postgresql" or sa_url.database not in (None, "", ":memory:"):
         kwargs.setdefault("pool_timeout", settings.db_pool_timeout_s)
+    # A failed statement's message must not carry its parameters into logs or answers: they
+    # can hold reporters' personal data.
+    kwargs.setdefault("hide_parameters", True)
     try:
         if backend == "postgresql":
             if sa_url.drivername == "postgresql":
@@ -172,6 +175,7 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
         msg = f"cannot create an engine for {sa_url.render_as_string(hide_password=True)}: {exc}"
         raise StoreError(msg) from exc
     guard_engine(engine, settings.db_statement_timeout_s)
+    event.listen(engine, "handle_error", _redact_driver_detail)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -188,6 +192,25 @@ def _with_pg_timeouts(sa_url: URL, statement_timeout_s: float) -> URL:
         return sa_url
     timeout = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
     return sa_url.update_query_dict({"options": f"{options} {timeout}".strip()})
+
+
+def _without_detail(message: object) -> str:
+    return "\n".join(
+        line for line in str(message).splitlines() if not line.lstrip().startswith("DETAIL:")
+    )
+
+
+def _redact_driver_detail(context: ExceptionContext) -> None:
+    """Drop PostgreSQL's DETAIL from a failed statement's messages, as the error is raised.
+
+    The server's DETAIL repeats the values of the row or key that failed ("Failing row
+    contains (...)", "Key (...)=(...)"), which can be a reporter's contact details; with the
+    parameters hidden (``hide_parameters``) nothing of a statement's values reaches a message,
+    a log line or an answer. The error's class, SQLSTATE and primary message stay.
+    """
+    for exc in (context.original_exception, context.sqlalchemy_exception):
+        if exc is not None and exc.args and "DETAIL:" in str(exc.args[0]):
+            exc.args = (_without_detail(exc.args[0]), *exc.args[1:])
 
 
 def open_store(url: str | URL) -> Engine:

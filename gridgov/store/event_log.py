@@ -187,13 +187,13 @@ def _outcome_notices(connection: Connection, event: Event) -> int:
     outcome, outcome_zh = _OUTCOMES[event.action]
     master = event.incident_id
     rows = connection.execute(
-        select(INCIDENTS.c.incident_id, INCIDENTS.c.reporter)
+        select(INCIDENTS.c.incident_id, INCIDENTS.c.reporter_id)
         .where(or_(INCIDENTS.c.incident_id == master, INCIDENTS.c.duplicate_of == master))
         .order_by(INCIDENTS.c.incident_id)
     ).all()
     written = 0
     for row in rows:
-        if not row.reporter:
+        if not row.reporter_id:
             continue  # nobody to tell
         yours = row.incident_id == master
         about = "您反映的问题" if yours else f"您反映的问题（与事件 {master} 重复）"
@@ -209,7 +209,9 @@ def _outcome_notices(connection: Connection, event: Event) -> int:
             created_at=event.at,
             kind="outcome",
             recipient_kind="reporter",
-            recipient=row.reporter,
+            # The opaque id: whoever delivers it looks the contact up (and finds none once
+            # erased); the notice itself holds no personal data.
+            recipient=row.reporter_id,
             message=f"{about}{outcome_zh}。 / {what} was {outcome} on {_local(event.at)}{why}.",
             data={"outcome": outcome, "incident_id": master, "duplicate": not yours},
         )

@@ -26,6 +26,7 @@ from gridgov.store.journal import (
 from gridgov.store.models import (
     INCIDENTS,
 )
+from gridgov.store.reporter_rows import insert_reporter
 from gridgov.workflow import (
     Event,
     State,
@@ -102,7 +103,8 @@ def import_history(
         ``incident_id``, ``matter_code``, ``reported_at`` (aware) and a point: a GeoDataFrame's
         geometry or ``lon``/``lat`` (WGS84); optional ``priority``, ``status``, ``street_code``,
         ``community_code``, ``grid_code``, ``microgrid_code``, ``duplicate_of``, ``source``,
-        ``reporter``, ``description``, ``created_at``.
+        ``reporter`` (a contact: stored apart, :mod:`gridgov.store.reporter_rows`),
+        ``description``, ``created_at``.
     events_df
         :data:`gridgov.workflow.EVENT_COLUMNS` (``at`` timezone-aware).
 
@@ -177,6 +179,14 @@ def import_history(
             raise InputError(msg)
         rows = _incident_rows(incidents_df, ids, geoms, reported, states, logs)
         try:
+            for row in rows:
+                # A contact goes to its own erasable row; the incident keeps the opaque id.
+                contact = row.pop("reporter")
+                row["reporter_id"] = (
+                    None
+                    if contact is None
+                    else insert_reporter(connection, contact, row["created_at"])
+                )
             connection.execute(insert(INCIDENTS), rows)
             links = [{"i": i, "m": str(m)} for i, m in zip(ids, duplicate_of, strict=True) if m]
             if links:

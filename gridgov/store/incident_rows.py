@@ -45,6 +45,7 @@ from gridgov.store.models import (
     INCIDENTS,
     MATTERS,
 )
+from gridgov.store.reporter_rows import insert_reporter
 from gridgov.store.unit_snapshot import _raw_position, _xy
 from gridgov.workflow import OPEN_STATES, Action, Role, State, find_duplicate
 
@@ -72,7 +73,7 @@ INCIDENT_COLUMNS = (
     "created_at",
     "updated_at",
     "duplicate_of",
-    "reporter",
+    "reporter_id",
     "description",
 )
 _WGS84 = "EPSG:4326"
@@ -143,7 +144,9 @@ def create_incident(
     now
         The creation time (default: the current time).
     reporter
-        Who to tell the outcome (an account, a phone number); the report event's actor.
+        Who to tell the outcome (an account, a phone number): personal data, stored apart
+        (:mod:`gridgov.store.reporter_rows`); the incident and its report event carry only
+        its opaque ``reporter_id``.
     description
         What the reporter said.
     check_duplicates
@@ -227,25 +230,29 @@ def _store_report(
         "source": source,
         "created_at": now,
         "updated_at": now,
-        "reporter": reporter,
         "description": description,
     }
     settings = get_settings()
-    report = build_event(
-        None,
-        incident.incident_id,
-        Action.REPORT,
-        at=reported_at,
-        # The reporter's contact stays in incidents.reporter (where outcome notices read it):
-        # the append-only log can never be erased, so it names the role, never the person.
-        actor=REPORTER_ACTOR if reporter else (source or SYSTEM_ACTOR),
-        role=Role.REPORTER if reporter else Role.SYSTEM,
-        street_code=street_code,
-        data={"source": source} if source else None,
-    )
     with translate_errors(engine):
         try:
             with begin_write(engine) as connection:
+                # The contact goes to its own (erasable) row; the append-only log names the
+                # role and the opaque id, never the person.
+                reporter_id = insert_reporter(connection, reporter, now) if reporter else None
+                row["reporter_id"] = reporter_id
+                data = {"source": source} if source else {}
+                if reporter_id is not None:
+                    data["reporter_id"] = reporter_id
+                report = build_event(
+                    None,
+                    incident.incident_id,
+                    Action.REPORT,
+                    at=reported_at,
+                    actor=REPORTER_ACTOR if reporter else (source or SYSTEM_ACTOR),
+                    role=Role.REPORTER if reporter else Role.SYSTEM,
+                    street_code=street_code,
+                    data=data or None,
+                )
                 if matter is not None:
                     row["priority"] = matter.priority
                 else:

@@ -379,6 +379,53 @@ class RoadLinkRow(Base):
     )
 
 
+class ReporterRow(Base):
+    """A reporter's contact details (personal data), apart from everything else: incidents,
+    events and notices name the reporter by ``reporter_id`` only. Erasure (on request, or
+    ``settings.contact_retention_days`` after closure) empties ``contact`` and keeps the row,
+    so the opaque references stay valid."""
+
+    __tablename__ = "reporters"
+
+    reporter_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # "email:...; phone:...; name:..." as the channel gave it; NULL once erased.
+    contact: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint("contact IS NULL OR erased_at IS NULL", name="erased"),
+        Index(None, "erased_at"),
+    )
+
+
+#: What the privacy log records: a read of contact details, an erasure on request, one by the
+#: retention rule, and what a migration moved.
+PRIVACY_LOG_KINDS = ("read", "erasure", "retention", "migration")
+
+
+class PrivacyLogRow(Base):
+    """The audit of personal data: every read of a reporter's contact details and every
+    erasure (who, when, which reporter id; never the details themselves)."""
+
+    __tablename__ = "privacy_log"
+
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(Text)
+    # No foreign keys: the audit outlives what it names.
+    reporter_id: Mapped[str | None] = mapped_column(String(40))
+    incident_id: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", list(PRIVACY_LOG_KINDS)), name="kind"),
+        Index(None, "reporter_id"),
+        Index(None, "kind", "at"),
+    )
+
+
 class IncidentRow(Base):
     """A reported incident. ``status`` is the workflow state of its latest event
     (:class:`gridgov.workflow.State`); free text (no CHECK), so the workflow can grow states
@@ -405,14 +452,17 @@ class IncidentRow(Base):
     duplicate_of: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("incidents.incident_id")
     )
-    # Who to tell the outcome (a phone number, an account...), and what they said.
-    reporter: Mapped[str | None] = mapped_column(Text)
+    # What the reporter said.
     description: Mapped[str | None] = mapped_column(Text)
+    # Added in 0010 (replacing the contact column ``reporter``): who to tell the outcome, as an
+    # opaque id of the reporters table, where the contact itself is kept and can be erased.
+    reporter_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("reporters.reporter_id"))
 
     __table_args__ = (
         Index(None, "status", "reported_at"),
         Index(None, "street_code"),
         Index(None, "duplicate_of"),
+        Index(None, "reporter_id"),
         Index("ix_incidents_geometry_gist", "geometry", postgresql_using="gist").ddl_if(
             dialect="postgresql"
         ),
@@ -613,6 +663,7 @@ class NoticeRow(Base):
     level: Mapped[str | None] = mapped_column(String(16))
     stage: Mapped[str | None] = mapped_column(String(16))
     recipient_kind: Mapped[str] = mapped_column(String(16))
+    # An office id, a department, or a reporter's opaque id (never their contact, since 0010).
     recipient: Mapped[str | None] = mapped_column(Text)
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -837,3 +888,5 @@ CONSULTATION_EVENTS = cast(Table, ConsultationEventRow.__table__)
 CREDENTIALS = cast(Table, CredentialRow.__table__)
 IDEMPOTENCY = cast(Table, IdempotencyRow.__table__)
 MEDIA = cast(Table, MediaRow.__table__)
+REPORTERS = cast(Table, ReporterRow.__table__)
+PRIVACY_LOG = cast(Table, PrivacyLogRow.__table__)
