@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         assessment_routes,
         health,
         incidents,
+        position_routes,
         road_routes,
         unit_routes,
     )
@@ -63,7 +64,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     app.include_router(health.router)
-    for module in (area_routes, road_routes, unit_routes, incidents, assessment_routes):
+    for module in (
+        area_routes,
+        road_routes,
+        position_routes,
+        unit_routes,
+        incidents,
+        assessment_routes,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
     app.include_router(wall_display.router)

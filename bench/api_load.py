@@ -409,7 +409,7 @@ def start_server(
         str(workers),
         "--no-access-log",
     ]
-    if factory.startswith("api_load:"):
+    if not factory.startswith("api."):  # a factory of a bench script
         cmd[1:1] = ["--app-dir", str(ROOT / "bench")]
     env = {**os.environ, "GRIDGOV_DATABASE_URL": database_url, POOL_ENV: str(pool_size)}
     with log.open("ab") as fh:

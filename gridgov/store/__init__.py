@@ -98,6 +98,7 @@ from gridgov.store.incident_rows import (
     read_incidents,
 )
 from gridgov.store.journal import SYSTEM_ACTOR
+from gridgov.store.position_fixes import FixIn, FixResult, store_fixes
 from gridgov.store.spatial_queries import (
     locate_many,
     locate_point,
@@ -119,6 +120,8 @@ __all__ = [
     "Connection",
     "Credential",
     "Engine",
+    "FixIn",
+    "FixResult",
     "Replay",
     "StoredIncident",
     "apply_action",
@@ -179,6 +182,7 @@ __all__ = [
     "revoke_credential",
     "schema_diff",
     "set_unit_status",
+    "store_fixes",
     "summarize",
     "supervise_stored",
     "travel_from_store",
