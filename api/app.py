@@ -39,7 +39,7 @@ TAGS: list[dict[str, Any]] = [
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the service over a store (default: ``settings.database_url``)."""
-    from api import open311, wall_display
+    from api import live_stream, open311, wall_display
     from api.routes import (
         area_routes,
         assessment_routes,
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
+    app.include_router(live_stream.router)
     app.include_router(wall_display.router)
     from gridgov.maps import STATIC_DIR
 

@@ -49,7 +49,7 @@ from gridgov.store.live_feed import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["FEED_PATH", "router"]
+__all__ = ["FEED_PATH", "live_answer", "router"]
 
 router = APIRouter()
 
@@ -98,8 +98,11 @@ class LiveAnswer(BaseModel):
         "replace the lines of every incident in `incidents` and `closed`."
     )
     units: dict[str, Any] | None = Field(
-        description="Every unit in scope (`gridgov.maps.unit_layer_json`) when they changed, "
-        "else null."
+        description="The units in scope written since `since` (`gridgov.maps.unit_layer_json`; "
+        "every one when `units_reset`), else null."
+    )
+    units_reset: bool = Field(
+        default=False, description="`units` holds every unit in scope: drop the ones shown."
     )
 
 
@@ -120,7 +123,7 @@ def _code(value: Any) -> str | None:
     return None if value is None or value != value else str(value)
 
 
-def _answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
+def live_answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
     scope = principal.scope
     gdf = changes.gdf_incidents
     over = gdf["status"].astype(str).isin(OVER_STATUSES)
@@ -151,6 +154,7 @@ def _answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
             gdf_open, changes.gdf_assignments, changes.gdf_assigned_units
         ),
         "units": None if changes.gdf_units is None else maps.unit_layer_json(changes.gdf_units),
+        "units_reset": changes.reset,
     }
 
 
@@ -188,7 +192,7 @@ def live_feed(
     }
     if not changes.changed and _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    return JSONResponse(_answer(principal, changes), headers=headers)
+    return JSONResponse(live_answer(principal, changes), headers=headers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +236,13 @@ def build_page(engine: Engine, settings: Settings, dataset: int) -> str:
     maps.name_matters_from(m, store.read_catalog(engine))
     # The roads come per viewport from the road route, like the micro-grids.
     maps.add_road_layer(m, settings.map_base, url=SERVED_ROAD_URL)
-    maps.add_live_feed(m, FEED_PATH, interval_ms=POLL_INTERVAL_MS, dataset=dataset)
+    maps.add_live_feed(
+        m,
+        FEED_PATH,
+        interval_ms=POLL_INTERVAL_MS,
+        dataset=dataset,
+        stream_url=f"{FEED_PATH}/stream",
+    )
     return maps.render_html(m, assets="/static")
 
 

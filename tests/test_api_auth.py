@@ -236,6 +236,8 @@ CELLS: dict[str, Cell] = {
     "incidents.list": Cell("GET", "/api/v1/incidents", _staff(200)),
     # The wall display's feed: each role gets its own scope (tests/test_live.py checks what).
     "live": Cell("GET", "/api/v1/live", _staff(200)),
+    # The pushed feed, closed after its first event.
+    "live.stream": Cell("GET", "/api/v1/live/stream?max_seconds=0", _staff(200)),
     "incidents.get": Cell(
         "GET",
         "/api/v1/incidents/{incident}",
