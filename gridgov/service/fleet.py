@@ -109,8 +109,12 @@ def record_fixes(
     for fix in fixes:
         try:
             at = sent_time(fix.at, now, "at")
-            x, y = to_wgs84(fix.lon, fix.lat, normalize_crs(fix.crs))
-            wlon, wlat = float(x[0]), float(y[0])
+            crs = normalize_crs(fix.crs)
+            if crs == "wgs84":  # most gateways: no conversion (the range is checked below)
+                wlon, wlat = float(fix.lon), float(fix.lat)
+            else:
+                x, y = to_wgs84(fix.lon, fix.lat, crs)
+                wlon, wlat = float(x[0]), float(y[0])
             finite = math.isfinite(wlon) and math.isfinite(wlat)
             if not (finite and -180 <= wlon <= 180 and -90 <= wlat <= 90):
                 msg = f"({wlon}, {wlat}) is not a WGS84 longitude/latitude"

@@ -26,7 +26,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from gridgov.errors import InputError
-from gridgov.store.engine import begin_write, detect_backend, translate_errors
+from gridgov.store.engine import (
+    begin_write,
+    detect_backend,
+    translate_errors,
+    write_transaction,
+)
 from gridgov.store.models import UNITS
 
 __all__ = ["FixIn", "FixResult", "fix_is_newer", "store_fixes"]
@@ -98,11 +103,15 @@ WITH fix AS (
     FROM fix f JOIN units u ON u.unit_id = f.unit_id
     WHERE {scope}
     ORDER BY f.unit_id, f.at DESC, f.i DESC
+), locked AS MATERIALIZED (
+    -- Rows locked in one order (the ids'): two gateways' batches never deadlock.
+    SELECT u.unit_id FROM units u JOIN pick p ON p.unit_id = u.unit_id
+    ORDER BY u.unit_id FOR UPDATE OF u
 ), done AS (
     UPDATE units AS u
     SET position = ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326),
         position_time = p.at, position_source = :source
-    FROM pick p
+    FROM pick p JOIN locked l ON l.unit_id = p.unit_id
     WHERE u.unit_id = p.unit_id AND ({newer})
     RETURNING p.i
 )
@@ -174,8 +183,8 @@ def store_fixes(
             "oldest": oldest,
             "scope_value": value,
         }
-        with translate_errors(engine), begin_write(engine) as connection:
-            rows = connection.execute(_PG_STATEMENTS[column], params).all()
+        statement = _PG_STATEMENTS[column]
+        rows = write_transaction(engine, lambda c: c.execute(statement, params).all())
         return [
             FixResult(fixes[r.i].unit_id, r.known, bool(r.in_scope), r.stored, r.stale)
             for r in rows
