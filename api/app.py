@@ -10,8 +10,10 @@ from sqlalchemy.engine import Engine
 
 from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.replica_reads import WriteNotes
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings
+from gridgov.store.read_routing import ReadRouting
 
 DESCRIPTION = """\
 gridgov's service for a street command centre under Chengdu's five-powers reform.
@@ -61,8 +63,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.engine = engine
     app.state.settings = settings
+    replica = (
+        store.open_store(settings.database_replica_url) if settings.database_replica_url else None
+    )
+    app.state.reads = ReadRouting(engine, replica)
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(WriteNotes)
     app.include_router(health.router)
     for module in (
         area_routes,

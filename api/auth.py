@@ -77,6 +77,8 @@ def current_principal(
     credential = store.resolve_credential(request.app.state.engine, credentials.credentials)
     if credential is None or credential.kind != "token":
         raise HTTPException(401, "the token is unknown, revoked or expired", headers=challenge)
+    # Who wrote, for the replica's read-your-writes rule (api/replica_reads.py).
+    request.state.caller = credential.credential_id
     return Principal(credential)
 
 

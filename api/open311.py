@@ -38,7 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from api.deps import ContextDep, EngineDep, SettingsDep
+from api.deps import ContextDep, EngineDep, ReadEngineDep, SettingsDep
 from api.schemas import Crs
 from gridgov import store
 from gridgov.crs import from_wgs84
@@ -876,7 +876,7 @@ _REQUESTS_XML = (
 )
 def list_requests(
     request: Request,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     ctx: ContextDep,
     settings: SettingsDep,
     _: Jurisdiction,

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Principal, require
 from api.deps import EngineDep, SettingsDep
+from api.replica_reads import read_engine
 from gridgov import maps, store
 from gridgov.errors import InputError
 from gridgov.maps.road_layer import SERVED_ROAD_URL
@@ -183,7 +184,9 @@ def live_feed(
     previous answer's `ETag`): 304 means nothing changed. A dispatcher sees only the street's
     incidents and units."""
     state = parse_cursor(since) if since is not None else None
-    changes = read_live(engine, principal.scope, state)
+    # The first snapshot (every open incident and unit) may come from a replica; the
+    # cursor's numbers are the primary's own, so the polls after it read the primary.
+    changes = read_live(read_engine(request) if state is None else engine, principal.scope, state)
     etag = _etag(principal, changes.state)
     headers = {
         "ETag": etag,
