@@ -361,6 +361,49 @@ def dataset_version(engine: Engine) -> int:
         return int(connection.execute(select(func.max(DATASETS.c.id))).scalar() or 0)
 
 
+def _unchanged(
+    connection: Connection,
+    incident_scope: list[ColumnElement[bool]],
+    unit_scope: list[ColumnElement[bool]],
+    since: LiveState,
+) -> bool:
+    """Whether nothing changed in scope since ``since``, in one statement (one snapshot):
+    the same counts :func:`_event_state` and :func:`_unit_state` compare, read together."""
+
+    def events(*where: ColumnElement[bool]) -> Any:
+        stmt = select(func.count(EVENTS.c.event_id))
+        if incident_scope:
+            stmt = stmt.select_from(
+                EVENTS.join(INCIDENTS, EVENTS.c.incident_id == INCIDENTS.c.incident_id)
+            )
+        return stmt.where(*incident_scope, *where).scalar_subquery()
+
+    row = connection.execute(
+        select(
+            select(func.max(DATASETS.c.id)).scalar_subquery(),
+            select(func.max(EVENTS.c.event_id)).scalar_subquery(),
+            events(EVENTS.c.event_id > since.last_event),
+            events(
+                EVENTS.c.event_id > since.last_event - LOOKBACK,
+                EVENTS.c.event_id <= since.last_event,
+            ),
+            select(func.max(UNITS.c.change_seq)).where(*unit_scope).scalar_subquery(),
+            select(func.sum(UNITS.c.change_seq))
+            .where(*unit_scope, UNITS.c.change_seq > since.units_seq - UNIT_LOOKBACK)
+            .scalar_subquery(),
+        )
+    ).one()
+    dataset, last, new, window, largest, total = (int(v or 0) for v in row)
+    return (
+        dataset == since.dataset
+        and since.last_event <= last <= since.last_event + ADVANCE
+        and new == 0
+        and window == since.n_events
+        and largest == since.units_seq
+        and total == since.units_sum
+    )
+
+
 def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) -> LiveChanges:
     """What changed in ``scope`` since the cursor ``since`` (everything when None).
 
@@ -381,6 +424,9 @@ def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) 
     incident_scope = _incident_clauses(scope.incident_filters())
     unit_scope = _unit_clauses(scope.unit_filters())
     with translate_errors(engine), engine.connect() as connection:
+        if since is not None and _unchanged(connection, incident_scope, unit_scope, since):
+            # The wall's usual poll: one statement, no frame.
+            return LiveChanges(since, False, False, *_empty_changes())
         # The state first: anything committed after it is sent now or on the next poll,
         # never skipped.
         dataset = int(connection.execute(select(func.max(DATASETS.c.id))).scalar() or 0)
