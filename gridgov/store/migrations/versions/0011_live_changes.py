@@ -31,22 +31,25 @@ _PG_UP = (
     """CREATE FUNCTION gridgov_unit_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.change_seq := nextval('units_change_seq');
-    PERFORM pg_notify('gridgov_live', 'units');
     RETURN NEW;
 END $$""",
     "CREATE TRIGGER units_changed BEFORE INSERT OR UPDATE ON units "
     "FOR EACH ROW EXECUTE FUNCTION gridgov_unit_changed()",
-    """CREATE FUNCTION gridgov_events_added() RETURNS trigger LANGUAGE plpgsql AS $$
+    # One notification per statement (a gateway's batch moves hundreds of rows at once).
+    """CREATE FUNCTION gridgov_live_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('gridgov_live', 'events');
+    PERFORM pg_notify('gridgov_live', TG_TABLE_NAME);
     RETURN NULL;
 END $$""",
-    "CREATE TRIGGER events_added AFTER INSERT ON events "
-    "FOR EACH STATEMENT EXECUTE FUNCTION gridgov_events_added()",
+    "CREATE TRIGGER units_notify AFTER INSERT OR UPDATE ON units "
+    "FOR EACH STATEMENT EXECUTE FUNCTION gridgov_live_notify()",
+    "CREATE TRIGGER events_notify AFTER INSERT ON events "
+    "FOR EACH STATEMENT EXECUTE FUNCTION gridgov_live_notify()",
 )
 _PG_DOWN = (
-    "DROP TRIGGER IF EXISTS events_added ON events",
-    "DROP FUNCTION IF EXISTS gridgov_events_added()",
+    "DROP TRIGGER IF EXISTS events_notify ON events",
+    "DROP TRIGGER IF EXISTS units_notify ON units",
+    "DROP FUNCTION IF EXISTS gridgov_live_notify()",
     "DROP TRIGGER IF EXISTS units_changed ON units",
     "DROP FUNCTION IF EXISTS gridgov_unit_changed()",
     "DROP SEQUENCE IF EXISTS units_change_seq",
