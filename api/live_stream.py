@@ -5,9 +5,13 @@ feed's answer (:mod:`api.wall_display`, the same JSON as a poll) whenever someth
 caller's scope changed, nothing while nothing does (a comment line every
 :data:`HEARTBEAT_S` keeps proxies from closing it). Who wakes the streams:
 
-- PostgreSQL: the triggers of migration 0011 ``pg_notify('gridgov_live', ...)`` at every
-  commit that writes a unit or an event; each server process LISTENs on one connection of its
-  own, so every worker of every host hears every change, whoever wrote it.
+- PostgreSQL: a trigger of migration 0011 ``pg_notify('gridgov_live', 'events')`` at every
+  commit that appends to the event log (reports, dispatch, workflow); each server process
+  LISTENs on one connection of its own, so every worker of every host hears every change,
+  whoever wrote it. Unit rows (position fixes, status) do not notify: a notifying
+  transaction holds a database-wide lock through its commit, which made fixes commit one at
+  a time. The same connection probes the units' largest change number every
+  :data:`UNIT_PROBE_S` instead (an index probe, per process, not per stream).
 - SQLite: the engine's commits in this process (one writer process is SQLite's deployment);
   the page's polling fallback covers writes from other processes.
 
@@ -25,7 +29,7 @@ import json
 import threading
 import weakref
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -45,13 +49,16 @@ __all__ = ["STREAM_PATH", "Hub", "hub_for", "router"]
 router = APIRouter()
 
 STREAM_PATH = f"{FEED_PATH}/stream"
-#: The notification channel of migration 0011's triggers.
+#: The notification channel of migration 0011's trigger.
 CHANNEL = "gridgov_live"
+#: How often a process looks whether a unit row was written (fixes, status).
+UNIT_PROBE_S = 0.5
 #: A comment line this often while nothing changes; the stream also reads its state then (a
 #: lost listener connection, a write from another SQLite process).
 HEARTBEAT_S = 15.0
-#: Notifications this close together are answered with one read.
-COALESCE_S = 0.05
+#: Notifications this close together are answered with one read (a fix arrives every few
+#: milliseconds at a district's rate; a wall needs a change within a second).
+COALESCE_S = 0.25
 Reader = Annotated[Principal, Depends(require(*READERS))]
 
 
@@ -61,6 +68,9 @@ class Hub:
     def __init__(self, engine: Engine) -> None:
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()
+        #: Wake-ups so far: streams of one scope at one cursor share a read per wake-up.
+        self.generation = 0
+        self._reads: dict[tuple[Any, ...], asyncio.Future[tuple[LiveState, bytes | None]]] = {}
         if detect_backend(engine) == "postgresql":
             url = engine.url.set(drivername="postgresql")
             dsn = url.render_as_string(hide_password=False)
@@ -76,14 +86,22 @@ class Hub:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.wake()  # anything missed while (re)connecting
-                    for _ in conn.notifies():
-                        self.wake()
+                    units = None
+                    while True:
+                        for _ in conn.notifies(timeout=UNIT_PROBE_S, stop_after=1):
+                            self.wake()
+                        row = conn.execute("SELECT max(change_seq) FROM units").fetchone()
+                        if row is not None and row[0] != units:
+                            if units is not None:
+                                self.wake()
+                            units = row[0]
             except psycopg.Error:
                 # The server went away: streams re-read at each heartbeat meanwhile.
                 threading.Event().wait(2.0)
 
     def wake(self) -> None:
         with self._lock:
+            self.generation += 1
             waiters = list(self._waiters)
         for loop, flag in waiters:
             with contextlib.suppress(RuntimeError):  # a loop already closed
@@ -99,6 +117,31 @@ class Hub:
         with self._lock:
             self._waiters.discard(entry)
 
+    async def read(
+        self, engine: Engine, principal: Principal, since: LiveState | None
+    ) -> tuple[LiveState, bytes | None]:
+        """The state now and the event to send (None when nothing changed), read once per
+        wake-up for all the streams of one scope at one cursor (fifty walls of the district
+        cost one read, not fifty)."""
+        scope = principal.scope
+        key = (
+            self.generation,
+            scope.role,
+            scope.street_code,
+            scope.grid_code,
+            scope.unit_id,
+            scope.district_wide,
+            None if since is None else since.cursor,
+        )
+        loop = asyncio.get_running_loop()
+        shared = self._reads.get(key)
+        if shared is None or shared.get_loop() is not loop:
+            shared = asyncio.ensure_future(_read(engine, principal, since))
+            # Only this wake-up's reads are worth keeping.
+            self._reads = {k: f for k, f in self._reads.items() if k[0] == key[0]}
+            self._reads[key] = shared
+        return await asyncio.shield(shared)
+
 
 _HUBS: weakref.WeakKeyDictionary[Engine, Hub] = weakref.WeakKeyDictionary()
 _HUBS_LOCK = threading.Lock()
@@ -112,6 +155,17 @@ def hub_for(engine: Engine) -> Hub:
         return hub
 
 
+async def _read(
+    engine: Engine, principal: Principal, since: LiveState | None
+) -> tuple[LiveState, bytes | None]:
+    changes = await run_in_threadpool(read_live, engine, principal.scope, since)
+    if not changes.changed:
+        return changes.state, None
+    data = json.dumps(live_answer(principal, changes), separators=(",", ":"))
+    event = f"event: change\nid: {changes.state.cursor}\ndata: {data}\n\n"
+    return changes.state, event.encode()
+
+
 async def _events(
     engine: Engine, principal: Principal, since: LiveState | None, max_seconds: float
 ) -> AsyncIterator[bytes]:
@@ -122,11 +176,9 @@ async def _events(
     try:
         state = since
         while True:
-            changes = await run_in_threadpool(read_live, engine, principal.scope, state)
-            if changes.changed:
-                data = json.dumps(live_answer(principal, changes), separators=(",", ":"))
-                yield f"event: change\nid: {changes.state.cursor}\ndata: {data}\n\n".encode()
-            state = changes.state
+            state, event = await hub.read(engine, principal, state)
+            if event is not None:
+                yield event
             left = end - loop.time()
             if left <= 0:
                 return
