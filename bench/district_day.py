@@ -131,7 +131,9 @@ class Pool:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def _stream(port: int, token: str, cursor: str, seconds: float, counts: Counter[str]) -> None:
+async def _stream(
+    port: int, token: str, cursor: str, seconds: float, counts: Counter[str], latest: list[str]
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         (
@@ -145,8 +147,46 @@ async def _stream(port: int, token: str, cursor: str, seconds: float, counts: Co
             if not chunk:
                 break
             counts["events"] += chunk.count(b"event: change")
+            at = chunk.rfind(b"\nid: ")
+            end = chunk.find(b"\n", at + 5)
+            if at >= 0 and end > 0:  # the page keeps the cursor of the last event it applied
+                latest[0] = chunk[at + 5 : end].decode()
     finally:
         writer.close()
+
+
+async def _poller(
+    port: int,
+    token: str,
+    cursor: list[str],
+    etag: str | None,
+    start: float,
+    offsets: list[float],
+    stats: PathStats,
+) -> None:
+    """A console (or a wall's safety net): polls at its times with its latest cursor and
+    ETag, as the page does, and keeps the cursor of each answer."""
+    conn = _Connection("127.0.0.1", port)
+    for offset in offsets:
+        wait = start + offset - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        due = start + offset
+        stats.due += 1
+        extra = f"If-None-Match: {etag}\r\n" if etag else ""
+        raw = hot_paths._get(port, f"/api/v1/live?since={cursor[0]}", token, extra)
+        try:
+            status, body = await conn.request(raw)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            stats.failures[f"{type(exc).__name__}: {exc}"[:80]] += 1
+            await conn.close()
+            continue
+        stats.done += 1
+        stats.statuses[status] += 1
+        stats.latencies.append(time.perf_counter() - due)
+        if status == 200:
+            cursor[0] = json.loads(body)["cursor"]
+    await conn.close()
 
 
 async def day(port: int, url: str, args: argparse.Namespace, pgid: int) -> dict[str, Any]:
@@ -162,8 +202,6 @@ async def day(port: int, url: str, args: argparse.Namespace, pgid: int) -> dict[
     pools = {
         "fix": Pool(port, 24, stats["fix"]),
         "report": Pool(port, 8, stats["report"]),
-        "console_poll": Pool(port, CONSOLES, stats["console_poll"]),
-        "wall_poll": Pool(port, 8, stats["wall_poll"]),
     }
     cursors = {}
     for tok in {admin, *consoles}:
@@ -174,9 +212,10 @@ async def day(port: int, url: str, args: argparse.Namespace, pgid: int) -> dict[
             cursors[tok] = (json.loads(r.read())["cursor"], r.headers["ETag"])
     seconds = args.minutes * 60
     pushed: Counter[str] = Counter()
+    wall_cursors = [[cursors[admin][0]] for _ in range(args.walls)]
     walls = [
-        asyncio.create_task(_stream(port, admin, cursors[admin][0], seconds + 5, pushed))
-        for _ in range(args.walls)
+        asyncio.create_task(_stream(port, admin, cursors[admin][0], seconds + 5, pushed, c))
+        for c in wall_cursors
     ]
     # The plan: (due offset, path, raw request), sorted.
     plan: list[tuple[float, str, bytes]] = []
@@ -198,25 +237,37 @@ async def day(port: int, url: str, args: argparse.Namespace, pgid: int) -> dict[
         body = f'{{"matter_code":"{matter}","lon":{lon:.7f},"lat":{lat:.7f}}}'.encode()
         plan.append((t, "report", hot_paths._post(port, "/api/v1/incidents", admin, body)))
         t += rng.expovariate(rate)
-    for i, tok in enumerate(consoles):
-        cursor, etag = cursors[tok]
-        raw = hot_paths._get(
-            port, f"/api/v1/live?since={cursor}", tok, f"If-None-Match: {etag}\r\n"
-        )
-        plan += [(i / CONSOLES + s, "console_poll", raw) for s in range(int(seconds))]
-    cursor, etag = cursors[admin]
-    wall_raw = hot_paths._get(
-        port, f"/api/v1/live?since={cursor}", admin, f"If-None-Match: {etag}\r\n"
-    )
-    plan += [
-        (w / max(args.walls, 1) * 10 + s, "wall_poll", wall_raw)
-        for w in range(args.walls)
-        for s in range(0, int(seconds), 10)
-    ]
     plan.sort(key=lambda x: x[0])
 
     before = cpu_snapshot(pgid)
     start = time.perf_counter()
+    pollers = [
+        asyncio.create_task(
+            _poller(
+                port,
+                tok,
+                [cursors[tok][0]],
+                cursors[tok][1],
+                start,
+                [i / CONSOLES + k for k in range(int(seconds))],
+                stats["console_poll"],
+            )
+        )
+        for i, tok in enumerate(consoles)
+    ] + [
+        asyncio.create_task(
+            _poller(
+                port,
+                admin,
+                c,
+                cursors[admin][1],
+                start,
+                [w / max(args.walls, 1) * 10 + k for k in range(0, int(seconds), 10)],
+                stats["wall_poll"],
+            )
+        )
+        for w, c in enumerate(wall_cursors)
+    ]
     for offset, path, raw in plan:
         wait = start + offset - time.perf_counter()
         if wait > 0:
@@ -228,6 +279,9 @@ async def day(port: int, url: str, args: argparse.Namespace, pgid: int) -> dict[
     wall = time.perf_counter() - start
     for p in pools.values():
         await p.close()
+    for task in pollers:
+        task.cancel()
+    await asyncio.gather(*pollers, return_exceptions=True)
     for w in walls:
         w.cancel()
     await asyncio.gather(*walls, return_exceptions=True)
@@ -245,6 +299,7 @@ async def day(port: int, url: str, args: argparse.Namespace, pgid: int) -> dict[
                 "errors": sum(n for st, n in s.statuses.items() if st >= 400)
                 + sum(s.failures.values()),
                 "statuses": dict(s.statuses),
+                "failures": dict(s.failures),
             }
             for name, s in stats.items()
         },

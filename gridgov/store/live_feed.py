@@ -65,8 +65,12 @@ __all__ = [
 LOOKBACK = 256
 #: How far the log may run past a cursor before it is moved up with nothing to send.
 ADVANCE = 2048
-#: Unit change numbers below the cursor's largest in which a late commit is still caught.
+#: Unit change numbers below the cursor's largest in which a late commit is still detected.
 UNIT_LOOKBACK = 2048
+#: Unit change numbers below the cursor's largest that a delta sends again: a unit written
+#: by a transaction that took its number before the cursor and committed after it (the whole
+#: detection window is sent when only such a commit changed the state).
+UNIT_LATE = 256
 #: Incident statuses that are over; the same set as ``gridgov.maps.CLOSED_STATUSES`` (the
 #: store does not import the map module and its folium).
 OVER_STATUSES = ("cancelled", "closed", "evaluated", "rejected")
@@ -468,8 +472,10 @@ def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) 
         if reset:
             gdf_units = _units_frame(_unit_rows(connection, unit_scope))
         elif units_changed and since is not None:
-            # The units written since the cursor, late commits in its window included.
-            low = UNITS.c.change_seq > since.units_seq - UNIT_LOOKBACK
+            # The units written since the cursor, with those that may have committed late;
+            # when the largest number stayed, only a late commit changed the window: send it.
+            back = UNIT_LATE if useq > since.units_seq else UNIT_LOOKBACK
+            low = UNITS.c.change_seq > since.units_seq - back
             gdf_units = _units_frame(_unit_rows(connection, [*unit_scope, low]))
     return LiveChanges(
         state, True, reset, gdf_incidents, gdf_assignments, df_events, gdf_units, gdf_assigned
