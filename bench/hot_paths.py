@@ -14,7 +14,10 @@ gridgov's engine factory, with no authentication. The gridgov paths:
 - ``batch``: ``POST /api/v1/units/positions`` with ``--batch`` fixes of random units (the
   rate printed is fixes per second);
 - ``poll304``: ``GET /api/v1/live?since=...`` with ``If-None-Match`` and an admin token (the
-  whole district in scope) while nothing changes.
+  whole district in scope) while nothing changes;
+- ``streams``: ``--streams`` open ``GET /api/v1/live/stream`` (the district) while nothing
+  changes, the server's and PostgreSQL's share of a core; then one position fix and how long
+  each stream took to receive it.
 
 Ratios are printed against the bare request of the same kind (UPDATE for the fixes, read for
 the poll). The machine may be shared: compare ratios, not rates, between runs.
@@ -203,6 +206,71 @@ async def drive(
     return window
 
 
+async def idle_streams(
+    port: int, token: str, unit_id: str, n: int, seconds: float, pgid: int
+) -> dict[str, Any]:
+    """``n`` open streams of the district while nothing changes: the server's CPU; then one
+    position fix, and how long each stream took to hear of it."""
+    cursor, _ = _first_poll(port, token)
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_get(port, f"/api/v1/live/stream?since={cursor}&max_seconds=600", token))
+        opened.append((reader, writer))
+    for reader, _ in opened:
+        await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(1.0)
+    before = cpu_snapshot(pgid)
+    await asyncio.sleep(seconds)
+    idle = cpu_delta(before, cpu_snapshot(pgid))
+    heard: list[float] = []
+
+    async def listen(reader: asyncio.StreamReader, sent: list[float]) -> None:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            if b"event: change" in chunk:
+                heard.append(time.perf_counter() - sent[0])
+                return
+
+    sent = [0.0]
+    tasks = [asyncio.create_task(listen(r, sent)) for r, _ in opened]
+    body = b'{"lon":104.05,"lat":30.69}'
+    conn = _Connection("127.0.0.1", port)
+    sent[0] = time.perf_counter()
+    status, _ = await conn.request(_post(port, f"/api/v1/units/{unit_id}/position", token, body))
+    await asyncio.wait(tasks, timeout=10)
+    for t in tasks:
+        t.cancel()
+    await conn.close()
+    for _, writer in opened:
+        writer.close()
+    return {
+        "streams": n,
+        "idle_server_core_share": idle["server"] / idle["wall"],
+        "idle_postgres_core_share": idle["postgres"] / idle["wall"],
+        "fix_status": status,
+        "delivered": len(heard),
+        "delivery_p50_ms": _percentile(heard, 50),
+        "delivery_p99_ms": _percentile(heard, 99),
+    }
+
+
+def run_streams(url: str, units: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    with cloned_database(url) as db_url:
+        token = issue_token(db_url)
+        proc, port = start_server("gridgov", args.workers, db_url, args.log)
+        try:
+            return dict(
+                api_load._run_async(
+                    idle_streams(port, token, units[0], args.streams, args.seconds, proc.pid)
+                )
+            )
+        finally:
+            stop_server(proc)
+
+
 def run_path(path: str, url: str, units: list[str], args: argparse.Namespace) -> dict[str, Any]:
     app = "bare-hot" if path.startswith("bare") else "gridgov"
     with cloned_database(url) as db_url:
@@ -243,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=200, help="fixes per batch request")
-    parser.add_argument("--paths", default="bare-update,fix,batch,bare-read,poll304")
+    parser.add_argument("--paths", default="bare-update,fix,batch,bare-read,poll304,streams")
+    parser.add_argument("--streams", type=int, default=200, help="open streams of 'streams'")
     parser.add_argument("--url", default=api_load.DEFAULT_URL)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)
@@ -261,6 +330,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     try:
         for path in [p.strip() for p in args.paths.split(",") if p.strip()]:
+            if path == "streams":
+                results[path] = s = run_streams(args.url, units, args)
+                # PostgreSQL's share counts every backend of the server (other users' too).
+                print(
+                    f"  streams      {s['streams']} open, idle {args.seconds:g} s: "
+                    f"server {s['idle_server_core_share']:.1%} of a core, PostgreSQL "
+                    f"{s['idle_postgres_core_share']:.1%}; a fix reached {s['delivered']} "
+                    f"streams, p50 {s['delivery_p50_ms']:.0f} ms, "
+                    f"p99 {s['delivery_p99_ms']:.0f} ms",
+                    flush=True,
+                )
+                continue
             r = results[path] = run_path(path, args.url, units, args)
             print(
                 f"  {path:<12} {r['rate']:7.0f} req/s {r['items_per_s']:8.0f} items/s "
@@ -275,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for path, r in results.items():
         base = results.get(BASELINE.get(path, ""))
+        if path == "streams":
+            continue
         if base:
             print(
                 f"  {path:<12} {r['items_per_s']:8.0f}/s vs {BASELINE[path]} "
