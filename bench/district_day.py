@@ -176,7 +176,12 @@ async def _poller(
         extra = f"If-None-Match: {etag}\r\n" if etag else ""
         raw = hot_paths._get(port, f"/api/v1/live?since={cursor[0]}", token, extra)
         try:
-            status, body = await conn.request(raw)
+            try:
+                status, body = await conn.request(raw)
+            except (OSError, asyncio.IncompleteReadError):
+                # Idle past the server's keep-alive (a wall polls every 10 s): reconnect.
+                await conn.close()
+                status, body = await conn.request(raw)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             stats.failures[f"{type(exc).__name__}: {exc}"[:80]] += 1
             await conn.close()
