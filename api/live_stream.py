@@ -95,6 +95,8 @@ class Hub:
                             if units is not None:
                                 self.wake()
                             units = row[0]
+            except psycopg.errors.UndefinedTable:
+                return  # the store is gone (dropped): nothing to listen for any more
             except psycopg.Error:
                 # The server went away: streams re-read at each heartbeat meanwhile.
                 threading.Event().wait(2.0)
