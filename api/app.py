@@ -13,10 +13,12 @@ from api.error_answers import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from api.input_guard import InputGuardMiddleware
 from api.rate_limits import RateLimitMiddleware
+from api.replica_reads import WriteNotes
 from api.retention_sweep import install_retention_sweep
 from api.web_headers import WebHeadersMiddleware
 from gridgov import __version__, store
 from gridgov.settings import Settings, get_settings
+from gridgov.store.read_routing import ReadRouting
 
 DESCRIPTION = """\
 gridgov's service for a street command centre under Chengdu's five-powers reform.
@@ -50,7 +52,7 @@ TAGS: list[dict[str, Any]] = [
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the service over a store (default: ``settings.database_url``)."""
-    from api import console_page, field_page, open311, wall_display
+    from api import console_page, field_page, live_stream, open311, wall_display
     from api.routes import (
         area_routes,
         assessment_routes,
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         health,
         incidents,
         media_routes,
+        position_routes,
         reporter_contact,
         road_routes,
         unit_routes,
@@ -79,8 +82,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.engine = engine
     app.state.settings = settings
+    replica = (
+        store.open_store(settings.database_replica_url) if settings.database_replica_url else None
+    )
+    app.state.reads = ReadRouting(engine, replica)
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(WriteNotes)
     app.add_middleware(InputGuardMiddleware)
     # Photos (multipart only) may be as large as media_max_bytes; everything else keeps the
     # default body limit. One middleware owns both limits.
@@ -107,6 +115,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (
         area_routes,
         road_routes,
+        position_routes,
         unit_routes,
         incidents,
         media_routes,
@@ -118,6 +127,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
     app.include_router(media_routes.public_router, prefix="/open311/v2")
+    app.include_router(live_stream.router)
     app.include_router(wall_display.router)
     app.include_router(field_page.router)
     app.include_router(console_page.router)

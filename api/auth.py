@@ -79,6 +79,8 @@ def current_principal(
     if credential is None or credential.kind != "token":
         note_failed_auth(request, credentials.credentials)
         raise HTTPException(401, "the token is unknown, revoked or expired", headers=challenge)
+    # Who wrote, for the replica's read-your-writes rule (api/replica_reads.py).
+    request.state.caller = credential.credential_id
     return Principal(credential)
 
 

@@ -22,11 +22,20 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
+def get_read_engine(request: Request) -> Engine:
+    # Declared after the principal in a route's parameters: the rule needs to know the caller.
+    from api.replica_reads import read_engine
+
+    return read_engine(request)
+
+
 def get_context(engine: Annotated[Engine, Depends(get_engine)]) -> DispatchContext:
     # Built once per loaded dataset and cached by the store (rebuilt after a reload).
     return store.context_from_store(engine)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
+#: The engine of reads a streaming replica may answer (api/replica_reads.py).
+ReadEngineDep = Annotated[Engine, Depends(get_read_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ContextDep = Annotated[DispatchContext, Depends(get_context)]

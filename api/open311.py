@@ -44,7 +44,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from api.deps import ContextDep, EngineDep, SettingsDep
+from api.deps import ContextDep, EngineDep, ReadEngineDep, SettingsDep
 from api.rate_limits import note_failed_auth
 from api.schemas import Crs
 from gridgov import store
@@ -72,6 +72,8 @@ router = APIRouter(tags=["open311"])
 
 #: The most requests one ``GET requests`` answers (newest first); narrow the filters for more.
 MAX_REQUESTS = 1000
+#: Requests per page of a list when the client names no page_size.
+PAGE_SIZE = 100
 #: The default and the longest date window of ``GET requests`` (the spec's 90 days).
 WINDOW = timedelta(days=90)
 #: Workflow states reported as ``closed``; every other state is ``open``.
@@ -784,10 +786,15 @@ def create_request(
 # --------------------------------------------------------------------------------------------
 
 
-def _read_requests(engine: Engine, limit: int, **filters: Any) -> list[dict[str, Any]]:
-    """Service requests matching ``filters`` (newest first, at most ``limit``), as the public
-    may read them: Open311 reads carry no credential, so their scope is the public's."""
-    return read_service_requests(engine, limit=limit, **filters, **PUBLIC.service_request_filters())
+def _read_requests(
+    engine: Engine, limit: int, offset: int = 0, **filters: Any
+) -> list[dict[str, Any]]:
+    """Service requests matching ``filters`` (newest first, at most ``limit`` after skipping
+    ``offset``), as the public may read them: Open311 reads carry no credential, so their
+    scope is the public's."""
+    return read_service_requests(
+        engine, limit=limit, offset=offset, **filters, **PUBLIC.service_request_filters()
+    )
 
 
 def _split_description(text: str | None, source: str | None) -> tuple[str | None, dict[str, str]]:
@@ -957,16 +964,18 @@ _REQUESTS_XML = (
 @router.get(
     "/requests.{format}",
     response_model=list[ServiceRequest],
-    summary=f"Service requests, newest first (at most {MAX_REQUESTS})",
+    summary="Service requests, newest first, a page at a time",
     description="Filters combine. `service_request_id` (comma-separated) overrides all the "
     "others. Without dates the window is the last 90 days; a window may not span more than "
-    f"90 days. At most {MAX_REQUESTS} requests are returned, newest first: narrow the window "
-    "for more. Reporters' contact details are never returned.",
+    f"90 days. Pages of `page_size` requests (default {PAGE_SIZE}, at most {MAX_REQUESTS}), "
+    "newest first, numbered from 1 by `page` (the GeoReport v2 paging extension): when "
+    'another page follows, the `Link` header names it (`rel="next"`) and `X-More-Pages` is '
+    "`true`. Reporters' contact details are never returned.",
     responses=_responses([_REQUEST_EXAMPLE], _REQUESTS_XML),
 )
 def list_requests(
     request: Request,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     ctx: ContextDep,
     settings: SettingsDep,
     _: Jurisdiction,
@@ -986,6 +995,10 @@ def list_requests(
         str | None, Query(description="open, closed, or both comma-separated.")
     ] = None,
     crs: Crs = "wgs84",
+    page: Annotated[int, Query(ge=1, le=100_000, description="Page number, from 1.")] = 1,
+    page_size: Annotated[
+        int, Query(ge=1, le=MAX_REQUESTS, description="Requests per page.")
+    ] = PAGE_SIZE,
 ) -> Any:
     tz = ZoneInfo(settings.display_tz)
     ids = _csv(service_request_id)
@@ -995,9 +1008,20 @@ def list_requests(
         filters: dict[str, Any] = {"incident_ids": ids}
     else:
         filters = _filters(ctx, tz, service_code, start_date, end_date, status)
-    rows = _read_requests(engine, MAX_REQUESTS, **filters)
-    answer = _with_media(request, engine, _service_requests(rows, ctx, settings, crs))
-    return _render(fmt, answer, "service_requests", "request")
+    # One row past the page says whether another page follows.
+    rows = _read_requests(engine, page_size + 1, offset=(page - 1) * page_size, **filters)
+    more = len(rows) > page_size
+    listed = _with_media(request, engine, _service_requests(rows[:page_size], ctx, settings, crs))
+    answer = _render(fmt, listed, "service_requests", "request")
+    links = []
+    if more:
+        links.append(f'<{request.url.include_query_params(page=page + 1)}>; rel="next"')
+    if page > 1:
+        links.append(f'<{request.url.include_query_params(page=page - 1)}>; rel="prev"')
+    if links:
+        answer.headers["Link"] = ", ".join(links)
+    answer.headers["X-More-Pages"] = "true" if more else "false"
+    return answer
 
 
 def _filters(

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Principal, require
 from api.deps import EngineDep, SettingsDep
+from api.replica_reads import read_engine
 from gridgov import maps, store
 from gridgov.errors import InputError
 from gridgov.maps.road_layer import SERVED_ROAD_URL
@@ -49,7 +50,7 @@ from gridgov.store.live_feed import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["FEED_PATH", "router"]
+__all__ = ["FEED_PATH", "live_answer", "router"]
 
 router = APIRouter()
 
@@ -98,8 +99,11 @@ class LiveAnswer(BaseModel):
         "replace the lines of every incident in `incidents` and `closed`."
     )
     units: dict[str, Any] | None = Field(
-        description="Every unit in scope (`gridgov.maps.unit_layer_json`) when they changed, "
-        "else null."
+        description="The units in scope written since `since` (`gridgov.maps.unit_layer_json`; "
+        "every one when `units_reset`), else null."
+    )
+    units_reset: bool = Field(
+        default=False, description="`units` holds every unit in scope: drop the ones shown."
     )
 
 
@@ -120,7 +124,7 @@ def _code(value: Any) -> str | None:
     return None if value is None or value != value else str(value)
 
 
-def _answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
+def live_answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
     scope = principal.scope
     gdf = changes.gdf_incidents
     over = gdf["status"].astype(str).isin(OVER_STATUSES)
@@ -151,6 +155,7 @@ def _answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
             gdf_open, changes.gdf_assignments, changes.gdf_assigned_units
         ),
         "units": None if changes.gdf_units is None else maps.unit_layer_json(changes.gdf_units),
+        "units_reset": changes.reset,
     }
 
 
@@ -179,7 +184,9 @@ def live_feed(
     previous answer's `ETag`): 304 means nothing changed. A dispatcher sees only the street's
     incidents and units."""
     state = parse_cursor(since) if since is not None else None
-    changes = read_live(engine, principal.scope, state)
+    # The first snapshot (every open incident and unit) may come from a replica; the
+    # cursor's numbers are the primary's own, so the polls after it read the primary.
+    changes = read_live(read_engine(request) if state is None else engine, principal.scope, state)
     etag = _etag(principal, changes.state)
     headers = {
         "ETag": etag,
@@ -188,7 +195,7 @@ def live_feed(
     }
     if not changes.changed and _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    return JSONResponse(_answer(principal, changes), headers=headers)
+    return JSONResponse(live_answer(principal, changes), headers=headers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +239,13 @@ def build_page(engine: Engine, settings: Settings, dataset: int) -> str:
     maps.name_matters_from(m, store.read_catalog(engine))
     # The roads come per viewport from the road route, like the micro-grids.
     maps.add_road_layer(m, settings.map_base, url=SERVED_ROAD_URL)
-    maps.add_live_feed(m, FEED_PATH, interval_ms=POLL_INTERVAL_MS, dataset=dataset)
+    maps.add_live_feed(
+        m,
+        FEED_PATH,
+        interval_ms=POLL_INTERVAL_MS,
+        dataset=dataset,
+        stream_url=f"{FEED_PATH}/stream",
+    )
     return maps.render_html(m, assets="/static")
 
 

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
         default="sqlite:///gridgov.db",
         description="SQLAlchemy URL. SQLite (embedded, the default) or postgresql+psycopg://.",
     )
+    database_replica_url: str | None = Field(
+        default=None,
+        description="A PostgreSQL streaming replica of database_url. When set, the live feed's "
+        "first snapshot, reports and Open311 lists and analysis read from it, except for a "
+        "caller whose own write it has not replayed yet (read-your-writes).",
+    )
     data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Reference data folder.")
     storage_crs: str = Field(default="EPSG:4326", description="CRS of everything stored.")
     metric_crs: str = Field(

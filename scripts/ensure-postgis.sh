@@ -92,3 +92,14 @@ version=$(PGPASSWORD="$DB_PASS" psql -X -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER
   -tAc 'SELECT postgis_lib_version()') || {
   echo "ensure-postgis: cannot connect as $DB_USER to $DB_NAME on $DB_HOST:$DB_PORT" >&2; exit 1; }
 echo "ensure-postgis: PostGIS $version ready in $DB_NAME for role $DB_USER"
+
+# The replica test (tests/test_replica.py) copies this server with pg_basebackup over loopback:
+# let the postgres role open replication connections from 127.0.0.1, with the method the
+# server already uses there for ordinary ones.
+hba=$(admin_psql -d postgres -tAc 'SHOW hba_file')
+if ! as_root grep -Eq '^[[:space:]]*host[[:space:]]+replication[[:space:]]+(all|postgres)[[:space:]]+127\.0\.0\.1/32' "$hba"; then
+  method=$(as_root awk '$1 == "host" && $2 == "all" && $3 == "all" && $4 == "127.0.0.1/32" {print $5; exit}' "$hba")
+  echo "host replication postgres 127.0.0.1/32 ${method:-scram-sha-256}" | as_root tee -a "$hba" >/dev/null
+  admin_psql -d postgres -tAc 'SELECT pg_reload_conf()' >/dev/null
+  echo "ensure-postgis: replication from 127.0.0.1 allowed for the postgres role ($hba)"
+fi

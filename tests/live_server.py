@@ -24,7 +24,15 @@ def free_port() -> int:
 def serve(app: Any, *, port: int | None = None) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 and yield its base URL; stopped on exit."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    # Open event streams end when the server stops, as they do under `gridgov serve`.
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

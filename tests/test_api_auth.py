@@ -295,6 +295,27 @@ CELLS: dict[str, Cell] = {
         body=lambda w: {"lon": w.point_a[0], "lat": w.point_a[1]},
         needs="dispatched",
     ),
+    # A gateway's batch: callers outside the unit's scope get 200 with out_of_scope answers.
+    "units.positions": Cell(
+        "POST",
+        "/api/v1/units/positions",
+        _staff(
+            200,
+            analyst=403,
+            commander_a=403,
+            grid_worker_here=403,
+            grid_worker_elsewhere=403,
+        ),
+        body=lambda w: {
+            "fixes": [
+                {
+                    "unit_id": str(store.read_units(w.engine, street_code=STREET_A)["unit_id"][0]),
+                    "lon": w.point_a[0],
+                    "lat": w.point_a[1],
+                }
+            ]
+        },
+    ),
     "incidents.create": Cell(
         "POST",
         "/api/v1/incidents",
@@ -305,6 +326,8 @@ CELLS: dict[str, Cell] = {
     "incidents.list": Cell("GET", "/api/v1/incidents", _staff(200)),
     # The wall display's feed: each role gets its own scope (tests/test_live.py checks what).
     "live": Cell("GET", "/api/v1/live", _staff(200)),
+    # The pushed feed, closed after its first event.
+    "live.stream": Cell("GET", "/api/v1/live/stream?max_seconds=0", _staff(200)),
     "incidents.get": Cell(
         "GET",
         "/api/v1/incidents/{incident}",

@@ -291,7 +291,9 @@ def test_a_late_event_below_the_cursor_is_still_sent(
     incident_id = report(client, headers, *point_in(engine, street))
     now = live_feed.read_live(engine, scope).state
     # A client that saw the largest id but one event fewer (the late one).
-    stale = live_feed.LiveState(now.last_event, now.n_events - 1, now.units_digest, now.dataset)
+    stale = live_feed.LiveState(
+        now.last_event, now.n_events - 1, now.units_seq, now.units_sum, now.dataset
+    )
     changes = live_feed.read_live(engine, scope, stale)
     assert changes.changed and not changes.reset
     assert incident_id in set(changes.gdf_incidents["incident_id"])
@@ -301,7 +303,7 @@ def test_a_late_event_below_the_cursor_is_still_sent(
 
 
 def test_cursor_round_trip_and_closed_statuses() -> None:
-    state = live_feed.LiveState(12, 7, "0123456789abcdef", 3)
+    state = live_feed.LiveState(12, 7, 40, 1234, 3)
     assert live_feed.parse_cursor(state.cursor) == state
     for bad in ("", "1.2.3", "1.2.0123456789abcdeg.3", "-1.2.0123456789abcdef.3"):
         with pytest.raises(Exception, match="cursor"):

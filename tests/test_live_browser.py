@@ -159,3 +159,40 @@ def test_page_with_a_revoked_token_stops_and_says_so(
         # The browser logs the refused request itself; nothing else went wrong.
         assert all("401" in e for e in log.errors), log.errors
         assert log.external_requests() == []
+
+
+@pytest.mark.parametrize("reference_store_url", ["sqlite"], indirect=True)
+def test_a_unit_fix_is_pushed_to_the_page(
+    page: Any, engine: Engine, reference_store_url: str
+) -> None:
+    """The page listens to the stream: a position fix moves the unit's marker without a
+    poll (while streaming, the page polls only every 10 s)."""
+    street, lon, lat = _street_point(engine)
+    _, secret = store.issue_credential(
+        engine, "dispatcher", street_code=street, label="test_live_browser push"
+    )
+    unit_id = str(store.read_units(engine, street_code=street)["unit_id"].iloc[0])
+    marker = """(id) => { const m = Object.values(GG.maps)[0].layers.units.getLayers()
+        .find((m) => m.ggRow[4] === id); return m ? [m.getLatLng().lat, m.getLatLng().lng]
+        : null; }"""
+    with serve(live_app(engine, reference_store_url)) as base:
+        log = watch(page)
+        page.goto(f"{base}/#token={secret}")
+        page.wait_for_function(READY, timeout=30_000)
+        page.wait_for_function("() => GG.liveState.streams >= 1", timeout=10_000)
+        r = httpx.post(
+            f"{base}/api/v1/units/{unit_id}/position",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"lon": lon, "lat": lat},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        page.wait_for_function(
+            f"([id, lat, lon]) => {{ const p = ({marker})(id); return p !== null"
+            " && Math.abs(p[0] - lat) < 1e-5 && Math.abs(p[1] - lon) < 1e-5; }",
+            arg=[unit_id, lat, lon],
+            timeout=8000,
+        )
+        assert page.evaluate("() => GG.liveState.pushes") >= 1
+        assert log.errors == []
+        assert log.external_requests() == []

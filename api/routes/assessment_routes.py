@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, require
-from api.deps import ContextDep, EngineDep
+from api.deps import ContextDep, ReadEngineDep
 from gridgov import store
 from gridgov.assessment import Period, assess
 from gridgov.service.scope import ASSESSORS
@@ -48,7 +48,7 @@ def _clean(value: Any) -> Any:
 )
 def assessment(
     principal: Assessor,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     ctx: ContextDep,
     period: Annotated[
         str,

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.auth import Principal, not_found, require
-from api.deps import ContextDep, EngineDep, SettingsDep
+from api.deps import ContextDep, EngineDep, ReadEngineDep, SettingsDep
 from api.schemas import CrsName, parse_bbox, plain
 from gridgov import store
 from gridgov.errors import InputError, NotFoundError
@@ -310,7 +310,7 @@ def create(
 @router.get("", response_model=IncidentPage, summary="List incidents (newest first)")
 def list_incidents(
     principal: Reader,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     settings: SettingsDep,
     status: Annotated[
         str | None,

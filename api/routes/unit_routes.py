@@ -197,10 +197,17 @@ def set_position(
     engine: EngineDep,
     settings: SettingsDep,
 ) -> dict[str, Any]:
-    # A unit's scope is itself: another unit's id answers 404, like a missing one.
-    _own_unit(engine, settings, principal, unit_id)
+    # A unit's scope is itself: another unit's id answers 404, like a missing one. One
+    # statement checks that and stores the fix.
     fix = fleet.record_position(
-        engine, unit_id, body.lon, body.lat, crs=body.crs, at=body.at, max_age=_max_age(settings)
+        engine,
+        unit_id,
+        body.lon,
+        body.lat,
+        crs=body.crs,
+        at=body.at,
+        max_age=_max_age(settings),
+        scope=principal.scope,
     )
     return {
         "unit_id": unit_id,

@@ -165,6 +165,9 @@ def serve(
         workers=count,
         access_log=False,
         log_level="info",
+        # Open live streams would hold a restart up for good: they end after 5 s, and the
+        # pages reconnect to the next server from their cursor.
+        timeout_graceful_shutdown=5,
     )
 
 

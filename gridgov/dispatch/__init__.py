@@ -76,6 +76,7 @@ from gridgov.dispatch.rules import (
     candidate_order,
     effective_positions,
     position_is_stale,
+    stale_before,
     unit_rank,
 )
 from gridgov.dispatch.single import (
@@ -118,5 +119,6 @@ __all__ = [
     "position_is_stale",
     "prepare_units",
     "route_to_geojson",
+    "stale_before",
     "unit_rank",
 ]

@@ -56,6 +56,18 @@ def position_is_stale(
     return _stale(_times(times), now, max_age)
 
 
+def stale_before(now: datetime, max_age: timedelta | None = None) -> datetime:
+    """The oldest fix time that is not stale at ``now``: a fix taken before it is stale.
+
+    The threshold of :func:`position_is_stale`, for queries that compare times in SQL (the
+    AVL path checks its fixes in the statement that stores them).
+    """
+    if max_age is None:
+        max_age = timedelta(minutes=get_settings().position_max_age_min)
+    oldest: datetime = (_utc(now) - pd.Timedelta(max_age)).to_pydatetime()
+    return oldest
+
+
 def effective_positions(
     lon: npt.ArrayLike,
     lat: npt.ArrayLike,
@@ -158,9 +170,7 @@ def _stamp(when: Any) -> str:
 
 
 def _stale(times: Times, now: datetime, max_age: timedelta | None) -> npt.NDArray[np.bool_]:
-    if max_age is None:
-        max_age = timedelta(minutes=get_settings().position_max_age_min)
-    oldest = (_utc(now) - pd.Timedelta(max_age)).to_pydatetime()
+    oldest = stale_before(now, max_age)
     if isinstance(times, pd.DatetimeIndex):
         # NaT (a static post) compares False.
         return np.asarray(times < pd.Timestamp(oldest), dtype=bool)
@@ -178,5 +188,6 @@ __all__ = [
     "candidate_order",
     "effective_positions",
     "position_is_stale",
+    "stale_before",
     "unit_rank",
 ]

@@ -452,6 +452,7 @@ def add_live_feed(
     dataset: int | None = None,
     token_key: str = "gridgov.token",
     time_zone: str | None = None,
+    stream_url: str | None = None,
 ) -> folium.Map:
     """Make a built map live: the page polls ``feed_url`` and keeps its unit, incident and
     route layers up to date (``gridgov/static/gridgov/gridgov-live.js``), and colours the
@@ -481,6 +482,10 @@ def add_live_feed(
     time_zone
         The IANA zone of the "last update" clock (default: ``settings.display_tz``, the zone
         incident times are shown in).
+    stream_url
+        The feed pushed as Server-Sent Events (``GET /api/v1/live/stream``): the page listens
+        there and polls only as a slow safety net, or every ``interval_ms`` while the stream
+        cannot be had.
     """
     if interval_ms < 100:
         msg = f"interval_ms must be at least 100, got {interval_ms}"
@@ -496,6 +501,7 @@ def add_live_feed(
     items.append(swatch(SEQUENTIAL[len(breaks) + 1], f"> {low}"))
     options = {
         "feed": feed_url,
+        "stream": stream_url,
         "interval": int(interval_ms),
         "dataset": dataset,
         "tokenKey": token_key,

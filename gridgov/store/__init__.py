@@ -128,6 +128,7 @@ from gridgov.store.incident_rows import (
     read_incidents,
 )
 from gridgov.store.journal import SYSTEM_ACTOR
+from gridgov.store.position_fixes import FixIn, FixResult, store_fixes
 from gridgov.store.spatial_queries import (
     locate_many,
     locate_point,
@@ -152,6 +153,8 @@ __all__ = [
     "Connection",
     "Credential",
     "Engine",
+    "FixIn",
+    "FixResult",
     "KeyClaim",
     "Replay",
     "StoredIncident",
@@ -230,6 +233,7 @@ __all__ = [
     "revoke_credential",
     "schema_diff",
     "set_unit_status",
+    "store_fixes",
     "store_footprint_consultation",
     "summarize",
     "supervise_stored",

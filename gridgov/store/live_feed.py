@@ -15,14 +15,18 @@ in memory between two polls: the cursor the client sends back holds all the stat
   harmless: its current row replaces the shown one.) Every count reads an index range of the
   ids between two polls, or of :data:`LOOKBACK` ids, however long the log; a cursor more than
   :data:`ADVANCE` ids behind is moved up even when nothing in scope changed.
-- Units change without an event (status by hand, AVL positions, release): a digest of their
-  rows in scope tells whether they changed, and then they are all sent again.
+- Units change without an event (status by hand, AVL positions, release). Every write of a
+  unit's row gives it a larger ``change_seq`` (a trigger, migration 0011). The cursor keeps
+  the largest in scope and the sum of those in the :data:`UNIT_LOOKBACK` numbers below it: a
+  number only grows, so any row written since (even one whose number was taken before the
+  cursor's and committed after) raises the largest or the sum. Both are read from an index;
+  only the units written since are sent.
 - A dataset load (new areas, units) changes the dataset version: the client starts over.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,12 +65,17 @@ __all__ = [
 LOOKBACK = 256
 #: How far the log may run past a cursor before it is moved up with nothing to send.
 ADVANCE = 2048
+#: Unit change numbers below the cursor's largest in which a late commit is still detected.
+UNIT_LOOKBACK = 2048
+#: Unit change numbers below the cursor's largest that a delta sends again: a unit written
+#: by a transaction that took its number before the cursor and committed after it (the whole
+#: detection window is sent when only such a commit changed the state).
+UNIT_LATE = 256
 #: Incident statuses that are over; the same set as ``gridgov.maps.CLOSED_STATUSES`` (the
 #: store does not import the map module and its folium).
 OVER_STATUSES = ("cancelled", "closed", "evaluated", "rejected")
 _WGS84 = "EPSG:4326"
-_CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.([0-9a-f]{16})\.(\d{1,18})$")
-_NO_UNITS = "0" * 16
+_CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})-(\d{1,24})\.(\d{1,18})$")
 
 
 class FeedScope(Protocol):
@@ -108,13 +117,14 @@ class LiveState:
 
     last_event: int
     n_events: int
-    units_digest: str
+    units_seq: int
+    units_sum: int
     dataset: int
 
     @property
     def cursor(self) -> str:
         """The opaque text a client sends back (``since``)."""
-        return f"{self.last_event}.{self.n_events}.{self.units_digest}.{self.dataset}"
+        return f"{self.last_event}.{self.n_events}.{self.units_seq}-{self.units_sum}.{self.dataset}"
 
 
 def parse_cursor(text: str) -> LiveState:
@@ -129,7 +139,7 @@ def parse_cursor(text: str) -> LiveState:
     if match is None:
         msg = f"since must be a cursor from an earlier answer of the feed; got {text[:60]!r}"
         raise InputError(msg)
-    return LiveState(int(match[1]), int(match[2]), match[3], int(match[4]))
+    return LiveState(*(int(g) for g in match.groups()))
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,7 @@ class LiveChanges:
         Their whole history (``incident_id``, ``seq``, ``at``, ``action``, ``to_state``,
         ``actor``, ``reason``).
     gdf_units
-        Every unit in scope when they changed (or on a reset), else None.
+        The units in scope written since the cursor (every one on a reset), else None.
     gdf_assigned_units
         The units of those assignments, wherever they are commanded (a route from a
         neighbouring street's unit starts at its position).
@@ -236,13 +246,32 @@ def _unit_rows(
     return list(connection.execute(stmt).all())
 
 
-def _units_digest(rows: list[Any]) -> str:
-    if not rows:
-        return _NO_UNITS
-    h = hashlib.blake2b(digest_size=8)
-    for row in rows:
-        h.update(repr(tuple(_raw_wkb(v) if isinstance(v, memoryview) else v for v in row)).encode())
-    return h.hexdigest()
+def _unit_window(
+    connection: Connection, scope: list[ColumnElement[bool]], top: int
+) -> tuple[int, int]:
+    """The largest change number in scope, and the sum of those above ``top`` less
+    :data:`UNIT_LOOKBACK` (at most that many index entries)."""
+    largest = connection.execute(select(func.max(UNITS.c.change_seq)).where(*scope)).scalar()
+    total = connection.execute(
+        select(func.sum(UNITS.c.change_seq)).where(*scope, UNITS.c.change_seq > top - UNIT_LOOKBACK)
+    ).scalar()
+    return int(largest or 0), int(total or 0)
+
+
+def _unit_state(
+    connection: Connection, scope: list[ColumnElement[bool]], since: LiveState | None
+) -> tuple[int, int, bool]:
+    """(largest change number, window sum, whether units in scope were written since)."""
+    if since is not None:
+        largest, total = _unit_window(connection, scope, since.units_seq)
+        if largest == since.units_seq and total == since.units_sum:
+            return largest, total, False
+        if largest == since.units_seq:
+            return largest, total, True
+    largest = int(
+        connection.execute(select(func.max(UNITS.c.change_seq)).where(*scope)).scalar() or 0
+    )
+    return (*_unit_window(connection, scope, largest), True)
 
 
 def _units_frame(rows: list[Any]) -> gpd.GeoDataFrame:
@@ -314,11 +343,69 @@ def _events(connection: Connection, ids: list[str]) -> pd.DataFrame:
     return df
 
 
+@functools.cache
+def _empty_changes() -> tuple[
+    gpd.GeoDataFrame, gpd.GeoDataFrame, pd.DataFrame, None, gpd.GeoDataFrame
+]:
+    # Built once per process (a GeoDataFrame costs more than the poll's queries); readers
+    # never change them.
+    return (
+        _geoframe([], INCIDENT_COLUMNS, []),
+        _geoframe([], ASSIGNMENT_COLUMNS, []),
+        pd.DataFrame(columns=list(_EVENT_COLUMNS)),
+        None,
+        _units_frame([]),
+    )
+
+
 def dataset_version(engine: Engine) -> int:
     """The version of the loaded dataset (areas, units...): the ``dataset`` of the feed's
     answers; 0 before the first load."""
     with translate_errors(engine), engine.connect() as connection:
         return int(connection.execute(select(func.max(DATASETS.c.id))).scalar() or 0)
+
+
+def _unchanged(
+    connection: Connection,
+    incident_scope: list[ColumnElement[bool]],
+    unit_scope: list[ColumnElement[bool]],
+    since: LiveState,
+) -> bool:
+    """Whether nothing changed in scope since ``since``, in one statement (one snapshot):
+    the same counts :func:`_event_state` and :func:`_unit_state` compare, read together."""
+
+    def events(*where: ColumnElement[bool]) -> Any:
+        stmt = select(func.count(EVENTS.c.event_id))
+        if incident_scope:
+            stmt = stmt.select_from(
+                EVENTS.join(INCIDENTS, EVENTS.c.incident_id == INCIDENTS.c.incident_id)
+            )
+        return stmt.where(*incident_scope, *where).scalar_subquery()
+
+    row = connection.execute(
+        select(
+            select(func.max(DATASETS.c.id)).scalar_subquery(),
+            select(func.max(EVENTS.c.event_id)).scalar_subquery(),
+            events(EVENTS.c.event_id > since.last_event),
+            events(
+                EVENTS.c.event_id > since.last_event - LOOKBACK,
+                EVENTS.c.event_id <= since.last_event,
+            ),
+            select(func.max(UNITS.c.change_seq)).where(*unit_scope).scalar_subquery(),
+            select(func.sum(UNITS.c.change_seq))
+            .where(*unit_scope, UNITS.c.change_seq > since.units_seq - UNIT_LOOKBACK)
+            .scalar_subquery(),
+        )
+    ).one()
+    dataset, last, new, window, largest, total = (int(v or 0) for v in row)
+    return (
+        dataset == since.dataset
+        and since.last_event <= last <= since.last_event + ADVANCE
+        and new == 0
+        and window == since.n_events
+        and largest == since.units_seq
+        and total == since.units_sum
+    )
 
 
 def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) -> LiveChanges:
@@ -341,6 +428,9 @@ def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) 
     incident_scope = _incident_clauses(scope.incident_filters())
     unit_scope = _unit_clauses(scope.unit_filters())
     with translate_errors(engine), engine.connect() as connection:
+        if since is not None and _unchanged(connection, incident_scope, unit_scope, since):
+            # The wall's usual poll: one statement, no frame.
+            return LiveChanges(since, False, False, *_empty_changes())
         # The state first: anything committed after it is sent now or on the next poll,
         # never skipped.
         dataset = int(connection.execute(select(func.max(DATASETS.c.id))).scalar() or 0)
@@ -350,23 +440,12 @@ def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) 
         last, count, events_changed, late = _event_state(
             connection, incident_scope, None if reset else since, last_event
         )
-        unit_rows = _unit_rows(connection, unit_scope)
-        state = LiveState(last, count, _units_digest(unit_rows), dataset)
-        empty_incidents = _geoframe([], INCIDENT_COLUMNS, [])
-        empty_assignments = _geoframe([], ASSIGNMENT_COLUMNS, [])
-        empty_events = pd.DataFrame(columns=list(_EVENT_COLUMNS))
-        empty_units = _units_frame([])
+        useq, usum, units_changed = _unit_state(connection, unit_scope, None if reset else since)
+        state = LiveState(last, count, useq, usum, dataset)
         if since == state:
-            return LiveChanges(
-                state,
-                False,
-                False,
-                empty_incidents,
-                empty_assignments,
-                empty_events,
-                None,
-                empty_units,
-            )
+            # Nothing changed: no frame is built (the wall polls this every second).
+            return LiveChanges(state, False, False, *_empty_changes())
+        empty_incidents, empty_assignments, empty_events, _, empty_units = _empty_changes()
         if reset or events_changed:
             gdf_incidents = _incidents(connection, incident_scope, None if reset else since, late)
             ids = gdf_incidents["incident_id"].astype(str).tolist()
@@ -389,8 +468,15 @@ def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) 
                 empty_assignments,
                 empty_events,
             )
-        units_changed = reset or (since is not None and since.units_digest != state.units_digest)
-        gdf_units = _units_frame(unit_rows) if units_changed else None
+        gdf_units = None
+        if reset:
+            gdf_units = _units_frame(_unit_rows(connection, unit_scope))
+        elif units_changed and since is not None:
+            # The units written since the cursor, with those that may have committed late;
+            # when the largest number stayed, only a late commit changed the window: send it.
+            back = UNIT_LATE if useq > since.units_seq else UNIT_LOOKBACK
+            low = UNITS.c.change_seq > since.units_seq - back
+            gdf_units = _units_frame(_unit_rows(connection, [*unit_scope, low]))
     return LiveChanges(
         state, True, reset, gdf_incidents, gdf_assignments, df_events, gdf_units, gdf_assigned
     )

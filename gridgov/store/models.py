@@ -243,6 +243,9 @@ class UnitRow(Base):
     # dispatcher's re-check of a locked row, "still busy on the incident I meant to preempt",
     # reads one row. No foreign key: SQLite cannot add one without rebuilding the table.
     busy_incident_id: Mapped[str | None] = mapped_column(String(64))
+    # Added in 0011: a larger number at every write of the row, set by a trigger (the live
+    # feed's "what changed since").
+    change_seq: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint(_in("kind", [str(v) for v in ForceKind]), name="kind"),
@@ -251,6 +254,8 @@ class UnitRow(Base):
         Index(None, "kind"),
         Index(None, "street_code"),
         Index(None, "busy_incident_id"),
+        Index("ix_units_change_seq", "change_seq"),
+        Index("ix_units_street_change", "street_code", "change_seq"),
         Index("ix_units_position_gist", "position", postgresql_using="gist").ddl_if(
             dialect="postgresql"
         ),

@@ -47,6 +47,7 @@ def read_service_requests(
     engine: Engine,
     *,
     limit: int,
+    offset: int = 0,
     incident_ids: Sequence[str] | None = None,
     matter_codes: Sequence[str] = (),
     reported_from: datetime | None = None,
@@ -56,7 +57,8 @@ def read_service_requests(
     street_code: str | None = None,
     grid_code: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Incidents as service requests, newest first, at most ``limit``.
+    """Incidents as service requests, newest first, at most ``limit`` after the first
+    ``offset`` (a page).
 
     Every filter given must hold. ``incident_ids`` selects by id (the other filters still
     apply when given); ``reported_from``/``reported_to`` bound ``reported_at`` (both
@@ -102,6 +104,7 @@ def read_service_requests(
         .where(*where)
         .order_by(inc.c.reported_at.desc(), inc.c.incident_id)
         .limit(limit)
+        .offset(offset)
         .subquery("page")
     )
     of_incident = EVENTS.c.incident_id == page.c.incident_id

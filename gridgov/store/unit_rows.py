@@ -10,7 +10,6 @@ from shapely.geometry import Point
 from sqlalchemy import (
     Connection,
     Engine,
-    or_,
     select,
     update,
 )
@@ -32,6 +31,7 @@ from gridgov.store.models import (
     ASSIGNMENTS,
     UNITS,
 )
+from gridgov.store.position_fixes import fix_is_newer
 
 
 def _free_status(on_duty: Any) -> str:
@@ -176,7 +176,7 @@ def update_unit_position(
             update(UNITS)
             .where(
                 UNITS.c.unit_id == unit_id,
-                or_(UNITS.c.position_time.is_(None), UNITS.c.position_time <= at),
+                fix_is_newer(UNITS.c.position_time, at),
             )
             .values(position=Point(lon, lat), position_time=at, position_source=source)
         )

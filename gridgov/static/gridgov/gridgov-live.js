@@ -1,7 +1,9 @@
 /* gridgov live runtime: keeps a command-centre map's units, incidents and routes current.
  *
- * The page polls the feed (GET /api/v1/live?since=<cursor>, If-None-Match: <ETag>) every
- * opts.interval ms; 304 means nothing changed. Incident markers are replaced one by one (by
+ * The page listens to the pushed feed (opts.stream, Server-Sent Events over fetch) and polls
+ * the feed (GET /api/v1/live?since=<cursor>, If-None-Match: <ETag>) every opts.interval ms
+ * only while no stream is open (else every 10 intervals, a check that the token still holds);
+ * 304 means nothing changed. Incident markers are replaced one by one (by
  * incident id), units all at once when they changed. The bearer token comes from the URL
  * fragment (#token=gg_...: a fragment is never sent to the server), is kept in sessionStorage
  * and removed from the address bar. The page shows when it last heard from the server, and a
@@ -94,6 +96,8 @@
     var interval = opts.interval || 1000;
     var state = (GG.liveState = e.live = {
       polls: 0,
+      streams: 0,
+      pushes: 0,
       updates: 0,
       unchanged: 0,
       failures: 0,
@@ -112,7 +116,10 @@
     var byIncident = {}; // incident id -> marker
     var areaOf = {}; // open incident id -> [street, community, grid] codes
     var routesOf = {}; // incident id -> [lines]
+    var byUnit = {}; // unit id -> marker
     var timer = null;
+    var streaming = false; // a stream is open: polls are only a slow safety net
+    var streamRetry = null;
 
     function group(name) {
       return e.layers[name];
@@ -257,13 +264,25 @@
       }
       if (data.reset || touched.length) recolour();
       if (data.units) {
+        // Every unit in scope on a reset, else only those written since the cursor.
         var units = group("units");
-        GG.unsearch(map, units.getLayers());
-        units.clearLayers();
+        if (data.units_reset !== false) {
+          GG.unsearch(map, units.getLayers());
+          units.clearLayers();
+          byUnit = {};
+        }
         var unitMarkers = GG.unitMarkers(map, data.units);
+        for (var u = 0; u < unitMarkers.length; u++) {
+          var uid = unitMarkers[u].ggRow[4];
+          if (byUnit[uid]) {
+            units.removeLayer(byUnit[uid]);
+            GG.unsearch(map, [byUnit[uid]]);
+          }
+          byUnit[uid] = unitMarkers[u];
+        }
         if (units.addLayers) units.addLayers(unitMarkers);
-        else for (var u = 0; u < unitMarkers.length; u++) units.addLayer(unitMarkers[u]);
-        units.ggCount = unitMarkers.length;
+        else for (var v = 0; v < unitMarkers.length; v++) units.addLayer(unitMarkers[v]);
+        units.ggCount = Object.keys(byUnit).length;
       }
       if (!state.scope && data.scope.street_code) focusStreet(data.scope.street_code);
       state.cursor = data.cursor;
@@ -295,6 +314,72 @@
         "连接中断，正在重试 connection lost, retrying (" + reason + ")" + since +
           " · 地图上的数据可能已过时 what the map shows may be out of date"
       );
+    }
+
+    // The pushed feed: Server-Sent Events read with fetch (an EventSource cannot send the
+    // Authorization header, and the token must stay out of URLs and server logs).
+    function parseEvents(buffer, onData) {
+      var blocks = buffer.split("\n\n");
+      for (var i = 0; i < blocks.length - 1; i++) {
+        var lines = blocks[i].split("\n");
+        var data = [];
+        for (var j = 0; j < lines.length; j++) {
+          if (lines[j].indexOf("data:") === 0) data.push(lines[j].slice(5).replace(/^ /, ""));
+        }
+        if (data.length) onData(data.join("\n"));
+      }
+      return blocks[blocks.length - 1];
+    }
+
+    function stream() {
+      streamRetry = null;
+      if (state.stopped || streaming || !opts.stream || !window.ReadableStream) return;
+      var url = opts.stream + (state.cursor ? "?since=" + encodeURIComponent(state.cursor) : "");
+      var headers = { Authorization: "Bearer " + token, Accept: "text/event-stream" };
+      streaming = true;
+      fetch(url, { headers: headers, cache: "no-store", credentials: "omit" })
+        .then(function (response) {
+          if (response.status === 401 || response.status === 403) {
+            streaming = false;
+            poll();
+            return null;
+          }
+          if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
+          state.streams += 1;
+          heard();
+          var reader = response.body.getReader();
+          var decoder = new TextDecoder();
+          var buffer = "";
+          function next() {
+            return reader.read().then(function (chunk) {
+              if (chunk.done) return null;
+              buffer = parseEvents(buffer + decoder.decode(chunk.value, { stream: true }),
+                function (text) {
+                  if (state.stopped) return;
+                  apply(JSON.parse(text));
+                  state.pushes += 1;
+                });
+              if (!state.stopped) heard();
+              return next();
+            });
+          }
+          return next();
+        })
+        .then(function () {
+          // The server closed it (its max_seconds): open the next from the cursor.
+          if (streaming) {
+            streaming = false;
+            if (!state.stopped) streamRetry = setTimeout(stream, 100);
+          }
+        })
+        .catch(function (err) {
+          streaming = false;
+          if (state.stopped) return;
+          lost(String((err && err.message) || err));
+          // Poll meanwhile; try the stream again later.
+          schedule();
+          streamRetry = setTimeout(stream, Math.max(5000, 5 * interval));
+        });
     }
 
     function poll() {
@@ -341,7 +426,13 @@
     }
 
     function schedule() {
-      if (!state.stopped && timer === null) timer = setTimeout(poll, interval);
+      if (state.stopped || timer !== null) return;
+      // The first answer came by poll: listen from its cursor on.
+      if (opts.stream && window.ReadableStream && state.cursor && !streaming && !streamRetry) {
+        stream();
+      }
+      // While a stream is open a poll only checks that the token still holds.
+      timer = setTimeout(poll, streaming ? Math.max(10 * interval, 10000) : interval);
     }
 
     addLegend();

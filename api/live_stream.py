@@ -1,0 +1,223 @@
+"""The live feed pushed: Server-Sent Events woken by the database's own notifications.
+
+``GET /api/v1/live/stream`` answers ``text/event-stream``: a ``change`` event carrying the
+feed's answer (:mod:`api.wall_display`, the same JSON as a poll) whenever something in the
+caller's scope changed, nothing while nothing does (a comment line every
+:data:`HEARTBEAT_S` keeps proxies from closing it). Who wakes the streams:
+
+- PostgreSQL: a trigger of migration 0011 ``pg_notify('gridgov_live', 'events')`` at every
+  commit that appends to the event log (reports, dispatch, workflow); each server process
+  LISTENs on one connection of its own, so every worker of every host hears every change,
+  whoever wrote it. Unit rows (position fixes, status) do not notify: a notifying
+  transaction holds a database-wide lock through its commit, which made fixes commit one at
+  a time. The same connection probes the units' largest change number every
+  :data:`UNIT_PROBE_S` instead (an index probe, per process, not per stream).
+- SQLite: the engine's commits in this process (one writer process is SQLite's deployment);
+  the page's polling fallback covers writes from other processes.
+
+A wake-up only says "look": each stream then reads what changed in its own scope since its
+own cursor (:func:`gridgov.store.live_feed.read_live`), so nothing but the cursor is kept per
+stream and a missed or duplicated notification costs at most one read. A stream ends after
+``max_seconds`` and the page opens the next one from its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import weakref
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Principal, require
+from api.deps import EngineDep
+from api.wall_display import FEED_PATH, live_answer
+from gridgov.service.scope import READERS
+from gridgov.store import detect_backend
+from gridgov.store.live_feed import LiveState, parse_cursor, read_live
+
+__all__ = ["STREAM_PATH", "Hub", "hub_for", "router"]
+
+router = APIRouter()
+
+STREAM_PATH = f"{FEED_PATH}/stream"
+#: The notification channel of migration 0011's trigger.
+CHANNEL = "gridgov_live"
+#: How often a process looks whether a unit row was written (fixes, status).
+UNIT_PROBE_S = 0.5
+#: A comment line this often while nothing changes; the stream also reads its state then (a
+#: lost listener connection, a write from another SQLite process).
+HEARTBEAT_S = 15.0
+#: Notifications this close together are answered with one read (a fix arrives every few
+#: milliseconds at a district's rate; a wall needs a change within a second).
+COALESCE_S = 0.25
+Reader = Annotated[Principal, Depends(require(*READERS))]
+
+
+class Hub:
+    """One per engine and process: wakes every open stream when the database says so."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._lock = threading.Lock()
+        #: Wake-ups so far: streams of one scope at one cursor share a read per wake-up.
+        self.generation = 0
+        self._reads: dict[tuple[Any, ...], asyncio.Future[tuple[LiveState, bytes | None]]] = {}
+        if detect_backend(engine) == "postgresql":
+            url = engine.url.set(drivername="postgresql")
+            dsn = url.render_as_string(hide_password=False)
+            threading.Thread(target=self._listen, args=(dsn,), daemon=True).start()
+        else:
+            event.listen(engine, "commit", lambda connection: self.wake())
+
+    def _listen(self, dsn: str) -> None:
+        import psycopg
+
+        while True:
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.wake()  # anything missed while (re)connecting
+                    units = None
+                    while True:
+                        for _ in conn.notifies(timeout=UNIT_PROBE_S, stop_after=1):
+                            self.wake()
+                        row = conn.execute("SELECT max(change_seq) FROM units").fetchone()
+                        if row is not None and row[0] != units:
+                            if units is not None:
+                                self.wake()
+                            units = row[0]
+            except psycopg.errors.UndefinedTable:
+                return  # the store is gone (dropped): nothing to listen for any more
+            except psycopg.Error:
+                # The server went away: streams re-read at each heartbeat meanwhile.
+                threading.Event().wait(2.0)
+
+    def wake(self) -> None:
+        with self._lock:
+            self.generation += 1
+            waiters = list(self._waiters)
+        for loop, flag in waiters:
+            with contextlib.suppress(RuntimeError):  # a loop already closed
+                loop.call_soon_threadsafe(flag.set)
+
+    def subscribe(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Event]:
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.add(entry)
+        return entry
+
+    def unsubscribe(self, entry: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        with self._lock:
+            self._waiters.discard(entry)
+
+    async def read(
+        self, engine: Engine, principal: Principal, since: LiveState | None
+    ) -> tuple[LiveState, bytes | None]:
+        """The state now and the event to send (None when nothing changed), read once per
+        wake-up for all the streams of one scope at one cursor (fifty walls of the district
+        cost one read, not fifty)."""
+        scope = principal.scope
+        key = (
+            self.generation,
+            scope.role,
+            scope.street_code,
+            scope.grid_code,
+            scope.unit_id,
+            scope.district_wide,
+            None if since is None else since.cursor,
+        )
+        loop = asyncio.get_running_loop()
+        shared = self._reads.get(key)
+        if shared is None or shared.get_loop() is not loop:
+            shared = asyncio.ensure_future(_read(engine, principal, since))
+            # Only this wake-up's reads are worth keeping.
+            self._reads = {k: f for k, f in self._reads.items() if k[0] == key[0]}
+            self._reads[key] = shared
+        return await asyncio.shield(shared)
+
+
+_HUBS: weakref.WeakKeyDictionary[Engine, Hub] = weakref.WeakKeyDictionary()
+_HUBS_LOCK = threading.Lock()
+
+
+def hub_for(engine: Engine) -> Hub:
+    with _HUBS_LOCK:
+        hub = _HUBS.get(engine)
+        if hub is None:
+            hub = _HUBS[engine] = Hub(engine)
+        return hub
+
+
+async def _read(
+    engine: Engine, principal: Principal, since: LiveState | None
+) -> tuple[LiveState, bytes | None]:
+    changes = await run_in_threadpool(read_live, engine, principal.scope, since)
+    if not changes.changed:
+        return changes.state, None
+    data = json.dumps(live_answer(principal, changes), separators=(",", ":"))
+    event = f"event: change\nid: {changes.state.cursor}\ndata: {data}\n\n"
+    return changes.state, event.encode()
+
+
+async def _events(
+    engine: Engine, principal: Principal, since: LiveState | None, max_seconds: float
+) -> AsyncIterator[bytes]:
+    hub = hub_for(engine)
+    entry = hub.subscribe()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + max_seconds
+    try:
+        state = since
+        while True:
+            state, event = await hub.read(engine, principal, state)
+            if event is not None:
+                yield event
+            left = end - loop.time()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(entry[1].wait(), min(HEARTBEAT_S, left))
+            except TimeoutError:
+                yield b": still here\n\n"
+                continue
+            await asyncio.sleep(COALESCE_S)
+            entry[1].clear()
+    finally:
+        hub.unsubscribe(entry)
+
+
+@router.get(
+    STREAM_PATH,
+    tags=["live"],
+    summary="What changes on the map, pushed (Server-Sent Events)",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def live_stream(
+    principal: Reader,
+    engine: EngineDep,
+    since: Annotated[
+        str | None, Query(max_length=100, description="A `cursor` of the feed to start from.")
+    ] = None,
+    max_seconds: Annotated[
+        float, Query(ge=0, le=3600, description="Close the stream after this long.")
+    ] = 300.0,
+) -> StreamingResponse:
+    """A `change` event (the feed's answer, as `GET /api/v1/live` gives it) first when
+    anything changed since `since` (everything without it), then at every change in the
+    caller's scope, within about a second, on any server process."""
+    state = parse_cursor(since) if since is not None else None
+    headers = {"Cache-Control": "no-cache, private", "X-Accel-Buffering": "no"}
+    return StreamingResponse(
+        _events(engine, principal, state, max_seconds),
+        media_type="text/event-stream",
+        headers=headers,
+    )
