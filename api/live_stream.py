@@ -5,15 +5,9 @@ feed's answer (:mod:`api.wall_display`, the same JSON as a poll) whenever someth
 caller's scope changed, nothing while nothing does (a comment line every
 :data:`HEARTBEAT_S` keeps proxies from closing it). Who wakes the streams:
 
-- PostgreSQL: a trigger of migration 0011 ``pg_notify('gridgov_live', 'events')`` at every
-  commit that appends to the event log (reports, dispatch, workflow); each server process
-  LISTENs on one connection of its own, so every worker of every host hears every change,
-  whoever wrote it. Unit rows (position fixes, status) do not notify: a notifying
-  transaction holds a database-wide lock through its commit, which made fixes commit one at
-  a time. The same connection probes the units' largest change number every
-  :data:`UNIT_PROBE_S` instead (an index probe, per process, not per stream).
-- SQLite: the engine's commits in this process (one writer process is SQLite's deployment);
-  the page's polling fallback covers writes from other processes.
+- the store's :func:`gridgov.store.change_signals.watch_changes`: LISTEN/NOTIFY on PostgreSQL
+  (every worker of every host hears every change), the engine's commits on SQLite (the page's
+  polling fallback covers writes from other processes).
 
 A wake-up only says "look": each stream then reads what changed in its own scope since its
 own cursor (:func:`gridgov.store.live_feed.read_live`), so nothing but the cursor is kept per
@@ -33,7 +27,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -41,7 +34,7 @@ from api.auth import Principal, require
 from api.deps import EngineDep
 from api.wall_display import FEED_PATH, live_answer
 from gridgov.service.scope import READERS
-from gridgov.store import detect_backend
+from gridgov.store.change_signals import watch_changes
 from gridgov.store.live_feed import LiveState, parse_cursor, read_live
 
 __all__ = ["STREAM_PATH", "Hub", "hub_for", "router"]
@@ -49,10 +42,6 @@ __all__ = ["STREAM_PATH", "Hub", "hub_for", "router"]
 router = APIRouter()
 
 STREAM_PATH = f"{FEED_PATH}/stream"
-#: The notification channel of migration 0011's trigger.
-CHANNEL = "gridgov_live"
-#: How often a process looks whether a unit row was written (fixes, status).
-UNIT_PROBE_S = 0.5
 #: A comment line this often while nothing changes; the stream also reads its state then (a
 #: lost listener connection, a write from another SQLite process).
 HEARTBEAT_S = 15.0
@@ -71,35 +60,8 @@ class Hub:
         #: Wake-ups so far: streams of one scope at one cursor share a read per wake-up.
         self.generation = 0
         self._reads: dict[tuple[Any, ...], asyncio.Future[tuple[LiveState, bytes | None]]] = {}
-        if detect_backend(engine) == "postgresql":
-            url = engine.url.set(drivername="postgresql")
-            dsn = url.render_as_string(hide_password=False)
-            threading.Thread(target=self._listen, args=(dsn,), daemon=True).start()
-        else:
-            event.listen(engine, "commit", lambda connection: self.wake())
-
-    def _listen(self, dsn: str) -> None:
-        import psycopg
-
-        while True:
-            try:
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.wake()  # anything missed while (re)connecting
-                    units = None
-                    while True:
-                        for _ in conn.notifies(timeout=UNIT_PROBE_S, stop_after=1):
-                            self.wake()
-                        row = conn.execute("SELECT max(change_seq) FROM units").fetchone()
-                        if row is not None and row[0] != units:
-                            if units is not None:
-                                self.wake()
-                            units = row[0]
-            except psycopg.errors.UndefinedTable:
-                return  # the store is gone (dropped): nothing to listen for any more
-            except psycopg.Error:
-                # The server went away: streams re-read at each heartbeat meanwhile.
-                threading.Event().wait(2.0)
+        # The database side (LISTEN on PostgreSQL, commit hooks on SQLite) is the store's.
+        watch_changes(engine, self.wake)
 
     def wake(self) -> None:
         with self._lock:

@@ -39,7 +39,15 @@ from gridgov.assessment import (
 from gridgov.catalog import Catalog, Deadlines, load_catalog
 from gridgov.errors import AssessmentWeightError, DataFileError, InputError
 from gridgov.settings import STREET_WEIGHT_FLOOR_DEPARTMENT, STREET_WEIGHT_FLOOR_OFFICE
-from gridgov.workflow import EVENT_COLUMNS, TRANSITIONS, Action, State, events_from_frame, replay
+from gridgov.workflow import (
+    EVENT_COLUMNS,
+    REASON_REQUIRED,
+    TRANSITIONS,
+    Action,
+    State,
+    events_from_frame,
+    replay,
+)
 
 SH = ZoneInfo("Asia/Shanghai")
 OCT = Period.parse("2026-10")
@@ -866,7 +874,7 @@ def _random_logs(seed: int, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
                 }
             elif action == "evaluate":
                 extra = {"satisfaction": str(rng.choice(list(_SATISFACTIONS)))}
-            elif action in ("reject", "reopen", "return", "requeue", "cancel"):
+            elif Action(action) in REASON_REQUIRED:
                 extra = {"reason": "random", "data": {"category": "invalid"}}
             elif action == "supervise":
                 extra = {"level": "street", "stage": "acknowledge"}

@@ -14,6 +14,7 @@ import hashlib
 import io
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -356,7 +357,12 @@ def test_fifty_mb_is_refused_while_streaming(world: dict[str, Any], keyed: bool)
     try:
         tracemalloc.reset_peak()
         before, _ = tracemalloc.get_traced_memory()
-        status, pulled = asyncio.run(_send_fifty_mb(world["app"], path, headers))
+        # In a thread of its own: a browser test earlier in this worker may have left the main
+        # thread inside Playwright's running event loop.
+        with ThreadPoolExecutor(1) as pool:
+            status, pulled = pool.submit(
+                asyncio.run, _send_fifty_mb(world["app"], path, headers)
+            ).result()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

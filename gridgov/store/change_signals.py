@@ -1,0 +1,64 @@
+"""Who tells a process that the store changed: the database side of the pushed live feed.
+
+- PostgreSQL: a trigger of migration 0011 sends ``pg_notify('gridgov_live', 'events')`` at
+  every commit that appends to the event log. Each process LISTENs on one connection of its
+  own, so every worker of every host hears every change, whoever wrote it. Unit rows (fixes,
+  status) do not notify: a notifying transaction holds a database-wide lock through its commit,
+  which made fixes commit one at a time. The same connection probes the units' largest change
+  number every :data:`UNIT_PROBE_S` instead (an index probe per process, not per stream).
+- SQLite: the engine's own commits in this process (one writer process is SQLite's deployment).
+
+A signal only says "look"; readers then read what changed since their own cursor, so a missed
+or doubled signal costs at most one read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import Engine, event
+
+from gridgov.store.engine import detect_backend
+
+__all__ = ["CHANNEL", "UNIT_PROBE_S", "watch_changes"]
+
+#: The notification channel of migration 0011's trigger.
+CHANNEL = "gridgov_live"
+#: How often a process looks whether a unit row was written (fixes, status).
+UNIT_PROBE_S = 0.5
+
+
+def watch_changes(engine: Engine, wake: Callable[[], None]) -> None:
+    """Call ``wake`` whenever the store may have changed (from a daemon thread on PostgreSQL,
+    from the committing thread on SQLite)."""
+    if detect_backend(engine) == "postgresql":
+        url = engine.url.set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        threading.Thread(target=_listen, args=(dsn, wake), daemon=True).start()
+    else:
+        event.listen(engine, "commit", lambda connection: wake())
+
+
+def _listen(dsn: str, wake: Callable[[], None]) -> None:
+    import psycopg
+
+    while True:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                wake()  # anything missed while (re)connecting
+                units = None
+                while True:
+                    for _ in conn.notifies(timeout=UNIT_PROBE_S, stop_after=1):
+                        wake()
+                    row = conn.execute("SELECT max(change_seq) FROM units").fetchone()
+                    if row is not None and row[0] != units:
+                        if units is not None:
+                            wake()
+                        units = row[0]
+        except psycopg.errors.UndefinedTable:
+            return  # the store is gone (dropped): nothing to listen for any more
+        except psycopg.Error:
+            # The server went away: readers re-read at their own heartbeat meanwhile.
+            threading.Event().wait(2.0)
