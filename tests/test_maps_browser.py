@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from browser import watch
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from test_maps import command_centre, expected_counts, make_activity
 
 from gridgov import maps
@@ -105,9 +106,21 @@ def test_command_centre_popup_and_search(
         }""",
         [where.y, where.x],
     )
-    page.wait_for_function("window.__marker._icon !== undefined && window.__marker._icon !== null")
-    page.evaluate_handle("window.__marker._icon").as_element().click()
-    popup = page.wait_for_selector(".leaflet-popup-content")
+    # A real click on the marker's icon. Under load the incident layer may redraw its icons
+    # just after the view moved (a click then lands on an icon already replaced), so the
+    # click is tried again on the current icon, up to three times.
+    popup = None
+    for _ in range(3):
+        page.wait_for_function(
+            "window.__marker._icon !== undefined && window.__marker._icon !== null"
+        )
+        page.evaluate_handle("window.__marker._icon").as_element().click()
+        try:
+            popup = page.wait_for_selector(".leaflet-popup-content", timeout=5000)
+            break
+        except PlaywrightTimeoutError:
+            continue
+    assert popup is not None, "the incident's popup never opened"
     html = popup.inner_html()
     assert "T-001" in html and "history" in html and "assignment" in html
     assert "nearest_in_street" in html and "检查 &lt;b&gt;" in html  # escaped
