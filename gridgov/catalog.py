@@ -301,17 +301,29 @@ def load_catalog(path: Path | None = None) -> Catalog:
         If it is not valid YAML or fails validation; the message lists every problem.
     """
     path = get_settings().catalog_path if path is None else Path(path)
+    return catalog_from_dict(read_catalog_yaml(path, "matters catalogue"), origin=str(path))
+
+
+def read_catalog_yaml(path: Path, what: str) -> Any:
+    """The parsed YAML of a catalogue file (matters, consultation items).
+
+    Raises
+    ------
+    DataFileError
+        The file cannot be read.
+    CatalogError
+        It is not valid YAML.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        msg = f"cannot read the matters catalogue {path}: {exc.strerror or exc}"
+        msg = f"cannot read the {what} {path}: {exc.strerror or exc}"
         raise DataFileError(msg) from exc
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        msg = f"the matters catalogue {path} is not valid YAML: {exc}"
+        msg = f"the {what} {path} is not valid YAML: {exc}"
         raise CatalogError(msg) from exc
-    return catalog_from_dict(data, origin=str(path))
 
 
 def catalog_from_dict(data: Any, *, origin: str = "<dict>") -> Catalog:

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gridgov.catalog import URL_SAFE_CODE
-from gridgov.errors import CatalogError, DataFileError, InputError
+from gridgov.catalog import URL_SAFE_CODE, read_catalog_yaml
+from gridgov.errors import CatalogError, InputError
 from gridgov.settings import get_settings
 
 __all__ = [
@@ -134,16 +132,7 @@ def load_consultation_catalog(path: Path | None = None) -> ConsultationCatalog:
         Not valid YAML, or it fails validation; the message lists every problem.
     """
     path = get_settings().data_dir / "consultation.yaml" if path is None else Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = f"cannot read the consultation catalogue {path}: {exc.strerror or exc}"
-        raise DataFileError(msg) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        msg = f"the consultation catalogue {path} is not valid YAML: {exc}"
-        raise CatalogError(msg) from exc
+    data = read_catalog_yaml(path, "consultation catalogue")
     return consultation_catalog_from_dict(data, origin=str(path))
 
 
