@@ -2,8 +2,10 @@
 
 Citizens' and field staff's phone apps speak GeoReport v2 (http://wiki.open311.org/GeoReport_v2)
 here, mounted at ``/open311/v2``. Every resource answers in JSON or XML as its extension asks
-(``services.json``, ``services.xml``), and errors come back in the spec's error list, in the
-same format, from :mod:`api.error_answers`.
+(``services.json``, ``services.xml``; :mod:`api.open311_answers`), and errors come back in the
+spec's error list, in the same format, from :mod:`api.error_answers`. This module holds
+discovery, the services and filing; reading requests back is :mod:`api.open311_lists`, whose
+routes this module's router mounts.
 
 How gridgov maps onto the spec:
 
@@ -31,86 +33,51 @@ How gridgov maps onto the spec:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
-from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from api.deps import ContextDep, EngineDep, ReadEngineDep, SettingsDep
-from api.rate_limits import note_failed_auth
-from api.schemas import Crs
-from gridgov import store
-from gridgov.crs import from_wgs84
-from gridgov.dispatch import DispatchContext
-from gridgov.errors import InputError, UnknownMatterError
-from gridgov.service import intake, media
-from gridgov.service.clock import check_year
-from gridgov.service.scope import OPEN311_SOURCE, PUBLIC, PUBLIC_COARSE_DECIMALS, scope_for
-from gridgov.settings import Settings
-from gridgov.store.service_requests import (
-    read_service_requests,
-    request_for_token,
-    services_changed_at,
+from api import open311_lists
+from api.deps import ContextDep, EngineDep, SettingsDep
+from api.open311_answers import (
+    EXTRA_PREFIX,
+    SOURCE,
+    FormatPath,
+    Jurisdiction,
+    check_jurisdiction,
+    invalid,
+    openapi_responses,
+    render,
+    w3c,
 )
-from gridgov.text_rules import xml_text
+from api.open311_lists import read_requests
+from api.rate_limits import note_failed_auth
+from gridgov import store
+from gridgov.dispatch import DispatchContext
+from gridgov.errors import UnknownMatterError
+from gridgov.service import intake, media
+from gridgov.service.scope import scope_for
+from gridgov.store.service_requests import services_changed_at
 from gridgov.workflow import State
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["CLOSED_STATES", "MAX_REQUESTS", "SOURCE", "WINDOW", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["open311"])
 
-#: The most requests one ``GET requests`` answers (newest first); narrow the filters for more.
-MAX_REQUESTS = 1000
-#: Requests per page of a list when the client names no page_size.
-PAGE_SIZE = 100
-#: The default and the longest date window of ``GET requests`` (the spec's 90 days).
-WINDOW = timedelta(days=90)
-#: Workflow states reported as ``closed``; every other state is ``open``.
-CLOSED_STATES = frozenset(
-    str(s) for s in (State.CLOSED, State.EVALUATED, State.REJECTED, State.CANCELLED)
-)
-#: ``incidents.source`` of requests filed here (only these have tokens).
-SOURCE = OPEN311_SOURCE
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
 EXTENSIONS_URL = "http://wiki.open311.org/GeoReport_v2/Extensions/"
 #: The spec caps a description at 4,000 characters.
 DESCRIPTION_MAX = 4000
 _CONTACT_MAX = 200
 _FORM_MAX_BYTES = 64 * 1024
-_EXTRA = "[Open311] "
-_XML_MEDIA = "text/xml; charset=utf-8"
-#: States whose units are out on the incident: only then does a resolve deadline run.
-_WORKING = frozenset(str(s) for s in (State.DISPATCHED, State.ACKNOWLEDGED, State.ON_SCENE))
-#: What a request's status note says when its latest event gave no reason.
-_STATE_NOTES = {
-    State.REPORTED: "Received; a dispatcher will register it.",
-    State.REGISTERED: "Registered; waiting for a unit to be dispatched.",
-    State.DISPATCHED: "A unit has been dispatched.",
-    State.ACKNOWLEDGED: "The responsible department has acknowledged it.",
-    State.ON_SCENE: "Staff are on scene.",
-    State.RESOLVED: "Resolved; waiting for verification on site.",
-    State.VERIFIED: "Verified on site.",
-    State.CLOSED: "Closed.",
-    State.EVALUATED: "Closed; the reporter's evaluation is recorded.",
-    State.REJECTED: "Rejected.",
-    State.CANCELLED: "Cancelled.",
-}
-
-Format = Literal["json", "xml"]
-FormatPath = Annotated[
-    Format, Path(alias="format", description="Answer format: the resource's extension.")
-]
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,40 +138,11 @@ class ServiceDefinition(BaseModel):
     attributes: list[Attribute]
 
 
-class ServiceRequest(BaseModel):
-    service_request_id: str
-    status: Literal["open", "closed"]
-    status_notes: str | None = Field(description="The latest outcome or reason.")
-    service_name: str | None
-    service_code: str
-    description: str | None
-    agency_responsible: str | None = Field(
-        description="The office (and department) of the lead unit, once one is dispatched."
-    )
-    service_notice: str | None
-    requested_datetime: str
-    updated_datetime: str
-    expected_datetime: str | None = Field(
-        description="The matter's resolve deadline, counted from dispatch, while units work."
-    )
-    address: str | None
-    address_id: str | None
-    zipcode: str | None
-    lat: float
-    long: float
-    media_url: str | None
-
-
 class Created(BaseModel):
     service_request_id: str
     token: str
     service_notice: str
     account_id: str | None
-
-
-class Token(BaseModel):
-    service_request_id: str
-    token: str
 
 
 #: Optional attributes every service takes (``attribute[landmark]=...`` when filing).
@@ -223,131 +161,19 @@ ATTRIBUTES: tuple[Attribute, ...] = (
 
 
 # --------------------------------------------------------------------------------------------
-# rendering
-# --------------------------------------------------------------------------------------------
-
-# Tags of the items of a list-valued element, as the spec's XML examples name them.
-_ITEM_TAGS = {
-    "endpoints": "endpoint",
-    "formats": "format",
-    "attributes": "attribute",
-    "values": "value",
-    "extensions": "extension",
-}
-
-
-def _fill(element: ET.Element, value: Any) -> None:
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _fill(ET.SubElement(element, key), item)
-    elif isinstance(value, list | tuple):
-        tag = _ITEM_TAGS.get(element.tag, "item")
-        for item in value:
-            _fill(ET.SubElement(element, tag), item)
-    elif isinstance(value, bool):
-        element.text = "true" if value else "false"
-    elif value is not None:
-        element.text = xml_text(str(value))
-
-
-def _render(
-    fmt: Format, payload: Any, root: str, item: str | None = None, status: int = 200
-) -> Response:
-    """The answer in ``fmt``: a list of ``item`` elements under ``root``, or ``root`` itself."""
-    if fmt == "json":
-        return JSONResponse(payload, status_code=status)
-    element = ET.Element(root)
-    if item is None:
-        _fill(element, payload)
-    else:
-        for entry in payload:
-            _fill(ET.SubElement(element, item), entry)
-    body = b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(element, encoding="utf-8")
-    return Response(body, status_code=status, media_type=_XML_MEDIA)
-
-
-def _responses(example: Any, xml_example: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {
-            "content": {
-                "application/json": {"example": example},
-                "text/xml": {"schema": {"type": "string"}, "example": xml_example},
-            }
-        }
-    }
-
-
-def _w3c(when: datetime | None, tz: ZoneInfo) -> str | None:
-    return None if when is None else when.astimezone(tz).isoformat(timespec="seconds")
-
-
-def _invalid(problems: Sequence[tuple[str, str, str]]) -> RequestValidationError:
-    """A validation error naming each field: ``(where, field, message)`` triples."""
-    return RequestValidationError(
-        [
-            {"loc": (where, name), "msg": message, "type": "value_error"}
-            for where, name, message in problems
-        ]
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# jurisdiction
-# --------------------------------------------------------------------------------------------
-
-
-def jurisdiction_of(ctx: DispatchContext, settings: Settings) -> str | None:
-    """The jurisdiction_id this service answers for: the setting, else the district's code."""
-    if settings.open311_jurisdiction:
-        return settings.open311_jurisdiction
-    gdf = ctx.gdf_areas
-    codes = gdf.loc[gdf["level"].astype(str) == "district", "code"]
-    return str(codes.iloc[0]) if len(codes) else None
-
-
-def _check_jurisdiction(ctx: DispatchContext, settings: Settings, given: str | None) -> None:
-    # Absent is fine: this service answers for one jurisdiction only.
-    if given is None or given == "":
-        return
-    ours = jurisdiction_of(ctx, settings)
-    if given != ours:
-        raise HTTPException(
-            404, f"unknown jurisdiction_id {given!r}; this service answers for {ours!r}"
-        )
-
-
-def jurisdiction_query(
-    ctx: ContextDep,
-    settings: SettingsDep,
-    jurisdiction_id: Annotated[
-        str | None,
-        Query(
-            description="Optional; when given it must be this service's jurisdiction (the "
-            "district code by default).",
-            examples=["510106000000"],
-        ),
-    ] = None,
-) -> None:
-    _check_jurisdiction(ctx, settings, jurisdiction_id)
-
-
-Jurisdiction = Annotated[None, Depends(jurisdiction_query)]
-
-
-# --------------------------------------------------------------------------------------------
 # discovery and services
 # --------------------------------------------------------------------------------------------
 
 
 def _changeset(engine: Engine, tz: ZoneInfo) -> str:
-    return _w3c(services_changed_at(engine), tz) or "1970-01-01T00:00:00+00:00"
+    return w3c(services_changed_at(engine), tz) or "1970-01-01T00:00:00+00:00"
 
 
 @router.get(
     "/discovery.{format}",
     response_model=Discovery,
     summary="Service discovery: where the endpoint is and what it speaks",
-    responses=_responses(
+    responses=openapi_responses(
         {
             "changeset": "2026-11-27T08:00:00+08:00",
             "contact": "The street command centre operating this service.",
@@ -395,7 +221,7 @@ def discovery(request: Request, engine: EngineDep, settings: SettingsDep, fmt: F
             }
         ],
     }
-    return _render(fmt, body, "discovery")
+    return render(fmt, body, "discovery")
 
 
 def _services(ctx: DispatchContext) -> list[dict[str, Any]]:
@@ -409,7 +235,7 @@ def _services(ctx: DispatchContext) -> list[dict[str, Any]]:
     "/services.{format}",
     response_model=list[Service],
     summary="The services: one per matter of the coordination catalogue",
-    responses=_responses(
+    responses=openapi_responses(
         [
             {
                 "service_code": "FS-02",
@@ -425,14 +251,14 @@ def _services(ctx: DispatchContext) -> list[dict[str, Any]]:
     ),
 )
 def list_services(ctx: ContextDep, _: Jurisdiction, fmt: FormatPath) -> Any:
-    return _render(fmt, _services(ctx), "services", "service")
+    return render(fmt, _services(ctx), "services", "service")
 
 
 @router.get(
     "/services/{service_code}.{format}",
     response_model=ServiceDefinition,
     summary="A service definition: the optional attributes a request may carry",
-    responses=_responses(
+    responses=openapi_responses(
         {"service_code": "FS-02", "attributes": [ATTRIBUTES[0].model_dump()]},
         "<service_definition><service_code>FS-02</service_code><attributes><attribute>"
         "<variable>true</variable><code>landmark</code>...</attribute></attributes>"
@@ -451,7 +277,7 @@ def service_definition(
         "service_code": service_code,
         "attributes": [a.model_dump() for a in ATTRIBUTES],
     }
-    return _render(fmt, body, "service_definition")
+    return render(fmt, body, "service_definition")
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,7 +369,7 @@ async def read_form(request: Request) -> dict[str, str]:
             body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict"
         )
     except (UnicodeDecodeError, ValueError):
-        raise _invalid(
+        raise invalid(
             [("body", "body", "not valid form encoding (UTF-8, percent-encoded)")]
         ) from None
     return {name: value.strip() for name, value in pairs}
@@ -564,7 +390,7 @@ async def _read_multipart(request: Request) -> dict[str, str]:
             if data or value.filename:
                 request.state.open311_media = (value.filename or "media", data)
         else:
-            raise _invalid([("body", name, "only the media field may carry a file")])
+            raise invalid([("body", name, "only the media field may carry a file")])
     return fields
 
 
@@ -636,19 +462,19 @@ def _parse_filing(form: Mapping[str, str]) -> tuple[float, float, str, dict[str,
         elif value:
             attributes[attr] = value
     if problems:
-        raise _invalid(problems)
+        raise invalid(problems)
     return lon, lat, crs, attributes
 
 
 def _stored_description(form: Mapping[str, str], attributes: Mapping[str, str]) -> str | None:
     # A reporter's own "[Open311] " lines are defused so GET cannot mistake them for ours.
-    text = form.get("description", "").replace(_EXTRA, "(Open311) ")
+    text = form.get("description", "").replace(EXTRA_PREFIX, "(Open311) ")
     extras = {
         "address_string": form.get("address_string", ""),
         **{f"attribute[{k}]": v for k, v in attributes.items()},
         "media_url": form.get("media_url", ""),
     }
-    lines = [f"{_EXTRA}{name}: {value}" for name, value in extras.items() if value]
+    lines = [f"{EXTRA_PREFIX}{name}: {value}" for name, value in extras.items() if value]
     if not lines:
         return text or None
     return "\n".join([text, *lines]) if text else "\n".join(lines)
@@ -715,7 +541,7 @@ def create_request(
 ) -> Any:
     citizen = _citizen(request, engine, form.get("api_key"))
     credential_id = citizen.credential_id
-    _check_jurisdiction(
+    check_jurisdiction(
         ctx, settings, form.get("jurisdiction_id") or request.query_params.get("jurisdiction_id")
     )
     if not form.get("lat") or not form.get("long"):
@@ -745,7 +571,7 @@ def create_request(
             role="system",
         )
     except UnknownMatterError as exc:
-        raise _invalid([("body", "service_code", str(exc))]) from None
+        raise invalid([("body", "service_code", str(exc))]) from None
     media.attach(
         engine,
         settings,
@@ -761,7 +587,7 @@ def create_request(
             "is linked to it, and the outcome of that request will be yours."
         )
     elif report.state == str(State.DISPATCHED):
-        rows = _read_requests(engine, 1, incident_ids=[report.incident_id])
+        rows = read_requests(engine, 1, incident_ids=[report.incident_id])
         agency = rows[0]["agency"] if rows else None
         notice = f"Received and dispatched to {agency}." if agency else "Received and dispatched."
     elif report.state == str(State.REGISTERED) and report.dispatch_mode == "confirm":
@@ -778,329 +604,8 @@ def create_request(
         # the reporter's personal data, which lives in the (erasable) reporters table only.
         "account_id": None,
     }
-    return _render(fmt, [answer], "service_requests", "request", status=201)
+    return render(fmt, [answer], "service_requests", "request", status=201)
 
 
-# --------------------------------------------------------------------------------------------
-# reading requests
-# --------------------------------------------------------------------------------------------
-
-
-def _read_requests(
-    engine: Engine, limit: int, offset: int = 0, **filters: Any
-) -> list[dict[str, Any]]:
-    """Service requests matching ``filters`` (newest first, at most ``limit`` after skipping
-    ``offset``), as the public may read them: Open311 reads carry no credential, so their
-    scope is the public's."""
-    return read_service_requests(
-        engine, limit=limit, offset=offset, **filters, **PUBLIC.service_request_filters()
-    )
-
-
-def _split_description(text: str | None, source: str | None) -> tuple[str | None, dict[str, str]]:
-    """The reporter's words, and the spec fields this module stored after them."""
-    if not text or source != SOURCE:
-        return text, {}
-    kept, extras = [], {}
-    for line in text.split("\n"):
-        name, sep, value = line.removeprefix(_EXTRA).partition(": ")
-        if line.startswith(_EXTRA) and sep:
-            extras[name] = value
-        else:
-            kept.append(line)
-    return "\n".join(kept) or None, extras
-
-
-def _area_names(ctx: DispatchContext) -> dict[str, str]:
-    """Names of the levels an address names (not the ten thousand micro-grids)."""
-    gdf = ctx.gdf_areas
-    gdf = gdf[gdf["level"].astype(str).isin(["district", "street", "community"])]
-    return dict(zip(gdf["code"].astype(str), gdf["name"].astype(str), strict=True))
-
-
-def _address(names: Mapping[str, str], codes: Iterable[str | None]) -> str | None:
-    parts = [names[c] for c in codes if c is not None and c in names]
-    return ", ".join(parts) or None
-
-
-def _service_requests(
-    rows: Sequence[Mapping[str, Any]], ctx: DispatchContext, settings: Settings, crs: str
-) -> list[dict[str, Any]]:
-    tz = ZoneInfo(settings.display_tz)
-    if not rows:
-        return []
-    xs, ys = from_wgs84(
-        [float(r["geometry"].x) for r in rows], [float(r["geometry"].y) for r in rows], crs
-    )
-    gdf = ctx.gdf_areas
-    district = gdf.loc[gdf["level"].astype(str) == "district", "code"]
-    district_code = str(district.iloc[0]) if len(district) else None
-    names = _area_names(ctx)
-    out = []
-    for row, x, y in zip(rows, xs, ys, strict=True):
-        try:
-            matter = ctx.catalog.get(row["matter_code"])
-        except UnknownMatterError:
-            matter = None
-        description, extras = _split_description(row["description"], row["source"])
-        digits = 7
-        if not PUBLIC.shows_request_in_full(row["source"]):
-            # A staff report was never published: no words, no media, a rough position.
-            description, extras, digits = None, {}, PUBLIC_COARSE_DECIMALS
-        state = row["status"]
-        note = row["note_reason"]
-        if not note and row["note_state"] is not None:
-            note = _STATE_NOTES.get(State(row["note_state"]))
-        expected = None
-        if matter is not None and state in _WORKING and row["dispatched_at"] is not None:
-            expected = row["dispatched_at"] + timedelta(hours=matter.resolve_h)
-        address = extras.get("address_string") or _address(
-            names, (row["community_code"], row["street_code"], district_code)
-        )
-        out.append(
-            {
-                "service_request_id": row["incident_id"],
-                "status": "closed" if state in CLOSED_STATES else "open",
-                "status_notes": note,
-                "service_name": None if matter is None else matter.name_en,
-                "service_code": row["matter_code"],
-                "description": description,
-                "agency_responsible": row["agency"],
-                "service_notice": None
-                if row["duplicate_of"] is None
-                else f"Duplicates request {row['duplicate_of']}; its outcome applies.",
-                "requested_datetime": _w3c(row["reported_at"], tz),
-                "updated_datetime": _w3c(row["updated_at"], tz),
-                "expected_datetime": _w3c(expected, tz),
-                "address": address,
-                "address_id": None,
-                "zipcode": None,
-                "lat": round(float(y), digits),
-                "long": round(float(x), digits),
-                "media_url": extras.get("media_url"),
-            }
-        )
-    return out
-
-
-def _with_media(
-    request: Request, engine: Engine, answer: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """``media_url`` of the photos their reporters agreed to publish (others show none)."""
-    published = media.public_photos(engine, [r["service_request_id"] for r in answer])
-    base = str(request.base_url).rstrip("/")
-    for item in answer:
-        media_id = published.get(item["service_request_id"])
-        if media_id is not None:
-            item["media_url"] = f"{base}/open311/v2/media/{item['service_request_id']}/{media_id}"
-    return answer
-
-
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def _parse_when(
-    value: str | None, name: str, tz: ZoneInfo, problems: list[tuple[str, str, str]]
-) -> datetime | None:
-    if value is None or value == "":
-        return None
-    try:
-        when = check_year(datetime.fromisoformat(value), name)
-    except ValueError:
-        problems.append(("query", name, "must be a W3C datetime such as 2026-11-01T00:00:00Z"))
-        return None
-    except InputError as exc:
-        problems.append(("query", name, str(exc)))
-        return None
-    # A date or time without an offset is read in the jurisdiction's own time zone.
-    return when if when.tzinfo is not None else when.replace(tzinfo=tz)
-
-
-def _window(
-    start: datetime | None, end: datetime | None, now: datetime
-) -> tuple[datetime, datetime]:
-    if start is None and end is None:
-        return now - WINDOW, now
-    if start is None:
-        assert end is not None
-        return end - WINDOW, end
-    if end is None:
-        return start, start + WINDOW
-    if end < start:
-        raise _invalid([("query", "end_date", "must not be before start_date")])
-    if end - start > WINDOW:
-        raise _invalid(
-            [("query", "end_date", f"the span from start_date may not exceed {WINDOW.days} days")]
-        )
-    return start, end
-
-
-_REQUEST_EXAMPLE = {
-    "service_request_id": "O311-20261127T101500-1a2b3c4d",
-    "status": "open",
-    "status_notes": "A unit has been dispatched.",
-    "service_name": "Blocked fire lane or escape route",
-    "service_code": "FS-02",
-    "description": "Cars parked across the fire lane behind building 3.",
-    "agency_responsible": "西安路综合执法中队 (综合执法局)",
-    "service_notice": None,
-    "requested_datetime": "2026-11-27T18:15:00+08:00",
-    "updated_datetime": "2026-11-27T18:15:01+08:00",
-    "expected_datetime": "2026-11-28T06:15:01+08:00",
-    "address": "X社区, 西安路街道, 金牛区",
-    "address_id": None,
-    "zipcode": None,
-    "lat": 30.6843,
-    "long": 104.0551,
-    "media_url": None,
-}
-_REQUESTS_XML = (
-    "<service_requests><request><service_request_id>O311-20261127T101500-1a2b3c4d"
-    "</service_request_id><status>open</status>...</request></service_requests>"
-)
-
-
-@router.get(
-    "/requests.{format}",
-    response_model=list[ServiceRequest],
-    summary="Service requests, newest first, a page at a time",
-    description="Filters combine. `service_request_id` (comma-separated) overrides all the "
-    "others. Without dates the window is the last 90 days; a window may not span more than "
-    f"90 days. Pages of `page_size` requests (default {PAGE_SIZE}, at most {MAX_REQUESTS}), "
-    "newest first, numbered from 1 by `page` (the GeoReport v2 paging extension): when "
-    'another page follows, the `Link` header names it (`rel="next"`) and `X-More-Pages` is '
-    "`true`. Reporters' contact details are never returned.",
-    responses=_responses([_REQUEST_EXAMPLE], _REQUESTS_XML),
-)
-def list_requests(
-    request: Request,
-    engine: ReadEngineDep,
-    ctx: ContextDep,
-    settings: SettingsDep,
-    _: Jurisdiction,
-    fmt: FormatPath,
-    service_request_id: Annotated[
-        str | None, Query(description="Comma-separated ids; overrides every other filter.")
-    ] = None,
-    service_code: Annotated[
-        str | None, Query(description="Comma-separated service codes.", examples=["FS-02"])
-    ] = None,
-    start_date: Annotated[
-        str | None,
-        Query(description="Earliest requested_datetime (W3C).", examples=["2026-11-01T00:00:00Z"]),
-    ] = None,
-    end_date: Annotated[str | None, Query(description="Latest requested_datetime (W3C).")] = None,
-    status: Annotated[
-        str | None, Query(description="open, closed, or both comma-separated.")
-    ] = None,
-    crs: Crs = "wgs84",
-    page: Annotated[int, Query(ge=1, le=100_000, description="Page number, from 1.")] = 1,
-    page_size: Annotated[
-        int, Query(ge=1, le=MAX_REQUESTS, description="Requests per page.")
-    ] = PAGE_SIZE,
-) -> Any:
-    tz = ZoneInfo(settings.display_tz)
-    ids = _csv(service_request_id)
-    if ids:
-        if len(ids) > MAX_REQUESTS:
-            raise _invalid([("query", "service_request_id", f"at most {MAX_REQUESTS} ids at once")])
-        filters: dict[str, Any] = {"incident_ids": ids}
-    else:
-        filters = _filters(ctx, tz, service_code, start_date, end_date, status)
-    # One row past the page says whether another page follows.
-    rows = _read_requests(engine, page_size + 1, offset=(page - 1) * page_size, **filters)
-    more = len(rows) > page_size
-    listed = _with_media(request, engine, _service_requests(rows[:page_size], ctx, settings, crs))
-    answer = _render(fmt, listed, "service_requests", "request")
-    links = []
-    if more:
-        links.append(f'<{request.url.include_query_params(page=page + 1)}>; rel="next"')
-    if page > 1:
-        links.append(f'<{request.url.include_query_params(page=page - 1)}>; rel="prev"')
-    if links:
-        answer.headers["Link"] = ", ".join(links)
-    answer.headers["X-More-Pages"] = "true" if more else "false"
-    return answer
-
-
-def _filters(
-    ctx: DispatchContext,
-    tz: ZoneInfo,
-    service_code: str | None,
-    start_date: str | None,
-    end_date: str | None,
-    status: str | None,
-) -> dict[str, Any]:
-    """The store's filters for a list of requests (the query's own, checked)."""
-    problems: list[tuple[str, str, str]] = []
-    codes = _csv(service_code)
-    unknown = [c for c in codes if c not in ctx.catalog]
-    if unknown:
-        problems.append(("query", "service_code", f"unknown {', '.join(unknown)}"))
-    statuses = set(_csv(status))
-    if statuses - {"open", "closed"}:
-        problems.append(("query", "status", "must be open, closed or open,closed"))
-    start = _parse_when(start_date, "start_date", tz, problems)
-    end = _parse_when(end_date, "end_date", tz, problems)
-    if problems:
-        raise _invalid(problems)
-    start, end = _window(start, end, datetime.now(UTC))
-    filters: dict[str, Any] = {"reported_from": start, "reported_to": end, "matter_codes": codes}
-    if statuses == {"open"}:
-        filters["exclude_statuses"] = sorted(CLOSED_STATES)
-    elif statuses == {"closed"}:
-        filters["statuses"] = sorted(CLOSED_STATES)
-    return filters
-
-
-@router.get(
-    "/requests/{service_request_id}.{format}",
-    response_model=list[ServiceRequest],
-    summary="One service request",
-    responses=_responses([_REQUEST_EXAMPLE], _REQUESTS_XML),
-)
-def get_request(
-    request: Request,
-    engine: EngineDep,
-    ctx: ContextDep,
-    settings: SettingsDep,
-    _: Jurisdiction,
-    service_request_id: Annotated[str, Path(examples=["O311-20261127T101500-1a2b3c4d"])],
-    fmt: FormatPath,
-    crs: Crs = "wgs84",
-) -> Any:
-    rows = _read_requests(engine, 1, incident_ids=[service_request_id])
-    if not rows:
-        raise HTTPException(404, f"no service request {service_request_id!r}")
-    answer = _with_media(request, engine, _service_requests(rows, ctx, settings, crs))
-    return _render(fmt, answer, "service_requests", "request")
-
-
-@router.get(
-    "/tokens/{token}.{format}",
-    response_model=list[Token],
-    summary="The service request a token stands for",
-    responses=_responses(
-        [
-            {
-                "service_request_id": "O311-20261127T101500-1a2b3c4d",
-                "token": "O311-20261127T101500-1a2b3c4d",
-            }
-        ],
-        "<service_requests><request><service_request_id>O311-...</service_request_id>"
-        "<token>O311-...</token></request></service_requests>",
-    ),
-)
-def get_token(
-    engine: EngineDep,
-    _: Jurisdiction,
-    token: Annotated[str, Path(examples=["O311-20261127T101500-1a2b3c4d"])],
-    fmt: FormatPath,
-) -> Any:
-    # Requests filed here get their id as token at once; other channels' incidents have none.
-    found = request_for_token(engine, token, source=SOURCE)
-    if found is None:
-        raise HTTPException(404, f"no service request for token {token!r}")
-    body = [{"service_request_id": found, "token": token}]
-    return _render(fmt, body, "service_requests", "request")
+# The reading side's routes (GET requests, one request, a token), after the filing route.
+router.include_router(open311_lists.router)

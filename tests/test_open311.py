@@ -1,4 +1,4 @@
-"""Open311 GeoReport v2 (api/open311.py) against a live server, on SQLite and on PostGIS.
+"""Open311 GeoReport v2 (api/open311*.py) against a live server, on SQLite and on PostGIS.
 
 The reference district is loaded once per backend (``reference_store_url``), and a real uvicorn
 server serves it on a free local port, because the third-party ``georeport`` client speaks
@@ -23,7 +23,7 @@ from live_server import serve
 from shapely.geometry import Point
 from sqlalchemy import Engine, func, select
 
-from api import open311
+from api import open311_answers, open311_lists
 from api.app import create_app
 from gridgov import store
 from gridgov.catalog import load_catalog
@@ -188,7 +188,7 @@ def test_filed_request_reads_back_without_personal_data(
     got = http.get(f"/requests/{rid}.json", params={"jurisdiction_id": DISTRICT})
     assert got.status_code == 200
     [request] = got.json()
-    assert set(request) == set(open311.ServiceRequest.model_fields)
+    assert set(request) == set(open311_lists.ServiceRequest.model_fields)
     assert request["media_url"] == "https://photos.example.org/fire-lane.jpg"
     assert request["address"] == "12 Xi'an Road"
     # The reporter's own "[Open311]" line is text, not a field.
@@ -441,6 +441,6 @@ def test_reads_are_the_stores_service_request_functions(
     assert kept == []
     assert reads.read_service_requests(engine, limit=1, incident_ids=[first], statuses=[status])
     # Tokens are the ids of requests filed here only.
-    assert reads.request_for_token(engine, first, source=open311.SOURCE) == first
+    assert reads.request_for_token(engine, first, source=open311_answers.SOURCE) == first
     assert reads.request_for_token(engine, first, source="api") is None
     assert reads.services_changed_at(engine) is not None

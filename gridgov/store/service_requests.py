@@ -1,6 +1,6 @@
 """Reads of incidents as Open311 service requests: the facts a GeoReport v2 answer shows.
 
-The Open311 front end (``api/open311.py``) formats what these return and runs no SQL itself.
+The Open311 front end (``api/open311_lists.py``) formats what these return and runs no SQL itself.
 No reporter's personal data is read here: a service request shows none.
 """
 
