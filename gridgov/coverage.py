@@ -32,11 +32,11 @@ from pyproj import Transformer
 
 from gridgov.analysis import forward_search
 from gridgov.areas import street_adjacency
-from gridgov.assessment import Period
 from gridgov.dispatch import rules
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, Level, TravelMode
 from gridgov.network import RoadNetwork, Snapped, TravelModel
+from gridgov.periods import Period
 
 #: Default travel-time bands (upper bounds, minutes) of :func:`compare_coverage`.
 DEFAULT_BANDS_MIN: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0)
@@ -680,7 +680,7 @@ def hot_spots(
     level
         The areas' level.
     period
-        A :class:`~gridgov.assessment.Period` or its text (``2026-11``, ``2026-Q4``).
+        A :class:`~gridgov.periods.Period` or its text (``2026-11``, ``2026-Q4``).
     since, until
         Timezone-aware bounds (instead of ``period``); either may be None.
     alpha

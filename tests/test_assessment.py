@@ -22,13 +22,9 @@ import pytest
 
 from gridgov.assessment import (
     DEFAULT_KPI_WEIGHTS,
-    GROUPINGS,
-    KPI_COLUMNS,
-    Period,
     assess,
     assess_departments,
     assess_offices,
-    compute_kpis,
     department_scores_from_frame,
     rank_by_score,
     read_department_scores,
@@ -38,6 +34,8 @@ from gridgov.assessment import (
 )
 from gridgov.catalog import Catalog, Deadlines, load_catalog
 from gridgov.errors import AssessmentWeightError, DataFileError, InputError
+from gridgov.kpis import GROUPINGS, KPI_COLUMNS, compute_kpis
+from gridgov.periods import Period
 from gridgov.settings import STREET_WEIGHT_FLOOR_DEPARTMENT, STREET_WEIGHT_FLOOR_OFFICE
 from gridgov.workflow import (
     EVENT_COLUMNS,

@@ -355,8 +355,8 @@ def test_report_override_kpis_equal_plain_sql(
     import pandas as pd
     from typer.testing import CliRunner
 
-    from gridgov.assessment import Period
     from gridgov.cli import app
+    from gridgov.periods import Period
 
     # Two dispatchers of street A: one confirms, one overrides twice (a third incident waits).
     d1 = headers(engine, "dispatcher", street_code=STREET_A)

@@ -1,9 +1,9 @@
 """A simulated month's KPIs, recomputed independently in plain SQL on PostGIS.
 
 The month runs through the real dispatcher and workflow on the reference district, is stored
-with ``import_history``, and is then assessed twice: by :func:`gridgov.assessment.compute_kpis`
+with ``import_history``, and is then assessed twice: by :func:`gridgov.kpis.compute_kpis`
 (pandas, from the events read back) and by the SQL below, written from the KPI definitions
-alone (gridgov/assessment.py's docstring) against the raw ``events``, ``matters`` and ``offices``
+alone (gridgov/kpis.py's docstring) against the raw ``events``, ``matters`` and ``offices``
 tables. Every count must match exactly and every rate and time to 1e-9.
 """
 
@@ -20,8 +20,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from gridgov import store
-from gridgov.assessment import Period, compute_kpis
 from gridgov.catalog import load_catalog
+from gridgov.kpis import compute_kpis
+from gridgov.periods import Period
 from gridgov.simulate import simulate
 
 pytestmark = [pytest.mark.postgis, pytest.mark.slow]

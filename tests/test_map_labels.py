@@ -16,9 +16,9 @@ from test_maps import command_centre, make_activity
 from typer.testing import CliRunner
 
 from gridgov import labels, maps
-from gridgov.assessment import KPI_COLUMNS
 from gridgov.catalog import load_catalog
 from gridgov.cli import app
+from gridgov.kpis import KPI_COLUMNS
 from gridgov.maps.elements import AreaLayer, Legend
 from gridgov.maps.layer_data import _breaks, class_items, value_classes
 from gridgov.model import EscalationLevel, ForceKind, Level, TravelMode, UnitStatus

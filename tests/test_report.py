@@ -14,14 +14,9 @@ import pytest
 from browser import watch
 from test_assessment import CATALOG, ENF, EVENTS, INCIDENTS, OCT, OFFICES, S1, S2
 
-from gridgov.assessment import (
-    KPI_COLUMNS,
-    Assessment,
-    assess,
-    compute_kpis,
-    department_scores_from_frame,
-)
+from gridgov.assessment import Assessment, assess, department_scores_from_frame
 from gridgov.errors import InputError
+from gridgov.kpis import KPI_COLUMNS, compute_kpis
 from gridgov.report import DASH, report_csv, report_html
 
 

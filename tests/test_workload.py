@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from gridgov.analysis.workload import gini, workload
-from gridgov.assessment import Period
+from gridgov.periods import Period
 
 SHANGHAI_MIDNIGHT = datetime.fromisoformat("2026-10-01T00:00:00+08:00")
 

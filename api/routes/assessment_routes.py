@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from api.auth import Principal, require
 from api.deps import ContextDep, ReadEngineDep
 from gridgov import store
-from gridgov.assessment import Period, assess
+from gridgov.assessment import assess
+from gridgov.periods import Period
 from gridgov.service.scope import ASSESSORS
 
 router = APIRouter(tags=["assessment"])

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gridgov.assessment import Period
 from gridgov.errors import InputError
+from gridgov.periods import Period
 from gridgov.workflow import Action
 
 #: Events after a dispatch that free its units.
@@ -124,7 +124,7 @@ def workload(events: pd.DataFrame, gdf_units: pd.DataFrame, period: Period | str
     gdf_units
         The units: ``unit_id``, ``kind``, ``office_id``, ``street_code`` (the commanding street).
     period
-        A :class:`~gridgov.assessment.Period` or its text (``2026-10``, ``2026-Q4``).
+        A :class:`~gridgov.periods.Period` or its text (``2026-10``, ``2026-Q4``).
 
     Returns
     -------

@@ -82,7 +82,8 @@ def report(
     department, requests sent late and the share of street opinions it adopted.
     """
     from gridgov import store
-    from gridgov.assessment import Period, assess, read_department_scores
+    from gridgov.assessment import assess, read_department_scores
+    from gridgov.periods import Period
     from gridgov.report import TABLES, report_csv, report_html
     from gridgov.service import consultations
     from gridgov.service.workspace import override_kpis
@@ -389,8 +390,8 @@ def hotspots(
     """Hot and cold spots of the stored incidents (Getis-Ord Gi*, areas sharing a border)."""
     from gridgov import store
     from gridgov.analysis.result_export import export_format, write_result
-    from gridgov.assessment import Period
     from gridgov.coverage import hot_spots
+    from gridgov.periods import Period
 
     with domain_errors():
         if out_path is not None:

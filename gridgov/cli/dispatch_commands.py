@@ -207,7 +207,7 @@ def simulate_(
             raise InputError(msg)
         begin = DEFAULT_START if start is None else parse_instant(start, "--start")
         if month is not None:
-            from gridgov.assessment import Period
+            from gridgov.periods import Period
 
             if start is not None:
                 msg = "give either --month or --start, not both"

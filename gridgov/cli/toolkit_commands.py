@@ -238,7 +238,7 @@ def workload(
     from gridgov import store
     from gridgov.analysis.result_export import export_format, write_result
     from gridgov.analysis.workload import workload as compute
-    from gridgov.assessment import Period
+    from gridgov.periods import Period
 
     with domain_errors():
         check_choice(by, ["unit", "office", "street"], "--by")

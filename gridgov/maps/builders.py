@@ -723,7 +723,7 @@ def assessment_map(
         Areas holding the street level.
     df_kpi
         One row per street: ``key`` (street code) and ``value`` (NaN is shown as "–", in grey).
-        Any KPI table works, e.g. ``gridgov.assessment.compute_kpis(..., by="street")`` with
+        Any KPI table works, e.g. ``gridgov.kpis.compute_kpis(..., by="street")`` with
         ``value="resolution_rate"``.
     label
         The legend title; by default the KPI's zh/en name (:mod:`gridgov.labels`) when

@@ -224,7 +224,7 @@ def check_map_options(
         An unknown kind, level, force kind, colour, column, period or base layer, or a missing
         street (street map) or tile key (Tianditu).
     """
-    from gridgov.assessment import Period
+    from gridgov.periods import Period
 
     if kind not in MAP_KINDS:
         msg = f"unknown map kind {kind!r}; expected one of {', '.join(MAP_KINDS)}"
@@ -284,7 +284,8 @@ def _store_kpis(engine: Engine, period: str | None, now: datetime | None) -> pd.
     """The stored event log assessed by street over ``period`` (default: the last complete
     month)."""
     from gridgov import store
-    from gridgov.assessment import Period, assess
+    from gridgov.assessment import assess
+    from gridgov.periods import Period
 
     span = Period.parse(period or last_complete_month(now))
     result = assess(
