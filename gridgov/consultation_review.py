@@ -2,7 +2,7 @@
 
 Pure: the requests as :func:`gridgov.store.read_consultation_requests` gives them in, new
 objects out. Supervision escalates street → district with the incidents' own rule
-(:func:`gridgov.workflow.supervision_level`).
+(:func:`gridgov.sla_clocks.supervision_level`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from gridgov.errors import InputError
-from gridgov.workflow import supervision_level
+from gridgov.sla_clocks import supervision_level
 
 __all__ = [
     "DEPARTMENT_FIGURES",

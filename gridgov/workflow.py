@@ -1,4 +1,4 @@
-"""The incident workflow: a state machine over append-only events, SLA clocks and duplicates.
+"""The incident workflow: a state machine over append-only events.
 
 It follows China's digital urban-management standard (信息收集 → 案卷建立 → 任务派遣 → 任务处理 →
 处理反馈 → 核查结案 → 综合评价)::
@@ -13,8 +13,10 @@ be cancelled.
 
 Every transition is an :class:`Event`. :func:`next_event` is the only way to build one: it checks
 the transition, the role and the fields that action needs, so a log built with it always
-passes :func:`replay`. The module is pure: the store persists the events, and the SLA clocks
-(:func:`list_overdue`, :func:`plan_supervision`) read them as a list or as a DataFrame.
+passes :func:`replay`. The module is pure: the store persists the events, as rows or as a
+DataFrame (:func:`frame_from_events`, :func:`events_from_frame`). The SLA clocks that run over
+them are :mod:`gridgov.sla_clocks`; the duplicate rule for new reports is
+:mod:`gridgov.duplicates`.
 """
 
 from __future__ import annotations
@@ -22,23 +24,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from gridgov.catalog import Matter, Stage
+from gridgov.catalog import Stage
 from gridgov.errors import InputError, InvalidTransitionError
 from gridgov.model import EscalationLevel
 
 __all__ = [
     "ALLOWED_ROLES",
-    "CLOCK_STATES",
-    "DUPLICATE_COLUMNS",
     "EVENT_COLUMNS",
     "OPEN_STATES",
     "REASON_REQUIRED",
@@ -48,20 +47,15 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "Event",
-    "Overdue",
     "Role",
     "Satisfaction",
     "Stage",
     "State",
     "allowed_actions",
     "events_from_frame",
-    "find_duplicate",
     "frame_from_events",
-    "list_overdue",
     "next_event",
-    "plan_supervision",
     "replay",
-    "supervision_level",
 ]
 
 
@@ -195,8 +189,6 @@ OPEN_STATES: tuple[State, ...] = (
 )
 #: States no action leads out of.
 TERMINAL_STATES: tuple[State, ...] = (State.REJECTED, State.EVALUATED, State.CANCELLED)
-#: States in which an SLA clock may run (none runs once verified, closed or ended).
-CLOCK_STATES: tuple[State, ...] = (State.REPORTED, State.REGISTERED, *_WORKING, State.RESOLVED)
 #: Actions that must say why.
 REASON_REQUIRED: frozenset[Action] = frozenset(
     {
@@ -678,7 +670,7 @@ def _enum_column(frame: pd.DataFrame, column: str, kind: Any, *, optional: bool)
         {
             repr(v)
             for v, o in zip(values, out, strict=True)
-            if o is None and not (optional and _missing(v))
+            if o is None and not (optional and missing_value(v))
         }
     )
     if bad:
@@ -688,17 +680,18 @@ def _enum_column(frame: pd.DataFrame, column: str, kind: Any, *, optional: bool)
 
 
 def _text_column(frame: pd.DataFrame, column: str) -> list[str | None]:
-    return [None if _missing(v) else str(v) for v in frame[column].tolist()]
+    return [None if missing_value(v) else str(v) for v in frame[column].tolist()]
 
 
-def _missing(value: Any) -> bool:
+def missing_value(value: Any) -> bool:
+    """None, NaN or NaT: how an events frame leaves a value out (the SLA clocks read frames too)."""
     if value is None or value is pd.NaT:
         return True
     return isinstance(value, float) and math.isnan(value)
 
 
 def _data(value: Any) -> dict[str, Any]:
-    if _missing(value) or value == "":
+    if missing_value(value) or value == "":
         return {}
     if isinstance(value, str):
         value = json.loads(value)
@@ -706,408 +699,3 @@ def _data(value: Any) -> dict[str, Any]:
         msg = f"data must be a mapping, got {type(value).__name__}"
         raise TypeError(msg)
     return dict(value)
-
-
-# ----------------------------------------------------------------------------- SLA clocks
-
-
-@dataclass(frozen=True)
-class Overdue:
-    """A stage of an open incident whose deadline has passed at the instant asked about.
-
-    ``office_id`` is the responsible office (that of the latest dispatch); ``deadline`` the
-    instant the stage fell due; ``level`` where supervision belongs: ``"street"`` until the stage
-    is overdue by ``district_after`` times its own deadline, ``"district"`` from then on.
-    """
-
-    incident_id: str
-    stage: Stage
-    state: State
-    street_code: str | None
-    office_id: str | None
-    started_at: datetime
-    deadline: datetime
-    overdue_by: timedelta
-    level: str
-
-
-def supervision_level(overdue_by: float, allowed: float, district_after: float) -> str:
-    """Where the supervision of something overdue belongs: ``"street"`` until it is overdue by
-    ``district_after`` times the time it was allowed, ``"district"`` from then on.
-
-    The one street → district escalation rule: incidents' stages and consultation requests
-    both use it (any unit, the same for both arguments).
-    """
-    return "street" if overdue_by < district_after * allowed else "district"
-
-
-def list_overdue(
-    events: Sequence[Event] | pd.DataFrame,
-    matters: Mapping[str, Matter],
-    at: datetime,
-    *,
-    district_after: float,
-) -> list[Overdue]:
-    """Return every stage that is overdue at instant ``at``.
-
-    Clocks run from dispatch, with the deadlines of the incident's matter:
-
-    - acknowledge and arrive start at the LATEST dispatch; the first acknowledge (arrive) after it
-      meets them, and a return, requeue or reopen ends that cycle unmet (the clock stops);
-    - resolve starts at the FIRST dispatch and is not restarted by a return; a resolve event not
-      followed by a reopen meets it;
-    - no clock runs once an incident is verified, closed, evaluated, rejected or cancelled.
-
-    A stage is overdue iff its clock runs, it is not met and ``at > start + deadline``
-    (strictly: at the deadline itself it is still on time). Only events at or before ``at``
-    count, so the same log answers for any instant.
-
-    Parameters
-    ----------
-    events
-        The events of any number of incidents, as :class:`Event` s or as a DataFrame with
-        :data:`EVENT_COLUMNS` (``at`` timezone-aware). Grouped by incident in one pass.
-    matters
-        The matter of each incident with a running clock, by incident id.
-    at
-        The instant asked about (timezone-aware).
-    district_after
-        Supervision escalates to the district once a stage is overdue by this multiple of its
-        own deadline (``settings.supervise_district_after``).
-
-    Returns
-    -------
-    list of Overdue
-        Sorted by ``overdue_by`` (largest first), then incident id, then stage.
-
-    Raises
-    ------
-    InputError
-        If ``at`` is naive, ``district_after`` is not positive, or incidents with a running clock
-        have no matter in ``matters`` (all of them are listed).
-    """
-    return [item for item, _ in _scan_overdue(events, matters, at, district_after)]
-
-
-def plan_supervision(
-    events: Sequence[Event] | pd.DataFrame,
-    matters: Mapping[str, Matter],
-    at: datetime,
-    *,
-    district_after: float,
-) -> list[Overdue]:
-    """Return the supervisions (督办) to record at ``at``: overdue items not yet supervised.
-
-    An item is planned unless its incident already has a supervise event with the same stage and
-    level (for acknowledge and arrive: in the current dispatch cycle, i.e. after the latest
-    dispatch; a re-dispatch starts afresh). Supervision starts at the street: an item already at
-    district level whose street supervision was never recorded yields both, street first. Once
-    the planned supervise events are appended to ``events``, planning again at the same instant
-    returns nothing.
-
-    Parameters and errors are those of :func:`list_overdue`; the order too (street before
-    district within an item).
-    """
-    planned: list[Overdue] = []
-    for item, done in _scan_overdue(events, matters, at, district_after):
-        reached = SUPERVISE_LEVELS[: SUPERVISE_LEVELS.index(item.level) + 1]
-        planned.extend(
-            replace(item, level=level) for level in reached if (item.stage, level) not in done
-        )
-    return planned
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-_STAGE_ORDER = {s: i for i, s in enumerate(Stage)}
-_CYCLE_ENDS = frozenset({Action.RETURN, Action.REQUEUE, Action.REOPEN})
-_CLOCK_STATE_VALUES = frozenset(str(s) for s in CLOCK_STATES)
-
-
-def _to_us(at: datetime) -> int:
-    return (at - _EPOCH) // _US
-
-
-def _from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-@dataclass(frozen=True)
-class _Log:
-    """One incident's events up to the instant asked about, as plain columns in seq order."""
-
-    incident_id: str
-    actions: list[str]
-    at_us: list[int]
-    to_states: list[str]
-    offices: list[Any]
-    streets: list[Any]
-    stages: list[Any]
-    levels: list[Any]
-
-
-def _scan_overdue(
-    events: Sequence[Event] | pd.DataFrame,
-    matters: Mapping[str, Matter],
-    at: datetime,
-    district_after: float,
-) -> list[tuple[Overdue, frozenset[tuple[Stage, str]]]]:
-    """Return each overdue item with the (stage, level) supervisions already on record for it."""
-    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
-        msg = f"at {at!r} must be a timezone-aware datetime"
-        raise InputError(msg)
-    if not (isinstance(district_after, int | float) and district_after > 0):
-        msg = f"district_after must be a positive number, got {district_after!r}"
-        raise InputError(msg)
-    t_us = _to_us(at)
-    if isinstance(events, pd.DataFrame):
-        logs = _logs_from_frame(events, t_us)
-    else:
-        logs = _logs_from_events(events, t_us)
-
-    found: list[tuple[Overdue, frozenset[tuple[Stage, str]]]] = []
-    unknown: list[str] = []
-    for log in logs:
-        found.extend(_scan_log(log, matters, t_us, district_after, unknown))
-    if unknown:
-        msg = f"no matter given for incident(s) with a running clock: {', '.join(unknown)}"
-        raise InputError(msg)
-    found.sort(
-        key=lambda pair: (-pair[0].overdue_by, pair[0].incident_id, _STAGE_ORDER[pair[0].stage])
-    )
-    return found
-
-
-def _scan_log(
-    log: _Log,
-    matters: Mapping[str, Matter],
-    t_us: int,
-    district_after: float,
-    unknown: list[str],
-) -> list[tuple[Overdue, frozenset[tuple[Stage, str]]]]:
-    state = log.to_states[-1]
-    if state not in _CLOCK_STATE_VALUES:
-        return []
-    actions = log.actions
-    dispatches = [i for i, a in enumerate(actions) if a == Action.DISPATCH]
-    if not dispatches:
-        return []
-    first, latest = dispatches[0], dispatches[-1]
-
-    # The current cycle: what happened since the latest dispatch, up to a return/requeue/reopen.
-    ack_met = arrive_met = ended = False
-    for a in actions[latest + 1 :]:
-        if a in _CYCLE_ENDS:
-            ended = True
-            break
-        if a == Action.ACKNOWLEDGE:
-            ack_met = True
-        elif a == Action.ARRIVE:
-            arrive_met = True
-    resolved = False
-    for a in actions[first + 1 :]:
-        if a == Action.RESOLVE:
-            resolved = True
-        elif a == Action.REOPEN:
-            resolved = False
-
-    running: list[tuple[Stage, int]] = []
-    if not ended and not ack_met:
-        running.append((Stage.ACKNOWLEDGE, log.at_us[latest]))
-    if not ended and not arrive_met:
-        running.append((Stage.ARRIVE, log.at_us[latest]))
-    if not resolved:
-        running.append((Stage.RESOLVE, log.at_us[first]))
-    if not running:
-        return []
-    matter = matters.get(log.incident_id)
-    if matter is None:
-        unknown.append(log.incident_id)
-        return []
-
-    street = next((s for s in reversed(log.streets) if not _missing(s)), None)
-    office = log.offices[latest]
-    office = None if _missing(office) else str(office)
-    out: list[tuple[Overdue, frozenset[tuple[Stage, str]]]] = []
-    for stage, start_us in running:
-        allowed_us = matter.deadline_for(stage) // _US
-        due_us = start_us + allowed_us
-        if t_us <= due_us:
-            continue
-        late_us = t_us - due_us
-        level = supervision_level(late_us, allowed_us, district_after)
-        # Acknowledge and arrive supervisions belong to one dispatch cycle; resolve's to the case.
-        since = latest + 1 if stage is not Stage.RESOLVE else 0
-        done = frozenset(
-            (Stage(log.stages[i]), str(log.levels[i]))
-            for i in range(since, len(actions))
-            if actions[i] == Action.SUPERVISE and log.stages[i] == stage
-        )
-        item = Overdue(
-            incident_id=log.incident_id,
-            stage=stage,
-            state=State(state),
-            street_code=None if street is None else str(street),
-            office_id=office,
-            started_at=_from_us(start_us),
-            deadline=_from_us(due_us),
-            overdue_by=timedelta(microseconds=late_us),
-            level=level,
-        )
-        out.append((item, done))
-    return out
-
-
-def _logs_from_events(events: Iterable[Event], t_us: int) -> list[_Log]:
-    by_incident: dict[str, list[Event]] = {}
-    for ev in events:
-        if _to_us(ev.at) <= t_us:
-            by_incident.setdefault(ev.incident_id, []).append(ev)
-    logs = []
-    for incident_id, evs in by_incident.items():
-        evs.sort(key=lambda e: e.seq)
-        logs.append(
-            _Log(
-                incident_id=incident_id,
-                actions=[str(e.action) for e in evs],
-                at_us=[_to_us(e.at) for e in evs],
-                to_states=[str(e.to_state) for e in evs],
-                offices=[e.office_id for e in evs],
-                streets=[e.street_code for e in evs],
-                stages=[e.stage for e in evs],
-                levels=[e.level for e in evs],
-            )
-        )
-    return logs
-
-
-def _logs_from_frame(df: pd.DataFrame, t_us: int) -> list[_Log]:
-    need = ("incident_id", "seq", "at", "action", "to_state", "office_id", "street_code")
-    missing = [c for c in (*need, "stage", "level") if c not in df.columns]
-    if missing:
-        msg = f"events frame lacks column(s) {', '.join(missing)}"
-        raise InputError(msg)
-    if df.empty:
-        return []
-    at = pd.to_datetime(df["at"])
-    if getattr(at.dt, "tz", None) is None:
-        msg = "events frame column 'at' holds naive times; give timezone-aware (UTC) times"
-        raise InputError(msg)
-    at_us = at.dt.tz_convert(UTC).dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    frame = df[["incident_id", "seq", "action", "to_state", "office_id", "street_code"]].copy()
-    frame["stage"] = df["stage"]
-    frame["level"] = df["level"]
-    frame["_at_us"] = at_us.astype(np.int64)
-    frame = frame[frame["_at_us"].to_numpy() <= t_us]
-    frame = frame.sort_values(["incident_id", "seq"], kind="stable")
-    # Keep only incidents that could have a running clock, decided in bulk before the loop.
-    last_state = frame.groupby("incident_id", sort=False)["to_state"].transform("last")
-    dispatched = (
-        (frame["action"] == str(Action.DISPATCH)).groupby(frame["incident_id"]).transform("any")
-    )
-    frame = frame[last_state.isin(_CLOCK_STATE_VALUES).to_numpy() & dispatched.to_numpy()]
-    if frame.empty:
-        return []
-
-    ids = frame["incident_id"].astype(str).to_numpy()
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    ends = np.r_[starts[1:], len(ids)]
-    cols = {
-        c: frame[c].tolist()
-        for c in ("action", "to_state", "office_id", "street_code", "stage", "level", "_at_us")
-    }
-    logs = []
-    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-        logs.append(
-            _Log(
-                incident_id=str(ids[lo]),
-                actions=cols["action"][lo:hi],
-                at_us=cols["_at_us"][lo:hi],
-                to_states=cols["to_state"][lo:hi],
-                offices=cols["office_id"][lo:hi],
-                streets=cols["street_code"][lo:hi],
-                stages=cols["stage"][lo:hi],
-                levels=cols["level"][lo:hi],
-            )
-        )
-    return logs
-
-
-# ----------------------------------------------------------------------------- duplicates
-
-#: Columns :func:`find_duplicate` needs in its table of open incidents.
-DUPLICATE_COLUMNS = ("incident_id", "matter_code", "x_m", "y_m", "reported_at")
-
-
-def find_duplicate(
-    matter_code: str,
-    x_m: float,
-    y_m: float,
-    reported_at: datetime,
-    open_incidents: pd.DataFrame,
-    *,
-    radius_m: float,
-    window: timedelta,
-) -> str | None:
-    """Return the open incident a new report duplicates, or None.
-
-    A duplicate is an open incident of the same matter within ``radius_m`` (inclusive) of the
-    report, reported within ``window`` before it (or at the same instant). The nearest one wins;
-    ties go to the smaller incident id, so the answer is deterministic.
-
-    Parameters
-    ----------
-    matter_code
-        The new report's matter.
-    x_m, y_m
-        The new report's position in a metric CRS (UTM 48N), computed by the caller.
-    reported_at
-        When it was reported (timezone-aware).
-    open_incidents
-        Candidates with columns :data:`DUPLICATE_COLUMNS` (``x_m``/``y_m`` in the same CRS,
-        ``reported_at`` timezone-aware). If it has a ``status`` column, rows whose status is not
-        in :data:`OPEN_STATES` are ignored.
-    radius_m
-        The distance limit in metres (``settings.duplicate_radius_m``).
-    window
-        How far back a candidate may have been reported, as a timedelta
-        (``timedelta(hours=settings.duplicate_window_h)``).
-
-    Raises
-    ------
-    InputError
-        If a column is missing, a time is naive, or ``radius_m``/``window`` is negative.
-    """
-    missing = [c for c in DUPLICATE_COLUMNS if c not in open_incidents.columns]
-    if missing:
-        msg = f"open incidents lack column(s) {', '.join(missing)}"
-        raise InputError(msg)
-    if reported_at.tzinfo is None or reported_at.utcoffset() is None:
-        msg = f"reported_at {reported_at.isoformat()} must be timezone-aware"
-        raise InputError(msg)
-    if radius_m < 0 or window < timedelta(0):
-        msg = f"radius_m ({radius_m}) and window ({window}) must not be negative"
-        raise InputError(msg)
-    if open_incidents.empty:
-        return None
-    cand = open_incidents
-    keep = (cand["matter_code"] == matter_code).to_numpy(dtype=bool, copy=True)
-    if "status" in cand.columns:
-        keep &= cand["status"].astype(str).isin([str(s) for s in OPEN_STATES]).to_numpy()
-    when = pd.to_datetime(cand["reported_at"])
-    if getattr(when.dt, "tz", None) is None:
-        msg = "open incidents' reported_at holds naive times; give timezone-aware times"
-        raise InputError(msg)
-    when_us = when.dt.tz_convert(UTC).dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    t_us = np.datetime64(_to_us(reported_at), "us")
-    keep &= (when_us <= t_us) & (when_us >= t_us - np.timedelta64(window // _US, "us"))
-    dist = np.hypot(
-        cand["x_m"].to_numpy(dtype=float) - float(x_m),
-        cand["y_m"].to_numpy(dtype=float) - float(y_m),
-    )
-    keep &= dist <= radius_m  # NaN coordinates compare False and drop out
-    if not keep.any():
-        return None
-    ids = cand["incident_id"].astype(str).to_numpy()[keep]
-    best = np.lexsort((ids, dist[keep]))[0]
-    return str(ids[best])

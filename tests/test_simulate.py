@@ -15,6 +15,7 @@ import pytest
 from gridgov.areas import build_locator
 from gridgov.catalog import load_catalog
 from gridgov.dispatch import DispatchContext, build_context
+from gridgov.duplicates import find_duplicate
 from gridgov.errors import InputError, UnknownMatterError
 from gridgov.network import build_network
 from gridgov.reference import ReferenceDistrict, read_reference_district
@@ -36,7 +37,6 @@ from gridgov.workflow import (
     Event,
     State,
     events_from_frame,
-    find_duplicate,
     replay,
 )
 

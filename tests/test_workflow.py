@@ -19,7 +19,9 @@ import pandas as pd
 import pytest
 
 from gridgov.catalog import Deadlines, Matter, Stage, load_catalog
+from gridgov.duplicates import find_duplicate
 from gridgov.errors import InputError, InvalidTransitionError
+from gridgov.sla_clocks import Overdue, list_overdue, plan_supervision
 from gridgov.workflow import (
     ALLOWED_ROLES,
     EVENT_COLUMNS,
@@ -27,17 +29,13 @@ from gridgov.workflow import (
     TRANSITIONS,
     Action,
     Event,
-    Overdue,
     Role,
     Satisfaction,
     State,
     allowed_actions,
     events_from_frame,
-    find_duplicate,
     frame_from_events,
-    list_overdue,
     next_event,
-    plan_supervision,
     replay,
 )
 

@@ -6,7 +6,7 @@ for dispatch), ``acknowledge`` (dispatched: waiting for the department), ``work`
 or on scene), ``verify`` (resolved: waiting for verification). A row whose current stage is
 past its deadline is overdue; the page shows it in the overdue group, red, from that instant.
 
-The current stage and its deadline are the workflow's SLA clocks (:mod:`gridgov.workflow`):
+The current stage and its deadline are the workflow's SLA clocks (:mod:`gridgov.sla_clocks`):
 acknowledge and arrive run from the latest dispatch, resolve from the first; a queued or
 resolved incident runs no clock.
 """

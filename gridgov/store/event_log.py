@@ -35,6 +35,7 @@ from gridgov.errors import (
 )
 from gridgov.model import UnitStatus
 from gridgov.settings import get_settings
+from gridgov.sla_clocks import CLOCK_STATES, Overdue, list_overdue, plan_supervision
 from gridgov.store.district_load import end_active_assignments
 from gridgov.store.district_read import read_catalog
 from gridgov.store.engine import begin_write, translate_errors
@@ -53,16 +54,12 @@ from gridgov.store.models import (
     UNITS,
 )
 from gridgov.workflow import (
-    CLOCK_STATES,
     EVENT_COLUMNS,
     TRANSITIONS,
     Action,
     Event,
-    Overdue,
     Role,
     Satisfaction,
-    list_overdue,
-    plan_supervision,
 )
 
 #: Columns of :func:`read_notices`.
@@ -524,7 +521,7 @@ def read_notices(
 def supervise_stored(engine: Engine, at: datetime, catalog: Catalog | None = None) -> list[Overdue]:
     """Record the supervision (督办) due at instant ``at``: one event and one notice per item.
 
-    :func:`gridgov.workflow.plan_supervision` runs on the open incidents' logs (events at or
+    :func:`gridgov.sla_clocks.plan_supervision` runs on the open incidents' logs (events at or
     before ``at``); each planned item becomes a ``supervise`` event (role system, its stage,
     its level: street, or district once overdue by ``settings.supervise_district_after`` times
     the stage's deadline) and a ``supervision`` notice, all in one transaction. Running it again
@@ -543,8 +540,8 @@ def supervise_stored(engine: Engine, at: datetime, catalog: Catalog | None = Non
 
     Returns
     -------
-    list of gridgov.workflow.Overdue
-        The items recorded, in the order of :func:`gridgov.workflow.plan_supervision`.
+    list of gridgov.sla_clocks.Overdue
+        The items recorded, in the order of :func:`gridgov.sla_clocks.plan_supervision`.
 
     Raises
     ------
@@ -632,7 +629,7 @@ def list_overdue_stored(
 ) -> list[Overdue]:
     """What is overdue at instant ``at`` among the stored open incidents (nothing is written).
 
-    :func:`gridgov.workflow.list_overdue` on the logs :func:`supervise_stored` reads, with the
+    :func:`gridgov.sla_clocks.list_overdue` on the logs :func:`supervise_stored` reads, with the
     configured ``supervise_district_after``; same order, same errors.
     """
     at = _aware(at, "at")

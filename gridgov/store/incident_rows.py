@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from gridgov import dispatch
 from gridgov.catalog import Matter
 from gridgov.crs import from_wgs84
+from gridgov.duplicates import find_duplicate
 from gridgov.errors import (
     InputError,
     NotFoundError,
@@ -47,7 +48,7 @@ from gridgov.store.models import (
 )
 from gridgov.store.reporter_rows import insert_reporter
 from gridgov.store.unit_snapshot import _raw_position, _xy
-from gridgov.workflow import OPEN_STATES, Action, Role, State, find_duplicate
+from gridgov.workflow import OPEN_STATES, Action, Role, State
 
 #: Incident states the dispatcher works with (:class:`gridgov.workflow.State`). ``registered``:
 #: waiting for a dispatch (new, re-queued after a preemption, returned by a department, reopened,
