@@ -35,8 +35,9 @@ from gridgov.areas import street_adjacency
 from gridgov.dispatch import rules
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, Level, TravelMode
-from gridgov.network import RoadNetwork, Snapped, TravelModel
+from gridgov.network import RoadNetwork
 from gridgov.periods import Period
+from gridgov.travel_model import Snapped, TravelModel
 
 #: Default travel-time bands (upper bounds, minutes) of :func:`compare_coverage`.
 DEFAULT_BANDS_MIN: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0)
@@ -177,7 +178,7 @@ def coverage_times(
     gdf_areas, gdf_units
         Areas and units (EPSG:4326); never changed.
     travel
-        A :class:`~gridgov.network.RoadNetwork` or :class:`~gridgov.network.StraightLine`.
+        A :class:`~gridgov.network.RoadNetwork` or :class:`~gridgov.straight_line.StraightLine`.
     kind
         The force kind.
     level

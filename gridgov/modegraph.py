@@ -602,7 +602,7 @@ def build_mode_graph(
 
 
 # ---- a target's joins and the legs towards it ----
-# A point joins one or more edges (gridgov.network.Snapped); a target's joins seed its search,
+# A point joins one or more edges (gridgov.travel_model.Snapped); a target's joins seed its search,
 # and a source's joins are costed against them.
 
 

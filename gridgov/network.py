@@ -4,24 +4,24 @@
 a :class:`RoadNetwork`: per travel mode a directed graph in seconds over its largest strongly
 connected part (:mod:`gridgov.modegraph`), points snapped onto its roads with access legs, and
 exact travel times from one bounded reverse Dijkstra per target (:meth:`RoadNetwork.field_to`).
-:class:`StraightLine` is the fallback without roads. Both follow the :class:`TravelModel`
-protocol that dispatch uses.
+It follows the :class:`~gridgov.travel_model.TravelModel` protocol that dispatch uses, as the
+fallback without roads (:class:`gridgov.straight_line.StraightLine`) does.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
 from numpy.typing import ArrayLike
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS, Transformer
 from shapely.geometry import LineString
 from shapely.ops import substring
 
@@ -37,7 +37,6 @@ from gridgov.modegraph import (
 )
 from gridgov.model import TravelMode
 from gridgov.roads import (
-    SPEEDS_KMH,
     frame_problems,
     link_speeds,
     read_road_frames,
@@ -45,364 +44,24 @@ from gridgov.roads import (
     speeds_by_class,
 )
 from gridgov.settings import get_settings
+from gridgov.travel_model import (
+    MODES,
+    Route,
+    Snapped,
+    TravelField,
+    as_mode,
+    check_field_mode,
+    check_same_mode,
+    check_single,
+    check_targets,
+)
 
-# ---- routing layer ------------------------------------------------------------------------------
-# Everything below turns node/link frames into per-mode travel graphs and answers travel-time
-# queries. Cost unit: seconds.
-
-_MODES: tuple[TravelMode, ...] = (TravelMode.DRIVE, TravelMode.BIKE, TravelMode.WALK)
-#: Road class whose speeds the straight-line fallback uses (DESIGN: distance × detour / speed).
-STRAIGHT_LINE_CLASS = "arterial"
-_GEOD = Geod(ellps="WGS84")
-
-
-def _as_mode(mode: TravelMode | str) -> TravelMode:
-    try:
-        return TravelMode(mode)
-    except ValueError as exc:
-        msg = f"unknown travel mode {mode!r}; expected one of {', '.join(m.value for m in _MODES)}"
-        raise InputError(msg) from exc
-
-
-def _no_ints() -> np.ndarray:
-    return np.zeros(0, dtype=np.int64)
-
-
-def _no_floats() -> np.ndarray:
-    return np.zeros(0)
-
-
-@dataclass(frozen=True)
-class Snapped:
-    """Points snapped to one travel mode's road graph (vectorised; arrays of equal length).
-
-    A point joins the nearest position on a usable edge of the mode's largest strongly
-    connected part (never onto a dropped component). ``edge`` indexes the model's edge arrays,
-    ``frac`` is the position along that edge's geometry from its ``u`` end (0..1), and
-    ``access_m`` the straight distance (metres) from the point to that position, travelled at the
-    mode's access speed. ``far`` marks points more than ``settings.max_snap_m`` from any usable
-    road. The straight-line model leaves ``edge`` at -1 and ``frac``/``access_m`` at 0.
-
-    A point also joins every other road whose distance is within ``settings.snap_tolerance_m``
-    of the nearest (DESIGN "Dispatch semantics" 4: the two directions of a road are often drawn
-    as two ways that are not exact reverses). Those further joins are the ``more_*`` arrays, one
-    entry each, grouped by point in increasing ``more_point`` (the point's index) and ``edge``;
-    each has its own access leg. An edge stands for itself and its exact reverse twin, as the
-    nearest one does. Times use every join of a point and keep the fastest. A ``far`` point
-    (never dispatched) keeps only its nearest join.
-    """
-
-    mode: TravelMode
-    lon: np.ndarray
-    lat: np.ndarray
-    edge: np.ndarray
-    frac: np.ndarray
-    access_m: np.ndarray
-    far: np.ndarray
-    more_point: np.ndarray = field(default_factory=_no_ints)
-    more_edge: np.ndarray = field(default_factory=_no_ints)
-    more_frac: np.ndarray = field(default_factory=_no_floats)
-    more_access_m: np.ndarray = field(default_factory=_no_floats)
-
-    def __len__(self) -> int:
-        return len(self.lon)
-
-    def take(self, index: np.ndarray | list[int] | int) -> Snapped:
-        """Return the points at ``index`` (an int gives a length-1 ``Snapped``)."""
-        idx = np.atleast_1d(np.asarray(index, dtype=np.int64))
-        more: dict[str, np.ndarray] = {}
-        if len(self.more_point):
-            # Each taken point brings its own run of further joins, renumbered to its new place.
-            start = np.searchsorted(self.more_point, idx, side="left")
-            count = np.searchsorted(self.more_point, idx, side="right") - start
-            first = np.cumsum(count) - count
-            rows = np.repeat(start - first, count) + np.arange(int(count.sum()))
-            more = {
-                "more_point": np.repeat(np.arange(len(idx), dtype=np.int64), count),
-                "more_edge": self.more_edge[rows],
-                "more_frac": self.more_frac[rows],
-                "more_access_m": self.more_access_m[rows],
-            }
-        return Snapped(
-            mode=self.mode,
-            lon=self.lon[idx],
-            lat=self.lat[idx],
-            edge=self.edge[idx],
-            frac=self.frac[idx],
-            access_m=self.access_m[idx],
-            far=self.far[idx],
-            **more,
-        )
-
-    def joins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every join as flat arrays ``(point, edge, frac, access_m)``: the nearest ones first."""
-        n = len(self.lon)
-        if not len(self.more_point):
-            return np.arange(n, dtype=np.int64), self.edge, self.frac, self.access_m
-        return (
-            np.concatenate([np.arange(n, dtype=np.int64), self.more_point]),
-            np.concatenate([self.edge, self.more_edge]),
-            np.concatenate([self.frac, self.more_frac]),
-            np.concatenate([self.access_m, self.more_access_m]),
-        )
-
-    def widest_access_m(self) -> np.ndarray:
-        """Per point, the longest access leg among its joins (``access_m`` when it has one)."""
-        if not len(self.more_point):
-            return self.access_m
-        out = self.access_m.copy()
-        np.maximum.at(out, self.more_point, self.more_access_m)
-        return out
-
-
-@dataclass(frozen=True)
-class Route:
-    """A unit's way to an incident: time, length and the line drawn on the map (WGS84)."""
-
-    mode: TravelMode
-    time_s: float
-    length_m: float
-    #: From the source point, over its access leg and the roads, to the target point.
-    geometry: LineString
-    #: Road nodes passed, in order (empty for the straight-line model); the ids of the roads given.
-    node_ids: tuple[Any, ...]
-
-
-class TravelField(Protocol):
-    """Travel times *to* one target from anywhere, known exactly up to ``limit_s``."""
-
-    mode: TravelMode
-    limit_s: float
-
-    def times_from(self, sources: Snapped) -> np.ndarray:
-        """Seconds from each source (same mode) to the target, access legs included.
-
-        Exact for every value <= ``limit_s``; a source whose time exceeds ``limit_s``, or which
-        cannot reach the target, gets inf. Never a finite value above ``limit_s``.
-        """
-        ...
-
-
-class TravelModel(Protocol):
-    """What dispatch needs from a road network (or the straight-line fallback)."""
-
-    kind: str
-    modes: tuple[TravelMode, ...]
-
-    def snap(self, lon: ArrayLike, lat: ArrayLike, mode: TravelMode | str) -> Snapped:
-        """Snap WGS84 points to the mode's graph."""
-        ...
-
-    def field_to(self, target: Snapped, limit_s: float = math.inf) -> TravelField:
-        """Travel times to the single ``target`` from anywhere, exact up to ``limit_s``."""
-        ...
-
-    def route(self, source: Snapped, target: Snapped, *, limit_s: float | None = None) -> Route:
-        """The fastest route from the single ``source`` to the single ``target``.
-
-        ``limit_s``, when known, is a time the route does not exceed (say from a field): the
-        search then goes that far at once.
-        """
-        ...
-
-    def lower_bound_s(self, source: Snapped, target: Snapped) -> np.ndarray:
-        """An admissible lower bound of the time from each source to the target.
-
-        ``target`` holds one point, or one per source (then each source goes to its own).
-        """
-        ...
-
-    def joined_links(self, point: Snapped) -> list[dict[str, Any]]:
-        """The road links the single ``point`` is joined to, for explanations."""
-        ...
-
-    def typical_ratio(self, mode: TravelMode | str) -> float:
-        """The usual ratio (>= 1) of a travel time to its lower bound: a guess, never a bound.
-
-        Searches start from it; results never depend on it.
-        """
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-able summary for explanations."""
-        ...
+__all__ = ["RoadNetwork", "build_network", "read_network"]
 
 
 def _plain(value: Any) -> Any:
     """A numpy scalar as the plain Python value (node and link ids may be numbers or text)."""
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _check_single(points: Snapped, what: str) -> None:
-    if len(points) != 1:
-        msg = f"{what} must hold exactly one point, got {len(points)}"
-        raise InputError(msg)
-
-
-def _check_targets(source: Snapped, target: Snapped) -> None:
-    """One target for every source, or one each; same mode."""
-    if len(target) != 1 and len(target) != len(source):
-        msg = f"target must hold one point or one per source ({len(source)}), got {len(target)}"
-        raise InputError(msg)
-    _check_same_mode(source, target)
-
-
-def _check_same_mode(a: Snapped, b: Snapped) -> None:
-    if a.mode != b.mode:
-        msg = f"points snapped for {a.mode.value} and {b.mode.value} cannot be combined"
-        raise InputError(msg)
-
-
-def _geodesic_m(lon1: ArrayLike, lat1: ArrayLike, lon2: ArrayLike, lat2: ArrayLike) -> np.ndarray:
-    a, b, c, d = np.broadcast_arrays(
-        *(np.asarray(x, dtype=float) for x in (lon1, lat1, lon2, lat2))
-    )
-    if a.size == 0:
-        return np.zeros(a.shape)
-    _, _, dist = _GEOD.inv(a, b, c, d)
-    return np.asarray(dist, dtype=float)
-
-
-def _check_field_mode(sources: Snapped, mode: TravelMode) -> None:
-    """Times only make sense for points snapped to the field's own mode graph."""
-    if sources.mode != mode:
-        msg = f"sources snapped for {sources.mode.value}, field is for {mode.value}"
-        raise InputError(msg)
-
-
-@dataclass
-class _StraightField:
-    mode: TravelMode
-    limit_s: float
-    lon: float
-    lat: float
-    speed_ms: float
-    detour: float
-
-    def times_from(self, sources: Snapped) -> np.ndarray:
-        _check_field_mode(sources, self.mode)
-        metres = _geodesic_m(sources.lon, sources.lat, self.lon, self.lat)
-        times = metres * self.detour / self.speed_ms
-        return np.where(times <= self.limit_s, times, np.inf)
-
-
-class StraightLine:
-    """DESIGN fallback: straight-line metres × ``detour_factor`` / mode speed.
-
-    The speed of a mode is its speed on an ``arterial`` road in :data:`SPEEDS_KMH` (the common
-    class of the reference roads). Distances are geodesic (WGS84 ellipsoid), so the model works
-    anywhere. Every point is usable: nothing is snapped, no point is ``far``.
-
-    Parameters
-    ----------
-    detour_factor
-        Road distance / straight distance; ``settings.detour_factor`` when None.
-    speeds_kmh
-        Speed per mode; the arterial speeds of :data:`SPEEDS_KMH` when None.
-    """
-
-    kind = "straight_line"
-
-    def __init__(
-        self,
-        detour_factor: float | None = None,
-        speeds_kmh: Mapping[str, float] | None = None,
-    ) -> None:
-        self.detour_factor = float(
-            get_settings().detour_factor if detour_factor is None else detour_factor
-        )
-        table = (
-            dict(speeds_kmh) if speeds_kmh is not None else dict(SPEEDS_KMH[STRAIGHT_LINE_CLASS])
-        )
-        self.speeds_kmh: dict[str, float] = {
-            m.value: float(table[m.value]) for m in _MODES if table.get(m.value, 0) > 0
-        }
-        self.modes: tuple[TravelMode, ...] = tuple(TravelMode(m) for m in self.speeds_kmh)
-
-    def _speed_ms(self, mode: TravelMode) -> float:
-        if mode.value not in self.speeds_kmh:
-            msg = f"the straight-line model has no speed for {mode.value}"
-            raise InputError(msg)
-        return self.speeds_kmh[mode.value] / 3.6
-
-    def snap(self, lon: ArrayLike, lat: ArrayLike, mode: TravelMode | str) -> Snapped:
-        """Wrap WGS84 points (nothing to snap to); ``edge`` -1, ``access_m`` 0, never ``far``."""
-        m = _as_mode(mode)
-        self._speed_ms(m)
-        x, y = np.broadcast_arrays(
-            np.atleast_1d(np.asarray(lon, dtype=float)), np.atleast_1d(np.asarray(lat, dtype=float))
-        )
-        bad = ~(np.isfinite(x) & np.isfinite(y))
-        if bad.any():
-            msg = f"non-finite coordinates at position(s) {np.flatnonzero(bad)[:20].tolist()}"
-            raise InputError(msg)
-        n = len(x)
-        return Snapped(
-            mode=m,
-            lon=x.copy(),
-            lat=y.copy(),
-            edge=np.full(n, -1, dtype=np.int64),
-            frac=np.zeros(n),
-            access_m=np.zeros(n),
-            far=np.zeros(n, dtype=bool),
-        )
-
-    def field_to(self, target: Snapped, limit_s: float = math.inf) -> TravelField:
-        """Straight-line times to ``target``; inf above ``limit_s``."""
-        _check_single(target, "target")
-        return _StraightField(
-            mode=target.mode,
-            limit_s=float(limit_s),
-            lon=float(target.lon[0]),
-            lat=float(target.lat[0]),
-            speed_ms=self._speed_ms(target.mode),
-            detour=self.detour_factor,
-        )
-
-    def route(self, source: Snapped, target: Snapped, *, limit_s: float | None = None) -> Route:
-        """The straight segment; ``length_m`` is the estimated road length (straight × detour).
-
-        ``limit_s`` is accepted for the protocol and not needed.
-        """
-        _check_single(source, "source")
-        _check_single(target, "target")
-        _check_same_mode(source, target)
-        metres = float(_geodesic_m(source.lon, source.lat, target.lon, target.lat)[0])
-        length = metres * self.detour_factor
-        return Route(
-            mode=source.mode,
-            time_s=length / self._speed_ms(source.mode),
-            length_m=length,
-            geometry=LineString([(source.lon[0], source.lat[0]), (target.lon[0], target.lat[0])]),
-            node_ids=(),
-        )
-
-    def lower_bound_s(self, source: Snapped, target: Snapped) -> np.ndarray:
-        """The straight-line time itself (the model is exact about its own estimate).
-
-        ``target`` holds one point, or one per source.
-        """
-        _check_targets(source, target)
-        metres = _geodesic_m(source.lon, source.lat, target.lon, target.lat)
-        return metres * self.detour_factor / self._speed_ms(source.mode)
-
-    def joined_links(self, point: Snapped) -> list[dict[str, Any]]:
-        """None: nothing is snapped."""
-        _check_single(point, "point")
-        return []
-
-    def typical_ratio(self, mode: TravelMode | str) -> float:
-        """1: the lower bound is the time itself."""
-        self._speed_ms(_as_mode(mode))
-        return 1.0
-
-    def describe(self) -> dict[str, Any]:
-        """Kind, detour factor and speeds."""
-        return {
-            "kind": self.kind,
-            "detour_factor": self.detour_factor,
-            "speeds_kmh": dict(self.speeds_kmh),
-        }
 
 
 #: First search bound (s) of :meth:`RoadNetwork.route` when the lower bound is tiny.
@@ -424,7 +83,7 @@ class _NetworkField:
 
         A source with several joins takes the fastest of them.
         """
-        _check_field_mode(sources, self.mode)
+        check_field_mode(sources, self.mode)
         n = len(sources)
         if n == 0:
             return np.zeros(0)
@@ -507,7 +166,7 @@ class RoadNetwork:
         self.gdf_nodes = gdf_nodes
         self.gdf_links = gdf_links
         self.dropped = dropped
-        self.modes: tuple[TravelMode, ...] = tuple(m for m in _MODES if m in graphs)
+        self.modes: tuple[TravelMode, ...] = tuple(m for m in MODES if m in graphs)
         self.metric_crs = metric_crs
         self.speeds_kmh = speeds_kmh
         self.access_speed_kmh = access_speed_kmh
@@ -524,7 +183,7 @@ class RoadNetwork:
         self._to_wgs84 = Transformer.from_crs(metric_crs, "EPSG:4326", always_xy=True)
 
     def _graph(self, mode: TravelMode | str) -> ModeGraph:
-        m = _as_mode(mode)
+        m = as_mode(mode)
         if m not in self._graphs:
             msg = f"the road network has no road open to {m.value}"
             raise InputError(msg)
@@ -659,7 +318,7 @@ class RoadNetwork:
         limit_s
             Search bound (seconds); times above it come back as inf.
         """
-        _check_single(target, "target")
+        check_single(target, "target")
         if not limit_s >= 0:
             msg = f"limit_s must be >= 0, got {limit_s}"
             raise InputError(msg)
@@ -684,9 +343,9 @@ class RoadNetwork:
         NotFoundError
             The target cannot be reached from the source.
         """
-        _check_single(source, "source")
-        _check_single(target, "target")
-        _check_same_mode(source, target)
+        check_single(source, "source")
+        check_single(target, "target")
+        check_same_mode(source, target)
         g = self._graph(target.mode)
         _check_edges(g, source.joins()[1])
         _check_edges(g, target.joins()[1])
@@ -799,7 +458,7 @@ class RoadNetwork:
         ratio over the kept edges, so the bound holds whatever the links' stated lengths).
         ``target`` holds one point, or one per source.
         """
-        _check_targets(source, target)
+        check_targets(source, target)
         g = self._graph(target.mode)
         if len(source) == 0:
             return np.zeros(0)
@@ -818,7 +477,7 @@ class RoadNetwork:
         Each is ``{"from": node id, "to": node id, "link_id": ..., "access_m": metres,
         "frac": position from "from"}``; a road with an exact twin lists both directions.
         """
-        _check_single(point, "point")
+        check_single(point, "point")
         g = self._graph(point.mode)
         _, edges, fracs, access = point.joins()
         # Each join, then its twin (the same road the other way) where it has one.
@@ -855,7 +514,7 @@ class RoadNetwork:
     def describe(self) -> dict[str, Any]:
         """JSON-able summary: kind, metric CRS, per mode kept/dropped/closed counts, speeds."""
         modes: dict[str, Any] = {}
-        for m in _MODES:
+        for m in MODES:
             g = self._graphs.get(m)
             modes[m.value] = {
                 "nodes": 0 if g is None else g.n,
@@ -935,7 +594,7 @@ def build_network(
     nodes_wgs = gdf_nodes.to_crs("EPSG:4326")
     links_wgs = gdf_links.to_crs("EPSG:4326")
     speeds = link_speeds(links_wgs, speeds_kmh)
-    bad_speed = [m.value for m in _MODES if not (speeds[m] >= 0).all()]
+    bad_speed = [m.value for m in MODES if not (speeds[m] >= 0).all()]
     if bad_speed:
         msg = f"cannot build a road network: missing or negative speeds for {bad_speed}"
         raise InputError(msg)
@@ -955,7 +614,7 @@ def build_network(
     dropped: dict[str, dict[str, int]] = {}
     closed: dict[str, int] = {}
     out_links = gdf_links.copy()
-    for m in _MODES:
+    for m in MODES:
         graph, kept, lost = build_mode_graph(
             m,
             speeds[m],
@@ -981,7 +640,7 @@ def build_network(
         closed=closed,
         metric_crs=metric_crs,
         speeds_kmh=speeds_by_class(links_wgs, speeds),
-        access_speed_kmh={m.value: float(access[m.value]) for m in _MODES},
+        access_speed_kmh={m.value: float(access[m.value]) for m in MODES},
         max_snap_m=float(settings.max_snap_m),
         snap_tolerance_m=float(settings.snap_tolerance_m),
     )

@@ -14,8 +14,9 @@ from shapely.geometry import box
 
 from gridgov import coverage
 from gridgov.errors import InputError
-from gridgov.network import RoadNetwork, StraightLine, build_network
+from gridgov.network import RoadNetwork, build_network
 from gridgov.reference import ReferenceDistrict, read_reference_district
+from gridgov.straight_line import StraightLine
 
 T0 = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
 

@@ -28,9 +28,11 @@ from gridgov.catalog import Catalog, load_catalog
 from gridgov.dispatch import search
 from gridgov.errors import InputError, OutsideDistrictError, UnknownMatterError
 from gridgov.model import EscalationLevel, ForceKind
-from gridgov.network import RoadNetwork, StraightLine, TravelModel, build_network
+from gridgov.network import RoadNetwork, build_network
 from gridgov.reference import ReferenceDistrict, read_reference_district
 from gridgov.settings import get_settings
+from gridgov.straight_line import StraightLine
+from gridgov.travel_model import TravelModel
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 STREET = "510106035000"  # central, five touching streets

@@ -8,8 +8,9 @@ import pytest
 from gridgov.analysis.fleet_coverage import fleet_coverage
 from gridgov.coverage import coverage_times
 from gridgov.errors import InputError
-from gridgov.network import RoadNetwork, StraightLine, build_network
+from gridgov.network import RoadNetwork, build_network
 from gridgov.reference import ReferenceDistrict, read_reference_district
+from gridgov.straight_line import StraightLine
 
 
 @pytest.fixture(scope="module")

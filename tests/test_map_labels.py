@@ -22,8 +22,8 @@ from gridgov.kpis import KPI_COLUMNS
 from gridgov.maps.elements import AreaLayer, Legend
 from gridgov.maps.layer_data import _breaks, class_items, value_classes
 from gridgov.model import EscalationLevel, ForceKind, Level, TravelMode, UnitStatus
-from gridgov.network import StraightLine
 from gridgov.reference import ReferenceDistrict, read_reference_district
+from gridgov.straight_line import StraightLine
 from gridgov.workflow import Action, Role, State
 
 runner = CliRunner()

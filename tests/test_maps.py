@@ -19,8 +19,9 @@ from gridgov.errors import InputError
 from gridgov.maps import rendering
 from gridgov.maps.elements import AreaLayer, IncidentLayer, Points
 from gridgov.maps.layer_data import incident_data
-from gridgov.network import StraightLine, build_network
+from gridgov.network import build_network
 from gridgov.reference import ReferenceDistrict, read_reference_district
+from gridgov.straight_line import StraightLine
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 #: Statuses of the synthetic incidents, cycled: workflow states as plain strings.

@@ -18,16 +18,12 @@ from pyproj import Geod
 from gridgov import modegraph, network
 from gridgov.errors import DataFileError, InputError
 from gridgov.model import TravelMode
-from gridgov.network import (
-    RoadNetwork,
-    Snapped,
-    StraightLine,
-    build_network,
-    read_network,
-)
+from gridgov.network import RoadNetwork, build_network, read_network
 from gridgov.reference import read_reference_district
 from gridgov.roads import SPEEDS_KMH
 from gridgov.settings import get_settings
+from gridgov.straight_line import StraightLine
+from gridgov.travel_model import Snapped
 
 MODES = [m.value for m in TravelMode]
 GEOD = Geod(ellps="WGS84")

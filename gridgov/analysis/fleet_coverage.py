@@ -26,7 +26,8 @@ from scipy.sparse.csgraph import dijkstra
 from gridgov.analysis import forward_search
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, Level, TravelMode
-from gridgov.network import RoadNetwork, Snapped, TravelModel
+from gridgov.network import RoadNetwork
+from gridgov.travel_model import Snapped, TravelModel
 
 #: Default search bound (seconds).
 DEFAULT_LIMIT_S = 1800.0

@@ -22,7 +22,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from gridgov.model import TravelMode
-from gridgov.network import RoadNetwork, Snapped
+from gridgov.network import RoadNetwork
+from gridgov.travel_model import Snapped
 
 #: Relative and absolute slack (seconds) on a search bound: forward and reverse searches add
 #: the same edge times in a different order, so they may differ in the last bits.

@@ -29,7 +29,8 @@ from shapely.ops import substring
 from gridgov.analysis import forward_search
 from gridgov.errors import InputError
 from gridgov.model import TravelMode
-from gridgov.network import RoadNetwork, TravelModel
+from gridgov.network import RoadNetwork
+from gridgov.travel_model import TravelModel
 
 #: Default bands (minutes).
 DEFAULT_MINUTES: tuple[float, ...] = (2.0, 4.0, 8.0)

@@ -41,7 +41,8 @@ from gridgov.analysis import forward_search
 from gridgov.catalog import Catalog
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, TravelMode
-from gridgov.network import RoadNetwork, TravelModel
+from gridgov.network import RoadNetwork
+from gridgov.travel_model import TravelModel
 
 #: NFPA 1710's travel time for the first engine company (seconds).
 FIRE_STANDARD_S = 240.0

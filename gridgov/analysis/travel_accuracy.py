@@ -25,8 +25,9 @@ import shapely
 from gridgov.analysis.fleet_coverage import fleet_coverage
 from gridgov.errors import InputError
 from gridgov.model import ForceKind, Level, TravelMode
-from gridgov.network import RoadNetwork, TravelModel
+from gridgov.network import RoadNetwork
 from gridgov.roads import OSM_SPEEDS_KMH, SPEEDS_KMH
+from gridgov.travel_model import TravelModel
 
 #: The reference network's road classes and the OSM ``highway`` values that stand for them.
 MATCHED_CLASSES: dict[str, tuple[str, ...]] = {

@@ -28,8 +28,9 @@ from gridgov.dispatch.records import Considered, json_float, jsonable
 from gridgov.errors import InputError
 from gridgov.io import to_bool
 from gridgov.model import ForceKind, TravelMode, UnitStatus
-from gridgov.network import Snapped, StraightLine, TravelModel
 from gridgov.settings import get_settings
+from gridgov.straight_line import StraightLine
+from gridgov.travel_model import Snapped, TravelModel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -87,7 +88,7 @@ def build_context(
         The matters catalogue.
     travel
         A :class:`~gridgov.network.RoadNetwork`, or None for the straight-line fallback
-        (:class:`~gridgov.network.StraightLine`, DESIGN: distance × detour factor / speed).
+        (:class:`~gridgov.straight_line.StraightLine`, DESIGN: distance × detour factor / speed).
     locator
         A locator already built over ``gdf_areas`` (built here when None).
     """

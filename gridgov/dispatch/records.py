@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 
 from gridgov.model import EscalationLevel, ForceKind, TravelMode
-from gridgov.network import Route
+from gridgov.travel_model import Route
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from gridgov.dispatch.pool import FloatArray, IntArray, UnitPool
 from gridgov.dispatch.records import Incident
 from gridgov.errors import InputError
 from gridgov.model import ForceKind
-from gridgov.network import Snapped, TravelField, TravelModel
 from gridgov.settings import get_settings
+from gridgov.travel_model import Snapped, TravelField, TravelModel
 
 # First search limit of a tier: this factor times the smallest typical time (lower bound ×
 # the travel model's typical ratio, about the median time), or the smallest lower bound plus

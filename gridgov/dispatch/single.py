@@ -20,8 +20,8 @@ from gridgov.dispatch.records import Assignment, Decision, Incident, Placement
 from gridgov.dispatch.search import Target, needed_modes, snap_incident
 from gridgov.errors import OutsideDistrictError
 from gridgov.model import EscalationLevel, ForceKind, HandlingLevel, UnitStatus
-from gridgov.network import Snapped, TravelModel
 from gridgov.settings import get_settings
+from gridgov.travel_model import Snapped, TravelModel
 
 #: Tiers of single dispatch, in the order they are tried.
 TIERS: tuple[str, ...] = ("own_grid", "street", "neighbour", "district")

@@ -77,7 +77,7 @@ from gridgov.model import ForceKind, Level
 from gridgov.settings import get_settings
 
 if TYPE_CHECKING:
-    from gridgov.network import TravelModel
+    from gridgov.travel_model import TravelModel
 
 #: Levels the command centre inlines by default (micro-grids come through ``area_url``).
 DEFAULT_LEVELS = ("street", "community", "grid")

@@ -15,8 +15,8 @@ import pandas as pd
 from gridgov.catalog import Catalog
 from gridgov.errors import InputError
 from gridgov.model import Level, TravelMode
-from gridgov.network import TravelModel
 from gridgov.tessellate import sample_points
+from gridgov.travel_model import TravelModel
 
 #: China Standard Time (no daylight saving): the clock of the default profile.
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")

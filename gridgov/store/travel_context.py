@@ -22,7 +22,7 @@ from gridgov.errors import (
     InputError,
     StoreError,
 )
-from gridgov.network import StraightLine, TravelModel, build_network
+from gridgov.network import build_network
 from gridgov.roads import SPEEDS_KMH
 from gridgov.store.district_read import read_catalog, read_roads, read_stored_areas
 from gridgov.store.engine import (
@@ -31,6 +31,8 @@ from gridgov.store.engine import (
 from gridgov.store.models import (
     DATASETS,
 )
+from gridgov.straight_line import StraightLine
+from gridgov.travel_model import TravelModel
 
 _MAX_DATASET = select(func.max(DATASETS.c.id))
 
