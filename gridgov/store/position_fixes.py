@@ -134,8 +134,27 @@ def _sql(clause: ColumnElement[bool]) -> str:
     return str(clause.compile(dialect=postgresql.dialect()))
 
 
-def _pg_statement(scope_column: str, check_caller: bool) -> Any:
-    newer = _sql(fix_is_newer(literal_column("u.position_time"), literal_column("p.at")))
+# One fix (a unit's own, the commonest): one UPDATE of one row, whose own row lock orders it
+# against another fix of the unit (the order rule is re-checked on the newest row). The unit is
+# read once more only to say why nothing was stored.
+_PG_ONE_FIX = """
+WITH caller AS (
+    SELECT {live} AS live
+), done AS (
+    UPDATE units AS u
+    SET position = ST_SetSRID(ST_MakePoint(:lon, :lat), 4326),
+        position_time = :at, position_source = :source
+    WHERE u.unit_id = :unit_id AND {scope} AND ({newer}) AND (SELECT live FROM caller)
+    RETURNING 1
+)
+SELECT (SELECT live FROM caller) AS live, EXISTS (SELECT 1 FROM done) AS stored,
+       u.unit_id IS NOT NULL AS known, coalesce({scope}, false) AS in_scope
+FROM (SELECT 1) AS one LEFT JOIN units u ON u.unit_id = :unit_id
+"""
+
+
+def _pg_statement(template: str, at: str, scope_column: str, check_caller: bool) -> Any:
+    newer = _sql(fix_is_newer(literal_column("u.position_time"), literal_column(at)))
     scope = f"u.{scope_column} = :scope_value" if scope_column else "true"
     live = "true"
     if check_caller:
@@ -145,11 +164,16 @@ def _pg_statement(scope_column: str, check_caller: bool) -> Any:
             literal_column(":now"),
         )
         live = f"EXISTS (SELECT 1 FROM credentials c WHERE {_sql(rule)})"
-    return text(_PG_FIXES.format(scope=scope, newer=newer, live=live))
+    return text(template.format(scope=scope, newer=newer, live=live))
 
 
 _PG_STATEMENTS = {
-    (c, check): _pg_statement(c, check) for c in ("", *_SCOPE_COLUMNS) for check in (False, True)
+    (many, c, check): _pg_statement(
+        _PG_FIXES if many else _PG_ONE_FIX, "p.at" if many else ":at", c, check
+    )
+    for many in (False, True)
+    for c in ("", *_SCOPE_COLUMNS)
+    for check in (False, True)
 }
 
 
@@ -205,27 +229,48 @@ def store_fixes(
         return []
     column, value = _scope(unit_filters or {})
     if detect_backend(engine) == "postgresql":
-        params = {
-            "idx": list(range(len(fixes))),
-            "ids": [f.unit_id for f in fixes],
-            "lons": [float(f.lon) for f in fixes],
-            "lats": [float(f.lat) for f in fixes],
-            "ats": [f.at for f in fixes],
-            "source": source,
-            "oldest": oldest,
-            "scope_value": value,
-            "credential_id": credential_id,
-            "now": now,
-        }
-        statement = _PG_STATEMENTS[column, credential_id is not None]
-        rows = write_transaction(engine, lambda c: c.execute(statement, params).all())
-        if not rows[0].live:
-            raise CredentialRefusedError("the credential is unknown, revoked or expired")
-        return [
-            FixResult(fixes[r.i].unit_id, r.known, bool(r.in_scope), r.stored, r.stale)
-            for r in rows
-        ]
+        return _pg_fixes(engine, fixes, oldest, column, value, source, (credential_id, now))
     return _sqlite_fixes(engine, fixes, oldest, column, value, source, (credential_id, now))
+
+
+def _pg_fixes(
+    engine: Engine,
+    fixes: Sequence[FixIn],
+    oldest: datetime,
+    column: str,
+    value: Any,
+    source: str,
+    caller: tuple[str | None, datetime | None],
+) -> list[FixResult]:
+    credential_id, now = caller
+    params: dict[str, Any] = {
+        "source": source,
+        "scope_value": value,
+        "credential_id": credential_id,
+        "now": now,
+    }
+    if len(fixes) == 1:
+        (fix,) = fixes
+        params.update(unit_id=fix.unit_id, lon=float(fix.lon), lat=float(fix.lat), at=fix.at)
+    else:
+        params.update(
+            idx=list(range(len(fixes))),
+            ids=[f.unit_id for f in fixes],
+            lons=[float(f.lon) for f in fixes],
+            lats=[float(f.lat) for f in fixes],
+            ats=[f.at for f in fixes],
+            oldest=oldest,
+        )
+    statement = _PG_STATEMENTS[len(fixes) > 1, column, credential_id is not None]
+    rows = write_transaction(engine, lambda c: c.execute(statement, params).all())
+    if not rows[0].live:
+        raise CredentialRefusedError("the credential is unknown, revoked or expired")
+    if len(fixes) == 1:
+        (r,) = rows
+        return [FixResult(fix.unit_id, r.known, bool(r.in_scope), r.stored, fix.at < oldest)]
+    return [
+        FixResult(fixes[r.i].unit_id, r.known, bool(r.in_scope), r.stored, r.stale) for r in rows
+    ]
 
 
 def _sqlite_fixes(
