@@ -10,16 +10,26 @@ What each role sees and may do over which area is decided in one place,
 
 A record outside a caller's scope answers 404, exactly as a record that does not exist, so a
 dispatcher of one street cannot even learn that another street's incident exists.
+
+The hottest write (a unit's position fix, every few seconds from every unit) looks its caller
+up in no query of its own: :func:`require_checked_in_write` takes a token this process has
+resolved before from a small cache, and the route's one statement checks the credential live
+(:func:`gridgov.store.access.credential_is_live`, the same rule as every lookup), so a revoked
+token is refused at once on every worker and host.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.concurrency import run_in_threadpool
 
 from api.rate_limits import note_failed_auth
 from gridgov import store
@@ -31,10 +41,17 @@ __all__ = [
     "Principal",
     "current_principal",
     "not_found",
+    "refused",
     "require",
+    "require_checked_in_write",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `gridgov token issue`.")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_REFUSED = "the token is unknown, revoked or expired"
+#: Tokens a process remembers for :func:`require_checked_in_write` (a district's units and
+#: staff fit many times over); beyond it the least recently used are forgotten.
+_KNOWN_TOKENS = 20_000
 
 
 @dataclass(frozen=True)
@@ -72,26 +89,86 @@ def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller of a native API route; 401 without a valid bearer token."""
-    challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(401, "a bearer token is required", headers=challenge)
+        raise HTTPException(401, "a bearer token is required", headers=_CHALLENGE)
     credential = store.resolve_credential(request.app.state.engine, credentials.credentials)
     if credential is None or credential.kind != "token":
         note_failed_auth(request, credentials.credentials)
-        raise HTTPException(401, "the token is unknown, revoked or expired", headers=challenge)
+        raise HTTPException(401, _REFUSED, headers=_CHALLENGE)
     # Who wrote, for the replica's read-your-writes rule (api/replica_reads.py).
     request.state.caller = credential.credential_id
     return Principal(credential)
 
 
-def require(*roles: str) -> Callable[..., Principal]:
+def _allowed(principal: Principal, allowed: frozenset[str]) -> Principal:
+    if principal.role not in allowed:
+        listed = ", ".join(sorted(allowed))
+        raise HTTPException(403, f"the {principal.role} role may not do this (only {listed})")
+    return principal
+
+
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, who must hold one of ``roles`` (403 otherwise)."""
     allowed = frozenset(roles)
 
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if principal.role not in allowed:
-            listed = ", ".join(sorted(allowed))
-            raise HTTPException(403, f"the {principal.role} role may not do this (only {listed})")
+    # Async: FastAPI runs a plain function dependency in a worker thread, a hop for nothing.
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        return _allowed(principal, allowed)
+
+    return dependency
+
+
+def _token_key(presented: str) -> bytes:
+    # The cache holds digests, never secrets.
+    return hashlib.sha256(presented.encode()).digest()
+
+
+def _known_tokens(request: Request) -> OrderedDict[bytes, Principal]:
+    state = request.app.state
+    known: OrderedDict[bytes, Principal] | None = getattr(state, "known_tokens", None)
+    if known is None:
+        known = state.known_tokens = OrderedDict()
+    return known
+
+
+def require_checked_in_write(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency like :func:`require`, for a route whose one write statement checks the
+    caller's credential live itself: it must pass ``principal.credential.credential_id`` to
+    that statement and answer :func:`refused` when the statement refuses it.
+
+    A token resolved before in this process comes from a cache, with no query; any other goes
+    through :func:`current_principal` (the same answers: 401, 403). Only the live tokens of
+    allowed roles are cached, so a cached token never answers 403 in place of a 401.
+    """
+    allowed = frozenset(roles)
+
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(401, "a bearer token is required", headers=_CHALLENGE)
+        known = _known_tokens(request)
+        key = _token_key(credentials.credentials)
+        principal = known.get(key)
+        if principal is None or principal.role not in allowed:
+            found = await run_in_threadpool(current_principal, request, credentials)
+            principal = _allowed(found, allowed)
+            known[key] = principal
+            while len(known) > _KNOWN_TOKENS:
+                known.popitem(last=False)
+        else:
+            known.move_to_end(key)
+            request.state.caller = principal.credential.credential_id
         return principal
 
     return dependency
+
+
+def refused(request: Request) -> HTTPException:
+    """The 401 for a caller whose write found its credential no longer live (revoked or expired
+    since this process cached it): forgotten here, and counted as a failed authentication."""
+    presented = get_authorization_scheme_param(request.headers.get("authorization"))[1]
+    _known_tokens(request).pop(_token_key(presented), None)
+    note_failed_auth(request, presented)
+    return HTTPException(401, _REFUSED, headers=_CHALLENGE)

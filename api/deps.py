@@ -12,12 +12,14 @@ from gridgov.dispatch import DispatchContext
 from gridgov.settings import Settings
 
 
-def get_engine(request: Request) -> Engine:
+# Async, since FastAPI runs a plain function dependency in a worker thread: a hop per request
+# for a lookup of the app's state.
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gridgov.errors import (
     AssessmentWeightError,
     ConsultationError,
+    CredentialRefusedError,
     CRSError,
     ForbiddenError,
     GridgovError,
@@ -44,6 +45,7 @@ log = logging.getLogger("gridgov.api")
 #: Domain error → (HTTP status, error code). The first matching class wins, so subclasses
 #: come before their bases.
 ERROR_MAP: Sequence[tuple[type[GridgovError], int, str]] = (
+    (CredentialRefusedError, 401, "unauthorized"),
     (NotFoundError, 404, "not_found"),
     (ForbiddenError, 403, "forbidden"),
     (InvalidTransitionError, 409, "invalid_transition"),

@@ -52,5 +52,11 @@ class WriteNotes:
         await self.app(scope, receive, sending)
         caller = state.get(CALLER)
         routing: ReadRouting | None = getattr(scope["app"].state, "reads", None)
-        if caller is not None and status < 400 and routing is not None:
+        # Without a replica there is nothing to note: no worker thread for it.
+        if (
+            routing is not None
+            and routing.replica is not None
+            and caller is not None
+            and status < 400
+        ):
             await run_in_threadpool(routing.wrote, str(caller))

@@ -73,10 +73,13 @@ class WebHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        origin = headers.get("origin")
         cors_origin = None
-        if origin is not None and path.startswith(_OPEN311):
+        # Only Open311 answers CORS: other requests' headers are not even decoded.
+        headers: dict[str, str] = {}
+        if path.startswith(_OPEN311):
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        origin = headers.get("origin")
+        if origin is not None:
             allowed = list(scope["app"].state.settings.open311_cors_origins)
             cors_origin = _allowed_origin(origin, allowed)
             if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:

@@ -62,6 +62,11 @@ class NotFoundError(GridgovError):
     """A requested record does not exist."""
 
 
+class CredentialRefusedError(GridgovError):
+    """The credential a request presented is unknown, revoked or expired, found so by the
+    write that checks it in its own statement. Nothing was changed."""
+
+
 class ForbiddenError(GridgovError):
     """The caller's role or scope does not allow this (a report outside its street or grid,
     a role that reads no incidents). Nothing was changed."""

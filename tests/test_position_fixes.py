@@ -6,17 +6,26 @@ its units), the staleness threshold (the dispatcher's rule) and the per-fix answ
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from live_server import free_port
 from sqlalchemy import Engine
 
 from api.app import create_app
 from gridgov import dispatch, store
-from gridgov.errors import InputError, NotFoundError
+from gridgov.errors import CredentialRefusedError, InputError, NotFoundError
 from gridgov.service import fleet
 from gridgov.service.scope import scope_for
 
@@ -136,3 +145,151 @@ def test_the_batch_route(reference_engine: Engine, client: TestClient) -> None:
     assert sum(answer["counts"].values()) == 4
     r = client.post("/api/v1/units/positions", json={"fixes": []}, headers=headers)
     assert r.status_code == 422
+
+
+def _unit_token(engine: Engine, unit_id: str) -> dict[str, str]:
+    _, secret = store.issue_credential(engine, "unit", unit_id=unit_id, label="cached token")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_a_write_refuses_a_credential_that_is_no_longer_live(reference_engine: Engine) -> None:
+    engine = reference_engine
+    (a1,) = _units(engine, STREET_A, 1)
+    credential, _ = store.issue_credential(engine, "admin", label="statement check")
+    now = datetime.now(UTC)
+    fix = [store.FixIn(a1, 104.03, 30.67, now)]
+    (stored,) = store.store_fixes(
+        engine, fix, oldest=now, credential_id=credential.credential_id, now=now
+    )
+    assert stored.stored
+    store.revoke_credential(engine, credential.credential_id)
+    later = [store.FixIn(a1, 104.02, 30.66, now + timedelta(seconds=1))]
+    for credential_id in (credential.credential_id, "no-such-credential"):
+        with pytest.raises(CredentialRefusedError):
+            store.store_fixes(engine, later, oldest=now, credential_id=credential_id, now=now)
+    assert _position(engine, a1)[:2] == pytest.approx((104.03, 30.67))
+
+
+def test_a_cached_token_is_still_checked_by_the_fix(
+    reference_engine: Engine, client: TestClient
+) -> None:
+    """The fix route remembers tokens; its statement still refuses one revoked or expired since."""
+    a1, a2 = _units(reference_engine, STREET_A, 2)
+    for change in (
+        lambda cid: store.revoke_credential(reference_engine, cid),
+        lambda cid: _expire(reference_engine, cid),
+    ):
+        headers = _unit_token(reference_engine, a1)
+        credential_id = headers["Authorization"].split("_")[1]
+        for lon in (104.01, 104.02):  # the second one from the cache
+            r = client.post(
+                f"/api/v1/units/{a1}/position", json={"lon": lon, "lat": 30.6}, headers=headers
+            )
+            assert r.status_code == 200, r.text
+        # A cached unit token still answers 404 for another unit, as an uncached one does.
+        r = client.post(
+            f"/api/v1/units/{a2}/position", json={"lon": 104.0, "lat": 30.6}, headers=headers
+        )
+        assert r.status_code == 404
+        change(credential_id)
+        r = client.post(
+            f"/api/v1/units/{a1}/position", json={"lon": 104.09, "lat": 30.6}, headers=headers
+        )
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+        assert "revoked" in r.json()["message"]
+        assert _position(reference_engine, a1)[:2] == pytest.approx((104.02, 30.6))
+        # Forgotten: the next try goes through the ordinary lookup, refused there too.
+        r = client.post(
+            f"/api/v1/units/{a1}/position", json={"lon": 104.09, "lat": 30.6}, headers=headers
+        )
+        assert r.status_code == 401
+
+
+def test_a_cached_token_of_another_role_is_not_let_through(
+    reference_engine: Engine, client: TestClient
+) -> None:
+    (a1,) = _units(reference_engine, STREET_A, 1)
+    _, secret = store.issue_credential(reference_engine, "analyst", label="reads only")
+    headers = {"Authorization": f"Bearer {secret}"}
+    for _ in range(2):
+        r = client.post(
+            f"/api/v1/units/{a1}/position", json={"lon": 104.0, "lat": 30.6}, headers=headers
+        )
+        assert r.status_code == 403
+    for bad in ({}, {"Authorization": "Bearer gg_nope_nope"}, {"Authorization": "Basic eDp5"}):
+        r = client.post(
+            f"/api/v1/units/{a1}/position", json={"lon": 104.0, "lat": 30.6}, headers=bad
+        )
+        assert r.status_code == 401
+
+
+def _expire(engine: Engine, credential_id: str) -> None:
+    from sqlalchemy import update
+
+    from gridgov.store.models import CREDENTIALS
+
+    with engine.begin() as connection:
+        connection.execute(
+            update(CREDENTIALS)
+            .where(CREDENTIALS.c.credential_id == credential_id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+
+@pytest.mark.slow
+def test_revocation_reaches_every_worker_at_once(
+    reference_store_url: str, reference_engine: Engine
+) -> None:
+    """Two uvicorn workers, each caching the token: the fix after a revocation is refused on
+    both, and nothing is stored."""
+    (a1,) = _units(reference_engine, STREET_A, 1)
+    headers = _unit_token(reference_engine, a1)
+    credential_id = headers["Authorization"].split("_")[1]
+    env = {
+        **os.environ,
+        "GRIDGOV_DATABASE_URL": reference_store_url,
+        "GRIDGOV_RATE_LIMIT_AUTH_FAILURES": "0",
+        "GRIDGOV_RATE_LIMIT_WRITES_PER_CREDENTIAL": "0",
+        "GRIDGOV_RATE_LIMIT_WRITES_PER_ADDRESS": "0",
+    }
+    port = free_port()
+    gridgov = str(Path(sys.executable).parent / "gridgov")
+    server = subprocess.Popen(
+        [gridgov, "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api/v1/units/{a1}/position"
+
+    def burst(lon: float) -> list[int]:
+        # New connections, many at once: the kernel hands them to both workers.
+        with ThreadPoolExecutor(8) as pool:
+            return list(
+                pool.map(
+                    lambda _: (
+                        httpx.post(
+                            url, json={"lon": lon, "lat": 30.6}, headers=headers, timeout=30
+                        ).status_code
+                    ),
+                    range(32),
+                )
+            )
+
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("gridgov serve did not become ready")
+        assert set(burst(104.01)) == {200}
+        store.revoke_credential(reference_engine, credential_id)
+        assert set(burst(104.09)) == {401}
+        assert _position(reference_engine, a1)[:2] == pytest.approx((104.01, 30.6))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

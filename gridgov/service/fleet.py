@@ -155,6 +155,7 @@ def record_position(
     now: datetime | None = None,
     max_age: timedelta | None = None,
     scope: Scope | None = None,
+    credential_id: str | None = None,
 ) -> PositionFix:
     """Record a unit's position fix (an older fix never overwrites a newer one).
 
@@ -178,6 +179,9 @@ def record_position(
         Oldest fix that is not stale (default: ``settings.position_max_age_min``).
     scope
         The caller's scope (default: the whole district); a unit outside it is not found.
+    credential_id
+        The caller's credential, to be checked live in the fix's own statement (a caller
+        known from a cache), or None.
 
     Raises
     ------
@@ -187,6 +191,8 @@ def record_position(
         An unknown CRS, or a point it cannot convert.
     NotFoundError
         No such unit (in the caller's scope).
+    CredentialRefusedError
+        ``credential_id`` is unknown, revoked or expired: nothing was stored.
     """
     now = datetime.now(UTC) if now is None else now.astimezone(UTC)
     at = sent_time(at, now, "at")
@@ -198,6 +204,8 @@ def record_position(
         oldest=dispatch.stale_before(now, max_age),
         unit_filters={} if scope is None else scope.unit_filters(),
         source=source,
+        credential_id=credential_id,
+        now=now,
     )
     if not (result.known and result.in_scope):
         msg = f"no unit {unit_id!r} in the store"

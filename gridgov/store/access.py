@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from gridgov.errors import InputError, NotFoundError
 from gridgov.store.engine import begin_write, translate_errors
@@ -31,6 +33,7 @@ from gridgov.store.models import (
 __all__ = [
     "CREDENTIAL_COLUMNS",
     "Credential",
+    "credential_is_live",
     "issue_credential",
     "list_credentials",
     "resolve_credential",
@@ -174,6 +177,25 @@ def issue_credential(
     return credential, f"{_PREFIX}_{credential_id}_{secret}"
 
 
+def credential_is_live(
+    column: Callable[[str], Any], credential_id: Any, now: Any
+) -> ColumnElement[bool]:
+    """The validity rule, its one owner: the credential ``credential_id`` exists, is not
+    revoked and has not expired at ``now``.
+
+    ``column`` gives the credentials table's columns by name: the table's own
+    (:func:`resolve_credential`), or a statement's alias that checks the caller inside the
+    write itself (:func:`gridgov.store.position_fixes.store_fixes`). The secret's digest is
+    compared apart, in constant time.
+    """
+    expires = column("expires_at")
+    return and_(
+        column("credential_id") == credential_id,
+        column("revoked_at").is_(None),
+        or_(expires.is_(None), expires > now),
+    )
+
+
 def resolve_credential(
     engine: Engine, presented: str, *, now: datetime | None = None
 ) -> Credential | None:
@@ -182,16 +204,13 @@ def resolve_credential(
     if len(parts) != 3 or parts[0] != _PREFIX:
         return None
     credential_id, secret = parts[1], parts[2]
+    live = credential_is_live(CREDENTIALS.c.__getitem__, credential_id, now or datetime.now(UTC))
     with translate_errors(engine), engine.connect() as connection:
-        row = connection.execute(
-            select(CREDENTIALS).where(CREDENTIALS.c.credential_id == credential_id)
-        ).first()
-    if row is None or row.revoked_at is not None:
+        row = connection.execute(select(CREDENTIALS).where(live)).first()
+    if row is None:
         return None
     # Compare digests in constant time so response timing says nothing about the secret.
     if not hmac.compare_digest(row.secret_sha256, _digest(secret)):
-        return None
-    if row.expires_at is not None and row.expires_at <= (now or datetime.now(UTC)):
         return None
     return Credential(
         credential_id=row.credential_id,

@@ -34,6 +34,7 @@ _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _INIT_HINT = "run `gridgov init` to create the schema"
 #: Execution option marking a connection whose transactions write (see :func:`begin_write`).
 _WRITE_OPTION = "gridgov_write"
+_WRITER = "_gridgov_writer"
 #: How long a SQLite writer waits for another one before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -96,8 +97,17 @@ def begin_write(engine: Engine) -> Iterator[Connection]:
     statement (waiting up to :data:`SQLITE_BUSY_TIMEOUT_MS` for each other). On PostgreSQL it
     is an ordinary READ COMMITTED transaction; callers lock the rows they change.
     """
-    with engine.execution_options(**{_WRITE_OPTION: True}).begin() as connection:
+    with _writer(engine).begin() as connection:
         yield connection
+
+
+def _writer(engine: Engine) -> Engine:
+    # The engine with the write option, made once per engine: making one is a good share of a
+    # one-row write's own cost (a position fix).
+    writer: Engine | None = engine.__dict__.get(_WRITER)
+    if writer is None:
+        writer = engine.__dict__[_WRITER] = engine.execution_options(**{_WRITE_OPTION: True})
+    return writer
 
 
 #: PostgreSQL's "try again" answers: serialization failure and deadlock detected.
