@@ -243,33 +243,18 @@ def _decide(
     except (OutsideDistrictError, UnknownMatterError):
         raise
     except InputError as exc:
-        # The point is known and inside the district, but the road network cannot serve it
-        # (farther than max_snap_m from the roads its units drive on). That is an answer, not
-        # a lost incident: recorded as unassigned, with the reason, for a human to handle.
-        return _refused(incident, ctx, matter, placement, str(exc))
+        return dispatch.refused_decision(incident, ctx, matter, placement, str(exc))
 
 
-def _refused(
-    incident: dispatch.Incident,
-    ctx: dispatch.DispatchContext,
-    matter: Matter,
-    placement: dispatch.Placement,
-    reason: str,
-) -> dispatch.Decision:
-    return dispatch.Decision(
-        incident=incident,
-        matter_code=matter.code,
-        priority=matter.priority,
-        placement=placement,
-        assignments=(),
-        unfilled=tuple(matter.required_kinds),
-        level=None,
-        explanation={
-            "method": "single",
-            "travel_model": ctx.describe_travel(),
-            "refused": reason,
-        },
+def available_pool(
+    engine: Engine, ctx: dispatch.DispatchContext, kinds: Sequence[str], *, now: datetime
+) -> dispatch.UnitPool:
+    """The available units of ``kinds`` on duty, as the pool a decision reads (a snapshot;
+    nothing is locked): what the intake's micro-batches decide on together."""
+    pool: dispatch.UnitPool = _snapshot_pool(
+        engine, ctx, sorted(set(kinds)), False, _aware(now, "now")
     )
+    return pool
 
 
 def decide_stored(
@@ -678,9 +663,13 @@ def commit_batch(
     now: datetime,
     actor: str = SYSTEM_ACTOR,
     role: Role | str = Role.SYSTEM,
+    by: dict[str, tuple[str, Role | str]] | None = None,
 ) -> dict[str, str]:
     """Commit many decisions (a batch assignment) in ONE transaction, leaving out the ones
     that can no longer be committed as decided.
+
+    ``by`` gives the actor and role of some incidents' dispatch events (the intake's
+    micro-batches hold reports of several callers); the others are ``actor``'s.
 
     Every incident is locked, then every chosen unit (in id order, as single dispatch does:
     PostgreSQL skips rows another transaction holds). A decision is left out, whole, when its
@@ -727,8 +716,9 @@ def commit_batch(
         offices = {u: r.office_id for u, r in found.items()}
         for d in live:
             if d.incident.incident_id not in left_out:
+                who, as_role = (by or {}).get(d.incident.incident_id, (actor, role))
                 _write_decision(
-                    connection, d, now, _Attempts(count=1), offices, [], actor=actor, role=role
+                    connection, d, now, _Attempts(count=1), offices, [], actor=who, role=as_role
                 )
         return left_out
 

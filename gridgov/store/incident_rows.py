@@ -31,6 +31,7 @@ from gridgov.crs import from_wgs84
 from gridgov.errors import (
     InputError,
     NotFoundError,
+    StoreError,
     UnknownMatterError,
 )
 from gridgov.settings import get_settings
@@ -203,6 +204,50 @@ def _store_report(
     engine: Engine,
     incident: dispatch.Incident,
     placement: dispatch.Placement | None,
+    **kwargs: Any,
+) -> StoredIncident:
+    """:func:`create_incident`'s work; returns the state the report ended in."""
+    with translate_errors(engine):
+        try:
+            with begin_write(engine) as connection:
+                return _insert_report(connection, incident, placement, **kwargs)
+        except IntegrityError as exc:
+            raise _exists_already(incident.incident_id) from exc
+
+
+def create_incidents(
+    engine: Engine, reports: Sequence[dict[str, Any]]
+) -> list[StoredIncident | Exception]:
+    """Store many reports in ONE transaction, each as :func:`create_incident` stores one.
+
+    ``reports`` are :func:`create_incident`'s arguments, one dict each (``incident`` and
+    ``placement`` included), in arrival order: a report sees the ones before it (a duplicate
+    of an earlier report of the same call is rejected as such). A report that fails (its id
+    exists, its Idempotency-Key was taken over...) is rolled back alone, to a savepoint, and
+    its error is returned in its place; the others are stored. A database failure stores
+    none of them (:class:`~gridgov.errors.StoreError`).
+    """
+    out: list[StoredIncident | Exception] = []
+    with translate_errors(engine), begin_write(engine) as connection:
+        _lock_duplicate_checks(
+            connection,
+            [r["incident"].matter_code for r in reports if r.get("check_duplicates", True)],
+        )
+        for kwargs in reports:
+            try:
+                with connection.begin_nested():
+                    out.append(_insert_report(connection, **kwargs))
+            except IntegrityError:
+                out.append(_exists_already(kwargs["incident"].incident_id))
+            except (InputError, StoreError) as exc:
+                out.append(exc)
+    return out
+
+
+def _insert_report(
+    connection: Connection,
+    incident: dispatch.Incident,
+    placement: dispatch.Placement | None,
     *,
     source: str | None,
     now: datetime | None,
@@ -212,7 +257,7 @@ def _store_report(
     matter: Matter | None,
     claim: KeyClaim | None = None,
 ) -> StoredIncident:
-    """:func:`create_incident`'s work; returns the state the report ended in."""
+    """Insert one report and its first events in the caller's write transaction."""
     _check_incident(incident)
     now = _aware(now or datetime.now(UTC), "now")
     reported_at = incident.reported_at.astimezone(UTC)
@@ -233,83 +278,74 @@ def _store_report(
         "description": description,
     }
     settings = get_settings()
-    with translate_errors(engine):
-        try:
-            with begin_write(engine) as connection:
-                # The contact goes to its own (erasable) row; the append-only log names the
-                # role and the opaque id, never the person.
-                reporter_id = insert_reporter(connection, reporter, now) if reporter else None
-                row["reporter_id"] = reporter_id
-                data = {"source": source} if source else {}
-                if reporter_id is not None:
-                    data["reporter_id"] = reporter_id
-                report = build_event(
-                    None,
-                    incident.incident_id,
-                    Action.REPORT,
-                    at=reported_at,
-                    actor=REPORTER_ACTOR if reporter else (source or SYSTEM_ACTOR),
-                    role=Role.REPORTER if reporter else Role.SYSTEM,
-                    street_code=street_code,
-                    data=data or None,
-                )
-                if matter is not None:
-                    row["priority"] = matter.priority
-                else:
-                    matters = dict(connection.execute(_MATTERS).all())
-                    if matters and incident.matter_code not in matters:
-                        raise UnknownMatterError(incident.matter_code)
-                    row["priority"] = matters.get(incident.matter_code)
-                master = (
-                    _find_duplicate(connection, incident, reported_at) if check_duplicates else None
-                )
-                if master is not None and master[0] == incident.incident_id:
-                    # The id is taken by an open incident nearby (itself): not a duplicate.
-                    raise _exists_already(incident.incident_id)
-                row["duplicate_of"] = None if master is None else master[0]
-                events = [report]
-                outcome = StoredIncident(incident.incident_id, str(State.REPORTED))
-                if master is not None:
-                    master_id, distance_m = master
-                    rejected = build_event(
-                        report,
-                        incident.incident_id,
-                        Action.REJECT,
-                        at=now,
-                        clamp=True,
-                        reason=(
-                            f"duplicate of {master_id}: the same matter {distance_m:.0f} m away "
-                            f"(within {settings.duplicate_radius_m:g} m and "
-                            f"{settings.duplicate_window_h:g} h)"
-                        ),
-                        data={
-                            "category": "duplicate",
-                            "duplicate_of": master_id,
-                            "distance_m": round(distance_m, 1),
-                        },
-                    )
-                    events.append(rejected)
-                    outcome = StoredIncident(
-                        incident.incident_id, str(State.REJECTED), rejected.reason, master_id
-                    )
-                elif settings.auto_register:
-                    events.append(
-                        build_event(
-                            report, incident.incident_id, Action.REGISTER, at=now, clamp=True
-                        )
-                    )
-                    outcome = StoredIncident(incident.incident_id, str(State.REGISTERED))
-                # The incident is new (its id is the primary key: a second insert fails with
-                # IntegrityError, reported below), so its first events need no reading back:
-                # it is inserted in its final state, then its events at once.
-                row["status"] = str(events[-1].to_state)
-                row["updated_at"] = events[-1].at
-                connection.execute(_INSERT_INCIDENT, row)
-                insert_events(connection, events)
-                if claim is not None:
-                    link_idempotency(connection, claim, incident.incident_id)
-        except IntegrityError as exc:
-            raise _exists_already(incident.incident_id) from exc
+    # The contact goes to its own (erasable) row; the append-only log names the
+    # role and the opaque id, never the person.
+    reporter_id = insert_reporter(connection, reporter, now) if reporter else None
+    row["reporter_id"] = reporter_id
+    data = {"source": source} if source else {}
+    if reporter_id is not None:
+        data["reporter_id"] = reporter_id
+    report = build_event(
+        None,
+        incident.incident_id,
+        Action.REPORT,
+        at=reported_at,
+        actor=REPORTER_ACTOR if reporter else (source or SYSTEM_ACTOR),
+        role=Role.REPORTER if reporter else Role.SYSTEM,
+        street_code=street_code,
+        data=data or None,
+    )
+    if matter is not None:
+        row["priority"] = matter.priority
+    else:
+        matters = dict(connection.execute(_MATTERS).all())
+        if matters and incident.matter_code not in matters:
+            raise UnknownMatterError(incident.matter_code)
+        row["priority"] = matters.get(incident.matter_code)
+    master = _find_duplicate(connection, incident, reported_at) if check_duplicates else None
+    if master is not None and master[0] == incident.incident_id:
+        # The id is taken by an open incident nearby (itself): not a duplicate.
+        raise _exists_already(incident.incident_id)
+    row["duplicate_of"] = None if master is None else master[0]
+    events = [report]
+    outcome = StoredIncident(incident.incident_id, str(State.REPORTED))
+    if master is not None:
+        master_id, distance_m = master
+        rejected = build_event(
+            report,
+            incident.incident_id,
+            Action.REJECT,
+            at=now,
+            clamp=True,
+            reason=(
+                f"duplicate of {master_id}: the same matter {distance_m:.0f} m away "
+                f"(within {settings.duplicate_radius_m:g} m and "
+                f"{settings.duplicate_window_h:g} h)"
+            ),
+            data={
+                "category": "duplicate",
+                "duplicate_of": master_id,
+                "distance_m": round(distance_m, 1),
+            },
+        )
+        events.append(rejected)
+        outcome = StoredIncident(
+            incident.incident_id, str(State.REJECTED), rejected.reason, master_id
+        )
+    elif settings.auto_register:
+        events.append(
+            build_event(report, incident.incident_id, Action.REGISTER, at=now, clamp=True)
+        )
+        outcome = StoredIncident(incident.incident_id, str(State.REGISTERED))
+    # The incident is new (its id is the primary key: a second insert fails with
+    # IntegrityError, reported below), so its first events need no reading back:
+    # it is inserted in its final state, then its events at once.
+    row["status"] = str(events[-1].to_state)
+    row["updated_at"] = events[-1].at
+    connection.execute(_INSERT_INCIDENT, row)
+    insert_events(connection, events)
+    if claim is not None:
+        link_idempotency(connection, claim, incident.incident_id)
     return outcome
 
 
@@ -338,6 +374,24 @@ def _duplicate_candidates() -> Any:
     )
 
 
+def _lock_duplicate_checks(connection: Connection, matters: Sequence[str]) -> None:
+    """Take the duplicate check's turn for ``matters``, in sorted order (PostgreSQL).
+
+    Two reports of one matter at once must not both miss each other (READ COMMITTED sees
+    neither uncommitted row): reports of the same matter take turns until commit. A batch takes
+    all its matters' turns first, in one order, so two batches never wait for each other in a
+    circle (the locks are re-entrant: the check of each report takes its own again). SQLite
+    serialises every writer with BEGIN IMMEDIATE already.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    for matter in sorted(set(matters)):
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), hashtext(:matter))"),
+            {"space": _DUPLICATE_LOCK_SPACE, "matter": matter},
+        )
+
+
 def _find_duplicate(
     connection: Connection, incident: dispatch.Incident, reported_at: datetime
 ) -> tuple[str, float] | None:
@@ -349,14 +403,7 @@ def _find_duplicate(
     """
     settings = get_settings()
     window = timedelta(hours=settings.duplicate_window_h)
-    if connection.dialect.name == "postgresql":
-        # Two reports of one matter at once must not both miss each other (READ COMMITTED sees
-        # neither uncommitted row): reports of the same matter take turns until commit. SQLite
-        # serialises every writer with BEGIN IMMEDIATE already.
-        connection.execute(
-            text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), hashtext(:matter))"),
-            {"space": _DUPLICATE_LOCK_SPACE, "matter": incident.matter_code},
-        )
+    _lock_duplicate_checks(connection, [incident.matter_code])
     rows = connection.execute(
         _DUPLICATE_CANDIDATES,
         {
