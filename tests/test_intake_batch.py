@@ -77,6 +77,7 @@ def _one_batch(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
         return real(e, reports)
 
     monkeypatch.setattr(store, "create_incidents", held)
+    monkeypatch.setattr(intake_batch, "LEADERS", 1)  # one batch at a time, in queue order
     threads: list[threading.Thread] = []
     results: dict[int, Any] = {}
 

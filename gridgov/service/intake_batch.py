@@ -27,7 +27,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,9 @@ from gridgov.store import Engine
 from gridgov.workflow import Role, State
 
 log = logging.getLogger(__name__)
+
+#: Threads of one process that may store and decide batches at the same time.
+LEADERS = 4
 
 
 @dataclass(frozen=True)
@@ -64,59 +67,75 @@ class _Item:
     error: BaseException | None = None
     done: bool = False
     lead: bool = False
-    wake: threading.Event = field(default_factory=threading.Event)
 
 
 class _Combiner:
-    """One queue per store and process; whichever waiting thread leads drains it."""
+    """One queue per store and process; up to :data:`LEADERS` waiting threads drain it.
+
+    More than one leader, so that one batch's database round trips overlap another's work
+    (a lone leader left the process idle while it waited on the database).
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._queue: list[_Item] = []
-        self._leading = False
+        self._leaders = 0
 
     def run(self, item: _Item, most: int) -> None:
-        with self._lock:
+        with self._cond:
             self._queue.append(item)
-            if not self._leading:
-                self._leading = item.lead = True
-        if not item.lead:
-            item.wake.wait()
+            if self._leaders < LEADERS:
+                self._leaders += 1
+                item.lead = True
+            else:
+                self._cond.wait_for(lambda: item.done or item.lead)
             if item.done:
                 return
-        # Leading: batches are taken oldest first, so this report is in one of them.
-        while not item.done:
-            with self._lock:
-                batch = self._queue[:most]
-                del self._queue[:most]
-            try:
-                _process(batch)
-            except BaseException as exc:  # recorded on each report of the batch, never lost
-                for other in batch:
-                    if not other.done:
-                        other.error, other.done = exc, True
-            finally:
-                for other in batch:
-                    if not other.done:  # pragma: no cover - _process answers every report
-                        other.error = StoreError("the report was not stored")
-                        other.done = True
-                    if other is not item:
-                        other.wake.set()
-        self._hand_over()
+        try:
+            while self._lead_once(item, most):
+                pass
+        finally:
+            self._hand_over()
+
+    def _lead_once(self, item: _Item, most: int) -> bool:
+        """Take and process one batch; False once ``item`` is answered."""
+        with self._cond:
+            if item.done:
+                return False
+            # Shared fairly between the leaders at work, at most ``most`` each.
+            take = min(most, -(-len(self._queue) // self._leaders))
+            batch = self._queue[:take]
+            del self._queue[:take]
+            if not batch:  # another leader took this report: wait for its answer
+                self._cond.wait_for(lambda: item.done)
+                return False
+        try:
+            _process(batch)
+        except BaseException as exc:  # recorded on each report of the batch, never lost
+            for other in batch:
+                if not other.done:
+                    other.error, other.done = exc, True
+        finally:
+            for other in batch:
+                if not other.done:  # pragma: no cover - _process answers every report
+                    other.error, other.done = StoreError("the report was not stored"), True
+            with self._cond:
+                self._cond.notify_all()
+        return not item.done
 
     def waiting(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._queue)
 
     def _hand_over(self) -> None:
-        """Pass the lead to the oldest waiting report, or give it up when none waits."""
-        with self._lock:
-            if self._queue:
-                nxt = self._queue[0]
-                nxt.lead = True
-                nxt.wake.set()
-            else:
-                self._leading = False
+        """Pass the lead to the oldest waiting report not leading yet, or give it up."""
+        with self._cond:
+            for nxt in self._queue:
+                if not nxt.lead:
+                    nxt.lead = True
+                    self._cond.notify_all()
+                    return
+            self._leaders -= 1
 
 
 _COMBINERS: weakref.WeakKeyDictionary[Engine, _Combiner] = weakref.WeakKeyDictionary()
