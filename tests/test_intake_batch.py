@@ -372,3 +372,37 @@ def test_many_threads_each_get_their_own_decision(
     assert stored == len(points)
     # Three enforcement units: three are dispatched, the rest wait (registered, no unit).
     assert sorted(r.state for r in results.values()).count("dispatched") == 3
+
+
+def test_storing_together_equals_storing_one_by_one(district: Engine, tmp_path: Path) -> None:
+    """create_incidents' few statements give each report the outcome create_incident gives it
+    one by one: duplicates of stored incidents and of earlier reports of the same call."""
+    rng = random.Random(11)
+    spots = [_on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)) for _ in range(6)]
+    reports = []
+    for k in range(30):
+        lon, lat = rng.choice(spots)
+        jitter = rng.uniform(-1e-4, 1e-4)  # ~10 m: within the duplicate radius
+        incident = dispatch.Incident(
+            f"TOGETHER-{k:02d}", rng.choice(["T-ENF", "T-LOW"]), lon + jitter, lat, NOW
+        )
+        reports.append(
+            {
+                "incident": incident,
+                "placement": None,
+                "source": "test",
+                "now": NOW,
+                "reporter": None,
+                "description": None,
+                "check_duplicates": True,
+                "matter": CATALOG.get(incident.matter_code),
+            }
+        )
+    one, many = _single_path_store(tmp_path), district
+    for r in reports[:5]:  # stored before: the later reports may duplicate them
+        assert store.create_incident(one, **r) == store.create_incidents(many, [r])[0]
+    alone = [store.create_incident(one, **r) for r in reports[5:]]
+    together = store.create_incidents(many, reports[5:])
+    assert together == alone
+    assert sum(s.state == "rejected" for s in alone) >= 5  # the test does see duplicates
+    one.dispose()
