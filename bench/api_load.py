@@ -387,6 +387,8 @@ def _uvicorn() -> str:
 FACTORIES = {
     "gridgov": "api.app:app_from_env",
     "gridgov-pool": "api_load:pooled_gridgov_app_from_env",
+    # The same app with the micro-batched intake off: every report stored and dispatched alone.
+    "gridgov-single": "api.app:app_from_env",
     "bare": "api_load:bare_app_from_env",
 }
 
@@ -412,6 +414,8 @@ def start_server(
     if not factory.startswith("api."):  # a factory of a bench script
         cmd[1:1] = ["--app-dir", str(ROOT / "bench")]
     env = {**os.environ, "GRIDGOV_DATABASE_URL": database_url, POOL_ENV: str(pool_size)}
+    if app == "gridgov-single":
+        env["GRIDGOV_INTAKE_BATCH_MAX"] = "0"
     # One load generator on one address stands for thousands of phones and gateways: the
     # per-address and per-credential rate limits would measure themselves, not the paths.
     for limit in ("AUTH_FAILURES", "WRITES_PER_CREDENTIAL", "WRITES_PER_ADDRESS"):
@@ -913,6 +917,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run gridgov's app over an engine pool of N connections "
         "(largest worker count, with keys)",
     )
+    parser.add_argument(
+        "--single-variant",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run gridgov with the micro-batched intake off (largest worker count)",
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="template database (see above)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -958,6 +968,8 @@ def main(argv: list[str] | None = None) -> int:
                 plan.append(("gridgov", w, True))
             if args.idempotency == "without" or (args.idempotency == "both" and w == workers[-1]):
                 plan.append(("gridgov", w, False))
+            if args.single_variant and w == workers[-1]:
+                plan.append(("gridgov-single", w, args.idempotency != "without"))
             if args.pool_variant and w == workers[-1]:
                 plan.append(("gridgov-pool", w, args.idempotency != "without"))
     results: list[Result] = []

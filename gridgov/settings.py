@@ -173,6 +173,13 @@ class Settings(BaseSettings):
         description="How long a request waits for a free pooled connection before it answers "
         "503 (back-pressure instead of an ever longer queue).",
     )
+    intake_batch_max: int = Field(
+        default=64,
+        ge=0,
+        description="Reports that arrive while others are being stored are stored and "
+        "dispatched together, at most this many in one transaction (0: one by one). Their "
+        "decisions are the single path's, improved jointly where they competed for units.",
+    )
     idempotency_lease_s: float = Field(
         default=30.0,
         gt=0,

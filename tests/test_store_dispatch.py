@@ -36,6 +36,7 @@ from gridgov.store import (
     create_engine_from_url,
     create_incident,
     decide_stored,
+    decision_rows,
     detect_backend,
     dispatch_stored,
     export_geopackage,
@@ -536,7 +537,7 @@ def test_a_failure_between_unit_and_assignment_leaves_neither(
     district: Engine, ctx: dispatch.DispatchContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     incident_id = new_incident(district, "T-ENF", (1, 1))
-    real = store_dispatching._insert_assignments
+    real = decision_rows.insert_assignments
     # The units are already marked busy (and the dispatch row written) when this runs.
     calls: list[str] = []
 
@@ -545,7 +546,7 @@ def test_a_failure_between_unit_and_assignment_leaves_neither(
         msg = "injected failure after the unit update"
         raise RuntimeError(msg)
 
-    monkeypatch.setattr(store_dispatching, "_insert_assignments", fail)
+    monkeypatch.setattr(decision_rows, "insert_assignments", fail)
     with pytest.raises(RuntimeError, match="injected"):
         dispatch_stored(district, ctx, incident_id, now=NOW)
     assert calls == ["reached"]
@@ -555,7 +556,7 @@ def test_a_failure_between_unit_and_assignment_leaves_neither(
     assert count(district, DISPATCHES) == 0
     assert incident_status(district, incident_id) == "registered"  # not lost, not half-done
 
-    monkeypatch.setattr(store_dispatching, "_insert_assignments", real)
+    monkeypatch.setattr(decision_rows, "insert_assignments", real)
     decision = dispatch_stored(district, ctx, incident_id, now=NOW)
     assert [a.unit_id for a in decision.assignments] == ["E1"]
     assert unit_row(district, "E1")["status"] == "busy"

@@ -49,8 +49,9 @@ records and their JSON), :mod:`~gridgov.dispatch.pool` (the context, effective p
 unit pool), :mod:`~gridgov.dispatch.rules` (the rules every path shares: effective position, unit
 rank, candidate order), :mod:`~gridgov.dispatch.search` (an incident's travel searches and the
 batch's search worker), :mod:`~gridgov.dispatch.single` (single dispatch, escalation,
-preemption, explanation) and :mod:`~gridgov.dispatch.batch` (the optimal batch and the greedy
-baseline). Import the public names from here.
+preemption, explanation), :mod:`~gridgov.dispatch.batch` (the optimal batch and the greedy
+baseline) and :mod:`~gridgov.dispatch.together` (reports that arrive together: the single rule
+in arrival order, improved jointly). Import the public names from here.
 """
 
 from gridgov.dispatch.batch import (
@@ -86,13 +87,16 @@ from gridgov.dispatch.single import (
     dispatch_incident,
     dispatch_pool,
     locate_incident,
+    refused_decision,
 )
+from gridgov.dispatch.together import RULE_JOINT, Pending, decide_together, weighted_time_s
 
 __all__ = [
     "BATCH_HORIZON_FACTOR",
     "EXPLAIN_MAX_CANDIDATES",
     "PRIORITY_WEIGHT",
     "RULE_CHOSEN",
+    "RULE_JOINT",
     "TIERS",
     "TIER_RULES",
     "Assignment",
@@ -103,11 +107,13 @@ __all__ = [
     "DispatchContext",
     "Incident",
     "Options",
+    "Pending",
     "Placement",
     "UnitPool",
     "best_candidate",
     "build_context",
     "candidate_order",
+    "decide_together",
     "dispatch_batch",
     "dispatch_greedy",
     "dispatch_incident",
@@ -118,7 +124,9 @@ __all__ = [
     "locate_incident",
     "position_is_stale",
     "prepare_units",
+    "refused_decision",
     "route_to_geojson",
     "stale_before",
     "unit_rank",
+    "weighted_time_s",
 ]

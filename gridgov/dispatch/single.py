@@ -186,7 +186,7 @@ def build_decision(
         placement=placement,
         assignments=tuple(assignments),
         unfilled=tuple(unfilled),
-        level=_widest(a.level for a in assignments),
+        level=widest_level(a.level for a in assignments),
         explanation=explanation,
     )
 
@@ -204,7 +204,7 @@ def _dispatch_kind(
 ) -> tuple[tuple[int, Assignment] | None, dict[str, Any]]:
     cap = matter.max_travel_min * 60.0
     rows = pool.rows_of_kind(kind)
-    scope = _scopes(pool, rows, matter, placement, kind, target.pool.ctx.neighbours)
+    scope = scopes(pool, rows, matter, placement, kind, target.pool.ctx.neighbours)
     note: dict[str, Any] = {"kind": kind.value, "role": role, "tiers": []}
     checked = np.zeros(pool.n, dtype=bool)
     usable = np.zeros(pool.n, dtype=bool)
@@ -265,7 +265,7 @@ def _dispatch_kind(
     return (r, make_assignment(pool, r, kind, role, level, RULE_OVER_MAX, t, cap)), note
 
 
-def _scopes(
+def scopes(
     pool: UnitPool,
     rows: IntArray,
     matter: Matter,
@@ -273,7 +273,10 @@ def _scopes(
     kind: ForceKind,
     neighbours: dict[str, list[str]],
 ) -> dict[str, IntArray]:
-    """The rows of each tier (every unit of the kind, whatever its state), in tier order."""
+    """The rows of each tier (every unit of the kind, whatever its state), in tier order.
+
+    The command rule of single dispatch; a batch keeps each slot to the tier its single
+    decision reached (:mod:`gridgov.dispatch.together`)."""
     street = placement.street_code
     out: dict[str, IntArray] = {}
     if (
@@ -287,6 +290,28 @@ def _scopes(
     out["neighbour"] = rows[np.isin(pool.street[rows], near)]
     out["district"] = rows
     return out
+
+
+def refused_decision(
+    incident: Incident, ctx: DispatchContext, matter: Matter, placement: Placement, reason: str
+) -> Decision:
+    """The decision for a point inside the district that the road network cannot serve
+    (farther than ``max_snap_m`` from the roads its units drive on): unassigned, with the
+    reason, for a human to handle; an answer, not a lost incident."""
+    return Decision(
+        incident=incident,
+        matter_code=matter.code,
+        priority=matter.priority,
+        placement=placement,
+        assignments=(),
+        unfilled=tuple(matter.required_kinds),
+        level=None,
+        explanation={
+            "method": "single",
+            "travel_model": ctx.describe_travel(),
+            "refused": reason,
+        },
+    )
 
 
 def _tier_level(
@@ -483,5 +508,6 @@ def _matter_note(matter: Matter) -> dict[str, Any]:
     }
 
 
-def _widest(levels: Iterable[EscalationLevel]) -> EscalationLevel | None:
+def widest_level(levels: Iterable[EscalationLevel]) -> EscalationLevel | None:
+    """The widest escalation level of ``levels`` (None: no level)."""
     return max(levels, key=_LEVEL_RANK.__getitem__, default=None)

@@ -16,6 +16,11 @@ own. In order, each done once:
    (:func:`gridgov.service.dispatch_mode.decide`: a street in confirm mode holds it)
    (:func:`gridgov.store.dispatch_reported`, which reads nothing of the incident back).
 
+Steps 6 and 7 run in micro-batches (:mod:`gridgov.service.intake_batch`, unless
+``intake_batch_max`` is 0): reports that arrive while others are being stored are stored in
+one transaction and decided together on one snapshot of the units, each request still
+answered with its own outcome and decision.
+
 Exactly once: a request that runs again under a key whose earlier run stored an incident and
 then failed (a killed worker, a lost database) resumes that incident (:func:`_resume`): it is
 dispatched if it is still queued, and answered as stored. Once an incident is stored the report
@@ -39,9 +44,10 @@ from gridgov import dispatch, store
 from gridgov.catalog import Matter
 from gridgov.crs import normalize_crs, to_wgs84
 from gridgov.errors import CRSError, InputError, NotFoundError, OutsideDistrictError
-from gridgov.service import dispatch_mode
+from gridgov.service import dispatch_mode, intake_batch
 from gridgov.service.clock import sent_time
 from gridgov.service.scope import Scope
+from gridgov.settings import get_settings
 from gridgov.store import SYSTEM_ACTOR, Engine
 from gridgov.text_rules import check_text
 from gridgov.workflow import Role, State
@@ -231,25 +237,41 @@ def report(
         scope.check_report(placement.street_code, placement.grid_code)
     answer = _Answer(incident, placement, matter, source, description, now)
     if dry_run:
-        decision = store.decide_stored(
+        decided = store.decide_stored(
             engine, ctx, incident, now=now, placement=placement, matter=matter
         )
-        state = str(State.DISPATCHED) if decision.assignments else str(State.REGISTERED)
-        return answer.report(state, decision=decision, stored=False)
-    stored = store.create_incident(
-        engine,
-        incident,
-        placement,
-        source=source,
-        now=now,
-        reporter=reporter,
-        description=description,
-        check_duplicates=check_duplicates,
-        matter=matter,
-        claim=None if held is None else held.claim,
-    )
-    # The street's dispatch mode: held for a dispatcher's confirmation, or dispatched at once.
-    mode = dispatch_mode.decide(engine, placement.street_code, matter.priority)
+        state = str(State.DISPATCHED) if decided.assignments else str(State.REGISTERED)
+        return answer.report(state, decision=decided, stored=False)
+    create: dict[str, Any] = {
+        "incident": incident,
+        "placement": placement,
+        "source": source,
+        "now": now,
+        "reporter": reporter,
+        "description": description,
+        "check_duplicates": check_duplicates,
+        "matter": matter,
+        "claim": None if held is None else held.claim,
+    }
+    most = get_settings().intake_batch_max
+    decision: dispatch.Decision | None = None
+    if most > 0:
+        outcome = intake_batch.submit(
+            engine,
+            ctx,
+            create,
+            matter=matter,
+            now=now,
+            dispatch_now=dispatch_now,
+            actor=actor,
+            role=role,
+            most=most,
+        )
+        stored, mode, decision = outcome.stored, outcome.mode, outcome.decision
+    else:
+        stored = store.create_incident(engine, **create)
+        # The street's dispatch mode: held for a dispatcher's confirmation, or dispatched.
+        mode = dispatch_mode.decide(engine, placement.street_code, matter.priority)
     if stored.state != str(State.REGISTERED) or not dispatch_now or not mode.at_once:
         return answer.report(
             stored.state,
@@ -257,14 +279,15 @@ def report(
             reason=stored.reason or (mode.reason if dispatch_now else None),
             dispatch_mode=mode.mode,
         )
-    try:
-        decision = store.dispatch_reported(
-            engine, ctx, incident, placement, matter, now=now, actor=actor, role=role
-        )
-    except InputError as exc:
-        # Stored, so answered as stored: the report is not refused for a dispatch that could
-        # not be made (it stays queued for a dispatcher, or changed meanwhile).
-        return _stored_report(engine, ctx, incident.incident_id, f"not dispatched: {exc}")
+    if decision is None:
+        try:
+            decision = store.dispatch_reported(
+                engine, ctx, incident, placement, matter, now=now, actor=actor, role=role
+            )
+        except InputError as exc:
+            # Stored, so answered as stored: the report is not refused for a dispatch that
+            # could not be made (it stays queued for a dispatcher, or changed meanwhile).
+            return _stored_report(engine, ctx, incident.incident_id, f"not dispatched: {exc}")
     state = str(State.DISPATCHED) if decision.assignments else str(State.REGISTERED)
     return answer.report(state, decision=decision, dispatch_mode=mode.mode)
 

@@ -63,6 +63,7 @@ from gridgov.store.consultation_rows import (
 )
 from gridgov.store.dispatch_rows import (
     ASSIGNMENT_COLUMNS,
+    available_pool,
     commit_batch,
     decide_stored,
     dispatch_reported,
@@ -124,6 +125,7 @@ from gridgov.store.incident_rows import (
     INCIDENT_COLUMNS,
     StoredIncident,
     create_incident,
+    create_incidents,
     query_incidents,
     read_incidents,
 )
@@ -160,6 +162,7 @@ __all__ = [
     "StoredIncident",
     "UnitsTakenError",
     "apply_action",
+    "available_pool",
     "begin_write",
     "change_units",
     "check_head_move",
@@ -169,6 +172,7 @@ __all__ = [
     "context_from_store",
     "create_engine_from_url",
     "create_incident",
+    "create_incidents",
     "decide_stored",
     "detect_backend",
     "dispatch_reported",

@@ -19,12 +19,11 @@ from sqlalchemy import Connection, Engine, and_, func, insert, select, type_coer
 from gridgov import dispatch
 from gridgov.errors import GridgovError, InputError, NotFoundError
 from gridgov.model import UnitStatus
+from gridgov.store.decision_rows import Attempts as _Attempts
+from gridgov.store.decision_rows import insert_assignments, insert_dispatches
 from gridgov.store.dispatch_rows import (
-    _Attempts,
     _commit_within,
     _decide_without_returned,
-    _insert_assignments,
-    _insert_dispatch,
     _lock_incidents,
     _lock_units,
     _returned_units,
@@ -246,13 +245,13 @@ def _change_within(
             .where(UNITS.c.unit_id.in_(added))
             .values(status=str(UnitStatus.BUSY), busy_incident_id=incident_id)
         )
-        dispatch_id = _insert_dispatch(connection, add, now, _Attempts(count=1), [])
+        dispatch_id = insert_dispatches(connection, [add], now, [_Attempts(count=1)], [[]])[0]
         connection.execute(
             update(DISPATCHES)
             .where(DISPATCHES.c.dispatch_id == dispatch_id)
             .values(decided_by=actor)
         )
-        _insert_assignments(connection, add, dispatch_id, now)
+        insert_assignments(connection, [add], [dispatch_id], now)
         data.update(
             dispatch_id=dispatch_id,
             added=added,

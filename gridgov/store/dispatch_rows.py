@@ -43,8 +43,6 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
-    func,
-    insert,
     select,
     update,
 )
@@ -60,6 +58,8 @@ from gridgov.errors import (
     UnknownMatterError,
 )
 from gridgov.model import UnitStatus
+from gridgov.store.decision_rows import Attempts as _Attempts
+from gridgov.store.decision_rows import write_decisions
 from gridgov.store.district_load import (
     end_active_assignments,
 )
@@ -113,7 +113,6 @@ ASSIGNMENT_COLUMNS = (
 )
 #: Rounds of decide-and-commit before a dispatch gives up (dispatch_stored's default).
 _MAX_ATTEMPTS = 20
-_INSERT_DISPATCH = insert(DISPATCHES).returning(DISPATCHES.c.dispatch_id)
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _LOCK_INCIDENTS = (
     select(INCIDENTS.c.incident_id, INCIDENTS.c.status)
@@ -132,16 +131,6 @@ _LOCK_UNITS = (
     .where(UNITS.c.unit_id.in_(_IDS))
     .order_by(UNITS.c.unit_id)
     .with_for_update(skip_locked=True)
-)
-_SET_BUSY = (
-    update(UNITS)
-    .where(UNITS.c.unit_id.in_(_IDS))
-    .values(status=str(UnitStatus.BUSY), busy_incident_id=bindparam("b_busy"))
-)
-_LAST_END = (
-    select(ASSIGNMENTS.c.unit_id, func.max(ASSIGNMENTS.c.released_at))
-    .where(ASSIGNMENTS.c.unit_id.in_(_IDS))
-    .group_by(ASSIGNMENTS.c.unit_id)
 )
 
 
@@ -195,15 +184,6 @@ def dispatch_reported(
     )
 
 
-@dataclass
-class _Attempts:
-    """What happened on the way to a committed decision."""
-
-    count: int = 0
-    taken: list[str] = field(default_factory=list)
-    retried_errors: list[str] = field(default_factory=list)
-
-
 def _decide(
     engine: Engine,
     ctx: dispatch.DispatchContext,
@@ -243,33 +223,18 @@ def _decide(
     except (OutsideDistrictError, UnknownMatterError):
         raise
     except InputError as exc:
-        # The point is known and inside the district, but the road network cannot serve it
-        # (farther than max_snap_m from the roads its units drive on). That is an answer, not
-        # a lost incident: recorded as unassigned, with the reason, for a human to handle.
-        return _refused(incident, ctx, matter, placement, str(exc))
+        return dispatch.refused_decision(incident, ctx, matter, placement, str(exc))
 
 
-def _refused(
-    incident: dispatch.Incident,
-    ctx: dispatch.DispatchContext,
-    matter: Matter,
-    placement: dispatch.Placement,
-    reason: str,
-) -> dispatch.Decision:
-    return dispatch.Decision(
-        incident=incident,
-        matter_code=matter.code,
-        priority=matter.priority,
-        placement=placement,
-        assignments=(),
-        unfilled=tuple(matter.required_kinds),
-        level=None,
-        explanation={
-            "method": "single",
-            "travel_model": ctx.describe_travel(),
-            "refused": reason,
-        },
+def available_pool(
+    engine: Engine, ctx: dispatch.DispatchContext, kinds: Sequence[str], *, now: datetime
+) -> dispatch.UnitPool:
+    """The available units of ``kinds`` on duty, as the pool a decision reads (a snapshot;
+    nothing is locked): what the intake's micro-batches decide on together."""
+    pool: dispatch.UnitPool = _snapshot_pool(
+        engine, ctx, sorted(set(kinds)), False, _aware(now, "now")
     )
+    return pool
 
 
 def decide_stored(
@@ -626,49 +591,15 @@ def _commit_within(
     if gone:
         raise _UnitsTaken(gone)
     requeued = [_requeue(connection, x, incident_id, decision, now) for x in preempted]
-    _write_decision(connection, decision, now, attempts, offices, requeued, actor=actor, role=role)
-
-
-def _write_decision(
-    connection: Connection,
-    decision: dispatch.Decision,
-    now: datetime,
-    attempts: _Attempts,
-    offices: dict[str, str | None],
-    requeued: list[dict[str, Any]],
-    *,
-    actor: str,
-    role: Role | str,
-) -> None:
-    """Write a checked decision: units busy, dispatch row, assignments, the incident's state
-    (its incident and units are locked by the caller)."""
-    incident_id = decision.incident.incident_id
-    chosen = [a.unit_id for a in decision.assignments]
-    if chosen:
-        connection.execute(_SET_BUSY, {"ids": chosen, "b_busy": incident_id})
-    dispatch_id = _insert_dispatch(connection, decision, now, attempts, requeued)
-    _insert_assignments(connection, decision, dispatch_id, now)
-    placement = decision.placement
-    values = {
-        "priority": decision.priority,
-        "street_code": placement.street_code,
-        "community_code": placement.community_code,
-        "grid_code": placement.grid_code,
-        "microgrid_code": placement.microgrid_code,
-    }
-    if chosen:
-        # The street's call: the clocks of the response start here. A decision that found
-        # nobody is recorded (dispatch row) but calls no one, so the incident stays queued.
-        # The placement goes into the same UPDATE as the status.
-        _record_dispatch(
-            connection, decision, dispatch_id, now, offices, values, actor=actor, role=role
-        )
-    else:
-        connection.execute(
-            update(INCIDENTS)
-            .where(INCIDENTS.c.incident_id == incident_id)
-            .values(**values, updated_at=now)
-        )
+    write_decisions(
+        connection,
+        [decision],
+        now,
+        attempts=[attempts],
+        offices=offices,
+        requeued=[requeued],
+        by=[(actor, role)],
+    )
 
 
 def commit_batch(
@@ -678,9 +609,13 @@ def commit_batch(
     now: datetime,
     actor: str = SYSTEM_ACTOR,
     role: Role | str = Role.SYSTEM,
+    by: dict[str, tuple[str, Role | str]] | None = None,
 ) -> dict[str, str]:
     """Commit many decisions (a batch assignment) in ONE transaction, leaving out the ones
     that can no longer be committed as decided.
+
+    ``by`` gives the actor and role of some incidents' dispatch events (the intake's
+    micro-batches hold reports of several callers); the others are ``actor``'s.
 
     Every incident is locked, then every chosen unit (in id order, as single dispatch does:
     PostgreSQL skips rows another transaction holds). A decision is left out, whole, when its
@@ -725,53 +660,19 @@ def commit_batch(
                     f"its unit(s) {', '.join(gone)} were taken meanwhile; dispatch it again"
                 )
         offices = {u: r.office_id for u, r in found.items()}
-        for d in live:
-            if d.incident.incident_id not in left_out:
-                _write_decision(
-                    connection, d, now, _Attempts(count=1), offices, [], actor=actor, role=role
-                )
+        written = [d for d in live if d.incident.incident_id not in left_out]
+        write_decisions(
+            connection,
+            written,
+            now,
+            attempts=[_Attempts(count=1) for _ in written],
+            offices=offices,
+            requeued=[[] for _ in written],
+            by=[(by or {}).get(d.incident.incident_id, (actor, role)) for d in written],
+        )
         return left_out
 
     return write_transaction(engine, work)
-
-
-def _record_dispatch(
-    connection: Connection,
-    decision: dispatch.Decision,
-    dispatch_id: int,
-    now: datetime,
-    offices: dict[str, str | None],
-    incident_values: dict[str, Any],
-    *,
-    actor: str,
-    role: Role | str,
-) -> None:
-    """The ``dispatch`` event; ``offices`` are the chosen units' (read when they were locked)."""
-    unit_ids = [a.unit_id for a in decision.assignments]
-    append_event(
-        connection,
-        decision.incident.incident_id,
-        Action.DISPATCH,
-        at=now,
-        clamp=True,
-        actor=actor,
-        role=role,
-        # The call belongs to the lead unit's office (an assisting one when the lead is unfilled).
-        office_id=offices.get(
-            next((a.unit_id for a in decision.assignments if a.role == "lead"), unit_ids[0])
-        ),
-        street_code=decision.placement.street_code,
-        level=None if decision.level is None else str(decision.level),
-        data={
-            "dispatch_id": dispatch_id,
-            "status": decision.status,
-            "units": unit_ids,
-            "offices": [offices.get(u) for u in unit_ids],
-            "kinds": [str(a.kind) for a in decision.assignments],
-            "unfilled": [str(k) for k in decision.unfilled],
-        },
-        incident_values=incident_values,
-    )
 
 
 def _lock_incidents(connection: Connection, incident_ids: Sequence[str]) -> dict[str, str]:
@@ -869,72 +770,6 @@ def _requeue(
         "units": sorted(taken),
         "freed": [other.unit_id for other in others],
     }
-
-
-def _insert_dispatch(
-    connection: Connection,
-    decision: dispatch.Decision,
-    now: datetime,
-    attempts: _Attempts,
-    requeued: list[dict[str, Any]],
-) -> int:
-    # The explanation part of decision.to_json(), without converting the rest (routes).
-    explanation = dispatch.jsonable(decision.explanation)
-    explanation["store"] = {
-        "attempts": attempts.count,
-        "taken_meanwhile": list(attempts.taken),
-        "retried_database_errors": list(attempts.retried_errors),
-        "unfilled": [str(k) for k in decision.unfilled],
-        "requeued": requeued,
-    }
-    dispatch_id = connection.execute(
-        _INSERT_DISPATCH,
-        {
-            "incident_id": decision.incident.incident_id,
-            "created_at": now,
-            "level": None if decision.level is None else str(decision.level),
-            "status": decision.status,
-            "travel_model": str(decision.explanation.get("travel_model", {}).get("kind", "")),
-            "attempts": attempts.count,
-            "explanation": explanation,
-        },
-    ).scalar_one()
-    return int(dispatch_id)
-
-
-def _insert_assignments(
-    connection: Connection, decision: dispatch.Decision, dispatch_id: int, now: datetime
-) -> None:
-    if not decision.assignments:
-        return
-    unit_ids = [a.unit_id for a in decision.assignments]
-    # A unit's history never runs backwards: a job starts no earlier than its last one ended
-    # (callers' clocks may differ by a little; the rows are locked, so this is race-free).
-    last_end = dict(connection.execute(_LAST_END, {"ids": unit_ids}).all())
-    rows = []
-    for a in decision.assignments:
-        ended = last_end.get(a.unit_id)
-        rows.append(
-            {
-                "dispatch_id": dispatch_id,
-                "incident_id": decision.incident.incident_id,
-                "unit_id": a.unit_id,
-                "kind": str(a.kind),
-                "role": a.role,
-                "level": str(a.level),
-                "rule": a.rule,
-                "time_s": float(a.time_s),
-                "over_max_travel": bool(a.over_max_travel),
-                "preempts": a.preempts,
-                "route": None if a.route is None else a.route.geometry,
-                "route_length_m": None if a.route is None else float(a.route.length_m),
-                "active": True,
-                "assigned_at": now if ended is None else max(now, ended),
-                "released_at": None,
-                "release_reason": None,
-            }
-        )
-    connection.execute(insert(ASSIGNMENTS), rows)
 
 
 def read_assignments(

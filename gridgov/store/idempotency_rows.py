@@ -26,7 +26,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -161,6 +161,49 @@ def link_idempotency(connection: Connection, claim: KeyClaim, incident_id: str) 
     )
     if not result.rowcount:
         msg = "this request took too long and a retry with its Idempotency-Key took over"
+        raise StoreError(msg)
+
+
+_LINK_MANY = (
+    update(IDEMPOTENCY)
+    .where(
+        IDEMPOTENCY.c.scope == bindparam("b_scope"),
+        IDEMPOTENCY.c.key == bindparam("b_key"),
+        IDEMPOTENCY.c.claim_id == bindparam("b_claim"),
+        IDEMPOTENCY.c.status.is_(None),
+    )
+    .values(incident_id=bindparam("b_incident"))
+)
+
+
+def link_idempotency_many(connection: Connection, links: list[tuple[KeyClaim, str]]) -> None:
+    """:func:`link_idempotency` for many (claim, incident) pairs: one UPDATE and one count.
+
+    Raises
+    ------
+    StoreError
+        A lease was taken over by a retry meanwhile (nothing must be stored: the caller rolls
+        back, and stores its reports one by one to learn which).
+    """
+    if not links:
+        return
+    connection.execute(
+        _LINK_MANY,
+        [
+            {"b_scope": c.scope, "b_key": c.key, "b_claim": c.claim_id, "b_incident": i}
+            for c, i in links
+        ],
+    )
+    linked = connection.execute(
+        select(func.count())
+        .select_from(IDEMPOTENCY)
+        .where(
+            IDEMPOTENCY.c.claim_id.in_([c.claim_id for c, _ in links]),
+            IDEMPOTENCY.c.incident_id.in_([i for _, i in links]),
+        )
+    ).scalar_one()
+    if linked != len(links):
+        msg = "a retry with an Idempotency-Key of this batch took over"
         raise StoreError(msg)
 
 

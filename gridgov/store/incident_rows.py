@@ -4,9 +4,10 @@ the same transaction), and incidents read back (scoped queries)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import geopandas as gpd
@@ -32,6 +33,7 @@ from gridgov.duplicates import find_duplicate
 from gridgov.errors import (
     InputError,
     NotFoundError,
+    StoreError,
     UnknownMatterError,
 )
 from gridgov.settings import get_settings
@@ -39,7 +41,7 @@ from gridgov.store.engine import (
     begin_write,
     translate_errors,
 )
-from gridgov.store.idempotency_rows import KeyClaim, link_idempotency
+from gridgov.store.idempotency_rows import KeyClaim, link_idempotency, link_idempotency_many
 from gridgov.store.journal import REPORTER_ACTOR, SYSTEM_ACTOR, build_event, insert_events
 from gridgov.store.models import (
     ASSIGNMENTS,
@@ -204,6 +206,140 @@ def _store_report(
     engine: Engine,
     incident: dispatch.Incident,
     placement: dispatch.Placement | None,
+    **kwargs: Any,
+) -> StoredIncident:
+    """:func:`create_incident`'s work; returns the state the report ended in."""
+    with translate_errors(engine):
+        try:
+            with begin_write(engine) as connection:
+                return _insert_report(connection, incident, placement, **kwargs)
+        except IntegrityError as exc:
+            raise _exists_already(incident.incident_id) from exc
+
+
+def create_incidents(
+    engine: Engine, reports: Sequence[dict[str, Any]]
+) -> list[StoredIncident | Exception]:
+    """Store many reports in ONE transaction, each as :func:`create_incident` stores one.
+
+    ``reports`` are :func:`create_incident`'s arguments, one dict each (``incident`` and
+    ``placement`` included), in arrival order: a report sees the ones before it (a duplicate
+    of an earlier report of the same call is rejected as such). A report that fails (its id
+    exists, its Idempotency-Key was taken over...) is rolled back alone, to a savepoint, and
+    its error is returned in its place; the others are stored. A database failure stores
+    none of them (:class:`~gridgov.errors.StoreError`).
+    """
+    out: list[StoredIncident | Exception] = []
+    with translate_errors(engine), begin_write(engine) as connection:
+        _lock_duplicate_checks(
+            connection,
+            [r["incident"].matter_code for r in reports if r.get("check_duplicates", True)],
+        )
+        if len(reports) > 1 and all(r.get("matter") is not None for r in reports):
+            try:
+                with connection.begin_nested():
+                    return list(_insert_together(connection, reports))
+            except (IntegrityError, InputError, StoreError):
+                pass  # one of them is refused: each alone, below, so that only it fails
+        for kwargs in reports:
+            try:
+                with connection.begin_nested():
+                    out.append(_insert_report(connection, **kwargs))
+            except IntegrityError:
+                out.append(_exists_already(kwargs["incident"].incident_id))
+            except (InputError, StoreError) as exc:
+                out.append(exc)
+    return out
+
+
+def _insert_together(
+    connection: Connection, reports: Sequence[dict[str, Any]]
+) -> list[StoredIncident]:
+    """Every report of ``reports`` as :func:`_insert_report` inserts it, in a few statements:
+    one read of the duplicate candidates of all their matters, then one INSERT of the
+    incidents, one of their events and one UPDATE of their Idempotency-Keys. Raises when any
+    one of them cannot be stored (the caller then stores them one by one)."""
+    candidates = _Candidates(connection, [r for r in reports if r.get("check_duplicates", True)])
+    rows, events, outcomes, claims = [], [], [], []
+    for r in reports:
+        incident = r["incident"]
+        checked = r.get("check_duplicates", True)
+        row, first, outcome = _prepare_report(
+            connection,
+            incident,
+            r.get("placement"),
+            source=r.get("source"),
+            now=r.get("now"),
+            reporter=r.get("reporter"),
+            description=r.get("description"),
+            matter=r["matter"],
+            master=partial(candidates.master, incident) if checked else None,
+        )
+        candidates.add(incident, row["reported_at"], row["status"])
+        rows.append(row)
+        events.extend(first)
+        outcomes.append(outcome)
+        if r.get("claim") is not None:
+            claims.append((r["claim"], incident.incident_id))
+    connection.execute(_INSERT_INCIDENT, rows)
+    insert_events(connection, events)
+    link_idempotency_many(connection, claims)
+    return outcomes
+
+
+class _Candidates:
+    """The open incidents a batch's reports may duplicate, read once, with the batch's own
+    reports added as they are stored (a report may duplicate an earlier one of its batch)."""
+
+    def __init__(self, connection: Connection, reports: Sequence[dict[str, Any]]) -> None:
+        self._rows: list[tuple[str, str, datetime, str, float, float]] = []
+        if not reports:
+            return
+        window = timedelta(hours=get_settings().duplicate_window_h)
+        times = [r["incident"].reported_at.astimezone(UTC) for r in reports]
+        found = connection.execute(
+            _DUPLICATE_CANDIDATES_OF_MATTERS,
+            {
+                "matters": sorted({r["incident"].matter_code for r in reports}),
+                "until": max(times),
+                "since": min(times) - window,
+            },
+        ).all()
+        lon, lat = _xy([f.position for f in found])
+        for f, x, y in zip(found, lon.tolist(), lat.tolist(), strict=True):
+            self._rows.append((f.incident_id, f.matter_code, f.reported_at, f.status, x, y))
+
+    def add(self, incident: dispatch.Incident, reported_at: datetime, status: str) -> None:
+        self._rows.append(
+            (
+                incident.incident_id,
+                incident.matter_code,
+                reported_at,
+                status,
+                float(incident.lon),
+                float(incident.lat),
+            )
+        )
+
+    def master(
+        self, incident: dispatch.Incident, reported_at: datetime
+    ) -> tuple[str, float] | None:
+        same = [r for r in self._rows if r[1] == incident.matter_code]
+        return _nearest_open(
+            incident,
+            reported_at,
+            [r[0] for r in same],
+            [r[2] for r in same],
+            [r[3] for r in same],
+            np.array([r[4] for r in same], dtype=float),
+            np.array([r[5] for r in same], dtype=float),
+        )
+
+
+def _insert_report(
+    connection: Connection,
+    incident: dispatch.Incident,
+    placement: dispatch.Placement | None,
     *,
     source: str | None,
     now: datetime | None,
@@ -213,7 +349,39 @@ def _store_report(
     matter: Matter | None,
     claim: KeyClaim | None = None,
 ) -> StoredIncident:
-    """:func:`create_incident`'s work; returns the state the report ended in."""
+    """Insert one report and its first events in the caller's write transaction."""
+    row, events, outcome = _prepare_report(
+        connection,
+        incident,
+        placement,
+        source=source,
+        now=now,
+        reporter=reporter,
+        description=description,
+        matter=matter,
+        master=(lambda at: _find_duplicate(connection, incident, at)) if check_duplicates else None,
+    )
+    connection.execute(_INSERT_INCIDENT, row)
+    insert_events(connection, events)
+    if claim is not None:
+        link_idempotency(connection, claim, incident.incident_id)
+    return outcome
+
+
+def _prepare_report(
+    connection: Connection,
+    incident: dispatch.Incident,
+    placement: dispatch.Placement | None,
+    *,
+    source: str | None,
+    now: datetime | None,
+    reporter: str | None,
+    description: str | None,
+    matter: Matter | None,
+    master: Callable[[datetime], tuple[str, float] | None] | None,
+) -> tuple[dict[str, Any], list[Any], StoredIncident]:
+    """A report's incident row, first events and outcome (its reporter row is inserted here);
+    ``master`` finds the open incident it duplicates (None: no duplicate check)."""
     _check_incident(incident)
     now = _aware(now or datetime.now(UTC), "now")
     reported_at = incident.reported_at.astimezone(UTC)
@@ -234,84 +402,71 @@ def _store_report(
         "description": description,
     }
     settings = get_settings()
-    with translate_errors(engine):
-        try:
-            with begin_write(engine) as connection:
-                # The contact goes to its own (erasable) row; the append-only log names the
-                # role and the opaque id, never the person.
-                reporter_id = insert_reporter(connection, reporter, now) if reporter else None
-                row["reporter_id"] = reporter_id
-                data = {"source": source} if source else {}
-                if reporter_id is not None:
-                    data["reporter_id"] = reporter_id
-                report = build_event(
-                    None,
-                    incident.incident_id,
-                    Action.REPORT,
-                    at=reported_at,
-                    actor=REPORTER_ACTOR if reporter else (source or SYSTEM_ACTOR),
-                    role=Role.REPORTER if reporter else Role.SYSTEM,
-                    street_code=street_code,
-                    data=data or None,
-                )
-                if matter is not None:
-                    row["priority"] = matter.priority
-                else:
-                    matters = dict(connection.execute(_MATTERS).all())
-                    if matters and incident.matter_code not in matters:
-                        raise UnknownMatterError(incident.matter_code)
-                    row["priority"] = matters.get(incident.matter_code)
-                master = (
-                    _find_duplicate(connection, incident, reported_at) if check_duplicates else None
-                )
-                if master is not None and master[0] == incident.incident_id:
-                    # The id is taken by an open incident nearby (itself): not a duplicate.
-                    raise _exists_already(incident.incident_id)
-                row["duplicate_of"] = None if master is None else master[0]
-                events = [report]
-                outcome = StoredIncident(incident.incident_id, str(State.REPORTED))
-                if master is not None:
-                    master_id, distance_m = master
-                    rejected = build_event(
-                        report,
-                        incident.incident_id,
-                        Action.REJECT,
-                        at=now,
-                        clamp=True,
-                        reason=(
-                            f"duplicate of {master_id}: the same matter {distance_m:.0f} m away "
-                            f"(within {settings.duplicate_radius_m:g} m and "
-                            f"{settings.duplicate_window_h:g} h)"
-                        ),
-                        data={
-                            "category": "duplicate",
-                            "duplicate_of": master_id,
-                            "distance_m": round(distance_m, 1),
-                        },
-                    )
-                    events.append(rejected)
-                    outcome = StoredIncident(
-                        incident.incident_id, str(State.REJECTED), rejected.reason, master_id
-                    )
-                elif settings.auto_register:
-                    events.append(
-                        build_event(
-                            report, incident.incident_id, Action.REGISTER, at=now, clamp=True
-                        )
-                    )
-                    outcome = StoredIncident(incident.incident_id, str(State.REGISTERED))
-                # The incident is new (its id is the primary key: a second insert fails with
-                # IntegrityError, reported below), so its first events need no reading back:
-                # it is inserted in its final state, then its events at once.
-                row["status"] = str(events[-1].to_state)
-                row["updated_at"] = events[-1].at
-                connection.execute(_INSERT_INCIDENT, row)
-                insert_events(connection, events)
-                if claim is not None:
-                    link_idempotency(connection, claim, incident.incident_id)
-        except IntegrityError as exc:
-            raise _exists_already(incident.incident_id) from exc
-    return outcome
+    # The contact goes to its own (erasable) row; the append-only log names the
+    # role and the opaque id, never the person.
+    reporter_id = insert_reporter(connection, reporter, now) if reporter else None
+    row["reporter_id"] = reporter_id
+    data = {"source": source} if source else {}
+    if reporter_id is not None:
+        data["reporter_id"] = reporter_id
+    report = build_event(
+        None,
+        incident.incident_id,
+        Action.REPORT,
+        at=reported_at,
+        actor=REPORTER_ACTOR if reporter else (source or SYSTEM_ACTOR),
+        role=Role.REPORTER if reporter else Role.SYSTEM,
+        street_code=street_code,
+        data=data or None,
+    )
+    if matter is not None:
+        row["priority"] = matter.priority
+    else:
+        matters = dict(connection.execute(_MATTERS).all())
+        if matters and incident.matter_code not in matters:
+            raise UnknownMatterError(incident.matter_code)
+        row["priority"] = matters.get(incident.matter_code)
+    found = None if master is None else master(reported_at)
+    if found is not None and found[0] == incident.incident_id:
+        # The id is taken by an open incident nearby (itself): not a duplicate.
+        raise _exists_already(incident.incident_id)
+    row["duplicate_of"] = None if found is None else found[0]
+    events = [report]
+    outcome = StoredIncident(incident.incident_id, str(State.REPORTED))
+    if found is not None:
+        master_id, distance_m = found
+        rejected = build_event(
+            report,
+            incident.incident_id,
+            Action.REJECT,
+            at=now,
+            clamp=True,
+            reason=(
+                f"duplicate of {master_id}: the same matter {distance_m:.0f} m away "
+                f"(within {settings.duplicate_radius_m:g} m and "
+                f"{settings.duplicate_window_h:g} h)"
+            ),
+            data={
+                "category": "duplicate",
+                "duplicate_of": master_id,
+                "distance_m": round(distance_m, 1),
+            },
+        )
+        events.append(rejected)
+        outcome = StoredIncident(
+            incident.incident_id, str(State.REJECTED), rejected.reason, master_id
+        )
+    elif settings.auto_register:
+        events.append(
+            build_event(report, incident.incident_id, Action.REGISTER, at=now, clamp=True)
+        )
+        outcome = StoredIncident(incident.incident_id, str(State.REGISTERED))
+    # The incident is new (its id is the primary key: a second insert fails with
+    # IntegrityError, reported below), so its first events need no reading back:
+    # it is inserted in its final state, then its events at once.
+    row["status"] = str(events[-1].to_state)
+    row["updated_at"] = events[-1].at
+    return row, events, outcome
 
 
 def _exists_already(incident_id: str) -> InputError:
@@ -339,6 +494,29 @@ def _duplicate_candidates() -> Any:
     )
 
 
+# One statement for any number of matters, the locks taken in the order of the sorted list.
+_LOCK_DUPLICATE_CHECKS = text(
+    "SELECT count(pg_advisory_xact_lock(CAST(:space AS integer), hashtext(m))) "
+    "FROM (SELECT m FROM unnest(CAST(:matters AS text[])) AS m ORDER BY m) AS ordered"
+)
+
+
+def _lock_duplicate_checks(connection: Connection, matters: Sequence[str]) -> None:
+    """Take the duplicate check's turn for ``matters``, in sorted order (PostgreSQL).
+
+    Two reports of one matter at once must not both miss each other (READ COMMITTED sees
+    neither uncommitted row): reports of the same matter take turns until commit. A batch takes
+    all its matters' turns first, in one order, so two batches never wait for each other in a
+    circle (the locks are re-entrant: the check of each report takes its own again). SQLite
+    serialises every writer with BEGIN IMMEDIATE already.
+    """
+    if connection.dialect.name != "postgresql" or not matters:
+        return
+    connection.execute(
+        _LOCK_DUPLICATE_CHECKS, {"space": _DUPLICATE_LOCK_SPACE, "matters": sorted(set(matters))}
+    )
+
+
 def _find_duplicate(
     connection: Connection, incident: dispatch.Incident, reported_at: datetime
 ) -> tuple[str, float] | None:
@@ -350,14 +528,7 @@ def _find_duplicate(
     """
     settings = get_settings()
     window = timedelta(hours=settings.duplicate_window_h)
-    if connection.dialect.name == "postgresql":
-        # Two reports of one matter at once must not both miss each other (READ COMMITTED sees
-        # neither uncommitted row): reports of the same matter take turns until commit. SQLite
-        # serialises every writer with BEGIN IMMEDIATE already.
-        connection.execute(
-            text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), hashtext(:matter))"),
-            {"space": _DUPLICATE_LOCK_SPACE, "matter": incident.matter_code},
-        )
+    _lock_duplicate_checks(connection, [incident.matter_code])
     rows = connection.execute(
         _DUPLICATE_CANDIDATES,
         {
@@ -369,6 +540,32 @@ def _find_duplicate(
     if not rows:
         return None
     lon, lat = _xy([r.position for r in rows])
+    return _nearest_open(
+        incident,
+        reported_at,
+        [r.incident_id for r in rows],
+        [r.reported_at for r in rows],
+        [r.status for r in rows],
+        lon,
+        lat,
+    )
+
+
+def _nearest_open(
+    incident: dispatch.Incident,
+    reported_at: datetime,
+    ids: Sequence[str],
+    times: Sequence[datetime],
+    statuses: Sequence[str],
+    lon: np.ndarray,
+    lat: np.ndarray,
+) -> tuple[str, float] | None:
+    """The duplicate rule (:func:`gridgov.workflow.find_duplicate`) on candidates of the
+    report's matter: the master's id and its distance (metres), or None."""
+    if not len(ids):
+        return None
+    settings = get_settings()
+    window = timedelta(hours=settings.duplicate_window_h)
     # The report's own point goes last, in the same (one) transformation.
     xs, ys = _metric_xy([*lon.tolist(), float(incident.lon)], [*lat.tolist(), float(incident.lat)])
     x0, y0 = xs[-1:], ys[-1:]
@@ -378,16 +575,14 @@ def _find_duplicate(
     near = np.flatnonzero(np.hypot(xs - x0[0], ys - y0[0]) <= settings.duplicate_radius_m)
     if not len(near):
         return None
-    rows = [rows[i] for i in near.tolist()]
-    xs, ys = xs[near], ys[near]
     open_incidents = pd.DataFrame(
         {
-            "incident_id": [r.incident_id for r in rows],
-            "matter_code": [r.matter_code for r in rows],
-            "x_m": xs,
-            "y_m": ys,
-            "reported_at": pd.to_datetime([r.reported_at for r in rows], utc=True),
-            "status": [r.status for r in rows],
+            "incident_id": [ids[i] for i in near.tolist()],
+            "matter_code": incident.matter_code,
+            "x_m": xs[near],
+            "y_m": ys[near],
+            "reported_at": pd.to_datetime([times[i] for i in near.tolist()], utc=True),
+            "status": [statuses[i] for i in near.tolist()],
         }
     )
     master = find_duplicate(
@@ -439,6 +634,19 @@ def _not_dispatchable(incident_id: str, status: str) -> InputError:
 
 
 _DUPLICATE_CANDIDATES = _duplicate_candidates()
+# The candidates of several matters at once (a batch of reports).
+_DUPLICATE_CANDIDATES_OF_MATTERS = select(
+    INCIDENTS.c.incident_id,
+    INCIDENTS.c.matter_code,
+    INCIDENTS.c.reported_at,
+    INCIDENTS.c.status,
+    _raw_position(INCIDENTS.c.geometry),
+).where(
+    INCIDENTS.c.matter_code.in_(bindparam("matters", expanding=True)),
+    INCIDENTS.c.status.in_([str(s) for s in OPEN_STATES]),
+    INCIDENTS.c.reported_at <= bindparam("until", type_=INCIDENTS.c.reported_at.type),
+    INCIDENTS.c.reported_at >= bindparam("since", type_=INCIDENTS.c.reported_at.type),
+)
 
 
 def _geoframe(rows: Sequence[Any], columns: Sequence[str]) -> gpd.GeoDataFrame:

@@ -1,0 +1,247 @@
+"""Micro-batched intake: reports that arrive together are stored and dispatched together.
+
+Under load most of a report's cost is per transaction and per unit snapshot, not per report.
+So :func:`submit` queues the report, and one of the waiting request threads (the *leader*;
+no thread of its own, so a lone report goes straight through) takes everything queued and:
+
+1. stores the reports in one transaction (:func:`gridgov.store.create_incidents`: each as
+   the single path stores it, with its duplicate check and its Idempotency-Key link; one that
+   fails is rolled back alone);
+2. asks each street's dispatch mode (:func:`gridgov.service.dispatch_mode.decide`);
+3. decides the registered reports to dispatch at once on ONE snapshot of the available units
+   (:func:`gridgov.dispatch.decide_together`: the single rule in arrival order, improved
+   jointly where they competed for units, never worse in total weighted travel time);
+4. commits those decisions in one transaction (:func:`gridgov.store.commit_batch`: incidents
+   and units locked, every unit re-checked, the partial unique index behind it).
+
+While the leader works, new reports queue for the next batch, so batches grow with the load
+and cost nothing when it is light. Each report's thread gets back its own outcome. What a
+batch does not decide goes the single path in the report's own thread: priority-1 matters
+(preemption is decided one at a time), a decision whose units were taken meanwhile (by another
+worker process), and any report the batch could not decide.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gridgov import dispatch, store
+from gridgov.errors import InputError, StoreError
+from gridgov.service import dispatch_mode
+from gridgov.store import Engine
+from gridgov.workflow import Role, State
+
+log = logging.getLogger(__name__)
+
+#: Threads of one process that may store and decide batches at the same time.
+LEADERS = 4
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the batch made of one report: stored (and in which state), the street's mode, and
+    the committed decision (None: not dispatched by the batch; see :func:`submit`)."""
+
+    stored: store.StoredIncident
+    mode: dispatch_mode.ModeDecision
+    decision: dispatch.Decision | None = None
+
+
+@dataclass
+class _Item:
+    engine: Engine
+    ctx: dispatch.DispatchContext
+    create: dict[str, Any]  # create_incident's arguments
+    matter: Any
+    now: datetime
+    dispatch_now: bool
+    actor: str
+    role: Role | str
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    done: bool = False
+    lead: bool = False
+
+
+class _Combiner:
+    """One queue per store and process; up to :data:`LEADERS` waiting threads drain it.
+
+    More than one leader, so that one batch's database round trips overlap another's work
+    (a lone leader left the process idle while it waited on the database).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[_Item] = []
+        self._leaders = 0
+
+    def run(self, item: _Item, most: int) -> None:
+        with self._cond:
+            self._queue.append(item)
+            if self._leaders < LEADERS:
+                self._leaders += 1
+                item.lead = True
+            else:
+                self._cond.wait_for(lambda: item.done or item.lead)
+            if item.done:
+                return
+        try:
+            while self._lead_once(item, most):
+                pass
+        finally:
+            self._hand_over()
+
+    def _lead_once(self, item: _Item, most: int) -> bool:
+        """Take and process one batch; False once ``item`` is answered."""
+        with self._cond:
+            if item.done:
+                return False
+            # Shared fairly between the leaders at work, at most ``most`` each.
+            take = min(most, -(-len(self._queue) // self._leaders))
+            batch = self._queue[:take]
+            del self._queue[:take]
+            if not batch:  # another leader took this report: wait for its answer
+                self._cond.wait_for(lambda: item.done)
+                return False
+        try:
+            _process(batch)
+        except BaseException as exc:  # recorded on each report of the batch, never lost
+            for other in batch:
+                if not other.done:
+                    other.error, other.done = exc, True
+        finally:
+            for other in batch:
+                if not other.done:  # pragma: no cover - _process answers every report
+                    other.error, other.done = StoreError("the report was not stored"), True
+            with self._cond:
+                self._cond.notify_all()
+        return not item.done
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def _hand_over(self) -> None:
+        """Pass the lead to the oldest waiting report not leading yet, or give it up."""
+        with self._cond:
+            for nxt in self._queue:
+                if not nxt.lead:
+                    nxt.lead = True
+                    self._cond.notify_all()
+                    return
+            self._leaders -= 1
+
+
+_COMBINERS: weakref.WeakKeyDictionary[Engine, _Combiner] = weakref.WeakKeyDictionary()
+_COMBINERS_LOCK = threading.Lock()
+
+
+def submit(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    create: dict[str, Any],
+    *,
+    matter: Any,
+    now: datetime,
+    dispatch_now: bool,
+    actor: str,
+    role: Role | str,
+    most: int,
+) -> Outcome:
+    """Store (and, when its street dispatches at once, dispatch) one report in a batch.
+
+    ``create`` holds :func:`gridgov.store.create_incident`'s arguments. Returns the report's
+    outcome; raises what storing it raised (nothing of it was stored then). An outcome
+    without a decision for a registered report whose street dispatches at once means the
+    caller dispatches it the single way.
+    """
+    with _COMBINERS_LOCK:
+        combiner = _COMBINERS.get(engine)
+        if combiner is None:
+            combiner = _COMBINERS[engine] = _Combiner()
+    item = _Item(engine, ctx, create, matter, now, dispatch_now, actor, role)
+    combiner.run(item, max(1, most))
+    if item.error is not None:
+        raise item.error
+    assert item.outcome is not None
+    return item.outcome
+
+
+def _process(batch: list[_Item]) -> None:
+    """Store, then decide and commit together, one batch; every item ends ``done``."""
+    engine = batch[0].engine
+    stored = store.create_incidents(engine, [it.create for it in batch])
+    modes: dict[tuple[str | None, int], dispatch_mode.ModeDecision] = {}
+    together: list[_Item] = []
+    for it, result in zip(batch, stored, strict=True):
+        if isinstance(result, Exception):
+            it.error, it.done = result, True
+            continue
+        street = it.create["placement"].street_code
+        key = (street, it.matter.priority)
+        if key not in modes:
+            modes[key] = dispatch_mode.decide(engine, street, it.matter.priority)
+        it.outcome = Outcome(result, modes[key])
+        if (
+            result.state == str(State.REGISTERED)
+            and it.dispatch_now
+            and modes[key].at_once
+            and it.matter.priority != 1
+        ):
+            together.append(it)
+    for group in _by_context(together):
+        _dispatch_together(engine, group)
+    for it in batch:
+        it.done = True
+
+
+def _by_context(items: Sequence[_Item]) -> list[list[_Item]]:
+    groups: dict[int, list[_Item]] = {}
+    for it in items:
+        groups.setdefault(id(it.ctx), []).append(it)
+    return list(groups.values())
+
+
+def _dispatch_together(engine: Engine, group: list[_Item]) -> None:
+    """Decide ``group`` on one snapshot and commit it; what cannot be committed stays to the
+    single path (the outcome keeps no decision)."""
+    ctx = group[0].ctx
+    now = max(it.now for it in group)
+    pending = [
+        dispatch.Pending(it.create["incident"], it.matter, it.create["placement"]) for it in group
+    ]
+    kinds = {str(k) for p in pending for k in p.matter.required_kinds}
+    try:
+        pool = store.available_pool(engine, ctx, sorted(kinds), now=now)
+        decisions = dispatch.decide_together(pending, pool, ctx)
+        ready = [
+            (it, d)
+            for it, d in zip(group, decisions, strict=True)
+            if isinstance(d, dispatch.Decision)
+        ]
+        left_out = store.commit_batch(
+            engine,
+            [d for _, d in ready],
+            now=now,
+            by={d.incident.incident_id: (it.actor, it.role) for it, d in ready},
+        )
+    except (StoreError, InputError) as exc:
+        # Stored already: each report is dispatched the single way, which answers for itself.
+        log.warning("a batch of %d report(s) goes the single way: %s", len(group), exc)
+        return
+    for it, d in ready:
+        if d.incident.incident_id not in left_out and it.outcome is not None:
+            it.outcome = Outcome(it.outcome.stored, it.outcome.mode, d)
+
+
+def waiting(engine: Engine) -> int:
+    """Reports of this process queued for the store's next batch (a gauge of intake load)."""
+    with _COMBINERS_LOCK:
+        combiner = _COMBINERS.get(engine)
+    return 0 if combiner is None else combiner.waiting()

@@ -1,0 +1,230 @@
+"""Writing checked decisions: the units busy, the dispatch rows, the assignments and the
+incidents' state and ``dispatch`` events.
+
+One decision (single dispatch) or many (a batch, the intake's micro-batches) take the same
+few statements, so a batch costs about what one decision costs. The callers lock the
+incidents and the chosen units and re-check them first (:mod:`gridgov.store.dispatch_rows`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+
+from gridgov import dispatch
+from gridgov.model import UnitStatus
+from gridgov.store.journal import append_events
+from gridgov.store.models import ASSIGNMENTS, DISPATCHES, INCIDENTS, UNITS
+from gridgov.workflow import Action, Role
+
+
+@dataclass
+class Attempts:
+    """What happened on the way to a committed decision."""
+
+    count: int = 0
+    taken: list[str] = field(default_factory=list)
+    retried_errors: list[str] = field(default_factory=list)
+
+
+_SET_BUSY = (
+    update(UNITS)
+    .where(UNITS.c.unit_id == bindparam("b_unit"))
+    .values(status=str(UnitStatus.BUSY), busy_incident_id=bindparam("b_busy"))
+)
+_INSERT_DISPATCHES = insert(DISPATCHES).returning(
+    DISPATCHES.c.dispatch_id, sort_by_parameter_order=True
+)
+_LAST_END = (
+    select(ASSIGNMENTS.c.unit_id, func.max(ASSIGNMENTS.c.released_at))
+    .where(ASSIGNMENTS.c.unit_id.in_(bindparam("ids", expanding=True)))
+    .group_by(ASSIGNMENTS.c.unit_id)
+)
+_SET_PLACE = (
+    update(INCIDENTS)
+    .where(INCIDENTS.c.incident_id == bindparam("b_incident"))
+    .values(
+        priority=bindparam("b_priority"),
+        street_code=bindparam("b_street"),
+        community_code=bindparam("b_community"),
+        grid_code=bindparam("b_grid"),
+        microgrid_code=bindparam("b_microgrid"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+def write_decisions(
+    connection: Connection,
+    decisions: Sequence[dispatch.Decision],
+    now: datetime,
+    *,
+    attempts: Sequence[Attempts],
+    offices: dict[str, str | None],
+    requeued: Sequence[list[dict[str, Any]]],
+    by: Sequence[tuple[str, Role | str]],
+) -> list[int]:
+    """Write checked decisions (their incidents and units locked by the caller): units busy,
+    dispatch rows, assignments, and each incident's state. Returns the dispatch ids.
+
+    ``attempts``, ``requeued`` and ``by`` (actor, role) are per decision; ``offices`` maps
+    each chosen unit to its office (read when it was locked).
+    """
+    if not decisions:
+        return []
+    busy = [
+        {"b_unit": a.unit_id, "b_busy": d.incident.incident_id}
+        for d in decisions
+        for a in d.assignments
+    ]
+    if busy:
+        connection.execute(_SET_BUSY, busy)
+    dispatch_ids = insert_dispatches(connection, decisions, now, attempts, requeued)
+    insert_assignments(connection, decisions, dispatch_ids, now)
+    called = [k for k, d in enumerate(decisions) if d.assignments]
+    # The street's call: the clocks of the response start here. A decision that found nobody
+    # is recorded (dispatch row) but calls no one, so its incident stays queued. The placement
+    # goes into the same UPDATE as the status.
+    append_events(
+        connection,
+        [_dispatch_event(decisions[k], dispatch_ids[k], now, offices, by[k]) for k in called],
+    )
+    quiet = [d for d in decisions if not d.assignments]
+    if quiet:
+        connection.execute(_SET_PLACE, [_place_params(d, now) for d in quiet])
+    return dispatch_ids
+
+
+def _place(decision: dispatch.Decision) -> dict[str, Any]:
+    p = decision.placement
+    return {
+        "priority": decision.priority,
+        "street_code": p.street_code,
+        "community_code": p.community_code,
+        "grid_code": p.grid_code,
+        "microgrid_code": p.microgrid_code,
+    }
+
+
+def _place_params(decision: dispatch.Decision, now: datetime) -> dict[str, Any]:
+    p = _place(decision)
+    return {
+        "b_incident": decision.incident.incident_id,
+        "b_priority": p["priority"],
+        "b_street": p["street_code"],
+        "b_community": p["community_code"],
+        "b_grid": p["grid_code"],
+        "b_microgrid": p["microgrid_code"],
+        "b_now": now,
+    }
+
+
+def _dispatch_event(
+    decision: dispatch.Decision,
+    dispatch_id: int,
+    now: datetime,
+    offices: dict[str, str | None],
+    by: tuple[str, Role | str],
+) -> dict[str, Any]:
+    """The ``dispatch`` event of a decision that called at least one unit."""
+    unit_ids = [a.unit_id for a in decision.assignments]
+    return {
+        "incident_id": decision.incident.incident_id,
+        "action": Action.DISPATCH,
+        "at": now,
+        "clamp": True,
+        "actor": by[0],
+        "role": by[1],
+        # The call belongs to the lead unit's office (an assisting one when the lead is unfilled).
+        "office_id": offices.get(
+            next((a.unit_id for a in decision.assignments if a.role == "lead"), unit_ids[0])
+        ),
+        "street_code": decision.placement.street_code,
+        "level": None if decision.level is None else str(decision.level),
+        "data": {
+            "dispatch_id": dispatch_id,
+            "status": decision.status,
+            "units": unit_ids,
+            "offices": [offices.get(u) for u in unit_ids],
+            "kinds": [str(a.kind) for a in decision.assignments],
+            "unfilled": [str(k) for k in decision.unfilled],
+        },
+        "incident_values": _place(decision),
+    }
+
+
+def insert_dispatches(
+    connection: Connection,
+    decisions: Sequence[dispatch.Decision],
+    now: datetime,
+    attempts: Sequence[Attempts],
+    requeued: Sequence[list[dict[str, Any]]],
+) -> list[int]:
+    """One dispatch row per decision, in one INSERT; their ids, in order."""
+    rows = []
+    for decision, tried, again in zip(decisions, attempts, requeued, strict=True):
+        # The explanation part of decision.to_json(), without converting the rest (routes).
+        explanation = dispatch.jsonable(decision.explanation)
+        explanation["store"] = {
+            "attempts": tried.count,
+            "taken_meanwhile": list(tried.taken),
+            "retried_database_errors": list(tried.retried_errors),
+            "unfilled": [str(k) for k in decision.unfilled],
+            "requeued": again,
+        }
+        rows.append(
+            {
+                "incident_id": decision.incident.incident_id,
+                "created_at": now,
+                "level": None if decision.level is None else str(decision.level),
+                "status": decision.status,
+                "travel_model": str(decision.explanation.get("travel_model", {}).get("kind", "")),
+                "attempts": tried.count,
+                "explanation": explanation,
+            }
+        )
+    return [int(i) for i in connection.execute(_INSERT_DISPATCHES, rows).scalars().all()]
+
+
+def insert_assignments(
+    connection: Connection,
+    decisions: Sequence[dispatch.Decision],
+    dispatch_ids: Sequence[int],
+    now: datetime,
+) -> None:
+    """The assignments of the decisions, in one INSERT."""
+    unit_ids = [a.unit_id for d in decisions for a in d.assignments]
+    if not unit_ids:
+        return
+    # A unit's history never runs backwards: a job starts no earlier than its last one ended
+    # (callers' clocks may differ by a little; the rows are locked, so this is race-free).
+    last_end = dict(connection.execute(_LAST_END, {"ids": unit_ids}).all())
+    rows = []
+    for decision, dispatch_id in zip(decisions, dispatch_ids, strict=True):
+        for a in decision.assignments:
+            ended = last_end.get(a.unit_id)
+            rows.append(
+                {
+                    "dispatch_id": dispatch_id,
+                    "incident_id": decision.incident.incident_id,
+                    "unit_id": a.unit_id,
+                    "kind": str(a.kind),
+                    "role": a.role,
+                    "level": str(a.level),
+                    "rule": a.rule,
+                    "time_s": float(a.time_s),
+                    "over_max_travel": bool(a.over_max_travel),
+                    "preempts": a.preempts,
+                    "route": None if a.route is None else a.route.geometry,
+                    "route_length_m": None if a.route is None else float(a.route.length_m),
+                    "active": True,
+                    "assigned_at": now if ended is None else max(now, ended),
+                    "released_at": None,
+                    "release_reason": None,
+                }
+            )
+    connection.execute(insert(ASSIGNMENTS), rows)
