@@ -387,10 +387,11 @@ def _current_state(
     if base is not None and base.statics is statics:
         state = _merged(base, rows, statics, connection.dialect)
     if state is None:
-        # No state of these statics, or the delta did not add up (a unit deleted): read all.
-        rows = connection.execute(stmt, {"mark": _FULL}).all()
-        if rows[0].version != statics.version:
-            return None
+        if base is not None:
+            # A state of other statics, or the delta did not add up (a unit deleted): read all.
+            rows = connection.execute(stmt, {"mark": _FULL}).all()
+            if rows[0].version != statics.version:
+                return None
         state = _merged(None, rows, statics, connection.dialect)
         if state is None:
             # Units the statics do not know, or rows they have and the table lacks: units were
@@ -519,7 +520,12 @@ def _pool(
         statics.office_lat[at],
         now,
     )
-    priority = [None if b is None else priorities.get(b) for b in busy]
+    busy_priority = np.full(n, np.nan)
+    if priorities:  # none unless the wanted units include busy ones
+        for i, b in enumerate(busy.tolist()):
+            p = None if b is None else priorities.get(b)
+            if p is not None:
+                busy_priority[i] = float(p)
     return dispatch.UnitPool.from_arrays(
         ctx,
         ids=statics.ids[at],
@@ -534,9 +540,7 @@ def _pool(
         lat=lat,
         note=note,
         busy_incident=busy,
-        busy_priority=np.array(
-            [np.nan if p is None else float(p) for p in priority], dtype=float
-        ).reshape(n),
+        busy_priority=busy_priority,
     )
 
 
