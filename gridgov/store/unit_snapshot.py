@@ -24,6 +24,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Engine,
+    String,
     bindparam,
     func,
     literal_column,
@@ -219,7 +220,7 @@ class _UnitState:
     """
 
     statics: _UnitStatics
-    mark: int  # where the next delta starts (see _state_statement)
+    mark: Any  # where the next delta starts (see _state_statement)
     seq: np.ndarray  # change numbers (-1: none)
     status: np.ndarray
     on_duty: np.ndarray  # bool: the column is true
@@ -232,7 +233,7 @@ class _UnitState:
 
 _STATES: weakref.WeakKeyDictionary[Engine, _UnitState] = weakref.WeakKeyDictionary()
 #: The mark of a full read: every row.
-_FULL = -(2**62)
+_FULL = None
 #: A state older than this (since its last full read) is read in full again: a backstop that
 #: bounds the life of any state, though deltas are exact (see _state_statement).
 _REFRESH_S = 300.0
@@ -250,14 +251,15 @@ def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool) -> Any
     Why the delta is exact, i.e. every unit row that differs from the state's is in it:
 
     - PostgreSQL: a row version the state's snapshot S did not see was written by a transaction
-      S did not see as committed; that transaction was running at S or began after it, so its
-      id is at least S's ``xmin`` (every id below it had ended before S). The delta takes the
-      rows whose ``xmin`` (the id of the transaction that wrote the version we see) is at least
-      that: every such version, late commits whatever their change number, and the caller's own
-      uncommitted writes. It also takes some rows the state has already (at most those written
-      since the oldest transaction running at S began), which is harmless. Ids are 32-bit and
-      wrap: each is widened against this snapshot's ``xmax``, which is above every id a row we
-      can see carries.
+      S did not see as committed: one running at S or begun after it. The mark is S itself
+      (``pg_current_snapshot()``), and the delta is the rows whose ``xmin`` (the transaction
+      that wrote the version we see) S does not see (``pg_visible_in_snapshot``): every such
+      version, late commits whatever their change number, and the caller's own uncommitted
+      writes (its transaction is another than S's). Ids below S's ``xmin`` are all visible,
+      which the index-free scan tests first, cheaply. Ids are 32-bit and wrap: each is widened
+      against this snapshot's ``xmax``, above every id a row we can see carries. (A snapshot
+      lists no subtransactions: gridgov writes units in none, and a row written in one by hand
+      is caught by the sum check below.)
     - SQLite: one writer at a time, and each takes the largest number plus one while it holds
       the write lock, so numbers follow commit order and a snapshot sees every number up to
       its largest, and no other: the delta is the rows at or above the largest the state saw
@@ -299,14 +301,19 @@ def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool) -> Any
         func.coalesce(func.max(units.c.change_seq), -1).label("top"),
     ).subquery("t")
     if dialect == "postgresql":
-        xmax = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
-        mark: Any = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        now_max = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+        age = f"(({now_max} - units.xmin::text::bigint) % {_XID} + {_XID}) % {_XID}"
+        then = "CAST(CAST(:mark AS text) AS pg_snapshot)"
+        mark: Any = literal_column("pg_current_snapshot()::text")
         changed: Any = text(
-            f"(({xmax} - units.xmin::text::bigint) % {_XID} + {_XID}) % {_XID} <= {xmax} - :mark"
-        ).bindparams(bindparam("mark", type_=BigInteger))
+            f"(CAST(:mark AS text) IS NULL OR ({age} <= {now_max} - "
+            f"pg_snapshot_xmin({then})::text::bigint AND NOT pg_visible_in_snapshot("
+            f"({now_max} - {age})::text::xid8, {then})))"
+        ).bindparams(bindparam("mark", type_=String))
     else:
         mark = totals.c.top
         changed = or_(
+            bindparam("mark", type_=BigInteger).is_(None),
             units.c.change_seq >= bindparam("mark", type_=BigInteger),
             units.c.change_seq.is_(None),
         )
@@ -430,7 +437,7 @@ def _merged(
         _COUNTS["full"] += 1
         state = _UnitState(
             statics=statics,
-            mark=int(head.mark),
+            mark=head.mark,
             seq=np.full(n, -1, dtype=np.int64),
             status=np.full(n, None, dtype=object),
             on_duty=np.zeros(n, dtype=bool),
@@ -442,12 +449,12 @@ def _merged(
         )
     elif not delta:
         _COUNTS["delta"] += 1
-        state = replace(base, mark=int(head.mark))
+        state = replace(base, mark=head.mark)
     else:
         _COUNTS["delta"] += 1
         state = replace(
             base,
-            mark=int(head.mark),
+            mark=head.mark,
             seq=base.seq.copy(),
             status=base.status.copy(),
             on_duty=base.on_duty.copy(),
