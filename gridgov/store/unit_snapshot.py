@@ -2,27 +2,36 @@
 arrays (the hot path of every dispatch).
 
 The units' fixed columns (kind, street, office...) are read once per loaded dataset and kept
-per engine; each snapshot reads only what changes (status, duty, busy incident, position), as
-the driver returns it, decoded in vectorised calls. Positions go through
-:func:`gridgov.dispatch.rules.effective_positions` and ranked by
+per engine; their changing columns (status, duty, busy incident, position) are kept per engine
+too, and each snapshot reads only the unit rows written since the last (one statement, exact:
+see :func:`_state_statement`), as the driver returns them, decoded in vectorised calls.
+Positions go through :func:`gridgov.dispatch.rules.effective_positions` and ranked by
 :func:`gridgov.dispatch.rules.unit_rank` (the one owner of each rule)."""
 
 from __future__ import annotations
 
+import json
+import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import shapely
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
+    String,
+    bindparam,
     func,
+    literal_column,
     or_,
     select,
+    text,
+    true,
     type_coerce,
 )
 from sqlalchemy.types import NullType
@@ -54,6 +63,7 @@ class _UnitStatics:
     """
 
     version: Any
+    ids: np.ndarray  # the unit ids (str), in the database's order of them
     index: dict[str, int]  # unit id -> row
     rank: np.ndarray  # place of each id in str order (ties cannot happen: ids are unique)
     kind: np.ndarray
@@ -62,6 +72,8 @@ class _UnitStatics:
     grid: np.ndarray
     office_lon: np.ndarray  # the office's position (NaN: no office, or it has no position)
     office_lat: np.ndarray
+    # Which rows are of some kinds, by sorted kinds (filled in by _wanted).
+    kind_masks: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False)
 
 
 _STATICS: weakref.WeakKeyDictionary[Engine, _UnitStatics] = weakref.WeakKeyDictionary()
@@ -171,6 +183,7 @@ def _read_statics(connection: Connection) -> _UnitStatics | None:
     ids = [str(r.unit_id) for r in units]
     return _UnitStatics(
         version=version,
+        ids=_objects(ids),
         index={u: i for i, u in enumerate(ids)},
         rank=rules.unit_rank(ids),
         kind=_strs([r.kind for r in units]),
@@ -197,39 +210,134 @@ def _unit_statics(engine: Engine, connection: Connection, version: Any) -> _Unit
     return statics if statics.version == version else None
 
 
-_SNAPSHOTS: dict[tuple[tuple[str, ...], bool], Any] = {}
+@dataclass(frozen=True)
+class _UnitState:
+    """The units' changing columns as of one database snapshot, row for row with ``statics``.
+
+    Kept per engine (:data:`_STATES`) and brought up to date by each snapshot, which reads only
+    the rows written since (:func:`_state_statement`). Never changed once built: a snapshot
+    that finds changes builds a new one, so threads share states without locks.
+    """
+
+    statics: _UnitStatics
+    mark: Any  # where the next delta starts (see _state_statement)
+    seq: np.ndarray  # change numbers (-1: none)
+    status: np.ndarray
+    on_duty: np.ndarray  # bool: the column is true
+    busy: np.ndarray
+    times: np.ndarray  # position times, aware (or None)
+    lon: np.ndarray
+    lat: np.ndarray
+    full_at: float  # time.monotonic() of the full read this state descends from
 
 
-def _snapshot_statement(kinds: Sequence[str], with_busy: bool) -> Any:
-    """The snapshot query of these kinds, built once (SQLAlchemy then reuses its cache key)."""
-    key = (tuple(sorted(kinds)), with_busy)
-    stmt = _SNAPSHOTS.get(key)
+_STATES: weakref.WeakKeyDictionary[Engine, _UnitState] = weakref.WeakKeyDictionary()
+#: The mark of a full read: every row.
+_FULL = None
+#: A state older than this (since its last full read) is read in full again: a backstop that
+#: bounds the life of any state, though deltas are exact (see _state_statement).
+_REFRESH_S = 300.0
+# How snapshots went, for tests and profiling: full reads and delta reads.
+_COUNTS = {"full": 0, "delta": 0}
+_STATEMENTS: dict[tuple[str, tuple[str, ...], bool], Any] = {}
+_XID = 4294967296  # PostgreSQL's 32-bit transaction ids wrap here
+
+
+def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool) -> Any:
+    """The one statement a snapshot runs (one database snapshot): a header row (dataset version,
+    the units' count and sum of change numbers, the next mark, the priorities of the incidents
+    the wanted units are busy on), left-joined with the unit rows written since ``:mark``.
+
+    Why the delta is exact, i.e. every unit row that differs from the state's is in it:
+
+    - PostgreSQL: a row version the state's snapshot S did not see was written by a transaction
+      S did not see as committed: one running at S or begun after it. The mark is S itself
+      (``pg_current_snapshot()``), and the delta is the rows whose ``xmin`` (the transaction
+      that wrote the version we see) S does not see (``pg_visible_in_snapshot``): every such
+      version, late commits whatever their change number, and the caller's own uncommitted
+      writes (its transaction is another than S's). Ids below S's ``xmin`` are all visible,
+      which the index-free scan tests first, cheaply. Ids are 32-bit and wrap: each is widened
+      against this snapshot's ``xmax``, above every id a row we can see carries. (A snapshot
+      lists no subtransactions: gridgov writes units in none, and a row written in one by hand
+      is caught by the sum check below.)
+    - SQLite: one writer at a time, and each takes the largest number plus one while it holds
+      the write lock, so numbers follow commit order and a snapshot sees every number up to
+      its largest, and no other: the delta is the rows at or above the largest the state saw
+      (at: a number reused after the row holding it was deleted).
+
+    A deleted row is not in any delta: the count and the sum of change numbers, compared with
+    the state's, tell (and catch anything a delta might ever miss), and the state is read in
+    full again.
+    """
+    key = (dialect, tuple(sorted(kinds)), with_busy)
+    stmt = _STATEMENTS.get(key)
     if stmt is not None:
         return stmt
-    units, incidents = UNITS, INCIDENTS
+    units = UNITS
     status_ok = units.c.status == str(UnitStatus.AVAILABLE)
     if with_busy:
         status_ok = or_(status_ok, units.c.status == str(UnitStatus.BUSY))
-    stmt = (
+    # The priorities a full read would join to the wanted units (an incident's priority can
+    # change without its units' rows changing), read afresh each time as one JSON value.
+    busy_on = select(units.c.busy_incident_id).where(
+        units.c.kind.in_(list(key[1])),
+        units.c.on_duty.is_(True),
+        status_ok,
+        units.c.busy_incident_id.is_not(None),
+    )
+    agg = func.json_object_agg if dialect == "postgresql" else func.json_group_object
+    priorities = (
         select(
-            _VERSION,
+            type_coerce(agg(INCIDENTS.c.incident_id, INCIDENTS.c.priority), NullType()).label(
+                "priorities"
+            )
+        )
+        .where(INCIDENTS.c.incident_id.in_(busy_on))
+        .subquery("p")
+    )
+    totals = select(
+        func.count().label("n"),
+        func.coalesce(func.sum(units.c.change_seq), 0).label("total"),
+        func.coalesce(func.max(units.c.change_seq), -1).label("top"),
+    ).subquery("t")
+    if dialect == "postgresql":
+        now_max = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+        age = f"(({now_max} - units.xmin::text::bigint) % {_XID} + {_XID}) % {_XID}"
+        then = "CAST(CAST(:mark AS text) AS pg_snapshot)"
+        mark: Any = literal_column("pg_current_snapshot()::text")
+        changed: Any = text(
+            f"(CAST(:mark AS text) IS NULL OR ({age} <= {now_max} - "
+            f"pg_snapshot_xmin({then})::text::bigint AND NOT pg_visible_in_snapshot("
+            f"({now_max} - {age})::text::xid8, {then})))"
+        ).bindparams(bindparam("mark", type_=String))
+    else:
+        mark = totals.c.top
+        changed = or_(
+            bindparam("mark", type_=BigInteger).is_(None),
+            units.c.change_seq >= bindparam("mark", type_=BigInteger),
+            units.c.change_seq.is_(None),
+        )
+    header = (
+        select(_VERSION, totals.c.n, totals.c.total, mark.label("mark"), priorities.c.priorities)
+        .select_from(totals.join(priorities, true()))
+        .subquery("h")
+    )
+    delta = (
+        select(
             units.c.unit_id,
             units.c.status,
             units.c.on_duty,
             units.c.busy_incident_id,
-            incidents.c.priority.label("busy_priority"),
-            # As the driver returns it: most units of a snapshot have no time to convert
-            # (see _times), and a per-row result processor cost more than the rest of a row.
+            # As the driver returns it: converted once per written row (see _times).
             type_coerce(units.c.position_time, NullType()).label("position_time"),
             _raw_position(units.c.position),
+            units.c.change_seq,
         )
-        .select_from(
-            units.outerjoin(incidents, units.c.busy_incident_id == incidents.c.incident_id)
-        )
-        .where(units.c.kind.in_(list(key[0])), units.c.on_duty.is_(True), status_ok)
-        .order_by(units.c.unit_id)
+        .where(changed)
+        .subquery("d")
     )
-    _SNAPSHOTS[key] = stmt
+    stmt = select(header, delta).select_from(header.outerjoin(delta, true()))
+    _STATEMENTS[key] = stmt
     return stmt
 
 
@@ -247,36 +355,131 @@ def _snapshot_pool(
     works on and that incident's priority, which is what preemption needs. Positions go
     through the same fallbacks as :func:`gridgov.dispatch.prepare_units`: a stale or missing
     one is replaced by the unit's office, or the unit is left out, and the note says which.
+
+    The same pool as reading every wanted unit row now, in the order of their ids, built from
+    the units' state this process keeps (:class:`_UnitState`) and the rows written since.
+    ``within``: the caller's write transaction, whose own writes the pool includes; a state
+    read there is used for this pool only, never kept for other threads.
     """
-    stmt = _snapshot_statement(kinds, with_busy)
     for _ in range(_SNAPSHOT_ROUNDS):
         if within is not None:
-            # Inside the caller's write transaction: it sees the units that transaction freed.
-            rows = within.execute(stmt).all()
-            if not rows:
-                return _pool(ctx, None, [], now, within.dialect)
-            statics = _unit_statics(engine, within, rows[0].version)
-            dialect = within.dialect
+            found = _current_state(engine, within, kinds, with_busy, keep=False)
         else:
             # One connection (one pool checkout) for everything this attempt reads.
             with translate_errors(engine), engine.connect() as connection:
-                rows = connection.execute(stmt).all()
-                if not rows:
-                    return _pool(ctx, None, [], now, connection.dialect)
-                statics = _unit_statics(engine, connection, rows[0].version)
-                dialect = connection.dialect
-        if statics is None:
-            continue
-        try:
-            return _pool(ctx, statics, rows, now, dialect)
-        except KeyError:
-            # A unit the cached statics do not know: units were written without a dataset
-            # entry (by hand, in SQL). Read the statics afresh rather than fail.
+                found = _current_state(engine, connection, kinds, with_busy, keep=True)
+        if found is not None:
+            return _pool(ctx, *found, kinds, with_busy, now)
+    msg = "the units were reloaded again and again while dispatching; try again"
+    raise StoreError(msg)
+
+
+def _current_state(
+    engine: Engine, connection: Connection, kinds: Sequence[str], with_busy: bool, *, keep: bool
+) -> tuple[_UnitState, dict[str, Any]] | None:
+    """The units' state as ``connection`` sees them now, with the busy incidents' priorities;
+    None when a dataset load came in between (the caller tries again). ``keep``: publish it
+    for other threads (only what is committed: never a state read inside a write)."""
+    with _CACHE_LOCK:
+        start = _STATES.get(engine)
+    base = start
+    if base is not None and time.monotonic() - base.full_at > _REFRESH_S:
+        base = None
+    stmt = _state_statement(connection.dialect.name, kinds, with_busy)
+    rows = connection.execute(stmt, {"mark": base.mark if base else _FULL}).all()
+    statics = _unit_statics(engine, connection, rows[0].version)
+    if statics is None:
+        return None
+    state = None
+    if base is not None and base.statics is statics:
+        state = _merged(base, rows, statics, connection.dialect)
+    if state is None:
+        if base is not None:
+            # A state of other statics, or the delta did not add up (a unit deleted): read all.
+            rows = connection.execute(stmt, {"mark": _FULL}).all()
+            if rows[0].version != statics.version:
+                return None
+        state = _merged(None, rows, statics, connection.dialect)
+        if state is None:
+            # Units the statics do not know, or rows they have and the table lacks: units were
+            # written without a dataset entry (by hand, in SQL). Read the statics afresh.
             with _CACHE_LOCK:
                 if _STATICS.get(engine) is statics:
                     del _STATICS[engine]
-    msg = "the units were reloaded again and again while dispatching; try again"
-    raise StoreError(msg)
+            return None
+    if keep:
+        with _CACHE_LOCK:
+            # Only over the state this one grew from: any published state is exact for its own
+            # snapshot, so losing this race costs at most a larger delta next time.
+            if _STATES.get(engine) is start:
+                _STATES[engine] = state
+    head = rows[0]
+    priorities = head.priorities
+    if isinstance(priorities, str):
+        priorities = json.loads(priorities)
+    return state, priorities or {}
+
+
+def _merged(
+    base: _UnitState | None, rows: Sequence[Any], statics: _UnitStatics, dialect: Any
+) -> _UnitState | None:
+    """``base`` with the rows of a delta read written in (a full read when None); None when the
+    result does not add up to the header's count and sum of change numbers, or a row is of a
+    unit the statics do not know."""
+    head = rows[0]
+    n = len(statics.index)
+    delta = [r for r in rows if r.unit_id is not None]
+    try:
+        at = np.array([statics.index[r.unit_id] for r in delta], dtype=np.int64)
+    except KeyError:
+        return None
+    if base is None:
+        _COUNTS["full"] += 1
+        state = _UnitState(
+            statics=statics,
+            mark=head.mark,
+            seq=np.full(n, -1, dtype=np.int64),
+            status=np.full(n, None, dtype=object),
+            on_duty=np.zeros(n, dtype=bool),
+            busy=np.full(n, None, dtype=object),
+            times=np.full(n, None, dtype=object),
+            lon=np.full(n, np.nan),
+            lat=np.full(n, np.nan),
+            full_at=time.monotonic(),
+        )
+    elif not delta:
+        _COUNTS["delta"] += 1
+        state = replace(base, mark=head.mark)
+    else:
+        _COUNTS["delta"] += 1
+        state = replace(
+            base,
+            mark=head.mark,
+            seq=base.seq.copy(),
+            status=base.status.copy(),
+            on_duty=base.on_duty.copy(),
+            busy=base.busy.copy(),
+            times=base.times.copy(),
+            lon=base.lon.copy(),
+            lat=base.lat.copy(),
+        )
+    if delta:
+        # The delta's columns (after the header's five), transposed in one go.
+        _, status, on_duty, busy, times, positions, seq = zip(*(r[5:] for r in delta), strict=True)
+        state.seq[at] = [-1 if s is None else s for s in seq]
+        state.status[at] = _objects(status)
+        state.on_duty[at] = [v is True for v in on_duty]
+        state.busy[at] = _objects(busy)
+        state.times[at] = _objects(_times(times, dialect))
+        state.lon[at], state.lat[at] = _xy(positions)
+    numbered = state.seq >= 0
+    if (
+        int(head.n) != n
+        or int(head.total) != int(state.seq[numbered].sum())
+        or (base is None and len(np.unique(at)) != n)
+    ):
+        return None
+    return state
 
 
 def _times(values: Sequence[Any], dialect: Any) -> list[datetime | None]:
@@ -288,43 +491,63 @@ def _times(values: Sequence[Any], dialect: Any) -> list[datetime | None]:
     return [None if v is None else process(v) for v in values]
 
 
+def _wanted(statics: _UnitStatics, kinds: Sequence[str]) -> np.ndarray:
+    """Which units are of ``kinds`` (kept with the statics: kinds change only with a load)."""
+    key = tuple(sorted(kinds))
+    mask = statics.kind_masks.get(key)
+    if mask is None:
+        wanted = frozenset(key)
+        mask = np.array([k in wanted for k in statics.kind], dtype=bool).reshape(-1)
+        statics.kind_masks[key] = mask
+    return mask
+
+
 def _pool(
     ctx: dispatch.DispatchContext,
-    statics: _UnitStatics | None,
-    rows: Sequence[Any],
+    state: _UnitState,
+    priorities: dict[str, Any],
+    kinds: Sequence[str],
+    with_busy: bool,
     now: datetime,
-    dialect: Any,
 ) -> Any:
-    n = len(rows)
-    # Columns of the snapshot's rows (see _snapshot_statement), transposed in one go.
-    _, unit_ids, status, on_duty, busy, priority, times, positions = (
-        zip(*rows, strict=True) if n else ((),) * 8
+    """The pool of the wanted units of ``state``: the rows a full read's WHERE keeps, in the
+    statics' order (the database's order of the ids)."""
+    statics = state.statics
+    status_ok = state.status == str(UnitStatus.AVAILABLE)
+    if with_busy:
+        status_ok |= state.status == str(UnitStatus.BUSY)
+    at = np.flatnonzero(_wanted(statics, kinds) & state.on_duty & status_ok)
+    n = len(at)
+    busy = state.busy[at]
+    lon, lat, note = rules.effective_positions(
+        state.lon[at],
+        state.lat[at],
+        state.times[at].tolist(),
+        statics.office_lon[at],
+        statics.office_lat[at],
+        now,
     )
-    ids = _objects(unit_ids)
-    at = np.array([statics.index[u] for u in unit_ids] if statics else [], dtype=np.int64)
-    lon, lat = _xy(positions)
-    office_lon = statics.office_lon[at] if statics else np.zeros(0)
-    office_lat = statics.office_lat[at] if statics else np.zeros(0)
-    stamps = _times(times, dialect)
-    lon, lat, note = rules.effective_positions(lon, lat, stamps, office_lon, office_lat, now)
-    empty = np.zeros(0, dtype=object)
+    busy_priority = np.full(n, np.nan)
+    if priorities:  # none unless the wanted units include busy ones
+        for i, b in enumerate(busy.tolist()):
+            p = None if b is None else priorities.get(b)
+            if p is not None:
+                busy_priority[i] = float(p)
     return dispatch.UnitPool.from_arrays(
         ctx,
-        ids=ids,
-        rank=statics.rank[at] if statics else np.zeros(0, dtype=np.int64),
-        kind=statics.kind[at] if statics else empty,
-        street=statics.street[at] if statics else empty,
-        mode=statics.mode[at] if statics else empty,
-        grid=statics.grid[at] if statics else empty,
-        status=_objects(status),
-        on_duty=np.array(on_duty, dtype=bool).reshape(n),
+        ids=statics.ids[at],
+        rank=statics.rank[at],
+        kind=statics.kind[at],
+        street=statics.street[at],
+        mode=statics.mode[at],
+        grid=statics.grid[at],
+        status=state.status[at],
+        on_duty=state.on_duty[at],
         lon=lon,
         lat=lat,
         note=note,
-        busy_incident=_objects(busy),
-        busy_priority=np.array(
-            [np.nan if p is None else float(p) for p in priority], dtype=float
-        ).reshape(n),
+        busy_incident=busy,
+        busy_priority=busy_priority,
     )
 
 
