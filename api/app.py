@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from api.replica_reads import WriteNotes
 from api.retention_sweep import install_retention_sweep
 from api.web_headers import WebHeadersMiddleware
 from gridgov import __version__, store
+from gridgov.errors import GridgovError
 from gridgov.settings import Settings, get_settings
 from gridgov.store.read_routing import ReadRouting
 
@@ -140,5 +142,21 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
 def app_from_env() -> FastAPI:
     """uvicorn's factory (``uvicorn --factory api.app:app_from_env``): settings from the
-    environment, so every worker process builds its own engine."""
-    return create_app()
+    environment, so every worker process builds its own engine, and loads its district before
+    it serves (:func:`warm_up`)."""
+    app = create_app()
+    warm_up(app)
+    return app
+
+
+def warm_up(app: FastAPI) -> None:
+    """Load what the first report would otherwise wait for: the dispatch context (areas,
+    catalogue, road network) and the units' snapshot. A store with no district yet is left
+    as it is (the first request loads it, as before)."""
+    engine = app.state.engine
+    try:
+        ctx = store.context_from_store(engine)
+        kinds = sorted({str(k) for m in ctx.catalog.matters for k in m.required_kinds})
+        store.available_pool(engine, ctx, kinds, now=datetime.now(UTC))
+    except GridgovError:
+        return

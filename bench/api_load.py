@@ -476,10 +476,16 @@ class _Connection:
     """One keep-alive HTTP/1.1 connection. Hand-written and minimal: the client shares the 2
     cores with the server under test, so its own cost per request must stay small."""
 
+    #: uvicorn closes a keep-alive connection idle for 5 s; like any HTTP client's pool, a
+    #: connection idle longer than this is not reused (a request on one the server has just
+    #: closed fails half-read, a failure of the client, not of the server).
+    IDLE_S = 4.0
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.used = 0.0
 
     async def _open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -488,6 +494,10 @@ class _Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is not None and (
+            time.monotonic() - self.used > self.IDLE_S or (self.reader and self.reader.at_eof())
+        ):
+            await self.close()
         if self.writer is None:
             await self._open()
         assert self.reader is not None and self.writer is not None
@@ -509,6 +519,7 @@ class _Connection:
                     break
                 parts.append(chunk[:-2])
             body = b"".join(parts)
+        self.used = time.monotonic()
         if b"connection: close" in lower:
             await self.close()
         return status, body

@@ -88,3 +88,26 @@ def test_a_fix_written_elsewhere_is_pushed(
         stop.set()
         if writer is not reference_engine:
             writer.dispose()
+
+
+def test_the_listener_of_a_service_engine_hears_a_fix(
+    reference_engine: Engine, reference_store_url: str
+) -> None:
+    """The engine a service opens (statement timeout in its URL's ``options``) still LISTENs:
+    a DSN rendered back from that URL once spelt the option's spaces as '+', the connection
+    was refused and no stream was ever woken (only their heartbeat re-reads)."""
+    from gridgov.store.change_signals import watch_changes
+
+    if store.detect_backend(reference_engine) != "postgresql":
+        return  # SQLite wakes from the committing thread: test_a_fix_written_elsewhere_is_pushed
+    engine = store.open_store(reference_store_url)
+    assert "statement_timeout" in str(engine.url.query)
+    woke = threading.Event()
+    watch_changes(engine, woke.set)
+    assert woke.wait(10), "the listener never connected"
+    time.sleep(1.5)  # its first probe of the units (what it wakes on is a change after it)
+    woke.clear()
+    unit = sorted(store.read_units(engine, street_code=STREET_A)["unit_id"])[0]
+    fleet.record_position(engine, unit, 104.052, 30.692, now=datetime.now(UTC))
+    assert woke.wait(10), "a unit's fix woke nobody"
+    engine.dispose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Engine, event
 
@@ -33,19 +34,20 @@ def watch_changes(engine: Engine, wake: Callable[[], None]) -> None:
     """Call ``wake`` whenever the store may have changed (from a daemon thread on PostgreSQL,
     from the committing thread on SQLite)."""
     if detect_backend(engine) == "postgresql":
-        url = engine.url.set(drivername="postgresql")
-        dsn = url.render_as_string(hide_password=False)
-        threading.Thread(target=_listen, args=(dsn, wake), daemon=True).start()
+        # The arguments the engine's own driver connects with: a URL rendered back to text
+        # spells the spaces of ``options`` (the statement timeout) as '+', which libpq refuses.
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        threading.Thread(target=_listen, args=(args, kwargs, wake), daemon=True).start()
     else:
         event.listen(engine, "commit", lambda connection: wake())
 
 
-def _listen(dsn: str, wake: Callable[[], None]) -> None:
+def _listen(args: Any, kwargs: dict[str, Any], wake: Callable[[], None]) -> None:
     import psycopg
 
     while True:
         try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
+            with psycopg.connect(*args, **{**kwargs, "autocommit": True}) as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
                 wake()  # anything missed while (re)connecting
                 units = None
