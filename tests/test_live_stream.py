@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from live_server import serve
 from sqlalchemy import Engine
 
@@ -111,3 +112,18 @@ def test_the_listener_of_a_service_engine_hears_a_fix(
     fleet.record_position(engine, unit, 104.052, 30.692, now=datetime.now(UTC))
     assert woke.wait(10), "a unit's fix woke nobody"
     engine.dispose()
+
+
+@pytest.mark.postgis
+def test_the_listener_connects_as_the_engine_does(postgis_url: str) -> None:
+    """A service engine's URL carries the statement timeout in ``options``; the listener's own
+    connection gets it too (rendered back to text, the URL was refused by the server)."""
+    from gridgov.store.change_signals import listener_connection
+
+    engine = store.open_store(postgis_url)
+    try:
+        with listener_connection(engine) as conn:
+            (timeout,) = conn.execute("SHOW statement_timeout").fetchone()
+        assert timeout != "0"
+    finally:
+        engine.dispose()

@@ -34,20 +34,27 @@ def watch_changes(engine: Engine, wake: Callable[[], None]) -> None:
     """Call ``wake`` whenever the store may have changed (from a daemon thread on PostgreSQL,
     from the committing thread on SQLite)."""
     if detect_backend(engine) == "postgresql":
-        # The arguments the engine's own driver connects with: a URL rendered back to text
-        # spells the spaces of ``options`` (the statement timeout) as '+', which libpq refuses.
-        args, kwargs = engine.dialect.create_connect_args(engine.url)
-        threading.Thread(target=_listen, args=(args, kwargs, wake), daemon=True).start()
+        threading.Thread(target=_listen, args=(engine, wake), daemon=True).start()
     else:
         event.listen(engine, "commit", lambda connection: wake())
 
 
-def _listen(args: Any, kwargs: dict[str, Any], wake: Callable[[], None]) -> None:
+def listener_connection(engine: Engine) -> Any:
+    """A psycopg connection of its own (autocommit) to the engine's database, made with the
+    arguments the engine's driver connects with: a URL rendered back to text spells the
+    spaces of ``options`` (the statement timeout) as '+', which the server refuses."""
+    import psycopg
+
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    return psycopg.connect(*args, **{**kwargs, "autocommit": True})
+
+
+def _listen(engine: Engine, wake: Callable[[], None]) -> None:
     import psycopg
 
     while True:
         try:
-            with psycopg.connect(*args, **{**kwargs, "autocommit": True}) as conn:
+            with listener_connection(engine) as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
                 wake()  # anything missed while (re)connecting
                 units = None
