@@ -9,7 +9,9 @@ and drives ``POST /api/v1/incidents`` (random matter, a micro-grid's representat
 admin bearer token, an ``Idempotency-Key`` per request) with a closed loop of ``--concurrency``
 keep-alive connections. In the same run it drives a bare FastAPI app (defined here,
 :func:`bare_app_from_env`) whose one POST endpoint inserts one row on the same server, under the
-same uvicorn settings and load, as the ratio baseline. See bench/README.md for measured figures.
+same uvicorn settings and load, as the ratio baseline, and (``--single-variant``, on by default)
+gridgov again with the micro-batched intake off (``GRIDGOV_INTAKE_BATCH_MAX=0``), so that the
+batched and the one-by-one intake are compared in one run. See bench/README.md for figures.
 
 The database at ``--url`` is the template: it is initialised and loaded with the reference
 district if it holds none, and never written to otherwise. Every measured configuration runs on
