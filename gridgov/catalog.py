@@ -345,13 +345,15 @@ def catalog_from_dict(data: Any, *, origin: str = "<dict>") -> Catalog:
     if not isinstance(data, Mapping):
         problems.append(f"the catalogue must be a mapping, not {type(data).__name__}")
         _raise_if(problems, origin)
-    _check_fields(data, CATALOG_FIELDS, "catalogue", problems)
+    check_fields(data, CATALOG_FIELDS, "catalogue", problems)
 
     version = data.get("version")
     bad_version = isinstance(version, bool) or not isinstance(version, str | int | float)
     if "version" in data and (bad_version or not str(version).strip()):
         problems.append("catalogue: 'version' must be a non-empty string")
-    source = _text(data.get("source"), "catalogue", "source", problems) if "source" in data else ""
+    source = (
+        text_field(data.get("source"), "catalogue", "source", problems) if "source" in data else ""
+    )
 
     majors = _parse_majors(data.get("event_majors"), problems)
     domains = _parse_domains(data.get("domains"), problems)
@@ -421,9 +423,11 @@ def _stage(stage: Stage | str) -> Stage:
         raise InputError(msg) from None
 
 
-def _check_fields(
+def check_fields(
     raw: Mapping[str, Any], expected: tuple[str, ...], where: str, problems: list[str]
 ) -> None:
+    """Note in ``problems`` the fields of a YAML mapping missing from, or not in, ``expected``
+    (the catalogue's and the consultation catalogue's one check)."""
     missing = [f for f in expected if f not in raw]
     if missing:
         problems.append(f"{where}: missing field(s) {', '.join(missing)}")
@@ -433,7 +437,8 @@ def _check_fields(
         problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
 
 
-def _text(value: Any, where: str, name: str, problems: list[str]) -> str:
+def text_field(value: Any, where: str, name: str, problems: list[str]) -> str:
+    """A YAML value that must be a non-empty string, stripped ("" and a problem noted if not)."""
     if not isinstance(value, str) or not value.strip():
         problems.append(f"{where}: {name!r} must be a non-empty string")
         return ""
@@ -485,7 +490,7 @@ def _parse_coded(
         if not isinstance(item, Mapping):
             problems.append(f"{where}: must be a mapping with code, zh and en")
             continue
-        _check_fields(item, CODED_FIELDS, where, problems)
+        check_fields(item, CODED_FIELDS, where, problems)
         code = item.get("code")
         if not isinstance(code, str) or not pattern.fullmatch(code):
             problems.append(f"{where}: code {code!r} must be {code_rule}")
@@ -493,8 +498,8 @@ def _parse_coded(
         if any(p.code == code for p in parsed):
             problems.append(f"{where}: duplicate {noun} {code}")
             continue
-        zh = _text(item.get("zh"), where, "zh", problems)
-        en = _text(item.get("en"), where, "en", problems)
+        zh = text_field(item.get("zh"), where, "zh", problems)
+        en = text_field(item.get("en"), where, "en", problems)
         parsed.append(make(code=code, zh=zh, en=en))
     return parsed
 
@@ -513,7 +518,7 @@ def _parse_matter(
     before = len(problems)
     code = raw.get("code")
     where = f"matters[{i}] ({code})" if isinstance(code, str) else f"matters[{i}]"
-    _check_fields(raw, MATTER_FIELDS, where, problems)
+    check_fields(raw, MATTER_FIELDS, where, problems)
 
     domain = raw.get("domain")
     if "domain" in raw and (not isinstance(domain, str) or domain not in domain_codes):
@@ -529,11 +534,11 @@ def _parse_matter(
                 f"{where}: code {code!r} does not follow the scheme <domain>-NN ({domain}-01)"
             )
 
-    name_zh = _text(raw.get("name_zh"), where, "name_zh", problems) if "name_zh" in raw else ""
-    name_en = _text(raw.get("name_en"), where, "name_en", problems) if "name_en" in raw else ""
+    name_zh = text_field(raw.get("name_zh"), where, "name_zh", problems) if "name_zh" in raw else ""
+    name_en = text_field(raw.get("name_en"), where, "name_en", problems) if "name_en" in raw else ""
     description = ""
     if "description_en" in raw:
-        description = _text(raw.get("description_en"), where, "description_en", problems)
+        description = text_field(raw.get("description_en"), where, "description_en", problems)
         if "\n" in description:
             problems.append(f"{where}: description_en must be one line (it is Open311's)")
 
@@ -654,7 +659,7 @@ def _parse_deadlines(raw: Any, where: str, problems: list[str]) -> Deadlines | N
         problems.append(f"{where}: deadlines must be a mapping of {', '.join(DEADLINE_FIELDS)}")
         return None
     before = len(problems)
-    _check_fields(raw, DEADLINE_FIELDS, f"{where} deadlines", problems)
+    check_fields(raw, DEADLINE_FIELDS, f"{where} deadlines", problems)
     values: dict[str, float] = {}
     for name in DEADLINE_FIELDS:
         if name not in raw:
@@ -683,7 +688,7 @@ def _parse_event_class(
         problems.append(f"{where}: event_class must be a mapping of major, minor and name_zh")
         return None
     before = len(problems)
-    _check_fields(raw, EVENT_CLASS_FIELDS, f"{where} event_class", problems)
+    check_fields(raw, EVENT_CLASS_FIELDS, f"{where} event_class", problems)
     major, minor = raw.get("major"), raw.get("minor")
     for name, value in (("major", major), ("minor", minor)):
         if name in raw and (not isinstance(value, str) or not _TWO_DIGITS.fullmatch(value)):
@@ -694,7 +699,7 @@ def _parse_event_class(
     if isinstance(major, str) and _TWO_DIGITS.fullmatch(major) and major not in major_codes:
         problems.append(f"{where}: event_class major {major!r} is not declared in event_majors")
     name_zh = (
-        _text(raw.get("name_zh"), f"{where} event_class", "name_zh", problems)
+        text_field(raw.get("name_zh"), f"{where} event_class", "name_zh", problems)
         if "name_zh" in raw
         else ""
     )

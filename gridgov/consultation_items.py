@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridgov.catalog import URL_SAFE_CODE, read_catalog_yaml
+from gridgov.catalog import URL_SAFE_CODE, check_fields, read_catalog_yaml, text_field
 from gridgov.errors import CatalogError, InputError
 from gridgov.settings import get_settings
 
@@ -150,11 +150,11 @@ def consultation_catalog_from_dict(data: Any, *, origin: str = "<dict>") -> Cons
             [f"the catalogue must be a mapping, not {type(data).__name__}"],
             origin,
         )
-    _fields(data, CONSULTATION_FIELDS, "catalogue", problems)
+    check_fields(data, CONSULTATION_FIELDS, "catalogue", problems)
     version = str(data.get("version", "")).strip()
     if not version:
         problems.append("catalogue: 'version' must be a non-empty string")
-    source = _text(data.get("source"), "catalogue", "source", problems)
+    source = text_field(data.get("source"), "catalogue", "source", problems)
     terms = {
         name: _terms(data.get(name), name, problems)
         for name in ("planning_levels", "planning_stages", "decision_areas", "decision_steps")
@@ -206,7 +206,7 @@ def _item(
         return None
     where = f"items[{i}] ({raw.get('code', '?')})"
     before = len(problems)
-    _fields(raw, ITEM_FIELDS, where, problems)
+    check_fields(raw, ITEM_FIELDS, where, problems)
     code = raw.get("code")
     if not isinstance(code, str) or not URL_SAFE_CODE.fullmatch(code):
         problems.append(f"{where}: 'code' must be a URL-safe code such as P-OVR-01")
@@ -227,8 +227,8 @@ def _item(
     acceptance = raw.get("acceptance")
     if not isinstance(acceptance, bool):
         problems.append(f"{where}: 'acceptance' must be true or false")
-    zh = _text(raw.get("zh"), where, "zh", problems)
-    en = _text(raw.get("en"), where, "en", problems)
+    zh = text_field(raw.get("zh"), where, "zh", problems)
+    en = text_field(raw.get("en"), where, "en", problems)
     if len(problems) > before:
         return None
     return ConsultationItem(
@@ -253,33 +253,15 @@ def _terms(raw: Any, name: str, problems: list[str]) -> tuple[Term, ...]:
         if not isinstance(entry, Mapping):
             problems.append(f"{where}: must be a mapping with code, zh and en")
             continue
-        _fields(entry, TERM_FIELDS, where, problems)
-        code = _text(entry.get("code"), where, "code", problems)
-        zh = _text(entry.get("zh"), where, "zh", problems)
-        en = _text(entry.get("en"), where, "en", problems)
+        check_fields(entry, TERM_FIELDS, where, problems)
+        code = text_field(entry.get("code"), where, "code", problems)
+        zh = text_field(entry.get("zh"), where, "zh", problems)
+        en = text_field(entry.get("en"), where, "en", problems)
         if code in {t.code for t in out}:
             problems.append(f"{where}: duplicate code {code!r}")
         elif code and zh and en:
             out.append(Term(code, zh, en))
     return tuple(out)
-
-
-def _fields(
-    raw: Mapping[str, Any], expected: tuple[str, ...], where: str, problems: list[str]
-) -> None:
-    missing = [f for f in expected if f not in raw]
-    if missing:
-        problems.append(f"{where}: missing field(s) {', '.join(missing)}")
-    unknown = [str(f) for f in raw if f not in expected]
-    if unknown:
-        problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
-
-
-def _text(value: Any, where: str, name: str, problems: list[str]) -> str:
-    if not isinstance(value, str) or not value.strip():
-        problems.append(f"{where}: {name!r} must be a non-empty string")
-        return ""
-    return value.strip()
 
 
 def _raise(problems: list[str], origin: str) -> None:
