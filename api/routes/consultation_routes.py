@@ -11,6 +11,7 @@ caller's scope's (:mod:`gridgov.service.scope`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -243,6 +244,21 @@ def _request(engine: Any, principal: Principal, request_id: int) -> dict[str, An
     return _rows(frame)[0]
 
 
+def _step(
+    action: Callable[..., Any],
+    engine: Any,
+    principal: Principal,
+    request_id: int,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A step of a request by the caller, now (the service checks it may); answered with the
+    request as the caller sees it afterwards."""
+    action(
+        engine, principal.scope, request_id, at=datetime.now(UTC), actor=principal.actor, **fields
+    )
+    return _request(engine, principal, request_id)
+
+
 @router.post(
     "/requests/{request_id}/respond",
     response_model=RequestOut,
@@ -252,17 +268,15 @@ def _request(engine: Any, principal: Principal, request_id: int) -> dict[str, An
 def respond(
     request_id: RequestId, body: RespondIn, principal: Answerer, engine: EngineDep
 ) -> dict[str, Any]:
-    consultations.respond(
+    return _step(
+        consultations.respond,
         engine,
-        principal.scope,
+        principal,
         request_id,
         opinion=body.opinion,
         text=body.text,
-        at=datetime.now(UTC),
-        actor=principal.actor,
         attachments=body.attachments,
     )
-    return _request(engine, principal, request_id)
 
 
 @router.post(
@@ -274,16 +288,14 @@ def respond(
 def adopt(
     request_id: RequestId, body: AdoptIn, principal: Adopter, engine: EngineDep
 ) -> dict[str, Any]:
-    consultations.adopt(
+    return _step(
+        consultations.adopt,
         engine,
-        principal.scope,
+        principal,
         request_id,
         adoption=body.adoption,
         reason=body.reason,
-        at=datetime.now(UTC),
-        actor=principal.actor,
     )
-    return _request(engine, principal, request_id)
 
 
 @router.post(
@@ -295,16 +307,14 @@ def adopt(
 def accept(
     request_id: RequestId, body: AcceptIn, principal: Answerer, engine: EngineDep
 ) -> dict[str, Any]:
-    consultations.accept(
+    return _step(
+        consultations.accept,
         engine,
-        principal.scope,
+        principal,
         request_id,
         accepted=body.accepted,
         reason=body.reason,
-        at=datetime.now(UTC),
-        actor=principal.actor,
     )
-    return _request(engine, principal, request_id)
 
 
 @router.post(
