@@ -12,7 +12,7 @@ never read.
 from __future__ import annotations
 
 import re
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,6 +25,44 @@ from api.error_answers import error_response
 __all__ = ["BodyLimitMiddleware", "BodyTooLarge", "allow_larger_body", "body_limit"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+async def watch_body(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    look: Callable[[bytes], None],
+    refusal: type[StarletteHTTPException],
+) -> StarletteHTTPException | None:
+    """Run ``app`` with every chunk of the request body shown to ``look`` as it streams in.
+
+    ``look`` refuses the body by raising ``refusal`` (an HTTP error, so route code reading the
+    body lets it through). Returned when it came before the answer started, for the caller
+    to answer; raised again when part of an answer was sent already (the body limit's and the
+    NUL guard's one mechanism).
+    """
+    started = False
+
+    async def looked() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            look(message.get("body", b""))
+        return message
+
+    async def watched(message: MutableMapping[str, Any]) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, looked, watched)
+    except refusal as exc:
+        if started:
+            raise
+        return exc
+    return None
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -96,27 +134,14 @@ class BodyLimitMiddleware:
                 await _refuse(scope, receive, send, 413, BodyTooLarge(limit, setting).detail)
                 return
         received = 0
-        started = False
 
-        async def counted() -> Message:
+        def count(body: bytes) -> None:
             nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit, setting)
-            return message
+            received += len(body)
+            if received > limit:
+                raise BodyTooLarge(limit, setting)
 
-        async def watched(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted, watched)
-        except BodyTooLarge as exc:
+        refused = await watch_body(self.app, scope, receive, send, count, BodyTooLarge)
+        if refused is not None:
             # Raised outside the routes' error answers (a middleware was reading the body).
-            if started:
-                raise
-            await _refuse(scope, receive, send, 413, str(exc.detail))
+            await _refuse(scope, receive, send, 413, str(refused.detail))

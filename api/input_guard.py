@@ -12,14 +12,13 @@ same rule where intake checks free text (:func:`gridgov.text_rules.check_text`).
 from __future__ import annotations
 
 import re
-from collections.abc import MutableMapping
-from typing import Any
 from urllib.parse import unquote
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.body_limit import watch_body
 from api.error_answers import error_response
 
 __all__ = ["InputGuardMiddleware", "NulInBody"]
@@ -57,7 +56,6 @@ class InputGuardMiddleware:
             await _refuse(scope, receive, send, "the URL holds a control character")
             return
         tail = b""
-        started = False
         content_type = dict(scope["headers"]).get(b"content-type", b"").lower()
         if content_type.startswith(b"multipart/form-data"):
             await self.app(scope, receive, send)
@@ -65,25 +63,12 @@ class InputGuardMiddleware:
         form = content_type.startswith(b"application/x-www-form-urlencoded")
         nul = _NUL_FORM if form else _NUL
 
-        async def checked() -> Message:
+        def check(body: bytes) -> None:
             nonlocal tail
-            message = await receive()
-            if message["type"] == "http.request":
-                body = message.get("body", b"")
-                if nul.search(tail + body):
-                    raise NulInBody
-                tail = (tail + body)[-_TAIL:]
-            return message
+            if nul.search(tail + body):
+                raise NulInBody
+            tail = (tail + body)[-_TAIL:]
 
-        async def watched(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, checked, watched)
-        except NulInBody as exc:
-            if started:
-                raise
-            await _refuse(scope, receive, send, str(exc.detail))
+        refused = await watch_body(self.app, scope, receive, send, check, NulInBody)
+        if refused is not None:
+            await _refuse(scope, receive, send, str(refused.detail))
