@@ -325,16 +325,17 @@ def test_a_failing_report_leaves_the_rest_of_its_batch_stored(
 def test_a_unit_taken_meanwhile_sends_the_report_the_single_way(
     district: Engine, ctx: dispatch.DispatchContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another process takes the chosen unit between the batch's snapshot and its commit:
-    the commit leaves that decision out and the report is dispatched the single way."""
-    real = store.available_pool
+    """A writer that takes no dispatch turn (a dispatcher's manual choice, a fix taking the
+    unit off duty) took the chosen unit after the snapshot the batch decided on: the commit
+    leaves that decision out and the report is dispatched the single way.
 
-    def then_taken(*args: Any, **kwargs: Any) -> Any:
-        pool = real(*args, **kwargs)
-        store.set_unit_status(district, "E1", "busy")
-        return pool
+    The batch reads its snapshot inside its own transaction, where SQLite lets no other writer
+    in; so the snapshot is made stale instead: read before the unit was taken."""
+    from gridgov.store import dispatch_rows
 
-    monkeypatch.setattr(store, "available_pool", then_taken)
+    stale = store.available_pool(district, ctx, ["enforcement"], now=NOW)
+    store.set_unit_status(district, "E1", "busy")
+    monkeypatch.setattr(dispatch_rows, "_snapshot_pool", lambda *a, **k: stale)
     got = _report(district, ctx, "T-ENF", A, incident_id="TAKEN-MEANWHILE")
     assert [a.unit_id for a in got.decision.assignments] == ["E2"]
     assert "batch" not in got.decision.explanation  # decided the single way
@@ -365,6 +366,9 @@ def test_many_threads_each_get_their_own_decision(
     active = _active(district)
     answered = {a.unit_id: r.incident_id for r in results.values() for a in r.decision.assignments}
     assert active == answered  # the store holds exactly what each caller was told
+    # Batches take their kinds' dispatch turn before their snapshot: none chose a unit an
+    # earlier batch had taken, so none was left out to the single way.
+    assert all("batch" in r.decision.explanation for r in results.values())
     with district.connect() as connection:
         stored = connection.execute(
             select(func.count()).where(INCIDENTS.c.incident_id.like("MANY-%"))

@@ -8,17 +8,20 @@ no thread of its own, so a lone report goes straight through) takes everything q
    the single path stores it, with its duplicate check and its Idempotency-Key link; one that
    fails is rolled back alone);
 2. asks each street's dispatch mode (:func:`gridgov.service.dispatch_mode.decide`);
-3. decides the registered reports to dispatch at once on ONE snapshot of the available units
+3. takes the dispatch turn of the batch's force kinds, decides the registered reports to
+   dispatch at once on ONE snapshot of the available units read under that turn
    (:func:`gridgov.dispatch.decide_together`: the single rule in arrival order, improved
-   jointly where they competed for units, never worse in total weighted travel time);
-4. commits those decisions in one transaction (:func:`gridgov.store.commit_batch`: incidents
-   and units locked, every unit re-checked, the partial unique index behind it).
+   jointly where they competed for units, never worse in total weighted travel time) and
+   commits them in the same transaction (:func:`gridgov.store.decide_and_commit`: incidents
+   and units locked, every unit re-checked, the partial unique index behind it). Batches of
+   other leaders and worker processes wait for the turn rather than choose the same units.
 
 While the leader works, new reports queue for the next batch, so batches grow with the load
 and cost nothing when it is light. Each report's thread gets back its own outcome. What a
 batch does not decide goes the single path in the report's own thread: priority-1 matters
-(preemption is decided one at a time), a decision whose units were taken meanwhile (by another
-worker process), and any report the batch could not decide.
+(preemption is decided one at a time), a decision whose units were taken meanwhile (by a
+writer that takes no turn, such as a dispatcher's manual choice), and any report the batch
+could not decide.
 """
 
 from __future__ import annotations
@@ -217,24 +220,23 @@ def _dispatch_together(engine: Engine, group: list[_Item]) -> None:
         dispatch.Pending(it.create["incident"], it.matter, it.create["placement"]) for it in group
     ]
     kinds = {str(k) for p in pending for k in p.matter.required_kinds}
+    by = {it.create["incident"].incident_id: (it.actor, it.role) for it in group}
     try:
-        pool = store.available_pool(engine, ctx, sorted(kinds), now=now)
-        decisions = dispatch.decide_together(pending, pool, ctx)
-        ready = [
-            (it, d)
-            for it, d in zip(group, decisions, strict=True)
-            if isinstance(d, dispatch.Decision)
-        ]
-        left_out = store.commit_batch(
+        decisions, left_out = store.decide_and_commit(
             engine,
-            [d for _, d in ready],
+            ctx,
+            sorted(kinds),
+            lambda pool: dispatch.decide_together(pending, pool, ctx),
             now=now,
-            by={d.incident.incident_id: (it.actor, it.role) for it, d in ready},
+            by=by,
         )
     except (StoreError, InputError) as exc:
         # Stored already: each report is dispatched the single way, which answers for itself.
         log.warning("a batch of %d report(s) goes the single way: %s", len(group), exc)
         return
+    ready = [
+        (it, d) for it, d in zip(group, decisions, strict=True) if isinstance(d, dispatch.Decision)
+    ]
     for it, d in ready:
         if d.incident.incident_id not in left_out and it.outcome is not None:
             it.outcome = Outcome(it.outcome.stored, it.outcome.mode, d)
