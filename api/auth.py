@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,6 +42,7 @@ __all__ = [
     "current_principal",
     "not_found",
     "refused",
+    "remember_resolved",
     "require",
     "require_checked_in_write",
 ]
@@ -84,20 +85,47 @@ def not_found(what: str, key: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"no {what} {key!r}")
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller of a native API route; 401 without a valid bearer token."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "a bearer token is required", headers=_CHALLENGE)
-    credential = store.resolve_credential(request.app.state.engine, credentials.credentials)
+    presented = credentials.credentials
+    credential = resolved_before(request.scope, presented)
+    if credential is _UNRESOLVED:
+        credential = await run_in_threadpool(
+            store.resolve_credential, request.app.state.engine, presented
+        )
     if credential is None or credential.kind != "token":
-        note_failed_auth(request, credentials.credentials)
+        note_failed_auth(request, presented)
         raise HTTPException(401, _REFUSED, headers=_CHALLENGE)
     # Who wrote, for the replica's read-your-writes rule (api/replica_reads.py).
     request.state.caller = credential.credential_id
     return Principal(credential)
+
+
+#: The state key under which a request keeps the credential its secret resolved to.
+_RESOLVED = "resolved_credential"
+_UNRESOLVED: Any = object()
+
+
+def remember_resolved(
+    scope: MutableMapping[str, Any], presented: str, found: Credential | None
+) -> None:
+    """Keep what ``presented`` resolved to for the rest of this request, so that the route's
+    authentication does not look the same secret up again (the Idempotency-Key's namespace
+    resolves it first)."""
+    scope.setdefault("state", {})[_RESOLVED] = (presented, found)
+
+
+def resolved_before(scope: MutableMapping[str, Any], presented: str) -> Any:
+    """What ``presented`` resolved to earlier in this request, or ``_UNRESOLVED``."""
+    kept = scope.get("state", {}).get(_RESOLVED)
+    if kept is None or kept[0] != presented:
+        return _UNRESOLVED
+    return kept[1]
 
 
 def _allowed(principal: Principal, allowed: frozenset[str]) -> Principal:
@@ -152,7 +180,7 @@ def require_checked_in_write(*roles: str) -> Callable[..., Awaitable[Principal]]
         key = _token_key(credentials.credentials)
         principal = known.get(key)
         if principal is None or principal.role not in allowed:
-            found = await run_in_threadpool(current_principal, request, credentials)
+            found = await current_principal(request, credentials)
             principal = _allowed(found, allowed)
             known[key] = principal
             while len(known) > _KNOWN_TOKENS:

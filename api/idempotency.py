@@ -34,6 +34,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import remember_resolved
 from api.error_answers import STORE_UNAVAILABLE
 from gridgov import store
 from gridgov.errors import StoreError
@@ -94,20 +95,15 @@ class IdempotencyMiddleware:
         body = await _read_body(receive)
         engine = scope["app"].state.engine
         try:
-            namespace = await anyio.to_thread.run_sync(
-                _credential_namespace, engine, headers, scope, body
-            )
-            if namespace is None:
-                # A credential that does not resolve (revoked, expired, unknown) is never
-                # answered from the store: the route refuses it.
-                await self.app(scope, _replay_body(body), send)
-                return
-            key_scope = hashlib.sha256(f"{namespace}|{path}".encode()).hexdigest()
-            claim = await anyio.to_thread.run_sync(
-                store.claim_idempotency, engine, key_scope, key, _fingerprint(scope, headers, body)
-            )
+            # One worker thread for both lookups: a hop costs as much as a small query.
+            claim = await anyio.to_thread.run_sync(_claim, engine, headers, scope, body, key)
         except (StoreError, SQLAlchemyError) as exc:
             await _store_unavailable_answer(send, path, exc)
+            return
+        if claim is None:
+            # A credential that does not resolve (revoked, expired, unknown) is never
+            # answered from the store: the route refuses it.
+            await self.app(scope, _replay_body(body), send)
             return
         if claim.outcome == "replay":
             assert claim.status is not None
@@ -198,21 +194,35 @@ class IdempotencyMiddleware:
             log.warning("expired Idempotency-Keys were not purged: %s", exc)
 
 
+def _claim(
+    engine: Any, headers: dict[bytes, bytes], scope: Scope, body: bytes, key: str
+) -> store.Replay | None:
+    """Claim ``key`` in the caller's namespace; None for a credential that does not resolve."""
+    namespace = _credential_namespace(engine, headers, scope, body)
+    if namespace is None:
+        return None
+    key_scope = hashlib.sha256(f"{namespace}|{scope['path']}".encode()).hexdigest()
+    return store.claim_idempotency(engine, key_scope, key, _fingerprint(scope, headers, body))
+
+
 def _credential_namespace(
     engine: Any, headers: dict[bytes, bytes], scope: Scope, body: bytes
 ) -> str | None:
     """The namespace of the caller's keys: its credential id; ``anonymous`` without a
     credential; None for a credential that does not resolve."""
     presented: str | None = None
+    bearer = False
     authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        presented = token.strip()
+        presented, bearer = token.strip(), True
     elif scope["path"].startswith("/open311/"):
         presented = _open311_api_key(headers, scope, body)
     if presented is None:
         return _ANONYMOUS
     credential = store.resolve_credential(engine, presented)
+    if bearer:
+        remember_resolved(scope, presented, credential)
     return None if credential is None else f"credential:{credential.credential_id}"
 
 

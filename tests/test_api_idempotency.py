@@ -209,7 +209,7 @@ def test_a_crashed_run_is_resumed_after_its_lease_never_stored_twice(
 
     with monkeypatch.context() as crash:
         crash.setattr(store, "dispatch_reported", dies)
-        crash.setattr(store, "commit_batch", dies)  # the micro-batched intake's dispatch
+        crash.setattr(store, "decide_and_commit", dies)  # the micro-batched intake's dispatch
         crash.setattr(store, "release_idempotency", lambda *a, **k: None)
         # (release is a no-op too: a killed worker gives nothing up.)
         assert client.post("/api/v1/incidents", json=body, headers=headers).status_code == 500
@@ -242,7 +242,7 @@ def test_a_stored_report_is_answered_as_stored_never_422(
 
     monkeypatch.setattr(store, "dispatch_reported", refused)
     # The micro-batch cannot commit either: the report goes the single way, and is refused.
-    monkeypatch.setattr(store, "commit_batch", refused)
+    monkeypatch.setattr(store, "decide_and_commit", refused)
     body = {"matter_code": "PS-01", "lon": lon, "lat": lat, "description": "stored-not-422"}
     answer = client.post("/api/v1/incidents", json=body, headers=auth)
     assert answer.status_code == 201, answer.text
