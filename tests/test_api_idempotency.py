@@ -19,6 +19,7 @@ from api.app import create_app
 from gridgov import dispatch, store
 from gridgov.errors import InputError, StoreError
 from gridgov.settings import get_settings
+from gridgov.store import intake_rows
 from gridgov.store.models import EVENTS, IDEMPOTENCY, INCIDENTS
 
 STREET = "510106024000"
@@ -209,7 +210,9 @@ def test_a_crashed_run_is_resumed_after_its_lease_never_stored_twice(
 
     with monkeypatch.context() as crash:
         crash.setattr(store, "dispatch_reported", dies)
-        crash.setattr(store, "decide_and_commit", dies)  # the micro-batched intake's dispatch
+        # The single path stores, then dispatches in a second transaction: the crash falls
+        # between them. (A micro-batch stores and dispatches in one: nothing to resume there.)
+        crash.setattr(get_settings(), "intake_batch_max", 0)
         crash.setattr(store, "release_idempotency", lambda *a, **k: None)
         # (release is a no-op too: a killed worker gives nothing up.)
         assert client.post("/api/v1/incidents", json=body, headers=headers).status_code == 500
@@ -242,7 +245,7 @@ def test_a_stored_report_is_answered_as_stored_never_422(
 
     monkeypatch.setattr(store, "dispatch_reported", refused)
     # The micro-batch cannot commit either: the report goes the single way, and is refused.
-    monkeypatch.setattr(store, "decide_and_commit", refused)
+    monkeypatch.setattr(intake_rows, "_commit_batch_within", refused)
     body = {"matter_code": "PS-01", "lon": lon, "lat": lat, "description": "stored-not-422"}
     answer = client.post("/api/v1/incidents", json=body, headers=auth)
     assert answer.status_code == 201, answer.text

@@ -68,15 +68,15 @@ def _one_batch(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
     """Queue reports behind a batch that is held open, so that they form the next batch
     together, in the order they were queued (as a loaded intake groups them)."""
     entered, gate = threading.Event(), threading.Event()
-    real = store.create_incidents
+    real = store.store_and_dispatch
 
-    def held(e: Engine, reports: Any) -> Any:
+    def held(*args: Any, **kwargs: Any) -> Any:
         if not entered.is_set():
             entered.set()
             assert gate.wait(30)
-        return real(e, reports)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "create_incidents", held)
+    monkeypatch.setattr(store, "store_and_dispatch", held)
     monkeypatch.setattr(intake_batch, "LEADERS", 1)  # one batch at a time, in queue order
     threads: list[threading.Thread] = []
     results: dict[int, Any] = {}
@@ -107,7 +107,7 @@ def _one_batch(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
         gate.set()
         for t in threads:
             t.join(60)
-        monkeypatch.setattr(store, "create_incidents", real)
+        monkeypatch.setattr(store, "store_and_dispatch", real)
 
 
 def _active(engine: Engine) -> dict[str, str]:
@@ -331,11 +331,11 @@ def test_a_unit_taken_meanwhile_sends_the_report_the_single_way(
 
     The batch reads its snapshot inside its own transaction, where SQLite lets no other writer
     in; so the snapshot is made stale instead: read before the unit was taken."""
-    from gridgov.store import dispatch_rows
+    from gridgov.store import intake_rows
 
     stale = store.available_pool(district, ctx, ["enforcement"], now=NOW)
     store.set_unit_status(district, "E1", "busy")
-    monkeypatch.setattr(dispatch_rows, "_snapshot_pool", lambda *a, **k: stale)
+    monkeypatch.setattr(intake_rows, "_snapshot_pool", lambda *a, **k: stale)
     got = _report(district, ctx, "T-ENF", A, incident_id="TAKEN-MEANWHILE")
     assert [a.unit_id for a in got.decision.assignments] == ["E2"]
     assert "batch" not in got.decision.explanation  # decided the single way

@@ -55,9 +55,19 @@ def dispatched_at_once(mode: str, priority1_auto: bool, priority: int | None) ->
 
 def decide(engine: Engine, street_code: str | None, priority: int | None) -> ModeDecision:
     """Whether a report of ``priority`` located in ``street_code`` is dispatched at once."""
-    mode, p1 = (
-        ("auto", True) if street_code is None else store.read_street_mode(engine, street_code)
+    return decide_from(
+        street_code,
+        ("auto", True) if street_code is None else store.read_street_mode(engine, street_code),
+        priority,
     )
+
+
+def decide_from(
+    street_code: str | None, stored: tuple[str, bool], priority: int | None
+) -> ModeDecision:
+    """:func:`decide` from the street's mode as read already (``store.read_street_mode``'s
+    answer): the micro-batched intake reads its streets' modes in its own transaction."""
+    mode, p1 = stored
     return ModeDecision(street_code, mode, p1, dispatched_at_once(mode, p1, priority))
 
 

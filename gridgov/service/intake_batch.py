@@ -2,19 +2,19 @@
 
 Under load most of a report's cost is per transaction and per unit snapshot, not per report.
 So :func:`submit` queues the report, and one of the waiting request threads (the *leader*;
-no thread of its own, so a lone report goes straight through) takes everything queued and:
+no thread of its own, so a lone report goes straight through) takes everything queued and,
+in ONE transaction (:func:`gridgov.store.store_and_dispatch`), under the intake's turn (so that
+two batches, of this process or another, never decide on the same units):
 
-1. stores the reports in one transaction (:func:`gridgov.store.create_incidents`: each as
-   the single path stores it, with its duplicate check and its Idempotency-Key link; one that
-   fails is rolled back alone);
-2. asks each street's dispatch mode (:func:`gridgov.service.dispatch_mode.decide`);
-3. takes the dispatch turn of the batch's force kinds, decides the registered reports to
-   dispatch at once on ONE snapshot of the available units read under that turn
-   (:func:`gridgov.dispatch.decide_together`: the single rule in arrival order, improved
-   jointly where they competed for units, never worse in total weighted travel time) and
-   commits them in the same transaction (:func:`gridgov.store.decide_and_commit`: incidents
-   and units locked, every unit re-checked, the partial unique index behind it). Batches of
-   other leaders and worker processes wait for the turn rather than choose the same units.
+1. stores the reports, each as the single path stores it, with its duplicate check and its
+   Idempotency-Key link (one that fails is rolled back alone);
+2. reads each street's dispatch mode (:func:`gridgov.service.dispatch_mode.decide_from`);
+3. decides the registered reports to dispatch at once on ONE snapshot of the available units,
+   read under the turn (:func:`gridgov.dispatch.decide_together`: the single rule in arrival
+   order, improved jointly where they competed for units, never worse in total weighted
+   travel time);
+4. commits those decisions: incidents and units locked, every unit re-checked, the partial
+   unique index behind it.
 
 While the leader works, new reports queue for the next batch, so batches grow with the load
 and cost nothing when it is light. Each report's thread gets back its own outcome. What a
@@ -35,15 +35,18 @@ from datetime import datetime
 from typing import Any
 
 from gridgov import dispatch, store
-from gridgov.errors import InputError, StoreError
+from gridgov.errors import StoreError
 from gridgov.service import dispatch_mode
 from gridgov.store import Engine
 from gridgov.workflow import Role, State
 
 log = logging.getLogger(__name__)
 
-#: Threads of one process that may store and decide batches at the same time.
-LEADERS = 4
+#: Threads of one process that may store and decide batches at the same time. One: batches
+#: take the intake's turn one after another anyway, and a second leader halves the batches
+#: (bench/api_load.py, 2 workers, 32 clients: 96 reports/s with one leader, 72 with two, 62
+#: with four).
+LEADERS = 1
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,7 @@ class _Item:
 
 
 class _Combiner:
-    """One queue per store and process; up to :data:`LEADERS` waiting threads drain it.
-
-    More than one leader, so that one batch's database round trips overlap another's work
-    (a lone leader left the process idle while it waited on the database).
-    """
+    """One queue per store and process; up to :data:`LEADERS` waiting threads drain it."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -177,29 +176,10 @@ def submit(
 
 
 def _process(batch: list[_Item]) -> None:
-    """Store, then decide and commit together, one batch; every item ends ``done``."""
-    engine = batch[0].engine
-    stored = store.create_incidents(engine, [it.create for it in batch])
-    modes: dict[tuple[str | None, int], dispatch_mode.ModeDecision] = {}
-    together: list[_Item] = []
-    for it, result in zip(batch, stored, strict=True):
-        if isinstance(result, Exception):
-            it.error, it.done = result, True
-            continue
-        street = it.create["placement"].street_code
-        key = (street, it.matter.priority)
-        if key not in modes:
-            modes[key] = dispatch_mode.decide(engine, street, it.matter.priority)
-        it.outcome = Outcome(result, modes[key])
-        if (
-            result.state == str(State.REGISTERED)
-            and it.dispatch_now
-            and modes[key].at_once
-            and it.matter.priority != 1
-        ):
-            together.append(it)
-    for group in _by_context(together):
-        _dispatch_together(engine, group)
+    """Store, decide and commit one batch (one transaction per dispatch context: nearly
+    always one); every item ends ``done``."""
+    for group in _by_context(batch):
+        _store_and_dispatch(group)
     for it in batch:
         it.done = True
 
@@ -211,35 +191,79 @@ def _by_context(items: Sequence[_Item]) -> list[list[_Item]]:
     return list(groups.values())
 
 
-def _dispatch_together(engine: Engine, group: list[_Item]) -> None:
-    """Decide ``group`` on one snapshot and commit it; what cannot be committed stays to the
+def _store_and_dispatch(group: list[_Item]) -> None:
+    """Store the group, then decide and commit its dispatch in the intake's turn
+    (:func:`gridgov.store.store_and_dispatch`); what the batch does not dispatch goes the
     single path (the outcome keeps no decision)."""
     ctx = group[0].ctx
-    now = max(it.now for it in group)
-    pending = [
-        dispatch.Pending(it.create["incident"], it.matter, it.create["placement"]) for it in group
-    ]
-    kinds = {str(k) for p in pending for k in p.matter.required_kinds}
-    by = {it.create["incident"].incident_id: (it.actor, it.role) for it in group}
-    try:
-        decisions, left_out = store.decide_and_commit(
-            engine,
-            ctx,
-            sorted(kinds),
-            lambda pool: dispatch.decide_together(pending, pool, ctx),
-            now=now,
-            by=by,
+    kinds = {str(k) for it in group if _batched(it.matter) for k in it.matter.required_kinds}
+
+    def decide(
+        stored: Sequence[store.StoredIncident | Exception],
+        modes: dict[str, tuple[str, bool]],
+        pool: dispatch.UnitPool | None,
+    ) -> list[dispatch.Decision | Exception | None]:
+        together = [
+            i
+            for i, (it, result) in enumerate(zip(group, stored, strict=True))
+            if _dispatched_together(it, result, _mode(it, modes))
+        ]
+        out: list[dispatch.Decision | Exception | None] = [None] * len(group)
+        if pool is None or not together:
+            return out
+        pending = [
+            dispatch.Pending(it.create["incident"], it.matter, it.create["placement"])
+            for it in (group[i] for i in together)
+        ]
+        for i, decision in zip(together, dispatch.decide_together(pending, pool, ctx), strict=True):
+            out[i] = decision
+        return out
+
+    result = store.store_and_dispatch(
+        group[0].engine,
+        ctx,
+        [it.create for it in group],
+        kinds=sorted(kinds),
+        decide=decide,
+        now=max(it.now for it in group),
+        by={it.create["incident"].incident_id: (it.actor, it.role) for it in group},
+    )
+    for it, stored, decision in zip(group, result.stored, result.decisions, strict=True):
+        if isinstance(stored, Exception):
+            it.error = stored
+            continue
+        kept = (
+            decision
+            if isinstance(decision, dispatch.Decision)
+            and decision.incident.incident_id not in result.left_out
+            else None
         )
-    except (StoreError, InputError) as exc:
-        # Stored already: each report is dispatched the single way, which answers for itself.
-        log.warning("a batch of %d report(s) goes the single way: %s", len(group), exc)
-        return
-    ready = [
-        (it, d) for it, d in zip(group, decisions, strict=True) if isinstance(d, dispatch.Decision)
-    ]
-    for it, d in ready:
-        if d.incident.incident_id not in left_out and it.outcome is not None:
-            it.outcome = Outcome(it.outcome.stored, it.outcome.mode, d)
+        it.outcome = Outcome(stored, _mode(it, result.modes), kept)
+    if result.left_out:
+        log.info("%d report(s) of a batch go the single way", len(result.left_out))
+
+
+def _mode(it: _Item, modes: dict[str, tuple[str, bool]]) -> dispatch_mode.ModeDecision:
+    street = it.create["placement"].street_code
+    return dispatch_mode.decide_from(street, modes.get(street, ("auto", True)), it.matter.priority)
+
+
+def _dispatched_together(
+    it: _Item, stored: store.StoredIncident | Exception, mode: dispatch_mode.ModeDecision
+) -> bool:
+    """Whether the batch decides this report: registered, to be dispatched now by its street's
+    mode, and no priority 1 (which may preempt a busy unit, decided one report at a time)."""
+    return (
+        not isinstance(stored, Exception)
+        and stored.state == str(State.REGISTERED)
+        and it.dispatch_now
+        and mode.at_once
+        and _batched(it.matter)
+    )
+
+
+def _batched(matter: Any) -> bool:
+    return bool(matter.priority != 1)
 
 
 def waiting(engine: Engine) -> int:

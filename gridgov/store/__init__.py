@@ -65,7 +65,6 @@ from gridgov.store.dispatch_rows import (
     ASSIGNMENT_COLUMNS,
     available_pool,
     commit_batch,
-    decide_and_commit,
     decide_stored,
     dispatch_reported,
     dispatch_stored,
@@ -130,6 +129,7 @@ from gridgov.store.incident_rows import (
     query_incidents,
     read_incidents,
 )
+from gridgov.store.intake_rows import BatchOutcome, store_and_dispatch
 from gridgov.store.journal import SYSTEM_ACTOR
 from gridgov.store.position_fixes import FixIn, FixResult, store_fixes
 from gridgov.store.spatial_queries import (
@@ -153,6 +153,7 @@ __all__ = [
     "REQUEST_COLUMNS",
     "SYSTEM_ACTOR",
     "Backend",
+    "BatchOutcome",
     "Connection",
     "Credential",
     "Engine",
@@ -174,7 +175,6 @@ __all__ = [
     "create_engine_from_url",
     "create_incident",
     "create_incidents",
-    "decide_and_commit",
     "decide_stored",
     "detect_backend",
     "dispatch_reported",
@@ -239,6 +239,7 @@ __all__ = [
     "revoke_credential",
     "schema_diff",
     "set_unit_status",
+    "store_and_dispatch",
     "store_fixes",
     "store_footprint_consultation",
     "summarize",

@@ -296,12 +296,23 @@ def read_street_mode(engine: Engine, street_code: str) -> tuple[str, bool]:
     """A street's dispatch mode and whether priority-1 matters stay automatic
     (``("auto", True)`` for a street never set)."""
     with translate_errors(engine), engine.connect() as connection:
-        row = connection.execute(
-            select(STREET_MODES.c.mode, STREET_MODES.c.priority1_auto).where(
-                STREET_MODES.c.street_code == street_code
-            )
-        ).first()
-    return ("auto", True) if row is None else (str(row.mode), bool(row.priority1_auto))
+        return read_street_modes_within(connection, [street_code])[street_code]
+
+
+def read_street_modes_within(
+    connection: Connection, street_codes: Sequence[str]
+) -> dict[str, tuple[str, bool]]:
+    """:func:`read_street_mode` of several streets, in one query on the caller's connection."""
+    wanted = sorted(set(street_codes))
+    found = {
+        r.street_code: (str(r.mode), bool(r.priority1_auto))
+        for r in connection.execute(
+            select(
+                STREET_MODES.c.street_code, STREET_MODES.c.mode, STREET_MODES.c.priority1_auto
+            ).where(STREET_MODES.c.street_code.in_(wanted))
+        )
+    }
+    return {code: found.get(code, ("auto", True)) for code in wanted}
 
 
 def write_street_mode(

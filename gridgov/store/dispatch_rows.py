@@ -30,7 +30,7 @@ of the offices that returned it, unless no other unit of a kind can take it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +44,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -686,68 +685,6 @@ def _commit_batch_within(
         by=[(by or {}).get(d.incident.incident_id, (actor, role)) for d in written],
     )
     return left_out
-
-
-def decide_and_commit(
-    engine: Engine,
-    ctx: dispatch.DispatchContext,
-    kinds: Sequence[str],
-    decide: Callable[[dispatch.UnitPool], Sequence[dispatch.Decision | Exception]],
-    *,
-    now: datetime,
-    by: dict[str, tuple[str, Role | str]] | None = None,
-) -> tuple[list[dispatch.Decision | Exception], dict[str, str]]:
-    """Decide on a snapshot of the available units of ``kinds`` and commit what was decided,
-    in ONE transaction that holds the dispatch turn of those kinds throughout.
-
-    The intake's micro-batches use it. Deciding on a snapshot and committing later lets two
-    batches (of two leaders, or two worker processes) choose the same nearest unit, and the
-    later one must then dispatch its reports again one by one. Here a batch first takes its
-    kinds' turns (PostgreSQL advisory locks, in sorted order, so that batches never wait for
-    each other in a circle), so the snapshot it reads already holds every earlier batch's
-    assignments. The units are still locked and checked free when committed, exactly as
-    :func:`commit_batch` does: a writer that takes no turn (a dispatcher's manual choice, a
-    fix taking a unit off duty) can still have taken a unit, and that report is left out.
-
-    ``decide`` is pure: pool in, one decision (or the exception single dispatch raised) per
-    report out. Returns its decisions and, as :func:`commit_batch`, the ones left out.
-    """
-    now = _aware(now, "now")
-    wanted = sorted(set(kinds))
-
-    def work(
-        connection: Connection,
-    ) -> tuple[list[dispatch.Decision | Exception], dict[str, str]]:
-        _take_dispatch_turns(connection, wanted)
-        # Nothing written yet in this transaction: the state read is committed data only,
-        # so it may be kept for the process's next snapshots (clean=True).
-        pool = _snapshot_pool(engine, ctx, wanted, False, now, connection, clean=True)
-        decisions = list(decide(pool))
-        ready = [d for d in decisions if isinstance(d, dispatch.Decision)]
-        return decisions, _commit_batch_within(
-            connection, ready, now, SYSTEM_ACTOR, Role.SYSTEM, by
-        )
-
-    return write_transaction(engine, work)
-
-
-# One statement for any number of kinds, the locks taken in the order of the sorted list.
-_TAKE_DISPATCH_TURNS = text(
-    "SELECT count(pg_advisory_xact_lock(CAST(:space AS integer), hashtext(k))) "
-    "FROM (SELECT k FROM unnest(CAST(:kinds AS text[])) AS k ORDER BY k) AS ordered"
-)
-# Namespace of the advisory locks that give the intake's batches their turns per force kind.
-_DISPATCH_TURN_SPACE = 7_311_004
-
-
-def _take_dispatch_turns(connection: Connection, kinds: Sequence[str]) -> None:
-    """Wait for the dispatch turn of ``kinds`` (PostgreSQL; SQLite serialises every writer
-    with BEGIN IMMEDIATE already). Held until the transaction ends."""
-    if connection.dialect.name != "postgresql" or not kinds:
-        return
-    connection.execute(
-        _TAKE_DISPATCH_TURNS, {"space": _DISPATCH_TURN_SPACE, "kinds": sorted(set(kinds))}
-    )
 
 
 def _lock_incidents(connection: Connection, incident_ids: Sequence[str]) -> dict[str, str]:

@@ -229,26 +229,33 @@ def create_incidents(
     its error is returned in its place; the others are stored. A database failure stores
     none of them (:class:`~gridgov.errors.StoreError`).
     """
-    out: list[StoredIncident | Exception] = []
     with translate_errors(engine), begin_write(engine) as connection:
-        _lock_duplicate_checks(
-            connection,
-            [r["incident"].matter_code for r in reports if r.get("check_duplicates", True)],
-        )
-        if len(reports) > 1 and all(r.get("matter") is not None for r in reports):
-            try:
-                with connection.begin_nested():
-                    return list(_insert_together(connection, reports))
-            except (IntegrityError, InputError, StoreError):
-                pass  # one of them is refused: each alone, below, so that only it fails
-        for kwargs in reports:
-            try:
-                with connection.begin_nested():
-                    out.append(_insert_report(connection, **kwargs))
-            except IntegrityError:
-                out.append(_exists_already(kwargs["incident"].incident_id))
-            except (InputError, StoreError) as exc:
-                out.append(exc)
+        return store_reports_within(connection, reports)
+
+
+def store_reports_within(
+    connection: Connection, reports: Sequence[dict[str, Any]]
+) -> list[StoredIncident | Exception]:
+    """:func:`create_incidents`' work inside the caller's write transaction."""
+    out: list[StoredIncident | Exception] = []
+    _lock_duplicate_checks(
+        connection,
+        [r["incident"].matter_code for r in reports if r.get("check_duplicates", True)],
+    )
+    if len(reports) > 1 and all(r.get("matter") is not None for r in reports):
+        try:
+            with connection.begin_nested():
+                return list(_insert_together(connection, reports))
+        except (IntegrityError, InputError, StoreError):
+            pass  # one of them is refused: each alone, below, so that only it fails
+    for kwargs in reports:
+        try:
+            with connection.begin_nested():
+                out.append(_insert_report(connection, **kwargs))
+        except IntegrityError:
+            out.append(_exists_already(kwargs["incident"].incident_id))
+        except (InputError, StoreError) as exc:
+            out.append(exc)
     return out
 
 

@@ -348,8 +348,6 @@ def _snapshot_pool(
     with_busy: bool,
     now: datetime,
     within: Connection | None = None,
-    *,
-    clean: bool = False,
 ) -> Any:
     """The units dispatch may use, as the dispatcher's pool of arrays.
 
@@ -361,12 +359,11 @@ def _snapshot_pool(
     The same pool as reading every wanted unit row now, in the order of their ids, built from
     the units' state this process keeps (:class:`_UnitState`) and the rows written since.
     ``within``: the caller's write transaction, whose own writes the pool includes; a state
-    read there is used for this pool only, never kept for other threads, unless ``clean``
-    says the transaction has written nothing yet (it then reads committed rows only).
+    read there is used for this pool only, never kept for other threads.
     """
     for _ in range(_SNAPSHOT_ROUNDS):
         if within is not None:
-            found = _current_state(engine, within, kinds, with_busy, keep=clean)
+            found = _current_state(engine, within, kinds, with_busy, keep=False)
         else:
             # One connection (one pool checkout) for everything this attempt reads.
             with translate_errors(engine), engine.connect() as connection:

@@ -1,0 +1,146 @@
+"""The micro-batched intake's writes: a batch of reports stored, then those their streets
+dispatch at once decided and committed in the intake's turn.
+
+Two batches at once (two leaders, or two worker processes) that each decide on a snapshot read
+beforehand choose the same nearest units, and the later one must send its reports the single
+way. So a batch's decisions are made and committed in one transaction that first takes the
+intake's turn (one PostgreSQL advisory lock; SQLite serialises writers with BEGIN IMMEDIATE
+already) and then reads the units' snapshot: the next batch waits for the turn and decides on a
+snapshot that holds every earlier batch's assignments. The reports are stored before, in a
+transaction of their own, so that the duplicate checks' locks (per matter) are not held while
+another batch waits for the turn. The units are still locked and re-checked when committed (a
+writer that takes no turn, such as a dispatcher's manual choice, may have taken one), and the
+partial unique index on active assignments stays behind it all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from gridgov import dispatch
+from gridgov.errors import InputError, StoreError
+from gridgov.store.choice_rows import read_street_modes_within
+from gridgov.store.dispatch_rows import _commit_batch_within
+from gridgov.store.engine import begin_write, translate_errors, write_transaction
+from gridgov.store.incident_rows import StoredIncident, _aware, store_reports_within
+from gridgov.store.journal import SYSTEM_ACTOR
+from gridgov.store.unit_snapshot import _snapshot_pool
+from gridgov.workflow import Role
+
+__all__ = ["BatchOutcome", "store_and_dispatch"]
+
+log = logging.getLogger(__name__)
+
+#: What the caller's rule gets: each report's stored outcome (or why it was not stored), the
+#: dispatch mode of each street of the batch, and the available units of the batch's kinds
+#: (None when there are none to read). It returns, per report, a decision, the exception single
+#: dispatch raised for it, or None (not dispatched by the batch).
+Decide = Callable[
+    [
+        Sequence[StoredIncident | Exception],
+        dict[str, tuple[str, bool]],
+        dispatch.UnitPool | None,
+    ],
+    Sequence[dispatch.Decision | Exception | None],
+]
+
+# The intake's turn: one key, so that batches never wait for each other in a circle.
+_TAKE_INTAKE_TURN = text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), 0)")
+_INTAKE_TURN_SPACE = 7_311_004
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of a batch: per report its stored outcome and its decision (None: not
+    decided by the batch), the dispatch mode of each street of the batch, and the decisions
+    left out of the commit, with why."""
+
+    stored: list[StoredIncident | Exception]
+    modes: dict[str, tuple[str, bool]]
+    decisions: list[dispatch.Decision | Exception | None]
+    left_out: dict[str, str]
+
+
+def store_and_dispatch(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    reports: Sequence[dict[str, Any]],
+    *,
+    kinds: Sequence[str],
+    decide: Decide,
+    now: datetime,
+    by: dict[str, tuple[str, Role | str]],
+) -> BatchOutcome:
+    """Store ``reports`` (each as :func:`gridgov.store.create_incident` stores it), then decide
+    (``decide``) and commit their dispatch in the intake's turn.
+
+    ``kinds`` are the force kinds the batch may dispatch (the snapshot reads those units); ``by``
+    gives each incident's actor and role for its dispatch event. A report that cannot be
+    stored is rolled back alone, as :func:`gridgov.store.create_incidents` does. When the
+    decisions cannot be committed at all, none is decided by the batch (every decision is
+    None) and the reports stay stored and registered: the caller dispatches them the single
+    way. A database failure while storing stores nothing (:class:`~gridgov.errors.StoreError`).
+    """
+    now = _aware(now, "now")
+    wanted = sorted(set(kinds))
+
+    def store(connection: Connection) -> tuple[list[Any], dict[str, tuple[str, bool]]]:
+        stored = store_reports_within(connection, reports)
+        streets = [
+            r["placement"].street_code
+            for r in reports
+            if r.get("placement") is not None and r["placement"].street_code is not None
+        ]
+        return stored, read_street_modes_within(connection, streets) if streets else {}
+
+    # Stored first, in a transaction of its own: the duplicate checks' locks (per matter) are
+    # held only while storing, not while another batch waits for the turn.
+    with translate_errors(engine), begin_write(engine) as connection:
+        stored, modes = store(connection)
+
+    def work(connection: Connection) -> BatchOutcome:
+        _take_intake_turn(connection)
+        # Read on a connection of its own once the turn is held: it sees every earlier
+        # batch's committed assignments, and the state it reads is kept for the process's
+        # next snapshots (a state read inside a write transaction never is).
+        pool = _pool_or_none(engine, ctx, wanted, now)
+        decisions = list(decide(stored, modes, pool))
+        ready = [d for d in decisions if isinstance(d, dispatch.Decision)]
+        if not ready:
+            return BatchOutcome(stored, modes, decisions, {})
+        left_out = _commit_batch_within(connection, ready, now, SYSTEM_ACTOR, Role.SYSTEM, by)
+        return BatchOutcome(stored, modes, decisions, left_out)
+
+    try:
+        return write_transaction(engine, work)
+    except (StoreError, InputError) as exc:
+        # Stored already: each report is dispatched the single way, which answers for itself.
+        log.warning("a batch of %d report(s) goes the single way: %s", len(reports), exc)
+        return BatchOutcome(stored, modes, [None] * len(stored), {})
+
+
+def _pool_or_none(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    kinds: Sequence[str],
+    now: datetime,
+) -> dispatch.UnitPool | None:
+    if not kinds:
+        return None
+    try:
+        pool: dispatch.UnitPool = _snapshot_pool(engine, ctx, kinds, False, now)
+    except StoreError:  # units reloaded again and again: the single way decides, later
+        return None
+    return pool
+
+
+def _take_intake_turn(connection: Connection) -> None:
+    """Wait for the intake's turn (PostgreSQL), held until the transaction ends."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_TAKE_INTAKE_TURN, {"space": _INTAKE_TURN_SPACE})
