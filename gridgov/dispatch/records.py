@@ -208,6 +208,10 @@ def json_float(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
+#: Types whose values JSON takes as they are (a float may be inf or nan: not one of them).
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def jsonable(obj: Any) -> Any:
     """A copy of ``obj`` that json.dumps accepts: inf/nan -> None, enums -> values."""
     # The exact built-in types first: explanations are large and mostly made of them (an
@@ -216,13 +220,18 @@ def jsonable(obj: Any) -> Any:
     if t is str or t is bool or obj is None:
         return obj
     if t is dict:
-        return {str(jsonable(k)): jsonable(v) for k, v in obj.items()}
+        # Plain keys and leaves are taken as they are, without a call each: an explanation
+        # holds thousands of them (a leaf of another type, even a float, takes the call).
+        return {
+            (k if type(k) is str else str(jsonable(k))): (v if type(v) in _AS_IS else jsonable(v))
+            for k, v in obj.items()
+        }
     if t is float:
         return obj if math.isfinite(obj) else None
     if t is int:
         return obj
     if t is list:
-        return [jsonable(v) for v in obj]
+        return [v if type(v) in _AS_IS else jsonable(v) for v in obj]
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, bool | str) or obj is None:

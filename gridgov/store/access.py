@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -196,6 +196,16 @@ def credential_is_live(
     )
 
 
+# Built once (every request with a token runs it): the same rule, with bound values.
+_RESOLVE = select(CREDENTIALS).where(
+    credential_is_live(
+        CREDENTIALS.c.__getitem__,
+        bindparam("b_id", type_=CREDENTIALS.c.credential_id.type),
+        bindparam("b_now", type_=CREDENTIALS.c.expires_at.type),
+    )
+)
+
+
 def resolve_credential(
     engine: Engine, presented: str, *, now: datetime | None = None
 ) -> Credential | None:
@@ -204,9 +214,10 @@ def resolve_credential(
     if len(parts) != 3 or parts[0] != _PREFIX:
         return None
     credential_id, secret = parts[1], parts[2]
-    live = credential_is_live(CREDENTIALS.c.__getitem__, credential_id, now or datetime.now(UTC))
     with translate_errors(engine), engine.connect() as connection:
-        row = connection.execute(select(CREDENTIALS).where(live)).first()
+        row = connection.execute(
+            _RESOLVE, {"b_id": credential_id, "b_now": now or datetime.now(UTC)}
+        ).first()
     if row is None:
         return None
     # Compare digests in constant time so response timing says nothing about the secret.

@@ -26,7 +26,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -194,10 +194,15 @@ def link_idempotency_many(connection: Connection, links: list[tuple[KeyClaim, st
             for c, i in links
         ],
     )
+    # By primary key: the table holds every key of the retention window, and neither the
+    # claim nor the incident column is indexed.
     linked = connection.execute(
         select(func.count())
         .select_from(IDEMPOTENCY)
         .where(
+            tuple_(IDEMPOTENCY.c.scope, IDEMPOTENCY.c.key).in_(
+                [(c.scope, c.key) for c, _ in links]
+            ),
             IDEMPOTENCY.c.claim_id.in_([c.claim_id for c, _ in links]),
             IDEMPOTENCY.c.incident_id.in_([i for _, i in links]),
         )
