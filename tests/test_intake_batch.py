@@ -410,3 +410,61 @@ def test_storing_together_equals_storing_one_by_one(district: Engine, tmp_path: 
     assert together == alone
     assert sum(s.state == "rejected" for s in alone) >= 5  # the test does see duplicates
     one.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# priority 1 in a batch: decided first, as single dispatch decides it
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_priority_one_report_in_a_batch_preempts_as_single_dispatch_does(
+    district: Engine, ctx: dispatch.DispatchContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    low = _report(district, ctx, "T-LOW", (2, 1), incident_id="LOW")  # fire + police
+    assert [a.unit_id for a in low.decision.assignments] == ["F1", "P1"]
+    with _one_batch(district, monkeypatch) as queue:
+        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5)))  # held open
+        fire = queue(lambda: _report(district, ctx, "T-FIRE", (1, 1), incident_id="FIRE"))
+    got = queue.results[fire]  # type: ignore[attr-defined]
+    # F2 is free but beyond three minutes; F1 is one hop away, on a priority-4 job.
+    (a,) = got.decision.assignments
+    assert (a.unit_id, a.rule, a.preempts) == ("F1", "preemption", "LOW")
+    assert "batch" not in got.decision.explanation  # decided alone, as single dispatch does
+    assert _active(district) == {"F1": "FIRE"}  # P1 freed with its re-queued incident
+    with district.connect() as connection:
+        rows = connection.execute(select(INCIDENTS.c.incident_id, INCIDENTS.c.status)).all()
+    states = {r.incident_id: r.status for r in rows}
+    assert (states["LOW"], states["FIRE"]) == ("registered", "dispatched")
+    recorded = store.read_dispatch(district, "FIRE")["explanation"]
+    assert recorded["store"]["requeued"] == [
+        {"incident_id": "LOW", "units": ["F1"], "freed": ["P1"]}
+    ]
+
+
+def test_a_priority_one_report_is_decided_before_the_rest_of_its_batch(
+    district: Engine,
+    ctx: dispatch.DispatchContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The low-priority report arrives first and would take F1; the fire report, decided
+    first, takes F1 free, and the low one gets F2: nobody is preempted. One by one, the low
+    report takes F1 and the fire report then preempts it, re-queueing it."""
+    with _one_batch(district, monkeypatch) as queue:
+        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5)))  # held open
+        low = queue(lambda: _report(district, ctx, "T-LOW", (2, 1), incident_id="LOW"))
+        fire = queue(lambda: _report(district, ctx, "T-FIRE", (1, 1), incident_id="FIRE"))
+    got_low, got_fire = queue.results[low], queue.results[fire]  # type: ignore[attr-defined]
+    assert [(a.unit_id, a.preempts) for a in got_fire.decision.assignments] == [("F1", None)]
+    assert [a.unit_id for a in got_low.decision.assignments] == ["F2", "P1"]
+    assert got_low.decision.explanation["batch"]["units_taken_earlier"] == ["F1"]
+    assert _active(district) == {"F1": "FIRE", "F2": "LOW", "P1": "LOW"}
+
+    single = _single_path_store(tmp_path)
+    monkeypatch.setattr(get_settings(), "intake_batch_max", 0)
+    context = store.context_from_store(single, CATALOG)
+    first = _report(single, context, "T-LOW", (2, 1), incident_id="LOW")
+    then = _report(single, context, "T-FIRE", (1, 1), incident_id="FIRE")
+    assert [a.unit_id for a in first.decision.assignments] == ["F1", "P1"]
+    assert [(a.unit_id, a.preempts) for a in then.decision.assignments] == [("F1", "LOW")]
+    single.dispose()

@@ -89,7 +89,13 @@ from gridgov.dispatch.single import (
     locate_incident,
     refused_decision,
 )
-from gridgov.dispatch.together import RULE_JOINT, Pending, decide_together, weighted_time_s
+from gridgov.dispatch.together import (
+    RULE_JOINT,
+    Pending,
+    decide_together,
+    decide_urgent,
+    weighted_time_s,
+)
 
 __all__ = [
     "BATCH_HORIZON_FACTOR",
@@ -114,6 +120,7 @@ __all__ = [
     "build_context",
     "candidate_order",
     "decide_together",
+    "decide_urgent",
     "dispatch_batch",
     "dispatch_greedy",
     "dispatch_incident",

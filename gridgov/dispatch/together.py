@@ -78,7 +78,12 @@ class _Slot:
 
 
 def decide_together(
-    pending: Sequence[Pending], pool: UnitPool, ctx: DispatchContext, *, routes: bool = True
+    pending: Sequence[Pending],
+    pool: UnitPool,
+    ctx: DispatchContext,
+    *,
+    routes: bool = True,
+    exclude: frozenset[str] = frozenset(),
 ) -> list[Decision | Exception]:
     """Decisions for ``pending`` (in arrival order) on one pool of available units.
 
@@ -86,20 +91,14 @@ def decide_together(
     caller handles those one by one). A point the roads cannot serve is a refused decision,
     as in single dispatch. Every decision's explanation gains a ``batch`` part: the batch's
     size, the report's place in it, the units earlier reports of the batch took, and what the
-    joint step changed.
+    joint step changed. ``exclude``: units the batch gave away already (to its urgent reports,
+    :func:`decide_urgent`), which no report here may take.
     """
     out: list[Decision | Exception] = []
-    taken: list[str] = []
+    taken: list[str] = sorted(exclude)
     for p in pending:
         earlier = frozenset(taken)
-        try:
-            decision: Decision | Exception = dispatch_pool(
-                p.incident, pool, ctx, p.matter, p.placement, exclude=earlier, routes=routes
-            )
-        except (OutsideDistrictError, UnknownMatterError) as exc:
-            decision = exc
-        except InputError as exc:
-            decision = refused_decision(p.incident, ctx, p.matter, p.placement, str(exc))
+        decision = decide_one(p, pool, ctx, exclude=earlier, routes=routes)
         if isinstance(decision, Decision):
             decision.explanation["batch"] = {
                 "reports": len(pending),
@@ -108,8 +107,55 @@ def decide_together(
             }
             taken.extend(a.unit_id for a in decision.assignments)
         out.append(decision)
-    _improve(pending, out, pool, ctx, routes)
+    _improve(pending, out, pool, ctx, routes, exclude)
     return out
+
+
+def decide_urgent(
+    pending: Sequence[Pending], pool: UnitPool, ctx: DispatchContext, *, routes: bool = True
+) -> list[Decision | Exception]:
+    """Decisions for reports that may preempt (priority 1), one after another, each exactly
+    as single dispatch decides it on ``pool`` (busy units included, for preemption), without
+    the units (available or preempted) an earlier one took. No joint step: a preemption is
+    decided for one report at a time."""
+    out: list[Decision | Exception] = []
+    taken: set[str] = set()
+    for p in pending:
+        decision = decide_one(p, pool, ctx, exclude=frozenset(taken), routes=routes)
+        if isinstance(decision, Decision):
+            taken.update(a.unit_id for a in decision.assignments)
+        out.append(decision)
+    return out
+
+
+def decide_one(
+    p: Pending,
+    pool: UnitPool,
+    ctx: DispatchContext,
+    *,
+    exclude: frozenset[str],
+    routes: bool,
+    allow_preemption: bool = True,
+) -> Decision | Exception:
+    """Single dispatch's decision for one report, or the exception it raised (a point outside
+    the district, an unknown matter); a point the roads cannot serve is a refused decision.
+    Busy units are preempted only when ``pool`` holds them (a pool read with them, for a
+    priority-1 report)."""
+    try:
+        return dispatch_pool(
+            p.incident,
+            pool,
+            ctx,
+            p.matter,
+            p.placement,
+            exclude=exclude,
+            routes=routes,
+            allow_preemption=allow_preemption,
+        )
+    except (OutsideDistrictError, UnknownMatterError) as exc:
+        return exc
+    except InputError as exc:
+        return refused_decision(p.incident, ctx, p.matter, p.placement, str(exc))
 
 
 def weighted_time_s(decisions: Sequence[Decision | Exception]) -> float:
@@ -128,6 +174,7 @@ def _improve(
     pool: UnitPool,
     ctx: DispatchContext,
     routes: bool,
+    exclude: frozenset[str],
 ) -> None:
     """Re-assign the movable slots of each kind jointly, in place, where that is better."""
     movable = [
@@ -143,8 +190,9 @@ def _improve(
     contested = {kind: items for kind, items in kinds.items() if len(items) > 1}
     if not contested:
         return
-    # Units no movable slot may take: those of the slots that stay as decided.
-    fixed = {
+    # Units no movable slot may take: those of the slots that stay as decided, and those
+    # the batch gave away before.
+    fixed = set(exclude) | {
         a.unit_id
         for d in decisions
         if isinstance(d, Decision)

@@ -2,26 +2,28 @@
 
 Under load most of a report's cost is per transaction and per unit snapshot, not per report.
 So :func:`submit` queues the report, and one of the waiting request threads (the *leader*;
-no thread of its own, so a lone report goes straight through) takes everything queued and,
-in ONE transaction (:func:`gridgov.store.store_and_dispatch`), under the intake's turn (so that
-two batches, of this process or another, never decide on the same units):
+no thread of its own, so a lone report goes straight through) takes everything queued and
+(:func:`gridgov.store.store_and_dispatch`):
 
-1. stores the reports, each as the single path stores it, with its duplicate check and its
-   Idempotency-Key link (one that fails is rolled back alone);
-2. reads each street's dispatch mode (:func:`gridgov.service.dispatch_mode.decide_from`);
-3. decides the registered reports to dispatch at once on ONE snapshot of the available units,
-   read under the turn (:func:`gridgov.dispatch.decide_together`: the single rule in arrival
-   order, improved jointly where they competed for units, never worse in total weighted
-   travel time);
+1. stores the reports in one transaction, each as the single path stores it, with its
+   duplicate check and its Idempotency-Key link (one that fails is rolled back alone), and
+   reads each street's dispatch mode (:func:`gridgov.service.dispatch_mode.decide_from`);
+2. in a second transaction, takes the intake's turn (so that two batches, of this process or
+   another, never decide on the same units), then
+3. decides the registered reports to dispatch at once on ONE snapshot of the units, read
+   under the turn: the priority-1 ones first, each as single dispatch decides it (it may
+   preempt a busy unit; :func:`gridgov.dispatch.decide_urgent`), then the others without their
+   units (:func:`gridgov.dispatch.decide_together`: the single rule in arrival order, improved
+   jointly where they competed for units, never worse in total weighted travel time);
 4. commits those decisions: incidents and units locked, every unit re-checked, the partial
-   unique index behind it.
+   unique index behind it; a preempting decision re-queues the incident it preempts, as
+   single dispatch does.
 
 While the leader works, new reports queue for the next batch, so batches grow with the load
 and cost nothing when it is light. Each report's thread gets back its own outcome. What a
-batch does not decide goes the single path in the report's own thread: priority-1 matters
-(preemption is decided one at a time), a decision whose units were taken meanwhile (by a
-writer that takes no turn, such as a dispatcher's manual choice), and any report the batch
-could not decide.
+batch does not decide goes the single path in the report's own thread: a decision whose units
+were taken meanwhile (by a writer that takes no turn, such as a dispatcher's manual choice),
+and any report the batch could not decide.
 """
 
 from __future__ import annotations
@@ -196,27 +198,38 @@ def _store_and_dispatch(group: list[_Item]) -> None:
     (:func:`gridgov.store.store_and_dispatch`); what the batch does not dispatch goes the
     single path (the outcome keeps no decision)."""
     ctx = group[0].ctx
-    kinds = {str(k) for it in group if _batched(it.matter) for k in it.matter.required_kinds}
+    kinds = {str(k) for it in group if not _urgent(it.matter) for k in it.matter.required_kinds}
+    urgent_kinds = {str(k) for it in group if _urgent(it.matter) for k in it.matter.required_kinds}
 
     def decide(
         stored: Sequence[store.StoredIncident | Exception],
         modes: dict[str, tuple[str, bool]],
         pool: dispatch.UnitPool | None,
+        urgent_pool: dispatch.UnitPool | None,
     ) -> list[dispatch.Decision | Exception | None]:
-        together = [
+        now_ = [
             i
             for i, (it, result) in enumerate(zip(group, stored, strict=True))
-            if _dispatched_together(it, result, _mode(it, modes))
+            if _dispatched_now(it, result, _mode(it, modes))
         ]
+        first = [i for i in now_ if _urgent(group[i].matter)]
+        rest = [i for i in now_ if not _urgent(group[i].matter)]
         out: list[dispatch.Decision | Exception | None] = [None] * len(group)
-        if pool is None or not together:
-            return out
-        pending = [
-            dispatch.Pending(it.create["incident"], it.matter, it.create["placement"])
-            for it in (group[i] for i in together)
-        ]
-        for i, decision in zip(together, dispatch.decide_together(pending, pool, ctx), strict=True):
-            out[i] = decision
+        given: set[str] = set()
+        # The urgent ones first, as single dispatch would decide each (with preemption), and
+        # the units they take are the rest's no longer.
+        if urgent_pool is not None and first:
+            urgent = dispatch.decide_urgent([_pending(group[i]) for i in first], urgent_pool, ctx)
+            for i, decision in zip(first, urgent, strict=True):
+                out[i] = decision
+                if isinstance(decision, dispatch.Decision):
+                    given.update(a.unit_id for a in decision.assignments)
+        if pool is not None and rest:
+            decisions = dispatch.decide_together(
+                [_pending(group[i]) for i in rest], pool, ctx, exclude=frozenset(given)
+            )
+            for i, decision in zip(rest, decisions, strict=True):
+                out[i] = decision
         return out
 
     result = store.store_and_dispatch(
@@ -224,6 +237,7 @@ def _store_and_dispatch(group: list[_Item]) -> None:
         ctx,
         [it.create for it in group],
         kinds=sorted(kinds),
+        urgent_kinds=sorted(urgent_kinds),
         decide=decide,
         now=max(it.now for it in group),
         by={it.create["incident"].incident_id: (it.actor, it.role) for it in group},
@@ -248,22 +262,26 @@ def _mode(it: _Item, modes: dict[str, tuple[str, bool]]) -> dispatch_mode.ModeDe
     return dispatch_mode.decide_from(street, modes.get(street, ("auto", True)), it.matter.priority)
 
 
-def _dispatched_together(
+def _pending(it: _Item) -> dispatch.Pending:
+    return dispatch.Pending(it.create["incident"], it.matter, it.create["placement"])
+
+
+def _dispatched_now(
     it: _Item, stored: store.StoredIncident | Exception, mode: dispatch_mode.ModeDecision
 ) -> bool:
-    """Whether the batch decides this report: registered, to be dispatched now by its street's
-    mode, and no priority 1 (which may preempt a busy unit, decided one report at a time)."""
+    """Whether the batch dispatches this report: registered, and to be dispatched now by its
+    street's mode."""
     return (
         not isinstance(stored, Exception)
         and stored.state == str(State.REGISTERED)
         and it.dispatch_now
         and mode.at_once
-        and _batched(it.matter)
     )
 
 
-def _batched(matter: Any) -> bool:
-    return bool(matter.priority != 1)
+def _urgent(matter: Any) -> bool:
+    # Priority 1 may preempt a busy unit: decided one report at a time, before the others.
+    return bool(matter.priority == 1)
 
 
 def waiting(engine: Engine) -> int:

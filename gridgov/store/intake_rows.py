@@ -26,7 +26,8 @@ from sqlalchemy import Connection, Engine, text
 from gridgov import dispatch
 from gridgov.errors import InputError, StoreError
 from gridgov.store.choice_rows import read_street_modes_within
-from gridgov.store.dispatch_rows import _commit_batch_within
+from gridgov.store.decision_rows import Attempts as _Attempts
+from gridgov.store.dispatch_rows import _commit_batch_within, _commit_within, _UnitsTaken
 from gridgov.store.engine import begin_write, translate_errors, write_transaction
 from gridgov.store.incident_rows import StoredIncident, _aware, store_reports_within
 from gridgov.store.journal import SYSTEM_ACTOR
@@ -38,13 +39,15 @@ __all__ = ["BatchOutcome", "store_and_dispatch"]
 log = logging.getLogger(__name__)
 
 #: What the caller's rule gets: each report's stored outcome (or why it was not stored), the
-#: dispatch mode of each street of the batch, and the available units of the batch's kinds
-#: (None when there are none to read). It returns, per report, a decision, the exception single
-#: dispatch raised for it, or None (not dispatched by the batch).
+#: dispatch mode of each street of the batch, the available units of the batch's kinds, and the
+#: units of its urgent kinds busy ones included, for preemption (each None when there are none
+#: to read). It returns, per report, a decision, the exception single dispatch raised for it,
+#: or None (not dispatched by the batch).
 Decide = Callable[
     [
         Sequence[StoredIncident | Exception],
         dict[str, tuple[str, bool]],
+        dispatch.UnitPool | None,
         dispatch.UnitPool | None,
     ],
     Sequence[dispatch.Decision | Exception | None],
@@ -73,6 +76,7 @@ def store_and_dispatch(
     reports: Sequence[dict[str, Any]],
     *,
     kinds: Sequence[str],
+    urgent_kinds: Sequence[str] = (),
     decide: Decide,
     now: datetime,
     by: dict[str, tuple[str, Role | str]],
@@ -80,15 +84,18 @@ def store_and_dispatch(
     """Store ``reports`` (each as :func:`gridgov.store.create_incident` stores it), then decide
     (``decide``) and commit their dispatch in the intake's turn.
 
-    ``kinds`` are the force kinds the batch may dispatch (the snapshot reads those units); ``by``
-    gives each incident's actor and role for its dispatch event. A report that cannot be
+    ``kinds`` are the force kinds the batch may dispatch (the snapshot reads those units),
+    ``urgent_kinds`` those of its reports that may preempt (read with the busy units too);
+    ``by`` gives each incident's actor and role for its dispatch event. A decision that preempts
+    is committed first, as single dispatch commits it (the preempted incident re-queued), the
+    others together. A report that cannot be
     stored is rolled back alone, as :func:`gridgov.store.create_incidents` does. When the
     decisions cannot be committed at all, none is decided by the batch (every decision is
     None) and the reports stay stored and registered: the caller dispatches them the single
     way. A database failure while storing stores nothing (:class:`~gridgov.errors.StoreError`).
     """
     now = _aware(now, "now")
-    wanted = sorted(set(kinds))
+    wanted, urgent = sorted(set(kinds)), sorted(set(urgent_kinds))
 
     def store(connection: Connection) -> tuple[list[Any], dict[str, tuple[str, bool]]]:
         stored = store_reports_within(connection, reports)
@@ -109,12 +116,21 @@ def store_and_dispatch(
         # Read on a connection of its own once the turn is held: it sees every earlier
         # batch's committed assignments, and the state it reads is kept for the process's
         # next snapshots (a state read inside a write transaction never is).
-        pool = _pool_or_none(engine, ctx, wanted, now)
-        decisions = list(decide(stored, modes, pool))
+        pool = _pool_or_none(engine, ctx, wanted, False, now)
+        urgent_pool = _pool_or_none(engine, ctx, urgent, True, now)
+        decisions = list(decide(stored, modes, pool, urgent_pool))
         ready = [d for d in decisions if isinstance(d, dispatch.Decision)]
-        if not ready:
-            return BatchOutcome(stored, modes, decisions, {})
-        left_out = _commit_batch_within(connection, ready, now, SYSTEM_ACTOR, Role.SYSTEM, by)
+        left_out: dict[str, str] = {}
+        for d in ready:
+            if any(a.preempts is not None for a in d.assignments):
+                why = _commit_preempting(connection, d, now, by)
+                if why is not None:
+                    left_out[d.incident.incident_id] = why
+        together = [d for d in ready if not any(a.preempts is not None for a in d.assignments)]
+        if together:
+            left_out.update(
+                _commit_batch_within(connection, together, now, SYSTEM_ACTOR, Role.SYSTEM, by)
+            )
         return BatchOutcome(stored, modes, decisions, left_out)
 
     try:
@@ -129,15 +145,35 @@ def _pool_or_none(
     engine: Engine,
     ctx: dispatch.DispatchContext,
     kinds: Sequence[str],
+    with_busy: bool,
     now: datetime,
 ) -> dispatch.UnitPool | None:
     if not kinds:
         return None
     try:
-        pool: dispatch.UnitPool = _snapshot_pool(engine, ctx, kinds, False, now)
+        pool: dispatch.UnitPool = _snapshot_pool(engine, ctx, kinds, with_busy, now)
     except StoreError:  # units reloaded again and again: the single way decides, later
         return None
     return pool
+
+
+def _commit_preempting(
+    connection: Connection,
+    decision: dispatch.Decision,
+    now: datetime,
+    by: dict[str, tuple[str, Role | str]],
+) -> str | None:
+    """Commit one preempting decision as single dispatch does, to a savepoint; why it could
+    not be (its units or the preempted incident changed), or None."""
+    actor, role = by.get(decision.incident.incident_id, (SYSTEM_ACTOR, Role.SYSTEM))
+    try:
+        with connection.begin_nested():
+            _commit_within(connection, decision, now, _Attempts(count=1), actor=actor, role=role)
+    except _UnitsTaken as taken:
+        return f"its unit(s) {taken} were taken meanwhile; dispatch it again"
+    except InputError as exc:
+        return str(exc)
+    return None
 
 
 def _take_intake_turn(connection: Connection) -> None:
