@@ -141,15 +141,19 @@ class Settings(BaseSettings):
     api_workers: int = Field(
         default=2, ge=1, description="uvicorn worker processes of `gridgov serve`."
     )
+    # 32 + 8 = 40: a process runs its blocking calls on anyio's 40 worker threads, so it never
+    # needs more at once. With a pool of 20, 32 report clients on 2 workers made the pool
+    # open and close 15-20 overflow sessions a second (bench/api_load.py: 97 reports/s with
+    # it, 133 with a pool of 32 in the same run).
     db_pool_size: int = Field(
-        default=20,
+        default=32,
         ge=1,
         description="PostgreSQL connections each process keeps open (SQLAlchemy pool_size). "
         "Keep api_workers × (db_pool_size + db_max_overflow) below the server's "
         "max_connections (100 by default).",
     )
     db_max_overflow: int = Field(
-        default=10,
+        default=8,
         ge=0,
         description="PostgreSQL connections a process may open beyond db_pool_size under load "
         "(closed again when returned).",
