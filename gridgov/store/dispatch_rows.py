@@ -230,7 +230,7 @@ def available_pool(
     engine: Engine, ctx: dispatch.DispatchContext, kinds: Sequence[str], *, now: datetime
 ) -> dispatch.UnitPool:
     """The available units of ``kinds`` on duty, as the pool a decision reads (a snapshot;
-    nothing is locked): what the intake's micro-batches decide on together."""
+    nothing is locked), as the intake's micro-batches read it."""
     pool: dispatch.UnitPool = _snapshot_pool(
         engine, ctx, sorted(set(kinds)), False, _aware(now, "now")
     )
@@ -615,7 +615,8 @@ def commit_batch(
     that can no longer be committed as decided.
 
     ``by`` gives the actor and role of some incidents' dispatch events (the intake's
-    micro-batches hold reports of several callers); the others are ``actor``'s.
+    micro-batches, :mod:`gridgov.store.intake_rows`, hold reports of several callers); the others
+    are ``actor``'s.
 
     Every incident is locked, then every chosen unit (in id order, as single dispatch does:
     PostgreSQL skips rows another transaction holds). A decision is left out, whole, when its
