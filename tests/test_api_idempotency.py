@@ -192,31 +192,41 @@ def _described(engine: Any, description: str) -> list[Any]:
         )
 
 
+@pytest.mark.parametrize(("path", "seed"), [("batched", 41), ("single", 43)])
 def test_a_crashed_run_is_resumed_after_its_lease_never_stored_twice(
-    api: tuple[TestClient, Any, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    api: tuple[TestClient, Any, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    seed: int,
 ) -> None:
     """The worker dies after the incident is stored and before the answer is kept (its claim
     is neither finished nor released): retries wait out the lease, then the next one takes
-    the key over, finds the stored incident, dispatches it and answers it. One incident."""
+    the key over, finds the stored incident, dispatches it and answers it. One incident.
+
+    Both intake paths store a report in one transaction and dispatch it in another; the crash
+    falls between them."""
     client, engine, auth = api
     monkeypatch.setattr(get_settings(), "idempotency_lease_s", 0.5)
-    ((lon, lat),) = _points(engine, 1, seed=41)
+    ((lon, lat),) = _points(engine, 1, seed=seed)
     # A matter no other test here reports, so it is no duplicate and is dispatched.
-    body = {"matter_code": "MK-01", "lon": lon, "lat": lat, "description": "crash-resume-1"}
-    headers = {**auth, "Idempotency-Key": "crash-resume-1"}
+    tag = f"crash-resume-{path}"
+    body = {"matter_code": "MK-01", "lon": lon, "lat": lat, "description": tag}
+    headers = {**auth, "Idempotency-Key": tag}
 
     def dies(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("worker killed")
 
     with monkeypatch.context() as crash:
-        crash.setattr(store, "dispatch_reported", dies)
-        # The single path stores, then dispatches in a second transaction: the crash falls
-        # between them. (A micro-batch stores and dispatches in one: nothing to resume there.)
-        crash.setattr(get_settings(), "intake_batch_max", 0)
+        if path == "single":
+            crash.setattr(get_settings(), "intake_batch_max", 0)
+            crash.setattr(store, "dispatch_reported", dies)
+        else:
+            crash.setattr(intake_rows, "_commit_batch_within", dies)
+            crash.setattr(intake_rows, "_commit_within", dies)
         crash.setattr(store, "release_idempotency", lambda *a, **k: None)
         # (release is a no-op too: a killed worker gives nothing up.)
         assert client.post("/api/v1/incidents", json=body, headers=headers).status_code == 500
-    ((incident_id, status),) = _described(engine, "crash-resume-1")
+    ((incident_id, status),) = _described(engine, tag)
     assert status == "registered"  # stored, never dispatched: the worker died first
 
     waiting = client.post("/api/v1/incidents", json=body, headers=headers)
@@ -227,7 +237,7 @@ def test_a_crashed_run_is_resumed_after_its_lease_never_stored_twice(
     assert resumed.json()["incident_id"] == incident_id
     state = resumed.json()["status"]
     assert state in ("dispatched", "registered") and resumed.json()["dispatch"]
-    assert _described(engine, "crash-resume-1") == [(incident_id, state)]
+    assert _described(engine, tag) == [(incident_id, state)]
     again = client.post("/api/v1/incidents", json=body, headers=headers)
     assert again.headers["idempotent-replayed"] == "true" and again.content == resumed.content
 
