@@ -10,6 +10,7 @@ changes it everywhere.
   office position the unit is left out.
 - **Unit rank**: the tie-break order of units, the str order of their ids.
 - **Candidate order**: travel time, then unit rank (so equal times go to the smaller id).
+- **Preemption**: only a priority-1 matter may take a unit busy on a lower-priority incident.
 """
 
 from __future__ import annotations
@@ -191,3 +192,9 @@ __all__ = [
     "stale_before",
     "unit_rank",
 ]
+
+
+def may_preempt(priority: int) -> bool:
+    """Whether a matter of ``priority`` may take a unit busy on a lower-priority incident (the
+    pool it is decided on then holds the busy units too)."""
+    return priority == 1

@@ -234,7 +234,7 @@ def _dispatch_kind(
             return (r, make_assignment(pool, r, kind, role, level, TIER_RULES[tier], t, cap)), note
     note["accepted_tier"] = None
     note["left_out"] = _left_out(pool, left_out)
-    if allow_preemption and matter.priority == 1:
+    if allow_preemption and rules.may_preempt(matter.priority):
         pre = _preempt(pool, target, rows, kind, role, cap, exclude, taken)
         note["preemption"] = pre[1]
         if pre[0] is not None:

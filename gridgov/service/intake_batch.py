@@ -280,8 +280,8 @@ def _dispatched_now(
 
 
 def _urgent(matter: Any) -> bool:
-    # Priority 1 may preempt a busy unit: decided one report at a time, before the others.
-    return bool(matter.priority == 1)
+    # A matter that may preempt a busy unit: decided one report at a time, before the others.
+    return dispatch.may_preempt(matter.priority)
 
 
 def waiting(engine: Engine) -> int:

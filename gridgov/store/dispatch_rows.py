@@ -205,7 +205,7 @@ def _decide(
     if matter is None:
         matter = ctx.catalog.get(incident.matter_code)
     kinds = [str(k) for k in matter.required_kinds]
-    with_busy = allow_preemption and matter.priority == 1
+    with_busy = allow_preemption and dispatch.may_preempt(matter.priority)
     pool = _snapshot_pool(engine, ctx, kinds, with_busy, now, within)
     if placement is None:
         placement = dispatch.locate_incident(incident, ctx)
