@@ -21,8 +21,8 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import Point
 from sqlalchemy import Engine, func, select
-from test_store import STREET_1, STREET_2, make_tiny_areas
-from test_store_dispatch import CATALOG, NOW, N, ctx, district, make_roads, xy
+from test_store import STREET_1, STREET_2
+from test_store_dispatch import CATALOG, NOW, N, ctx, district, load_tiny, units_frame, xy
 
 from gridgov import dispatch, store
 from gridgov.errors import InputError
@@ -176,22 +176,10 @@ def test_competing_reports_are_assigned_jointly(
 
 def _single_path_store(folder: Path, units: gpd.GeoDataFrame | None = None) -> Engine:
     """A fresh SQLite store holding the lattice district (the single path's twin)."""
-    from test_store_dispatch import make_units
-
     url = f"sqlite:///{folder / f'single-{random.getrandbits(32):08x}.db'}"
     store.init_db(url)
     engine = store.create_engine_from_url(url)
-    nodes, links = make_roads()
-    store.load_district(
-        engine,
-        make_tiny_areas(),
-        None,
-        make_units() if units is None else units,
-        CATALOG.matters,
-        gdf_nodes=nodes,
-        gdf_links=links,
-        name="tiny",
-    )
+    load_tiny(engine, units)
     return engine
 
 
@@ -208,25 +196,7 @@ def _random_units(rng: random.Random) -> gpd.GeoDataFrame:
             i, j = rng.randrange(N), rng.randrange(N)
             rows.append((f"{kind[0].upper()}{k:02d}", kind, STREET_1 if i < N // 2 else STREET_2))
             points.append(Point(*xy(i, j)))
-    return gpd.GeoDataFrame(
-        {
-            "unit_id": [r[0] for r in rows],
-            "name": [r[0] for r in rows],
-            "kind": [r[1] for r in rows],
-            "office_id": None,
-            "department": "部门",
-            "street_code": [r[2] for r in rows],
-            "travel_mode": "drive",
-            "status": "available",
-            "on_duty": True,
-            "grid_code": None,
-            "generated": True,
-            "position_time": None,
-            "position_source": "road",
-        },
-        geometry=points,
-        crs="EPSG:4326",
-    )
+    return units_frame(rows, points)
 
 
 def _sequence(rng: random.Random, n: int) -> list[tuple[str, tuple[float, float]]]:

@@ -127,14 +127,26 @@ UNIT_SPEC = [
 
 
 def make_units() -> gpd.GeoDataFrame:
+    return units_frame(
+        [(s[0], s[1], s[2]) for s in UNIT_SPEC],
+        [Point(*xy(*s[3])) for s in UNIT_SPEC],
+        names=[f"单元{s[0]}" for s in UNIT_SPEC],
+    )
+
+
+def units_frame(
+    rows: list[tuple[str, str, str]], points: list[Point], *, names: list[str] | None = None
+) -> gpd.GeoDataFrame:
+    """Units of the lattice district: (unit id, kind, street) rows at ``points``, available,
+    on duty, at static home positions (never stale); named by id unless ``names``."""
     return gpd.GeoDataFrame(
         {
-            "unit_id": [s[0] for s in UNIT_SPEC],
-            "name": [f"单元{s[0]}" for s in UNIT_SPEC],
-            "kind": [s[1] for s in UNIT_SPEC],
+            "unit_id": [r[0] for r in rows],
+            "name": [r[0] for r in rows] if names is None else names,
+            "kind": [r[1] for r in rows],
             "office_id": None,
             "department": "部门",
-            "street_code": [s[2] for s in UNIT_SPEC],
+            "street_code": [r[2] for r in rows],
             "travel_mode": "drive",
             "status": "available",
             "on_duty": True,
@@ -144,7 +156,7 @@ def make_units() -> gpd.GeoDataFrame:
             "position_time": None,
             "position_source": "road",
         },
-        geometry=[Point(*xy(*s[3])) for s in UNIT_SPEC],
+        geometry=points,
         crs="EPSG:4326",
     )
 
@@ -181,19 +193,25 @@ def make_catalog() -> Catalog:
 CATALOG = make_catalog()
 
 
-@pytest.fixture
-def district(store_engine: Engine) -> Engine:
+def load_tiny(engine: Engine, units: gpd.GeoDataFrame | None = None) -> None:
+    """Load the lattice district (areas, roads, the test catalogue; :func:`make_units` unless
+    ``units``) into ``engine``."""
     gdf_nodes, gdf_links = make_roads()
     load_district(
-        store_engine,
+        engine,
         make_tiny_areas(),
         None,
-        make_units(),
+        make_units() if units is None else units,
         CATALOG.matters,
         gdf_nodes=gdf_nodes,
         gdf_links=gdf_links,
         name="tiny",
     )
+
+
+@pytest.fixture
+def district(store_engine: Engine) -> Engine:
+    load_tiny(store_engine)
     return store_engine
 
 

@@ -21,9 +21,9 @@ from sqlalchemy.types import NullType
 from test_store_dispatch import (
     CATALOG,
     NOW,
-    make_roads,
-    make_tiny_areas,
-    make_units,
+    ctx,
+    district,
+    load_tiny,
     new_incident,
     xy,
 )
@@ -36,7 +36,6 @@ from gridgov.store import (
     create_engine_from_url,
     dispatch_stored,
     init_db,
-    load_district,
     release_unit,
     set_unit_status,
 )
@@ -44,6 +43,8 @@ from gridgov.store import unit_snapshot as snap
 from gridgov.store.engine import begin_write
 from gridgov.store.models import INCIDENTS, UNITS
 from gridgov.store.position_fixes import FixIn, store_fixes
+
+__all__ = ["ctx", "district"]  # fixtures used here
 
 KIND_SETS = (["fire"], ["enforcement", "police"], ["fire", "police", "enforcement"], ["hrss"])
 POOL_FIELDS = (
@@ -140,32 +141,6 @@ def check(engine: Engine, ctx: dispatch.DispatchContext, now: datetime, what: st
             assert_same_pool(got, want, f"{what} {kinds} busy={with_busy}")
 
 
-def _reload(engine: Engine) -> None:
-    gdf_nodes, gdf_links = make_roads()
-    load_district(
-        engine,
-        make_tiny_areas(),
-        None,
-        make_units(),
-        CATALOG.matters,
-        gdf_nodes=gdf_nodes,
-        gdf_links=gdf_links,
-        name="tiny",
-    )
-
-
-@pytest.fixture
-def tiny(store_engine: Engine) -> Engine:
-    """The test district of tests/test_store_dispatch.py, on each backend."""
-    _reload(store_engine)
-    return store_engine
-
-
-@pytest.fixture
-def tiny_ctx(tiny: Engine) -> dispatch.DispatchContext:
-    return context_from_store(tiny, CATALOG)
-
-
 def _unit_ids(engine: Engine) -> list[str]:
     with engine.connect() as connection:
         return [str(u) for u in connection.execute(select(UNITS.c.unit_id)).scalars()]
@@ -181,12 +156,12 @@ def _busy(engine: Engine) -> list[str]:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_writes_never_make_the_kept_state_differ_from_a_full_read(
-    tiny: Engine,
-    tiny_ctx: dispatch.DispatchContext,
+    district: Engine,
+    ctx: dispatch.DispatchContext,
     seed: int,
 ) -> None:
     rng = random.Random(seed)
-    engine, ctx = tiny, tiny_ctx
+    engine = district
     snap._STATES.pop(engine, None)
     counts = dict(snap._COUNTS)
     fix_at = NOW - timedelta(minutes=30)
@@ -234,7 +209,7 @@ def test_random_writes_never_make_the_kept_state_differ_from_a_full_read(
                         .values(priority=rng.randint(1, 4))
                     )
             elif action == "reload":
-                _reload(engine)
+                load_tiny(engine)
         except Exception as exc:  # a refused write (a busy unit...) is a step too
             if type(exc).__name__ not in ("InputError", "UnitsTakenError"):
                 raise
@@ -249,10 +224,10 @@ def test_random_writes_never_make_the_kept_state_differ_from_a_full_read(
 
 
 def test_a_deleted_unit_and_a_unit_added_by_hand_are_seen(
-    tiny: Engine,
-    tiny_ctx: dispatch.DispatchContext,
+    district: Engine,
+    ctx: dispatch.DispatchContext,
 ) -> None:
-    engine, ctx = tiny, tiny_ctx
+    engine = district
     check(engine, ctx, NOW, "start")
     with begin_write(engine) as connection:
         row = connection.execute(select(UNITS).where(UNITS.c.unit_id == "F2")).one()
@@ -273,10 +248,10 @@ def test_a_deleted_unit_and_a_unit_added_by_hand_are_seen(
 
 
 def test_a_write_transaction_sees_its_own_writes_and_others_never_do(
-    tiny: Engine,
-    tiny_ctx: dispatch.DispatchContext,
+    district: Engine,
+    ctx: dispatch.DispatchContext,
 ) -> None:
-    engine, ctx = tiny, tiny_ctx
+    engine = district
     check(engine, ctx, NOW, "start")
     with begin_write(engine) as connection:
         connection.execute(update(UNITS).where(UNITS.c.unit_id == "F1").values(status="off_duty"))
@@ -315,7 +290,7 @@ def pg_district(postgis_schema_url: str) -> Iterator[Engine]:
     init_db(postgis_schema_url)
     engine = create_engine_from_url(postgis_schema_url)
     try:
-        _reload(engine)
+        load_tiny(engine)
         yield engine
     finally:
         engine.dispose()
@@ -348,10 +323,10 @@ def test_a_late_commit_below_the_largest_change_number_is_seen(pg_district: Engi
 
 
 def test_threads_snapshot_together_while_units_are_written(
-    tiny: Engine,
-    tiny_ctx: dispatch.DispatchContext,
+    district: Engine,
+    ctx: dispatch.DispatchContext,
 ) -> None:
-    engine, ctx = tiny, tiny_ctx
+    engine = district
     snap._STATES.pop(engine, None)
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -387,13 +362,13 @@ def test_threads_snapshot_together_while_units_are_written(
 
 
 def test_the_state_statement_reads_only_rows_written_since(
-    tiny: Engine,
-    tiny_ctx: dispatch.DispatchContext,
+    district: Engine,
+    ctx: dispatch.DispatchContext,
 ) -> None:
     """With nothing written since, a snapshot's delta holds no unit row on SQLite but the one
     holding the largest number (on PostgreSQL, none once no transaction of the cluster that
     was running at the last snapshot is left: other tests' may be)."""
-    engine, ctx = tiny, tiny_ctx
+    engine = district
     snap._STATES.pop(engine, None)
     snap._snapshot_pool(engine, ctx, ["fire"], True, NOW)
     snap._snapshot_pool(engine, ctx, ["fire"], True, NOW)
