@@ -66,9 +66,13 @@ def _on_lattice(i: float, j: float) -> tuple[float, float]:
 @contextmanager
 def _one_batch(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
     """Queue reports behind a batch that is held open, so that they form the next batch
-    together, in the order they were queued (as a loaded intake groups them)."""
+    together, in the order they were queued (as a loaded intake groups them).
+
+    The report held open is one not to dispatch (``dispatch_now=False``): a dispatch collects
+    every stored report once it holds the intake's turn, so a held report to dispatch could
+    join the next batch's dispatch or not, as the threads happen to run."""
     entered, gate = threading.Event(), threading.Event()
-    real = store.store_and_dispatch
+    real = store.store_batch
 
     def held(*args: Any, **kwargs: Any) -> Any:
         if not entered.is_set():
@@ -76,8 +80,7 @@ def _one_batch(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
             assert gate.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "store_and_dispatch", held)
-    monkeypatch.setattr(intake_batch, "LEADERS", 1)  # one batch at a time, in queue order
+    monkeypatch.setattr(store, "store_batch", held)
     threads: list[threading.Thread] = []
     results: dict[int, Any] = {}
 
@@ -107,7 +110,7 @@ def _one_batch(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
         gate.set()
         for t in threads:
             t.join(60)
-        monkeypatch.setattr(store, "store_and_dispatch", real)
+        monkeypatch.setattr(store, "store_batch", real)
 
 
 def _active(engine: Engine) -> dict[str, str]:
@@ -142,7 +145,9 @@ def test_competing_reports_are_assigned_jointly(
     tmp_path: Path,
 ) -> None:
     with _one_batch(district, monkeypatch) as queue:
-        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5)))  # held open: no unit of it
+        queue(
+            lambda: _report(district, ctx, "T-HRSS", (5, 5), dispatch_now=False)
+        )  # held open, stored only
         a = queue(lambda: _report(district, ctx, "T-ENF", A, incident_id="JOINT-A"))
         b = queue(lambda: _report(district, ctx, "T-ENF", B, incident_id="JOINT-B"))
     got_a, got_b = queue.results[a], queue.results[b]  # type: ignore[attr-defined]
@@ -226,7 +231,7 @@ def test_a_batch_is_never_worse_than_the_single_path(
             one.setattr(get_settings(), "intake_batch_max", 0)
             one_by_one = [_report(single, single_ctx, m, p) for m, p in sequence]
         with _one_batch(batched, monkeypatch) as queue:
-            queue(partial(_report, batched, batched_ctx, "T-HRSS", (4, 4)))
+            queue(partial(_report, batched, batched_ctx, "T-HRSS", (4, 4), dispatch_now=False))
             slots = [queue(partial(_report, batched, batched_ctx, m, p)) for m, p in sequence]
         together = [queue.results[i] for i in slots]  # type: ignore[attr-defined]
         for r in together:
@@ -276,7 +281,7 @@ def test_a_failing_report_leaves_the_rest_of_its_batch_stored(
 ) -> None:
     _report(district, ctx, "T-HRSS", (6, 1), incident_id="TAKEN-ID")
     with _one_batch(district, monkeypatch) as queue:
-        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5)))
+        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5), dispatch_now=False))
         first = queue(lambda: _report(district, ctx, "T-ENF", (1, 1), incident_id="OK-1"))
         bad = queue(lambda: _report(district, ctx, "T-ENF", (2, 2), incident_id="TAKEN-ID"))
         last = queue(lambda: _report(district, ctx, "T-ENF", (3, 3), incident_id="OK-2"))
@@ -305,7 +310,7 @@ def test_a_unit_taken_meanwhile_sends_the_report_the_single_way(
 
     stale = store.available_pool(district, ctx, ["enforcement"], now=NOW)
     store.set_unit_status(district, "E1", "busy")
-    monkeypatch.setattr(intake_rows, "_snapshot_pool", lambda *a, **k: stale)
+    monkeypatch.setattr(intake_rows, "_snapshot_pools", lambda *a, **k: [stale])
     got = _report(district, ctx, "T-ENF", A, incident_id="TAKEN-MEANWHILE")
     assert [a.unit_id for a in got.decision.assignments] == ["E2"]
     assert "batch" not in got.decision.explanation  # decided the single way
@@ -393,7 +398,7 @@ def test_a_priority_one_report_in_a_batch_preempts_as_single_dispatch_does(
     low = _report(district, ctx, "T-LOW", (2, 1), incident_id="LOW")  # fire + police
     assert [a.unit_id for a in low.decision.assignments] == ["F1", "P1"]
     with _one_batch(district, monkeypatch) as queue:
-        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5)))  # held open
+        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5), dispatch_now=False))  # held open
         fire = queue(lambda: _report(district, ctx, "T-FIRE", (1, 1), incident_id="FIRE"))
     got = queue.results[fire]  # type: ignore[attr-defined]
     # F2 is free but beyond three minutes; F1 is one hop away, on a priority-4 job.
@@ -421,7 +426,7 @@ def test_a_priority_one_report_is_decided_before_the_rest_of_its_batch(
     first, takes F1 free, and the low one gets F2: nobody is preempted. One by one, the low
     report takes F1 and the fire report then preempts it, re-queueing it."""
     with _one_batch(district, monkeypatch) as queue:
-        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5)))  # held open
+        queue(lambda: _report(district, ctx, "T-HRSS", (5, 5), dispatch_now=False))  # held open
         low = queue(lambda: _report(district, ctx, "T-LOW", (2, 1), incident_id="LOW"))
         fire = queue(lambda: _report(district, ctx, "T-FIRE", (1, 1), incident_id="FIRE"))
     got_low, got_fire = queue.results[low], queue.results[fire]  # type: ignore[attr-defined]
@@ -438,3 +443,66 @@ def test_a_priority_one_report_is_decided_before_the_rest_of_its_batch(
     assert [a.unit_id for a in first.decision.assignments] == ["F1", "P1"]
     assert [(a.unit_id, a.preempts) for a in then.decision.assignments] == [("F1", "LOW")]
     single.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline: a dispatch takes what was stored while it waited for the turn
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgis
+def test_reports_stored_while_a_dispatch_waits_for_the_turn_go_with_it(
+    postgis_schema_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Report A's dispatch waits for the intake's turn (another process holds it); B and C are
+    stored meanwhile, by the store stage, which never waits for the turn. When the turn comes,
+    A's dispatch takes all three: one batch, in the order stored. (PostgreSQL only: on SQLite
+    the turn is the one writer's lock, which storing needs too.)"""
+    from gridgov.store import intake_rows
+
+    store.init_db(postgis_schema_url)
+    engine = store.create_engine_from_url(postgis_schema_url)
+    load_tiny(engine)
+    context = store.context_from_store(engine, CATALOG)
+    entered, gate = threading.Event(), threading.Event()
+    real = intake_rows._take_intake_turn
+
+    def held(connection: Any) -> None:
+        if not entered.is_set():
+            entered.set()
+            assert gate.wait(30)
+        real(connection)
+
+    monkeypatch.setattr(intake_rows, "_take_intake_turn", held)
+    results: dict[str, Any] = {}
+
+    def one(name: str, at: tuple[int, int]) -> None:
+        results[name] = _report(engine, context, "T-ENF", at, incident_id=f"TURN-{name}")
+
+    threads = [threading.Thread(target=one, args=("A", (1, 1)))]
+    threads[0].start()
+    assert entered.wait(30)
+    for name, at in (("B", (3, 3)), ("C", (5, 5))):
+        threads.append(threading.Thread(target=one, args=(name, at)))
+        threads[-1].start()
+        deadline = time.monotonic() + 30
+        while not _stored(engine, f"TURN-{name}") or intake_batch.waiting(engine) < len(threads):
+            assert time.monotonic() < deadline, f"{name} was never stored"
+            time.sleep(0.005)
+    gate.set()
+    for t in threads:
+        t.join(60)
+    assert [results[n].state for n in "ABC"] == ["dispatched"] * 3
+    for position, name in enumerate("ABC", start=1):
+        batch = results[name].decision.explanation["batch"]
+        assert (batch["reports"], batch["position"]) == (3, position)
+    assert sorted(_active(engine).values()) == ["TURN-A", "TURN-B", "TURN-C"]
+    engine.dispose()
+
+
+def _stored(engine: Engine, incident_id: str) -> bool:
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(func.count()).where(INCIDENTS.c.incident_id == incident_id)
+        ).scalar_one()
+    return bool(found)

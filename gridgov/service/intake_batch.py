@@ -1,29 +1,32 @@
 """Micro-batched intake: reports that arrive together are stored and dispatched together.
 
 Under load most of a report's cost is per transaction and per unit snapshot, not per report.
-So :func:`submit` queues the report, and one of the waiting request threads (the *leader*;
-no thread of its own, so a lone report goes straight through) takes everything queued and
-(:func:`gridgov.store.store_and_dispatch`):
+So :func:`submit` queues the report, and the waiting request threads themselves (no thread of
+its own, so a lone report goes straight through) work the queue in two stages, one thread per
+stage and process at a time, so that a process stores its next batch while this one is
+dispatched:
 
-1. stores the reports in one transaction, each as the single path stores it, with its
-   duplicate check and its Idempotency-Key link (one that fails is rolled back alone), and
-   reads each street's dispatch mode (:func:`gridgov.service.dispatch_mode.decide_from`);
-2. in a second transaction, takes the intake's turn (so that two batches, of this process or
-   another, never decide on the same units), then
-3. decides the registered reports to dispatch at once on ONE snapshot of the units, read
-   under the turn: the priority-1 ones first, each as single dispatch decides it (it may
-   preempt a busy unit; :func:`gridgov.dispatch.decide_urgent`), then the others without their
-   units (:func:`gridgov.dispatch.decide_together`: the single rule in arrival order, improved
-   jointly where they competed for units, never worse in total weighted travel time);
-4. commits those decisions: incidents and units locked, every unit re-checked, the partial
-   unique index behind it; a preempting decision re-queues the incident it preempts, as
-   single dispatch does.
+1. **store**: everything queued is stored in one transaction, each report as the single path
+   stores it, with its duplicate check and its Idempotency-Key link (one that fails is rolled
+   back alone), and each street's dispatch mode is read
+   (:func:`gridgov.store.store_batch`, :func:`gridgov.service.dispatch_mode.decide_from`);
+   a report its street does not dispatch at once is answered here;
+2. **dispatch**: everything stored and waiting is decided and committed in one transaction
+   that takes the intake's turn (so that two batches, of this process or another, never decide
+   on the same units) and then reads ONE snapshot of the units
+   (:func:`gridgov.store.dispatch_batch`): the priority-1 reports first, each as single
+   dispatch decides it (it may preempt a busy unit; :func:`gridgov.dispatch.decide_urgent`),
+   then the others without their units (:func:`gridgov.dispatch.decide_together`: the single
+   rule in arrival order, improved jointly where they competed for units, never worse in total
+   weighted travel time). The commit locks incidents and units, re-checks every unit, and the
+   partial unique index is behind it; a preempting decision re-queues the incident it preempts,
+   as single dispatch does.
 
-While the leader works, new reports queue for the next batch, so batches grow with the load
-and cost nothing when it is light. Each report's thread gets back its own outcome. What a
-batch does not decide goes the single path in the report's own thread: a decision whose units
-were taken meanwhile (by a writer that takes no turn, such as a dispatcher's manual choice),
-and any report the batch could not decide.
+While a stage works, new reports queue for its next batch, so batches grow with the load and
+cost nothing when it is light. Each report's thread gets back its own outcome. What a batch
+does not decide goes the single path in the report's own thread: a decision whose units were
+taken meanwhile (by a writer that takes no turn, such as a dispatcher's manual choice), and
+any report the batch could not decide.
 """
 
 from __future__ import annotations
@@ -32,23 +35,16 @@ import logging
 import threading
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from gridgov import dispatch, store
-from gridgov.errors import StoreError
 from gridgov.service import dispatch_mode
 from gridgov.store import Engine
 from gridgov.workflow import Role, State
 
 log = logging.getLogger(__name__)
-
-#: Threads of one process that may store and decide batches at the same time. One: batches
-#: take the intake's turn one after another anyway, and a second leader halves the batches
-#: (bench/api_load.py, 2 workers, 32 clients: 96 reports/s with one leader, 72 with two, 62
-#: with four).
-LEADERS = 1
 
 
 @dataclass(frozen=True)
@@ -74,72 +70,82 @@ class _Item:
     outcome: Outcome | None = None
     error: BaseException | None = None
     done: bool = False
-    lead: bool = False
+
+
+_STORE, _DISPATCH = "store", "dispatch"
 
 
 class _Combiner:
-    """One queue per store and process; up to :data:`LEADERS` waiting threads drain it."""
+    """One pipeline per store and process: reports waiting to be stored, and reports stored and
+    waiting for their dispatch; a waiting request thread works each stage, one at a time."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._queue: list[_Item] = []
-        self._leaders = 0
+        self._queues: dict[str, list[_Item]] = {_STORE: [], _DISPATCH: []}
+        self._busy: set[str] = set()
 
     def run(self, item: _Item, most: int) -> None:
         with self._cond:
-            self._queue.append(item)
-            if self._leaders < LEADERS:
-                self._leaders += 1
-                item.lead = True
-            else:
-                self._cond.wait_for(lambda: item.done or item.lead)
-            if item.done:
-                return
-        try:
-            while self._lead_once(item, most):
-                pass
-        finally:
-            self._hand_over()
-
-    def _lead_once(self, item: _Item, most: int) -> bool:
-        """Take and process one batch; False once ``item`` is answered."""
-        with self._cond:
-            if item.done:
-                return False
-            # Shared fairly between the leaders at work, at most ``most`` each.
-            take = min(most, -(-len(self._queue) // self._leaders))
-            batch = self._queue[:take]
-            del self._queue[:take]
-            if not batch:  # another leader took this report: wait for its answer
-                self._cond.wait_for(lambda: item.done)
-                return False
-        try:
-            _process(batch)
-        except BaseException as exc:  # recorded on each report of the batch, never lost
-            for other in batch:
-                if not other.done:
-                    other.error, other.done = exc, True
-        finally:
-            for other in batch:
-                if not other.done:  # pragma: no cover - _process answers every report
-                    other.error, other.done = StoreError("the report was not stored"), True
+            self._queues[_STORE].append(item)
+        while True:
             with self._cond:
-                self._cond.notify_all()
-        return not item.done
+                self._cond.wait_for(lambda: item.done or self._vacant() is not None)
+                if item.done:
+                    return
+                stage = self._vacant()
+                assert stage is not None
+                # The dispatch stage takes its reports once it holds the intake's turn.
+                batch = self._take(_STORE, most) if stage == _STORE else []
+                self._busy.add(stage)
+            try:
+                if stage == _STORE:
+                    _store(self, batch)
+                else:
+                    batch = _dispatch(self, most)
+            except BaseException as exc:  # recorded on each report of the batch, never lost
+                for other in batch:
+                    if not other.done:
+                        other.error, other.done = exc, True
+            finally:
+                with self._cond:
+                    self._busy.discard(stage)
+                    self._cond.notify_all()
+
+    def _vacant(self) -> str | None:
+        """A stage with work and nobody at it; the dispatch first, which answers reports."""
+        for stage in (_DISPATCH, _STORE):
+            if stage not in self._busy and self._queues[stage]:
+                return stage
+        return None
+
+    def _take(self, stage: str, most: int) -> list[_Item]:
+        batch = self._queues[stage][:most]
+        del self._queues[stage][:most]
+        return batch
+
+    def take_stored(self, most: int, ctx: dispatch.DispatchContext) -> list[_Item]:
+        """Up to ``most`` stored reports of dispatch context ``ctx``, in the order stored."""
+        with self._cond:
+            queue = self._queues[_DISPATCH]
+            batch = [it for it in queue if it.ctx is ctx][:most]
+            chosen = {id(it) for it in batch}
+            queue[:] = [it for it in queue if id(it) not in chosen]
+            return batch
+
+    def first_stored(self) -> _Item | None:
+        """The report that has waited longest for its dispatch."""
+        with self._cond:
+            queue = self._queues[_DISPATCH]
+            return queue[0] if queue else None
+
+    def stored(self, items: Sequence[_Item]) -> None:
+        """Hand stored reports on to the dispatch stage."""
+        with self._cond:
+            self._queues[_DISPATCH].extend(items)
 
     def waiting(self) -> int:
         with self._cond:
-            return len(self._queue)
-
-    def _hand_over(self) -> None:
-        """Pass the lead to the oldest waiting report not leading yet, or give it up."""
-        with self._cond:
-            for nxt in self._queue:
-                if not nxt.lead:
-                    nxt.lead = True
-                    self._cond.notify_all()
-                    return
-            self._leaders -= 1
+            return sum(len(q) for q in self._queues.values())
 
 
 _COMBINERS: weakref.WeakKeyDictionary[Engine, _Combiner] = weakref.WeakKeyDictionary()
@@ -177,50 +183,80 @@ def submit(
     return item.outcome
 
 
-def _process(batch: list[_Item]) -> None:
-    """Store, decide and commit one batch (one transaction per dispatch context: nearly
-    always one); every item ends ``done``."""
-    for group in _by_context(batch):
-        _store_and_dispatch(group)
-    for it in batch:
+def _store(combiner: _Combiner, batch: list[_Item]) -> None:
+    """Stage 1: store the batch in one transaction; answer the reports it does not dispatch
+    now, and hand the others on to the dispatch stage."""
+    result = store.store_batch(batch[0].engine, [it.create for it in batch])
+    onward: list[_Item] = []
+    for it, stored in zip(batch, result.stored, strict=True):
+        if isinstance(stored, Exception):
+            it.error, it.done = stored, True
+            continue
+        mode = _mode(it, result.modes)
+        it.outcome = Outcome(stored, mode)
+        if _dispatched_now(it, stored, mode):
+            onward.append(it)
+        else:
+            it.done = True
+    combiner.stored(onward)
+
+
+def _dispatch(combiner: _Combiner, most: int) -> list[_Item]:
+    """Stage 2: take the intake's turn, then every stored report waiting (of one dispatch
+    context: nearly always all), and decide and commit their dispatch
+    (:func:`gridgov.store.dispatch_batch`); what the batch does not dispatch goes the single
+    path (the outcome keeps no decision)."""
+    first = combiner.first_stored()
+    if first is None:
+        return []
+    ctx = first.ctx
+    taken: list[_Item] = []
+
+    def collect() -> store.TurnBatch | None:
+        taken.extend(combiner.take_stored(most, ctx))
+        if not taken:
+            return None
+        return _turn_batch(taken, ctx)
+
+    try:
+        result = store.dispatch_batch(first.engine, ctx, collect)
+    except BaseException as exc:  # recorded on each report, never lost
+        if not taken:  # failed before the turn: the waiting reports get the error, not a retry
+            taken.extend(combiner.take_stored(most, ctx))
+        for it in taken:
+            it.error, it.done = exc, True
+        raise
+    if result is not None:
+        for it, decision in zip(taken, result.decisions, strict=True):
+            assert it.outcome is not None
+            if (
+                isinstance(decision, dispatch.Decision)
+                and decision.incident.incident_id not in result.left_out
+            ):
+                it.outcome = replace(it.outcome, decision=decision)
+        if result.left_out:
+            log.info("%d report(s) of a batch go the single way", len(result.left_out))
+    for it in taken:
         it.done = True
+    return taken
 
 
-def _by_context(items: Sequence[_Item]) -> list[list[_Item]]:
-    groups: dict[int, list[_Item]] = {}
-    for it in items:
-        groups.setdefault(id(it.ctx), []).append(it)
-    return list(groups.values())
-
-
-def _store_and_dispatch(group: list[_Item]) -> None:
-    """Store the group, then decide and commit its dispatch in the intake's turn
-    (:func:`gridgov.store.store_and_dispatch`); what the batch does not dispatch goes the
-    single path (the outcome keeps no decision)."""
-    ctx = group[0].ctx
-    kinds = {str(k) for it in group if not _urgent(it.matter) for k in it.matter.required_kinds}
-    urgent_kinds = {str(k) for it in group if _urgent(it.matter) for k in it.matter.required_kinds}
+def _turn_batch(group: list[_Item], ctx: dispatch.DispatchContext) -> store.TurnBatch:
+    """What the turn decides for ``group``: the priority-1 reports first, each as single
+    dispatch decides it, then the others together without the units those took."""
+    urgent = [i for i, it in enumerate(group) if _urgent(it.matter)]
+    rest = [i for i, it in enumerate(group) if not _urgent(it.matter)]
 
     def decide(
-        stored: Sequence[store.StoredIncident | Exception],
-        modes: dict[str, tuple[str, bool]],
-        pool: dispatch.UnitPool | None,
-        urgent_pool: dispatch.UnitPool | None,
+        pool: dispatch.UnitPool | None, urgent_pool: dispatch.UnitPool | None
     ) -> list[dispatch.Decision | Exception | None]:
-        now_ = [
-            i
-            for i, (it, result) in enumerate(zip(group, stored, strict=True))
-            if _dispatched_now(it, result, _mode(it, modes))
-        ]
-        first = [i for i in now_ if _urgent(group[i].matter)]
-        rest = [i for i in now_ if not _urgent(group[i].matter)]
         out: list[dispatch.Decision | Exception | None] = [None] * len(group)
         given: set[str] = set()
         # The urgent ones first, as single dispatch would decide each (with preemption), and
         # the units they take are the rest's no longer.
-        if urgent_pool is not None and first:
-            urgent = dispatch.decide_urgent([_pending(group[i]) for i in first], urgent_pool, ctx)
-            for i, decision in zip(first, urgent, strict=True):
+        if urgent_pool is not None and urgent:
+            decided = dispatch.decide_urgent([_pending(group[i]) for i in urgent], urgent_pool, ctx)
+            for i, decision in zip(urgent, decided, strict=True):
                 out[i] = decision
                 if isinstance(decision, dispatch.Decision):
                     given.update(a.unit_id for a in decision.assignments)
@@ -232,29 +268,14 @@ def _store_and_dispatch(group: list[_Item]) -> None:
                 out[i] = decision
         return out
 
-    result = store.store_and_dispatch(
-        group[0].engine,
-        ctx,
-        [it.create for it in group],
-        kinds=sorted(kinds),
-        urgent_kinds=sorted(urgent_kinds),
+    return store.TurnBatch(
+        count=len(group),
+        kinds=sorted({str(k) for i in rest for k in group[i].matter.required_kinds}),
+        urgent_kinds=sorted({str(k) for i in urgent for k in group[i].matter.required_kinds}),
+        by={it.create["incident"].incident_id: (it.actor, it.role) for it in group},
         decide=decide,
         now=max(it.now for it in group),
-        by={it.create["incident"].incident_id: (it.actor, it.role) for it in group},
     )
-    for it, stored, decision in zip(group, result.stored, result.decisions, strict=True):
-        if isinstance(stored, Exception):
-            it.error = stored
-            continue
-        kept = (
-            decision
-            if isinstance(decision, dispatch.Decision)
-            and decision.incident.incident_id not in result.left_out
-            else None
-        )
-        it.outcome = Outcome(stored, _mode(it, result.modes), kept)
-    if result.left_out:
-        log.info("%d report(s) of a batch go the single way", len(result.left_out))
 
 
 def _mode(it: _Item, modes: dict[str, tuple[str, bool]]) -> dispatch_mode.ModeDecision:
@@ -267,16 +288,11 @@ def _pending(it: _Item) -> dispatch.Pending:
 
 
 def _dispatched_now(
-    it: _Item, stored: store.StoredIncident | Exception, mode: dispatch_mode.ModeDecision
+    it: _Item, stored: store.StoredIncident, mode: dispatch_mode.ModeDecision
 ) -> bool:
     """Whether the batch dispatches this report: registered, and to be dispatched now by its
     street's mode."""
-    return (
-        not isinstance(stored, Exception)
-        and stored.state == str(State.REGISTERED)
-        and it.dispatch_now
-        and mode.at_once
-    )
+    return stored.state == str(State.REGISTERED) and it.dispatch_now and mode.at_once
 
 
 def _urgent(matter: Any) -> bool:

@@ -129,7 +129,13 @@ from gridgov.store.incident_rows import (
     query_incidents,
     read_incidents,
 )
-from gridgov.store.intake_rows import BatchOutcome, store_and_dispatch
+from gridgov.store.intake_rows import (
+    DispatchedBatch,
+    StoredBatch,
+    TurnBatch,
+    dispatch_batch,
+    store_batch,
+)
 from gridgov.store.journal import SYSTEM_ACTOR
 from gridgov.store.position_fixes import FixIn, FixResult, store_fixes
 from gridgov.store.spatial_queries import (
@@ -153,15 +159,17 @@ __all__ = [
     "REQUEST_COLUMNS",
     "SYSTEM_ACTOR",
     "Backend",
-    "BatchOutcome",
     "Connection",
     "Credential",
+    "DispatchedBatch",
     "Engine",
     "FixIn",
     "FixResult",
     "KeyClaim",
     "Replay",
+    "StoredBatch",
     "StoredIncident",
+    "TurnBatch",
     "UnitsTakenError",
     "apply_action",
     "available_pool",
@@ -177,6 +185,7 @@ __all__ = [
     "create_incidents",
     "decide_stored",
     "detect_backend",
+    "dispatch_batch",
     "dispatch_reported",
     "dispatch_stored",
     "dispatch_times",
@@ -239,7 +248,7 @@ __all__ = [
     "revoke_credential",
     "schema_diff",
     "set_unit_status",
-    "store_and_dispatch",
+    "store_batch",
     "store_fixes",
     "store_footprint_consultation",
     "summarize",

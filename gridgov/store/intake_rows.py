@@ -1,14 +1,16 @@
-"""The micro-batched intake's writes: a batch of reports stored, then those their streets
-dispatch at once decided and committed in the intake's turn.
+"""The micro-batched intake's writes: a batch of reports stored (:func:`store_batch`), then those
+their streets dispatch at once decided and committed in the intake's turn
+(:func:`dispatch_batch`).
 
-Two batches at once (two leaders, or two worker processes) that each decide on a snapshot read
+Two batches at once (two worker processes, or two hosts) that each decide on a snapshot read
 beforehand choose the same nearest units, and the later one must send its reports the single
 way. So a batch's decisions are made and committed in one transaction that first takes the
 intake's turn (one PostgreSQL advisory lock; SQLite serialises writers with BEGIN IMMEDIATE
 already) and then reads the units' snapshot: the next batch waits for the turn and decides on a
 snapshot that holds every earlier batch's assignments. The reports are stored before, in a
 transaction of their own, so that the duplicate checks' locks (per matter) are not held while
-another batch waits for the turn. The units are still locked and re-checked when committed (a
+another batch waits for the turn, and so that a process stores its next batch while this one is
+dispatched. The units are still locked and re-checked when committed (a
 writer that takes no turn, such as a dispatcher's manual choice, may have taken one), and the
 partial unique index on active assignments stays behind it all.
 """
@@ -31,25 +33,25 @@ from gridgov.store.dispatch_rows import _commit_batch_within, _commit_within, _U
 from gridgov.store.engine import begin_write, translate_errors, write_transaction
 from gridgov.store.incident_rows import StoredIncident, _aware, store_reports_within
 from gridgov.store.journal import SYSTEM_ACTOR
-from gridgov.store.unit_snapshot import _snapshot_pool
+from gridgov.store.unit_snapshot import _snapshot_pools
 from gridgov.workflow import Role
 
-__all__ = ["BatchOutcome", "store_and_dispatch"]
+__all__ = [
+    "DispatchedBatch",
+    "StoredBatch",
+    "TurnBatch",
+    "dispatch_batch",
+    "store_batch",
+]
 
 log = logging.getLogger(__name__)
 
-#: What the caller's rule gets: each report's stored outcome (or why it was not stored), the
-#: dispatch mode of each street of the batch, the available units of the batch's kinds, and the
-#: units of its urgent kinds busy ones included, for preemption (each None when there are none
-#: to read). It returns, per report, a decision, the exception single dispatch raised for it,
-#: or None (not dispatched by the batch).
+#: What the caller's rule gets: the available units of the batch's kinds, and the units of its
+#: urgent kinds busy ones included, for preemption (each None when there are none to read). It
+#: returns, per report, a decision, the exception single dispatch raised for it, or None (not
+#: dispatched by the batch).
 Decide = Callable[
-    [
-        Sequence[StoredIncident | Exception],
-        dict[str, tuple[str, bool]],
-        dispatch.UnitPool | None,
-        dispatch.UnitPool | None,
-    ],
+    [dispatch.UnitPool | None, dispatch.UnitPool | None],
     Sequence[dispatch.Decision | Exception | None],
 ]
 
@@ -59,102 +61,139 @@ _INTAKE_TURN_SPACE = 7_311_004
 
 
 @dataclass(frozen=True)
-class BatchOutcome:
-    """What became of a batch: per report its stored outcome and its decision (None: not
-    decided by the batch), the dispatch mode of each street of the batch, and the decisions
-    left out of the commit, with why."""
+class StoredBatch:
+    """What storing a batch gave: per report its stored outcome (or why it was not stored),
+    and the dispatch mode of each street of the batch."""
 
     stored: list[StoredIncident | Exception]
     modes: dict[str, tuple[str, bool]]
+
+
+@dataclass(frozen=True)
+class TurnBatch:
+    """The reports a dispatch takes once it holds the intake's turn: how many, the force kinds
+    they may be dispatched (the snapshot reads those units) and those of the reports that may
+    preempt (read with the busy units too), each incident's actor and role for its dispatch
+    event, the rule that decides them, and the time of the decisions."""
+
+    count: int
+    kinds: Sequence[str]
+    urgent_kinds: Sequence[str]
+    by: dict[str, tuple[str, Role | str]]
+    decide: Decide
+    now: datetime
+
+
+@dataclass(frozen=True)
+class DispatchedBatch:
+    """What became of a batch's dispatch: per report its decision (None: not decided by the
+    batch) and the decisions left out of the commit, with why."""
+
     decisions: list[dispatch.Decision | Exception | None]
     left_out: dict[str, str]
 
 
-def store_and_dispatch(
-    engine: Engine,
-    ctx: dispatch.DispatchContext,
-    reports: Sequence[dict[str, Any]],
-    *,
-    kinds: Sequence[str],
-    urgent_kinds: Sequence[str] = (),
-    decide: Decide,
-    now: datetime,
-    by: dict[str, tuple[str, Role | str]],
-) -> BatchOutcome:
-    """Store ``reports`` (each as :func:`gridgov.store.create_incident` stores it), then decide
-    (``decide``) and commit their dispatch in the intake's turn.
+def store_batch(engine: Engine, reports: Sequence[dict[str, Any]]) -> StoredBatch:
+    """Store ``reports`` (each as :func:`gridgov.store.create_incident` stores it) in one
+    transaction, and read the dispatch mode of their streets in it.
 
-    ``kinds`` are the force kinds the batch may dispatch (the snapshot reads those units),
-    ``urgent_kinds`` those of its reports that may preempt (read with the busy units too);
-    ``by`` gives each incident's actor and role for its dispatch event. A decision that preempts
-    is committed first, as single dispatch commits it (the preempted incident re-queued), the
-    others together. A report that cannot be
-    stored is rolled back alone, as :func:`gridgov.store.create_incidents` does. When the
-    decisions cannot be committed at all, none is decided by the batch (every decision is
-    None) and the reports stay stored and registered: the caller dispatches them the single
-    way. A database failure while storing stores nothing (:class:`~gridgov.errors.StoreError`).
+    A report that cannot be stored is rolled back alone, as
+    :func:`gridgov.store.create_incidents` does. A database failure stores nothing
+    (:class:`~gridgov.errors.StoreError`). Its own transaction, outside the intake's turn: the
+    duplicate checks' locks (per matter) are held only while storing, not while batches wait
+    for the turn, and the next batch is stored while this one is dispatched.
     """
-    now = _aware(now, "now")
-    wanted, urgent = sorted(set(kinds)), sorted(set(urgent_kinds))
-
-    def store(connection: Connection) -> tuple[list[Any], dict[str, tuple[str, bool]]]:
-        stored = store_reports_within(connection, reports)
-        streets = [
+    streets = sorted(
+        {
             r["placement"].street_code
             for r in reports
             if r.get("placement") is not None and r["placement"].street_code is not None
-        ]
-        return stored, read_street_modes_within(connection, streets) if streets else {}
-
-    # Stored first, in a transaction of its own: the duplicate checks' locks (per matter) are
-    # held only while storing, not while another batch waits for the turn.
+        }
+    )
     with translate_errors(engine), begin_write(engine) as connection:
-        stored, modes = store(connection)
+        stored = store_reports_within(connection, reports)
+        modes = read_street_modes_within(connection, streets) if streets else {}
+    return StoredBatch(stored, modes)
 
-    def work(connection: Connection) -> BatchOutcome:
+
+def dispatch_batch(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    collect: Callable[[], TurnBatch | None],
+) -> DispatchedBatch | None:
+    """Take the intake's turn, then collect the stored reports to dispatch (``collect``, called
+    once, when the turn is first held), decide them on one snapshot of the units and commit.
+
+    Collected in the turn, not before: the reports stored while this process waited for the
+    turn go with it, instead of waiting for the next. None when ``collect`` found nothing. A
+    decision that preempts is committed first, as single dispatch commits it (the preempted
+    incident re-queued), the others together. When the decisions cannot be committed at all,
+    none is decided by the batch (every decision is None) and the reports stay stored and
+    registered: the caller dispatches them the single way.
+    """
+    taken: list[TurnBatch | None] = []
+
+    def work(connection: Connection) -> DispatchedBatch | None:
         _take_intake_turn(connection)
-        # Read on a connection of its own once the turn is held: it sees every earlier
-        # batch's committed assignments, and the state it reads is kept for the process's
-        # next snapshots (a state read inside a write transaction never is).
-        pool = _pool_or_none(engine, ctx, wanted, False, now)
-        urgent_pool = _pool_or_none(engine, ctx, urgent, True, now)
-        decisions = list(decide(stored, modes, pool, urgent_pool))
+        if not taken:  # once: a transaction run again decides the same reports
+            taken.append(collect())
+        batch = taken[0]
+        if batch is None:
+            return None
+        now = _aware(batch.now, "now")
+        # Read in this transaction, which has written nothing yet, once the turn is held: it
+        # sees every earlier batch's committed assignments, and the state it reads is kept
+        # for the process's next snapshots.
+        pool, urgent_pool = _pools(engine, ctx, batch, now, connection)
+        decisions = list(batch.decide(pool, urgent_pool))
         ready = [d for d in decisions if isinstance(d, dispatch.Decision)]
         left_out: dict[str, str] = {}
         for d in ready:
             if any(a.preempts is not None for a in d.assignments):
-                why = _commit_preempting(connection, d, now, by)
+                why = _commit_preempting(connection, d, now, batch.by)
                 if why is not None:
                     left_out[d.incident.incident_id] = why
         together = [d for d in ready if not any(a.preempts is not None for a in d.assignments)]
         if together:
             left_out.update(
-                _commit_batch_within(connection, together, now, SYSTEM_ACTOR, Role.SYSTEM, by)
+                _commit_batch_within(connection, together, now, SYSTEM_ACTOR, Role.SYSTEM, batch.by)
             )
-        return BatchOutcome(stored, modes, decisions, left_out)
+        return DispatchedBatch(decisions, left_out)
 
     try:
         return write_transaction(engine, work)
     except (StoreError, InputError) as exc:
-        # Stored already: each report is dispatched the single way, which answers for itself.
-        log.warning("a batch of %d report(s) goes the single way: %s", len(reports), exc)
-        return BatchOutcome(stored, modes, [None] * len(stored), {})
+        # Stored already: each report is dispatched the single way, which answers for itself
+        # (taken now if the turn itself failed, so that none waits for a turn that fails).
+        batch = taken[0] if taken else collect()
+        if batch is None:
+            return None
+        log.warning("the dispatch of %d report(s) goes the single way: %s", batch.count, exc)
+        return DispatchedBatch([None] * batch.count, {})
 
 
-def _pool_or_none(
+def _pools(
     engine: Engine,
     ctx: dispatch.DispatchContext,
-    kinds: Sequence[str],
-    with_busy: bool,
+    batch: TurnBatch,
     now: datetime,
-) -> dispatch.UnitPool | None:
-    if not kinds:
-        return None
+    connection: Connection,
+) -> tuple[dispatch.UnitPool | None, dispatch.UnitPool | None]:
+    """The batch's available units, and its urgent kinds' units busy ones included, from one
+    read (each None when the batch has no such kinds, or the units were reloaded again and
+    again: the single way decides then, later)."""
+    wanted = [
+        (sorted(set(k)), busy) for k, busy in ((batch.kinds, False), (batch.urgent_kinds, True))
+    ]
+    asked = [(k, busy) for k, busy in wanted if k]
+    if not asked:
+        return None, None
     try:
-        pool: dispatch.UnitPool = _snapshot_pool(engine, ctx, kinds, with_busy, now)
-    except StoreError:  # units reloaded again and again: the single way decides, later
-        return None
-    return pool
+        pools = iter(_snapshot_pools(engine, ctx, asked, now, connection, unwritten=True))
+    except StoreError:
+        return None, None
+    pool, urgent = (next(pools) if k else None for k, _ in wanted)
+    return pool, urgent
 
 
 def _commit_preempting(

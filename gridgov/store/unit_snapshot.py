@@ -348,6 +348,8 @@ def _snapshot_pool(
     with_busy: bool,
     now: datetime,
     within: Connection | None = None,
+    *,
+    unwritten: bool = False,
 ) -> Any:
     """The units dispatch may use, as the dispatcher's pool of arrays.
 
@@ -359,17 +361,38 @@ def _snapshot_pool(
     The same pool as reading every wanted unit row now, in the order of their ids, built from
     the units' state this process keeps (:class:`_UnitState`) and the rows written since.
     ``within``: the caller's write transaction, whose own writes the pool includes; a state
-    read there is used for this pool only, never kept for other threads.
+    read there is used for this pool only, never kept for other threads, unless ``unwritten``
+    (the transaction has written nothing yet, so what it reads is what is committed: under
+    PostgreSQL's read committed each statement sees every commit before it).
     """
+    (pool,) = _snapshot_pools(engine, ctx, [(kinds, with_busy)], now, within, unwritten=unwritten)
+    return pool
+
+
+def _snapshot_pools(
+    engine: Engine,
+    ctx: dispatch.DispatchContext,
+    wanted: Sequence[tuple[Sequence[str], bool]],
+    now: datetime,
+    within: Connection | None = None,
+    *,
+    unwritten: bool = False,
+) -> list[Any]:
+    """:func:`_snapshot_pool` for each ``(kinds, with_busy)`` of ``wanted``, all from ONE read of
+    the units' state (one statement): pools of the same database snapshot."""
+    busy_kinds = sorted({k for kinds, busy in wanted if busy for k in kinds})
+    with_busy = bool(busy_kinds)
+    # The busy incidents' priorities are read for the kinds that may preempt only.
+    kinds = busy_kinds or sorted({k for kinds, _ in wanted for k in kinds})
     for _ in range(_SNAPSHOT_ROUNDS):
         if within is not None:
-            found = _current_state(engine, within, kinds, with_busy, keep=False)
+            found = _current_state(engine, within, kinds, with_busy, keep=unwritten)
         else:
             # One connection (one pool checkout) for everything this attempt reads.
             with translate_errors(engine), engine.connect() as connection:
                 found = _current_state(engine, connection, kinds, with_busy, keep=True)
         if found is not None:
-            return _pool(ctx, *found, kinds, with_busy, now)
+            return [_pool(ctx, *found, k, busy, now) for k, busy in wanted]
     msg = "the units were reloaded again and again while dispatching; try again"
     raise StoreError(msg)
 
