@@ -206,7 +206,7 @@ def test_init_is_idempotent(store_url: str) -> None:
         assert is_initialised(engine)
         with engine.connect() as connection:
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert [v[0] for v in versions] == ["0011"]
+        assert [v[0] for v in versions] == ["0012"]
     finally:
         engine.dispose()
 
@@ -679,3 +679,26 @@ def test_geopackage_round_trip(store_engine: Engine, sqlite_url: str, tmp_path: 
         assert export_geopackage(target, path) == path
     finally:
         target.dispose()
+
+
+@pytest.mark.postgis
+def test_large_answers_are_compressed_with_lz4(postgis_schema_url: str) -> None:
+    """Migration 0012: a report's stored answer and its dispatch's explanation (each ~9 KB)
+    are compressed with LZ4, several times cheaper than pglz for the same size."""
+    init_db(postgis_schema_url)
+    engine = create_engine_from_url(postgis_schema_url)
+    try:
+        with engine.connect() as connection:
+            methods = connection.execute(
+                text(
+                    "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute "
+                    "WHERE (attrelid, attname) IN "
+                    "(('idempotency'::regclass, 'body'), ('dispatches'::regclass, 'explanation'))"
+                )
+            ).all()
+        assert sorted((t, c, m) for t, c, m in methods) == [
+            ("dispatches", "explanation", "l"),
+            ("idempotency", "body", "l"),
+        ]
+    finally:
+        engine.dispose()
