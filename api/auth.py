@@ -11,9 +11,10 @@ What each role sees and may do over which area is decided in one place,
 A record outside a caller's scope answers 404, exactly as a record that does not exist, so a
 dispatcher of one street cannot even learn that another street's incident exists.
 
-The hottest write (a unit's position fix, every few seconds from every unit) looks its caller
-up in no query of its own: :func:`require_checked_in_write` takes a token this process has
-resolved before from a small cache, and the route's one statement checks the credential live
+The hottest requests (a unit's position fix, every few seconds from every unit; the wall's poll,
+every second from every display) look their caller up in no query of their own:
+:func:`require_checked_in_statement` takes a token this process has resolved before from a small
+cache, and the route's one statement checks the credential live
 (:func:`gridgov.store.access.credential_is_live`, the same rule as every lookup), so a revoked
 token is refused at once on every worker and host.
 """
@@ -44,13 +45,13 @@ __all__ = [
     "refused",
     "remember_resolved",
     "require",
-    "require_checked_in_write",
+    "require_checked_in_statement",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `gridgov token issue`.")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _REFUSED = "the token is unknown, revoked or expired"
-#: Tokens a process remembers for :func:`require_checked_in_write` (a district's units and
+#: Tokens a process remembers for :func:`require_checked_in_statement` (a district's units and
 #: staff fit many times over); beyond it the least recently used are forgotten.
 _KNOWN_TOKENS = 20_000
 
@@ -159,10 +160,10 @@ def _known_tokens(request: Request) -> OrderedDict[bytes, Principal]:
     return known
 
 
-def require_checked_in_write(*roles: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency like :func:`require`, for a route whose one write statement checks the
-    caller's credential live itself: it must pass ``principal.credential.credential_id`` to
-    that statement and answer :func:`refused` when the statement refuses it.
+def require_checked_in_statement(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency like :func:`require`, for a route whose one statement checks the caller's
+    credential live itself: it must pass ``principal.credential.credential_id`` to that
+    statement and answer :func:`refused` when the statement refuses it.
 
     A token resolved before in this process comes from a cache, with no query; any other goes
     through :func:`current_principal` (the same answers: 401, 403). Only the live tokens of

@@ -28,12 +28,13 @@ import geopandas as gpd
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, require
+from api.auth import Principal, refused, require_checked_in_statement
 from api.deps import EngineDep, SettingsDep
 from api.replica_reads import read_engine
 from gridgov import maps, store
-from gridgov.errors import InputError
+from gridgov.errors import CredentialRefusedError, InputError
 from gridgov.maps.road_layer import SERVED_ROAD_URL
 from gridgov.model import UNIT_COLUMNS
 from gridgov.service.scope import READERS
@@ -60,7 +61,8 @@ FEED_PATH = "/api/v1/live"
 POLL_INTERVAL_MS = 1000
 #: The viewport hook of the page: micro-grids of the visible box, in the compact form.
 AREA_URL = "/api/v1/areas/{level}?bbox={west},{south},{east},{north}&zoom={zoom}&format=compact"
-Reader = Annotated[Principal, Depends(require(*READERS))]
+# The poll checks its caller's credential in its own statement (see _read).
+Poller = Annotated[Principal, Depends(require_checked_in_statement(*READERS))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,9 +168,9 @@ def live_answer(principal: Principal, changes: LiveChanges) -> dict[str, Any]:
     summary="What changed on the map since a cursor (the wall display polls it)",
     responses={304: {"description": "Nothing changed since `since` (send If-None-Match)."}},
 )
-def live_feed(
+async def live_feed(
     request: Request,
-    principal: Reader,
+    principal: Poller,
     engine: EngineDep,
     since: Annotated[
         str | None,
@@ -184,9 +186,12 @@ def live_feed(
     previous answer's `ETag`): 304 means nothing changed. A dispatcher sees only the street's
     incidents and units."""
     state = parse_cursor(since) if since is not None else None
-    # The first snapshot (every open incident and unit) may come from a replica; the
-    # cursor's numbers are the primary's own, so the polls after it read the primary.
-    changes = read_live(read_engine(request) if state is None else engine, principal.scope, state)
+    try:
+        # Async, with the store in one worker thread: a plain route would also check its
+        # answer in a second one.
+        changes = await run_in_threadpool(_read, request, engine, principal, state)
+    except CredentialRefusedError:
+        raise refused(request) from None
     etag = _etag(principal, changes.state)
     headers = {
         "ETag": etag,
@@ -196,6 +201,21 @@ def live_feed(
     if not changes.changed and _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return JSONResponse(live_answer(principal, changes), headers=headers)
+
+
+def _read(
+    request: Request, engine: Engine, principal: Principal, state: LiveState | None
+) -> LiveChanges:
+    """The poll's read. With a cursor, its first statement also checks the caller's credential
+    (the wall's usual poll: that one statement); the first snapshot (every open incident and
+    unit) may come from a replica, so the credential is checked on the primary first. The
+    cursor's numbers are the primary's own, so the polls after it read the primary."""
+    credential_id = principal.credential.credential_id
+    if state is None:
+        if not store.credential_live(engine, credential_id):
+            raise CredentialRefusedError("the credential is unknown, revoked or expired")
+        return read_live(read_engine(request), principal.scope, None)
+    return read_live(engine, principal.scope, state, credential_id=credential_id)
 
 
 # --------------------------------------------------------------------------------------------

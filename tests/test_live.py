@@ -425,3 +425,49 @@ def test_a_credential_without_its_scope_sees_nothing(
     # An analyst sees the district.
     everything = live_feed.read_live(engine, Principal(Credential("c1", "token", "analyst")).scope)
     assert everything.gdf_units is not None and len(everything.gdf_units) > 100
+
+
+def test_a_quiet_poll_from_a_known_caller_is_one_statement_that_checks_the_token(
+    client: TestClient, engine: Engine, streets: list[str]
+) -> None:
+    """The wall's usual poll: a token this process resolved before comes from its cache, and the
+    304 costs one statement, which also checks the credential live. Revoked or expired since,
+    the poll is refused (401) at once, with a cursor or without one."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import event, update
+
+    from gridgov.store.models import CREDENTIALS
+
+    def expire(credential_id: str) -> None:
+        with engine.begin() as connection:
+            connection.execute(
+                update(CREDENTIALS)
+                .where(CREDENTIALS.c.credential_id == credential_id)
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+
+    for change in (lambda cid: store.revoke_credential(engine, cid), expire):
+        for with_cursor in (True, False):
+            credential, secret = store.issue_credential(
+                engine, "commander", street_code=streets[0], label="test_live one statement"
+            )
+            headers = {"Authorization": f"Bearer {secret}"}
+            data, etag = snapshot(client, headers)
+            statements: list[str] = []
+
+            def count(*args: Any, seen: list[str] = statements) -> None:
+                if str(args[2]).split()[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+                    seen.append(str(args[2]))  # SQLite's explicit BEGIN is no query
+
+            event.listen(engine, "before_cursor_execute", count)
+            try:
+                r = poll(client, headers, data["cursor"], etag)
+            finally:
+                event.remove(engine, "before_cursor_execute", count)
+            assert r.status_code == 304
+            assert len(statements) == 1 and "credentials" in statements[0], statements
+            change(credential.credential_id)
+            r = poll(client, headers, data["cursor"], etag) if with_cursor else None
+            r = r if r is not None else client.get(FEED, headers=headers)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, not_found, refused, require, require_checked_in_write
+from api.auth import Principal, not_found, refused, require, require_checked_in_statement
 from api.deps import EngineDep, SettingsDep
 from api.schemas import CrsName, plain
 from gridgov import store
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/units", tags=["units"])
 Reader = Annotated[Principal, Depends(require(*READERS))]
 StatusSetter = Annotated[Principal, Depends(require(*STATUS_SETTERS))]
 # The fix's own statement checks the token live (api/auth.py): no lookup of its own.
-PositionSender = Annotated[Principal, Depends(require_checked_in_write(*POSITION_SENDERS))]
+PositionSender = Annotated[Principal, Depends(require_checked_in_statement(*POSITION_SENDERS))]
 
 
 class UnitOut(BaseModel):

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine
 from gridgov.store.access import (
     CREDENTIAL_COLUMNS,
     Credential,
+    credential_live,
     issue_credential,
     list_credentials,
     resolve_credential,
@@ -183,6 +184,7 @@ __all__ = [
     "create_engine_from_url",
     "create_incident",
     "create_incidents",
+    "credential_live",
     "decide_stored",
     "detect_backend",
     "dispatch_batch",

@@ -235,6 +235,16 @@ def resolve_credential(
     )
 
 
+def credential_live(engine: Engine, credential_id: str, *, now: datetime | None = None) -> bool:
+    """Whether the credential ``credential_id`` is still live (not revoked, not expired): for a
+    caller this process resolved before, whose statement cannot check it itself."""
+    with translate_errors(engine), engine.connect() as connection:
+        row = connection.execute(
+            _RESOLVE, {"b_id": credential_id, "b_now": now or datetime.now(UTC)}
+        ).first()
+    return row is not None
+
+
 def revoke_credential(engine: Engine, credential_id: str, *, now: datetime | None = None) -> None:
     """Revoke a credential at once (it stays listed, with its revocation time).
 

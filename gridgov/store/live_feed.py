@@ -30,23 +30,36 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Engine, and_, func, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
-from gridgov.errors import InputError
+from gridgov.errors import CredentialRefusedError, InputError
 from gridgov.model import UNIT_COLUMNS
+from gridgov.store.access import credential_is_live
 from gridgov.store.dispatch_rows import ASSIGNMENT_COLUMNS
 from gridgov.store.engine import translate_errors
 from gridgov.store.incident_rows import INCIDENT_COLUMNS
-from gridgov.store.models import ASSIGNMENTS, DATASETS, EVENTS, INCIDENTS, UNITS
+from gridgov.store.models import ASSIGNMENTS, CREDENTIALS, DATASETS, EVENTS, INCIDENTS, UNITS
 from gridgov.store.unit_snapshot import _raw_wkb
 
 __all__ = [
@@ -366,38 +379,35 @@ def dataset_version(engine: Engine) -> int:
 
 
 def _unchanged(
-    connection: Connection,
-    incident_scope: list[ColumnElement[bool]],
-    unit_scope: list[ColumnElement[bool]],
-    since: LiveState,
+    connection: Connection, scope: FeedScope, since: LiveState, credential_id: str | None
 ) -> bool:
     """Whether nothing changed in scope since ``since``, in one statement (one snapshot):
-    the same counts :func:`_event_state` and :func:`_unit_state` compare, read together."""
+    the same counts :func:`_event_state` and :func:`_unit_state` compare, read together; and,
+    given ``credential_id``, whether that credential is still live (the same statement, so
+    that a poll from a caller this process knows costs one statement).
 
-    def events(*where: ColumnElement[bool]) -> Any:
-        stmt = select(func.count(EVENTS.c.event_id))
-        if incident_scope:
-            stmt = stmt.select_from(
-                EVENTS.join(INCIDENTS, EVENTS.c.incident_id == INCIDENTS.c.incident_id)
-            )
-        return stmt.where(*incident_scope, *where).scalar_subquery()
-
-    row = connection.execute(
-        select(
-            select(func.max(DATASETS.c.id)).scalar_subquery(),
-            select(func.max(EVENTS.c.event_id)).scalar_subquery(),
-            events(EVENTS.c.event_id > since.last_event),
-            events(
-                EVENTS.c.event_id > since.last_event - LOOKBACK,
-                EVENTS.c.event_id <= since.last_event,
-            ),
-            select(func.max(UNITS.c.change_seq)).where(*unit_scope).scalar_subquery(),
-            select(func.sum(UNITS.c.change_seq))
-            .where(*unit_scope, UNITS.c.change_seq > since.units_seq - UNIT_LOOKBACK)
-            .scalar_subquery(),
-        )
-    ).one()
-    dataset, last, new, window, largest, total = (int(v or 0) for v in row)
+    Raises
+    ------
+    CredentialRefusedError
+        The credential is unknown, revoked or expired.
+    """
+    incidents, units = scope.incident_filters(), scope.unit_filters()
+    stmt = _unchanged_statement(tuple(sorted(incidents)), tuple(sorted(units)))
+    params: dict[str, Any] = {
+        "b_last": since.last_event,
+        "b_low": since.last_event - LOOKBACK,
+        "b_units_low": since.units_seq - UNIT_LOOKBACK,
+        # No credential to check: one that cannot exist is replaced by the answer "live".
+        "b_credential": credential_id,
+        "b_check": credential_id is not None,
+        "b_now": datetime.now(UTC),
+    }
+    params.update({f"i_{k}": v for k, v in incidents.items()})
+    params.update({f"u_{k}": v for k, v in units.items()})
+    row = connection.execute(stmt, params).one()
+    dataset, last, new, window, largest, total, live = (int(v or 0) for v in row)
+    if not live:
+        raise CredentialRefusedError(_REFUSED)
     return (
         dataset == since.dataset
         and since.last_event <= last <= since.last_event + ADVANCE
@@ -408,7 +418,63 @@ def _unchanged(
     )
 
 
-def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) -> LiveChanges:
+_REFUSED = "the credential is unknown, revoked or expired"
+_UNCHANGED: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, ...]) -> Any:
+    """:func:`_unchanged`'s statement for scopes filtering on these keys, built once (the wall
+    polls it every second from every display): the scope's values and the cursor's numbers
+    are bound."""
+    key = (incident_keys, unit_keys)
+    stmt = _UNCHANGED.get(key)
+    if stmt is not None:
+        return stmt
+    incident_scope = _incident_clauses({k: bindparam(f"i_{k}") for k in incident_keys})
+    unit_scope = _unit_clauses({k: bindparam(f"u_{k}") for k in unit_keys})
+    last = bindparam("b_last", type_=BigInteger)
+
+    def events(*where: ColumnElement[bool]) -> Any:
+        counted = select(func.count(EVENTS.c.event_id))
+        if incident_scope:
+            counted = counted.select_from(
+                EVENTS.join(INCIDENTS, EVENTS.c.incident_id == INCIDENTS.c.incident_id)
+            )
+        return counted.where(*incident_scope, *where).scalar_subquery()
+
+    live = select(CREDENTIALS.c.credential_id).where(
+        credential_is_live(
+            CREDENTIALS.c.__getitem__,
+            bindparam("b_credential", type_=CREDENTIALS.c.credential_id.type),
+            bindparam("b_now", type_=CREDENTIALS.c.expires_at.type),
+        )
+    )
+    stmt = select(
+        select(func.max(DATASETS.c.id)).scalar_subquery(),
+        select(func.max(EVENTS.c.event_id)).scalar_subquery(),
+        events(EVENTS.c.event_id > last),
+        events(EVENTS.c.event_id > bindparam("b_low", type_=BigInteger), EVENTS.c.event_id <= last),
+        select(func.max(UNITS.c.change_seq)).where(*unit_scope).scalar_subquery(),
+        select(func.sum(UNITS.c.change_seq))
+        .where(*unit_scope, UNITS.c.change_seq > bindparam("b_units_low", type_=BigInteger))
+        .scalar_subquery(),
+        case(
+            (bindparam("b_check", type_=Boolean).is_(False), 1),
+            (exists(live), 1),
+            else_=0,
+        ),
+    )
+    _UNCHANGED[key] = stmt
+    return stmt
+
+
+def read_live(
+    engine: Engine,
+    scope: FeedScope,
+    since: LiveState | None = None,
+    *,
+    credential_id: str | None = None,
+) -> LiveChanges:
     """What changed in ``scope`` since the cursor ``since`` (everything when None).
 
     Parameters
@@ -419,16 +485,24 @@ def read_live(engine: Engine, scope: FeedScope, since: LiveState | None = None) 
         What the caller may see (its incident and unit filters).
     since
         The state of the client's last answer (:func:`parse_cursor`).
+    credential_id
+        The caller's credential, checked live in the poll's first statement (with ``since``;
+        without it, the caller checks it).
 
     Returns
     -------
     LiveChanges
         With ``changed`` False (and nothing read but the state) when ``since`` is current.
+
+    Raises
+    ------
+    CredentialRefusedError
+        ``credential_id`` is unknown, revoked or expired; nothing was read.
     """
     incident_scope = _incident_clauses(scope.incident_filters())
     unit_scope = _unit_clauses(scope.unit_filters())
     with translate_errors(engine), engine.connect() as connection:
-        if since is not None and _unchanged(connection, incident_scope, unit_scope, since):
+        if since is not None and _unchanged(connection, scope, since, credential_id):
             # The wall's usual poll: one statement, no frame.
             return LiveChanges(since, False, False, *_empty_changes())
         # The state first: anything committed after it is sent now or on the next poll,
