@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -220,20 +221,24 @@ def test_migrations_match_models(store_engine: Engine) -> None:
     assert any(d[0] == "add_index" and d[1].name == "ix_units_kind" for d in diffs)
 
 
-@pytest.mark.postgis
-def test_postgis_has_spatial_indexes(postgis_schema_url: str) -> None:
-    init_db(postgis_schema_url)
-    engine = create_engine_from_url(postgis_schema_url)
+def _catalogue_rows(url: str, sql: str) -> list[Any]:
+    """Rows of a query of PostgreSQL's catalogue, on a store initialised at ``url``."""
+    init_db(url)
+    engine = create_engine_from_url(url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT indexname FROM pg_indexes "
-                    "WHERE schemaname = current_schema() AND indexdef LIKE '%USING gist%'"
-                )
-            ).all()
+            return list(connection.execute(text(sql)).all())
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgis
+def test_postgis_has_spatial_indexes(postgis_schema_url: str) -> None:
+    rows = _catalogue_rows(
+        postgis_schema_url,
+        "SELECT indexname FROM pg_indexes "
+        "WHERE schemaname = current_schema() AND indexdef LIKE '%USING gist%'",
+    )
     assert {r[0] for r in rows} == {
         "ix_areas_geometry_gist",
         "ix_offices_position_gist",
@@ -685,20 +690,13 @@ def test_geopackage_round_trip(store_engine: Engine, sqlite_url: str, tmp_path: 
 def test_large_answers_are_compressed_with_lz4(postgis_schema_url: str) -> None:
     """Migration 0012: a report's stored answer and its dispatch's explanation (each ~9 KB)
     are compressed with LZ4, several times cheaper than pglz for the same size."""
-    init_db(postgis_schema_url)
-    engine = create_engine_from_url(postgis_schema_url)
-    try:
-        with engine.connect() as connection:
-            methods = connection.execute(
-                text(
-                    "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute "
-                    "WHERE (attrelid, attname) IN "
-                    "(('idempotency'::regclass, 'body'), ('dispatches'::regclass, 'explanation'))"
-                )
-            ).all()
-        assert sorted((t, c, m) for t, c, m in methods) == [
-            ("dispatches", "explanation", "l"),
-            ("idempotency", "body", "l"),
-        ]
-    finally:
-        engine.dispose()
+    methods = _catalogue_rows(
+        postgis_schema_url,
+        "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute "
+        "WHERE (attrelid, attname) IN "
+        "(('idempotency'::regclass, 'body'), ('dispatches'::regclass, 'explanation'))",
+    )
+    assert sorted((t, c, m) for t, c, m in methods) == [
+        ("dispatches", "explanation", "l"),
+        ("idempotency", "body", "l"),
+    ]
