@@ -506,3 +506,50 @@ def _stored(engine: Engine, incident_id: str) -> bool:
             select(func.count()).where(INCIDENTS.c.incident_id == incident_id)
         ).scalar_one()
     return bool(found)
+
+
+def test_a_turn_that_fails_sends_its_reports_the_single_way(
+    district: Engine, ctx: dispatch.DispatchContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails as the dispatch asks for the intake's turn (a lost connection): the
+    reports stored and waiting are taken all the same, and each is dispatched the single way,
+    so none is lost and none waits for a turn that fails."""
+    from gridgov.errors import StoreError
+    from gridgov.store import intake_rows
+
+    real = intake_rows._take_intake_turn
+    failed: list[bool] = []
+
+    def once(connection: Any) -> None:
+        if not failed:
+            failed.append(True)
+            raise StoreError("the store cannot be reached")
+        real(connection)
+
+    monkeypatch.setattr(intake_rows, "_take_intake_turn", once)
+    got = _report(district, ctx, "T-ENF", (1, 1), incident_id="TURN-FAILS")
+    assert failed and got.state == "dispatched"
+    assert "batch" not in got.decision.explanation  # decided the single way
+    assert _active(district) == {a.unit_id: "TURN-FAILS" for a in got.decision.assignments}
+
+
+def test_a_dispatch_that_breaks_answers_every_waiting_report(
+    district: Engine, ctx: dispatch.DispatchContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault that is not the store's (a bug) in the dispatch stage: each report waiting for
+    it gets the error, stored as it is, and the next report goes through again."""
+    calls: list[int] = []
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("a bug in the dispatch stage")
+
+    real = store.dispatch_batch
+    monkeypatch.setattr(store, "dispatch_batch", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        _report(district, ctx, "T-ENF", (1, 1), incident_id="BROKEN-1")
+    assert calls == [1]  # tried once, not again and again
+    assert _stored(district, "BROKEN-1")
+    monkeypatch.setattr(store, "dispatch_batch", real)
+    after = _report(district, ctx, "T-ENF", (3, 3), incident_id="AFTER-1")
+    assert after.state == "dispatched"

@@ -10,9 +10,9 @@ already) and then reads the units' snapshot: the next batch waits for the turn a
 snapshot that holds every earlier batch's assignments. The reports are stored before, in a
 transaction of their own, so that the duplicate checks' locks (per matter) are not held while
 another batch waits for the turn, and so that a process stores its next batch while this one is
-dispatched. The units are still locked and re-checked when committed (a
-writer that takes no turn, such as a dispatcher's manual choice, may have taken one), and the
-partial unique index on active assignments stays behind it all.
+dispatched. The units are still locked and re-checked when committed (a writer that takes no
+turn, such as a dispatcher's manual choice, may have taken one), and the partial unique index
+on active assignments stays behind it all.
 """
 
 from __future__ import annotations

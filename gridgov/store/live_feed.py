@@ -397,7 +397,7 @@ def _unchanged(
         "b_last": since.last_event,
         "b_low": since.last_event - LOOKBACK,
         "b_units_low": since.units_seq - UNIT_LOOKBACK,
-        # No credential to check: one that cannot exist is replaced by the answer "live".
+        # With no credential to check (b_check false) the statement answers "live".
         "b_credential": credential_id,
         "b_check": credential_id is not None,
         "b_now": datetime.now(UTC),
