@@ -12,7 +12,10 @@ caller's scope changed, nothing while nothing does (a comment line every
 A wake-up only says "look": each stream then reads what changed in its own scope since its
 own cursor (:func:`gridgov.store.live_feed.read_live`), so nothing but the cursor is kept per
 stream and a missed or duplicated notification costs at most one read. A stream ends after
-``max_seconds`` and the page opens the next one from its cursor.
+``max_seconds`` and the page opens the next one from its cursor. It also ends when its token was
+revoked or expired: each process checks the credentials of its open streams again at least
+every :data:`HEARTBEAT_S` (one statement per credential, however many streams share it), so a
+revoked wall display stops receiving within twice that.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, require
 from api.deps import EngineDep
 from api.wall_display import FEED_PATH, live_answer
+from gridgov import store
 from gridgov.service.scope import READERS
 from gridgov.store.change_signals import watch_changes
 from gridgov.store.live_feed import LiveState, parse_cursor, read_live
@@ -60,6 +64,8 @@ class Hub:
         #: Wake-ups so far: streams of one scope at one cursor share a read per wake-up.
         self.generation = 0
         self._reads: dict[tuple[Any, ...], asyncio.Future[tuple[LiveState, bytes | None]]] = {}
+        #: Per credential: when it was last found live, and the check under way or done.
+        self._checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         # The database side (LISTEN on PostgreSQL, commit hooks on SQLite) is the store's.
         watch_changes(engine, self.wake)
 
@@ -106,6 +112,27 @@ class Hub:
             self._reads[key] = shared
         return await asyncio.shield(shared)
 
+    async def still_live(self, engine: Engine, credential_id: str) -> bool:
+        """Whether the credential is still live, checked at most once every
+        :data:`HEARTBEAT_S` per credential and process (fifty walls of one token, one check)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        found = self._checks.get(credential_id)
+        if found is None or now - found[0] >= HEARTBEAT_S or found[1].get_loop() is not loop:
+            check = asyncio.ensure_future(
+                run_in_threadpool(store.credential_live, engine, credential_id)
+            )
+            found = self._checks[credential_id] = (now, check)
+            # Only the credentials checked lately are worth keeping.
+            self._checks = {k: v for k, v in self._checks.items() if now - v[0] < 2 * HEARTBEAT_S}
+        try:
+            return await asyncio.shield(found[1])
+        except Exception:
+            # Not kept: the next stream's check asks the store again.
+            if self._checks.get(credential_id) is found:
+                del self._checks[credential_id]
+            raise
+
 
 _HUBS: weakref.WeakKeyDictionary[Engine, Hub] = weakref.WeakKeyDictionary()
 _HUBS_LOCK = threading.Lock()
@@ -140,6 +167,8 @@ async def _events(
     try:
         state = since
         while True:
+            if not await hub.still_live(engine, principal.credential.credential_id):
+                return  # revoked or expired: the page's next stream is refused (401)
             state, event = await hub.read(engine, principal, state)
             if event is not None:
                 yield event

@@ -127,3 +127,37 @@ def test_the_listener_connects_as_the_engine_does(postgis_url: str) -> None:
         assert timeout != "0"
     finally:
         engine.dispose()
+
+
+def test_a_stream_ends_once_its_token_is_revoked(
+    reference_engine: Engine, reference_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open stream does not outlive its token: the process checks the credentials of its
+    streams again every heartbeat (shortened here), and ends a revoked one's stream; the page's
+    next stream is refused."""
+    from api import live_stream
+
+    monkeypatch.setattr(live_stream, "HEARTBEAT_S", 0.3)
+    credential, secret = store.issue_credential(
+        reference_engine, "dispatcher", street_code=STREET_A, label="revoked stream test"
+    )
+    app = create_app(Settings(database_url=reference_store_url), engine=reference_engine)
+    headers = {"Authorization": f"Bearer {secret}"}
+    with serve(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+        first = client.get("/api/v1/live", headers=headers).json()
+        with client.stream(
+            "GET",
+            "/api/v1/live/stream",
+            params={"since": first["cursor"], "max_seconds": 60},
+            headers=headers,
+        ) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert next(lines).startswith(":")  # a heartbeat: the stream is open and quiet
+            store.revoke_credential(reference_engine, credential.credential_id)
+            revoked = time.monotonic()
+            for _ in lines:  # heartbeats until the stream ends
+                assert time.monotonic() - revoked < 10.0, "the stream outlived its token"
+        assert time.monotonic() - revoked < 10.0
+        refused = client.get("/api/v1/live/stream", headers=headers)
+        assert refused.status_code == 401
