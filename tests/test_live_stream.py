@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +44,22 @@ def _events(response: httpx.Response, out: list[dict[str, Any]], stop: threading
         return  # the test closed the stream
 
 
+@contextmanager
+def _stream_from_now(
+    client: httpx.Client, headers: dict[str, str], max_seconds: float
+) -> Iterator[httpx.Response]:
+    """The pushed feed, from the cursor of a poll made now (the stream's answer is 200)."""
+    first = client.get("/api/v1/live", headers=headers).json()
+    with client.stream(
+        "GET",
+        "/api/v1/live/stream",
+        params={"since": first["cursor"], "max_seconds": max_seconds},
+        headers=headers,
+    ) as response:
+        assert response.status_code == 200
+        yield response
+
+
 def test_a_fix_written_elsewhere_is_pushed(
     reference_engine: Engine, reference_store_url: str
 ) -> None:
@@ -58,14 +76,7 @@ def test_a_fix_written_elsewhere_is_pushed(
     try:
         with serve(app) as base, httpx.Client(base_url=base, timeout=30) as client:
             headers = {"Authorization": f"Bearer {secret}"}
-            first = client.get("/api/v1/live", headers=headers).json()
-            with client.stream(
-                "GET",
-                "/api/v1/live/stream",
-                params={"since": first["cursor"], "max_seconds": 20},
-                headers=headers,
-            ) as response:
-                assert response.status_code == 200
+            with _stream_from_now(client, headers, 20) as response:
                 assert response.headers["content-type"].startswith("text/event-stream")
                 reader = threading.Thread(target=_events, args=(response, got, stop), daemon=True)
                 reader.start()
@@ -144,14 +155,7 @@ def test_a_stream_ends_once_its_token_is_revoked(
     app = create_app(Settings(database_url=reference_store_url), engine=reference_engine)
     headers = {"Authorization": f"Bearer {secret}"}
     with serve(app) as base, httpx.Client(base_url=base, timeout=30) as client:
-        first = client.get("/api/v1/live", headers=headers).json()
-        with client.stream(
-            "GET",
-            "/api/v1/live/stream",
-            params={"since": first["cursor"], "max_seconds": 60},
-            headers=headers,
-        ) as response:
-            assert response.status_code == 200
+        with _stream_from_now(client, headers, 60) as response:
             lines = response.iter_lines()
             assert next(lines).startswith(":")  # a heartbeat: the stream is open and quiet
             store.revoke_credential(reference_engine, credential.credential_id)
