@@ -184,17 +184,18 @@ def _stale(times: Times, now: datetime, max_age: timedelta | None) -> npt.NDArra
         return _stale(pd.DatetimeIndex(list(times), tz="UTC"), now, max_age)
 
 
-__all__ = [
-    "best_candidate",
-    "candidate_order",
-    "effective_positions",
-    "position_is_stale",
-    "stale_before",
-    "unit_rank",
-]
-
-
 def may_preempt(priority: int) -> bool:
     """Whether a matter of ``priority`` may take a unit busy on a lower-priority incident (the
     pool it is decided on then holds the busy units too)."""
     return priority == 1
+
+
+__all__ = [
+    "best_candidate",
+    "candidate_order",
+    "effective_positions",
+    "may_preempt",
+    "position_is_stale",
+    "stale_before",
+    "unit_rank",
+]
