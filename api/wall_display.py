@@ -213,7 +213,7 @@ def _read(
     credential_id = principal.credential.credential_id
     if state is None:
         if not store.credential_live(engine, credential_id):
-            raise CredentialRefusedError("the credential is unknown, revoked or expired")
+            raise CredentialRefusedError()
         return read_live(read_engine(request), principal.scope, None)
     return read_live(engine, principal.scope, state, credential_id=credential_id)
 

@@ -64,7 +64,10 @@ class NotFoundError(GridgovError):
 
 class CredentialRefusedError(GridgovError):
     """The credential a request presented is unknown, revoked or expired, found so by the
-    write that checks it in its own statement. Nothing was changed."""
+    statement that checks it itself (a fix, a poll). Nothing was changed."""
+
+    def __init__(self, message: str = "the credential is unknown, revoked or expired") -> None:
+        super().__init__(message)
 
 
 class ForbiddenError(GridgovError):

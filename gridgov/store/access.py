@@ -214,10 +214,7 @@ def resolve_credential(
     if len(parts) != 3 or parts[0] != _PREFIX:
         return None
     credential_id, secret = parts[1], parts[2]
-    with translate_errors(engine), engine.connect() as connection:
-        row = connection.execute(
-            _RESOLVE, {"b_id": credential_id, "b_now": now or datetime.now(UTC)}
-        ).first()
+    row = _live_row(engine, credential_id, now)
     if row is None:
         return None
     # Compare digests in constant time so response timing says nothing about the secret.
@@ -238,11 +235,15 @@ def resolve_credential(
 def credential_live(engine: Engine, credential_id: str, *, now: datetime | None = None) -> bool:
     """Whether the credential ``credential_id`` is still live (not revoked, not expired): for a
     caller this process resolved before, whose statement cannot check it itself."""
+    return _live_row(engine, credential_id, now) is not None
+
+
+def _live_row(engine: Engine, credential_id: str, now: datetime | None) -> Any:
+    """The credential's row when it is live (:func:`credential_is_live`), else None."""
     with translate_errors(engine), engine.connect() as connection:
-        row = connection.execute(
+        return connection.execute(
             _RESOLVE, {"b_id": credential_id, "b_now": now or datetime.now(UTC)}
         ).first()
-    return row is not None
 
 
 def revoke_credential(engine: Engine, credential_id: str, *, now: datetime | None = None) -> None:

@@ -407,7 +407,7 @@ def _unchanged(
     row = connection.execute(stmt, params).one()
     dataset, last, new, window, largest, total, live = (int(v or 0) for v in row)
     if not live:
-        raise CredentialRefusedError(_REFUSED)
+        raise CredentialRefusedError
     return (
         dataset == since.dataset
         and since.last_event <= last <= since.last_event + ADVANCE
@@ -418,7 +418,6 @@ def _unchanged(
     )
 
 
-_REFUSED = "the credential is unknown, revoked or expired"
 _UNCHANGED: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
 
 

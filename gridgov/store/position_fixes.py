@@ -264,7 +264,7 @@ def _pg_fixes(
     statement = _PG_STATEMENTS[len(fixes) > 1, column, credential_id is not None]
     rows = write_transaction(engine, lambda c: c.execute(statement, params).all())
     if not rows[0].live:
-        raise CredentialRefusedError("the credential is unknown, revoked or expired")
+        raise CredentialRefusedError()
     if len(fixes) == 1:
         (r,) = rows
         return [FixResult(fix.unit_id, r.known, bool(r.in_scope), r.stored, fix.at < oldest)]
@@ -288,7 +288,7 @@ def _sqlite_fixes(
         if credential_id is not None:
             live = credential_is_live(CREDENTIALS.c.__getitem__, credential_id, now)
             if connection.execute(select(CREDENTIALS.c.credential_id).where(live)).first() is None:
-                raise CredentialRefusedError("the credential is unknown, revoked or expired")
+                raise CredentialRefusedError()
         streets: dict[str, Any] = {}
         for start in range(0, len(ids), _CHUNK):
             stmt = select(UNITS.c.unit_id, UNITS.c.street_code).where(
