@@ -94,21 +94,17 @@ def decide_together(
     joint step changed. ``exclude``: units the batch gave away already (to its urgent reports,
     :func:`decide_urgent`), which no report here may take.
     """
-    out: list[Decision | Exception] = []
-    taken: list[str] = sorted(exclude)
-    for p in pending:
-        earlier = frozenset(taken)
-        decision = decide_one(p, pool, ctx, exclude=earlier, routes=routes)
+    out = _in_order(pending, pool, ctx, exclude, routes)
+    for position, (decision, earlier) in enumerate(out, start=1):
         if isinstance(decision, Decision):
             decision.explanation["batch"] = {
                 "reports": len(pending),
-                "position": len(out) + 1,
+                "position": position,
                 "units_taken_earlier": sorted(earlier),
             }
-            taken.extend(a.unit_id for a in decision.assignments)
-        out.append(decision)
-    _improve(pending, out, pool, ctx, routes, exclude)
-    return out
+    decisions = [d for d, _ in out]
+    _improve(pending, decisions, pool, ctx, routes, exclude)
+    return decisions
 
 
 def decide_urgent(
@@ -118,13 +114,26 @@ def decide_urgent(
     as single dispatch decides it on ``pool`` (busy units included, for preemption), without
     the units (available or preempted) an earlier one took. No joint step: a preemption is
     decided for one report at a time."""
-    out: list[Decision | Exception] = []
-    taken: set[str] = set()
+    return [d for d, _ in _in_order(pending, pool, ctx, frozenset(), routes)]
+
+
+def _in_order(
+    pending: Sequence[Pending],
+    pool: UnitPool,
+    ctx: DispatchContext,
+    exclude: frozenset[str],
+    routes: bool,
+) -> list[tuple[Decision | Exception, frozenset[str]]]:
+    """Single dispatch's decision for each report in turn, each without ``exclude`` and the
+    units the earlier ones took (which it is given along with its decision)."""
+    out: list[tuple[Decision | Exception, frozenset[str]]] = []
+    taken = set(exclude)
     for p in pending:
-        decision = decide_one(p, pool, ctx, exclude=frozenset(taken), routes=routes)
+        earlier = frozenset(taken)
+        decision = decide_one(p, pool, ctx, exclude=earlier, routes=routes)
         if isinstance(decision, Decision):
             taken.update(a.unit_id for a in decision.assignments)
-        out.append(decision)
+        out.append((decision, earlier))
     return out
 
 

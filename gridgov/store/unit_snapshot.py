@@ -348,8 +348,6 @@ def _snapshot_pool(
     with_busy: bool,
     now: datetime,
     within: Connection | None = None,
-    *,
-    unwritten: bool = False,
 ) -> Any:
     """The units dispatch may use, as the dispatcher's pool of arrays.
 
@@ -361,11 +359,9 @@ def _snapshot_pool(
     The same pool as reading every wanted unit row now, in the order of their ids, built from
     the units' state this process keeps (:class:`_UnitState`) and the rows written since.
     ``within``: the caller's write transaction, whose own writes the pool includes; a state
-    read there is used for this pool only, never kept for other threads, unless ``unwritten``
-    (the transaction has written nothing yet, so what it reads is what is committed: under
-    PostgreSQL's read committed each statement sees every commit before it).
+    read there is used for this pool only, never kept for other threads.
     """
-    (pool,) = _snapshot_pools(engine, ctx, [(kinds, with_busy)], now, within, unwritten=unwritten)
+    (pool,) = _snapshot_pools(engine, ctx, [(kinds, with_busy)], now, within)
     return pool
 
 
@@ -379,7 +375,10 @@ def _snapshot_pools(
     unwritten: bool = False,
 ) -> list[Any]:
     """:func:`_snapshot_pool` for each ``(kinds, with_busy)`` of ``wanted``, all from ONE read of
-    the units' state (one statement): pools of the same database snapshot."""
+    the units' state (one statement): pools of the same database snapshot. A state read in
+    ``within`` is kept for other threads only when ``unwritten``: the transaction has written
+    nothing yet, so what it reads is what is committed (under PostgreSQL's read committed each
+    statement sees every commit before it)."""
     busy_kinds = sorted({k for kinds, busy in wanted if busy for k in kinds})
     with_busy = bool(busy_kinds)
     # The busy incidents' priorities are read for the kinds that may preempt only.
