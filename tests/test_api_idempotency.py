@@ -222,7 +222,7 @@ def test_a_crashed_run_is_resumed_after_its_lease_never_stored_twice(
             crash.setattr(store, "dispatch_reported", dies)
         else:
             crash.setattr(intake_rows, "_commit_batch_within", dies)
-            crash.setattr(intake_rows, "_commit_within", dies)
+            crash.setattr(intake_rows, "check_within", dies)
         crash.setattr(store, "release_idempotency", lambda *a, **k: None)
         # (release is a no-op too: a killed worker gives nothing up.)
         assert client.post("/api/v1/incidents", json=body, headers=headers).status_code == 500

@@ -580,6 +580,27 @@ def _commit_within(
 ) -> None:
     """:func:`_commit` inside the caller's transaction: every check comes before any write, so
     a :class:`_UnitsTaken` leaves the transaction as it was."""
+    offices, requeued = check_within(connection, decision, now)
+    write_decisions(
+        connection,
+        [decision],
+        now,
+        attempts=[attempts],
+        offices=offices,
+        requeued=[requeued],
+        by=[(actor, role)],
+    )
+
+
+def check_within(
+    connection: Connection, decision: dispatch.Decision, now: datetime
+) -> tuple[dict[str, str | None], list[dict[str, Any]]]:
+    """Lock and re-check one decision's incident and units and re-queue the incidents it
+    preempts, everything :func:`_commit_within` does before writing the decision itself.
+
+    Returns the offices of the units locked and the incidents re-queued, for
+    :func:`write_decisions`. Raises :class:`_UnitsTaken` before writing anything.
+    """
     incident_id = decision.incident.incident_id
     preempted = sorted({a.preempts for a in decision.assignments if a.preempts is not None})
     # Incidents first, then units, each in id order: every writer takes locks in the same
@@ -591,15 +612,7 @@ def _commit_within(
     if gone:
         raise _UnitsTaken(gone)
     requeued = [_requeue(connection, x, incident_id, decision, now) for x in preempted]
-    write_decisions(
-        connection,
-        [decision],
-        now,
-        attempts=[attempts],
-        offices=offices,
-        requeued=[requeued],
-        by=[(actor, role)],
-    )
+    return offices, requeued
 
 
 def commit_batch(
@@ -654,10 +667,12 @@ def _commit_batch_within(
     actor: str,
     role: Role | str,
     by: dict[str, tuple[str, Role | str]] | None,
+    checked: Sequence[Checked] = (),
 ) -> dict[str, str]:
-    """:func:`commit_batch`'s work inside the caller's transaction."""
+    """:func:`commit_batch`'s work inside the caller's transaction; the decisions ``checked``
+    already (:func:`check_within`) are written with the others, in the same statements."""
     ids = [d.incident.incident_id for d in decisions]
-    statuses = _lock_incidents(connection, ids)
+    statuses = _lock_incidents(connection, ids) if ids else {}
     left_out: dict[str, str] = {}
     for d in decisions:
         status = statuses.get(d.incident.incident_id)
@@ -667,7 +682,9 @@ def _commit_batch_within(
             )
     live = [d for d in decisions if d.incident.incident_id not in left_out]
     chosen = sorted(a.unit_id for d in live for a in d.assignments)
-    found = {r.unit_id: r for r in connection.execute(_LOCK_UNITS, {"ids": chosen})}
+    found = (
+        {r.unit_id: r for r in connection.execute(_LOCK_UNITS, {"ids": chosen})} if chosen else {}
+    )
     for d in live:
         gone = [a.unit_id for a in d.assignments if _unit_gone(found.get(a.unit_id), a, {})]
         if gone:
@@ -676,16 +693,30 @@ def _commit_batch_within(
             )
     offices = {u: r.office_id for u, r in found.items()}
     written = [d for d in live if d.incident.incident_id not in left_out]
+    requeued: list[list[dict[str, Any]]] = [[] for _ in written]
+    for c in checked:
+        written.append(c.decision)
+        offices.update(c.offices)
+        requeued.append(c.requeued)
     write_decisions(
         connection,
         written,
         now,
         attempts=[_Attempts(count=1) for _ in written],
         offices=offices,
-        requeued=[[] for _ in written],
+        requeued=requeued,
         by=[(by or {}).get(d.incident.incident_id, (actor, role)) for d in written],
     )
     return left_out
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A decision :func:`check_within` has locked and re-checked, waiting to be written."""
+
+    decision: dispatch.Decision
+    offices: dict[str, str | None]
+    requeued: list[dict[str, Any]]
 
 
 def _lock_incidents(connection: Connection, incident_ids: Sequence[str]) -> dict[str, str]:

@@ -28,8 +28,7 @@ from sqlalchemy import Connection, Engine, text
 from gridgov import dispatch
 from gridgov.errors import InputError, StoreError
 from gridgov.store.choice_rows import read_street_modes_within
-from gridgov.store.decision_rows import Attempts as _Attempts
-from gridgov.store.dispatch_rows import _commit_batch_within, _commit_within, _UnitsTaken
+from gridgov.store.dispatch_rows import Checked, _commit_batch_within, _UnitsTaken, check_within
 from gridgov.store.engine import begin_write, translate_errors, write_transaction
 from gridgov.store.incident_rows import StoredIncident, _aware, store_reports_within
 from gridgov.store.journal import SYSTEM_ACTOR
@@ -148,15 +147,20 @@ def dispatch_batch(
         decisions = list(batch.decide(pool, urgent_pool))
         ready = [d for d in decisions if isinstance(d, dispatch.Decision)]
         left_out: dict[str, str] = {}
+        checked: list[Checked] = []
         for d in ready:
             if any(a.preempts is not None for a in d.assignments):
-                why = _commit_preempting(connection, d, now, batch.by)
-                if why is not None:
-                    left_out[d.incident.incident_id] = why
+                outcome = _check_preempting(connection, d, now)
+                if isinstance(outcome, str):
+                    left_out[d.incident.incident_id] = outcome
+                else:
+                    checked.append(outcome)
         together = [d for d in ready if not any(a.preempts is not None for a in d.assignments)]
-        if together:
+        if together or checked:
             left_out.update(
-                _commit_batch_within(connection, together, now, SYSTEM_ACTOR, Role.SYSTEM, batch.by)
+                _commit_batch_within(
+                    connection, together, now, SYSTEM_ACTOR, Role.SYSTEM, batch.by, checked
+                )
             )
         return DispatchedBatch(decisions, left_out)
 
@@ -196,23 +200,20 @@ def _pools(
     return pool, urgent
 
 
-def _commit_preempting(
-    connection: Connection,
-    decision: dispatch.Decision,
-    now: datetime,
-    by: dict[str, tuple[str, Role | str]],
-) -> str | None:
-    """Commit one preempting decision as single dispatch does, to a savepoint; why it could
-    not be (its units or the preempted incident changed), or None."""
-    actor, role = by.get(decision.incident.incident_id, (SYSTEM_ACTOR, Role.SYSTEM))
+def _check_preempting(
+    connection: Connection, decision: dispatch.Decision, now: datetime
+) -> Checked | str:
+    """Lock and re-check one preempting decision and re-queue the incidents it preempts, as
+    single dispatch does, to a savepoint (its own rows are written with the batch's); why it
+    cannot be committed (its units or the preempted incident changed)."""
     try:
         with connection.begin_nested():
-            _commit_within(connection, decision, now, _Attempts(count=1), actor=actor, role=role)
+            offices, requeued = check_within(connection, decision, now)
     except _UnitsTaken as taken:
         return f"its unit(s) {taken} were taken meanwhile; dispatch it again"
     except InputError as exc:
         return str(exc)
-    return None
+    return Checked(decision, offices, requeued)
 
 
 def _take_intake_turn(connection: Connection) -> None:
