@@ -23,16 +23,21 @@ workers and a phone's retry can reach any of them. Keys are forgotten after
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store.engine import begin_write, translate_errors
+from gridgov.store.group_commit import group_of
 from gridgov.store.models import IDEMPOTENCY
 
 __all__ = [
@@ -77,10 +82,22 @@ def _lease(now: datetime) -> datetime:
     return now + timedelta(seconds=get_settings().idempotency_lease_s)
 
 
+@dataclass(frozen=True)
+class _Ask:
+    scope: str
+    key: str
+    fingerprint: str
+    now: datetime
+    claim_id: str
+
+
 def claim_idempotency(
     engine: Engine, scope: str, key: str, fingerprint: str, *, now: datetime | None = None
 ) -> Replay:
     """Claim ``key`` for a request, or find what the request that claimed it first left.
+
+    The claims that threads of this process ask for together are inserted in one transaction
+    (:mod:`gridgov.store.group_commit`); a key already held takes the way below, alone.
 
     Raises
     ------
@@ -88,30 +105,66 @@ def claim_idempotency(
         The store cannot be reached.
     """
     now = now or datetime.now(UTC)
+    ask = _Ask(scope, key, fingerprint, now, secrets.token_hex(16))
     with translate_errors(engine):
+        if group_of(engine, "idempotency-claim", _claim_together).submit(ask):
+            return Replay("claimed", claim=KeyClaim(scope, key, ask.claim_id))
         for _ in range(2):
-            claim_id = secrets.token_hex(16)
-            try:
-                with begin_write(engine) as connection:
-                    connection.execute(
-                        insert(IDEMPOTENCY).values(
-                            scope=scope,
-                            key=key,
-                            fingerprint=fingerprint,
-                            created_at=now,
-                            claim_id=claim_id,
-                            lease_until=_lease(now),
-                        )
-                    )
-                return Replay("claimed", claim=KeyClaim(scope, key, claim_id))
-            except IntegrityError:
-                pass
             with begin_write(engine) as connection:
                 found = _claim_existing(connection, scope, key, fingerprint, now)
             if found is not None:
                 return found
-            # The row was purged or released between the INSERT and the read: claim again.
+            # The row was purged or released meanwhile: claim it again.
+            claim_id = secrets.token_hex(16)
+            try:
+                with begin_write(engine) as connection:
+                    connection.execute(
+                        insert(IDEMPOTENCY).values({**_claim_row(ask), "claim_id": claim_id})
+                    )
+                return Replay("claimed", claim=KeyClaim(scope, key, claim_id))
+            except IntegrityError:
+                pass
     return Replay("in_flight")
+
+
+def _claim_row(ask: _Ask) -> dict[str, object]:
+    return {
+        "scope": ask.scope,
+        "key": ask.key,
+        "fingerprint": ask.fingerprint,
+        "created_at": ask.now,
+        "claim_id": ask.claim_id,
+        "lease_until": _lease(ask.now),
+    }
+
+
+def _claim_together(engine: Engine, asks: Sequence[_Ask]) -> list[bool]:
+    """Insert the claims of ``asks`` in one transaction; whether each took its key (False: the
+    key is held, or another ask of the group has it)."""
+    first: dict[tuple[str, str], _Ask] = {}
+    for ask in asks:
+        first.setdefault((ask.scope, ask.key), ask)
+    # In key order: two processes' groups that want the same keys wait for each other in one
+    # order, never in a cycle.
+    rows = [_claim_row(first[k]) for k in sorted(first)]
+    insert_new = _dialect_insert(engine)(IDEMPOTENCY).on_conflict_do_nothing(
+        index_elements=[IDEMPOTENCY.c.scope, IDEMPOTENCY.c.key]
+    )
+    with begin_write(engine) as connection:
+        taken = {
+            (row.scope, row.key, row.claim_id)
+            for row in connection.execute(
+                insert_new.returning(
+                    IDEMPOTENCY.c.scope, IDEMPOTENCY.c.key, IDEMPOTENCY.c.claim_id
+                ),
+                rows,
+            )
+        }
+    return [(a.scope, a.key, a.claim_id) in taken for a in asks]
+
+
+def _dialect_insert(engine: Engine) -> Any:
+    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
 
 def _claim_existing(
@@ -216,18 +269,53 @@ def finish_idempotency(
     engine: Engine, claim: KeyClaim, status: int, media_type: str | None, body: bytes
 ) -> bool:
     """Store the answer every retry with this key will get; False when the lease was lost (the
-    run that took it over stores its own answer)."""
-    with translate_errors(engine), begin_write(engine) as connection:
-        result = connection.execute(
-            update(IDEMPOTENCY)
-            .where(
-                IDEMPOTENCY.c.scope == claim.scope,
-                IDEMPOTENCY.c.key == claim.key,
-                IDEMPOTENCY.c.claim_id == claim.claim_id,
-            )
-            .values(status=status, media_type=media_type, body=body, lease_until=None)
+    run that took it over stores its own answer). The answers that threads of this process
+    store together share one transaction (:mod:`gridgov.store.group_commit`)."""
+    with translate_errors(engine):
+        return group_of(engine, "idempotency-finish", _finish_together).submit(
+            (claim, status, media_type, body)
         )
-    return bool(result.rowcount)
+
+
+_FINISH = (
+    update(IDEMPOTENCY)
+    .where(
+        IDEMPOTENCY.c.scope == bindparam("b_scope"),
+        IDEMPOTENCY.c.key == bindparam("b_key"),
+        IDEMPOTENCY.c.claim_id == bindparam("b_claim"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        media_type=bindparam("b_media_type"),
+        body=bindparam("b_body"),
+        lease_until=None,
+    )
+)
+
+
+def _finish_together(
+    engine: Engine, answers: Sequence[tuple[KeyClaim, int, str | None, bytes]]
+) -> list[bool]:
+    """Store ``answers`` in one transaction, in key order (see :func:`_claim_together`)."""
+    done: dict[int, bool] = {}
+    with begin_write(engine) as connection:
+        for i in sorted(
+            range(len(answers)), key=lambda i: (answers[i][0].scope, answers[i][0].key)
+        ):
+            claim, status, media_type, body = answers[i]
+            result = connection.execute(
+                _FINISH,
+                {
+                    "b_scope": claim.scope,
+                    "b_key": claim.key,
+                    "b_claim": claim.claim_id,
+                    "b_status": status,
+                    "b_media_type": media_type,
+                    "b_body": body,
+                },
+            )
+            done[i] = bool(result.rowcount)
+    return [done[i] for i in range(len(answers))]
 
 
 def release_idempotency(engine: Engine, claim: KeyClaim, *, now: datetime | None = None) -> None:

@@ -1,0 +1,101 @@
+"""Group commit: small writes that threads of one process ask for together share a transaction.
+
+Every report with an Idempotency-Key claims its key before it runs and stores its answer after:
+two one-row transactions, each with its own commit (and WAL flush) and its statements' fixed
+costs, which under load cost the server more than the rows themselves. A :class:`Group` lets
+the threads that ask while one such transaction runs go together in the next: the first
+waiting thread runs the whole queue through ``run`` (one transaction) and each thread gets its
+own item's result back. No thread of its own: a lone request runs its own item at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Engine
+
+__all__ = ["Group", "group_of"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Slot(Generic[T, R]):
+    __slots__ = ("done", "error", "item", "value")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.done = False
+        self.value: R | None = None
+        self.error: BaseException | None = None
+
+
+class Group(Generic[T, R]):
+    """Runs ``run(items)`` for the items asked for together, up to ``most`` at a time.
+
+    ``run`` returns one result per item, in order; what it raises is raised in the thread of
+    every item of that run (none of them was written: ``run`` is one transaction).
+    """
+
+    def __init__(self, run: Callable[[Sequence[T]], Sequence[R]], most: int = 64) -> None:
+        self._run = run
+        self._most = max(1, most)
+        self._cond = threading.Condition()
+        self._queue: list[_Slot[T, R]] = []
+        self._busy = False
+
+    def submit(self, item: T) -> R:
+        slot: _Slot[T, R] = _Slot(item)
+        with self._cond:
+            self._queue.append(slot)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: slot.done or not self._busy)
+                if slot.done:
+                    break
+                batch = self._queue[: self._most]
+                del self._queue[: self._most]
+                self._busy = True
+            try:
+                results = self._run([s.item for s in batch])
+                for s, value in zip(batch, results, strict=True):
+                    s.value = value
+            except BaseException as exc:  # every item of the run hears of it
+                for s in batch:
+                    s.error = exc
+            finally:
+                with self._cond:
+                    for s in batch:
+                        s.done = True
+                    self._busy = False
+                    self._cond.notify_all()
+        if slot.error is not None:
+            raise slot.error
+        return slot.value  # type: ignore[return-value]
+
+
+_GROUPS: weakref.WeakKeyDictionary[Engine, dict[str, Group[Any, Any]]] = weakref.WeakKeyDictionary()
+_GROUPS_LOCK = threading.Lock()
+
+
+def group_of(
+    engine: Engine, name: str, run: Callable[[Engine, Sequence[T]], Sequence[R]]
+) -> Group[T, R]:
+    """The process's group ``name`` for ``engine`` (made on first use; ``run`` gets the engine)."""
+    with _GROUPS_LOCK:
+        groups = _GROUPS.setdefault(engine, {})
+        group = groups.get(name)
+        if group is None:
+            # A weak reference: the group lives in the engine's entry and must not keep it.
+            ref = weakref.ref(engine)
+
+            def run_on_engine(items: Sequence[T]) -> Sequence[R]:
+                owner = ref()
+                assert owner is not None  # a caller holds the engine while it asks
+                return run(owner, items)
+
+            group = groups[name] = Group(run_on_engine)
+        return group
