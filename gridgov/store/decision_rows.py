@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from gridgov import dispatch
 from gridgov.model import UnitStatus
 from gridgov.store.journal import append_events
+from gridgov.store.many_rows import RowsUpdate
 from gridgov.store.models import ASSIGNMENTS, DISPATCHES, INCIDENTS, UNITS
 from gridgov.workflow import Action, Role
 
@@ -31,10 +32,8 @@ class Attempts:
     retried_errors: list[str] = field(default_factory=list)
 
 
-_SET_BUSY = (
-    update(UNITS)
-    .where(UNITS.c.unit_id == bindparam("b_unit"))
-    .values(status=str(UnitStatus.BUSY), busy_incident_id=bindparam("b_busy"))
+_SET_BUSY = RowsUpdate(
+    UNITS, keys=["unit_id"], sets=["busy_incident_id"], fixed={"status": str(UnitStatus.BUSY)}
 )
 _INSERT_DISPATCHES = insert(DISPATCHES).returning(
     DISPATCHES.c.dispatch_id, sort_by_parameter_order=True
@@ -44,17 +43,10 @@ _LAST_END = (
     .where(ASSIGNMENTS.c.unit_id.in_(bindparam("ids", expanding=True)))
     .group_by(ASSIGNMENTS.c.unit_id)
 )
-_SET_PLACE = (
-    update(INCIDENTS)
-    .where(INCIDENTS.c.incident_id == bindparam("b_incident"))
-    .values(
-        priority=bindparam("b_priority"),
-        street_code=bindparam("b_street"),
-        community_code=bindparam("b_community"),
-        grid_code=bindparam("b_grid"),
-        microgrid_code=bindparam("b_microgrid"),
-        updated_at=bindparam("b_now"),
-    )
+_SET_PLACE = RowsUpdate(
+    INCIDENTS,
+    keys=["incident_id"],
+    sets=["priority", "street_code", "community_code", "grid_code", "microgrid_code", "updated_at"],
 )
 
 
@@ -76,13 +68,15 @@ def write_decisions(
     """
     if not decisions:
         return []
-    busy = [
-        {"b_unit": a.unit_id, "b_busy": d.incident.incident_id}
-        for d in decisions
-        for a in d.assignments
-    ]
-    if busy:
-        connection.execute(_SET_BUSY, busy)
+    # The units were locked and checked by the caller: every one of them is matched.
+    _SET_BUSY.run(
+        connection,
+        [
+            {"unit_id": a.unit_id, "busy_incident_id": d.incident.incident_id}
+            for d in decisions
+            for a in d.assignments
+        ],
+    )
     dispatch_ids = insert_dispatches(connection, decisions, now, attempts, requeued)
     insert_assignments(connection, decisions, dispatch_ids, now)
     called = [k for k, d in enumerate(decisions) if d.assignments]
@@ -95,7 +89,7 @@ def write_decisions(
     )
     quiet = [d for d in decisions if not d.assignments]
     if quiet:
-        connection.execute(_SET_PLACE, [_place_params(d, now) for d in quiet])
+        _SET_PLACE.run(connection, [_place_params(d, now) for d in quiet])
     return dispatch_ids
 
 
@@ -111,16 +105,7 @@ def _place(decision: dispatch.Decision) -> dict[str, Any]:
 
 
 def _place_params(decision: dispatch.Decision, now: datetime) -> dict[str, Any]:
-    p = _place(decision)
-    return {
-        "b_incident": decision.incident.incident_id,
-        "b_priority": p["priority"],
-        "b_street": p["street_code"],
-        "b_community": p["community_code"],
-        "b_grid": p["grid_code"],
-        "b_microgrid": p["microgrid_code"],
-        "b_now": now,
-    }
+    return {"incident_id": decision.incident.incident_id, **_place(decision), "updated_at": now}
 
 
 def _dispatch_event(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -38,6 +38,7 @@ from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store.engine import begin_write, translate_errors
 from gridgov.store.group_commit import group_of
+from gridgov.store.many_rows import RowsUpdate
 from gridgov.store.models import IDEMPOTENCY
 
 __all__ = [
@@ -217,20 +218,16 @@ def link_idempotency(connection: Connection, claim: KeyClaim, incident_id: str) 
         raise StoreError(msg)
 
 
-_LINK_MANY = (
-    update(IDEMPOTENCY)
-    .where(
-        IDEMPOTENCY.c.scope == bindparam("b_scope"),
-        IDEMPOTENCY.c.key == bindparam("b_key"),
-        IDEMPOTENCY.c.claim_id == bindparam("b_claim"),
-        IDEMPOTENCY.c.status.is_(None),
-    )
-    .values(incident_id=bindparam("b_incident"))
+_LINK_MANY = RowsUpdate(
+    IDEMPOTENCY,
+    keys=["scope", "key", "claim_id"],
+    sets=["incident_id"],
+    where=[IDEMPOTENCY.c.status.is_(None)],
 )
 
 
 def link_idempotency_many(connection: Connection, links: list[tuple[KeyClaim, str]]) -> None:
-    """:func:`link_idempotency` for many (claim, incident) pairs: one UPDATE and one count.
+    """:func:`link_idempotency` for many (claim, incident) pairs, in one statement.
 
     Raises
     ------
@@ -238,29 +235,14 @@ def link_idempotency_many(connection: Connection, links: list[tuple[KeyClaim, st
         A lease was taken over by a retry meanwhile (nothing must be stored: the caller rolls
         back, and stores its reports one by one to learn which).
     """
-    if not links:
-        return
-    connection.execute(
-        _LINK_MANY,
+    linked = _LINK_MANY.run(
+        connection,
         [
-            {"b_scope": c.scope, "b_key": c.key, "b_claim": c.claim_id, "b_incident": i}
+            {"scope": c.scope, "key": c.key, "claim_id": c.claim_id, "incident_id": i}
             for c, i in links
         ],
     )
-    # By primary key: the table holds every key of the retention window, and neither the
-    # claim nor the incident column is indexed.
-    linked = connection.execute(
-        select(func.count())
-        .select_from(IDEMPOTENCY)
-        .where(
-            tuple_(IDEMPOTENCY.c.scope, IDEMPOTENCY.c.key).in_(
-                [(c.scope, c.key) for c, _ in links]
-            ),
-            IDEMPOTENCY.c.claim_id.in_([c.claim_id for c, _ in links]),
-            IDEMPOTENCY.c.incident_id.in_([i for _, i in links]),
-        )
-    ).scalar_one()
-    if linked != len(links):
+    if len(linked) != len(links):
         msg = "a retry with an Idempotency-Key of this batch took over"
         raise StoreError(msg)
 
@@ -277,45 +259,34 @@ def finish_idempotency(
         )
 
 
-_FINISH = (
-    update(IDEMPOTENCY)
-    .where(
-        IDEMPOTENCY.c.scope == bindparam("b_scope"),
-        IDEMPOTENCY.c.key == bindparam("b_key"),
-        IDEMPOTENCY.c.claim_id == bindparam("b_claim"),
-    )
-    .values(
-        status=bindparam("b_status"),
-        media_type=bindparam("b_media_type"),
-        body=bindparam("b_body"),
-        lease_until=None,
-    )
+_FINISH = RowsUpdate(
+    IDEMPOTENCY,
+    keys=["scope", "key", "claim_id"],
+    sets=["status", "media_type", "body"],
+    fixed={"lease_until": None},
 )
 
 
 def _finish_together(
     engine: Engine, answers: Sequence[tuple[KeyClaim, int, str | None, bytes]]
 ) -> list[bool]:
-    """Store ``answers`` in one transaction, in key order (see :func:`_claim_together`)."""
-    done: dict[int, bool] = {}
+    """Store ``answers`` in one transaction (one statement on PostgreSQL)."""
     with begin_write(engine) as connection:
-        for i in sorted(
-            range(len(answers)), key=lambda i: (answers[i][0].scope, answers[i][0].key)
-        ):
-            claim, status, media_type, body = answers[i]
-            result = connection.execute(
-                _FINISH,
+        stored = _FINISH.run(
+            connection,
+            [
                 {
-                    "b_scope": claim.scope,
-                    "b_key": claim.key,
-                    "b_claim": claim.claim_id,
-                    "b_status": status,
-                    "b_media_type": media_type,
-                    "b_body": body,
-                },
-            )
-            done[i] = bool(result.rowcount)
-    return [done[i] for i in range(len(answers))]
+                    "scope": c.scope,
+                    "key": c.key,
+                    "claim_id": c.claim_id,
+                    "status": status,
+                    "media_type": media_type,
+                    "body": body,
+                }
+                for c, status, media_type, body in answers
+            ],
+        )
+    return [(c.scope, c.key, c.claim_id) in stored for c, *_ in answers]
 
 
 def release_idempotency(engine: Engine, claim: KeyClaim, *, now: datetime | None = None) -> None:

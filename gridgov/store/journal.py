@@ -10,12 +10,14 @@ Only a new incident's first events skip the reading: its creator builds them
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from gridgov.store.many_rows import RowsUpdate
 from gridgov.store.models import EVENTS, INCIDENTS
 from gridgov.workflow import Action, Event, Role, Satisfaction, State, next_event
 
@@ -239,6 +241,16 @@ def append_events(connection: Connection, appends: Sequence[Mapping[str, Any]]) 
         }
         updates.setdefault(tuple(sorted(params)), []).append(params)
     connection.execute(_INSERT_EVENT, [e.to_row() for e in events])
-    for rows in updates.values():
-        connection.execute(_SET_STATUS, rows)
+    for names, rows in updates.items():
+        sets = [n for n in names if n != "b_incident_id"]
+        _status_update(tuple(sets)).run(
+            connection,
+            [{"incident_id": r["b_incident_id"], **{n: r[n] for n in sets}} for r in rows],
+        )
     return events
+
+
+@functools.cache
+def _status_update(sets: tuple[str, ...]) -> RowsUpdate:
+    """The UPDATE of many incidents' state and ``sets`` columns (one a set of columns)."""
+    return RowsUpdate(INCIDENTS, keys=["incident_id"], sets=sets)
