@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from gridgov import store
 from gridgov.store.group_commit import Group
@@ -145,3 +145,51 @@ def test_a_claim_of_another_request_is_refused_when_asked_with_others(
 def test_a_lone_request_runs_at_once(most: int) -> None:
     group: Group[int, int] = Group(lambda items: [i + 1 for i in items], most=most)
     assert [group.submit(i) for i in range(3)] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------------------------
+# reads asked together: credentials and the dataset version
+# --------------------------------------------------------------------------------------------
+
+
+def test_credentials_resolved_together_each_get_their_own_answer(store_engine: Engine) -> None:
+    """Live, revoked, expired, unknown and forged tokens resolved at once by many threads:
+    each gets what it would get alone."""
+    live = [store.issue_credential(store_engine, "admin", label=f"live-{i}") for i in range(4)]
+    revoked = store.issue_credential(store_engine, "admin", label="revoked")
+    store.revoke_credential(store_engine, revoked[0].credential_id)
+    past = datetime.now(UTC) - timedelta(days=1)
+    expired = store.issue_credential(
+        store_engine, "admin", label="expired", expires_at=past, now=past - timedelta(days=1)
+    )
+    forged = f"gg_{live[0][0].credential_id}_{'x' * 43}"  # a real id, a wrong secret
+    asks = [
+        *(secret for _, secret in live),
+        revoked[1],
+        expired[1],
+        "gg_0123456789abcdef_secret",
+        forged,
+    ] * 3
+    with ThreadPoolExecutor(max_workers=len(asks)) as pool:
+        got = list(pool.map(lambda s: store.resolve_credential(store_engine, s), asks))
+    want = [*(c for c, _ in live), None, None, None, None] * 3
+    assert got == want
+
+
+@pytest.mark.parametrize(
+    "presented", ["gg_ab\x00cd_secret", f"gg_{'a' * 33}_secret", "gg_ABCDEF_secret", "gg__s"]
+)
+def test_a_token_whose_id_this_store_never_issues_is_refused_without_a_query(
+    store_engine: Engine, presented: str
+) -> None:
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(store_engine, "before_cursor_execute", seen)
+    try:
+        assert store.resolve_credential(store_engine, presented) is None
+    finally:
+        event.remove(store_engine, "before_cursor_execute", seen)
+    assert statements == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from gridgov.store.district_read import read_catalog, read_roads, read_stored_ar
 from gridgov.store.engine import (
     translate_errors,
 )
+from gridgov.store.group_commit import group_of
 from gridgov.store.models import (
     DATASETS,
 )
@@ -56,11 +58,21 @@ _CACHE_LOCK = threading.Lock()
 
 
 def _dataset_version(engine: Engine, connection: Connection | None = None) -> Any:
-    """Changes whenever a dataset (areas, offices, units, roads, matters) is loaded."""
+    """Changes whenever a dataset (areas, offices, units, roads, matters) is loaded.
+
+    Without a connection, the threads of this process that ask together share one read
+    (:mod:`gridgov.store.group_commit`); each gets a version read after it asked.
+    """
     if connection is not None:
         return connection.execute(_MAX_DATASET).scalar()
-    with translate_errors(engine), engine.connect() as own:
-        return own.execute(_MAX_DATASET).scalar()
+    with translate_errors(engine):
+        return group_of(engine, "dataset-version", _versions).submit(None)
+
+
+def _versions(engine: Engine, asks: Sequence[None]) -> list[Any]:
+    with engine.connect() as own:
+        version = own.execute(_MAX_DATASET).scalar()
+    return [version] * len(asks)
 
 
 def travel_from_store(engine: Engine) -> TravelModel:
