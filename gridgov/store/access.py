@@ -200,15 +200,6 @@ def credential_is_live(
 
 
 # Built once (every request with a token runs it): the same rule, with bound values.
-_RESOLVE = select(CREDENTIALS).where(
-    credential_is_live(
-        CREDENTIALS.c.__getitem__,
-        bindparam("b_id", type_=CREDENTIALS.c.credential_id.type),
-        bindparam("b_now", type_=CREDENTIALS.c.expires_at.type),
-    )
-)
-
-
 def resolve_credential(
     engine: Engine, presented: str, *, now: datetime | None = None
 ) -> Credential | None:
@@ -254,12 +245,12 @@ def _live_row(engine: Engine, credential_id: str, now: datetime | None) -> Any:
     with translate_errors(engine):
         if now is None:
             return group_of(engine, "credential", _live_rows).submit(credential_id)
-        with engine.connect() as connection:
-            return connection.execute(_RESOLVE, {"b_id": credential_id, "b_now": now}).first()
+        return _live_rows(engine, [credential_id], now)[0]
 
 
-#: The same rule for many credentials at once: each row is checked against its own id.
-_RESOLVE_MANY = select(CREDENTIALS).where(
+#: The rule (:func:`credential_is_live`) for the credentials of a list, each row checked
+#: against its own id.
+_LIVE_ROWS = select(CREDENTIALS).where(
     CREDENTIALS.c.credential_id.in_(bindparam("b_ids", expanding=True)),
     credential_is_live(
         CREDENTIALS.c.__getitem__,
@@ -269,10 +260,13 @@ _RESOLVE_MANY = select(CREDENTIALS).where(
 )
 
 
-def _live_rows(engine: Engine, credential_ids: Sequence[str]) -> list[Any]:
+def _live_rows(
+    engine: Engine, credential_ids: Sequence[str], now: datetime | None = None
+) -> list[Any]:
+    """The live row of each credential of ``credential_ids`` (None for one not live)."""
     with engine.connect() as connection:
         rows = connection.execute(
-            _RESOLVE_MANY, {"b_ids": sorted(set(credential_ids)), "b_now": datetime.now(UTC)}
+            _LIVE_ROWS, {"b_ids": sorted(set(credential_ids)), "b_now": now or datetime.now(UTC)}
         )
         found = {row.credential_id: row for row in rows}
     return [found.get(c) for c in credential_ids]
