@@ -203,27 +203,9 @@ def link_idempotency(connection: Connection, claim: KeyClaim, incident_id: str) 
         The lease was taken over by a retry meanwhile: the caller's transaction must roll back
         (the retry stores or resumes the incident itself).
     """
-    result = connection.execute(
-        update(IDEMPOTENCY)
-        .where(
-            IDEMPOTENCY.c.scope == claim.scope,
-            IDEMPOTENCY.c.key == claim.key,
-            IDEMPOTENCY.c.claim_id == claim.claim_id,
-            IDEMPOTENCY.c.status.is_(None),
-        )
-        .values(incident_id=incident_id)
-    )
-    if not result.rowcount:
+    if not _link(connection, [(claim, incident_id)]):
         msg = "this request took too long and a retry with its Idempotency-Key took over"
         raise StoreError(msg)
-
-
-_LINK_MANY = RowsUpdate(
-    IDEMPOTENCY,
-    keys=["scope", "key", "claim_id"],
-    sets=["incident_id"],
-    where=[IDEMPOTENCY.c.status.is_(None)],
-)
 
 
 def link_idempotency_many(connection: Connection, links: list[tuple[KeyClaim, str]]) -> None:
@@ -235,16 +217,30 @@ def link_idempotency_many(connection: Connection, links: list[tuple[KeyClaim, st
         A lease was taken over by a retry meanwhile (nothing must be stored: the caller rolls
         back, and stores its reports one by one to learn which).
     """
-    linked = _LINK_MANY.run(
+    if not _link(connection, links):
+        msg = "a retry with an Idempotency-Key of this batch took over"
+        raise StoreError(msg)
+
+
+_LINK = RowsUpdate(
+    IDEMPOTENCY,
+    keys=["scope", "key", "claim_id"],
+    sets=["incident_id"],
+    # A key whose answer is stored links nothing more.
+    where=[IDEMPOTENCY.c.status.is_(None)],
+)
+
+
+def _link(connection: Connection, links: Sequence[tuple[KeyClaim, str]]) -> bool:
+    """Link each claim's key to its incident while the claim still holds it; whether all did."""
+    linked = _LINK.run(
         connection,
         [
             {"scope": c.scope, "key": c.key, "claim_id": c.claim_id, "incident_id": i}
             for c, i in links
         ],
     )
-    if len(linked) != len(links):
-        msg = "a retry with an Idempotency-Key of this batch took over"
-        raise StoreError(msg)
+    return len(linked) == len(links)
 
 
 def finish_idempotency(
