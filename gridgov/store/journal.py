@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select
 
 from gridgov.store.many_rows import RowsUpdate
 from gridgov.store.models import EVENTS, INCIDENTS
@@ -65,7 +65,6 @@ _LAST_EVENTS = select(EVENTS).where(
     .exists(),
 )
 _INSERT_EVENT = insert(EVENTS)
-_SET_STATUS = update(INCIDENTS).where(INCIDENTS.c.incident_id == bindparam("b_incident_id"))
 
 
 def read_last_event(connection: Connection, incident_id: str) -> Event | None:
@@ -193,16 +192,7 @@ def append_event(
         data=data,
     )
     connection.execute(_INSERT_EVENT, event.to_row())
-    # The SET clause is made of the parameters' columns (status, updated_at and the others).
-    connection.execute(
-        _SET_STATUS,
-        {
-            **(incident_values or {}),
-            "b_incident_id": incident_id,
-            "status": str(event.to_state),
-            "updated_at": event.at,
-        },
-    )
+    _apply(connection, [_applied(incident_id, event, incident_values)])
     return event
 
 
@@ -226,31 +216,41 @@ def append_events(connection: Connection, appends: Sequence[Mapping[str, Any]]) 
         for row in connection.execute(_LAST_EVENTS, {"ids": sorted(ids)})
     }
     events: list[Event] = []
-    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    applied: list[dict[str, Any]] = []
     for a in appends:
-        kwargs = {
-            k: v for k, v in a.items() if k not in ("incident_id", "action", "incident_values")
-        }
+        kwargs = {k: v for k, v in a.items() if k not in _NOT_EVENT_ARGS}
         event = build_event(lasts.get(a["incident_id"]), a["incident_id"], a["action"], **kwargs)
         events.append(event)
-        params = {
-            **(a.get("incident_values") or {}),
-            "b_incident_id": a["incident_id"],
-            "status": str(event.to_state),
-            "updated_at": event.at,
-        }
-        updates.setdefault(tuple(sorted(params)), []).append(params)
+        applied.append(_applied(a["incident_id"], event, a.get("incident_values")))
     connection.execute(_INSERT_EVENT, [e.to_row() for e in events])
-    for names, rows in updates.items():
-        sets = [n for n in names if n != "b_incident_id"]
-        _status_update(tuple(sets)).run(
-            connection,
-            [{"incident_id": r["b_incident_id"], **{n: r[n] for n in sets}} for r in rows],
-        )
+    _apply(connection, applied)
     return events
+
+
+def _applied(
+    incident_id: str, event: Event, incident_values: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What an event sets on its incident: its state and time, and the caller's other columns
+    (one statement instead of two for a caller that changes both)."""
+    return {
+        **(incident_values or {}),
+        "incident_id": incident_id,
+        "status": str(event.to_state),
+        "updated_at": event.at,
+    }
+
+
+def _apply(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Set each incident's row of ``rows``: one statement for the rows that set the same
+    columns (nearly always all of them)."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_columns.setdefault(tuple(sorted(c for c in row if c != "incident_id")), []).append(row)
+    for columns, same in by_columns.items():
+        _status_update(columns).run(connection, same)
 
 
 @functools.cache
 def _status_update(sets: tuple[str, ...]) -> RowsUpdate:
-    """The UPDATE of many incidents' state and ``sets`` columns (one a set of columns)."""
+    """The UPDATE of many incidents' columns ``sets``, built once per set of columns."""
     return RowsUpdate(INCIDENTS, keys=["incident_id"], sets=sets)
