@@ -418,17 +418,11 @@ def _unchanged(
     )
 
 
-_UNCHANGED: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
-
-
+@functools.cache
 def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, ...]) -> Any:
     """:func:`_unchanged`'s statement for scopes filtering on these keys, built once (the wall
     polls it every second from every display): the scope's values and the cursor's numbers
     are bound."""
-    key = (incident_keys, unit_keys)
-    stmt = _UNCHANGED.get(key)
-    if stmt is not None:
-        return stmt
     incident_scope = _incident_clauses({k: bindparam(f"i_{k}") for k in incident_keys})
     unit_scope = _unit_clauses({k: bindparam(f"u_{k}") for k in unit_keys})
     last = bindparam("b_last", type_=BigInteger)
@@ -448,7 +442,7 @@ def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, .
             bindparam("b_now", type_=CREDENTIALS.c.expires_at.type),
         )
     )
-    stmt = select(
+    return select(
         select(func.max(DATASETS.c.id)).scalar_subquery(),
         select(func.max(EVENTS.c.event_id)).scalar_subquery(),
         events(EVENTS.c.event_id > last),
@@ -463,8 +457,6 @@ def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, .
             else_=0,
         ),
     )
-    _UNCHANGED[key] = stmt
-    return stmt
 
 
 def read_live(
