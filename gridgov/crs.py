@@ -45,6 +45,13 @@ def normalize_crs(crs: str | int) -> str:
     CRSError
         If the name is neither one of the Chinese datums nor a CRS pyproj knows.
     """
+    return _normalized(crs)
+
+
+# Every report's duplicate check converts points: building a pyproj CRS each time cost more
+# than the conversion. A name that fails raises each time (lru_cache keeps no exception).
+@lru_cache(maxsize=64)
+def _normalized(crs: str | int) -> str:
     text = str(crs).strip().lower().replace("-", "").replace("_", "")
     if text in ("wgs84", "epsg:4326", "4326", "wgs1984"):
         return "wgs84"
@@ -141,6 +148,11 @@ def _transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 
+@lru_cache(maxsize=32)
+def _is_geographic(name: str) -> bool:
+    return bool(CRS.from_user_input(name).is_geographic)
+
+
 def _as_arrays(lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     x = np.array(lon, dtype=float, ndmin=1)
     y = np.array(lat, dtype=float, ndmin=1)
@@ -159,7 +171,7 @@ def _project(x: FloatArray, y: FloatArray, src: str, dst: str) -> tuple[FloatArr
     # Projections happily return numbers for coordinates far outside their domain (a UTM y of
     # 1e12 still "converts"); going back and comparing exposes such input.
     bx, by = (np.asarray(v, dtype=float) for v in _transformer(dst, src).transform(tx, ty))
-    scale = 1e-6 if CRS.from_user_input(src).is_geographic else 1e-2
+    scale = 1e-6 if _is_geographic(src) else 1e-2
     bad = ~(np.isfinite(tx) & np.isfinite(ty)) | (np.hypot(bx - x, by - y) > scale)
     if bad.any():
         msg = (
