@@ -553,3 +553,41 @@ def test_a_dispatch_that_breaks_answers_every_waiting_report(
     monkeypatch.setattr(store, "dispatch_batch", real)
     after = _report(district, ctx, "T-ENF", (3, 3), incident_id="AFTER-1")
     assert after.state == "dispatched"
+
+
+def test_a_dispatch_that_breaks_under_load_answers_every_waiting_thread(
+    district: Engine, ctx: dispatch.DispatchContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads wait on conditions of their own: a dispatch stage that fails before it takes
+    its reports must still wake every thread whose report it ended (none hangs)."""
+    real = store.dispatch_batch
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.2)  # the other reports are stored and wait meanwhile
+        raise RuntimeError("a bug in the dispatch stage")
+
+    monkeypatch.setattr(store, "dispatch_batch", broken)
+    rng = random.Random(11)
+    points = [_on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)) for _ in range(12)]
+    results: dict[int, Any] = {}
+    start = threading.Barrier(len(points))
+
+    def one(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = _report(district, ctx, "T-ENF", points[i], incident_id=f"BRK-{i:02d}")
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(points))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a report's thread was never woken"
+    assert len(results) == len(points)
+    assert all(isinstance(r, RuntimeError) for r in results.values()), results
+    assert all(_stored(district, f"BRK-{i:02d}") for i in range(len(points)))
+    assert intake_batch.waiting(district) == 0
+    monkeypatch.setattr(store, "dispatch_batch", real)
+

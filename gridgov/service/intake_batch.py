@@ -70,6 +70,9 @@ class _Item:
     outcome: Outcome | None = None
     error: BaseException | None = None
     done: bool = False
+    # The item's thread waits on its own condition (of the combiner's lock): a stage wakes the
+    # threads it answered and one thread for each stage left with work, never all of them.
+    wake: threading.Condition | None = None
 
 
 _STORE, _DISPATCH = "store", "dispatch"
@@ -80,16 +83,22 @@ class _Combiner:
     waiting for their dispatch; a waiting request thread works each stage, one at a time."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queues: dict[str, list[_Item]] = {_STORE: [], _DISPATCH: []}
         self._busy: set[str] = set()
+        self._idle: list[_Item] = []  # items whose threads wait for their outcome or a stage
 
     def run(self, item: _Item, most: int) -> None:
-        with self._cond:
+        item.wake = threading.Condition(self._lock)
+        with self._lock:
             self._queues[_STORE].append(item)
         while True:
-            with self._cond:
-                self._cond.wait_for(lambda: item.done or self._vacant() is not None)
+            with self._lock:
+                while not item.done and self._vacant() is None:
+                    self._idle.append(item)
+                    item.wake.wait()
+                    # Identity, not equality: items are dataclasses compared field by field.
+                    self._idle = [it for it in self._idle if it is not item]
                 if item.done:
                     return
                 stage = self._vacant()
@@ -107,9 +116,28 @@ class _Combiner:
                     if not other.done:
                         other.error, other.done = exc, True
             finally:
-                with self._cond:
+                with self._lock:
                     self._busy.discard(stage)
-                    self._cond.notify_all()
+                    # Every waiting thread whose report is done now (a failed dispatch stage
+                    # ends reports it never handed back), then the workers the stages need.
+                    for other in self._idle:
+                        if other.done and other.wake is not None:
+                            other.wake.notify()
+                    self._call_workers(item)
+
+    def _call_workers(self, running: _Item) -> None:
+        """Wake one waiting thread for each stage left with work and nobody at it (the running
+        thread, when its report is not done yet, goes back to the stages itself)."""
+        vacant = sum(
+            1 for stage in (_DISPATCH, _STORE) if stage not in self._busy and self._queues[stage]
+        )
+        if not running.done:
+            vacant -= 1
+        while vacant > 0 and self._idle:
+            other = self._idle.pop(0)
+            if not other.done and other.wake is not None:
+                other.wake.notify()
+                vacant -= 1
 
     def _vacant(self) -> str | None:
         """A stage with work and nobody at it; the dispatch first, which answers reports."""
@@ -125,7 +153,7 @@ class _Combiner:
 
     def take_stored(self, most: int, ctx: dispatch.DispatchContext) -> list[_Item]:
         """Up to ``most`` stored reports of dispatch context ``ctx``, in the order stored."""
-        with self._cond:
+        with self._lock:
             queue = self._queues[_DISPATCH]
             batch = [it for it in queue if it.ctx is ctx][:most]
             chosen = {id(it) for it in batch}
@@ -134,17 +162,17 @@ class _Combiner:
 
     def first_stored(self) -> _Item | None:
         """The report that has waited longest for its dispatch."""
-        with self._cond:
+        with self._lock:
             queue = self._queues[_DISPATCH]
             return queue[0] if queue else None
 
     def stored(self, items: Sequence[_Item]) -> None:
         """Hand stored reports on to the dispatch stage."""
-        with self._cond:
+        with self._lock:
             self._queues[_DISPATCH].extend(items)
 
     def waiting(self) -> int:
-        with self._cond:
+        with self._lock:
             return sum(len(q) for q in self._queues.values())
 
 

@@ -27,13 +27,17 @@ R = TypeVar("R")
 
 
 class _Slot(Generic[T, R]):
-    __slots__ = ("done", "error", "item", "value")
+    __slots__ = ("done", "error", "item", "lead", "value", "wake")
 
-    def __init__(self, item: T) -> None:
+    def __init__(self, item: T, lock: threading.Lock) -> None:
         self.item = item
         self.done = False
+        self.lead = False  # handed the group's next run
         self.value: R | None = None
         self.error: BaseException | None = None
+        # One condition a waiting thread: a run wakes exactly the threads it answered and the
+        # next leader, not every thread of the group (a notify_all woke them all each time).
+        self.wake = threading.Condition(lock)
 
 
 class Group(Generic[T, R]):
@@ -46,22 +50,22 @@ class Group(Generic[T, R]):
     def __init__(self, run: Callable[[Sequence[T]], Sequence[R]], most: int = 64) -> None:
         self._run = run
         self._most = max(1, most)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Slot[T, R]] = []
-        self._busy = False
+        self._busy = False  # a thread leads a run
 
     def submit(self, item: T) -> R:
-        slot: _Slot[T, R] = _Slot(item)
-        with self._cond:
+        slot: _Slot[T, R] = _Slot(item, self._lock)
+        with self._lock:
             self._queue.append(slot)
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: slot.done or not self._busy)
-                if slot.done:
-                    break
+            if not self._busy:
+                self._busy = slot.lead = True
+            while not (slot.done or slot.lead):
+                slot.wake.wait()
+        while not slot.done:  # this thread leads until its own item has run
+            with self._lock:
                 batch = self._queue[: self._most]
                 del self._queue[: self._most]
-                self._busy = True
             try:
                 results = self._run([s.item for s in batch])
                 for s, value in zip(batch, results, strict=True):
@@ -70,11 +74,16 @@ class Group(Generic[T, R]):
                 for s in batch:
                     s.error = exc
             finally:
-                with self._cond:
+                with self._lock:
                     for s in batch:
                         s.done = True
-                    self._busy = False
-                    self._cond.notify_all()
+                        s.wake.notify()
+                    if slot.done:  # hand the lead to the oldest waiting item, if any
+                        if self._queue:
+                            self._queue[0].lead = True
+                            self._queue[0].wake.notify()
+                        else:
+                            self._busy = False
         if slot.error is not None:
             raise slot.error
         return slot.value  # type: ignore[return-value]
