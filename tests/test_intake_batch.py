@@ -591,3 +591,23 @@ def test_a_dispatch_that_breaks_under_load_answers_every_waiting_thread(
     assert intake_batch.waiting(district) == 0
     monkeypatch.setattr(store, "dispatch_batch", real)
 
+
+def test_a_report_snapped_before_its_turn_is_decided_as_if_snapped_in_it(
+    district: Engine, ctx: dispatch.DispatchContext
+) -> None:
+    """The intake snaps a report in its own thread, ahead of the dispatch turn; the turn finds
+    the snap kept by the context. A kept snap is the one snapping again gives."""
+    point = _on_lattice(1, 2.9)
+    incident = dispatch.Incident("SNAP-1", "T-ENF", point[0], point[1], NOW)
+    kinds = ctx.catalog.get("T-ENF").required_kinds
+    first = _report(district, ctx, "T-ENF", point, incident_id="SNAP-0")
+    modes = ctx.modes_for(kinds)
+    assert modes  # learnt from the first dispatch of these kinds
+    dispatch.presnap(ctx, incident, kinds)
+    for mode in modes:
+        kept = ctx.snap_point(incident.lon, incident.lat, mode)
+        fresh = ctx.travel.snap([incident.lon], [incident.lat], mode)
+        assert kept is ctx.snap_point(incident.lon, incident.lat, mode)
+        for name in ("edge", "frac", "access_m", "far", "more_edge", "more_frac"):
+            assert (getattr(kept, name) == getattr(fresh, name)).all(), name
+    assert first.decision is not None

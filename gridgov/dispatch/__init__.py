@@ -81,6 +81,7 @@ from gridgov.dispatch.rules import (
     stale_before,
     unit_rank,
 )
+from gridgov.dispatch.search import presnap
 from gridgov.dispatch.single import (
     EXPLAIN_MAX_CANDIDATES,
     TIER_RULES,
@@ -133,6 +134,7 @@ __all__ = [
     "may_preempt",
     "position_is_stale",
     "prepare_units",
+    "presnap",
     "refused_decision",
     "route_to_geojson",
     "stale_before",

@@ -188,7 +188,7 @@ def dispatch_options(
     recommendation = dispatch_pool(incident, pool, ctx, matter, placement, exclude=taken)
     kinds = matter.required_kinds
     modes = needed_modes(pool, kinds)
-    target = Target(pool, snap_incident(ctx.travel, incident, modes)) if modes else None
+    target = Target(pool, snap_incident(ctx, incident, modes)) if modes else None
     candidates: dict[str, list[Candidate]] = {}
     left_out: dict[str, list[dict[str, Any]]] = {}
     busy_for_preemption = {a.unit_id for a in recommendation.assignments if a.preempts is not None}

@@ -8,7 +8,7 @@ in lazily and cached by the context.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
@@ -42,6 +42,9 @@ KIND_ID: dict[ForceKind, int] = {k: i for i, k in enumerate(ForceKind)}
 
 # Unit snaps kept by a context; cleared when full (moving AVL positions keep adding keys).
 _SNAP_CACHE_MAX = 500_000
+# Incident snaps kept by a context (cleared when full): an intake request snaps its report
+# before the dispatch turn, which then finds the snaps here instead of snapping in the turn.
+_INCIDENT_SNAPS_MAX = 4096
 # A unit's further joined roads: edges, positions and access legs (see Snapped.more_*).
 _More = tuple[IntArray, FloatArray, FloatArray]
 
@@ -63,12 +66,43 @@ class DispatchContext:
         field(default_factory=dict, init=False, repr=False)
     )
     _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    _incident_snaps: dict[tuple[float, float, str], Snapped] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    # The modes the last dispatch of each set of kinds needed (what a report is snapped for
+    # ahead of its turn; a mode it turns out to need besides is snapped in the turn).
+    _kind_modes: dict[tuple[ForceKind, ...], tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def describe_travel(self) -> dict[str, Any]:
         """The travel model's summary (computed once)."""
         if self._model is None:
             self._model = jsonable(self.travel.describe())
         return self._model
+
+    def snap_point(self, lon: float, lat: float, mode: str) -> Snapped:
+        """One point snapped for ``mode`` (``travel.snap``), kept for the point's next ask.
+
+        A pure function of the point and the travel model this context holds, so a kept snap
+        is the one snapping again would give.
+        """
+        key = (float(lon), float(lat), str(mode))
+        snap = self._incident_snaps.get(key)
+        if snap is None:
+            snap = self.travel.snap([key[0]], [key[1]], key[2])
+            if len(self._incident_snaps) >= _INCIDENT_SNAPS_MAX:
+                self._incident_snaps.clear()
+            self._incident_snaps[key] = snap
+        return snap
+
+    def note_modes(self, kinds: Sequence[ForceKind], modes: Sequence[str]) -> None:
+        """Remember the modes a dispatch of ``kinds`` needed (see :meth:`modes_for`)."""
+        self._kind_modes[tuple(kinds)] = tuple(modes)
+
+    def modes_for(self, kinds: Sequence[ForceKind]) -> tuple[str, ...]:
+        """The modes the last dispatch of ``kinds`` needed (none known: empty)."""
+        return self._kind_modes.get(tuple(kinds), ())
 
 
 def build_context(

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gridgov.dispatch.pool import FloatArray, IntArray, UnitPool
+from gridgov.dispatch.pool import DispatchContext, FloatArray, IntArray, UnitPool
 from gridgov.dispatch.records import Incident
 from gridgov.errors import InputError
 from gridgov.model import ForceKind
@@ -130,15 +130,35 @@ class Target:
 
 
 def snap_incident(
-    travel: TravelModel, incident: Incident, modes: Iterable[str]
+    ctx: DispatchContext, incident: Incident, modes: Iterable[str]
 ) -> dict[str, Snapped]:
-    """Snap the incident for each mode; InputError when it is far from that mode's roads."""
+    """Snap the incident for each mode; InputError when it is far from that mode's roads.
+
+    Through the context's kept snaps (:meth:`DispatchContext.snap_point`): a report snapped
+    before its dispatch turn (:func:`presnap`) is not snapped again in it.
+    """
     out: dict[str, Snapped] = {}
     for mode in sorted(set(modes)):
-        snap = travel.snap([incident.lon], [incident.lat], mode)
+        snap = ctx.snap_point(incident.lon, incident.lat, mode)
         check_not_far(incident, snap)
         out[mode] = snap
     return out
+
+
+def presnap(ctx: DispatchContext, incident: Incident, kinds: Sequence[ForceKind]) -> None:
+    """Snap a report, ahead of its dispatch, for the modes the last dispatch of ``kinds``
+    needed (outside the intake's turn, so that the turn does less)."""
+    for mode in ctx.modes_for(kinds):
+        ctx.snap_point(incident.lon, incident.lat, mode)
+
+
+def incident_target(
+    pool: UnitPool, ctx: DispatchContext, incident: Incident, kinds: Sequence[ForceKind]
+) -> Target:
+    """The incident's :class:`Target` for the units of ``kinds`` in ``pool``."""
+    modes = needed_modes(pool, kinds)
+    ctx.note_modes(kinds, modes)
+    return Target(pool, snap_incident(ctx, incident, modes))
 
 
 def check_not_far(incident: Incident, snap: Snapped) -> None:

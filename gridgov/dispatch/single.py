@@ -17,7 +17,7 @@ from gridgov.catalog import Matter
 from gridgov.dispatch import rules
 from gridgov.dispatch.pool import DispatchContext, FloatArray, IntArray, UnitPool
 from gridgov.dispatch.records import Assignment, Decision, Incident, Placement
-from gridgov.dispatch.search import Target, needed_modes, snap_incident
+from gridgov.dispatch.search import Target, incident_target
 from gridgov.errors import OutsideDistrictError
 from gridgov.model import EscalationLevel, ForceKind, HandlingLevel, UnitStatus
 from gridgov.settings import get_settings
@@ -134,7 +134,7 @@ def dispatch_pool(
 ) -> Decision:
     """:func:`dispatch_incident` on a pool built already (the store builds it from arrays)."""
     kinds = matter.required_kinds
-    target = Target(pool, snap_incident(ctx.travel, incident, needed_modes(pool, kinds)))
+    target = incident_target(pool, ctx, incident, kinds)
     exclude = frozenset(exclude)
     taken: set[str] = set()
     assignments: list[Assignment] = []

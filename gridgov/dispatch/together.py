@@ -30,7 +30,7 @@ from gridgov.catalog import Matter
 from gridgov.dispatch.batch import PRIORITY_WEIGHT
 from gridgov.dispatch.pool import DispatchContext, IntArray, UnitPool
 from gridgov.dispatch.records import Assignment, Decision, Incident, Placement
-from gridgov.dispatch.search import Target, needed_modes, snap_incident
+from gridgov.dispatch.search import Target, incident_target
 from gridgov.dispatch.single import (
     TIER_RULES,
     dispatch_pool,
@@ -254,8 +254,7 @@ def _target(
     target = targets.get(k)
     if target is None:
         p = pending[k]
-        modes = needed_modes(pool, p.matter.required_kinds)
-        target = Target(pool, snap_incident(ctx.travel, p.incident, modes))
+        target = incident_target(pool, ctx, p.incident, p.matter.required_kinds)
         targets[k] = target
     return target
 

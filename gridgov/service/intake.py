@@ -256,6 +256,9 @@ def report(
     most = get_settings().intake_batch_max
     decision: dispatch.Decision | None = None
     if most > 0:
+        if dispatch_now:
+            # In this request's thread, not in the intake's turn, which all reports share.
+            dispatch.presnap(ctx, incident, matter.required_kinds)
         outcome = intake_batch.submit(
             engine,
             ctx,
