@@ -1,15 +1,30 @@
-"""Many rows updated in one statement (gridgov.store.many_rows): the same rows change, and the
-same rows are reported matched, on both backends, as one UPDATE a row would."""
+"""Many rows written in one statement (gridgov.store.many_rows): the same rows change, and the
+same rows are reported matched, on both backends, as one UPDATE a row would; the same rows go
+in as SQLAlchemy's INSERT of many rows puts them."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert, select
+import shapely
+from shapely.geometry import LineString
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    insert,
+    select,
+)
 
-from gridgov.store.many_rows import RowsUpdate
-from gridgov.store.models import IDEMPOTENCY
+from gridgov.store.many_rows import RowsInsert, RowsUpdate
+from gridgov.store.models import IDEMPOTENCY, GeometryType, UTCDateTime
 
 _NOW = datetime(2026, 12, 5, tzinfo=UTC)
 
@@ -95,3 +110,124 @@ def test_a_key_given_twice_is_refused_before_anything_runs(store_engine: Engine)
 def test_no_rows_runs_nothing(store_engine: Engine) -> None:
     with store_engine.begin() as connection:
         assert _ANSWER.run(connection, []) == set()
+
+
+# --------------------------------------------------------------------------------------------
+# RowsInsert
+# --------------------------------------------------------------------------------------------
+
+
+# A table of its own (no foreign keys), with the column types the store's batched inserts use.
+_META = MetaData()
+_ROWS = Table(
+    "rows_insert_check",
+    _META,
+    Column("row_id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("at", UTCDateTime()),
+    Column("level", String(16)),
+    Column("n", Integer),
+    Column("doc", JSON),
+    Column("route", GeometryType("LINESTRING")),
+)
+_COLUMNS = ["name", "at", "level", "n", "doc", "route"]
+_ROUTE = LineString([(104.05, 30.65), (104.06, 30.66), (104.07, 30.66)])
+
+
+@pytest.fixture
+def rows_table(store_engine: Engine) -> Engine:
+    _META.create_all(store_engine)
+    return store_engine
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    # Texts that a text array would have to escape, JSON with quotes, backslashes and
+    # non-ASCII text, a JSON null, an empty document, no geometry and an empty one.
+    return [
+        {
+            "name": f'row-{i}"\\{i}',
+            "at": _NOW,
+            "level": None if i % 2 else "street",
+            "n": i,
+            "doc": None
+            if i == 2
+            else {}
+            if i == 3
+            else {"why": f'he said "{i}" \\ 成都', "n": [i, 1.5, None]},
+            "route": None if i == 4 else LineString() if i == 5 else _ROUTE,
+        }
+        for i in range(n)
+    ]
+
+
+def test_rows_are_inserted_as_sqlalchemys_insert_inserts_them(rows_table: Engine) -> None:
+    engine = rows_table
+    rows = _rows(7)
+    many = RowsInsert(_ROWS, _COLUMNS, returning=["row_id", "name"])
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with engine.begin() as connection:
+            returned = many.run(connection, rows)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    if engine.dialect.name == "postgresql":
+        assert len([s for s in statements if "INSERT" in s.upper()]) == 1
+    # Returned in the rows' order, numbered by the sequence in that order.
+    assert [r.name for r in returned] == [r["name"] for r in rows]
+    ids = [r.row_id for r in returned]
+    assert ids == sorted(ids)
+    # The same rows as SQLAlchemy's own INSERT gives.
+    with engine.begin() as connection:
+        connection.execute(insert(_ROWS), [{**r, "name": "X" + r["name"]} for r in rows])
+    with engine.connect() as connection:
+        got = {r.name: r for r in connection.execute(select(_ROWS))}
+    for r in rows:
+        mine, theirs = got[r["name"]], got["X" + r["name"]]
+        for c in ("at", "level", "n", "doc"):
+            assert getattr(mine, c) == getattr(theirs, c) == r[c], c
+        a, b = mine.route, theirs.route
+        assert (a is None and b is None) or shapely.equals_exact(a, b, 0)
+    assert shapely.equals_exact(got[rows[0]["name"]].route, _ROUTE, 0)
+    assert got[rows[4]["name"]].route is None and got[rows[5]["name"]].route is None
+
+
+def test_a_row_that_conflicts_is_skipped_and_not_returned(store_engine: Engine) -> None:
+    _claims(store_engine, 2)  # k0 and k1 are held
+    claims = RowsInsert(
+        IDEMPOTENCY,
+        ["scope", "key", "fingerprint", "created_at", "claim_id", "lease_until"],
+        returning=["key", "claim_id"],
+        conflict=["scope", "key"],
+    )
+    rows = [
+        {
+            "scope": "s",
+            "key": f"k{i}",
+            "fingerprint": "fp",
+            "created_at": _NOW,
+            "claim_id": f"new{i}",
+            "lease_until": _NOW,
+        }
+        for i in range(4)
+    ]
+    with store_engine.begin() as connection:
+        taken = {(r.key, r.claim_id) for r in claims.run(connection, rows)}
+    assert taken == {("k2", "new2"), ("k3", "new3")}
+    with store_engine.connect() as connection:
+        held = dict(connection.execute(select(IDEMPOTENCY.c.key, IDEMPOTENCY.c.claim_id)).all())
+    assert held == {"k0": "c0", "k1": "c1", "k2": "new2", "k3": "new3"}
+
+
+def test_rows_must_give_exactly_the_columns(rows_table: Engine) -> None:
+    many = RowsInsert(_ROWS, _COLUMNS)
+    rows = _rows(2)
+    del rows[1]["n"]
+    with rows_table.begin() as connection, pytest.raises(ValueError, match="takes the columns"):
+        many.run(connection, rows)
+    with rows_table.begin() as connection:
+        assert many.run(connection, []) == []

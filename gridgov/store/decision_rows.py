@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from gridgov import dispatch
 from gridgov.model import UnitStatus
 from gridgov.store.journal import append_events
-from gridgov.store.many_rows import RowsUpdate
+from gridgov.store.many_rows import RowsInsert, RowsUpdate
 from gridgov.store.models import ASSIGNMENTS, DISPATCHES, INCIDENTS, UNITS
 from gridgov.workflow import Action, Role
 
@@ -35,8 +35,36 @@ class Attempts:
 _SET_BUSY = RowsUpdate(
     UNITS, keys=["unit_id"], sets=["busy_incident_id"], fixed={"status": str(UnitStatus.BUSY)}
 )
-_INSERT_DISPATCHES = insert(DISPATCHES).returning(
-    DISPATCHES.c.dispatch_id, sort_by_parameter_order=True
+_DISPATCH_COLUMNS = (
+    "incident_id",
+    "created_at",
+    "level",
+    "status",
+    "travel_model",
+    "attempts",
+    "explanation",
+)
+_INSERT_DISPATCHES = RowsInsert(DISPATCHES, _DISPATCH_COLUMNS, returning=["dispatch_id"])
+_INSERT_ASSIGNMENTS = RowsInsert(
+    ASSIGNMENTS,
+    [
+        "dispatch_id",
+        "incident_id",
+        "unit_id",
+        "kind",
+        "role",
+        "level",
+        "rule",
+        "time_s",
+        "over_max_travel",
+        "preempts",
+        "route",
+        "route_length_m",
+        "active",
+        "assigned_at",
+        "released_at",
+        "release_reason",
+    ],
 )
 _LAST_END = (
     select(ASSIGNMENTS.c.unit_id, func.max(ASSIGNMENTS.c.released_at))
@@ -172,7 +200,8 @@ def insert_dispatches(
                 "explanation": explanation,
             }
         )
-    return [int(i) for i in connection.execute(_INSERT_DISPATCHES, rows).scalars().all()]
+    # Numbered by a sequence in the rows' order (RowsInsert), so ascending ids are that order.
+    return sorted(int(r.dispatch_id) for r in _INSERT_DISPATCHES.run(connection, rows))
 
 
 def insert_assignments(
@@ -212,4 +241,4 @@ def insert_assignments(
                     "release_reason": None,
                 }
             )
-    connection.execute(insert(ASSIGNMENTS), rows)
+    _INSERT_ASSIGNMENTS.run(connection, rows)

@@ -38,7 +38,7 @@ from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store.engine import begin_write, translate_errors
 from gridgov.store.group_commit import group_of
-from gridgov.store.many_rows import RowsUpdate
+from gridgov.store.many_rows import RowsInsert, RowsUpdate
 from gridgov.store.models import IDEMPOTENCY
 
 __all__ = [
@@ -139,6 +139,14 @@ def _claim_row(ask: _Ask) -> dict[str, object]:
     }
 
 
+_INSERT_CLAIMS = RowsInsert(
+    IDEMPOTENCY,
+    ["scope", "key", "fingerprint", "created_at", "claim_id", "lease_until"],
+    returning=["scope", "key", "claim_id"],
+    conflict=["scope", "key"],
+)
+
+
 def _claim_together(engine: Engine, asks: Sequence[_Ask]) -> list[bool]:
     """Insert the claims of ``asks`` in one transaction; whether each took its key (False: the
     key is held, or another ask of the group has it)."""
@@ -148,19 +156,8 @@ def _claim_together(engine: Engine, asks: Sequence[_Ask]) -> list[bool]:
     # In key order: two processes' groups that want the same keys wait for each other in one
     # order, never in a cycle.
     rows = [_claim_row(first[k]) for k in sorted(first)]
-    insert_new = _dialect_insert(engine)(IDEMPOTENCY).on_conflict_do_nothing(
-        index_elements=[IDEMPOTENCY.c.scope, IDEMPOTENCY.c.key]
-    )
     with begin_write(engine) as connection:
-        taken = {
-            (row.scope, row.key, row.claim_id)
-            for row in connection.execute(
-                insert_new.returning(
-                    IDEMPOTENCY.c.scope, IDEMPOTENCY.c.key, IDEMPOTENCY.c.claim_id
-                ),
-                rows,
-            )
-        }
+        taken = {(row.scope, row.key, row.claim_id) for row in _INSERT_CLAIMS.run(connection, rows)}
     return [(a.scope, a.key, a.claim_id) in taken for a in asks]
 
 

@@ -43,6 +43,7 @@ from gridgov.store.engine import (
 )
 from gridgov.store.idempotency_rows import KeyClaim, link_idempotency, link_idempotency_many
 from gridgov.store.journal import REPORTER_ACTOR, SYSTEM_ACTOR, build_event, insert_events
+from gridgov.store.many_rows import RowsInsert
 from gridgov.store.models import (
     ASSIGNMENTS,
     INCIDENTS,
@@ -86,6 +87,7 @@ _DUPLICATE_LOCK_SPACE = 7_311_003
 # Statements run for every report, built once: SQLAlchemy then reuses their cache keys.
 _MATTERS = select(MATTERS.c.code, MATTERS.c.priority)
 _INSERT_INCIDENT = insert(INCIDENTS)
+_INSERT_INCIDENTS = RowsInsert(INCIDENTS, [c.name for c in INCIDENTS.columns])
 
 
 def _check_incident(incident: dispatch.Incident) -> None:
@@ -288,7 +290,7 @@ def _insert_together(
         outcomes.append(outcome)
         if r.get("claim") is not None:
             claims.append((r["claim"], incident.incident_id))
-    connection.execute(_INSERT_INCIDENT, rows)
+    _INSERT_INCIDENTS.run(connection, rows)
     insert_events(connection, events)
     link_idempotency_many(connection, claims)
     return outcomes

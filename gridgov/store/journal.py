@@ -17,9 +17,17 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select
 
-from gridgov.store.many_rows import RowsUpdate
+from gridgov.store.many_rows import RowsInsert, RowsUpdate
 from gridgov.store.models import EVENTS, INCIDENTS
-from gridgov.workflow import Action, Event, Role, Satisfaction, State, next_event
+from gridgov.workflow import (
+    EVENT_COLUMNS,
+    Action,
+    Event,
+    Role,
+    Satisfaction,
+    State,
+    next_event,
+)
 
 #: Actor of the events the store records by itself (dispatch commits, re-queues, reloads).
 SYSTEM_ACTOR = "gridgov"
@@ -65,6 +73,7 @@ _LAST_EVENTS = select(EVENTS).where(
     .exists(),
 )
 _INSERT_EVENT = insert(EVENTS)
+_INSERT_EVENTS = RowsInsert(EVENTS, EVENT_COLUMNS)
 
 
 def read_last_event(connection: Connection, incident_id: str) -> Event | None:
@@ -84,7 +93,7 @@ def read_incident_events(connection: Connection, incident_id: str) -> list[Event
 def insert_events(connection: Connection, events: list[Event]) -> None:
     """Insert already validated events (no status update)."""
     if events:
-        connection.execute(_INSERT_EVENT, [e.to_row() for e in events])
+        _INSERT_EVENTS.run(connection, [e.to_row() for e in events])
 
 
 def build_event(
@@ -222,7 +231,7 @@ def append_events(connection: Connection, appends: Sequence[Mapping[str, Any]]) 
         event = build_event(lasts.get(a["incident_id"]), a["incident_id"], a["action"], **kwargs)
         events.append(event)
         applied.append(_applied(a["incident_id"], event, a.get("incident_values")))
-    connection.execute(_INSERT_EVENT, [e.to_row() for e in events])
+    _INSERT_EVENTS.run(connection, [e.to_row() for e in events])
     _apply(connection, applied)
     return events
 

@@ -1,20 +1,44 @@
-"""Many rows updated in one statement: the batched writes of the intake and the Idempotency-Key.
+"""Many rows written in one statement: the batched writes of the intake and the Idempotency-Key.
 
 psycopg's executemany sends one UPDATE a row (pipelined, but each is parsed, planned and run on
-its own). On PostgreSQL :func:`update_rows` sends them as ONE ``UPDATE ... FROM unnest(...)``
+its own). On PostgreSQL :class:`RowsUpdate` sends them as ONE ``UPDATE ... FROM unnest(...)``
 whose arrays hold a column each; SQLite runs the rows one by one in the same transaction. Both
 say which rows matched, so a caller whose row another writer changed meanwhile learns of it.
+
+:class:`RowsInsert` does the same for INSERTs. A multi-row ``VALUES`` (SQLAlchemy's
+insertmanyvalues) is a new statement text for every number of rows, which psycopg parses anew
+on each run (it keeps only short texts) and PostgreSQL parses and plans anew; the text of
+``INSERT ... SELECT ... FROM unnest(...)`` is the same for any number of rows, so psycopg
+converts it once and prepares it on the server after a few runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, update
+from sqlalchemy import (
+    JSON,
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Row,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["RowsUpdate"]
+from gridgov.store.models import GeometryType
+
+__all__ = ["RowsInsert", "RowsUpdate"]
 
 
 class RowsUpdate:
@@ -34,6 +58,7 @@ class RowsUpdate:
         fixed: dict[str, Any] | None = None,
         where: Sequence[ColumnElement[bool]] = (),
     ) -> None:
+        self._table = table
         self.keys, self.sets = list(keys), list(sets)
         columns = [*self.keys, *self.sets]
         fixed = dict(fixed or {})
@@ -45,7 +70,7 @@ class RowsUpdate:
         )
         # PostgreSQL: the rows as arrays, one a column, unnested side by side.
         rows = (
-            func.unnest(*(bindparam(f"a_{c}", type_=ARRAY(table.c[c].type)) for c in columns))
+            func.unnest(*(_array_param(table, c) for c in columns))
             .table_valued(*columns)
             .render_derived(name="r")
         )
@@ -64,7 +89,7 @@ class RowsUpdate:
             msg = "RowsUpdate takes each key once"
             raise ValueError(msg)
         if connection.dialect.name == "postgresql":
-            params = {f"a_{c}": [r[c] for r in rows] for c in [*self.keys, *self.sets]}
+            params = _arrays(self._table, [*self.keys, *self.sets], rows)
             return {tuple(r) for r in connection.execute(self._many, params)}
         matched: set[tuple[Any, ...]] = set()
         for r in rows:
@@ -72,3 +97,113 @@ class RowsUpdate:
             if result.rowcount:
                 matched.add(tuple(r[k] for k in self.keys))
         return matched
+
+
+class RowsInsert:
+    """``INSERT INTO table (columns)`` of many rows, optionally ``ON CONFLICT (conflict) DO
+    NOTHING`` and ``RETURNING returning``. Built once, run with :meth:`run`.
+
+    Every row gives exactly ``columns`` (the others take their defaults). On PostgreSQL the
+    rows go as one array a column, unnested in the rows' order (``WITH ORDINALITY``, ordered
+    by it), so they are inserted, and a serial column is numbered, in that order. Elsewhere it
+    is SQLAlchemy's INSERT of many rows.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        *,
+        returning: Sequence[str] = (),
+        conflict: Sequence[str] = (),
+    ) -> None:
+        self._table = table
+        self.columns = list(columns)
+        self._names = frozenset(self.columns)
+        # A JSON column's values go as ONE JSON array, not an array of JSON texts: psycopg
+        # escapes every quote of every item of a text array (in Python), which cost more than
+        # the rest of the statement. Its items join the rows by their position.
+        self._json = [c for c in self.columns if isinstance(table.c[c].type, JSON)]
+        plain = [c for c in self.columns if c not in self._json]
+        if not plain or _ORDINAL in self.columns:
+            msg = f"RowsInsert needs a column that is not JSON, and none called {_ORDINAL}"
+            raise ValueError(msg)
+        rows = (
+            func.unnest(*(_array_param(table, c) for c in plain))
+            .table_valued(*plain, with_ordinality=_ORDINAL)
+            .render_derived(name="r")
+        )
+        source: Any = rows
+        values: dict[str, Any] = {c: rows.c[c] for c in plain}
+        for c in self._json:
+            items = (
+                func.json_array_elements(bindparam(f"j_{c}", type_=JSON()))
+                .table_valued("value", with_ordinality=_ORDINAL)
+                .render_derived(name=f"j_{c}")
+            )
+            source = source.join(items, items.c[_ORDINAL] == rows.c[_ORDINAL])
+            values[c] = items.c.value
+        ordered = (
+            select(*(values[c] for c in self.columns))
+            .select_from(source)
+            .order_by(rows.c[_ORDINAL])
+        )
+        many: Any = pg_insert(table).from_select(self.columns, ordered)
+        one: Any = sqlite_insert(table) if conflict else insert(table)
+        if conflict:
+            many = many.on_conflict_do_nothing(index_elements=[table.c[c] for c in conflict])
+            one = one.on_conflict_do_nothing(index_elements=[table.c[c] for c in conflict])
+        if returning:
+            many = many.returning(*(table.c[c] for c in returning))
+            one = one.returning(*(table.c[c] for c in returning), sort_by_parameter_order=True)
+        self._many, self._one, self._returns = many, one, bool(returning)
+
+    def run(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> list[Row[Any]]:
+        """Insert ``rows``; the rows RETURNING gave (none without ``returning``). A row that
+        ``ON CONFLICT DO NOTHING`` skipped returns nothing."""
+        if not rows:
+            return []
+        for r in rows:
+            if r.keys() != self._names:
+                msg = f"RowsInsert takes the columns {sorted(self._names)}, got {sorted(r)}"
+                raise ValueError(msg)
+        if connection.dialect.name == "postgresql":
+            plain = [c for c in self.columns if c not in self._json]
+            params: dict[str, Any] = _arrays(self._table, plain, rows)
+            params.update({f"j_{c}": [r[c] for r in rows] for c in self._json})
+            result = connection.execute(self._many, params)
+        else:
+            result = connection.execute(self._one, list(rows))
+        return list(result.all()) if self._returns else []
+
+
+#: The rows' position, as the unnest names it (no column of the store has this name).
+_ORDINAL = "row_ordinal"
+
+
+def _array_param(table: Table, column: str) -> BindParameter[Any]:
+    """The bound array of one column's values. A geometry column's goes as text (hex EWKB,
+    which PostGIS casts to geometry on assignment): PostGIS separates a geometry array's
+    items by ':', so a geometry array literal of several items does not parse."""
+    item = table.c[column].type
+    return bindparam(f"a_{column}", type_=ARRAY(Text() if _is_geometry(item) else item))
+
+
+def _arrays(
+    table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for c in columns:
+        values = [r[c] for r in rows]
+        item = table.c[c].type
+        if _is_geometry(item):
+            values = [item.process_bind_param(v, _PG) for v in values]
+        out[f"a_{c}"] = values
+    return out
+
+
+def _is_geometry(item: Any) -> TypeGuard[GeometryType]:
+    return isinstance(item, GeometryType)
+
+
+_PG = postgresql.psycopg.dialect()
