@@ -1056,3 +1056,34 @@ def test_batch_searches_in_a_worker_give_the_same_result(
     fallback = dispatch.dispatch_batch(incidents, state, ctx)
     assert started
     assert _decisions_json(fallback.decisions) == _decisions_json(alone.decisions)
+
+
+def test_an_explanation_lists_at_most_the_first_units_left_out_and_counts_them_all(
+    ctx: dispatch.DispatchContext, units: gpd.GeoDataFrame, street_points: pd.DataFrame
+) -> None:
+    """Every dispatch row keeps its explanation: the units left out (and those busy and not
+    preemptable) are listed as the candidates are, the first EXPLAIN_MAX_CANDIDATES in tier
+    then candidate order, with the count of all of them."""
+    lon, lat = _point_in(street_points, STREET, 7)
+    workers = units["kind"] == "grid_worker"
+    n = int(workers.sum())
+    cap = dispatch.EXPLAIN_MAX_CANDIDATES
+    assert n > cap
+    off = _set(units, workers, on_duty=False)
+    note = _kind_note(
+        dispatch.dispatch_incident(_incident(lon, lat, "LS-03"), off, ctx), "grid_worker"
+    )
+    assert note["left_out_total"] == n and len(note["left_out"]) == cap
+    assert {c["note"] for c in note["left_out"]} == {"off duty"}
+    order = [dispatch.TIERS.index(c["tier"]) for c in note["left_out"]]
+    assert order == sorted(order) and order[0] == 0  # the incident's own grid first
+
+    # A priority-1 matter, every worker busy on priority-2 work: none may be preempted.
+    urgent = _with_matter(ctx, "LS-03", priority=1)
+    busy = _set(units, workers, status="busy", busy_priority=2)
+    busy.loc[workers, "busy_incident"] = [f"old-{u}" for u in busy.loc[workers, "unit_id"]]
+    decision = dispatch.dispatch_incident(_incident(lon, lat, "LS-03"), busy, urgent)
+    pre = _kind_note(decision, "grid_worker")["preemption"]
+    assert pre["considered"] and pre["preemptable"] == []
+    assert pre["not_preemptable_total"] == n and len(pre["not_preemptable"]) == cap
+    assert len(json.dumps(decision.to_json())) < 60_000  # was about 180 KB

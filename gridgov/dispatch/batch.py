@@ -26,6 +26,7 @@ from gridgov.dispatch.pool import (
 from gridgov.dispatch.records import Assignment, BatchResult, Decision, Incident, Placement
 from gridgov.dispatch.search import Searches, Target, check_not_far, first_limit, needed_modes
 from gridgov.dispatch.single import (
+    EXPLAIN_MAX_CANDIDATES,
     ROLE_ASSIST,
     ROLE_LEAD,
     build_decision,
@@ -167,7 +168,7 @@ class _Batch:
     opens: list[_Open]
     slots: list[_Slot]
     pool: UnitPool
-    left_out: list[dict[ForceKind, list[dict[str, Any]]]]
+    left_out: list[dict[ForceKind, dict[str, Any]]]
     _parts: dict[int, tuple[int, IntArray, FloatArray, BoolArray]] = field(default_factory=dict)
 
     def part(self, i: int) -> tuple[IntArray, FloatArray, BoolArray]:
@@ -360,7 +361,7 @@ def _build_batch(
     scopes = _BatchScopes(pool, usable, ctx.neighbours)
     opens: list[_Open] = []
     slots: list[_Slot] = []
-    left_out: list[dict[ForceKind, list[dict[str, Any]]]] = []
+    left_out: list[dict[ForceKind, dict[str, Any]]] = []
     pair_inc: list[IntArray] = []
     pair_row: list[IntArray] = []
     for i, (matter, place) in enumerate(zip(matters, placements, strict=True)):
@@ -370,7 +371,7 @@ def _build_batch(
         opens.append(_Open(Target(pool, snaps), rows, horizon))
         pair_inc.append(np.full(len(rows), i, dtype=np.int64))
         pair_row.append(rows)
-        outs: dict[ForceKind, list[dict[str, Any]]] = {}
+        outs: dict[ForceKind, dict[str, Any]] = {}
         for j, kind in enumerate(matter.required_kinds):
             slots.append(
                 _Slot(
@@ -381,7 +382,12 @@ def _build_batch(
                     sel=np.zeros(0, dtype=np.int64),
                 )
             )
-            outs[kind] = [dict(c) for c in scopes.left_out(place.street_code, kind)]
+            # Capped as single dispatch caps it (EXPLAIN_MAX_CANDIDATES), with the count.
+            every = scopes.left_out(place.street_code, kind)
+            outs[kind] = {
+                "left_out": [dict(c) for c in every[:EXPLAIN_MAX_CANDIDATES]],
+                "left_out_total": len(every),
+            }
         left_out.append(outs)
     # Lower bounds of every (incident, unit) pair, one call per mode instead of one per incident.
     inc_of = np.concatenate([*pair_inc, np.zeros(0, dtype=np.int64)])
@@ -544,7 +550,7 @@ def _batch_result(
                 "eligible": list_candidates(
                     pool, "neighbour", o.rows[s.sel][listed], bound[listed], _BATCH_LISTED
                 ),
-                "left_out": batch.left_out[k][s.kind],
+                **batch.left_out[k][s.kind],
             }
             if i in chosen:
                 r, t = chosen[i]

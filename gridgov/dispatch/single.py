@@ -230,10 +230,10 @@ def _dispatch_kind(
             r, t = int(cand[best]), float(times[best])
             level = _tier_level(tier, pool, r, kind, placement)
             note.update(accepted_tier=tier, rule=TIER_RULES[tier], unit_id=pool.ids[r], time_s=t)
-            note["left_out"] = _left_out(pool, left_out)
+            note.update(_left_out(pool, left_out))
             return (r, make_assignment(pool, r, kind, role, level, TIER_RULES[tier], t, cap)), note
     note["accepted_tier"] = None
-    note["left_out"] = _left_out(pool, left_out)
+    note.update(_left_out(pool, left_out))
     if allow_preemption and rules.may_preempt(matter.priority):
         pre = _preempt(pool, target, rows, kind, role, cap, exclude, taken)
         note["preemption"] = pre[1]
@@ -398,13 +398,14 @@ def _preempt(
     ]
     not_ok = [
         pool.considered(r, "district", None, f"busy{pool.busy_text(r)}: not preemptable").to_json()
-        for r in not_ok_rows.tolist()
+        for r in not_ok_rows[:EXPLAIN_MAX_CANDIDATES].tolist()
     ]
     note: dict[str, Any] = {
         "considered": True,
         "min_priority": min_priority,
         "preemptable": listed,
         "not_preemptable": not_ok,
+        "not_preemptable_total": len(not_ok_rows),
     }
     best = rules.best_candidate(times, pool.rank[cand])
     if best is None or times[best] > cap:
@@ -466,17 +467,23 @@ def list_candidates(
     return out
 
 
-def _left_out(pool: UnitPool, items: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
-    """The units left out ``(row, tier, why)``, as JSON: by tier, then in candidate order."""
+def _left_out(pool: UnitPool, items: list[tuple[int, str, str]]) -> dict[str, Any]:
+    """The units left out ``(row, tier, why)``: the first :data:`EXPLAIN_MAX_CANDIDATES` as
+    JSON, by tier, then in candidate order, and how many there were.
+
+    Capped as the candidates are: every dispatch row keeps its explanation, and a kind with
+    hundreds of units off duty or busy made it hundreds of KB (the console lists every unit
+    of a kind and why, on demand, from the options of :mod:`gridgov.dispatch.choice`).
+    """
     rows = np.array([r for r, _, _ in items], dtype=np.int64)
     # The tier stands in for the time: candidate order then breaks ties within a tier.
     tiers = np.array([TIERS.index(t) for _, t, _ in items], dtype=float)
-    order = rules.candidate_order(tiers, pool.rank[rows]).tolist()
+    order = rules.candidate_order(tiers, pool.rank[rows])[:EXPLAIN_MAX_CANDIDATES].tolist()
     out = []
     for i in order:
         row, tier, why = items[i]
         out.append(pool.considered(row, tier, None, why).to_json())
-    return out
+    return {"left_out": out, "left_out_total": len(items)}
 
 
 def _incident_note(
