@@ -317,26 +317,37 @@ def test_a_unit_taken_meanwhile_sends_the_report_the_single_way(
     assert _active(district) == {"E2": "TAKEN-MEANWHILE"}
 
 
-def test_many_threads_each_get_their_own_decision(
-    district: Engine, ctx: dispatch.DispatchContext
-) -> None:
-    rng = random.Random(5)
-    points = [_on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)) for _ in range(24)]
+def _reports_at_once(
+    engine: Engine, context: dispatch.DispatchContext, prefix: str, n: int, *, seed: int
+) -> tuple[list[tuple[float, float]], dict[int, Any], list[threading.Thread]]:
+    """``n`` enforcement reports at random lattice points, sent by ``n`` threads at once; the
+    points, each thread's report or exception, and the threads (joined, or given up on)."""
+    rng = random.Random(seed)
+    points = [_on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)) for _ in range(n)]
     results: dict[int, Any] = {}
-    start = threading.Barrier(len(points))
+    start = threading.Barrier(n)
 
     def one(i: int) -> None:
         start.wait()
         try:
-            results[i] = _report(district, ctx, "T-ENF", points[i], incident_id=f"MANY-{i:02d}")
+            results[i] = _report(
+                engine, context, "T-ENF", points[i], incident_id=f"{prefix}-{i:02d}"
+            )
         except Exception as exc:
             results[i] = exc
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(points))]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    return points, results, threads
+
+
+def test_many_threads_each_get_their_own_decision(
+    district: Engine, ctx: dispatch.DispatchContext
+) -> None:
+    points, results, _ = _reports_at_once(district, ctx, "MANY", 24, seed=5)
     assert all(isinstance(r, intake.Report) for r in results.values()), results
     active = _active(district)
     answered = {a.unit_id: r.incident_id for r in results.values() for a in r.decision.assignments}
@@ -567,23 +578,7 @@ def test_a_dispatch_that_breaks_under_load_answers_every_waiting_thread(
         raise RuntimeError("a bug in the dispatch stage")
 
     monkeypatch.setattr(store, "dispatch_batch", broken)
-    rng = random.Random(11)
-    points = [_on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)) for _ in range(12)]
-    results: dict[int, Any] = {}
-    start = threading.Barrier(len(points))
-
-    def one(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = _report(district, ctx, "T-ENF", points[i], incident_id=f"BRK-{i:02d}")
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(points))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    points, results, threads = _reports_at_once(district, ctx, "BRK", 12, seed=11)
     assert not any(t.is_alive() for t in threads), "a report's thread was never woken"
     assert len(results) == len(points)
     assert all(isinstance(r, RuntimeError) for r in results.values()), results

@@ -4,6 +4,8 @@ in as SQLAlchemy's INSERT of many rows puts them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +59,21 @@ def _claims(engine: Engine, n: int) -> None:
         )
 
 
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    """The statements ``engine`` runs inside the block."""
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
 def test_rows_are_updated_and_the_matched_ones_reported(store_engine: Engine) -> None:
     _claims(store_engine, 5)
     rows = [
@@ -70,17 +87,8 @@ def test_rows_are_updated_and_the_matched_ones_reported(store_engine: Engine) ->
         }
         for i in range(5)
     ]
-    statements: list[str] = []
-
-    def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
-    event.listen(store_engine, "before_cursor_execute", seen)
-    try:
-        with store_engine.begin() as connection:
-            matched = _ANSWER.run(connection, rows)
-    finally:
-        event.remove(store_engine, "before_cursor_execute", seen)
+    with _statements(store_engine) as statements, store_engine.begin() as connection:
+        matched = _ANSWER.run(connection, rows)
     assert matched == {("s", "k0", "c0"), ("s", "k2", "c2"), ("s", "k4", "c4")}
     if store_engine.dialect.name == "postgresql":
         assert len([s for s in statements if s.lstrip().upper().startswith("UPDATE")]) == 1
@@ -164,17 +172,8 @@ def test_rows_are_inserted_as_sqlalchemys_insert_inserts_them(rows_table: Engine
     engine = rows_table
     rows = _rows(7)
     many = RowsInsert(_ROWS, _COLUMNS, returning=["row_id", "name"])
-    statements: list[str] = []
-
-    def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        with engine.begin() as connection:
-            returned = many.run(connection, rows)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    with _statements(engine) as statements, engine.begin() as connection:
+        returned = many.run(connection, rows)
     if engine.dialect.name == "postgresql":
         assert len([s for s in statements if "INSERT" in s.upper()]) == 1
     # Returned in the rows' order, numbered by the sequence in that order.

@@ -45,26 +45,9 @@ _DISPATCH_COLUMNS = (
     "explanation",
 )
 _INSERT_DISPATCHES = RowsInsert(DISPATCHES, _DISPATCH_COLUMNS, returning=["dispatch_id"])
+# Every column but the serial id: insert_assignments gives them all.
 _INSERT_ASSIGNMENTS = RowsInsert(
-    ASSIGNMENTS,
-    [
-        "dispatch_id",
-        "incident_id",
-        "unit_id",
-        "kind",
-        "role",
-        "level",
-        "rule",
-        "time_s",
-        "over_max_travel",
-        "preempts",
-        "route",
-        "route_length_m",
-        "active",
-        "assigned_at",
-        "released_at",
-        "release_reason",
-    ],
+    ASSIGNMENTS, [c.name for c in ASSIGNMENTS.columns if c.name != "assignment_id"]
 )
 _LAST_END = (
     select(ASSIGNMENTS.c.unit_id, func.max(ASSIGNMENTS.c.released_at))
