@@ -31,7 +31,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -89,7 +88,7 @@ class RowsUpdate:
             msg = "RowsUpdate takes each key once"
             raise ValueError(msg)
         if connection.dialect.name == "postgresql":
-            params = _arrays(self._table, [*self.keys, *self.sets], rows)
+            params = _arrays(connection, self._table, [*self.keys, *self.sets], rows)
             return {tuple(r) for r in connection.execute(self._many, params)}
         matched: set[tuple[Any, ...]] = set()
         for r in rows:
@@ -124,7 +123,7 @@ class RowsInsert:
         # escapes every quote of every item of a text array (in Python), which cost more than
         # the rest of the statement. Its items join the rows by their position.
         self._json = [c for c in self.columns if isinstance(table.c[c].type, JSON)]
-        plain = [c for c in self.columns if c not in self._json]
+        self._plain = plain = [c for c in self.columns if c not in self._json]
         if not plain or _ORDINAL in self.columns:
             msg = f"RowsInsert needs a column that is not JSON, and none called {_ORDINAL}"
             raise ValueError(msg)
@@ -168,8 +167,7 @@ class RowsInsert:
                 msg = f"RowsInsert takes the columns {sorted(self._names)}, got {sorted(r)}"
                 raise ValueError(msg)
         if connection.dialect.name == "postgresql":
-            plain = [c for c in self.columns if c not in self._json]
-            params: dict[str, Any] = _arrays(self._table, plain, rows)
+            params: dict[str, Any] = _arrays(connection, self._table, self._plain, rows)
             params.update({f"j_{c}": [r[c] for r in rows] for c in self._json})
             result = connection.execute(self._many, params)
         else:
@@ -190,20 +188,17 @@ def _array_param(table: Table, column: str) -> BindParameter[Any]:
 
 
 def _arrays(
-    table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+    connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for c in columns:
         values = [r[c] for r in rows]
         item = table.c[c].type
         if _is_geometry(item):
-            values = [item.process_bind_param(v, _PG) for v in values]
+            values = [item.process_bind_param(v, connection.dialect) for v in values]
         out[f"a_{c}"] = values
     return out
 
 
 def _is_geometry(item: Any) -> TypeGuard[GeometryType]:
     return isinstance(item, GeometryType)
-
-
-_PG = postgresql.psycopg.dialect()
