@@ -26,11 +26,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -159,10 +156,6 @@ def _claim_together(engine: Engine, asks: Sequence[_Ask]) -> list[bool]:
     with begin_write(engine) as connection:
         taken = {(row.scope, row.key, row.claim_id) for row in _INSERT_CLAIMS.run(connection, rows)}
     return [(a.scope, a.key, a.claim_id) in taken for a in asks]
-
-
-def _dialect_insert(engine: Engine) -> Any:
-    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
 
 def _claim_existing(
