@@ -199,7 +199,6 @@ def credential_is_live(
     )
 
 
-# Built once (every request with a token runs it): the same rule, with bound values.
 def resolve_credential(
     engine: Engine, presented: str, *, now: datetime | None = None
 ) -> Credential | None:
@@ -249,7 +248,7 @@ def _live_row(engine: Engine, credential_id: str, now: datetime | None) -> Any:
 
 
 #: The rule (:func:`credential_is_live`) for the credentials of a list, each row checked
-#: against its own id.
+#: against its own id; built once (every request with a token runs it).
 _LIVE_ROWS = select(CREDENTIALS).where(
     CREDENTIALS.c.credential_id.in_(bindparam("b_ids", expanding=True)),
     credential_is_live(

@@ -180,8 +180,9 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
             connect_args.setdefault("connect_timeout", max(1, round(settings.db_connect_timeout_s)))
             engine = create_engine(sa_url, connect_args=connect_args, **kwargs)
             # Many rows inserted at once go as one INSERT with many VALUES, not one INSERT a
-            # row (psycopg's executemany): a batch of reports writes its incidents, events
-            # and assignments in a statement each, and the server parses and runs one.
+            # row (psycopg's executemany): the dataset loads and the history import. The
+            # intake's batches use RowsInsert (gridgov.store.many_rows), whose text does not
+            # depend on the number of rows.
             engine.dialect.use_insertmanyvalues_wo_returning = True
         else:
             engine = create_engine(sa_url, **kwargs)
