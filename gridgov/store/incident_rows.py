@@ -20,7 +20,6 @@ from sqlalchemy import (
     Engine,
     bindparam,
     func,
-    insert,
     select,
     text,
 )
@@ -86,7 +85,6 @@ _MAX_ID_LENGTH = 64
 _DUPLICATE_LOCK_SPACE = 7_311_003
 # Statements run for every report, built once: SQLAlchemy then reuses their cache keys.
 _MATTERS = select(MATTERS.c.code, MATTERS.c.priority)
-_INSERT_INCIDENT = insert(INCIDENTS)
 _INSERT_INCIDENTS = RowsInsert(INCIDENTS, [c.name for c in INCIDENTS.columns])
 
 
@@ -370,7 +368,7 @@ def _insert_report(
         matter=matter,
         master=(lambda at: _find_duplicate(connection, incident, at)) if check_duplicates else None,
     )
-    connection.execute(_INSERT_INCIDENT, row)
+    _INSERT_INCIDENTS.run(connection, [row])
     insert_events(connection, events)
     if claim is not None:
         link_idempotency(connection, claim, incident.incident_id)

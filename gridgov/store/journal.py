@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, select
 
 from gridgov.store.many_rows import RowsInsert, RowsUpdate
 from gridgov.store.models import EVENTS, INCIDENTS
@@ -72,7 +72,6 @@ _LAST_EVENTS = select(EVENTS).where(
     .where(_LATER.c.incident_id == EVENTS.c.incident_id, _LATER.c.seq > EVENTS.c.seq)
     .exists(),
 )
-_INSERT_EVENT = insert(EVENTS)
 _INSERT_EVENTS = RowsInsert(EVENTS, EVENT_COLUMNS)
 
 
@@ -200,7 +199,7 @@ def append_event(
         satisfaction=satisfaction,
         data=data,
     )
-    connection.execute(_INSERT_EVENT, event.to_row())
+    _INSERT_EVENTS.run(connection, [event.to_row()])
     _apply(connection, [_applied(incident_id, event, incident_values)])
     return event
 
