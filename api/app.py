@@ -19,6 +19,7 @@ from api.retention_sweep import install_retention_sweep
 from api.web_headers import WebHeadersMiddleware
 from gridgov import __version__, store
 from gridgov.errors import GridgovError
+from gridgov.service import turn_process
 from gridgov.settings import Settings, get_settings
 from gridgov.store.read_routing import ReadRouting
 
@@ -160,3 +161,5 @@ def warm_up(app: FastAPI) -> None:
         store.available_pool(engine, ctx, kinds, now=datetime.now(UTC))
     except GridgovError:
         return
+    # Started now, in the background: batches dispatch in this process until it is ready.
+    turn_process.start(engine)

@@ -177,6 +177,12 @@ class Settings(BaseSettings):
         description="How long a request waits for a free pooled connection before it answers "
         "503 (back-pressure instead of an ever longer queue).",
     )
+    intake_turn_process: bool = Field(
+        default=True,
+        description="On PostgreSQL, each server process runs the intake's turn (a batch's "
+        "snapshot, decisions and writes) in a child process of its own, so that the turn does "
+        "not share the request threads' GIL; off: in the request process.",
+    )
     intake_batch_max: int = Field(
         default=64,
         ge=0,

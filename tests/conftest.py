@@ -31,6 +31,9 @@ for _limit in (
     "RATE_LIMIT_WRITES_PER_ADDRESS",
 ):
     os.environ.setdefault(f"GRIDGOV_{_limit}", "0")
+# The intake's turn runs in the request process unless a test starts a turn process
+# (test_turn_process.py): a child per store would cost every test seconds of start-up.
+os.environ.setdefault("GRIDGOV_INTAKE_TURN_PROCESS", "0")
 
 # --------------------------------------------------------------------------------------------
 # databases

@@ -20,7 +20,8 @@ dispatched:
    rule in arrival order, improved jointly where they competed for units, never worse in total
    weighted travel time). The commit locks incidents and units, re-checks every unit, and the
    partial unique index is behind it; a preempting decision re-queues the incident it preempts,
-   as single dispatch does.
+   as single dispatch does. On PostgreSQL the turn runs in the process's turn process
+   (:mod:`gridgov.service.turn_process`), with its own GIL, when one is ready.
 
 While a stage works, new reports queue for its next batch, so batches grow with the load and
 cost nothing when it is light. Each report's thread gets back its own outcome. What a batch
@@ -40,7 +41,7 @@ from datetime import datetime
 from typing import Any
 
 from gridgov import dispatch, store
-from gridgov.service import dispatch_mode
+from gridgov.service import dispatch_mode, turn_process
 from gridgov.store import Engine
 from gridgov.workflow import Role, State
 
@@ -240,14 +241,23 @@ def _dispatch(combiner: _Combiner, most: int) -> list[_Item]:
     ctx = first.ctx
     taken: list[_Item] = []
 
-    def collect() -> store.TurnBatch | None:
+    def take() -> list[turn_process.Report]:
         taken.extend(combiner.take_stored(most, ctx))
-        if not taken:
-            return None
-        return _turn_batch(taken, ctx)
+        return [_report(it) for it in taken]
+
+    def collect() -> store.TurnBatch | None:
+        reports = take()
+        return turn_batch(reports, ctx) if reports else None
 
     try:
-        result = store.dispatch_batch(first.engine, ctx, collect)
+        # In this process's turn process when it has one ready, else here.
+        result = turn_process.run_turn(first.engine, ctx, take)
+        if result is turn_process.NOT_HERE:
+            result = store.dispatch_batch(first.engine, ctx, collect)
+    except turn_process.ChildLost as exc:
+        # Maybe committed there: each report goes the single way, which answers for itself.
+        log.warning("the dispatch of %d report(s) goes the single way: %s", len(taken), exc)
+        result = store.DispatchedBatch([None] * len(taken), {})
     except BaseException as exc:  # recorded on each report, never lost
         if not taken:  # failed before the turn: the waiting reports get the error, not a retry
             taken.extend(combiner.take_stored(most, ctx))
@@ -269,7 +279,15 @@ def _dispatch(combiner: _Combiner, most: int) -> list[_Item]:
     return taken
 
 
-def _turn_batch(group: list[_Item], ctx: dispatch.DispatchContext) -> store.TurnBatch:
+def _report(it: _Item) -> turn_process.Report:
+    return turn_process.Report(
+        it.create["incident"], it.create["placement"], it.matter, it.now, it.actor, it.role
+    )
+
+
+def turn_batch(
+    group: Sequence[turn_process.Report], ctx: dispatch.DispatchContext
+) -> store.TurnBatch:
     """What the turn decides for ``group``: the priority-1 reports first, each as single
     dispatch decides it, then the others together without the units those took."""
     urgent = [i for i, it in enumerate(group) if _urgent(it.matter)]
@@ -300,7 +318,7 @@ def _turn_batch(group: list[_Item], ctx: dispatch.DispatchContext) -> store.Turn
         count=len(group),
         kinds=sorted({str(k) for i in rest for k in group[i].matter.required_kinds}),
         urgent_kinds=sorted({str(k) for i in urgent for k in group[i].matter.required_kinds}),
-        by={it.create["incident"].incident_id: (it.actor, it.role) for it in group},
+        by={it.incident.incident_id: (it.actor, it.role) for it in group},
         decide=decide,
         now=max(it.now for it in group),
     )
@@ -311,8 +329,8 @@ def _mode(it: _Item, modes: dict[str, tuple[str, bool]]) -> dispatch_mode.ModeDe
     return dispatch_mode.decide_from(street, modes.get(street, ("auto", True)), it.matter.priority)
 
 
-def _pending(it: _Item) -> dispatch.Pending:
-    return dispatch.Pending(it.create["incident"], it.matter, it.create["placement"])
+def _pending(it: turn_process.Report) -> dispatch.Pending:
+    return dispatch.Pending(it.incident, it.matter, it.placement)
 
 
 def _dispatched_now(

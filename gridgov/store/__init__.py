@@ -146,7 +146,7 @@ from gridgov.store.spatial_queries import (
     read_road_lines,
     units_within,
 )
-from gridgov.store.travel_context import context_from_store, travel_from_store
+from gridgov.store.travel_context import context_from_store, is_store_context, travel_from_store
 from gridgov.store.unit_rows import release_unit, set_unit_status, update_unit_position
 
 __all__ = [
@@ -198,6 +198,7 @@ __all__ = [
     "init_db",
     "is_export",
     "is_initialised",
+    "is_store_context",
     "issue_credential",
     "link_idempotency",
     "list_credentials",

@@ -75,6 +75,14 @@ def _versions(engine: Engine, asks: Sequence[None]) -> list[Any]:
     return [version] * len(asks)
 
 
+def is_store_context(engine: Engine, ctx: dispatch.DispatchContext) -> bool:
+    """Whether ``ctx`` is the context :func:`context_from_store` keeps for ``engine`` with the
+    store's own catalogue (another process that opens the store builds the same)."""
+    with _CACHE_LOCK:
+        cached = _CACHE.get(engine)
+    return cached is not None and cached.ctx is ctx and cached.catalog is None
+
+
 def travel_from_store(engine: Engine) -> TravelModel:
     """The road network stored in ``engine``, or the straight-line fallback when none is.
 

@@ -1,0 +1,230 @@
+"""The intake's turn in a process of its own (gridgov.service.turn_process), on PostGIS.
+
+The child runs the request process's own turn on the store's context: the same decisions as
+that turn on the same sequence, each caller told what the store holds, and nothing lost,
+duplicated or assigned twice when the child is killed under load. The district is
+test_store_dispatch's lattice.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import _fresh_schema
+from sqlalchemy import Engine, func, select
+from test_intake_batch import _active, _on_lattice, _report
+from test_store_dispatch import N, load_tiny
+
+from gridgov import dispatch, store
+from gridgov.service import intake, turn_process
+from gridgov.settings import get_settings
+from gridgov.store.models import ASSIGNMENTS, INCIDENTS
+
+pytestmark = pytest.mark.postgis
+
+
+@pytest.fixture
+def served(postgis_schema_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """The lattice district on PostGIS with the turn process on, as a server runs it."""
+    monkeypatch.setattr(get_settings(), "intake_turn_process", True)
+    store.init_db(postgis_schema_url)
+    engine = store.create_engine_from_url(postgis_schema_url)
+    load_tiny(engine)
+    try:
+        yield engine
+    finally:
+        turn_process.stop(engine)
+        engine.dispose()
+
+
+def _sequence(seed: int, n: int) -> list[tuple[str, tuple[float, float]]]:
+    rng = random.Random(seed)
+    matters = ["T-ENF", "T-ENF", "T-LOW", "T-JOINT"]
+    return [
+        (rng.choice(matters), _on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)))
+        for _ in range(n)
+    ]
+
+
+def _not_here(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a turn was taken in the request process")
+
+
+def _child_pid(engine: Engine) -> int:
+    child = turn_process._CHILDREN[engine]
+    return int(child.proc.pid)
+
+
+def test_the_child_decides_as_the_turn_here_does(
+    served: Engine, postgis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sequence, reported one by one, in the child and in the request process (a second
+    store): the same units, levels, times and explanations."""
+    ctx = store.context_from_store(served)
+    assert turn_process.start(served, wait_s=120)
+    sequence = _sequence(3, 10)
+    with monkeypatch.context() as child_only:
+        # Any turn taken in this process fails the test: the child took every one.
+        child_only.setattr(store, "dispatch_batch", _not_here)
+        there = [
+            _report(served, ctx, m, p, incident_id=f"TP-{i}") for i, (m, p) in enumerate(sequence)
+        ]
+    with monkeypatch.context() as here_only, _fresh_schema(postgis_url) as url:
+        here_only.setattr(get_settings(), "intake_turn_process", False)
+        store.init_db(url)
+        twin = store.create_engine_from_url(url)
+        try:
+            load_tiny(twin)
+            twin_ctx = store.context_from_store(twin)
+            here = [
+                _report(twin, twin_ctx, m, p, incident_id=f"TP-{i}")
+                for i, (m, p) in enumerate(sequence)
+            ]
+        finally:
+            twin.dispose()
+    for a, b in zip(there, here, strict=True):
+        assert a.decision is not None and b.decision is not None
+        assert a.state == b.state
+        assert [(x.unit_id, x.kind, x.level, x.time_s) for x in a.decision.assignments] == [
+            (x.unit_id, x.kind, x.level, x.time_s) for x in b.decision.assignments
+        ]
+        assert a.decision.level == b.decision.level
+        assert a.decision.explanation == b.decision.explanation
+    assert any(r.decision is not None and r.decision.assignments for r in there)
+
+
+def test_reports_at_once_are_answered_as_the_store_holds_them(
+    served: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = store.context_from_store(served)
+    assert turn_process.start(served, wait_s=120)
+    monkeypatch.setattr(store, "dispatch_batch", _not_here)
+    results = _at_once(served, ctx, "ONCE", 24, seed=5)
+    assert all(isinstance(r, intake.Report) for r in results.values()), results
+    answered = {a.unit_id: r.incident_id for r in results.values() for a in r.decision.assignments}
+    assert _active(served) == answered
+    assert all("batch" in r.decision.explanation for r in results.values())
+    assert sorted(r.state for r in results.values()).count("dispatched") == 3
+    assert _stored(served, "ONCE") == 24
+
+
+def test_a_child_killed_loses_nothing(
+    served: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The child killed between turns, then in the middle of one (blocked on a lock, after it
+    took its reports): every report is answered and stored once, no unit is assigned twice,
+    every assignment a caller was told is the store's; the turn runs here meanwhile, and a new
+    child takes over after the pause."""
+    monkeypatch.setattr(turn_process, "_PAUSE_S", 0.5)
+    ctx = store.context_from_store(served)
+    assert turn_process.start(served, wait_s=120)
+    results: dict[tuple[str, int], Any] = {}
+
+    def wave(name: str) -> None:
+        results.update({(name, i): r for i, r in _at_once(served, ctx, name, 12, seed=7).items()})
+
+    wave("K1")
+    _free_all(served)
+    os.kill(_child_pid(served), signal.SIGKILL)
+    turn_process._CHILDREN[served].proc.join(10)
+    wave("K2")  # here, in this process
+    assert "turn process is lost" in caplog.text
+    assert turn_process.start(served, wait_s=120)
+    _free_all(served)
+    # The child's writes wait for this lock: it has taken its reports when it is killed.
+    mid = threading.Thread(target=wave, args=("K3",))
+    with served.connect() as blocker:
+        blocker.exec_driver_sql("LOCK TABLE dispatches IN EXCLUSIVE MODE")
+        try:
+            mid.start()
+            _wait_for_lock_wait(served)
+            os.kill(_child_pid(served), signal.SIGKILL)
+            time.sleep(0.5)
+        finally:
+            blocker.rollback()
+    mid.join(120)
+    assert "goes the single way" in caplog.text
+    assert all(isinstance(r, intake.Report) for r in results.values()), results
+    assert _stored(served, "K") == len(results) == 36
+    told = {
+        (a.unit_id, r.incident_id)
+        for r in results.values()
+        if r.decision is not None
+        for a in r.decision.assignments
+    }
+    with served.connect() as connection:
+        held = set(connection.execute(select(ASSIGNMENTS.c.unit_id, ASSIGNMENTS.c.incident_id)))
+    assert told <= held
+    # Three enforcement units: each wave dispatched three reports, none twice.
+    for name in ("K1", "K2", "K3"):
+        states = [r.state for (w, _), r in results.items() if w == name]
+        assert states.count("dispatched") == 3, (name, states)
+    assert turn_process.start(served, wait_s=120)
+
+
+def _wait_for_lock_wait(engine: Engine) -> None:
+    """Until a session waits for a lock on dispatches (the child's INSERT)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            waiting = connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query ILIKE 'INSERT INTO dispatches%%'"
+            ).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.05)
+    pytest.fail("the child never reached its writes")
+
+
+def _at_once(
+    engine: Engine, ctx: dispatch.DispatchContext, prefix: str, n: int, *, seed: int
+) -> dict[int, Any]:
+    """``n`` enforcement reports from ``n`` threads at once: each thread's report or error."""
+    rng = random.Random(seed)
+    points = [_on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)) for _ in range(n)]
+    results: dict[int, Any] = {}
+    gate = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        gate.wait()
+        try:
+            results[i] = _report(engine, ctx, "T-ENF", points[i], incident_id=f"{prefix}-{i:02d}")
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def _stored(engine: Engine, prefix: str) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                select(func.count()).where(INCIDENTS.c.incident_id.like(f"{prefix}%"))
+            ).scalar_one()
+        )
+
+
+def _free_all(engine: Engine) -> None:
+    """Every unit free again (the next wave has units to take)."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE assignments SET active = false, released_at = now(), "
+            "release_reason = 'test' WHERE active"
+        )
+        connection.exec_driver_sql(
+            "UPDATE units SET status = 'available', busy_incident_id = NULL "
+            "WHERE busy_incident_id IS NOT NULL"
+        )
