@@ -98,6 +98,11 @@ def test_the_child_decides_as_the_turn_here_does(
         assert a.decision.level == b.decision.level
         assert a.decision.explanation == b.decision.explanation
     assert any(r.decision is not None and r.decision.assignments for r in there)
+    # The child told this process the modes its dispatches needed: reports are snapped here,
+    # before their turn, and the child keeps those snaps instead of snapping again.
+    noted = ctx.noted_modes()
+    assert set(noted) == {ctx.catalog.get(m).required_kinds for m, _ in sequence}
+    assert any(noted.values())
 
 
 def test_reports_at_once_are_answered_as_the_store_holds_them(

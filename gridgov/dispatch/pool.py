@@ -96,6 +96,27 @@ class DispatchContext:
             self._incident_snaps[key] = snap
         return snap
 
+    def kept_snaps(self, lon: float, lat: float, kinds: Sequence[ForceKind]) -> dict[str, Snapped]:
+        """The point's snaps kept for the modes :meth:`modes_for` gives ``kinds``."""
+        out = {}
+        for mode in self.modes_for(kinds):
+            snap = self._incident_snaps.get((float(lon), float(lat), str(mode)))
+            if snap is not None:
+                out[mode] = snap
+        return out
+
+    def keep_snaps(self, lon: float, lat: float, snaps: dict[str, Snapped]) -> None:
+        """Keep snaps of the point made by another context over the same travel model (a
+        process's turn process gets them with the report)."""
+        for mode, snap in snaps.items():
+            if len(self._incident_snaps) >= _INCIDENT_SNAPS_MAX:
+                self._incident_snaps.clear()
+            self._incident_snaps[(float(lon), float(lat), str(mode))] = snap
+
+    def noted_modes(self) -> dict[tuple[ForceKind, ...], tuple[str, ...]]:
+        """Every set of kinds' noted modes (see :meth:`note_modes`), to hand to another context."""
+        return dict(self._kind_modes)
+
     def note_modes(self, kinds: Sequence[ForceKind], modes: Sequence[str]) -> None:
         """Remember the modes a dispatch of ``kinds`` needed (see :meth:`modes_for`)."""
         self._kind_modes[tuple(kinds)] = tuple(modes)

@@ -280,8 +280,15 @@ def _dispatch(combiner: _Combiner, most: int) -> list[_Item]:
 
 
 def _report(it: _Item) -> turn_process.Report:
+    incident = it.create["incident"]
     return turn_process.Report(
-        it.create["incident"], it.create["placement"], it.matter, it.now, it.actor, it.role
+        incident,
+        it.create["placement"],
+        it.matter,
+        it.now,
+        it.actor,
+        it.role,
+        it.ctx.kept_snaps(incident.lon, incident.lat, it.matter.required_kinds),
     )
 
 

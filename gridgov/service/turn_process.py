@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from gridgov import dispatch, store
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store import Engine
+from gridgov.travel_model import Snapped
 from gridgov.workflow import Role
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class Report:
     now: datetime
     actor: str
     role: Role | str
+    # The report's snaps made in its request thread (dispatch.presnap), so that the turn does
+    # not snap it again; empty when the parent did not know the modes yet.
+    snaps: dict[str, Snapped] = field(default_factory=dict)
 
 
 class ChildLost(Exception):
@@ -134,7 +138,9 @@ class _Child:
             raise TimeoutError(f"no answer in {_STEP_S:.0f} s")
         return self.conn.recv()
 
-    def turn(self, take: Callable[[], Sequence[Report]]) -> store.DispatchedBatch | None:
+    def turn(
+        self, ctx: dispatch.DispatchContext, take: Callable[[], Sequence[Report]]
+    ) -> store.DispatchedBatch | None:
         """Run one turn in the child; ``take`` is called at most once, when it holds it."""
         took = False
         try:
@@ -152,7 +158,11 @@ class _Child:
             return NOT_HERE
         if kind == "error":  # what the turn raised there, raised here as it would have been
             raise value
-        return value
+        result, modes = value
+        # The modes the child's dispatches needed: the next reports are snapped for them here.
+        for kinds, needed in modes.items():
+            ctx.note_modes(kinds, needed)
+        return result
 
 
 _CHILDREN: weakref.WeakKeyDictionary[Engine, _Child] = weakref.WeakKeyDictionary()
@@ -204,7 +214,7 @@ def run_turn(
     # Another context (a test's catalogue, a what-if travel model) is not the child's.
     if child is None or not store.is_store_context(engine, ctx) or not child.usable():
         return NOT_HERE
-    return child.turn(take)
+    return child.turn(ctx, take)
 
 
 def _child_of(engine: Engine) -> _Child | None:
@@ -245,10 +255,12 @@ def _child_turn(engine: Engine, conn: Any) -> tuple[str, Any]:
     def collect() -> store.TurnBatch | None:
         conn.send(("collect", None))
         reports: list[Report] = conn.recv()
+        for r in reports:
+            ctx.keep_snaps(r.incident.lon, r.incident.lat, r.snaps)
         return turn_batch(reports, ctx) if reports else None
 
     try:
-        return "done", store.dispatch_batch(engine, ctx, collect)
+        return "done", (store.dispatch_batch(engine, ctx, collect), ctx.noted_modes())
     except (EOFError, OSError):
         raise
     except Exception as exc:  # raised in the parent, as an in-process turn raises it
