@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from conftest import _fresh_schema
 from sqlalchemy import Engine, func, select
-from test_intake_batch import _active, _on_lattice, _report
+from test_intake_batch import _active, _on_lattice, _report, _reports_at_once
 from test_store_dispatch import N, load_tiny
 
-from gridgov import dispatch, store
+from gridgov import store
 from gridgov.service import intake, turn_process
 from gridgov.settings import get_settings
 from gridgov.store.models import ASSIGNMENTS, INCIDENTS
@@ -111,7 +111,7 @@ def test_reports_at_once_are_answered_as_the_store_holds_them(
     ctx = store.context_from_store(served)
     assert turn_process.start(served, wait_s=120)
     monkeypatch.setattr(store, "dispatch_batch", _not_here)
-    results = _at_once(served, ctx, "ONCE", 24, seed=5)
+    _, results, _ = _reports_at_once(served, ctx, "ONCE", 24, seed=5)
     assert all(isinstance(r, intake.Report) for r in results.values()), results
     answered = {a.unit_id: r.incident_id for r in results.values() for a in r.decision.assignments}
     assert _active(served) == answered
@@ -133,7 +133,8 @@ def test_a_child_killed_loses_nothing(
     results: dict[tuple[str, int], Any] = {}
 
     def wave(name: str) -> None:
-        results.update({(name, i): r for i, r in _at_once(served, ctx, name, 12, seed=7).items()})
+        _, got, _ = _reports_at_once(served, ctx, name, 12, seed=7)
+        results.update({(name, i): r for i, r in got.items()})
 
     wave("K1")
     _free_all(served)
@@ -187,30 +188,6 @@ def _wait_for_lock_wait(engine: Engine) -> None:
             return
         time.sleep(0.05)
     pytest.fail("the child never reached its writes")
-
-
-def _at_once(
-    engine: Engine, ctx: dispatch.DispatchContext, prefix: str, n: int, *, seed: int
-) -> dict[int, Any]:
-    """``n`` enforcement reports from ``n`` threads at once: each thread's report or error."""
-    rng = random.Random(seed)
-    points = [_on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)) for _ in range(n)]
-    results: dict[int, Any] = {}
-    gate = threading.Barrier(n)
-
-    def one(i: int) -> None:
-        gate.wait()
-        try:
-            results[i] = _report(engine, ctx, "T-ENF", points[i], incident_id=f"{prefix}-{i:02d}")
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
 
 
 def _stored(engine: Engine, prefix: str) -> int:
