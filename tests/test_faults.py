@@ -126,6 +126,9 @@ def _serving(store_url: str, workers_url: str, admin_url: str) -> Iterator[Servi
         "GRIDGOV_DB_POOL_TIMEOUT_S": "2",
         "GRIDGOV_DB_POOL_SIZE": "4",
         "GRIDGOV_DB_MAX_OVERFLOW": "2",
+        # As served by default: each worker's intake turn runs in its turn process, which
+        # faces every fault below too (its sessions carry the same application name).
+        "GRIDGOV_INTAKE_TURN_PROCESS": "1",
     }
     master = subprocess.Popen(
         [
