@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from gridgov import dispatch, store
@@ -241,17 +242,18 @@ def _dispatch(combiner: _Combiner, most: int) -> list[_Item]:
     ctx = first.ctx
     taken: list[_Item] = []
 
-    def take() -> list[turn_process.Report]:
+    def take(snaps: bool = False) -> list[turn_process.Report]:
         taken.extend(combiner.take_stored(most, ctx))
-        return [_report(it) for it in taken]
+        return [_report(it, snaps) for it in taken]
 
     def collect() -> store.TurnBatch | None:
         reports = take()
         return turn_batch(reports, ctx) if reports else None
 
     try:
-        # In this process's turn process when it has one ready, else here.
-        result = turn_process.run_turn(first.engine, ctx, take)
+        # In this process's turn process when it has one ready (the reports take their snaps
+        # there; here they are in the context already), else here.
+        result = turn_process.run_turn(first.engine, ctx, partial(take, snaps=True))
         if result is turn_process.NOT_HERE:
             result = store.dispatch_batch(first.engine, ctx, collect)
     except turn_process.ChildLost as exc:
@@ -279,7 +281,7 @@ def _dispatch(combiner: _Combiner, most: int) -> list[_Item]:
     return taken
 
 
-def _report(it: _Item) -> turn_process.Report:
+def _report(it: _Item, snaps: bool) -> turn_process.Report:
     incident = it.create["incident"]
     return turn_process.Report(
         incident,
@@ -288,7 +290,7 @@ def _report(it: _Item) -> turn_process.Report:
         it.now,
         it.actor,
         it.role,
-        it.ctx.kept_snaps(incident.lon, incident.lat, it.matter.required_kinds),
+        it.ctx.kept_snaps(incident.lon, incident.lat, it.matter.required_kinds) if snaps else {},
     )
 
 

@@ -242,8 +242,9 @@ def _child_main(url: str, conn: Any) -> None:
             return
         try:
             conn.send(answer)
-        except Exception:  # an exception that does not pickle: its message does
-            conn.send(("error", StoreError(f"{type(answer[1]).__name__}: {answer[1]}")))
+        except Exception as exc:  # an answer that does not pickle: why, in a few words
+            why = answer[1] if answer[0] == "error" else exc
+            conn.send(("error", StoreError(f"{type(why).__name__}: {why}"[:500])))
 
 
 def _child_turn(engine: Engine, conn: Any) -> tuple[str, Any]:
