@@ -16,13 +16,16 @@ import pytest
 import shapely
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
+from test_store_dispatch import load_tiny
 
 from api.app import create_app
 from gridgov import maps, store
+from gridgov.model import UnitStatus
 from gridgov.service.scope import scope_for
 from gridgov.settings import Settings
-from gridgov.store import Credential, live_feed
+from gridgov.store import Credential, create_engine_from_url, init_db, live_feed, set_unit_status
+from gridgov.store.models import UNITS
 
 FEED = "/api/v1/live"
 
@@ -292,7 +295,7 @@ def test_a_late_event_below_the_cursor_is_still_sent(
     now = live_feed.read_live(engine, scope).state
     # A client that saw the largest id but one event fewer (the late one).
     stale = live_feed.LiveState(
-        now.last_event, now.n_events - 1, now.units_seq, now.units_sum, now.dataset
+        now.last_event, now.n_events - 1, now.units_mark, now.units_n, now.units_sum, now.dataset
     )
     changes = live_feed.read_live(engine, scope, stale)
     assert changes.changed and not changes.reset
@@ -303,8 +306,11 @@ def test_a_late_event_below_the_cursor_is_still_sent(
 
 
 def test_cursor_round_trip_and_closed_statuses() -> None:
-    state = live_feed.LiveState(12, 7, 40, 1234, 3)
+    state = live_feed.LiveState(12, 7, 40, 2, 1234, 3)
     assert live_feed.parse_cursor(state.cursor) == state
+    # A cursor handed out before migration 0013 (five numbers) starts over: no dataset is -1.
+    old = live_feed.parse_cursor("12.7.40-1234.3")
+    assert old.dataset == -1
     for bad in ("", "1.2.3", "1.2.0123456789abcdeg.3", "-1.2.0123456789abcdef.3"):
         with pytest.raises(Exception, match="cursor"):
             live_feed.parse_cursor(bad)
@@ -471,3 +477,57 @@ def test_a_quiet_poll_from_a_known_caller_is_one_statement_that_checks_the_token
             r = poll(client, headers, data["cursor"], etag) if with_cursor else None
             r = r if r is not None else client.get(FEED, headers=headers)
             assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+
+
+class _Everything:
+    """The whole district's scope (an administrator's)."""
+
+    def incident_filters(self) -> dict[str, Any]:
+        return {}
+
+    def unit_filters(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture
+def pg_tiny(postgis_schema_url: str) -> Iterator[Engine]:
+    """The small test district on PostGIS only: late commits are PostgreSQL's (SQLite has one
+    writer at a time, whose numbers follow its commits)."""
+    init_db(postgis_schema_url)
+    engine = create_engine_from_url(postgis_schema_url)
+    try:
+        load_tiny(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgis
+def test_a_unit_written_before_the_cursor_and_committed_after_it_reaches_the_wall(
+    pg_tiny: Engine,
+) -> None:
+    """A unit row takes its change number when it is written. One written before a poll and
+    committed after it, below numbers that poll saw, is still sent at the next poll: the
+    cursor's mark is its snapshot's oldest running transaction, at or below the late one."""
+    engine, scope = pg_tiny, _Everything()
+    first = live_feed.read_live(engine, scope).state
+    late = engine.connect()
+    try:
+        late.execute(update(UNITS).where(UNITS.c.unit_id == "E1").values(on_duty=False))
+        # Many later numbers, committed and seen.
+        for k in range(300):
+            set_unit_status(engine, "P2", UnitStatus.AVAILABLE, on_duty=k % 2 == 0)
+        seen = live_feed.read_live(engine, scope, first)
+        assert seen.changed and seen.gdf_units is not None
+        units = seen.gdf_units.set_index("unit_id")
+        assert bool(units.loc["P2", "on_duty"]) is False
+        # E1's uncommitted write is not seen (its committed row may be sent again).
+        assert "E1" not in units.index or bool(units.loc["E1", "on_duty"]) is True
+        assert not live_feed.read_live(engine, scope, seen.state).changed
+        late.commit()
+    finally:
+        late.close()
+    after = live_feed.read_live(engine, scope, seen.state)
+    assert after.changed and not after.reset and after.gdf_units is not None
+    assert bool(after.gdf_units.set_index("unit_id").loc["E1", "on_duty"]) is False
+    assert not live_feed.read_live(engine, scope, after.state).changed

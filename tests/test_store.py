@@ -207,7 +207,7 @@ def test_init_is_idempotent(store_url: str) -> None:
         assert is_initialised(engine)
         with engine.connect() as connection:
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert [v[0] for v in versions] == ["0012"]
+        assert [v[0] for v in versions] == ["0013"]
     finally:
         engine.dispose()
 

@@ -267,7 +267,7 @@ def count(engine: Engine, table: Any) -> int:
 def test_schema_is_at_0003_and_matches_the_models(store_engine: Engine) -> None:
     with store_engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-    assert [v[0] for v in versions] == ["0012"]
+    assert [v[0] for v in versions] == ["0013"]
     assert schema_diff(store_engine) == []
 
 

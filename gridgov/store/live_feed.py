@@ -16,11 +16,16 @@ in memory between two polls: the cursor the client sends back holds all the stat
   ids between two polls, or of :data:`LOOKBACK` ids, however long the log; a cursor more than
   :data:`ADVANCE` ids behind is moved up even when nothing in scope changed.
 - Units change without an event (status by hand, AVL positions, release). Every write of a
-  unit's row gives it a larger ``change_seq`` (a trigger, migration 0011). The cursor keeps
-  the largest in scope and the sum of those in the :data:`UNIT_LOOKBACK` numbers below it: a
-  number only grows, so any row written since (even one whose number was taken before the
-  cursor's and committed after) raises the largest or the sum. Both are read from an index;
-  only the units written since are sent.
+  unit's row gives it a larger ``change_seq`` and records the writing transaction in
+  ``change_xid`` (a trigger, migrations 0011 and 0013). A write that a database snapshot S
+  does not see was made by a transaction running at S or begun after it, whose id is at least
+  S's ``xmin`` (its oldest running transaction): the cursor keeps that mark and the count and
+  sum of change numbers of the rows in scope at or above it. A later write, even one that
+  took its number before the cursor and committed after, adds a row to that index range or
+  raises one row's number, so it changes the count or the sum. When nothing is running, the
+  range is empty; under load it holds the rows of the transactions around S. Only the rows
+  of the range are sent. (On SQLite, numbers follow commit order: the mark is the largest
+  number plus one.)
 - A dataset load (new areas, units) changes the dataset version: the client starts over.
 """
 
@@ -46,6 +51,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    literal_column,
     select,
     type_coerce,
 )
@@ -78,17 +84,16 @@ __all__ = [
 LOOKBACK = 256
 #: How far the log may run past a cursor before it is moved up with nothing to send.
 ADVANCE = 2048
-#: Unit change numbers below the cursor's largest in which a late commit is still detected.
-UNIT_LOOKBACK = 2048
-#: Unit change numbers below the cursor's largest that a delta sends again: a unit written
-#: by a transaction that took its number before the cursor and committed after it (the whole
-#: detection window is sent when only such a commit changed the state).
-UNIT_LATE = 256
 #: Incident statuses that are over; the same set as ``gridgov.maps.CLOSED_STATUSES`` (the
 #: store does not import the map module and its folium).
 OVER_STATUSES = ("cancelled", "closed", "evaluated", "rejected")
 _WGS84 = "EPSG:4326"
-_CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})-(\d{1,24})\.(\d{1,18})$")
+_CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})-(\d{1,18})\.(\d{1,24})\.(\d{1,18})$")
+# The cursors handed out before migration 0013 (units by a window of change numbers): a wall
+# that sends one after an upgrade starts over instead of being refused at every poll.
+_OLD_CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})-(\d{1,24})\.(\d{1,18})$")
+#: The dataset of an old cursor: none is ever this, so the poll starts over.
+_STARTS_OVER = -1
 
 
 class FeedScope(Protocol):
@@ -130,14 +135,18 @@ class LiveState:
 
     last_event: int
     n_events: int
-    units_seq: int
+    units_mark: int  # the snapshot's mark: rows written since are at or above it
+    units_n: int  # rows in scope at or above the mark, and the sum of their change numbers
     units_sum: int
     dataset: int
 
     @property
     def cursor(self) -> str:
         """The opaque text a client sends back (``since``)."""
-        return f"{self.last_event}.{self.n_events}.{self.units_seq}-{self.units_sum}.{self.dataset}"
+        return (
+            f"{self.last_event}.{self.n_events}.{self.units_mark}-"
+            f"{self.units_n}.{self.units_sum}.{self.dataset}"
+        )
 
 
 def parse_cursor(text: str) -> LiveState:
@@ -149,10 +158,12 @@ def parse_cursor(text: str) -> LiveState:
         Not a cursor this feed hands out.
     """
     match = _CURSOR.match(text.strip())
-    if match is None:
-        msg = f"since must be a cursor from an earlier answer of the feed; got {text[:60]!r}"
-        raise InputError(msg)
-    return LiveState(*(int(g) for g in match.groups()))
+    if match is not None:
+        return LiveState(*(int(g) for g in match.groups()))
+    if _OLD_CURSOR.match(text.strip()) is not None:
+        return LiveState(0, 0, 0, 0, 0, _STARTS_OVER)
+    msg = f"since must be a cursor from an earlier answer of the feed; got {text[:60]!r}"
+    raise InputError(msg)
 
 
 @dataclass(frozen=True)
@@ -259,32 +270,40 @@ def _unit_rows(
     return list(connection.execute(stmt).all())
 
 
-def _unit_window(
-    connection: Connection, scope: list[ColumnElement[bool]], top: int
-) -> tuple[int, int]:
-    """The largest change number in scope, and the sum of those above ``top`` less
-    :data:`UNIT_LOOKBACK` (at most that many index entries)."""
-    largest = connection.execute(select(func.max(UNITS.c.change_seq)).where(*scope)).scalar()
-    total = connection.execute(
-        select(func.sum(UNITS.c.change_seq)).where(*scope, UNITS.c.change_seq > top - UNIT_LOOKBACK)
-    ).scalar()
-    return int(largest or 0), int(total or 0)
+def _mark_now(dialect: str) -> Any:
+    """The mark of the statement's own snapshot: every unit write it does not see has a
+    ``change_xid`` at or above it (see the module's notes)."""
+    if dialect == "postgresql":
+        return literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    return select(func.coalesce(func.max(UNITS.c.change_seq), 0) + 1).scalar_subquery()
+
+
+def _written_since(scope: list[ColumnElement[bool]], mark: Any) -> list[ColumnElement[bool]]:
+    """The unit rows in scope at or above ``mark``: an index range, the rows of the
+    transactions since the mark's snapshot."""
+    return [*scope, UNITS.c.change_xid >= mark]
+
+
+def _count_and_sum(connection: Connection, where: list[ColumnElement[bool]]) -> tuple[int, int]:
+    n, total = connection.execute(
+        select(func.count(), func.coalesce(func.sum(UNITS.c.change_seq), 0)).where(*where)
+    ).one()
+    return int(n), int(total)
 
 
 def _unit_state(
     connection: Connection, scope: list[ColumnElement[bool]], since: LiveState | None
-) -> tuple[int, int, bool]:
-    """(largest change number, window sum, whether units in scope were written since)."""
+) -> tuple[int, int, int, bool]:
+    """(mark, count and sum at or above it, whether units in scope were written since)."""
     if since is not None:
-        largest, total = _unit_window(connection, scope, since.units_seq)
-        if largest == since.units_seq and total == since.units_sum:
-            return largest, total, False
-        if largest == since.units_seq:
-            return largest, total, True
-    largest = int(
-        connection.execute(select(func.max(UNITS.c.change_seq)).where(*scope)).scalar() or 0
-    )
-    return (*_unit_window(connection, scope, largest), True)
+        n, total = _count_and_sum(connection, _written_since(scope, since.units_mark))
+        if (n, total) == (since.units_n, since.units_sum):
+            return since.units_mark, since.units_n, since.units_sum, False
+    # The mark first, then what lies above it: a write committed in between is counted now
+    # and, being above the mark, again at the next poll (sent twice, never missed).
+    mark = int(connection.execute(select(_mark_now(connection.dialect.name))).scalar_one())
+    n, total = _count_and_sum(connection, _written_since(scope, mark))
+    return mark, n, total, True
 
 
 def _units_frame(rows: list[Any]) -> gpd.GeoDataFrame:
@@ -396,7 +415,7 @@ def _unchanged(
     params: dict[str, Any] = {
         "b_last": since.last_event,
         "b_low": since.last_event - LOOKBACK,
-        "b_units_low": since.units_seq - UNIT_LOOKBACK,
+        "b_units_mark": since.units_mark,
         # With no credential to check (b_check false) the statement answers "live".
         "b_credential": credential_id,
         "b_check": credential_id is not None,
@@ -405,7 +424,7 @@ def _unchanged(
     params.update({f"i_{k}": v for k, v in incidents.items()})
     params.update({f"u_{k}": v for k, v in units.items()})
     row = connection.execute(stmt, params).one()
-    dataset, last, new, window, largest, total, live = (int(v or 0) for v in row)
+    dataset, last, new, window, n_units, total, live = (int(v or 0) for v in row)
     if not live:
         raise CredentialRefusedError
     return (
@@ -413,7 +432,7 @@ def _unchanged(
         and since.last_event <= last <= since.last_event + ADVANCE
         and new == 0
         and window == since.n_events
-        and largest == since.units_seq
+        and n_units == since.units_n
         and total == since.units_sum
     )
 
@@ -435,6 +454,7 @@ def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, .
             )
         return counted.where(*incident_scope, *where).scalar_subquery()
 
+    written = _written_since(unit_scope, bindparam("b_units_mark", type_=BigInteger))
     live = select(CREDENTIALS.c.credential_id).where(
         credential_is_live(
             CREDENTIALS.c.__getitem__,
@@ -447,10 +467,10 @@ def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, .
         select(func.max(EVENTS.c.event_id)).scalar_subquery(),
         events(EVENTS.c.event_id > last),
         events(EVENTS.c.event_id > bindparam("b_low", type_=BigInteger), EVENTS.c.event_id <= last),
-        select(func.max(UNITS.c.change_seq)).where(*unit_scope).scalar_subquery(),
-        select(func.sum(UNITS.c.change_seq))
-        .where(*unit_scope, UNITS.c.change_seq > bindparam("b_units_low", type_=BigInteger))
-        .scalar_subquery(),
+        *(
+            select(value).where(*written).scalar_subquery()
+            for value in (func.count(), func.coalesce(func.sum(UNITS.c.change_seq), 0))
+        ),
         case(
             (bindparam("b_check", type_=Boolean).is_(False), 1),
             (exists(live), 1),
@@ -505,8 +525,10 @@ def read_live(
         last, count, events_changed, late = _event_state(
             connection, incident_scope, None if reset else since, last_event
         )
-        useq, usum, units_changed = _unit_state(connection, unit_scope, None if reset else since)
-        state = LiveState(last, count, useq, usum, dataset)
+        umark, un, usum, units_changed = _unit_state(
+            connection, unit_scope, None if reset else since
+        )
+        state = LiveState(last, count, umark, un, usum, dataset)
         if since == state:
             # Nothing changed: no frame is built (the wall polls this every second).
             return LiveChanges(state, False, False, *_empty_changes())
@@ -537,11 +559,10 @@ def read_live(
         if reset:
             gdf_units = _units_frame(_unit_rows(connection, unit_scope))
         elif units_changed and since is not None:
-            # The units written since the cursor, with those that may have committed late;
-            # when the largest number stayed, only a late commit changed the window: send it.
-            back = UNIT_LATE if useq > since.units_seq else UNIT_LOOKBACK
-            low = UNITS.c.change_seq > since.units_seq - back
-            gdf_units = _units_frame(_unit_rows(connection, [*unit_scope, low]))
+            # The rows at or above the cursor's mark: every unit written since, and those the
+            # cursor's snapshot saw there already (sent again: a row replaces itself).
+            written = _written_since(unit_scope, since.units_mark)
+            gdf_units = _units_frame(_unit_rows(connection, written))
     return LiveChanges(
         state, True, reset, gdf_incidents, gdf_assignments, df_events, gdf_units, gdf_assigned
     )

@@ -246,6 +246,10 @@ class UnitRow(Base):
     # Added in 0011: a larger number at every write of the row, set by a trigger (the live
     # feed's "what changed since").
     change_seq: Mapped[int | None] = mapped_column(BigInteger)
+    # Added in 0013, by the same trigger: the transaction that wrote the row (PostgreSQL's
+    # 64-bit id; SQLite copies change_seq), so that "written since a snapshot" is an index
+    # range (gridgov.store.live_feed).
+    change_xid: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint(_in("kind", [str(v) for v in ForceKind]), name="kind"),
@@ -255,7 +259,8 @@ class UnitRow(Base):
         Index(None, "street_code"),
         Index(None, "busy_incident_id"),
         Index("ix_units_change_seq", "change_seq"),
-        Index("ix_units_street_change", "street_code", "change_seq"),
+        Index("ix_units_change_xid", "change_xid"),
+        Index("ix_units_street_xid", "street_code", "change_xid"),
         Index("ix_units_position_gist", "position", postgresql_using="gist").ddl_if(
             dialect="postgresql"
         ),
