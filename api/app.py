@@ -114,13 +114,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # Outermost: every answer, a 413 or 429 too, gets the security and CORS headers.
     app.add_middleware(WebHeadersMiddleware)
     app.include_router(health.router)
-    app.include_router(docs_pages.router)
+    # A request tries the routers in this order (about 10 µs each): the paths every wall,
+    # phone and vehicle calls many times a second come first. No two routers share a path.
+    app.include_router(wall_display.router)
+    app.include_router(live_stream.router)
     for module in (
-        area_routes,
-        road_routes,
-        position_routes,
+        position_routes,  # before unit_routes: /units/positions is not /units/{unit_id}
         unit_routes,
         incidents,
+        area_routes,
+        road_routes,
         media_routes,
         console_routes,
         reporter_contact,
@@ -130,8 +133,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(open311.router, prefix="/open311/v2")
     app.include_router(media_routes.public_router, prefix="/open311/v2")
-    app.include_router(live_stream.router)
-    app.include_router(wall_display.router)
+    app.include_router(docs_pages.router)
     app.include_router(field_page.router)
     app.include_router(console_page.router)
     from gridgov.maps import STATIC_DIR
