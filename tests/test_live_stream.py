@@ -126,6 +126,44 @@ def test_the_listener_of_a_service_engine_hears_a_fix(
 
 
 @pytest.mark.postgis
+def test_a_unit_committed_below_a_larger_number_still_wakes_the_listener(
+    postgis_schema_url: str,
+) -> None:
+    """A unit row takes its change number when written, not at commit: a transaction that took
+    a smaller number than a committed one may commit after the listener probed. Probing the
+    largest number missed it (the streams learnt of it only at some later change); the probe
+    of the rows written since its last snapshot does not."""
+    from sqlalchemy import update
+    from test_store_dispatch import load_tiny
+
+    from gridgov.model import UnitStatus
+    from gridgov.store.change_signals import UNIT_PROBE_S, watch_changes
+    from gridgov.store.models import UNITS
+
+    store.init_db(postgis_schema_url)
+    engine = store.create_engine_from_url(postgis_schema_url)
+    late = None
+    try:
+        load_tiny(engine)
+        woke = threading.Event()
+        watch_changes(engine, woke.set)
+        assert woke.wait(10), "the listener never connected"
+        late = engine.connect()
+        late.execute(update(UNITS).where(UNITS.c.unit_id == "E1").values(on_duty=False))
+        store.set_unit_status(engine, "P2", UnitStatus.AVAILABLE, on_duty=False)
+        assert woke.wait(10), "a committed fix woke nobody"
+        # Two probes after P2's commit: the listener's state includes it; only E1 is news.
+        time.sleep(3 * UNIT_PROBE_S)
+        woke.clear()
+        late.commit()
+        assert woke.wait(10), "a unit committed late woke nobody"
+    finally:
+        if late is not None:
+            late.close()
+        engine.dispose()
+
+
+@pytest.mark.postgis
 def test_the_listener_connects_as_the_engine_does(postgis_url: str) -> None:
     """A service engine's URL carries the statement timeout in ``options``; the listener's own
     connection gets it too (rendered back to text, the URL was refused by the server)."""

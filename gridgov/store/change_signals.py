@@ -4,8 +4,9 @@
   every commit that appends to the event log. Each process LISTENs on one connection of its
   own, so every worker of every host hears every change, whoever wrote it. Unit rows (fixes,
   status) do not notify: a notifying transaction holds a database-wide lock through its commit,
-  which made fixes commit one at a time. The same connection probes the units' largest change
-  number every :data:`UNIT_PROBE_S` instead (an index probe per process, not per stream).
+  which made fixes commit one at a time. The same connection probes the units every
+  :data:`UNIT_PROBE_S` instead (per process, not per stream) for rows written by transactions
+  its last probe's snapshot did not see: the live feed's own test (:data:`_UNITS_PROBE`).
 - SQLite: the engine's own commits in this process (one writer process is SQLite's deployment).
 
 A signal only says "look"; readers then read what changed since their own cursor, so a missed
@@ -28,6 +29,16 @@ __all__ = ["CHANNEL", "UNIT_PROBE_S", "watch_changes"]
 CHANNEL = "gridgov_live"
 #: How often a process looks whether a unit row was written (fixes, status).
 UNIT_PROBE_S = 0.5
+# A write the last probe's snapshot did not see has a change_xid at or above that snapshot's
+# oldest running transaction (migration 0013). The count and sum of change numbers at or
+# above the last mark change with every such write, a late commit below the largest number
+# included (the largest alone missed those). Two index ranges, empty while nothing runs.
+_UNITS_PROBE = """WITH m AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS mark)
+SELECT (SELECT mark FROM m),
+  (SELECT count(*) FROM units WHERE change_xid >= %(last)s),
+  (SELECT coalesce(sum(change_seq), 0) FROM units WHERE change_xid >= %(last)s),
+  (SELECT count(*) FROM units WHERE change_xid >= (SELECT mark FROM m)),
+  (SELECT coalesce(sum(change_seq), 0) FROM units WHERE change_xid >= (SELECT mark FROM m))"""
 
 
 def watch_changes(engine: Engine, wake: Callable[[], None]) -> None:
@@ -57,15 +68,18 @@ def _listen(engine: Engine, wake: Callable[[], None]) -> None:
             with listener_connection(engine) as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
                 wake()  # anything missed while (re)connecting
-                units = None
+                units: tuple[int, int, int] | None = None  # (mark, count, sum)
                 while True:
                     for _ in conn.notifies(timeout=UNIT_PROBE_S, stop_after=1):
                         wake()
-                    row = conn.execute("SELECT max(change_seq) FROM units").fetchone()
-                    if row is not None and row[0] != units:
-                        if units is not None:
-                            wake()
-                        units = row[0]
+                    last = units[0] if units is not None else None
+                    row = conn.execute(_UNITS_PROBE, {"last": last}).fetchone()
+                    if row is None:
+                        continue
+                    mark, n_then, sum_then, n_now, sum_now = row
+                    if units is not None and (n_then, sum_then) != units[1:]:
+                        wake()
+                    units = (mark, n_now, sum_now)
         except psycopg.errors.UndefinedTable:
             return  # the store is gone (dropped): nothing to listen for any more
         except psycopg.Error:
