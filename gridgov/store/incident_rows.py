@@ -18,6 +18,7 @@ from shapely.geometry import Point
 from sqlalchemy import (
     Connection,
     Engine,
+    Float,
     bindparam,
     func,
     select,
@@ -47,6 +48,7 @@ from gridgov.store.models import (
     ASSIGNMENTS,
     INCIDENTS,
     MATTERS,
+    GeometryType,
 )
 from gridgov.store.reporter_rows import insert_reporter
 from gridgov.store.unit_snapshot import _raw_position, _xy
@@ -266,7 +268,7 @@ def _insert_together(
     one read of the duplicate candidates of all their matters, then one INSERT of the
     incidents, one of their events and one UPDATE of their Idempotency-Keys. Raises when any
     one of them cannot be stored (the caller then stores them one by one)."""
-    candidates = _Candidates(connection, [r for r in reports if r.get("check_duplicates", True)])
+    candidates = _Candidates(connection, reports)
     rows, events, outcomes, claims = [], [], [], []
     for r in reports:
         incident = r["incident"]
@@ -296,50 +298,74 @@ def _insert_together(
 
 class _Candidates:
     """The open incidents a batch's reports may duplicate, read once, with the batch's own
-    reports added as they are stored (a report may duplicate an earlier one of its batch)."""
+    reports added as they are stored (a report may duplicate an earlier one of its batch).
+
+    The candidates' points and the reports' own go to the metric CRS in one transformation
+    for the whole batch (one per report before: most of the check's time)."""
 
     def __init__(self, connection: Connection, reports: Sequence[dict[str, Any]]) -> None:
-        self._rows: list[tuple[str, str, datetime, str, float, float]] = []
-        if not reports:
-            return
-        window = timedelta(hours=get_settings().duplicate_window_h)
-        times = [r["incident"].reported_at.astimezone(UTC) for r in reports]
-        found = connection.execute(
-            _DUPLICATE_CANDIDATES_OF_MATTERS,
-            {
-                "matters": sorted({r["incident"].matter_code for r in reports}),
+        # matter -> (ids, reported_at, statuses, x_m, y_m)
+        self._rows: dict[str, tuple[list[Any], list[Any], list[Any], list[float], list[float]]]
+        self._rows = {}
+        self._at: dict[str, tuple[float, float]] = {}  # a report's id -> its metric point
+        checked = [r for r in reports if r.get("check_duplicates", True)]
+        found: Sequence[Any] = []
+        if checked:
+            settings = get_settings()
+            window = timedelta(hours=settings.duplicate_window_h)
+            times = [r["incident"].reported_at.astimezone(UTC) for r in checked]
+            params = {
+                "matters": sorted({r["incident"].matter_code for r in checked}),
                 "until": max(times),
                 "since": min(times) - window,
-            },
-        ).all()
+            }
+            stmt = _DUPLICATE_CANDIDATES_OF_MATTERS
+            if connection.dialect.name == "postgresql":
+                # Only the open incidents near one of the reports (the GiST index): a district
+                # keeps thousands open within the window, and each row read is decoded and
+                # projected here. SQLite reads the matters' rows and the radius test below
+                # decides, as it does for these.
+                stmt = _DUPLICATE_CANDIDATES_NEAR
+                lats = [abs(float(r["incident"].lat)) for r in checked]
+                params["near"] = shapely.MultiPoint(
+                    [(float(r["incident"].lon), float(r["incident"].lat)) for r in checked]
+                )
+                params["degrees"] = _degrees_covering(settings.duplicate_radius_m, max(lats))
+            found = connection.execute(stmt, params).all()
         lon, lat = _xy([f.position for f in found])
-        for f, x, y in zip(found, lon.tolist(), lat.tolist(), strict=True):
-            self._rows.append((f.incident_id, f.matter_code, f.reported_at, f.status, x, y))
+        own = [r["incident"] for r in reports]
+        xs, ys = _metric_xy(
+            [*lon.tolist(), *(float(i.lon) for i in own)],
+            [*lat.tolist(), *(float(i.lat) for i in own)],
+        )
+        n = len(found)
+        for f, x, y in zip(found, xs[:n].tolist(), ys[:n].tolist(), strict=True):
+            self._append(f.matter_code, f.incident_id, f.reported_at, f.status, x, y)
+        for incident, x, y in zip(own, xs[n:].tolist(), ys[n:].tolist(), strict=True):
+            self._at[incident.incident_id] = (x, y)
+
+    def _append(self, matter: str, *row: Any) -> None:
+        columns = self._rows.setdefault(matter, ([], [], [], [], []))
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
 
     def add(self, incident: dispatch.Incident, reported_at: datetime, status: str) -> None:
-        self._rows.append(
-            (
-                incident.incident_id,
-                incident.matter_code,
-                reported_at,
-                status,
-                float(incident.lon),
-                float(incident.lat),
-            )
-        )
+        x, y = self._at[incident.incident_id]
+        self._append(incident.matter_code, incident.incident_id, reported_at, status, x, y)
 
     def master(
         self, incident: dispatch.Incident, reported_at: datetime
     ) -> tuple[str, float] | None:
-        same = [r for r in self._rows if r[1] == incident.matter_code]
+        ids, times, statuses, xs, ys = self._rows.get(incident.matter_code, ([], [], [], [], []))
         return _nearest_open(
             incident,
             reported_at,
-            [r[0] for r in same],
-            [r[2] for r in same],
-            [r[3] for r in same],
-            np.array([r[4] for r in same], dtype=float),
-            np.array([r[5] for r in same], dtype=float),
+            self._at[incident.incident_id],
+            ids,
+            times,
+            statuses,
+            np.array(xs, dtype=float),
+            np.array(ys, dtype=float),
         )
 
 
@@ -547,36 +573,38 @@ def _find_duplicate(
     if not rows:
         return None
     lon, lat = _xy([r.position for r in rows])
+    # The report's own point goes last, in the same (one) transformation.
+    xs, ys = _metric_xy([*lon.tolist(), float(incident.lon)], [*lat.tolist(), float(incident.lat)])
     return _nearest_open(
         incident,
         reported_at,
+        (float(xs[-1]), float(ys[-1])),
         [r.incident_id for r in rows],
         [r.reported_at for r in rows],
         [r.status for r in rows],
-        lon,
-        lat,
+        xs[:-1],
+        ys[:-1],
     )
 
 
 def _nearest_open(
     incident: dispatch.Incident,
     reported_at: datetime,
+    at: tuple[float, float],
     ids: Sequence[str],
     times: Sequence[datetime],
     statuses: Sequence[str],
-    lon: np.ndarray,
-    lat: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
 ) -> tuple[str, float] | None:
     """The duplicate rule (:func:`gridgov.workflow.find_duplicate`) on candidates of the
-    report's matter: the master's id and its distance (metres), or None."""
+    report's matter: the master's id and its distance (metres), or None. ``at`` is the
+    report's point and ``xs``/``ys`` the candidates', in the metric CRS (:func:`_metric_xy`)."""
     if not len(ids):
         return None
     settings = get_settings()
     window = timedelta(hours=settings.duplicate_window_h)
-    # The report's own point goes last, in the same (one) transformation.
-    xs, ys = _metric_xy([*lon.tolist(), float(incident.lon)], [*lat.tolist(), float(incident.lat)])
-    x0, y0 = xs[-1:], ys[-1:]
-    xs, ys = xs[:-1], ys[:-1]
+    x0, y0 = np.array([at[0]]), np.array([at[1]])
     # Only incidents within the radius can be the answer (find_duplicate computes the same
     # distances and takes the nearest of those): the others need no frame.
     near = np.flatnonzero(np.hypot(xs - x0[0], ys - y0[0]) <= settings.duplicate_radius_m)
@@ -654,6 +682,26 @@ _DUPLICATE_CANDIDATES_OF_MATTERS = select(
     INCIDENTS.c.reported_at <= bindparam("until", type_=INCIDENTS.c.reported_at.type),
     INCIDENTS.c.reported_at >= bindparam("since", type_=INCIDENTS.c.reported_at.type),
 )
+
+
+# The same, narrowed to the incidents within ``degrees`` of one of the points ``near``.
+_DUPLICATE_CANDIDATES_NEAR = _DUPLICATE_CANDIDATES_OF_MATTERS.where(
+    func.ST_DWithin(
+        INCIDENTS.c.geometry,
+        bindparam("near", type_=GeometryType("MULTIPOINT")),
+        bindparam("degrees", type_=Float),
+    )
+)
+
+
+def _degrees_covering(radius_m: float, abs_lat: float) -> float:
+    """A distance in degrees (planar, on longitude and latitude) that every point within
+    ``radius_m`` metres of a point at latitude ±``abs_lat`` lies within. A degree of longitude
+    is 111.32 km times the cosine of the latitude, a degree of latitude at least 110.57 km;
+    the factor 1.25 covers the metric CRS's scale (UTM's is within 0.1 % of true) and the
+    latitude's change across the radius."""
+    per_degree = 110_574.0 * math.cos(math.radians(min(abs_lat + 1.0, 89.0)))
+    return 1.25 * radius_m / per_degree
 
 
 def _geoframe(rows: Sequence[Any], columns: Sequence[str]) -> gpd.GeoDataFrame:
