@@ -219,7 +219,7 @@ async def idle_streams(
         opened.append((reader, writer))
     for reader, _ in opened:
         await reader.readuntil(b"\r\n\r\n")
-    await asyncio.sleep(1.0)
+    settled_s = await api_load.settled(pgid)
     before = cpu_snapshot(pgid)
     await asyncio.sleep(seconds)
     idle = cpu_delta(before, cpu_snapshot(pgid))
@@ -248,6 +248,7 @@ async def idle_streams(
         writer.close()
     return {
         "streams": n,
+        "settled_s": settled_s,
         "idle_server_core_share": idle["server"] / idle["wall"],
         "idle_postgres_core_share": idle["postgres"] / idle["wall"],
         "fix_status": status,
@@ -278,6 +279,7 @@ def run_path(path: str, url: str, units: list[str], args: argparse.Namespace) ->
         proc, port = start_server(app, args.workers, db_url, args.log)
         try:
             make = requests_for(path, port, token, units, args)
+            api_load._run_async(api_load.settled(proc.pid))
             api_load._run_async(drive(port, make, args.concurrency, args.warmup, args.seed))
             before = cpu_snapshot(proc.pid)
             window = api_load._run_async(
@@ -334,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[path] = s = run_streams(args.url, units, args)
                 # PostgreSQL's share counts every backend of the server (other users' too).
                 print(
-                    f"  streams      {s['streams']} open, idle {args.seconds:g} s: "
+                    f"  streams      {s['streams']} open, idle {args.seconds:g} s (after "
+                    f"{s['settled_s']:.0f} s for the server's start-up to settle): "
                     f"server {s['idle_server_core_share']:.1%} of a core, PostgreSQL "
                     f"{s['idle_postgres_core_share']:.1%}; a fix reached {s['delivered']} "
                     f"streams, p50 {s['delivery_p50_ms']:.0f} ms, "
