@@ -17,14 +17,14 @@ import shapely
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
-from test_store_dispatch import load_tiny
+from test_unit_state import pg_district  # noqa: F401 (a fixture)
 
 from api.app import create_app
 from gridgov import maps, store
 from gridgov.model import UnitStatus
 from gridgov.service.scope import scope_for
 from gridgov.settings import Settings
-from gridgov.store import Credential, create_engine_from_url, init_db, live_feed, set_unit_status
+from gridgov.store import Credential, live_feed, set_unit_status
 from gridgov.store.models import UNITS
 
 FEED = "/api/v1/live"
@@ -489,27 +489,16 @@ class _Everything:
         return {}
 
 
-@pytest.fixture
-def pg_tiny(postgis_schema_url: str) -> Iterator[Engine]:
-    """The small test district on PostGIS only: late commits are PostgreSQL's (SQLite has one
-    writer at a time, whose numbers follow its commits)."""
-    init_db(postgis_schema_url)
-    engine = create_engine_from_url(postgis_schema_url)
-    try:
-        load_tiny(engine)
-        yield engine
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.postgis
 def test_a_unit_written_before_the_cursor_and_committed_after_it_reaches_the_wall(
-    pg_tiny: Engine,
+    pg_district: Engine,  # noqa: F811 (the fixture imported above)
 ) -> None:
     """A unit row takes its change number when it is written. One written before a poll and
     committed after it, below numbers that poll saw, is still sent at the next poll: the
     cursor's mark is its snapshot's oldest running transaction, at or below the late one."""
-    engine, scope = pg_tiny, _Everything()
+    # The small district on PostGIS only: late commits are PostgreSQL's (SQLite has one writer
+    # at a time, whose numbers follow its commits).
+    engine, scope = pg_district, _Everything()
     first = live_feed.read_live(engine, scope).state
     late = engine.connect()
     try:
