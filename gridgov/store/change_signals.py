@@ -6,7 +6,8 @@
   status) do not notify: a notifying transaction holds a database-wide lock through its commit,
   which made fixes commit one at a time. The same connection probes the units every
   :data:`UNIT_PROBE_S` instead (per process, not per stream) for rows written by transactions
-  its last probe's snapshot did not see: the live feed's own test (:data:`_UNITS_PROBE`).
+  its last probe's snapshot did not see: the live feed's own rule
+  (:func:`gridgov.store.live_feed.units_probe`), compiled for this connection.
 - SQLite: the engine's own commits in this process (one writer process is SQLite's deployment).
 
 A signal only says "look"; readers then read what changed since their own cursor, so a missed
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from gridgov.store.engine import detect_backend
+from gridgov.store.live_feed import units_probe
 
 __all__ = ["CHANNEL", "UNIT_PROBE_S", "watch_changes"]
 
@@ -29,16 +31,6 @@ __all__ = ["CHANNEL", "UNIT_PROBE_S", "watch_changes"]
 CHANNEL = "gridgov_live"
 #: How often a process looks whether a unit row was written (fixes, status).
 UNIT_PROBE_S = 0.5
-# A write the last probe's snapshot did not see has a change_xid at or above that snapshot's
-# oldest running transaction (migration 0013). The count and sum of change numbers at or
-# above the last mark change with every such write, a late commit below the largest number
-# included (the largest alone missed those). Two index ranges, empty while nothing runs.
-_UNITS_PROBE = """WITH m AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS mark)
-SELECT (SELECT mark FROM m),
-  (SELECT count(*) FROM units WHERE change_xid >= %(last)s),
-  (SELECT coalesce(sum(change_seq), 0) FROM units WHERE change_xid >= %(last)s),
-  (SELECT count(*) FROM units WHERE change_xid >= (SELECT mark FROM m)),
-  (SELECT coalesce(sum(change_seq), 0) FROM units WHERE change_xid >= (SELECT mark FROM m))"""
 
 
 def watch_changes(engine: Engine, wake: Callable[[], None]) -> None:
@@ -63,6 +55,10 @@ def listener_connection(engine: Engine) -> Any:
 def _listen(engine: Engine, wake: Callable[[], None]) -> None:
     import psycopg
 
+    # The live feed's statement, rendered in the engine's dialect for the raw connection
+    # (psycopg's placeholders): the rule of a poll and of this probe has one owner.
+    compiled = units_probe().compile(dialect=engine.dialect)
+    probe, constants = str(compiled), dict(compiled.params)
     while True:
         try:
             with listener_connection(engine) as conn:
@@ -73,7 +69,7 @@ def _listen(engine: Engine, wake: Callable[[], None]) -> None:
                     for _ in conn.notifies(timeout=UNIT_PROBE_S, stop_after=1):
                         wake()
                     last = units[0] if units is not None else None
-                    row = conn.execute(_UNITS_PROBE, {"last": last}).fetchone()
+                    row = conn.execute(probe, {**constants, "last": last}).fetchone()
                     if row is None:
                         continue
                     mark, n_then, sum_then, n_now, sum_now = row

@@ -78,6 +78,7 @@ __all__ = [
     "dataset_version",
     "parse_cursor",
     "read_live",
+    "units_probe",
 ]
 
 #: Event ids below the cursor in which an event committed out of id order is still caught.
@@ -284,11 +285,34 @@ def _written_since(scope: list[ColumnElement[bool]], mark: Any) -> list[ColumnEl
     return [*scope, UNITS.c.change_xid >= mark]
 
 
+def _count_and_sum_of(where: list[ColumnElement[bool]]) -> tuple[Any, Any]:
+    """The count and the sum of change numbers of the unit rows ``where`` selects, as two
+    scalar subqueries: what a cursor keeps and compares."""
+    return (
+        select(func.count()).where(*where).scalar_subquery(),
+        select(func.coalesce(func.sum(UNITS.c.change_seq), 0)).where(*where).scalar_subquery(),
+    )
+
+
 def _count_and_sum(connection: Connection, where: list[ColumnElement[bool]]) -> tuple[int, int]:
-    n, total = connection.execute(
-        select(func.count(), func.coalesce(func.sum(UNITS.c.change_seq), 0)).where(*where)
-    ).one()
+    n, total = connection.execute(select(*_count_and_sum_of(where))).one()
     return int(n), int(total)
+
+
+@functools.cache
+def units_probe() -> Any:
+    """The statement a process's listener (:mod:`gridgov.store.change_signals`) probes the
+    units with on PostgreSQL: its own snapshot's mark, then the count and sum at or above the
+    previous probe's mark (bound as ``last``) and at or above its own. A change of the first
+    pair since the previous probe is a write that probe did not see, however late it
+    committed: the rule a poll applies (:func:`_unit_state`), for the whole store."""
+    mark = select(_mark_now("postgresql")).scalar_subquery()
+    last = bindparam("last", type_=BigInteger)
+    return select(
+        mark,
+        *_count_and_sum_of(_written_since([], last)),
+        *_count_and_sum_of(_written_since([], mark)),
+    )
 
 
 def _unit_state(
@@ -467,10 +491,7 @@ def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, .
         select(func.max(EVENTS.c.event_id)).scalar_subquery(),
         events(EVENTS.c.event_id > last),
         events(EVENTS.c.event_id > bindparam("b_low", type_=BigInteger), EVENTS.c.event_id <= last),
-        *(
-            select(value).where(*written).scalar_subquery()
-            for value in (func.count(), func.coalesce(func.sum(UNITS.c.change_seq), 0))
-        ),
+        *_count_and_sum_of(written),
         case(
             (bindparam("b_check", type_=Boolean).is_(False), 1),
             (exists(live), 1),
