@@ -367,8 +367,9 @@ def test_many_threads_each_get_their_own_decision(
 def test_storing_together_equals_storing_one_by_one(district: Engine, tmp_path: Path) -> None:
     """create_incidents' few statements give each report the outcome create_incident gives it
     one by one: duplicates of stored incidents and of earlier reports of the same call, on
-    either side of the duplicate radius (on PostGIS the batch reads only the candidates near
-    its reports; the single path reads every open one of the matter)."""
+    either side of the duplicate radius. The twin is SQLite, which reads every open incident
+    of the matter; on PostGIS both the single path and the batch read only the candidates
+    near their reports."""
     rng = random.Random(11)
     spots = [_on_lattice(rng.uniform(0, N - 1), rng.uniform(0, N - 1)) for _ in range(6)]
     reports = []
@@ -394,10 +395,10 @@ def test_storing_together_equals_storing_one_by_one(district: Engine, tmp_path: 
             }
         )
     one, many = _single_path_store(tmp_path), district
-    # Half stored before: the later reports may duplicate them (read from the store, where
-    # PostGIS narrows them to the batch's surroundings) or an earlier report of their batch.
+    # Half stored before, one by one on both (the single path's read): the later reports may
+    # duplicate them (read from the store) or an earlier report of their batch.
     for r in reports[:20]:
-        assert store.create_incident(one, **r) == store.create_incidents(many, [r])[0]
+        assert store.create_incident(one, **r) == store.create_incident(many, **r)
     alone = [store.create_incident(one, **r) for r in reports[20:]]
     together = store.create_incidents(many, reports[20:])
     assert together == alone

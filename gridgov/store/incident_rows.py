@@ -299,6 +299,7 @@ def _insert_together(
 class _Candidates:
     """The open incidents a batch's reports may duplicate, read once, with the batch's own
     reports added as they are stored (a report may duplicate an earlier one of its batch).
+    A report stored alone is a batch of one (:func:`_find_duplicate`).
 
     The candidates' points and the reports' own go to the metric CRS in one transformation
     for the whole batch (one per report before: most of the check's time)."""
@@ -333,7 +334,8 @@ class _Candidates:
                 params["degrees"] = _degrees_covering(settings.duplicate_radius_m, max(lats))
             found = connection.execute(stmt, params).all()
         lon, lat = _xy([f.position for f in found])
-        own = [r["incident"] for r in reports]
+        # A lone report with no candidate near needs no point of its own: nothing to measure.
+        own = [r["incident"] for r in reports] if found or len(reports) > 1 else []
         xs, ys = _metric_xy(
             [*lon.tolist(), *(float(i.lon) for i in own)],
             [*lat.tolist(), *(float(i.lat) for i in own)],
@@ -357,6 +359,8 @@ class _Candidates:
         self, incident: dispatch.Incident, reported_at: datetime
     ) -> tuple[str, float] | None:
         ids, times, statuses, xs, ys = self._rows.get(incident.matter_code, ([], [], [], [], []))
+        if not ids:
+            return None
         return _nearest_open(
             incident,
             reported_at,
@@ -512,21 +516,6 @@ def _metric_xy(lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
-def _duplicate_candidates() -> Any:
-    return select(
-        INCIDENTS.c.incident_id,
-        INCIDENTS.c.matter_code,
-        INCIDENTS.c.reported_at,
-        INCIDENTS.c.status,
-        _raw_position(INCIDENTS.c.geometry),
-    ).where(
-        INCIDENTS.c.matter_code == bindparam("matter"),
-        INCIDENTS.c.status.in_([str(s) for s in OPEN_STATES]),
-        INCIDENTS.c.reported_at <= bindparam("until", type_=INCIDENTS.c.reported_at.type),
-        INCIDENTS.c.reported_at >= bindparam("since", type_=INCIDENTS.c.reported_at.type),
-    )
-
-
 # One statement for any number of matters, the locks taken in the order of the sorted list.
 _LOCK_DUPLICATE_CHECKS = text(
     "SELECT count(pg_advisory_xact_lock(CAST(:space AS integer), hashtext(m))) "
@@ -553,38 +542,16 @@ def _lock_duplicate_checks(connection: Connection, matters: Sequence[str]) -> No
 def _find_duplicate(
     connection: Connection, incident: dispatch.Incident, reported_at: datetime
 ) -> tuple[str, float] | None:
-    """The open incident this report duplicates and how far it is (metres), or None.
+    """The open incident this report duplicates and how far it is (metres), or None: the
+    batch's check (:class:`_Candidates`) for a batch of one, so that both read the same
+    candidates.
 
     Distances are planar in the metric CRS (UTM 48N) on both backends, so SQLite and PostGIS
-    give the same answer; the database only narrows the candidates to the same matter, open
-    states and the time window.
+    give the same answer; the database only narrows the candidates (the matter, open states,
+    the time window and, on PostGIS, the surroundings).
     """
-    settings = get_settings()
-    window = timedelta(hours=settings.duplicate_window_h)
     _lock_duplicate_checks(connection, [incident.matter_code])
-    rows = connection.execute(
-        _DUPLICATE_CANDIDATES,
-        {
-            "matter": incident.matter_code,
-            "until": reported_at,
-            "since": reported_at - window,
-        },
-    ).all()
-    if not rows:
-        return None
-    lon, lat = _xy([r.position for r in rows])
-    # The report's own point goes last, in the same (one) transformation.
-    xs, ys = _metric_xy([*lon.tolist(), float(incident.lon)], [*lat.tolist(), float(incident.lat)])
-    return _nearest_open(
-        incident,
-        reported_at,
-        (float(xs[-1]), float(ys[-1])),
-        [r.incident_id for r in rows],
-        [r.reported_at for r in rows],
-        [r.status for r in rows],
-        xs[:-1],
-        ys[:-1],
-    )
+    return _Candidates(connection, [{"incident": incident}]).master(incident, reported_at)
 
 
 def _nearest_open(
@@ -600,14 +567,12 @@ def _nearest_open(
     """The duplicate rule (:func:`gridgov.workflow.find_duplicate`) on candidates of the
     report's matter: the master's id and its distance (metres), or None. ``at`` is the
     report's point and ``xs``/``ys`` the candidates', in the metric CRS (:func:`_metric_xy`)."""
-    if not len(ids):
-        return None
     settings = get_settings()
     window = timedelta(hours=settings.duplicate_window_h)
-    x0, y0 = np.array([at[0]]), np.array([at[1]])
+    x0, y0 = at
     # Only incidents within the radius can be the answer (find_duplicate computes the same
     # distances and takes the nearest of those): the others need no frame.
-    near = np.flatnonzero(np.hypot(xs - x0[0], ys - y0[0]) <= settings.duplicate_radius_m)
+    near = np.flatnonzero(np.hypot(xs - x0, ys - y0) <= settings.duplicate_radius_m)
     if not len(near):
         return None
     open_incidents = pd.DataFrame(
@@ -622,8 +587,8 @@ def _nearest_open(
     )
     master = find_duplicate(
         incident.matter_code,
-        float(x0[0]),
-        float(y0[0]),
+        x0,
+        y0,
         reported_at,
         open_incidents,
         radius_m=settings.duplicate_radius_m,
@@ -632,7 +597,7 @@ def _nearest_open(
     if master is None:
         return None
     hit = open_incidents.loc[open_incidents["incident_id"] == master].iloc[0]
-    return master, float(np.hypot(hit["x_m"] - x0[0], hit["y_m"] - y0[0]))
+    return master, float(np.hypot(hit["x_m"] - x0, hit["y_m"] - y0))
 
 
 def _incident_from_row(row: Any) -> dispatch.Incident:
@@ -668,8 +633,7 @@ def _not_dispatchable(incident_id: str, status: str) -> InputError:
     return InputError(msg)
 
 
-_DUPLICATE_CANDIDATES = _duplicate_candidates()
-# The candidates of several matters at once (a batch of reports).
+# The candidates of a batch's matters (one matter for a report stored alone).
 _DUPLICATE_CANDIDATES_OF_MATTERS = select(
     INCIDENTS.c.incident_id,
     INCIDENTS.c.matter_code,
