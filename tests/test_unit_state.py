@@ -322,6 +322,32 @@ def test_a_late_commit_below_the_largest_change_number_is_seen(pg_district: Engi
     assert "E1" not in pool.ids.tolist()
 
 
+@pytest.mark.postgis
+def test_a_unit_written_in_a_savepoint_and_committed_late_is_in_the_delta(
+    pg_district: Engine,
+) -> None:
+    """A row written in a savepoint carries the subtransaction's own id as its ``xmin``, which
+    a snapshot's list of running transactions does not hold: judged by ``xmin``, it looked
+    seen, and only the count and sum check's full read caught it. The delta itself must."""
+    engine = pg_district
+    ctx = context_from_store(engine, CATALOG)
+    check(engine, ctx, NOW, "start")
+    late = engine.connect()
+    try:
+        with late.begin_nested():
+            late.execute(update(UNITS).where(UNITS.c.unit_id == "E1").values(on_duty=False))
+        # A later transaction commits, so the next snapshot's xmax lies above both ids.
+        set_unit_status(engine, "P2", UnitStatus.AVAILABLE, on_duty=False)
+        check(engine, ctx, NOW, "before the commit")  # the kept state: the writer running
+        late.commit()
+    finally:
+        late.close()
+    full = snap._COUNTS["full"]
+    check(engine, ctx, NOW, "after the commit")
+    assert snap._COUNTS["full"] == full
+    assert "E1" not in snap._snapshot_pool(engine, ctx, ["enforcement"], False, NOW).ids.tolist()
+
+
 def test_threads_snapshot_together_while_units_are_written(
     district: Engine,
     ctx: dispatch.DispatchContext,

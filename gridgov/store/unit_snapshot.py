@@ -240,7 +240,6 @@ _REFRESH_S = 300.0
 # How snapshots went, for tests and profiling: full reads and delta reads.
 _COUNTS = {"full": 0, "delta": 0}
 _STATEMENTS: dict[tuple[str, tuple[str, ...], bool], Any] = {}
-_XID = 4294967296  # PostgreSQL's 32-bit transaction ids wrap here
 
 
 def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool) -> Any:
@@ -250,16 +249,16 @@ def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool) -> Any
 
     Why the delta is exact, i.e. every unit row that differs from the state's is in it:
 
-    - PostgreSQL: a row version the state's snapshot S did not see was written by a transaction
-      S did not see as committed: one running at S or begun after it. The mark is S itself
-      (``pg_current_snapshot()``), and the delta is the rows whose ``xmin`` (the transaction
-      that wrote the version we see) S does not see (``pg_visible_in_snapshot``): every such
-      version, late commits whatever their change number, and the caller's own uncommitted
-      writes (its transaction is another than S's). Ids below S's ``xmin`` are all visible,
-      which the index-free scan tests first, cheaply. Ids are 32-bit and wrap: each is widened
-      against this snapshot's ``xmax``, above every id a row we can see carries. (A snapshot
-      lists no subtransactions: gridgov writes units in none, and a row written in one by hand
-      is caught by the sum check below.)
+    - PostgreSQL: a row the state's snapshot S did not see was written by a transaction S did
+      not see as committed: one running at S or begun after it. The units' trigger records
+      the writing transaction's 64-bit top-level id (``change_xid``, migration 0013). The
+      mark is S itself (``pg_current_snapshot()``), and the delta is the rows whose
+      ``change_xid`` S does not see (``pg_visible_in_snapshot``): late commits whatever their
+      change number, rows written in a savepoint (the id is the top-level transaction's, the
+      one S lists as running), and the caller's own uncommitted writes (its transaction is
+      another than S's). Every such id is at least S's ``xmin``: an index range, which holds
+      only the rows of the transactions around S. (Rows last written before migration 0013
+      have none: they are older than any state.)
     - SQLite: one writer at a time, and each takes the largest number plus one while it holds
       the write lock, so numbers follow commit order and a snapshot sees every number up to
       its largest, and no other: the delta is the rows at or above the largest the state saw
@@ -301,14 +300,11 @@ def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool) -> Any
         func.coalesce(func.max(units.c.change_seq), -1).label("top"),
     ).subquery("t")
     if dialect == "postgresql":
-        now_max = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
-        age = f"(({now_max} - units.xmin::text::bigint) % {_XID} + {_XID}) % {_XID}"
         then = "CAST(CAST(:mark AS text) AS pg_snapshot)"
         mark: Any = literal_column("pg_current_snapshot()::text")
         changed: Any = text(
-            f"(CAST(:mark AS text) IS NULL OR ({age} <= {now_max} - "
-            f"pg_snapshot_xmin({then})::text::bigint AND NOT pg_visible_in_snapshot("
-            f"({now_max} - {age})::text::xid8, {then})))"
+            f"(CAST(:mark AS text) IS NULL OR (units.change_xid >= pg_snapshot_xmin({then})"
+            f"::text::bigint AND NOT pg_visible_in_snapshot(units.change_xid::text::xid8, {then})))"
         ).bindparams(bindparam("mark", type_=String))
     else:
         mark = totals.c.top
