@@ -17,7 +17,7 @@ import shapely
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
-from test_unit_state import pg_district  # noqa: F401 (a fixture)
+from test_unit_state import crowd, pg_district  # noqa: F401 (a fixture)
 
 from api.app import create_app
 from gridgov import maps, store
@@ -520,3 +520,42 @@ def test_a_unit_written_before_the_cursor_and_committed_after_it_reaches_the_wal
     assert after.changed and not after.reset and after.gdf_units is not None
     assert bool(after.gdf_units.set_index("unit_id").loc["E1", "on_duty"]) is False
     assert not live_feed.read_live(engine, scope, after.state).changed
+
+
+def plans(connection: Any, marker: str) -> tuple[int, int]:
+    """(generic, custom) plans of the statement containing ``marker`` that the session of
+    ``connection`` prepared (psycopg prepares a statement run five times on a connection)."""
+    row = connection.exec_driver_sql(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+        "WHERE statement LIKE %(marker)s",
+        {"marker": f"%{marker}%"},
+    ).one()
+    return int(row.generic_plans), int(row.custom_plans)
+
+
+@pytest.mark.postgis
+@pytest.mark.parametrize("street", [None, "S1"])
+def test_a_quiet_poll_is_planned_once_per_connection(
+    pg_district: Engine,  # noqa: F811 (the fixture imported above)
+    street: str | None,
+) -> None:
+    """The wall polls its one statement every second from every display. Two things made
+    PostgreSQL parse and plan it at every poll (most of its cost): the poll's read-only
+    transaction ended in a ROLLBACK, at which psycopg drops every prepared statement; and
+    PostgreSQL keeps a statement's generic plan only when it looks no dearer than planning
+    each time, and guessed an open range like ``event_id > $1`` held a third of the table.
+    Now, after five unprepared runs and five custom plans, every poll uses one plan."""
+    url = pg_district.url.render_as_string(hide_password=False)
+    crowd(pg_district, 300)  # about 2,000 units: a district's
+    engine = store.create_engine_from_url(url, pool_size=1, max_overflow=0)  # one session
+    try:
+        scope: Any = _Everything()
+        if street is not None:
+            scope = scope_for(Credential("c0", "token", "dispatcher", street_code=street))
+        first = live_feed.read_live(engine, scope).state
+        for _ in range(20):
+            assert not live_feed.read_live(engine, scope, first).changed
+        with engine.connect() as connection:
+            assert plans(connection, "FROM credentials") == (10, 5)
+    finally:
+        engine.dispose()

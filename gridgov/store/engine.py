@@ -35,6 +35,7 @@ _INIT_HINT = "run `gridgov init` to create the schema"
 #: Execution option marking a connection whose transactions write (see :func:`begin_write`).
 _WRITE_OPTION = "gridgov_write"
 _WRITER = "_gridgov_writer"
+_READER = "_gridgov_reader"
 #: How long a SQLite writer waits for another one before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -108,6 +109,23 @@ def _writer(engine: Engine) -> Engine:
     if writer is None:
         writer = engine.__dict__[_WRITER] = engine.execution_options(**{_WRITE_OPTION: True})
     return writer
+
+
+def read_statements(engine: Engine) -> Engine:
+    """``engine`` for reads that need no transaction: on PostgreSQL each statement runs on its
+    own (autocommit), which under READ COMMITTED sees what a read-only transaction's statement
+    would (a snapshot of its own); on SQLite, ``engine`` itself.
+
+    A read-only transaction only adds a BEGIN and a ROLLBACK, and psycopg drops every
+    statement it prepared on the connection at each ROLLBACK: a statement run again and
+    again (the wall's poll, the dispatcher's unit snapshot) was parsed and planned every
+    time, and the server got three more round trips a request."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    reader: Engine | None = engine.__dict__.get(_READER)
+    if reader is None:
+        reader = engine.__dict__[_READER] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return reader
 
 
 #: PostgreSQL's "try again" answers: serialization failure and deadlock detected.
