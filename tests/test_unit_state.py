@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -297,17 +298,23 @@ def pg_district(postgis_schema_url: str) -> Iterator[Engine]:
 
 
 @pytest.mark.postgis
-def test_a_late_commit_below_the_largest_change_number_is_seen(pg_district: Engine) -> None:
+@pytest.mark.parametrize("in_savepoint", [False, True])
+def test_a_late_commit_is_in_the_delta(pg_district: Engine, in_savepoint: bool) -> None:
     """PostgreSQL numbers a row when it is written, not when it commits: a transaction that
     took a smaller number than one a snapshot saw may commit after that snapshot (SQLite has
-    one writer at a time: its numbers follow its commits)."""
+    one writer at a time: its numbers follow its commits). A row written in a savepoint
+    carries the subtransaction's own id as its ``xmin``, which a snapshot's list of running
+    transactions does not hold: judged by ``xmin``, it looked seen, and only the count and sum
+    check's full read caught it. The delta itself must see both."""
     engine = pg_district
     ctx = context_from_store(engine, CATALOG)
     check(engine, ctx, NOW, "start")
     late = engine.connect()
     try:
-        late.execute(update(UNITS).where(UNITS.c.unit_id == "E1").values(on_duty=False))
-        # Many later numbers, committed, and seen (more than any look-back window).
+        with late.begin_nested() if in_savepoint else nullcontext():
+            late.execute(update(UNITS).where(UNITS.c.unit_id == "E1").values(on_duty=False))
+        # Many later numbers, committed, and seen (more than any look-back window); the next
+        # snapshot's xmax lies above the late transaction's ids.
         for k in range(300):
             set_unit_status(engine, "P2", UnitStatus.AVAILABLE, on_duty=k % 2 == 0)
         check(engine, ctx, NOW, "before the late commit")
@@ -320,32 +327,6 @@ def test_a_late_commit_below_the_largest_change_number_is_seen(pg_district: Engi
     assert snap._COUNTS["full"] == full
     pool = snap._snapshot_pool(engine, ctx, ["enforcement"], False, NOW)
     assert "E1" not in pool.ids.tolist()
-
-
-@pytest.mark.postgis
-def test_a_unit_written_in_a_savepoint_and_committed_late_is_in_the_delta(
-    pg_district: Engine,
-) -> None:
-    """A row written in a savepoint carries the subtransaction's own id as its ``xmin``, which
-    a snapshot's list of running transactions does not hold: judged by ``xmin``, it looked
-    seen, and only the count and sum check's full read caught it. The delta itself must."""
-    engine = pg_district
-    ctx = context_from_store(engine, CATALOG)
-    check(engine, ctx, NOW, "start")
-    late = engine.connect()
-    try:
-        with late.begin_nested():
-            late.execute(update(UNITS).where(UNITS.c.unit_id == "E1").values(on_duty=False))
-        # A later transaction commits, so the next snapshot's xmax lies above both ids.
-        set_unit_status(engine, "P2", UnitStatus.AVAILABLE, on_duty=False)
-        check(engine, ctx, NOW, "before the commit")  # the kept state: the writer running
-        late.commit()
-    finally:
-        late.close()
-    full = snap._COUNTS["full"]
-    check(engine, ctx, NOW, "after the commit")
-    assert snap._COUNTS["full"] == full
-    assert "E1" not in snap._snapshot_pool(engine, ctx, ["enforcement"], False, NOW).ids.tolist()
 
 
 def test_threads_snapshot_together_while_units_are_written(

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gridgov.errors import InputError, NotFoundError
-from gridgov.store.engine import begin_write, translate_errors
+from gridgov.store.engine import begin_write, read_statements, translate_errors
 from gridgov.store.group_commit import group_of
 from gridgov.store.models import (
     API_ROLES,
@@ -263,7 +263,7 @@ def _live_rows(
     engine: Engine, credential_ids: Sequence[str], now: datetime | None = None
 ) -> list[Any]:
     """The live row of each credential of ``credential_ids`` (None for one not live)."""
-    with engine.connect() as connection:
+    with read_statements(engine).connect() as connection:
         rows = connection.execute(
             _LIVE_ROWS, {"b_ids": sorted(set(credential_ids)), "b_now": now or datetime.now(UTC)}
         )

@@ -26,9 +26,7 @@ from gridgov.errors import (
 from gridgov.network import build_network
 from gridgov.roads import SPEEDS_KMH
 from gridgov.store.district_read import read_catalog, read_roads, read_stored_areas
-from gridgov.store.engine import (
-    translate_errors,
-)
+from gridgov.store.engine import read_statements, translate_errors
 from gridgov.store.group_commit import group_of
 from gridgov.store.models import (
     DATASETS,
@@ -70,7 +68,7 @@ def _dataset_version(engine: Engine, connection: Connection | None = None) -> An
 
 
 def _versions(engine: Engine, asks: Sequence[None]) -> list[Any]:
-    with engine.connect() as own:
+    with read_statements(engine).connect() as own:
         version = own.execute(_MAX_DATASET).scalar()
     return [version] * len(asks)
 
