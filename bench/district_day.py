@@ -66,6 +66,7 @@ class PathStats:
     due: int = 0
     done: int = 0
     latencies: list[float] = field(default_factory=list)
+    dues: list[float] = field(default_factory=list)  # when each answered request was due
     statuses: Counter[int] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
 
@@ -124,6 +125,7 @@ class Pool:
             self.stats.done += 1
             self.stats.statuses[status] += 1
             self.stats.latencies.append(time.perf_counter() - due)
+            self.stats.dues.append(due)
 
     async def close(self) -> None:
         for t in self.tasks:
@@ -189,6 +191,7 @@ async def _poller(
         stats.done += 1
         stats.statuses[status] += 1
         stats.latencies.append(time.perf_counter() - due)
+        stats.dues.append(due)
         if status == 200:
             cursor[0] = json.loads(body)["cursor"]
     await conn.close()
@@ -309,6 +312,14 @@ async def day(port: int, url: str, args: argparse.Namespace, pgid: int) -> dict[
                 "errors": sum(n for st, n in s.statuses.items() if st >= 400)
                 + sum(s.failures.values()),
                 "statuses": dict(s.statuses),
+                # A p99 of few requests is the worst few: say when in the day they were due.
+                "slowest": sorted(
+                    (
+                        (lat * 1e3, due - start)
+                        for lat, due in zip(s.latencies, s.dues, strict=True)
+                    ),
+                    reverse=True,
+                )[:3],
                 "failures": dict(s.failures),
             }
             for name, s in stats.items()
@@ -375,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<14} {r['due']:>7} {r['rate']:>7.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
             f"{r['errors']:>6} {r['backlog']:>7}"
         )
+    slow = result["paths"]["report"]["slowest"]
+    print("slowest reports: " + ", ".join(f"{ms:.0f} ms due at {at:.0f} s" for ms, at in slow))
     print(
         f"pushed change events received by the {args.walls} walls: {result['pushed_events']}\n"
         f"CPU per request: server {result['server_cpu_ms_per_request']:.2f} ms, PostgreSQL "
