@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import BigInteger, Engine, create_engine, event, inspect, literal_column, text
 from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -116,16 +116,28 @@ def read_statements(engine: Engine) -> Engine:
     own (autocommit), which under READ COMMITTED sees what a read-only transaction's statement
     would (a snapshot of its own); on SQLite, ``engine`` itself.
 
-    A read-only transaction only adds a BEGIN and a ROLLBACK, and psycopg drops every
-    statement it prepared on the connection at each ROLLBACK: a statement run again and
-    again (the wall's poll, the dispatcher's unit snapshot) was parsed and planned every
-    time, and the server got three more round trips a request."""
+    A read-only transaction only adds a BEGIN and a ROLLBACK (two round trips), and psycopg
+    drops every statement it prepared on the connection at each ROLLBACK: a statement run
+    again and again (the wall's poll, the dispatcher's unit snapshot) was parsed and planned
+    every time. See :func:`at_or_above` for the other half of planning such a statement once."""
     if engine.dialect.name != "postgresql":
         return engine
     reader: Engine | None = engine.__dict__.get(_READER)
     if reader is None:
         reader = engine.__dict__[_READER] = engine.execution_options(isolation_level="AUTOCOMMIT")
     return reader
+
+
+def at_or_above(column: Any, low: Any) -> list[Any]:
+    """``column >= low`` for a prepared statement that runs again and again, as two clauses:
+    that one and an upper bound that excludes nothing (the largest bigint).
+
+    PostgreSQL keeps a prepared statement's generic plan (planned once per connection) only
+    when it is estimated no dearer than planning each time. For ``column >= $1`` alone it
+    guesses a third of the table and so planned the statement at every run (for the wall's
+    poll, 0.2-0.3 ms, most of its cost); for a range with both bounds it guesses 0.5 %: an
+    index range, planned once."""
+    return [column >= low, column <= literal_column(str(2**63 - 1), BigInteger)]
 
 
 #: PostgreSQL's "try again" answers: serialization failure and deadlock detected.

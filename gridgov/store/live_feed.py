@@ -63,7 +63,7 @@ from gridgov.errors import CredentialRefusedError, InputError
 from gridgov.model import UNIT_COLUMNS
 from gridgov.store.access import credential_is_live
 from gridgov.store.dispatch_rows import ASSIGNMENT_COLUMNS
-from gridgov.store.engine import read_statements, translate_errors
+from gridgov.store.engine import at_or_above, read_statements, translate_errors
 from gridgov.store.incident_rows import INCIDENT_COLUMNS
 from gridgov.store.models import ASSIGNMENTS, CREDENTIALS, DATASETS, EVENTS, INCIDENTS, UNITS
 from gridgov.store.unit_snapshot import _raw_wkb
@@ -95,12 +95,6 @@ _CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})-(\d{1,18})\.(\d{1,24}
 _OLD_CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})-(\d{1,24})\.(\d{1,18})$")
 #: The dataset of an old cursor: none is ever this, so the poll starts over.
 _STARTS_OVER = -1
-# An upper bound that bounds nothing, beside a lower bound that is a parameter. PostgreSQL
-# plans a prepared statement once (a generic plan) only when that plan is estimated no dearer
-# than planning each time; for ``column >= $1`` alone it guesses a third of the table, and
-# so planned the poll at every poll (0.2-0.3 ms, most of its cost). For a range with both
-# bounds it guesses 0.5 %: an index range, planned once per connection.
-_TOP = literal_column(str(2**63 - 1), BigInteger)
 
 
 class FeedScope(Protocol):
@@ -287,8 +281,8 @@ def _mark_now(dialect: str) -> Any:
 
 def _written_since(scope: list[ColumnElement[bool]], mark: Any) -> list[ColumnElement[bool]]:
     """The unit rows in scope at or above ``mark``: an index range, the rows of the
-    transactions since the mark's snapshot."""
-    return [*scope, UNITS.c.change_xid >= mark, UNITS.c.change_xid <= _TOP]
+    transactions since the mark's snapshot (bounded above: :func:`at_or_above`)."""
+    return [*scope, *at_or_above(UNITS.c.change_xid, mark)]
 
 
 def _count_and_sum_of(where: list[ColumnElement[bool]]) -> tuple[Any, Any]:

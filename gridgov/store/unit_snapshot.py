@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     String,
+    and_,
     bindparam,
     func,
     literal_column,
@@ -42,7 +43,7 @@ from gridgov.errors import (
     StoreError,
 )
 from gridgov.model import UnitStatus
-from gridgov.store.engine import read_statements, translate_errors
+from gridgov.store.engine import at_or_above, read_statements, translate_errors
 from gridgov.store.models import (
     DATASETS,
     INCIDENTS,
@@ -236,11 +237,6 @@ _REFRESH_S = 300.0
 # How snapshots went, for tests and profiling: full reads and delta reads.
 _COUNTS = {"full": 0, "delta": 0}
 _STATEMENTS: dict[tuple[str, tuple[str, ...], bool, bool], Any] = {}
-# An upper bound that bounds nothing: with the lower bound a parameter, PostgreSQL guesses a
-# range of both bounds holds 0.5 % of the table (one bound alone: a third), so the prepared
-# delta statement gets a generic plan, an index range planned once per connection, instead of
-# being planned at each dispatch turn.
-_TOP = 2**63 - 1
 
 
 def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool, full: bool) -> Any:
@@ -304,11 +300,14 @@ def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool, full: 
     if dialect == "postgresql":
         then = "CAST(CAST(:mark AS text) AS pg_snapshot)"
         mark: Any = literal_column("pg_current_snapshot()::text")
-        changed: Any = text(
-            f"units.change_xid >= pg_snapshot_xmin({then})::text::bigint "
-            f"AND units.change_xid <= {_TOP} "
-            f"AND NOT pg_visible_in_snapshot(units.change_xid::text::xid8, {then})"
+        xmin = text(f"pg_snapshot_xmin({then})::text::bigint").bindparams(
+            bindparam("mark", type_=String)
+        )
+        unseen = text(
+            f"NOT pg_visible_in_snapshot(units.change_xid::text::xid8, {then})"
         ).bindparams(bindparam("mark", type_=String))
+        # Bounded above, so that the delta is planned once per connection (at_or_above).
+        changed: Any = and_(*at_or_above(units.c.change_xid, xmin), unseen)
     else:
         mark = totals.c.top
         changed = or_(
