@@ -285,17 +285,25 @@ def _written_since(scope: list[ColumnElement[bool]], mark: Any) -> list[ColumnEl
     return [*scope, *at_or_above(UNITS.c.change_xid, mark)]
 
 
+def _count_and_sum_columns() -> tuple[Any, Any]:
+    """The count and the sum of change numbers of unit rows: what a cursor keeps and
+    compares."""
+    return func.count(), func.coalesce(func.sum(UNITS.c.change_seq), 0)
+
+
 def _count_and_sum_of(where: list[ColumnElement[bool]]) -> tuple[Any, Any]:
-    """The count and the sum of change numbers of the unit rows ``where`` selects, as two
-    scalar subqueries: what a cursor keeps and compares."""
+    """:func:`_count_and_sum_columns` of the rows ``where`` selects, as two scalar subqueries
+    (columns of a larger statement)."""
+    count, total = _count_and_sum_columns()
     return (
-        select(func.count()).where(*where).scalar_subquery(),
-        select(func.coalesce(func.sum(UNITS.c.change_seq), 0)).where(*where).scalar_subquery(),
+        select(count).where(*where).scalar_subquery(),
+        select(total).where(*where).scalar_subquery(),
     )
 
 
 def _count_and_sum(connection: Connection, where: list[ColumnElement[bool]]) -> tuple[int, int]:
-    n, total = connection.execute(select(*_count_and_sum_of(where))).one()
+    # One statement of its own: both in one scan of the range.
+    n, total = connection.execute(select(*_count_and_sum_columns()).where(*where)).one()
     return int(n), int(total)
 
 
