@@ -405,12 +405,12 @@ def _current_state(
     if base is not None and time.monotonic() - base.full_at > _REFRESH_S:
         base = None
 
-    def read(full: bool) -> list[Any]:
-        stmt = _state_statement(connection.dialect.name, kinds, with_busy, full)
-        mark = None if full or base is None else base.mark
-        return list(connection.execute(stmt, {} if full else {"mark": mark}).all())
+    def read(mark: Any) -> list[Any]:
+        # Every row without a mark, else the delta since it.
+        stmt = _state_statement(connection.dialect.name, kinds, with_busy, mark is None)
+        return list(connection.execute(stmt, {} if mark is None else {"mark": mark}).all())
 
-    rows = read(base is None)
+    rows = read(None if base is None else base.mark)
     statics = _unit_statics(engine, connection, rows[0].version)
     if statics is None:
         return None
@@ -420,7 +420,7 @@ def _current_state(
     if state is None:
         if base is not None:
             # A state of other statics, or the delta did not add up (a unit deleted): read all.
-            rows = read(True)
+            rows = read(None)
             if rows[0].version != statics.version:
                 return None
         state = _merged(None, rows, statics, connection.dialect)
