@@ -333,9 +333,10 @@ class _Candidates:
                 )
                 params["degrees"] = _degrees_covering(settings.duplicate_radius_m, max(lats))
             found = connection.execute(stmt, params).all()
+        if not found and len(reports) == 1:
+            return  # a lone report with nothing near: nothing to measure, no transformation
         lon, lat = _xy([f.position for f in found])
-        # A lone report with no candidate near needs no point of its own: nothing to measure.
-        own = [r["incident"] for r in reports] if found or len(reports) > 1 else []
+        own = [r["incident"] for r in reports]
         xs, ys = _metric_xy(
             [*lon.tolist(), *(float(i.lon) for i in own)],
             [*lat.tolist(), *(float(i.lat) for i in own)],
