@@ -7,18 +7,56 @@ incidents near the report (:mod:`gridgov.store.incident_rows`).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pandas as pd
 
 from gridgov.errors import InputError
 from gridgov.workflow import OPEN_STATES
 
-__all__ = ["DUPLICATE_COLUMNS", "find_duplicate"]
+__all__ = ["DUPLICATE_COLUMNS", "find_duplicate", "nearest_duplicate"]
 
 #: Columns :func:`find_duplicate` needs in its table of open incidents.
 DUPLICATE_COLUMNS = ("incident_id", "matter_code", "x_m", "y_m", "reported_at")
+_OPEN = frozenset(str(s) for s in OPEN_STATES)
+
+#: One candidate for :func:`nearest_duplicate`: (incident_id, x_m, y_m, reported_at, status);
+#: a status of None counts as open.
+Candidate = tuple[str, float, float, datetime, str | None]
+
+
+def nearest_duplicate(
+    x_m: float,
+    y_m: float,
+    reported_at: datetime,
+    candidates: Iterable[Candidate],
+    *,
+    radius_m: float,
+    window: timedelta,
+) -> tuple[str, float] | None:
+    """The duplicate rule on plain rows: of ``candidates`` (incidents of the report's matter,
+    points in the same metric CRS, times timezone-aware), the nearest open one within
+    ``radius_m`` (inclusive) reported within ``window`` before the report or at the same
+    instant, ties to the smaller id; returned with its distance in metres, or None.
+
+    The store calls this once per report with the few incidents near it, so it builds no
+    frame; :func:`find_duplicate` applies it to a table.
+    """
+    since = reported_at - window
+    best: tuple[float, str] | None = None
+    for incident_id, x, y, when, status in candidates:
+        distance = math.hypot(x - x_m, y - y_m)
+        # ``not <=`` so that a NaN coordinate drops out.
+        if not distance <= radius_m or not since <= when <= reported_at:
+            continue
+        if status is not None and status not in _OPEN:
+            continue
+        key = (distance, str(incident_id))
+        if best is None or key < best:
+            best = key
+    return None if best is None else (best[1], best[0])
 
 
 def find_duplicate(
@@ -72,24 +110,22 @@ def find_duplicate(
         raise InputError(msg)
     if open_incidents.empty:
         return None
-    cand = open_incidents
-    keep = (cand["matter_code"] == matter_code).to_numpy(dtype=bool, copy=True)
-    if "status" in cand.columns:
-        keep &= cand["status"].astype(str).isin([str(s) for s in OPEN_STATES]).to_numpy()
+    cand = open_incidents[(open_incidents["matter_code"] == matter_code).to_numpy(dtype=bool)]
     when = pd.to_datetime(cand["reported_at"])
     if getattr(when.dt, "tz", None) is None:
         msg = "open incidents' reported_at holds naive times; give timezone-aware times"
         raise InputError(msg)
-    when_us = when.dt.tz_convert(UTC).dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    t_us = np.datetime64(reported_at.astimezone(UTC).replace(tzinfo=None), "us")
-    keep &= (when_us <= t_us) & (when_us >= t_us - np.timedelta64(window, "us"))
-    dist = np.hypot(
-        cand["x_m"].to_numpy(dtype=float) - float(x_m),
-        cand["y_m"].to_numpy(dtype=float) - float(y_m),
+    statuses = cand["status"].astype(str) if "status" in cand.columns else [None] * len(cand)
+    rows = zip(
+        cand["incident_id"].astype(str),
+        cand["x_m"].to_numpy(dtype=float).tolist(),
+        cand["y_m"].to_numpy(dtype=float).tolist(),
+        # Timestamps are datetimes; whole microseconds, as the store keeps them.
+        list(when.dt.tz_convert(UTC).dt.floor("us")),
+        statuses,
+        strict=True,
     )
-    keep &= dist <= radius_m  # NaN coordinates compare False and drop out
-    if not keep.any():
-        return None
-    ids = cand["incident_id"].astype(str).to_numpy()[keep]
-    best = np.lexsort((ids, dist[keep]))[0]
-    return str(ids[best])
+    found = nearest_duplicate(
+        float(x_m), float(y_m), reported_at, rows, radius_m=radius_m, window=window
+    )
+    return None if found is None else found[0]

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from gridgov import dispatch
 from gridgov.catalog import Matter
 from gridgov.crs import from_wgs84
-from gridgov.duplicates import find_duplicate
+from gridgov.duplicates import nearest_duplicate
 from gridgov.errors import (
     InputError,
     NotFoundError,
@@ -359,18 +359,19 @@ class _Candidates:
     def master(
         self, incident: dispatch.Incident, reported_at: datetime
     ) -> tuple[str, float] | None:
+        """The open incident this report duplicates and its distance (metres), or None."""
         ids, times, statuses, xs, ys = self._rows.get(incident.matter_code, ([], [], [], [], []))
         if not ids:
             return None
-        return _nearest_open(
-            incident,
+        settings = get_settings()
+        x0, y0 = self._at[incident.incident_id]
+        return nearest_duplicate(
+            x0,
+            y0,
             reported_at,
-            self._at[incident.incident_id],
-            ids,
-            times,
-            statuses,
-            np.array(xs, dtype=float),
-            np.array(ys, dtype=float),
+            zip(ids, xs, ys, times, statuses, strict=True),
+            radius_m=settings.duplicate_radius_m,
+            window=timedelta(hours=settings.duplicate_window_h),
         )
 
 
@@ -553,52 +554,6 @@ def _find_duplicate(
     """
     _lock_duplicate_checks(connection, [incident.matter_code])
     return _Candidates(connection, [{"incident": incident}]).master(incident, reported_at)
-
-
-def _nearest_open(
-    incident: dispatch.Incident,
-    reported_at: datetime,
-    at: tuple[float, float],
-    ids: Sequence[str],
-    times: Sequence[datetime],
-    statuses: Sequence[str],
-    xs: np.ndarray,
-    ys: np.ndarray,
-) -> tuple[str, float] | None:
-    """The duplicate rule (:func:`gridgov.workflow.find_duplicate`) on candidates of the
-    report's matter: the master's id and its distance (metres), or None. ``at`` is the
-    report's point and ``xs``/``ys`` the candidates', in the metric CRS (:func:`_metric_xy`)."""
-    settings = get_settings()
-    window = timedelta(hours=settings.duplicate_window_h)
-    x0, y0 = at
-    # Only incidents within the radius can be the answer (find_duplicate computes the same
-    # distances and takes the nearest of those): the others need no frame.
-    near = np.flatnonzero(np.hypot(xs - x0, ys - y0) <= settings.duplicate_radius_m)
-    if not len(near):
-        return None
-    open_incidents = pd.DataFrame(
-        {
-            "incident_id": [ids[i] for i in near.tolist()],
-            "matter_code": incident.matter_code,
-            "x_m": xs[near],
-            "y_m": ys[near],
-            "reported_at": pd.to_datetime([times[i] for i in near.tolist()], utc=True),
-            "status": [statuses[i] for i in near.tolist()],
-        }
-    )
-    master = find_duplicate(
-        incident.matter_code,
-        x0,
-        y0,
-        reported_at,
-        open_incidents,
-        radius_m=settings.duplicate_radius_m,
-        window=window,
-    )
-    if master is None:
-        return None
-    hit = open_incidents.loc[open_incidents["incident_id"] == master].iloc[0]
-    return master, float(np.hypot(hit["x_m"] - x0, hit["y_m"] - y0))
 
 
 def _incident_from_row(row: Any) -> dispatch.Incident:
