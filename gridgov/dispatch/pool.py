@@ -477,16 +477,35 @@ class UnitPool:
             **extra,
         )
 
+    def usable(self, rows: IntArray, exclude: Collection[str], taken: Collection[str]) -> BoolArray:
+        """Which of ``rows`` can be candidates: the one owner of that rule (:meth:`reasons`
+        only says why the others cannot). Snaps must be ensured."""
+        ok = (
+            self.on_duty[rows]
+            & (self.status[rows] == UnitStatus.AVAILABLE.value)
+            & self.positioned[rows]
+            & self.supported[rows]
+            & ~self.far[rows]
+        )
+        if exclude or taken:
+            ok &= np.array(
+                [self.ids[r] not in exclude and self.ids[r] not in taken for r in rows.tolist()],
+                dtype=bool,
+            ).reshape(ok.shape)
+        return ok
+
     def reasons(
         self, rows: IntArray, exclude: Collection[str], taken: Collection[str]
     ) -> list[str | None]:
         """Why each of ``rows`` cannot be a candidate (None: it can). Snaps must be ensured."""
         max_snap = get_settings().max_snap_m
         out: list[str | None] = []
-        for r in rows.tolist():
+        for r, ok in zip(rows.tolist(), self.usable(rows, exclude, taken).tolist(), strict=True):
             uid = self.ids[r]
             reason: str | None = None
-            if uid in exclude:
+            if ok:
+                pass
+            elif uid in exclude:
                 reason = "excluded by the caller"
             elif uid in taken:
                 reason = "already assigned to this incident"
@@ -500,7 +519,7 @@ class UnitPool:
                 reason = self.note[r] or "no position: left out"
             elif not self.supported[r]:
                 reason = f"the travel model has no {self.mode[r]} graph: left out"
-            elif self.far[r]:
+            else:
                 reason = (
                     f"position {self.access_m[r]:.0f} m from the nearest {self.mode[r]} road "
                     f"(more than {max_snap:.0f} m): left out"
@@ -509,10 +528,10 @@ class UnitPool:
         return out
 
     def busy_text(self, r: int) -> str:
-        inc, prio = self.busy_incident[r], self.busy_priority[r]
-        if inc is None and not np.isfinite(prio):
+        inc, prio = self.busy_incident[r], float(self.busy_priority[r])
+        if inc is None and not math.isfinite(prio):
             return ""
-        p = f"P{int(prio)} " if np.isfinite(prio) else ""
+        p = f"P{int(prio)} " if math.isfinite(prio) else ""
         return f" on {p}incident {inc if inc is not None else '(unknown)'}"
 
     def candidate_json(

@@ -208,18 +208,15 @@ def _dispatch_kind(
     note: dict[str, Any] = {"kind": kind.value, "role": role, "tiers": []}
     checked = np.zeros(pool.n, dtype=bool)
     usable = np.zeros(pool.n, dtype=bool)
-    left_out: list[tuple[int, str, str]] = []  # (row, tier, why)
+    left_out: list[tuple[int, str]] = []  # (row, tier); why is said of the listed ones only
     cand = np.zeros(0, dtype=np.int64)
     for tier, tier_rows in scope.items():
         # Each unit is checked once, in the narrowest tier that holds it.
         new = tier_rows[~checked[tier_rows]]
         pool.ensure_snaps(new[pool.available[new]])
-        reasons = pool.reasons(new, exclude, taken)
-        for r, why in zip(new.tolist(), reasons, strict=True):
-            if why is None:
-                usable[r] = True
-            else:
-                left_out.append((r, tier, why))
+        ok = pool.usable(new, exclude, taken)
+        usable[new[ok]] = True
+        left_out.extend((r, tier) for r in new[~ok].tolist())
         checked[new] = True
         cand = tier_rows[usable[tier_rows]]
         times, bound = target.best_times(cand, cap)
@@ -230,10 +227,10 @@ def _dispatch_kind(
             r, t = int(cand[best]), float(times[best])
             level = _tier_level(tier, pool, r, kind, placement)
             note.update(accepted_tier=tier, rule=TIER_RULES[tier], unit_id=pool.ids[r], time_s=t)
-            note.update(_left_out(pool, left_out))
+            note.update(_left_out(pool, left_out, exclude, taken))
             return (r, make_assignment(pool, r, kind, role, level, TIER_RULES[tier], t, cap)), note
     note["accepted_tier"] = None
-    note.update(_left_out(pool, left_out))
+    note.update(_left_out(pool, left_out, exclude, taken))
     if allow_preemption and rules.may_preempt(matter.priority):
         pre = _preempt(pool, target, rows, kind, role, cap, exclude, taken)
         note["preemption"] = pre[1]
@@ -467,22 +464,30 @@ def list_candidates(
     return out
 
 
-def _left_out(pool: UnitPool, items: list[tuple[int, str, str]]) -> dict[str, Any]:
-    """The units left out ``(row, tier, why)``: the first :data:`EXPLAIN_MAX_CANDIDATES` as
-    JSON, by tier, then in candidate order, and how many there were.
+def _left_out(
+    pool: UnitPool,
+    items: list[tuple[int, str]],
+    exclude: frozenset[str],
+    taken: set[str],
+) -> dict[str, Any]:
+    """The units left out ``(row, tier)``: the first :data:`EXPLAIN_MAX_CANDIDATES` as JSON,
+    with why, by tier, then in candidate order, and how many there were.
 
     Capped as the candidates are: every dispatch row keeps its explanation, and a kind with
     hundreds of units off duty or busy made it hundreds of KB (the console lists every unit
-    of a kind and why, on demand, from the options of :mod:`gridgov.dispatch.choice`).
+    of a kind and why, on demand, from the options of :mod:`gridgov.dispatch.choice`). Only
+    the listed units' reasons are written: when a kind is all busy, saying why of every unit
+    was most of a decision's time.
     """
-    rows = np.array([r for r, _, _ in items], dtype=np.int64)
+    rows = np.array([r for r, _ in items], dtype=np.int64)
     # The tier stands in for the time: candidate order then breaks ties within a tier.
-    tiers = np.array([TIERS.index(t) for _, t, _ in items], dtype=float)
-    order = rules.candidate_order(tiers, pool.rank[rows])[:EXPLAIN_MAX_CANDIDATES].tolist()
-    out = []
-    for i in order:
-        row, tier, why = items[i]
-        out.append(pool.considered(row, tier, None, why).to_json())
+    tiers = np.array([TIERS.index(t) for _, t in items], dtype=float)
+    order = rules.candidate_order(tiers, pool.rank[rows])[:EXPLAIN_MAX_CANDIDATES]
+    whys = pool.reasons(rows[order], exclude, taken)
+    out = [
+        pool.considered(items[i][0], items[i][1], None, why).to_json()
+        for i, why in zip(order.tolist(), whys, strict=True)
+    ]
     return {"left_out": out, "left_out_total": len(items)}
 
 

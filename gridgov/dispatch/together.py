@@ -277,8 +277,7 @@ def _slot(
         tier
     ]
     pool.ensure_snaps(rows[pool.available[rows]])
-    ok = np.array([why is None for why in pool.reasons(rows, fixed, ())], dtype=bool)
-    rows = rows[ok]
+    rows = rows[pool.usable(rows, fixed, ())]
     times = _target(pending, pool, ctx, targets, k).times_within(rows, cap)
     times[times > cap] = np.inf
     return _Slot(
