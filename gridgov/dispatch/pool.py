@@ -24,7 +24,7 @@ from pyproj import CRS
 from gridgov.areas import Locator, build_locator, street_adjacency
 from gridgov.catalog import Catalog
 from gridgov.dispatch import rules
-from gridgov.dispatch.records import Considered, json_float, jsonable
+from gridgov.dispatch.records import json_float, jsonable
 from gridgov.errors import InputError
 from gridgov.io import to_bool
 from gridgov.model import ForceKind, TravelMode, UnitStatus
@@ -537,7 +537,8 @@ class UnitPool:
     def candidate_json(
         self, r: int, tier: str, time_s: float | None, note: str | None
     ) -> dict[str, Any]:
-        """``considered(...).to_json()``, without building the record (explanations list many)."""
+        """One unit's entry in an explanation: :class:`~gridgov.dispatch.records.Considered`'s
+        JSON, written directly (an explanation lists many; the record is not built)."""
         out: dict[str, Any] = {
             "unit_id": self.ids[r],
             "kind": self.kind[r],
@@ -550,17 +551,6 @@ class UnitPool:
         if time_s is not None and not math.isfinite(time_s):
             out["beyond_search_limit"] = True
         return out
-
-    def considered(self, r: int, tier: str, time_s: float | None, note: str | None) -> Considered:
-        return Considered(
-            unit_id=self.ids[r],
-            kind=ForceKind(self.kind[r]),
-            street_code=self.street[r],
-            mode=TravelMode(self.mode[r]),
-            tier=tier,
-            time_s=None if time_s is None else float(time_s),
-            note=note,
-        )
 
 
 class _StringColumn:

@@ -394,7 +394,7 @@ def _preempt(
         rules.candidate_order(np.zeros(len(not_ok_rows)), pool.rank[not_ok_rows])
     ]
     not_ok = [
-        pool.considered(r, "district", None, f"busy{pool.busy_text(r)}: not preemptable").to_json()
+        pool.candidate_json(r, "district", None, f"busy{pool.busy_text(r)}: not preemptable")
         for r in not_ok_rows[:EXPLAIN_MAX_CANDIDATES].tolist()
     ]
     note: dict[str, Any] = {
@@ -485,7 +485,7 @@ def _left_out(
     order = rules.candidate_order(tiers, pool.rank[rows])[:EXPLAIN_MAX_CANDIDATES]
     whys = pool.reasons(rows[order], exclude, taken)
     out = [
-        pool.considered(items[i][0], items[i][1], None, why).to_json()
+        pool.candidate_json(items[i][0], items[i][1], None, why)
         for i, why in zip(order.tolist(), whys, strict=True)
     ]
     return {"left_out": out, "left_out_total": len(items)}
