@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from gridgov.catalog import Deadlines, Matter, Stage, load_catalog
-from gridgov.duplicates import find_duplicate
+from gridgov.duplicates import find_duplicate, nearest_duplicate
 from gridgov.errors import InputError, InvalidTransitionError
 from gridgov.sla_clocks import Overdue, list_overdue, plan_supervision
 from gridgov.workflow import (
@@ -1079,6 +1079,22 @@ def test_duplicate_input_checks() -> None:
     naive["reported_at"] = naive["reported_at"].dt.tz_localize(None)
     with pytest.raises(InputError, match="naive"):
         dup(naive)
+
+
+def test_duplicate_rule_on_rows_gives_the_distance() -> None:
+    """The store's form of the rule: plain rows in, the master and how far it is out; a row
+    without coordinates or with a closed status never wins."""
+    hour_ago = NOW - timedelta(hours=1)
+    rows = [
+        ("B", 1030.0, 2040.0, hour_ago, "dispatched"),  # 50 m
+        ("A", float("nan"), 2000.0, hour_ago, None),
+        ("C", 1000.0, 2010.0, hour_ago, "closed"),  # nearest, but closed
+        ("D", 1040.0, 2030.0, NOW, None),  # also 50 m: B has the smaller id
+    ]
+    found = nearest_duplicate(1000.0, 2000.0, NOW, rows, radius_m=250.0, window=WINDOW)
+    assert found == ("B", 50.0)
+    assert nearest_duplicate(1000.0, 2000.0, NOW, rows[1:3], radius_m=250.0, window=WINDOW) is None
+    assert nearest_duplicate(1000.0, 2000.0, NOW, [], radius_m=250.0, window=WINDOW) is None
 
 
 def test_duplicate_does_not_mutate_its_input() -> None:
