@@ -110,11 +110,12 @@ def find_duplicate(
         raise InputError(msg)
     if open_incidents.empty:
         return None
-    cand = open_incidents[(open_incidents["matter_code"] == matter_code).to_numpy(dtype=bool)]
-    when = pd.to_datetime(cand["reported_at"])
+    when = pd.to_datetime(open_incidents["reported_at"])
     if getattr(when.dt, "tz", None) is None:
         msg = "open incidents' reported_at holds naive times; give timezone-aware times"
         raise InputError(msg)
+    same = (open_incidents["matter_code"] == matter_code).to_numpy(dtype=bool)
+    cand, when = open_incidents[same], when[same]
     statuses = cand["status"].astype(str) if "status" in cand.columns else [None] * len(cand)
     rows = zip(
         cand["incident_id"].astype(str),

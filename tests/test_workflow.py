@@ -1041,6 +1041,8 @@ def test_duplicate_needs_the_same_matter() -> None:
     df = candidates([("A", "M2", 1000.0, 2000.0, NOW)])
     assert dup(df) is None
     assert dup(df, matter_code="M2") == "A"
+    # Times as Python datetimes (an object column): none of the matter is still no duplicate.
+    assert dup(df.astype({"reported_at": object})) is None
 
 
 def test_duplicate_ignores_closed_incidents() -> None:
