@@ -501,11 +501,11 @@ class UnitPool:
         max_snap = get_settings().max_snap_m
         out: list[str | None] = []
         for r, ok in zip(rows.tolist(), self.usable(rows, exclude, taken).tolist(), strict=True):
-            uid = self.ids[r]
-            reason: str | None = None
             if ok:
-                pass
-            elif uid in exclude:
+                out.append(None)
+                continue
+            uid = self.ids[r]
+            if uid in exclude:
                 reason = "excluded by the caller"
             elif uid in taken:
                 reason = "already assigned to this incident"
