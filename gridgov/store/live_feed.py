@@ -291,14 +291,12 @@ def _count_and_sum_columns() -> tuple[Any, Any]:
     return func.count(), func.coalesce(func.sum(UNITS.c.change_seq), 0)
 
 
-def _count_and_sum_of(where: list[ColumnElement[bool]]) -> tuple[Any, Any]:
-    """:func:`_count_and_sum_columns` of the rows ``where`` selects, as two scalar subqueries
-    (columns of a larger statement)."""
+def _count_and_sum_of(where: list[ColumnElement[bool]], name: str) -> Any:
+    """:func:`_count_and_sum_columns` of the rows ``where`` selects, for a larger statement:
+    a derived table ``name`` of one row (``n``, ``total``), so that the range is scanned once
+    for both (two scalar subqueries scanned it twice, at every quiet poll)."""
     count, total = _count_and_sum_columns()
-    return (
-        select(count).where(*where).scalar_subquery(),
-        select(total).where(*where).scalar_subquery(),
-    )
+    return select(count.label("n"), total.label("total")).where(*where).subquery(name)
 
 
 def _count_and_sum(connection: Connection, where: list[ColumnElement[bool]]) -> tuple[int, int]:
@@ -315,12 +313,11 @@ def units_probe() -> Any:
     pair since the previous probe is a write that probe did not see, however late it
     committed: the rule a poll applies (:func:`_unit_state`), for the whole store."""
     mark = select(_mark_now("postgresql")).scalar_subquery()
-    last = bindparam("last", type_=BigInteger)
+    since_last = _count_and_sum_of(_written_since([], bindparam("last", type_=BigInteger)), "l")
+    since_mark = _count_and_sum_of(_written_since([], mark), "m")
     return select(
-        mark,
-        *_count_and_sum_of(_written_since([], last)),
-        *_count_and_sum_of(_written_since([], mark)),
-    )
+        mark, since_last.c.n, since_last.c.total, since_mark.c.n, since_mark.c.total
+    ).select_from(since_last, since_mark)
 
 
 def _unit_state(
@@ -486,7 +483,9 @@ def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, .
             )
         return ids.where(*incident_scope, *where)
 
-    written = _written_since(unit_scope, bindparam("b_units_mark", type_=BigInteger))
+    written = _count_and_sum_of(
+        _written_since(unit_scope, bindparam("b_units_mark", type_=BigInteger)), "w"
+    )
     live = select(CREDENTIALS.c.credential_id).where(
         credential_is_live(
             CREDENTIALS.c.__getitem__,
@@ -510,13 +509,14 @@ def _unchanged_statement(incident_keys: tuple[str, ...], unit_keys: tuple[str, .
             .subquery()
         )
         .scalar_subquery(),
-        *_count_and_sum_of(written),
+        written.c.n,
+        written.c.total,
         case(
             (bindparam("b_check", type_=Boolean).is_(False), 1),
             (exists(live), 1),
             else_=0,
         ),
-    )
+    ).select_from(written)
 
 
 def read_live(
