@@ -17,7 +17,7 @@ import shapely
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
-from test_unit_state import crowd, pg_district  # noqa: F401 (a fixture)
+from test_unit_state import crowd, pg_district, plans  # noqa: F401 (a fixture)
 
 from api.app import create_app
 from gridgov import maps, store
@@ -520,17 +520,6 @@ def test_a_unit_written_before_the_cursor_and_committed_after_it_reaches_the_wal
     assert after.changed and not after.reset and after.gdf_units is not None
     assert bool(after.gdf_units.set_index("unit_id").loc["E1", "on_duty"]) is False
     assert not live_feed.read_live(engine, scope, after.state).changed
-
-
-def plans(connection: Any, marker: str) -> tuple[int, int]:
-    """(generic, custom) plans of the statement containing ``marker`` that the session of
-    ``connection`` prepared (psycopg prepares a statement run five times on a connection)."""
-    row = connection.exec_driver_sql(
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-        "WHERE statement LIKE %(marker)s",
-        {"marker": f"%{marker}%"},
-    ).one()
-    return int(row.generic_plans), int(row.custom_plans)
 
 
 @pytest.mark.postgis

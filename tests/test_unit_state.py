@@ -397,8 +397,8 @@ def crowd(engine: Engine, copies: int) -> None:
     kept = [
         c.name
         for c in UNITS.c
-        if c.name not in ("unit_id", "status", "on_duty", "busy_incident_id", "change_seq")
-        and c.name != "change_xid"
+        if c.name
+        not in ("unit_id", "status", "on_duty", "busy_incident_id", "change_seq", "change_xid")
     ]
     columns = ", ".join(kept)
     with begin_write(engine) as connection:
@@ -411,14 +411,23 @@ def crowd(engine: Engine, copies: int) -> None:
         connection.exec_driver_sql("ANALYZE units")
 
 
+def plans(connection: Any, marker: str) -> tuple[int, int]:
+    """(generic, custom) plans of the statement containing ``marker`` that the session of
+    ``connection`` prepared (psycopg prepares a statement run five times on a connection)."""
+    row = connection.exec_driver_sql(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+        "WHERE statement LIKE %(marker)s",
+        {"marker": f"%{marker}%"},
+    ).one()
+    return int(row.generic_plans), int(row.custom_plans)
+
+
 @pytest.mark.postgis
 def test_the_state_statement_is_planned_once_per_connection(pg_district: Engine) -> None:
     """The dispatcher's snapshot runs the delta statement at every turn. It was parsed and
     planned each time: its read ended in a ROLLBACK, at which psycopg drops the connection's
     prepared statements, and PostgreSQL guessed its open range of transaction ids held a
     third of the units. Now one generic plan per connection serves, an index range."""
-    from test_live import plans
-
     url = pg_district.url.render_as_string(hide_password=False)
     crowd(pg_district, 300)  # about 2,000 units: a district's
     engine = create_engine_from_url(url, pool_size=1, max_overflow=0)  # one session
