@@ -353,6 +353,26 @@ def test_exclude_skips_units_and_says_so(
     assert {"unit_id": chosen, "note": "excluded by the caller", "time_s": None}.items() <= (
         out[0].items()
     )
+    # An id the pool does not hold excludes nothing.
+    again = dispatch.dispatch_incident(
+        _incident(lon, lat, "MK-03"), units, ctx, exclude={"no-such-unit"}
+    )
+    assert _one(again, "market").unit_id == chosen
+
+    # Preemption skips the excluded units too.
+    urgent = _with_matter(ctx, "MK-03", priority=1)
+    market = units["kind"] == "market"
+    busy = _set(units, market, status="busy", busy_priority=4)
+    busy.loc[market, "busy_incident"] = [f"old-{u}" for u in busy.loc[market, "unit_id"]]
+    taken = _one(dispatch.dispatch_incident(_incident(lon, lat, "MK-03"), busy, urgent), "market")
+    assert taken.preempts == f"old-{taken.unit_id}"
+    other = _one(
+        dispatch.dispatch_incident(
+            _incident(lon, lat, "MK-03"), busy, urgent, exclude={taken.unit_id}
+        ),
+        "market",
+    )
+    assert other.unit_id != taken.unit_id and other.preempts == f"old-{other.unit_id}"
 
 
 def test_duplicate_unit_ids_are_refused(

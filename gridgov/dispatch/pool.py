@@ -480,19 +480,27 @@ class UnitPool:
     def usable(self, rows: IntArray, exclude: Collection[str], taken: Collection[str]) -> BoolArray:
         """Which of ``rows`` can be candidates: the one owner of that rule (:meth:`reasons`
         only says why the others cannot). Snaps must be ensured."""
-        ok = (
-            self.on_duty[rows]
-            & (self.status[rows] == UnitStatus.AVAILABLE.value)
-            & self.positioned[rows]
-            & self.supported[rows]
-            & ~self.far[rows]
-        )
+        # ``available`` is on duty and of status available (see _derive).
+        ok = self.available[rows] & self.positioned[rows] & self.supported[rows] & ~self.far[rows]
         if exclude or taken:
-            ok &= np.array(
-                [self.ids[r] not in exclude and self.ids[r] not in taken for r in rows.tolist()],
-                dtype=bool,
-            ).reshape(ok.shape)
+            ok &= ~self.marked(exclude, taken)[rows]
         return ok
+
+    def marked(self, *id_sets: Collection[str]) -> BoolArray:
+        """The rows whose unit is in any of ``id_sets``: a lookup per id named, not a test
+        per row (a kind may have a thousand units and a batch names a few)."""
+        marked = np.zeros(self.n, dtype=bool)
+        for ids in id_sets:
+            for uid in ids:
+                r = self.row_of.get(uid)
+                if r is not None:
+                    marked[r] = True
+        return marked
+
+    @cached_property
+    def row_of(self) -> dict[str, int]:
+        """Unit id → row (ids are unique in a pool)."""
+        return {uid: r for r, uid in enumerate(self.ids.tolist())}
 
     def reasons(
         self, rows: IntArray, exclude: Collection[str], taken: Collection[str]

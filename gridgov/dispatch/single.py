@@ -208,7 +208,7 @@ def _dispatch_kind(
     note: dict[str, Any] = {"kind": kind.value, "role": role, "tiers": []}
     checked = np.zeros(pool.n, dtype=bool)
     usable = np.zeros(pool.n, dtype=bool)
-    left_out: list[tuple[int, str]] = []  # (row, tier); why is said of the listed ones only
+    left_out: list[tuple[IntArray, str]] = []  # (rows, tier); why is said of the listed only
     cand = np.zeros(0, dtype=np.int64)
     for tier, tier_rows in scope.items():
         # Each unit is checked once, in the narrowest tier that holds it.
@@ -216,7 +216,7 @@ def _dispatch_kind(
         pool.ensure_snaps(new[pool.available[new]])
         ok = pool.usable(new, exclude, taken)
         usable[new[ok]] = True
-        left_out.extend((r, tier) for r in new[~ok].tolist())
+        left_out.append((new[~ok], tier))
         checked[new] = True
         cand = tier_rows[usable[tier_rows]]
         times, bound = target.best_times(cand, cap)
@@ -376,12 +376,12 @@ def _preempt(
         & pool.positioned[rows]
         & pool.supported[rows]
     ]
-    free = [pool.ids[r] not in exclude and pool.ids[r] not in taken for r in busy.tolist()]
-    busy = busy[np.array(free, dtype=bool)]
+    if exclude or taken:
+        busy = busy[~pool.marked(exclude, taken)[busy]]
     pool.ensure_snaps(busy)
     busy = busy[~pool.far[busy]]
     prio = pool.busy_priority[busy]
-    has_inc = np.array([pool.busy_incident[r] is not None for r in busy.tolist()], dtype=bool)
+    has_inc = np.not_equal(pool.busy_incident[busy], np.array(None, dtype=object))
     ok = np.isfinite(prio) & (prio >= min_priority) & has_inc
     cand = busy[ok]
     times, _ = target.best_times(cand, cap)
@@ -466,12 +466,13 @@ def list_candidates(
 
 def _left_out(
     pool: UnitPool,
-    items: list[tuple[int, str]],
+    items: list[tuple[IntArray, str]],
     exclude: frozenset[str],
     taken: set[str],
 ) -> dict[str, Any]:
-    """The units left out ``(row, tier)``: the first :data:`EXPLAIN_MAX_CANDIDATES` as JSON,
-    with why, by tier, then in candidate order, and how many there were.
+    """The units left out (``(rows, tier)`` per tier): the first
+    :data:`EXPLAIN_MAX_CANDIDATES` as JSON, with why, by tier, then in candidate order, and how
+    many there were.
 
     Capped as the candidates are: every dispatch row keeps its explanation, and a kind with
     hundreds of units off duty or busy made it hundreds of KB (the console lists every unit
@@ -479,16 +480,18 @@ def _left_out(
     the listed units' reasons are written: when a kind is all busy, saying why of every unit
     was most of a decision's time.
     """
-    rows = np.array([r for r, _ in items], dtype=np.int64)
+    rows = np.concatenate([r for r, _ in items]) if items else np.zeros(0, dtype=np.int64)
     # The tier stands in for the time: candidate order then breaks ties within a tier.
-    tiers = np.array([TIERS.index(t) for _, t in items], dtype=float)
+    tiers = np.concatenate(
+        [np.full(len(r), TIERS.index(t), dtype=float) for r, t in items] or [np.zeros(0)]
+    )
     order = rules.candidate_order(tiers, pool.rank[rows])[:EXPLAIN_MAX_CANDIDATES]
     whys = pool.reasons(rows[order], exclude, taken)
     out = [
-        pool.candidate_json(items[i][0], items[i][1], None, why)
+        pool.candidate_json(int(rows[i]), TIERS[int(tiers[i])], None, why)
         for i, why in zip(order.tolist(), whys, strict=True)
     ]
-    return {"left_out": out, "left_out_total": len(items)}
+    return {"left_out": out, "left_out_total": len(rows)}
 
 
 def _incident_note(

@@ -208,7 +208,7 @@ def _improve(
         for a in d.assignments
         if not (a.rule in _MOVABLE and a.preempts is None)
     }
-    row_of = {u: r for r, u in enumerate(pool.ids.tolist())}
+    row_of = pool.row_of
     targets: dict[int, Target] = {}
     for kind in sorted(contested, key=lambda k: k.value):
         items = contested[kind]
