@@ -33,6 +33,7 @@ from gridgov.reference import read_reference_district
 from gridgov.settings import get_settings
 from gridgov.store import (
     context_from_store,
+    context_of_version,
     create_engine_from_url,
     create_incident,
     decide_stored,
@@ -53,6 +54,8 @@ from gridgov.store import (
     release_unit,
     schema_diff,
     set_unit_status,
+    store_context_version,
+    travel_context,
     update_unit_position,
 )
 from gridgov.store import dispatch_rows as store_dispatching
@@ -436,6 +439,37 @@ def test_context_is_built_once_and_follows_the_stored_roads(district: Engine) ->
     stored = read_dispatch(district, incident_id)
     assert stored["travel_model"] == "straight_line"
     assert stored["explanation"]["travel_model"]["reason"].startswith("no road network")
+
+
+def test_a_context_of_the_version_told_is_reused_without_a_read(
+    district: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intake's turn process (its own engine on the store) is told the dataset version of
+    the request's context: the same version kept needs no read, a newer one is built."""
+    ctx = context_from_store(district)
+    own, version = store_context_version(district, ctx)
+    assert own and version is not None
+    # A context of another catalogue (a test's, a what-if's) is not the store's own.
+    assert store_context_version(district, context_from_store(district, CATALOG)) == (False, None)
+    child = create_engine_from_url(district.url.render_as_string(hide_password=False))
+    try:
+        kept = context_from_store(child)
+
+        def no_read(*args: Any) -> Any:
+            raise AssertionError("the version was read")
+
+        with monkeypatch.context() as m:
+            m.setattr(travel_context, "_dataset_version", no_read)
+            assert context_of_version(child, version) is kept
+        load_district(district, make_tiny_areas(), None, make_units(), CATALOG.matters)
+        own, newer_version = store_context_version(district, context_from_store(district))
+        assert own and newer_version != version
+        newer = context_of_version(child, newer_version)
+        assert newer is not kept
+        assert store_context_version(child, newer) == (True, newer_version)
+        assert newer.describe_travel()["kind"] == "straight_line"  # the new dataset's
+    finally:
+        child.dispose()
 
 
 # --------------------------------------------------------------------------------------------

@@ -139,12 +139,13 @@ class _Child:
         return self.conn.recv()
 
     def turn(
-        self, ctx: dispatch.DispatchContext, take: Callable[[], Sequence[Report]]
+        self, ctx: dispatch.DispatchContext, version: Any, take: Callable[[], Sequence[Report]]
     ) -> store.DispatchedBatch | None:
-        """Run one turn in the child; ``take`` is called at most once, when it holds it."""
+        """Run one turn in the child on the context of dataset ``version`` (``ctx``'s); ``take``
+        is called at most once, when it holds it."""
         took = False
         try:
-            self.conn.send("turn")
+            self.conn.send(("turn", version))
             while True:
                 kind, value = self.recv()
                 if kind != "collect":
@@ -211,10 +212,13 @@ def run_turn(
         The child failed after ``take`` gave it reports.
     """
     child = _child_of(engine)
-    # Another context (a test's catalogue, a what-if travel model) is not the child's.
-    if child is None or not store.is_store_context(engine, ctx) or not child.usable():
+    if child is None:
         return NOT_HERE
-    return child.turn(ctx, take)
+    # Another context (a test's catalogue, a what-if travel model) is not the child's.
+    own, version = store.store_context_version(engine, ctx)
+    if not own or not child.usable():
+        return NOT_HERE
+    return child.turn(ctx, version, take)
 
 
 def _child_of(engine: Engine) -> _Child | None:
@@ -236,8 +240,8 @@ def _child_main(url: str, conn: Any) -> None:
     conn.send("ready")
     while True:
         try:
-            conn.recv()
-            answer = _child_turn(engine, conn)
+            _, version = conn.recv()
+            answer = _child_turn(engine, conn, version)
         except (EOFError, OSError):
             return
         try:
@@ -247,11 +251,14 @@ def _child_main(url: str, conn: Any) -> None:
             conn.send(("error", StoreError(f"{type(why).__name__}: {why}"[:500])))
 
 
-def _child_turn(engine: Engine, conn: Any) -> tuple[str, Any]:
-    """One turn in the child: ("done", what dispatch_batch returned) or ("error", why)."""
+def _child_turn(engine: Engine, conn: Any, version: Any) -> tuple[str, Any]:
+    """One turn in the child, on the context of the parent's dataset ``version``: ("done",
+    what dispatch_batch returned) or ("error", why)."""
     from gridgov.service.intake_batch import turn_batch
 
-    ctx = store.context_from_store(engine)
+    # The parent checked its context against the store for this request already: the same
+    # version here needs no read of its own (a read and a pool checkout a turn).
+    ctx = store.context_of_version(engine, version)
 
     def collect() -> store.TurnBatch | None:
         conn.send(("collect", None))

@@ -146,7 +146,12 @@ from gridgov.store.spatial_queries import (
     read_road_lines,
     units_within,
 )
-from gridgov.store.travel_context import context_from_store, is_store_context, travel_from_store
+from gridgov.store.travel_context import (
+    context_from_store,
+    context_of_version,
+    store_context_version,
+    travel_from_store,
+)
 from gridgov.store.unit_rows import release_unit, set_unit_status, update_unit_position
 
 __all__ = [
@@ -181,6 +186,7 @@ __all__ = [
     "commit_batch",
     "commit_choice",
     "context_from_store",
+    "context_of_version",
     "create_engine_from_url",
     "create_incident",
     "create_incidents",
@@ -198,7 +204,6 @@ __all__ = [
     "init_db",
     "is_export",
     "is_initialised",
-    "is_store_context",
     "issue_credential",
     "link_idempotency",
     "list_credentials",
@@ -252,6 +257,7 @@ __all__ = [
     "schema_diff",
     "set_unit_status",
     "store_batch",
+    "store_context_version",
     "store_fixes",
     "store_footprint_consultation",
     "summarize",

@@ -73,12 +73,31 @@ def _versions(engine: Engine, asks: Sequence[None]) -> list[Any]:
     return [version] * len(asks)
 
 
-def is_store_context(engine: Engine, ctx: dispatch.DispatchContext) -> bool:
+def store_context_version(engine: Engine, ctx: dispatch.DispatchContext) -> tuple[bool, Any]:
     """Whether ``ctx`` is the context :func:`context_from_store` keeps for ``engine`` with the
-    store's own catalogue (another process that opens the store builds the same)."""
+    store's own catalogue (another process that opens the store builds the same), and the
+    dataset version it was built from."""
     with _CACHE_LOCK:
         cached = _CACHE.get(engine)
-    return cached is not None and cached.ctx is ctx and cached.catalog is None
+    if cached is None or cached.ctx is not ctx or cached.catalog is not None:
+        return False, None
+    return True, cached.version
+
+
+def context_of_version(engine: Engine, version: Any) -> dispatch.DispatchContext:
+    """:func:`context_from_store`'s context, without reading the version when the one kept was
+    built from dataset ``version``: the caller's own context of that version was checked
+    against the store already (the intake's turn process, asked by a request's process)."""
+    with _CACHE_LOCK:
+        cached = _CACHE.get(engine)
+        if (
+            cached is not None
+            and cached.ctx is not None
+            and cached.catalog is None
+            and cached.version == version
+        ):
+            return cached.ctx
+    return context_from_store(engine)
 
 
 def travel_from_store(engine: Engine) -> TravelModel:
