@@ -278,17 +278,21 @@ def reset_between_rounds(url: str) -> None:
         )
 
 
-def session_count(url: str) -> int:
-    """Sessions opened on the database so far (each one a new PostgreSQL backend)."""
+def session_count(url: str) -> tuple[int, int]:
+    """Sessions opened on the database so far (each one a new PostgreSQL backend), and the
+    server's transaction id counter: it moves once per transaction that writes (and once for
+    this reading), at once, where the statistics' commit counts lag by up to seconds."""
     import psycopg
     from sqlalchemy.engine import make_url
 
     name = make_url(url).database
     with psycopg.connect(_libpq(url)) as conn:
         row = conn.execute(
-            "SELECT sessions FROM pg_stat_database WHERE datname = %s", (name,)
+            "SELECT sessions, pg_current_xact_id()::text::bigint FROM pg_stat_database "
+            "WHERE datname = %s",
+            (name,),
         ).fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def outcome_counts(url: str, since: datetime) -> dict[str, int]:
@@ -319,8 +323,8 @@ def outcome_counts(url: str, since: datetime) -> dict[str, int]:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _proc_stats() -> Iterator[tuple[int, str, int, float]]:
-    """(pid, command name, process group, user+system CPU seconds) of every process."""
+def _proc_stats() -> Iterator[tuple[int, str, int, int, float]]:
+    """(pid, command name, parent, process group, user+system CPU seconds) of every process."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -331,18 +335,27 @@ def _proc_stats() -> Iterator[tuple[int, str, int, float]]:
         name = raw[raw.index("(") + 1 : raw.rindex(")")]
         rest = raw[raw.rindex(")") + 2 :].split()
         # fields after the name: state ppid pgrp ... utime(14th overall) stime(15th)
-        yield int(entry), name, int(rest[2]), (int(rest[11]) + int(rest[12])) / _TICK
+        yield int(entry), name, int(rest[1]), int(rest[2]), (int(rest[11]) + int(rest[12])) / _TICK
 
 
 def cpu_snapshot(server_pgid: int) -> dict[str, Any]:
-    """CPU seconds so far: per process (server group, PostgreSQL), this process, the machine."""
+    """CPU seconds so far: per process (server group, the intake's turn processes among them,
+    PostgreSQL), this process, the machine."""
     server: dict[int, float] = {}
+    parents: dict[int, int] = {}
     postgres: dict[int, float] = {}
-    for pid, name, pgrp, cpu in _proc_stats():
+    for pid, name, ppid, pgrp, cpu in _proc_stats():
         if pgrp == server_pgid:
-            server[pid] = cpu
+            server[pid], parents[pid] = cpu, ppid
         elif name == "postgres" or name.startswith("postgres:"):
             postgres[pid] = cpu
+    # uvicorn's master starts the workers, and each worker its turn process: the group's
+    # grandchildren are the turn processes (and their idle resource trackers).
+    turn = {
+        pid: cpu
+        for pid, cpu in server.items()
+        if parents[pid] != server_pgid and parents[pid] in server
+    }
     usage = resource.getrusage(resource.RUSAGE_SELF)
     # Whole machine: processes that lived and died inside the window (a PostgreSQL backend
     # per new connection) are missing from the per-process sums, never from this.
@@ -351,6 +364,7 @@ def cpu_snapshot(server_pgid: int) -> dict[str, Any]:
     machine = (sum(int(f) for f in fields[:8]) - idle) / _TICK
     return {
         "server": server,
+        "turn": turn,
         "postgres": postgres,
         "generator": usage.ru_utime + usage.ru_stime,
         "machine": machine,
@@ -361,7 +375,7 @@ def cpu_snapshot(server_pgid: int) -> dict[str, Any]:
 def cpu_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
     """CPU seconds spent between two snapshots (per process: those alive at the second)."""
     out = {}
-    for key in ("server", "postgres"):
+    for key in ("server", "turn", "postgres"):
         out[key] = sum(cpu - before[key].get(pid, 0.0) for pid, cpu in after[key].items())
     for key in ("generator", "machine", "wall"):
         out[key] = after[key] - before[key]
@@ -699,8 +713,8 @@ async def _drive(
         total = Window()
         rounds: list[dict[str, Any]] = []
         outcomes: Counter[str] = Counter()
-        cpu = dict.fromkeys(("server", "postgres", "generator", "machine", "wall"), 0.0)
-        sessions = 0
+        cpu = dict.fromkeys(("server", "turn", "postgres", "generator", "machine", "wall"), 0.0)
+        sessions = writes = 0
         remaining = args.seconds
         while remaining > 1e-9:
             span = min(args.round_seconds, remaining)
@@ -708,11 +722,14 @@ async def _drive(
             if gridgov:
                 await loop.run_in_executor(None, reset_between_rounds, db_url)
             since = datetime.now(UTC)
-            opened = await loop.run_in_executor(None, session_count, db_url)
+            opened, xid = await loop.run_in_executor(None, session_count, db_url)
             before = cpu_snapshot(pgid)
             window = await gen.run(span)
             after = cpu_snapshot(pgid)
-            sessions += await loop.run_in_executor(None, session_count, db_url) - opened
+            now_opened, now_xid = await loop.run_in_executor(None, session_count, db_url)
+            sessions += now_opened - opened
+            # Less the id this reading took for itself.
+            writes += now_xid - xid - 1
             for k, v in cpu_delta(before, after).items():
                 cpu[k] += v
             if gridgov:
@@ -731,7 +748,7 @@ async def _drive(
                     "p99_ms": _percentile(window.latencies, 99),
                 }
             )
-        outcomes["sessions"] = sessions
+        outcomes["sessions"], outcomes["writes"] = sessions, writes
         return total, rounds, cpu, dict(outcomes)
     finally:
         await gen.close()
@@ -849,13 +866,15 @@ def print_table(results: list[Result]) -> None:
     head = (
         f"{'configuration':<24} {'reqs':>7} {'req/s':>7} {'p50':>7} {'p95':>7} {'p99':>7} "
         f"{'max':>7} {'err':>5} {'disp':>6} {'unas':>6} {'dup':>6} {'srv':>6} {'pg':>6} "
-        f"{'gen':>5} {'all':>6} {'cores':>5} {'conns':>6}"
+        f"{'turn':>5} {'gen':>5} {'all':>6} {'cores':>5} {'conns':>6} {'xacts':>5}"
     )
     print()
     print("latencies in ms; disp/unas/dup: share of reports dispatched (>= 1 unit), left")
-    print("registered with no unit, rejected as duplicates; srv/pg/gen/all: CPU ms per request")
-    print("in the uvicorn processes, long-lived PostgreSQL backends, this load generator, the")
-    print("whole machine; cores: busy cores of the machine; conns: PostgreSQL sessions opened")
+    print("registered with no unit, rejected as duplicates; srv/pg/turn/gen/all: CPU ms per")
+    print("request in the uvicorn processes, long-lived PostgreSQL backends, the intake's turn")
+    print("processes (part of srv), this load generator, the whole machine; cores: busy cores")
+    print("of the machine; conns: PostgreSQL sessions opened; xacts: transactions that wrote,")
+    print("a request")
     print(head)
     print("-" * len(head))
     for r in results:
@@ -864,13 +883,15 @@ def print_table(results: list[Result]) -> None:
         def pct(k: str, share: dict[str, float] = share) -> str:
             return f"{share[k]:.0%}" if k in share else "-"
 
+        xacts = r.outcomes.get("writes", 0) / max(r.requests, 1)
         print(
             f"{r.label:<24} {r.requests:>7} {r.rate:>7.0f} {r.p50_ms:>7.1f} {r.p95_ms:>7.1f} "
             f"{r.p99_ms:>7.1f} {r.max_ms:>7.0f} {r.errors:>5} {pct('dispatched'):>6} "
             f"{pct('unassigned'):>6} {pct('duplicate'):>6} {r.cpu_ms['server']:>6.2f} "
-            f"{r.cpu_ms['postgres']:>6.2f} {r.cpu_ms['generator']:>5.2f} "
+            f"{r.cpu_ms['postgres']:>6.2f} {r.cpu_ms['turn']:>5.2f} "
+            f"{r.cpu_ms['generator']:>5.2f} "
             f"{r.cpu_ms['machine']:>6.2f} {r.cpu_ms['busy_cores']:>5.2f} "
-            f"{r.outcomes.get('sessions', 0):>6}"
+            f"{r.outcomes.get('sessions', 0):>6} {xacts:>5.2f}"
         )
 
 
