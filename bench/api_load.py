@@ -55,6 +55,8 @@ BARE_TABLE = "bench_bare_reports"
 POOL_ENV = "GRIDGOV_BENCH_POOL_SIZE"
 TARGET_RATE = 500.0
 TARGET_P99_MS = 200.0
+#: The issue's criterion: reports at this share of the bare insert's rate in the same run.
+TARGET_RATIO = 0.3
 #: Incident states the reset between rounds closes (gridgov.workflow.OPEN_STATES).
 OPEN_STATES = (
     "reported",
@@ -916,6 +918,24 @@ def print_ratios(results: list[Result]) -> None:
                 f"  {r.label:<24} {r.rate:6.0f}/s, p99 {r.p99_ms:6.1f} ms, "
                 f"{r.errors} errors: {'PASS' if ok else 'not met'}"
             )
+    cores = os.cpu_count() or 1
+    print()
+    print(
+        f"target: >= {TARGET_RATIO}x the bare insert with p99 <= {TARGET_P99_MS:.0f} ms; the "
+        f"CPU a report that {cores} busy cores allow at that rate"
+    )
+    for r in results:
+        if r.app == "bare" or r.workers not in bare:
+            continue
+        b = bare[r.workers]
+        ok = r.rate >= TARGET_RATIO * b.rate and r.p99_ms <= TARGET_P99_MS and r.errors == 0
+        # Every core busy and nothing else running: the most a report may cost at that rate.
+        budget_ms = cores * 1e3 / (TARGET_RATIO * b.rate)
+        print(
+            f"  {r.label:<24} {r.rate / b.rate:5.2f}x, p99 {r.p99_ms:6.1f} ms: "
+            f"{'PASS' if ok else 'not met'}; {budget_ms:5.2f} ms of CPU a report allowed, "
+            f"{r.cpu_ms['machine']:5.2f} used"
+        )
     for r in results:
         bad = {s: n for s, n in r.statuses.items() if not 200 <= s < 300}
         if bad or r.failures:
