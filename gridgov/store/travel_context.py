@@ -89,15 +89,22 @@ def context_of_version(engine: Engine, version: Any) -> dispatch.DispatchContext
     built from dataset ``version``: the caller's own context of that version was checked
     against the store already (the intake's turn process, asked by a request's process)."""
     with _CACHE_LOCK:
-        cached = _CACHE.get(engine)
-        if (
-            cached is not None
-            and cached.ctx is not None
-            and cached.catalog is None
-            and cached.version == version
-        ):
-            return cached.ctx
-    return context_from_store(engine)
+        kept = _kept(engine, version, None)
+    return kept if kept is not None else context_from_store(engine)
+
+
+def _kept(engine: Engine, version: Any, catalog: Catalog | None) -> dispatch.DispatchContext | None:
+    """The context kept for ``engine`` when it was built from dataset ``version`` with
+    ``catalog`` (None: the stored one); the caller holds ``_CACHE_LOCK``."""
+    cached = _CACHE.get(engine)
+    if (
+        cached is not None
+        and cached.ctx is not None
+        and cached.version == version
+        and cached.catalog is catalog
+    ):
+        return cached.ctx
+    return None
 
 
 def travel_from_store(engine: Engine) -> TravelModel:
@@ -160,14 +167,9 @@ def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispat
     """
     version = _dataset_version(engine)
     with _CACHE_LOCK:
-        cached = _CACHE.get(engine)
-        if (
-            cached is not None
-            and cached.ctx is not None
-            and cached.version == version
-            and cached.catalog is catalog
-        ):
-            return cached.ctx
+        kept = _kept(engine, version, catalog)
+        if kept is not None:
+            return kept
         gdf_areas = read_stored_areas(engine)
         if gdf_areas.empty:
             msg = "the store holds no areas; load a district first (`gridgov load`)"
