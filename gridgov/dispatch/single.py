@@ -480,11 +480,10 @@ def _left_out(
     the listed units' reasons are written: when a kind is all busy, saying why of every unit
     was most of a decision's time.
     """
-    rows = np.concatenate([r for r, _ in items]) if items else np.zeros(0, dtype=np.int64)
+    # Every scope has the district tier, so there is at least one array.
+    rows = np.concatenate([r for r, _ in items])
     # The tier stands in for the time: candidate order then breaks ties within a tier.
-    tiers = np.concatenate(
-        [np.full(len(r), TIERS.index(t), dtype=float) for r, t in items] or [np.zeros(0)]
-    )
+    tiers = np.repeat([float(TIERS.index(t)) for _, t in items], [len(r) for r, _ in items])
     order = rules.candidate_order(tiers, pool.rank[rows])[:EXPLAIN_MAX_CANDIDATES]
     whys = pool.reasons(rows[order], exclude, taken)
     out = [
