@@ -280,7 +280,7 @@ def reset_between_rounds(url: str) -> None:
         )
 
 
-def session_count(url: str) -> tuple[int, int]:
+def sessions_and_xid(url: str) -> tuple[int, int]:
     """Sessions opened on the database so far (each one a new PostgreSQL backend), and the
     server's transaction id counter: it moves once per transaction that writes (and once for
     this reading), at once, where the statistics' commit counts lag by up to seconds."""
@@ -724,11 +724,11 @@ async def _drive(
             if gridgov:
                 await loop.run_in_executor(None, reset_between_rounds, db_url)
             since = datetime.now(UTC)
-            opened, xid = await loop.run_in_executor(None, session_count, db_url)
+            opened, xid = await loop.run_in_executor(None, sessions_and_xid, db_url)
             before = cpu_snapshot(pgid)
             window = await gen.run(span)
             after = cpu_snapshot(pgid)
-            now_opened, now_xid = await loop.run_in_executor(None, session_count, db_url)
+            now_opened, now_xid = await loop.run_in_executor(None, sessions_and_xid, db_url)
             sessions += now_opened - opened
             # Less the id this reading took for itself.
             writes += now_xid - xid - 1
