@@ -6,6 +6,11 @@ with the same key and the same request gets that answer again, marked ``Idempote
 true``, and changes nothing. The same key with a different request is refused (422), and a retry
 that arrives while the first is still running is told to wait (409 with ``Retry-After``).
 
+A report (:data:`_CLAIMED_WITH_THE_RECORD`) makes no claim before it runs: its key is inserted
+in the transaction that stores the report, which saves a transaction a report. A run whose
+INSERT of the key loses stores nothing and takes the way above; so does one that stored nothing
+(a refused report) when its answer cannot be kept because another run holds the key.
+
 A claim is a lease (``settings.idempotency_lease_s``): a retry after a crashed run takes the key
 over and runs again; a report the crashed run stored is resumed, not stored twice (see
 :mod:`gridgov.store.idempotency_rows` and :func:`gridgov.service.intake.holding_key`). Answers
@@ -50,6 +55,11 @@ REPLAYED = "idempotent-replayed"
 _MAX_KEY = 255
 #: Namespace of requests that present no credential (the route decides whether they may).
 _ANONYMOUS = "anonymous"
+#: POSTs that store one report and nothing before it (:func:`gridgov.service.intake.report`):
+#: their key is claimed in the report's own transaction instead of one of its own before.
+_CLAIMED_WITH_THE_RECORD = frozenset(
+    {"/api/v1/incidents", "/open311/v2/requests.json", "/open311/v2/requests.xml"}
+)
 
 
 def _error(status: int, code: str, message: str, path: str) -> tuple[int, bytes, str]:
@@ -94,6 +104,23 @@ class IdempotencyMiddleware:
             return
         body = await _read_body(receive)
         engine = scope["app"].state.engine
+        if path in _CLAIMED_WITH_THE_RECORD:
+            try:
+                fresh = await anyio.to_thread.run_sync(
+                    _fresh_claim, engine, headers, scope, body, key
+                )
+            except (StoreError, SQLAlchemyError) as exc:
+                await _store_unavailable_answer(send, path, exc)
+                return
+            if fresh is None:  # a credential that does not resolve: the route refuses it
+                await self.app(scope, _replay_body(body), send)
+                return
+            with intake.holding_key(fresh):
+                answered = await self._run_with_record(scope, body, send, engine, fresh)
+            if answered:
+                await self._purge_when_due(engine)
+                return
+            # Another run holds the key: nothing was stored; the way of every other POST.
         try:
             # One worker thread for both lookups: a hop costs as much as a small query.
             claim = await anyio.to_thread.run_sync(_claim, engine, headers, scope, body, key)
@@ -181,6 +208,47 @@ class IdempotencyMiddleware:
                 with anyio.CancelScope(shield=True):
                     await _release_quietly(engine, claim)
 
+    async def _run_with_record(
+        self, scope: Scope, body: bytes, send: Send, engine: Any, claim: store.KeyClaim
+    ) -> bool:
+        """Run a request whose key is claimed with its record; False, with nothing sent, when
+        another run holds the key: the record's INSERT of the key lost
+        (:class:`gridgov.store.KeyHeld`: nothing was stored), or the answer could not be kept
+        under this run's claim (the key's holder has the answer to give, or a retry took the
+        stored record over).
+
+        The answer is held back until it is complete and its key kept: by an UPDATE when the
+        record was stored with the key, else inserted with the answer.
+        """
+        messages: list[MutableMapping[str, Any]] = []
+        try:
+            await self.app(scope, _replay_body(body), _append_to(messages))
+        except store.KeyHeld:
+            return False
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _release_quietly(engine, claim)
+            raise
+        status, media_type, answer = _answer_of(messages)
+        stored = False
+        if status < 500:
+            try:
+                stored = await anyio.to_thread.run_sync(
+                    store.finish_idempotency, engine, claim, status, media_type, answer
+                )
+            except (StoreError, SQLAlchemyError) as exc:
+                log.warning("the answer for an Idempotency-Key was not kept: %s", exc)
+            else:
+                if not stored:
+                    return False
+        if not stored:
+            # A stored record keeps its key until the lease ends, then a retry resumes it.
+            with anyio.CancelScope(shield=True):
+                await _release_quietly(engine, claim)
+        for message in messages:
+            await send(message)
+        return True
+
     async def _purge_when_due(self, engine: Any) -> None:
         """Purge expired keys at most every ``settings.idempotency_purge_every_s`` per process
         (after the answer has gone out, so no client waits for it)."""
@@ -203,6 +271,39 @@ def _claim(
         return None
     key_scope = hashlib.sha256(f"{namespace}|{scope['path']}".encode()).hexdigest()
     return store.claim_idempotency(engine, key_scope, key, _fingerprint(scope, headers, body))
+
+
+def _fresh_claim(
+    engine: Any, headers: dict[bytes, bytes], scope: Scope, body: bytes, key: str
+) -> store.KeyClaim | None:
+    """A claim of ``key`` to be stored with the request's record; None for a credential that
+    does not resolve."""
+    namespace = _credential_namespace(engine, headers, scope, body)
+    if namespace is None:
+        return None
+    key_scope = hashlib.sha256(f"{namespace}|{scope['path']}".encode()).hexdigest()
+    return store.claim_with_record(key_scope, key, _fingerprint(scope, headers, body))
+
+
+def _append_to(messages: list[MutableMapping[str, Any]]) -> Send:
+    async def append(message: MutableMapping[str, Any]) -> None:
+        messages.append(message)
+
+    return append
+
+
+def _answer_of(messages: list[MutableMapping[str, Any]]) -> tuple[int, str | None, bytes]:
+    """Status, content type and body of the ASGI messages of one answer (500 if it has none)."""
+    status, media_type, chunks = 500, None, []
+    for message in messages:
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            for name, value in message.get("headers", []):
+                if name.lower() == b"content-type":
+                    media_type = value.decode("latin-1")
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+    return status, media_type, b"".join(chunks)
 
 
 def _credential_namespace(

@@ -292,6 +292,84 @@ def test_a_run_whose_lease_was_taken_over_stores_nothing(
     assert not store.finish_idempotency(engine, first.claim, 201, None, b"late")
 
 
+def test_a_report_claims_its_key_in_its_own_transaction(
+    api: tuple[TestClient, Any, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report's key is not claimed before the report runs: the transaction that stores the
+    incident inserts it, linked, and the answer is kept on it. A retry, whose own INSERT of the
+    key loses, gets the first answer back."""
+    client, engine, auth = api
+    ((lon, lat),) = _points(engine, 1, seed=51)
+    body = {"matter_code": "UM-04", "lon": lon, "lat": lat, "description": "claimed-with-it"}
+    headers = {**auth, "Idempotency-Key": "with-the-record"}
+
+    def no_claim_first(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a report's key is claimed with the report, not before it")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "claim_idempotency", no_claim_first)
+        first = client.post("/api/v1/incidents", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    with engine.connect() as connection:
+        (row,) = connection.execute(
+            select(IDEMPOTENCY).where(IDEMPOTENCY.c.key == "with-the-record")
+        ).all()
+    assert row.incident_id == first.json()["incident_id"]
+    assert row.status == 201 and row.body == first.content and row.lease_until is None
+    again = client.post("/api/v1/incidents", json=body, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true" and again.content == first.content
+    assert _described(engine, "claimed-with-it") == [
+        (first.json()["incident_id"], first.json()["status"])
+    ]
+
+
+def test_of_two_reports_claiming_one_key_with_them_one_is_stored(
+    api: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    """Two reports stored together whose claims name one key: the first is stored with it,
+    the other stores nothing and hears KeyHeld; an answer refused without a record is kept by
+    inserting the key, and only while no other run holds it."""
+    _, engine, _ = api
+    ctx = store.context_from_store(engine)
+    points = _points(engine, 2, seed=53)
+    now = datetime.now(UTC)
+    claims = [store.claim_with_record("s-together", "one-key", "fp") for _ in points]
+    reports = []
+    for n, ((lon, lat), claim) in enumerate(zip(points, claims, strict=True)):
+        incident = dispatch.Incident(f"HELD-{n}", "UM-01", lon, lat, now)
+        reports.append(
+            {
+                "incident": incident,
+                "placement": dispatch.locate_incident(incident, ctx),
+                "matter": ctx.catalog.get("UM-01"),
+                "source": "test",
+                "now": now,
+                "reporter": None,
+                "description": None,
+                "check_duplicates": False,
+                "claim": claim,
+            }
+        )
+    first, second = store.create_incidents(engine, reports)
+    assert isinstance(first, store.StoredIncident) and isinstance(second, store.KeyHeld)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(IDEMPOTENCY.c.claim_id, IDEMPOTENCY.c.incident_id).where(
+                IDEMPOTENCY.c.scope == "s-together"
+            )
+        ).all()
+        held = connection.execute(
+            select(func.count()).where(INCIDENTS.c.incident_id == "HELD-1")
+        ).scalar_one()
+    assert [tuple(r) for r in rows] == [(claims[0].claim_id, "HELD-0")] and held == 0
+    # Refused without a record: the key goes in with the answer, unless another run holds it.
+    assert not store.finish_idempotency(engine, claims[1], 422, None, b"refused")
+    alone = store.claim_with_record("s-together", "other-key", "fp")
+    assert store.finish_idempotency(engine, alone, 422, None, b"refused")
+    found = store.claim_idempotency(engine, "s-together", "other-key", "fp")
+    assert (found.outcome, found.status, found.body) == ("replay", 422, b"refused")
+
+
 def test_a_revoked_token_gets_no_stored_answer(
     api: tuple[TestClient, Any, dict[str, str]],
 ) -> None:

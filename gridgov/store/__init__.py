@@ -115,8 +115,10 @@ from gridgov.store.geopackage_io import export_geopackage, is_export, load_files
 from gridgov.store.history_import import import_history
 from gridgov.store.idempotency_rows import (
     KeyClaim,
+    KeyHeld,
     Replay,
     claim_idempotency,
+    claim_with_record,
     finish_idempotency,
     link_idempotency,
     purge_idempotency,
@@ -172,6 +174,7 @@ __all__ = [
     "FixIn",
     "FixResult",
     "KeyClaim",
+    "KeyHeld",
     "Replay",
     "StoredBatch",
     "StoredIncident",
@@ -183,6 +186,7 @@ __all__ = [
     "change_units",
     "check_head_move",
     "claim_idempotency",
+    "claim_with_record",
     "commit_batch",
     "commit_choice",
     "context_from_store",

@@ -14,6 +14,14 @@ holds the key, so a holder whose lease was taken over rolls its incident back, a
 finds the incident the first holder stored (:attr:`Replay.incident_id`) and resumes it instead
 of storing another. Once an incident exists its answer can always be given again.
 
+A report needs no claim of its own before it runs: the key can be claimed *with* the incident,
+in the incident's own transaction (:func:`claim_with_record`; a :class:`KeyClaim` that carries
+its ``fingerprint`` is such a claim, not yet in the store). Of two racing requests the one whose
+INSERT of the key loses stores nothing and hears :class:`KeyHeld`; it then takes the way above
+(replay, mismatch, "still running", or a take-over). An answer given without storing anything
+(a refused report) is kept by :func:`finish_idempotency` inserting the key with the answer.
+That saves a transaction and a round trip on every report.
+
 The record lives in the store rather than in one process because a deployment runs several
 workers and a phone's retry can reach any of them. Keys are forgotten after
 ``settings.idempotency_ttl_h``, and the table never holds more than
@@ -40,8 +48,10 @@ from gridgov.store.models import IDEMPOTENCY
 
 __all__ = [
     "KeyClaim",
+    "KeyHeld",
     "Replay",
     "claim_idempotency",
+    "claim_with_record",
     "finish_idempotency",
     "link_idempotency",
     "purge_idempotency",
@@ -51,11 +61,26 @@ __all__ = [
 
 @dataclass(frozen=True)
 class KeyClaim:
-    """A key held by one run of a request: ``claim_id`` proves the lease is still this run's."""
+    """A key held by one run of a request: ``claim_id`` proves the lease is still this run's.
+
+    With a ``fingerprint`` the claim is not in the store yet: the transaction that stores the
+    request's record inserts it (:func:`claim_with_record`), or :func:`finish_idempotency`
+    does with the answer.
+    """
 
     scope: str
     key: str
     claim_id: str
+    fingerprint: str | None = None
+
+
+class KeyHeld(Exception):
+    """A claim made with the record lost its key to another run: nothing of it was stored."""
+
+
+def claim_with_record(scope: str, key: str, fingerprint: str) -> KeyClaim:
+    """A claim of ``key`` to be inserted with the request's record (nothing is written yet)."""
+    return KeyClaim(scope, key, secrets.token_hex(16), fingerprint)
 
 
 @dataclass(frozen=True)
@@ -221,23 +246,67 @@ _LINK = RowsUpdate(
 )
 
 
+_INSERT_LINKED = RowsInsert(
+    IDEMPOTENCY,
+    ["scope", "key", "fingerprint", "created_at", "claim_id", "lease_until", "incident_id"],
+    returning=["scope", "key", "claim_id"],
+    conflict=["scope", "key"],
+)
+
+
 def _link(connection: Connection, links: Sequence[tuple[KeyClaim, str]]) -> bool:
-    """Link each claim's key to its incident while the claim still holds it; whether all did."""
+    """Link each claim's key to its incident while the claim still holds it; whether all did.
+
+    A claim not in the store yet is inserted with its incident (in key order, so that two
+    transactions wanting the same keys wait for each other in one order, never in a cycle).
+
+    Raises
+    ------
+    KeyHeld
+        Such a claim's key is held by another run (its transaction must roll back).
+    """
+    fresh = sorted(
+        ((c, i) for c, i in links if c.fingerprint is not None),
+        key=lambda link: (link[0].scope, link[0].key),
+    )
+    if fresh:
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "scope": c.scope,
+                "key": c.key,
+                "fingerprint": c.fingerprint,
+                "created_at": now,
+                "claim_id": c.claim_id,
+                "lease_until": _lease(now),
+                "incident_id": i,
+            }
+            for c, i in fresh
+        ]
+        taken = {(r.scope, r.key, r.claim_id) for r in _INSERT_LINKED.run(connection, rows)}
+        held = [c.key for c, _ in fresh if (c.scope, c.key, c.claim_id) not in taken]
+        if held:
+            msg = f"another request holds the Idempotency-Key(s) {', '.join(held)}"
+            raise KeyHeld(msg)
+    stored = [(c, i) for c, i in links if c.fingerprint is None]
+    if not stored:
+        return True
     linked = _LINK.run(
         connection,
         [
             {"scope": c.scope, "key": c.key, "claim_id": c.claim_id, "incident_id": i}
-            for c, i in links
+            for c, i in stored
         ],
     )
-    return len(linked) == len(links)
+    return len(linked) == len(stored)
 
 
 def finish_idempotency(
     engine: Engine, claim: KeyClaim, status: int, media_type: str | None, body: bytes
 ) -> bool:
     """Store the answer every retry with this key will get; False when the lease was lost (the
-    run that took it over stores its own answer). The answers that threads of this process
+    run that took it over stores its own answer), or, for a claim made with the record that
+    stored none, when another run holds the key. The answers that threads of this process
     store together share one transaction (:mod:`gridgov.store.group_commit`)."""
     with translate_errors(engine):
         return group_of(engine, "idempotency-finish", _finish_together).submit(
@@ -253,10 +322,19 @@ _FINISH = RowsUpdate(
 )
 
 
+_INSERT_ANSWERS = RowsInsert(
+    IDEMPOTENCY,
+    ["scope", "key", "fingerprint", "created_at", "claim_id", "status", "media_type", "body"],
+    returning=["scope", "key", "claim_id"],
+    conflict=["scope", "key"],
+)
+
+
 def _finish_together(
     engine: Engine, answers: Sequence[tuple[KeyClaim, int, str | None, bytes]]
 ) -> list[bool]:
-    """Store ``answers`` in one transaction (one statement on PostgreSQL)."""
+    """Store ``answers`` in one transaction (one statement on PostgreSQL, two when a claim
+    made with the record stored no record: its key goes in with the answer)."""
     with begin_write(engine) as connection:
         stored = _FINISH.run(
             connection,
@@ -272,6 +350,24 @@ def _finish_together(
                 for c, status, media_type, body in answers
             ],
         )
+        now = datetime.now(UTC)
+        unsaved = {
+            (c.scope, c.key): {
+                "scope": c.scope,
+                "key": c.key,
+                "fingerprint": c.fingerprint,
+                "created_at": now,
+                "claim_id": c.claim_id,
+                "status": status,
+                "media_type": media_type,
+                "body": body,
+            }
+            for c, status, media_type, body in answers
+            if c.fingerprint is not None and (c.scope, c.key, c.claim_id) not in stored
+        }
+        if unsaved:
+            rows = [unsaved[k] for k in sorted(unsaved)]
+            stored |= {(r.scope, r.key, r.claim_id) for r in _INSERT_ANSWERS.run(connection, rows)}
     return [(c.scope, c.key, c.claim_id) in stored for c, *_ in answers]
 
 

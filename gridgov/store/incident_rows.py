@@ -41,7 +41,12 @@ from gridgov.store.engine import (
     begin_write,
     translate_errors,
 )
-from gridgov.store.idempotency_rows import KeyClaim, link_idempotency, link_idempotency_many
+from gridgov.store.idempotency_rows import (
+    KeyClaim,
+    KeyHeld,
+    link_idempotency,
+    link_idempotency_many,
+)
 from gridgov.store.journal import REPORTER_ACTOR, SYSTEM_ACTOR, build_event, insert_events
 from gridgov.store.many_rows import RowsInsert
 from gridgov.store.models import (
@@ -163,7 +168,8 @@ def create_incident(
     claim
         The Idempotency-Key the request holds: the incident is linked to it in the same
         transaction (:func:`gridgov.store.link_idempotency`), so that a retry resumes this
-        incident instead of storing another.
+        incident instead of storing another. A claim made with the record
+        (:func:`gridgov.store.claim_with_record`) is inserted there, linked.
 
     Returns
     -------
@@ -179,6 +185,9 @@ def create_incident(
         The store holds a catalogue and the matter is not in it.
     StoreError
         The store is unreachable, or ``claim`` was taken over by a retry (nothing stored).
+    KeyHeld
+        ``claim`` was to be made with the record and another run holds its key (nothing
+        stored).
     """
     return _store_report(
         engine,
@@ -248,7 +257,7 @@ def store_reports_within(
         try:
             with connection.begin_nested():
                 return list(_insert_together(connection, reports))
-        except (IntegrityError, InputError, StoreError):
+        except (IntegrityError, InputError, StoreError, KeyHeld):
             pass  # one of them is refused: each alone, below, so that only it fails
     for kwargs in reports:
         try:
@@ -256,7 +265,7 @@ def store_reports_within(
                 out.append(_insert_report(connection, **kwargs))
         except IntegrityError:
             out.append(_exists_already(kwargs["incident"].incident_id))
-        except (InputError, StoreError) as exc:
+        except (InputError, StoreError, KeyHeld) as exc:
             out.append(exc)
     return out
 
