@@ -77,6 +77,27 @@ class _NetworkField:
     graph: ModeGraph
     search: Search
     target: TargetJoins
+    point: Snapped
+    to_wgs84: Transformer
+
+    def route_from(self, source: Snapped) -> Route:
+        """The fastest route from the single ``source``, read from this field's search (as
+        :meth:`RoadNetwork.route` finds it).
+
+        Raises
+        ------
+        NotFoundError
+            The route takes longer than ``limit_s``, or there is none.
+        """
+        check_single(source, "source")
+        check_field_mode(source, self.mode)
+        _check_edges(self.graph, source.joins()[1])
+        route = _route_over(
+            self.graph, self.search, self.target, self.limit_s, source, self.point, self.to_wgs84
+        )
+        if route is None:
+            raise _no_route(self.mode, source, self.point)
+        return route
 
     def times_from(self, sources: Snapped) -> np.ndarray:
         """Seconds from each source to the target; inf beyond ``limit_s`` or unreachable.
@@ -96,6 +117,108 @@ class _NetworkField:
             np.minimum.at(best, point, total)
             total = best
         return np.where(total <= self.limit_s, total, np.inf)
+
+
+def _route_over(
+    g: ModeGraph,
+    found: Search,
+    joins: TargetJoins,
+    limit_s: float,
+    source: Snapped,
+    target: Snapped,
+    to_wgs84: Transformer,
+) -> Route | None:
+    """The fastest route from ``source`` to ``target`` over a reverse search to the target that
+    kept its predecessors and went ``limit_s`` far; None when the route takes longer (or the
+    target cannot be reached)."""
+    _, all_es, all_s, all_access = source.joins()
+    legs = legs_to(g, found, all_es.astype(np.int64), all_s, joins)
+    # The join of the source and the way that give the time: the minimum, which is the field's
+    # time bit for bit (adding a join's access leg keeps the order of its ways' costs).
+    total = all_access / g.access_ms + legs.costs
+    best = int(np.argmin(total))
+    time_s = float(total.flat[best])
+    if not (math.isfinite(time_s) and time_s <= limit_s):  # unreachable, or beyond the search
+        return None
+    way, i = (int(v) for v in np.unravel_index(best, total.shape))
+    n_direct = 2 * len(joins.edge)
+    pieces: list[np.ndarray] = []
+    road_m = 0.0
+    node_path: list[int] = []
+    if way < n_direct:  # along the road of target join ``way // 2``
+        j = way // 2
+        edge, frac = int(joins.edge[j]), float(joins.frac[j])
+        es, s = int(legs.moved[j][0][i]), float(legs.moved[j][1][i])
+        if way % 2 == 0:  # forwards
+            pieces.append(_substring_coords(g.geoms[edge], s, frac))
+            road_m += (frac - s) * float(g.length_m[edge])
+        else:  # over its twin, i.e. backwards over the same road
+            r_t = int(g.rev[edge])
+            pieces.append(_substring_coords(g.geoms[r_t], 1.0 - s, 1.0 - frac))
+            road_m += (s - frac) * float(g.length_m[r_t])
+    else:
+        es, s = int(legs.moved[0][0][i]), float(legs.moved[0][1][i])
+        if way == n_direct:
+            first, start, stop, x = es, s, 1.0, int(g.dst[es])
+        elif g.rev[es] >= 0:
+            first, start, stop, x = int(g.rev[es]), 1.0 - s, 1.0, int(g.src[es])
+        else:  # at the start node of a one-way edge
+            first, start, stop, x = es, 0.0, 0.0, int(g.src[es])
+        pieces.append(_substring_coords(g.geoms[first], start, stop))
+        road_m += (stop - start) * float(g.length_m[first])
+        node_path = found.path(x)
+        x = node_path[-1]
+        hops = g.hops(np.asarray(node_path[:-1]), np.asarray(node_path[1:]))
+        pieces.append(np.asarray(shapely.get_coordinates(g.geoms[hops])))
+        road_m += float(g.length_m[hops].sum())
+        # The search reached the target from the virtual node through ``x``: by a seed at
+        # ``x`` of exactly its time (the start of a join's edge, the start of its twin, or,
+        # at the very end of a one-way edge, the end node itself).
+        at_x = float(found.at(np.array([x]))[0])
+        gap = np.where(joins.cols == x, np.abs(joins.seeds - at_x), np.inf)
+        slot = int(np.argmin(gap))
+        j, side = int(joins.join[slot]), int(joins.side[slot])
+        edge, frac = int(joins.edge[j]), float(joins.frac[j])
+        r_t = int(g.rev[edge])
+        if side == 0 or (r_t < 0 and frac < 1.0):
+            pieces.append(_substring_coords(g.geoms[edge], 0.0, frac))
+            road_m += frac * float(g.length_m[edge])
+        elif r_t >= 0:
+            pieces.append(_substring_coords(g.geoms[r_t], 0.0, 1.0 - frac))
+            road_m += (1.0 - frac) * float(g.length_m[r_t])
+        else:
+            pieces.append(_substring_coords(g.geoms[edge], 1.0, 1.0))
+    source_m = float(all_access[i])
+    target_m = float(target.joins()[3][j])
+    metric = np.concatenate(pieces)
+    lon, lat = to_wgs84.transform(metric[:, 0], metric[:, 1])
+    coords = np.concatenate(
+        [
+            [[source.lon[0], source.lat[0]]],
+            np.column_stack([lon, lat]),
+            [[target.lon[0], target.lat[0]]],
+        ]
+    )
+    keep = np.ones(len(coords), dtype=bool)
+    keep[1:] = np.any(np.diff(coords, axis=0) != 0, axis=1)
+    coords = coords[keep]
+    if len(coords) == 1:
+        coords = np.concatenate([coords, coords])
+    length = source_m + road_m + target_m
+    return Route(
+        mode=g.mode,
+        time_s=time_s,
+        length_m=length,
+        geometry=LineString(coords),
+        node_ids=tuple(_plain(i) for i in g.node_ids[node_path]),
+    )
+
+
+def _no_route(mode: TravelMode, source: Snapped, target: Snapped) -> NotFoundError:
+    return NotFoundError(
+        f"no {mode.value} route from ({source.lon[0]:.6f}, {source.lat[0]:.6f}) "
+        f"to ({target.lon[0]:.6f}, {target.lat[0]:.6f})"
+    )
 
 
 def _check_edges(g: ModeGraph, edges: np.ndarray) -> None:
@@ -325,8 +448,10 @@ class RoadNetwork:
         g = self._graph(target.mode)
         _check_edges(g, target.joins()[1])
         joins = target_joins(g, *target.joins()[1:])
-        found = g.search(joins.cols, joins.seeds, float(limit_s), predecessors=False)
-        return _NetworkField(g.mode, float(limit_s), g, found, joins)
+        # Predecessors kept (they cost next to nothing): the route of the unit chosen from this
+        # field's times is read from the same search (:meth:`_NetworkField.route_from`).
+        found = g.search(joins.cols, joins.seeds, float(limit_s), predecessors=True)
+        return _NetworkField(g.mode, float(limit_s), g, found, joins, target, self._to_wgs84)
 
     def route(self, source: Snapped, target: Snapped, *, limit_s: float | None = None) -> Route:
         """The fastest route from ``source`` to ``target`` (one point each), with its geometry.
@@ -362,92 +487,12 @@ class RoadNetwork:
             if limit > g.total_s:
                 limit = math.inf
             found = g.search(joins.cols, joins.seeds, limit, predecessors=True)
-            time_s = float(_NetworkField(g.mode, limit, g, found, joins).times_from(source)[0])
-            if math.isfinite(time_s) or math.isinf(limit):
-                break
+            route = _route_over(g, found, joins, limit, source, target, self._to_wgs84)
+            if route is not None:
+                return route
+            if math.isinf(limit):
+                raise _no_route(g.mode, source, target)
             limit *= 2.0
-        if not math.isfinite(time_s):
-            msg = (
-                f"no {g.mode.value} route from ({source.lon[0]:.6f}, {source.lat[0]:.6f}) "
-                f"to ({target.lon[0]:.6f}, {target.lat[0]:.6f})"
-            )
-            raise NotFoundError(msg)
-        _, all_es, all_s, all_access = source.joins()
-        legs = legs_to(g, found, all_es.astype(np.int64), all_s, joins)
-        # The join of the source and the way that give the time (the field took the minimum).
-        total = all_access / g.access_ms + legs.costs
-        way, i = (int(v) for v in np.unravel_index(int(np.argmin(total)), total.shape))
-        n_direct = 2 * len(joins.edge)
-        pieces: list[np.ndarray] = []
-        road_m = 0.0
-        node_path: list[int] = []
-        if way < n_direct:  # along the road of target join ``way // 2``
-            j = way // 2
-            edge, frac = int(joins.edge[j]), float(joins.frac[j])
-            es, s = int(legs.moved[j][0][i]), float(legs.moved[j][1][i])
-            if way % 2 == 0:  # forwards
-                pieces.append(_substring_coords(g.geoms[edge], s, frac))
-                road_m += (frac - s) * float(g.length_m[edge])
-            else:  # over its twin, i.e. backwards over the same road
-                r_t = int(g.rev[edge])
-                pieces.append(_substring_coords(g.geoms[r_t], 1.0 - s, 1.0 - frac))
-                road_m += (s - frac) * float(g.length_m[r_t])
-        else:
-            es, s = int(legs.moved[0][0][i]), float(legs.moved[0][1][i])
-            if way == n_direct:
-                first, start, stop, x = es, s, 1.0, int(g.dst[es])
-            elif g.rev[es] >= 0:
-                first, start, stop, x = int(g.rev[es]), 1.0 - s, 1.0, int(g.src[es])
-            else:  # at the start node of a one-way edge
-                first, start, stop, x = es, 0.0, 0.0, int(g.src[es])
-            pieces.append(_substring_coords(g.geoms[first], start, stop))
-            road_m += (stop - start) * float(g.length_m[first])
-            node_path = found.path(x)
-            x = node_path[-1]
-            hops = g.hops(np.asarray(node_path[:-1]), np.asarray(node_path[1:]))
-            pieces.append(np.asarray(shapely.get_coordinates(g.geoms[hops])))
-            road_m += float(g.length_m[hops].sum())
-            # The search reached the target from the virtual node through ``x``: by a seed at
-            # ``x`` of exactly its time (the start of a join's edge, the start of its twin, or,
-            # at the very end of a one-way edge, the end node itself).
-            at_x = float(found.at(np.array([x]))[0])
-            gap = np.where(joins.cols == x, np.abs(joins.seeds - at_x), np.inf)
-            slot = int(np.argmin(gap))
-            j, side = int(joins.join[slot]), int(joins.side[slot])
-            edge, frac = int(joins.edge[j]), float(joins.frac[j])
-            r_t = int(g.rev[edge])
-            if side == 0 or (r_t < 0 and frac < 1.0):
-                pieces.append(_substring_coords(g.geoms[edge], 0.0, frac))
-                road_m += frac * float(g.length_m[edge])
-            elif r_t >= 0:
-                pieces.append(_substring_coords(g.geoms[r_t], 0.0, 1.0 - frac))
-                road_m += (1.0 - frac) * float(g.length_m[r_t])
-            else:
-                pieces.append(_substring_coords(g.geoms[edge], 1.0, 1.0))
-        source_m = float(all_access[i])
-        target_m = float(target.joins()[3][j])
-        metric = np.concatenate(pieces)
-        lon, lat = self._to_wgs84.transform(metric[:, 0], metric[:, 1])
-        coords = np.concatenate(
-            [
-                [[source.lon[0], source.lat[0]]],
-                np.column_stack([lon, lat]),
-                [[target.lon[0], target.lat[0]]],
-            ]
-        )
-        keep = np.ones(len(coords), dtype=bool)
-        keep[1:] = np.any(np.diff(coords, axis=0) != 0, axis=1)
-        coords = coords[keep]
-        if len(coords) == 1:
-            coords = np.concatenate([coords, coords])
-        length = source_m + road_m + target_m
-        return Route(
-            mode=g.mode,
-            time_s=time_s,
-            length_m=length,
-            geometry=LineString(coords),
-            node_ids=tuple(_plain(i) for i in g.node_ids[node_path]),
-        )
 
     def lower_bound_s(self, source: Snapped, target: Snapped) -> np.ndarray:
         """Admissible lower bound of the time from each source to the single target.

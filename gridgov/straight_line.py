@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike
 from pyproj import Geod
 from shapely.geometry import LineString
 
-from gridgov.errors import InputError
+from gridgov.errors import InputError, NotFoundError
 from gridgov.model import TravelMode
 from gridgov.roads import SPEEDS_KMH
 from gridgov.settings import get_settings
@@ -63,6 +63,32 @@ class _StraightField:
         metres = _geodesic_m(sources.lon, sources.lat, self.lon, self.lat)
         times = metres * self.detour / self.speed_ms
         return np.where(times <= self.limit_s, times, np.inf)
+
+    def route_from(self, source: Snapped) -> Route:
+        """The straight segment from ``source``; NotFoundError beyond ``limit_s``."""
+        check_single(source, "source")
+        check_field_mode(source, self.mode)
+        route = _straight_route(source, self.lon, self.lat, self.detour, self.speed_ms)
+        if not route.time_s <= self.limit_s:
+            msg = f"the straight line from the source takes longer than {self.limit_s:.0f} s"
+            raise NotFoundError(msg)
+        return route
+
+
+def _straight_route(
+    source: Snapped, lon: float, lat: float, detour: float, speed_ms: float
+) -> Route:
+    """The straight segment from the single ``source`` to (lon, lat); its length is the
+    estimated road length (straight × detour)."""
+    metres = float(_geodesic_m(source.lon, source.lat, lon, lat)[0])
+    length = metres * detour
+    return Route(
+        mode=source.mode,
+        time_s=length / speed_ms,
+        length_m=length,
+        geometry=LineString([(source.lon[0], source.lat[0]), (lon, lat)]),
+        node_ids=(),
+    )
 
 
 class StraightLine:
@@ -146,14 +172,12 @@ class StraightLine:
         check_single(source, "source")
         check_single(target, "target")
         check_same_mode(source, target)
-        metres = float(_geodesic_m(source.lon, source.lat, target.lon, target.lat)[0])
-        length = metres * self.detour_factor
-        return Route(
-            mode=source.mode,
-            time_s=length / self._speed_ms(source.mode),
-            length_m=length,
-            geometry=LineString([(source.lon[0], source.lat[0]), (target.lon[0], target.lat[0])]),
-            node_ids=(),
+        return _straight_route(
+            source,
+            float(target.lon[0]),
+            float(target.lat[0]),
+            self.detour_factor,
+            self._speed_ms(source.mode),
         )
 
     def lower_bound_s(self, source: Snapped, target: Snapped) -> np.ndarray:

@@ -163,6 +163,11 @@ class TravelField(Protocol):
         """
         ...
 
+    def route_from(self, source: Snapped) -> Route:
+        """The fastest route from the single ``source`` to the target, as the model's ``route``
+        gives it, when its time is within ``limit_s`` (NotFoundError otherwise)."""
+        ...
+
 
 class TravelModel(Protocol):
     """What dispatch needs from a road network (or the straight-line fallback)."""

@@ -16,7 +16,7 @@ import shapely
 from pyproj import Geod
 
 from gridgov import modegraph, network
-from gridgov.errors import DataFileError, InputError
+from gridgov.errors import DataFileError, InputError, NotFoundError
 from gridgov.model import TravelMode
 from gridgov.network import RoadNetwork, build_network, read_network
 from gridgov.reference import read_reference_district
@@ -655,7 +655,7 @@ def test_regional_searches_equal_whole_graph_searches(lattice: RoadNetwork, mode
         )
         # Unit times through the public field, against a field over the whole-graph search.
         field = lattice.field_to(target, limit)
-        want = network._NetworkField(g.mode, limit, g, whole, joins)
+        want = network._NetworkField(g.mode, limit, g, whole, joins, target, lattice._to_wgs84)
         got = field.times_from(sources)
         assert np.array_equal(got, want.times_from(sources))
         # Routes from the regional search follow a path of that very time.
@@ -664,6 +664,8 @@ def test_regional_searches_equal_whole_graph_searches(lattice: RoadNetwork, mode
             source = sources.take(int(reached[-1]))
             route = lattice.route(source, target)
             assert route.time_s == pytest.approx(float(got[reached[-1]]), abs=1e-9)
+            # And so do routes read from the regional field itself.
+            assert field.route_from(source).time_s == float(got[reached[-1]])
     # Both ways were taken: regions for short searches, the whole graph for long ones.
     assert 0 < regional < len(targets)
 
@@ -748,3 +750,31 @@ def test_route_with_a_limit_hint(ref, net: RoadNetwork, mode: str) -> None:
             assert hinted.time_s == plain.time_s
             assert hinted.length_m == pytest.approx(plain.length_m)
             assert hinted.geometry.equals_exact(plain.geometry, 1e-9)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_fields_route_is_the_routes_own(ref, net: RoadNetwork, mode: str) -> None:
+    """Dispatch reads the chosen unit's route from the field that timed it: the same time to
+    the bit and the same way as a route of its own, whatever the field's limit; a source the
+    field did not reach within its limit has no route there."""
+    lon, lat = _random_points(ref, 20, seed=13)
+    for i in range(10):
+        source = net.snap([lon[i]], [lat[i]], mode)
+        target = net.snap([lon[10 + i]], [lat[10 + i]], mode)
+        plain = net.route(source, target)
+        for limit in (plain.time_s, 2.0 * plain.time_s + 60.0, math.inf):
+            field = net.field_to(target, limit)
+            read = field.route_from(source)
+            assert read.time_s == plain.time_s == field.times_from(source)[0]
+            assert read.length_m == pytest.approx(plain.length_m)
+            assert read.geometry.equals_exact(plain.geometry, 1e-9)
+            assert read.node_ids == plain.node_ids
+        if plain.time_s > 1.0:
+            with pytest.raises(NotFoundError, match=r"no \w+ route"):
+                net.field_to(target, plain.time_s / 2.0).route_from(source)
+    straight = StraightLine()
+    source, target = straight.snap(104.03, 30.70, mode), straight.snap(104.06, 30.68, mode)
+    own = straight.route(source, target)
+    assert straight.field_to(target).route_from(source) == own
+    with pytest.raises(NotFoundError):
+        straight.field_to(target, own.time_s / 2.0).route_from(source)

@@ -420,8 +420,13 @@ def _preempt(
 def with_route(pool: UnitPool, target: Target, row: int, a: Assignment) -> Assignment:
     mode = pool.mode[row]
     source = pool.snapped(np.array([row]), mode)
-    # The field's exact time bounds the route's search: one search instead of a growing series.
-    route = target.travel.route(source, target.snaps[mode], limit_s=a.time_s)
+    field = target.fields.get(mode)
+    if field is not None and a.time_s <= field.limit_s:
+        # The search that timed the unit holds its route: no search of its own.
+        route = field.route_from(source)
+    else:
+        # The exact time bounds the route's search: one search instead of a growing series.
+        route = target.travel.route(source, target.snaps[mode], limit_s=a.time_s)
     # The field and the route come from two searches; they must agree on the time.
     assert abs(route.time_s - a.time_s) <= _ROUTE_TOL_S * max(1.0, a.time_s), (route, a)
     return replace(a, route=route)
