@@ -173,10 +173,7 @@ class IdempotencyMiddleware:
         async def capture(message: MutableMapping[str, Any]) -> None:
             nonlocal status, media_type, stored
             if message["type"] == "http.response.start":
-                status = int(message["status"])
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"content-type":
-                        media_type = value.decode("latin-1")
+                status, media_type = int(message["status"]), _media_type(message)
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False) and status < 500:
@@ -297,13 +294,18 @@ def _answer_of(messages: list[MutableMapping[str, Any]]) -> tuple[int, str | Non
     status, media_type, chunks = 500, None, []
     for message in messages:
         if message["type"] == "http.response.start":
-            status = int(message["status"])
-            for name, value in message.get("headers", []):
-                if name.lower() == b"content-type":
-                    media_type = value.decode("latin-1")
+            status, media_type = int(message["status"]), _media_type(message)
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
     return status, media_type, b"".join(chunks)
+
+
+def _media_type(start: MutableMapping[str, Any]) -> str | None:
+    """The content type an ``http.response.start`` message names, if any."""
+    for name, value in start.get("headers", []):
+        if name.lower() == b"content-type":
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _credential_namespace(
