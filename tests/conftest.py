@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from helpers import Damage, damage_areas
+from helpers import CATALOGUE_LOCK, Damage, damage_areas
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -99,7 +99,12 @@ def _fresh_schema(postgis_url: str) -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            # Not while a test reads the catalogue of every schema (helpers.no_schema_dropped).
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock_shared({CATALOGUE_LOCK})")
+            try:
+                connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock_shared({CATALOGUE_LOCK})")
         admin.dispose()
 
 

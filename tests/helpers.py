@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import geopandas as gpd
 import numpy as np
 import yaml
 from shapely.geometry import Polygon
+from sqlalchemy import Engine, text
 
 from gridgov.settings import PROJECT_ROOT
 
@@ -100,3 +103,27 @@ def custom_catalog(path: Path) -> Path:
     )
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+#: Advisory lock of the PostGIS test database: dropping a test's schema holds it shared; a test
+#: that reads the catalogue of every schema holds it alone (:func:`no_schema_dropped`).
+CATALOGUE_LOCK = 0x67726964
+
+
+@contextmanager
+def no_schema_dropped(engine: Engine) -> Iterator[None]:
+    """Hold back other tests' schema drops while the body runs (PostgreSQL; nothing elsewhere).
+
+    Comparing the schema with the models reads catalogue rows of every schema of the shared
+    test database; a relation that a parallel test drops between two of those reads fails the
+    comparison ("could not open relation with OID ...").
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": CATALOGUE_LOCK})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": CATALOGUE_LOCK})
