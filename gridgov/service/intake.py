@@ -11,7 +11,8 @@ own. In order, each done once:
 5. the scope: the caller's :meth:`Scope.check_report` on the street and grid found;
 6. storing: the incident and its first events in one transaction, the duplicate check inside
    it (:func:`gridgov.store.create_incident`), linked in that transaction to the
-   Idempotency-Key the request holds, if any (:func:`holding_key`);
+   Idempotency-Key the request holds, if any (:func:`holding_key`; a key claimed with the
+   report is inserted there);
 7. dispatching, when asked, the report was registered and its street dispatches at once
    (:func:`gridgov.service.dispatch_mode.decide`: a street in confirm mode holds it)
    (:func:`gridgov.store.dispatch_reported`, which reads nothing of the incident back).

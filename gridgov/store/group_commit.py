@@ -1,10 +1,11 @@
 """Group commit: small writes (and reads) that threads of one process ask for together share
 a transaction.
 
-Every report with an Idempotency-Key claims its key before it runs and stores its answer after:
-two one-row transactions, each with its own commit (and WAL flush) and its statements' fixed
-costs, which under load cost the server more than the rows themselves; the caller's credential
-and the dataset version are read once a request too. A :class:`Group` lets the threads that ask
+Every POST with an Idempotency-Key stores its answer after it runs, and every one but a report
+(whose key goes in with it) claims its key before: one-row transactions, each with its own
+commit (and WAL flush) and its statements' fixed costs, which under load cost the server more
+than the rows themselves; the caller's credential and the dataset version are read once a
+request too. A :class:`Group` lets the threads that ask
 while one such transaction runs go together in the next: the first waiting thread runs the
 whole queue through ``run`` (one transaction) and each thread gets its own item's result back.
 A thread is only ever answered by a run that began after it asked, so a read is never older
