@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -104,6 +105,11 @@ class IdempotencyMiddleware:
             return
         body = await _read_body(receive)
         engine = scope["app"].state.engine
+        # One worker thread for both lookups (the caller's namespace, then the claim): a hop
+        # costs as much as a small query.
+        claiming: Callable[[], store.Replay | None] = partial(
+            _claim, engine, headers, scope, body, key
+        )
         if path in _CLAIMED_WITH_THE_RECORD:
             try:
                 fresh = await anyio.to_thread.run_sync(
@@ -120,10 +126,12 @@ class IdempotencyMiddleware:
             if answered:
                 await self._purge_when_due(engine)
                 return
-            # Another run holds the key: nothing was stored; the way of every other POST.
+            # Another run holds the key: nothing was stored; the way of every other POST,
+            # under the namespace and fingerprint found already.
+            assert fresh.fingerprint is not None  # a claim made with the record carries it
+            claiming = partial(store.claim_idempotency, engine, fresh.scope, key, fresh.fingerprint)
         try:
-            # One worker thread for both lookups: a hop costs as much as a small query.
-            claim = await anyio.to_thread.run_sync(_claim, engine, headers, scope, body, key)
+            claim = await anyio.to_thread.run_sync(claiming)
         except (StoreError, SQLAlchemyError) as exc:
             await _store_unavailable_answer(send, path, exc)
             return
@@ -263,10 +271,9 @@ def _claim(
     engine: Any, headers: dict[bytes, bytes], scope: Scope, body: bytes, key: str
 ) -> store.Replay | None:
     """Claim ``key`` in the caller's namespace; None for a credential that does not resolve."""
-    namespace = _credential_namespace(engine, headers, scope, body)
-    if namespace is None:
+    key_scope = _key_scope(engine, headers, scope, body)
+    if key_scope is None:
         return None
-    key_scope = hashlib.sha256(f"{namespace}|{scope['path']}".encode()).hexdigest()
     return store.claim_idempotency(engine, key_scope, key, _fingerprint(scope, headers, body))
 
 
@@ -275,11 +282,19 @@ def _fresh_claim(
 ) -> store.KeyClaim | None:
     """A claim of ``key`` to be stored with the request's record; None for a credential that
     does not resolve."""
+    key_scope = _key_scope(engine, headers, scope, body)
+    if key_scope is None:
+        return None
+    return store.claim_with_record(key_scope, key, _fingerprint(scope, headers, body))
+
+
+def _key_scope(engine: Any, headers: dict[bytes, bytes], scope: Scope, body: bytes) -> str | None:
+    """Where the caller's keys for this path live: its namespace and the path, hashed; None
+    for a credential that does not resolve."""
     namespace = _credential_namespace(engine, headers, scope, body)
     if namespace is None:
         return None
-    key_scope = hashlib.sha256(f"{namespace}|{scope['path']}".encode()).hexdigest()
-    return store.claim_with_record(key_scope, key, _fingerprint(scope, headers, body))
+    return hashlib.sha256(f"{namespace}|{scope['path']}".encode()).hexdigest()
 
 
 def _append_to(messages: list[MutableMapping[str, Any]]) -> Send:

@@ -427,7 +427,7 @@ def with_route(pool: UnitPool, target: Target, row: int, a: Assignment) -> Assig
     else:
         # The exact time bounds the route's search: one search instead of a growing series.
         route = target.travel.route(source, target.snaps[mode], limit_s=a.time_s)
-    # The field and the route come from two searches; they must agree on the time.
+    # The route is drawn apart from the time that chose the unit; they must agree.
     assert abs(route.time_s - a.time_s) <= _ROUTE_TOL_S * max(1.0, a.time_s), (route, a)
     return replace(a, route=route)
 

@@ -151,22 +151,63 @@ def claim_idempotency(
 
 
 def _claim_row(ask: _Ask) -> dict[str, object]:
+    return _key_row(
+        ask.scope, ask.key, ask.fingerprint, ask.now, ask.claim_id, lease_until=_lease(ask.now)
+    )
+
+
+def _key_row(
+    scope: str, key: str, fingerprint: str | None, now: datetime, claim_id: str, **more: object
+) -> dict[str, object]:
+    """A key's row as first inserted, by the run ``claim_id``; ``more`` gives its lease, its
+    incident or its answer (the other columns are NULL)."""
     return {
-        "scope": ask.scope,
-        "key": ask.key,
-        "fingerprint": ask.fingerprint,
-        "created_at": ask.now,
-        "claim_id": ask.claim_id,
-        "lease_until": _lease(ask.now),
+        "scope": scope,
+        "key": key,
+        "fingerprint": fingerprint,
+        "created_at": now,
+        "claim_id": claim_id,
+        "lease_until": None,
+        "incident_id": None,
+        "status": None,
+        "media_type": None,
+        "body": None,
+        **more,
     }
 
 
-_INSERT_CLAIMS = RowsInsert(
+def _row_of(claim: KeyClaim, now: datetime, **more: object) -> dict[str, object]:
+    """The row of a claim made with the record, as :func:`_key_row` gives it."""
+    return _key_row(claim.scope, claim.key, claim.fingerprint, now, claim.claim_id, **more)
+
+
+_INSERT_KEYS = RowsInsert(
     IDEMPOTENCY,
-    ["scope", "key", "fingerprint", "created_at", "claim_id", "lease_until"],
+    [
+        "scope",
+        "key",
+        "fingerprint",
+        "created_at",
+        "claim_id",
+        "lease_until",
+        "incident_id",
+        "status",
+        "media_type",
+        "body",
+    ],
     returning=["scope", "key", "claim_id"],
     conflict=["scope", "key"],
 )
+
+
+def _insert_keys(connection: Connection, rows: list[dict[str, object]]) -> set[tuple[object, ...]]:
+    """Insert key rows where their key is free; (scope, key, claim_id) of those inserted.
+
+    In key order: two transactions that want the same keys wait for each other in one order,
+    never in a cycle.
+    """
+    ordered = sorted(rows, key=lambda r: (str(r["scope"]), str(r["key"])))
+    return {(r.scope, r.key, r.claim_id) for r in _INSERT_KEYS.run(connection, ordered)}
 
 
 def _claim_together(engine: Engine, asks: Sequence[_Ask]) -> list[bool]:
@@ -175,11 +216,8 @@ def _claim_together(engine: Engine, asks: Sequence[_Ask]) -> list[bool]:
     first: dict[tuple[str, str], _Ask] = {}
     for ask in asks:
         first.setdefault((ask.scope, ask.key), ask)
-    # In key order: two processes' groups that want the same keys wait for each other in one
-    # order, never in a cycle.
-    rows = [_claim_row(first[k]) for k in sorted(first)]
     with begin_write(engine) as connection:
-        taken = {(row.scope, row.key, row.claim_id) for row in _INSERT_CLAIMS.run(connection, rows)}
+        taken = _insert_keys(connection, [_claim_row(ask) for ask in first.values()])
     return [(a.scope, a.key, a.claim_id) in taken for a in asks]
 
 
@@ -246,44 +284,21 @@ _LINK = RowsUpdate(
 )
 
 
-_INSERT_LINKED = RowsInsert(
-    IDEMPOTENCY,
-    ["scope", "key", "fingerprint", "created_at", "claim_id", "lease_until", "incident_id"],
-    returning=["scope", "key", "claim_id"],
-    conflict=["scope", "key"],
-)
-
-
 def _link(connection: Connection, links: Sequence[tuple[KeyClaim, str]]) -> bool:
     """Link each claim's key to its incident while the claim still holds it; whether all did.
 
-    A claim not in the store yet is inserted with its incident (in key order, so that two
-    transactions wanting the same keys wait for each other in one order, never in a cycle).
+    A claim not in the store yet is inserted with its incident.
 
     Raises
     ------
     KeyHeld
         Such a claim's key is held by another run (its transaction must roll back).
     """
-    fresh = sorted(
-        ((c, i) for c, i in links if c.fingerprint is not None),
-        key=lambda link: (link[0].scope, link[0].key),
-    )
+    fresh = [(c, i) for c, i in links if c.fingerprint is not None]
     if fresh:
         now = datetime.now(UTC)
-        rows = [
-            {
-                "scope": c.scope,
-                "key": c.key,
-                "fingerprint": c.fingerprint,
-                "created_at": now,
-                "claim_id": c.claim_id,
-                "lease_until": _lease(now),
-                "incident_id": i,
-            }
-            for c, i in fresh
-        ]
-        taken = {(r.scope, r.key, r.claim_id) for r in _INSERT_LINKED.run(connection, rows)}
+        rows = [_row_of(c, now, lease_until=_lease(now), incident_id=i) for c, i in fresh]
+        taken = _insert_keys(connection, rows)
         held = [c.key for c, _ in fresh if (c.scope, c.key, c.claim_id) not in taken]
         if held:
             msg = f"another request holds the Idempotency-Key(s) {', '.join(held)}"
@@ -322,14 +337,6 @@ _FINISH = RowsUpdate(
 )
 
 
-_INSERT_ANSWERS = RowsInsert(
-    IDEMPOTENCY,
-    ["scope", "key", "fingerprint", "created_at", "claim_id", "status", "media_type", "body"],
-    returning=["scope", "key", "claim_id"],
-    conflict=["scope", "key"],
-)
-
-
 def _finish_together(
     engine: Engine, answers: Sequence[tuple[KeyClaim, int, str | None, bytes]]
 ) -> list[bool]:
@@ -351,23 +358,13 @@ def _finish_together(
             ],
         )
         now = datetime.now(UTC)
-        unsaved = {
-            (c.scope, c.key): {
-                "scope": c.scope,
-                "key": c.key,
-                "fingerprint": c.fingerprint,
-                "created_at": now,
-                "claim_id": c.claim_id,
-                "status": status,
-                "media_type": media_type,
-                "body": body,
-            }
+        unsaved = [
+            _row_of(c, now, status=status, media_type=media_type, body=body)
             for c, status, media_type, body in answers
             if c.fingerprint is not None and (c.scope, c.key, c.claim_id) not in stored
-        }
+        ]
         if unsaved:
-            rows = [unsaved[k] for k in sorted(unsaved)]
-            stored |= {(r.scope, r.key, r.claim_id) for r in _INSERT_ANSWERS.run(connection, rows)}
+            stored |= _insert_keys(connection, unsaved)
     return [(c.scope, c.key, c.claim_id) in stored for c, *_ in answers]
 
 
