@@ -5,6 +5,7 @@ freeze it (SIGSTOP of the postmaster and every backend) without disturbing the s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -87,12 +88,16 @@ class PrivateCluster:
 
     def freeze(self) -> None:
         """SIGSTOP the postmaster and every backend: sockets stay open, nothing answers."""
-        for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
         for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+            # A backend that exited between the listing and the signal needs none.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def destroy(self) -> None:
         try:
