@@ -17,7 +17,7 @@ from api.app import create_app
 from gridgov import store
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
-from gridgov.store.engine import translate_errors
+from gridgov.store.engine import sent_together, translate_errors
 
 
 @pytest.fixture
@@ -92,6 +92,35 @@ def test_a_frozen_server_is_cut_client_side(proxy: tuple[FaultProxy, str]) -> No
         assert isinstance(frozen.get("error"), StoreError), frozen
         connecting = _finishes(lambda: _run(store.create_engine_from_url(url), "SELECT 3"))
         assert isinstance(connecting.get("error"), StoreError), connecting
+        fault.resume()
+        assert _finishes(lambda: _run(engine, "SELECT 4")) == {"value": 4}
+    finally:
+        fault.resume()
+        engine.dispose()
+
+
+@pytest.mark.postgis
+@pytest.mark.usefixtures("short_timeouts")
+def test_statements_sent_together_to_a_frozen_server_are_cut(
+    proxy: tuple[FaultProxy, str],
+) -> None:
+    """Statements sent together (a turn's writes) wait for their answers at the end of the
+    block, outside any one statement: that wait is cut too when the server stops answering,
+    instead of holding the intake's turn for ever."""
+    fault, url = proxy
+    engine = store.create_engine_from_url(url)
+
+    def write() -> None:
+        with translate_errors(engine), engine.begin() as connection:
+            connection.execute(text("SELECT 1"))  # the transaction has begun
+            fault.pause()
+            with sent_together(connection):
+                connection.execute(text("SET LOCAL lock_timeout = 1000"))
+
+    try:
+        assert _run(engine, "SELECT 1") == 1
+        frozen = _finishes(write)
+        assert isinstance(frozen.get("error"), StoreError), frozen
         fault.resume()
         assert _finishes(lambda: _run(engine, "SELECT 4")) == {"value": 4}
     finally:
