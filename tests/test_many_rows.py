@@ -24,7 +24,9 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 
+from gridgov.store.engine import sent_together
 from gridgov.store.many_rows import RowsInsert, RowsUpdate
 from gridgov.store.models import IDEMPOTENCY, GeometryType, UTCDateTime
 
@@ -37,6 +39,8 @@ _ANSWER = RowsUpdate(
     fixed={"lease_until": None},
     where=[IDEMPOTENCY.c.incident_id.is_(None)],
 )
+
+_INSERT_KEYS = RowsInsert(IDEMPOTENCY, ["scope", "key", "fingerprint", "created_at", "claim_id"])
 
 
 def _claims(engine: Engine, n: int) -> None:
@@ -118,6 +122,68 @@ def test_a_key_given_twice_is_refused_before_anything_runs(store_engine: Engine)
 def test_no_rows_runs_nothing(store_engine: Engine) -> None:
     with store_engine.begin() as connection:
         assert _ANSWER.run(connection, []) == set()
+
+
+# --------------------------------------------------------------------------------------------
+# Statements sent together (gridgov.store.engine.sent_together)
+# --------------------------------------------------------------------------------------------
+
+
+def _answers(engine: Engine) -> dict[str, tuple[Any, ...]]:
+    with engine.connect() as connection:
+        return {r.key: (r.status, r.body) for r in connection.execute(select(IDEMPOTENCY))}
+
+
+def test_statements_sent_together_all_take_effect(store_engine: Engine) -> None:
+    """Writes that read nothing back go in one pipeline on PostgreSQL and take effect as if
+    sent one by one; a row another writer changed is simply not matched."""
+    _claims(store_engine, 4)
+    rows = [
+        {"scope": "s", "key": f"k{i}", "claim_id": "other" if i == 1 else f"c{i}", "status": i}
+        | {"media_type": None, "body": bytes([i]) * 10}
+        for i in range(3)
+    ]
+    more = [{"scope": "s", "key": "k9", "fingerprint": "fp", "created_at": _NOW, "claim_id": "c9"}]
+    with store_engine.begin() as connection:
+        with sent_together(connection):
+            if store_engine.dialect.name == "postgresql":
+                # Really in pipeline mode, not one round trip a statement.
+                assert connection.connection.driver_connection.pgconn.pipeline_status
+            _ANSWER.write(connection, rows[:2])
+            _INSERT_KEYS.run(connection, more)
+            _ANSWER.write(connection, rows[2:])
+        # The connection is back to normal: a read returns its rows.
+        assert connection.execute(select(IDEMPOTENCY.c.key)).all()
+    got = _answers(store_engine)
+    assert got["k0"] == (0, bytes([0]) * 10) and got["k2"] == (2, bytes([2]) * 10)
+    assert got["k1"] == (None, None)  # its claim no longer held: not matched
+    assert got["k9"] == (None, None) and got["k3"] == (None, None)
+
+
+@pytest.mark.parametrize("last", [True, False], ids=["failing-last", "failing-among"])
+def test_a_statement_failing_among_those_sent_together_fails_the_transaction(
+    store_engine: Engine, last: bool
+) -> None:
+    """The failure is raised as SQLAlchemy raises a failed statement (at the end of the block,
+    or at a later statement of it that found it), without the server's DETAIL (it repeats the
+    row's values); nothing of the block is kept, and the next transaction works."""
+    _claims(store_engine, 2)
+    row = {"scope": "s", "key": "k0", "claim_id": "c0", "status": 7, "media_type": None}
+    taken = {"scope": "s", "key": "k1", "fingerprint": "fp", "created_at": _NOW}
+    with (
+        pytest.raises(IntegrityError) as failed,
+        store_engine.begin() as connection,
+        sent_together(connection),
+    ):
+        _ANSWER.write(connection, [{**row, "body": b"x"}])
+        _INSERT_KEYS.run(connection, [{**taken, "claim_id": "c9"}])  # the key exists
+        if not last:
+            _ANSWER.write(connection, [{**row, "key": "k1", "claim_id": "c1", "body": b"y"}])
+    assert "DETAIL" not in str(failed.value) and "(s, k1)" not in str(failed.value)
+    assert _answers(store_engine) == {"k0": (None, None), "k1": (None, None)}
+    with store_engine.begin() as connection, sent_together(connection):
+        _ANSWER.write(connection, [{**row, "body": b"z"}])
+    assert _answers(store_engine)["k0"] == (7, b"z")
 
 
 # --------------------------------------------------------------------------------------------

@@ -616,6 +616,44 @@ def test_a_failure_between_unit_and_assignment_leaves_neither(
     assert unit_row(district, "E1")["status"] == "busy"
 
 
+def test_a_decisions_writes_go_together(district: Engine, ctx: dispatch.DispatchContext) -> None:
+    """On PostgreSQL the rows a decision writes after its reads (the unit busy, the assignment,
+    the event, the incident's state) go in one pipeline, not one round trip each; the reads
+    before them do not (each needs its answer). The dispatch is the same either way."""
+    from sqlalchemy import event
+
+    incident_id = new_incident(district, "T-ENF", (1, 1))
+    seen: list[tuple[str, bool]] = []
+
+    def note(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        pgconn = getattr(conn.connection.driver_connection, "pgconn", None)
+        words = statement.split()
+        seen.append((" ".join(words[:3]), bool(pgconn is not None and pgconn.pipeline_status)))
+
+    event.listen(district, "before_cursor_execute", note)
+    try:
+        decision = dispatch_stored(district, ctx, incident_id, now=NOW)
+    finally:
+        event.remove(district, "before_cursor_execute", note)
+    assert [a.unit_id for a in decision.assignments] == ["E1"]
+    assert unit_row(district, "E1")["status"] == "busy"
+    assert incident_status(district, incident_id) == "dispatched"
+    writes = (
+        "UPDATE units SET",
+        "INSERT INTO assignments",
+        "INSERT INTO events",
+        "UPDATE incidents SET",
+    )
+    together = {text for text, piped in seen if piped}
+    alone = {text for text, piped in seen if not piped}
+    if district.dialect.name == "postgresql":
+        assert set(writes) <= together, seen
+        assert not any(w.startswith("SELECT") for w in together), seen
+        assert "INSERT INTO dispatches" in alone  # its ids name the assignments and events
+    else:
+        assert not together and set(writes) <= alone
+
+
 def _take_after_first_decision(
     monkeypatch: pytest.MonkeyPatch, take: Any
 ) -> list[dispatch.Decision]:

@@ -17,7 +17,7 @@ from api.app import create_app
 from gridgov import store
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
-from gridgov.store.engine import translate_errors
+from gridgov.store.engine import sent_together, translate_errors
 
 
 @pytest.fixture
@@ -78,6 +78,15 @@ def proxy(postgis_url: str) -> Iterator[tuple[FaultProxy, str]]:
         fault.close()
 
 
+def _cut_then_working(fault: FaultProxy, engine: Engine, frozen: Any) -> None:
+    """``frozen()``, run while the server does not answer, ends in a StoreError instead of
+    hanging; after the thaw the engine works again (the pool dropped the cut connection)."""
+    out = _finishes(frozen)
+    assert isinstance(out.get("error"), StoreError), out
+    fault.resume()
+    assert _finishes(lambda: _run(engine, "SELECT 4")) == {"value": 4}
+
+
 @pytest.mark.postgis
 @pytest.mark.usefixtures("short_timeouts")
 def test_a_frozen_server_is_cut_client_side(proxy: tuple[FaultProxy, str]) -> None:
@@ -88,12 +97,34 @@ def test_a_frozen_server_is_cut_client_side(proxy: tuple[FaultProxy, str]) -> No
     try:
         assert _run(engine, "SELECT 1") == 1  # a pooled connection, then the freeze
         fault.pause()
-        frozen = _finishes(lambda: _run(engine, "SELECT 2"))
-        assert isinstance(frozen.get("error"), StoreError), frozen
         connecting = _finishes(lambda: _run(store.create_engine_from_url(url), "SELECT 3"))
         assert isinstance(connecting.get("error"), StoreError), connecting
+        _cut_then_working(fault, engine, lambda: _run(engine, "SELECT 2"))
+    finally:
         fault.resume()
-        assert _finishes(lambda: _run(engine, "SELECT 4")) == {"value": 4}
+        engine.dispose()
+
+
+@pytest.mark.postgis
+@pytest.mark.usefixtures("short_timeouts")
+def test_statements_sent_together_to_a_frozen_server_are_cut(
+    proxy: tuple[FaultProxy, str],
+) -> None:
+    """Statements sent together (a turn's writes) wait for their answers at the end of the
+    block, outside any one statement: that wait is cut too when the server stops answering,
+    instead of holding the intake's turn for ever."""
+    fault, url = proxy
+    engine = store.create_engine_from_url(url)
+
+    def write() -> None:
+        with translate_errors(engine), engine.begin() as connection:
+            connection.execute(text("SELECT 1"))  # the transaction has begun
+            fault.pause()
+            with sent_together(connection):
+                connection.execute(text("SET LOCAL lock_timeout = 1000"))
+
+    try:
+        _cut_then_working(fault, engine, write)
     finally:
         fault.resume()
         engine.dispose()

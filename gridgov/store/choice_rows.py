@@ -20,7 +20,7 @@ from gridgov import dispatch
 from gridgov.errors import GridgovError, InputError, NotFoundError
 from gridgov.model import UnitStatus
 from gridgov.store.decision_rows import Attempts as _Attempts
-from gridgov.store.decision_rows import insert_assignments, insert_dispatches
+from gridgov.store.decision_rows import assignment_rows, insert_assignments, insert_dispatches
 from gridgov.store.dispatch_rows import (
     _commit_within,
     _decide_without_returned,
@@ -251,7 +251,7 @@ def _change_within(
             .where(DISPATCHES.c.dispatch_id == dispatch_id)
             .values(decided_by=actor)
         )
-        insert_assignments(connection, [add], [dispatch_id], now)
+        insert_assignments(connection, assignment_rows(connection, [add], [dispatch_id], now))
         data.update(
             dispatch_id=dispatch_id,
             added=added,

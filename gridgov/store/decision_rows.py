@@ -17,7 +17,8 @@ from sqlalchemy import Connection, bindparam, func, select
 
 from gridgov import dispatch
 from gridgov.model import UnitStatus
-from gridgov.store.journal import append_events
+from gridgov.store.engine import sent_together
+from gridgov.store.journal import append_events, last_events
 from gridgov.store.many_rows import RowsInsert, RowsUpdate
 from gridgov.store.models import ASSIGNMENTS, DISPATCHES, INCIDENTS, UNITS
 from gridgov.workflow import Action, Role
@@ -79,28 +80,33 @@ def write_decisions(
     """
     if not decisions:
         return []
-    # The units were locked and checked by the caller: every one of them is matched.
-    _SET_BUSY.run(
-        connection,
-        [
-            {"unit_id": a.unit_id, "busy_incident_id": d.incident.incident_id}
-            for d in decisions
-            for a in d.assignments
-        ],
-    )
+    # First what must be read: the dispatch ids (the assignments and events name them), the
+    # units' last ends and the incidents' latest events.
     dispatch_ids = insert_dispatches(connection, decisions, now, attempts, requeued)
-    insert_assignments(connection, decisions, dispatch_ids, now)
+    assignments = assignment_rows(connection, decisions, dispatch_ids, now)
     called = [k for k, d in enumerate(decisions) if d.assignments]
     # The street's call: the clocks of the response start here. A decision that found nobody
     # is recorded (dispatch row) but calls no one, so its incident stays queued. The placement
     # goes into the same UPDATE as the status.
-    append_events(
-        connection,
-        [_dispatch_event(decisions[k], dispatch_ids[k], now, offices, by[k]) for k in called],
-    )
+    events = [_dispatch_event(decisions[k], dispatch_ids[k], now, offices, by[k]) for k in called]
+    lasts = last_events(connection, [e["incident_id"] for e in events])
     quiet = [d for d in decisions if not d.assignments]
-    if quiet:
-        _SET_PLACE.run(connection, [_place_params(d, now) for d in quiet])
+    # Then the writes, which read nothing back: one round trip for them all, not one each
+    # (the intake's turn is held meanwhile).
+    with sent_together(connection):
+        # The units were locked and checked by the caller: every one of them is matched.
+        _SET_BUSY.write(
+            connection,
+            [
+                {"unit_id": a.unit_id, "busy_incident_id": d.incident.incident_id}
+                for d in decisions
+                for a in d.assignments
+            ],
+        )
+        insert_assignments(connection, assignments)
+        append_events(connection, events, lasts=lasts)
+        if quiet:
+            _SET_PLACE.write(connection, [_place_params(d, now) for d in quiet])
     return dispatch_ids
 
 
@@ -187,16 +193,17 @@ def insert_dispatches(
     return sorted(int(r.dispatch_id) for r in _INSERT_DISPATCHES.run(connection, rows))
 
 
-def insert_assignments(
+def assignment_rows(
     connection: Connection,
     decisions: Sequence[dispatch.Decision],
     dispatch_ids: Sequence[int],
     now: datetime,
-) -> None:
-    """The assignments of the decisions, in one INSERT."""
+) -> list[dict[str, Any]]:
+    """The rows of the decisions' assignments, for :func:`insert_assignments` (one read: the
+    chosen units' last ends)."""
     unit_ids = [a.unit_id for d in decisions for a in d.assignments]
     if not unit_ids:
-        return
+        return []
     # A unit's history never runs backwards: a job starts no earlier than its last one ended
     # (callers' clocks may differ by a little; the rows are locked, so this is race-free).
     last_end = dict(connection.execute(_LAST_END, {"ids": unit_ids}).all())
@@ -224,4 +231,10 @@ def insert_assignments(
                     "release_reason": None,
                 }
             )
+    return rows
+
+
+def insert_assignments(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert the assignment ``rows`` (:func:`assignment_rows`) in one INSERT that reads
+    nothing back."""
     _INSERT_ASSIGNMENTS.run(connection, rows)

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import psycopg
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -24,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store.models import Base, GeometryType
-from gridgov.store.statement_guard import guard_engine
+from gridgov.store.statement_guard import guard_engine, guarded_call
 
 T = TypeVar("T")
 
@@ -164,6 +165,48 @@ def write_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
             ):
                 raise
     raise AssertionError  # pragma: no cover - the loop returns or raises
+
+
+@contextmanager
+def sent_together(connection: Connection) -> Iterator[None]:
+    """Send the block's statements without waiting for each one's answer (PostgreSQL).
+
+    They go in psycopg's pipeline mode, and the block ends with ONE round trip that reads every
+    answer, instead of one round trip a statement. So no statement of the block may read its
+    result (no RETURNING, no SELECT), and the rows it writes must not depend on another's
+    answer. The intake's turn, held by one transaction at a time across every process, writes
+    its decisions this way (:func:`gridgov.store.decision_rows.write_decisions`).
+
+    The first statement that fails is raised as SQLAlchemy raises a failed statement (an
+    IntegrityError, an OperationalError..., with the server's DETAIL left out): at the end of
+    the block, or at a later statement of it that found the failure (whose SQL the error then
+    shows). The statements after it were not run, and the caller's transaction is rolled back
+    as after any failed statement. The end of the block is bounded by the statement timeout, as
+    every call to the server is (:mod:`gridgov.store.statement_guard`). On SQLite the
+    statements simply run one by one.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    raw: Any = connection.connection.driver_connection
+    try:
+        with guarded_call(raw, get_settings().db_statement_timeout_s), raw.pipeline():
+            yield
+    except psycopg.Error as exc:
+        if exc.args and "DETAIL:" in str(exc.args[0]):
+            exc.args = (_without_detail(exc.args[0]), *exc.args[1:])
+        lost = bool(raw.broken or raw.closed)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            None,
+            None,
+            exc,
+            psycopg.Error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=connection.dialect,
+        ) from exc
 
 
 def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:

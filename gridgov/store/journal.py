@@ -207,11 +207,29 @@ def append_event(
 _NOT_EVENT_ARGS = ("incident_id", "action", "incident_values")
 
 
-def append_events(connection: Connection, appends: Sequence[Mapping[str, Any]]) -> list[Event]:
+def last_events(connection: Connection, incident_ids: Sequence[str]) -> dict[str, Event]:
+    """The latest event of each of ``incident_ids`` that has one, in one statement."""
+    if not incident_ids:
+        return {}
+    return {
+        row.incident_id: event_from_row(row)
+        for row in connection.execute(_LAST_EVENTS, {"ids": sorted(set(incident_ids))})
+    }
+
+
+def append_events(
+    connection: Connection,
+    appends: Sequence[Mapping[str, Any]],
+    *,
+    lasts: Mapping[str, Event] | None = None,
+) -> list[Event]:
     """:func:`append_event` for several incidents, one event each, in three statements.
 
     Each item holds ``incident_id``, ``action`` and :func:`append_event`'s keyword arguments
-    (``last`` excepted: the latest events are read here, all at once).
+    (``last`` excepted). The latest events are read here, all at once, unless the caller read
+    them (``lasts``, :func:`last_events`, in the same transaction with the incidents locked;
+    an incident missing from it has no event yet): then the two statements left read nothing,
+    and may be sent together (:func:`gridgov.store.engine.sent_together`).
     """
     if not appends:
         return []
@@ -219,10 +237,8 @@ def append_events(connection: Connection, appends: Sequence[Mapping[str, Any]]) 
     if len(set(ids)) != len(ids):
         msg = "append_events takes one event per incident"
         raise ValueError(msg)
-    lasts = {
-        row.incident_id: event_from_row(row)
-        for row in connection.execute(_LAST_EVENTS, {"ids": sorted(ids)})
-    }
+    if lasts is None:
+        lasts = last_events(connection, ids)
     events: list[Event] = []
     applied: list[dict[str, Any]] = []
     for a in appends:
@@ -255,7 +271,7 @@ def _apply(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     for row in rows:
         by_columns.setdefault(tuple(sorted(c for c in row if c != "incident_id")), []).append(row)
     for columns, same in by_columns.items():
-        _status_update(columns).run(connection, same)
+        _status_update(columns).write(connection, same)
 
 
 @functools.cache

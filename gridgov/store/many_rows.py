@@ -45,7 +45,7 @@ class RowsUpdate:
 
     ``keys`` and ``sets`` name columns of ``table``; ``fixed`` are values set on every row
     (constants); ``where`` adds conditions on the table's own columns. Built once, run with
-    :meth:`run`.
+    :meth:`run` (or :meth:`write`, when the caller needs no answer).
     """
 
     def __init__(
@@ -59,7 +59,7 @@ class RowsUpdate:
     ) -> None:
         self._table = table
         self.keys, self.sets = list(keys), list(sets)
-        columns = [*self.keys, *self.sets]
+        self._columns = columns = [*self.keys, *self.sets]
         fixed = dict(fixed or {})
         # SQLite (and any other backend): one statement a row, with bound values.
         self._one = (
@@ -73,22 +73,26 @@ class RowsUpdate:
             .table_valued(*columns)
             .render_derived(name="r")
         )
-        self._many = (
+        blind = (
             update(table)
             .where(*(table.c[k] == rows.c[k] for k in self.keys), *where)
             .values({**{s: rows.c[s] for s in self.sets}, **fixed})
-            .returning(*(table.c[k] for k in self.keys))
         )
+        self._blind = blind
+        self._many = blind.returning(*(table.c[k] for k in self.keys))
+
+    def _check(self, rows: Sequence[dict[str, Any]]) -> None:
+        if len({tuple(r[k] for k in self.keys) for r in rows}) != len(rows):
+            msg = "RowsUpdate takes each key once"
+            raise ValueError(msg)
 
     def run(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> set[tuple[Any, ...]]:
         """Update ``rows`` (dicts of the key and set columns, one a key); the keys matched."""
         if not rows:
             return set()
-        if len({tuple(r[k] for k in self.keys) for r in rows}) != len(rows):
-            msg = "RowsUpdate takes each key once"
-            raise ValueError(msg)
+        self._check(rows)
         if connection.dialect.name == "postgresql":
-            params = _arrays(connection, self._table, [*self.keys, *self.sets], rows)
+            params = _arrays(connection, self._table, self._columns, rows)
             return {tuple(r) for r in connection.execute(self._many, params)}
         matched: set[tuple[Any, ...]] = set()
         for r in rows:
@@ -96,6 +100,15 @@ class RowsUpdate:
             if result.rowcount:
                 matched.add(tuple(r[k] for k in self.keys))
         return matched
+
+    def write(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Update ``rows`` without reading back which matched: a statement that returns
+        nothing, so it may go in :func:`gridgov.store.engine.sent_together`."""
+        if rows and connection.dialect.name == "postgresql":
+            self._check(rows)
+            connection.execute(self._blind, _arrays(connection, self._table, self._columns, rows))
+        else:
+            self.run(connection, rows)
 
 
 class RowsInsert:

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-__all__ = ["guard_engine"]
+__all__ = ["guard_engine", "guarded_call"]
 
 #: How much longer than the statement timeout the client waits before cutting the connection
 #: (the server's own timeout, when it is alive, answers first with a clean error).
@@ -109,6 +109,13 @@ def _pg_guard(dbapi_connection: Any, timeout_s: float) -> Iterator[None]:
         yield
     finally:
         _WATCHDOG.disarm(token)
+
+
+def guarded_call(dbapi_connection: Any, timeout_s: float) -> Any:
+    """A context that cuts the PostgreSQL connection when the block runs ``timeout_s`` (and
+    the grace) or longer: for a wait on the server that is not a dialect call (the end of a
+    pipeline, :func:`gridgov.store.engine.sent_together`)."""
+    return _pg_guard(dbapi_connection, timeout_s)
 
 
 @contextmanager
