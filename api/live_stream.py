@@ -164,6 +164,11 @@ async def _events(
     entry = hub.subscribe()
     loop = asyncio.get_running_loop()
     end = loop.time() + max_seconds
+    # A heartbeat is owed HEARTBEAT_S after the stream last sent anything, not after a quiet
+    # wait: wake-ups for changes outside this scope (another street's reports; another schema
+    # on the same server, since the channel is the database's) can come more often than that
+    # and send nothing, and a stream that says nothing is closed by proxies.
+    sent = loop.time()
     try:
         state = since
         while True:
@@ -172,13 +177,20 @@ async def _events(
             state, event = await hub.read(engine, principal, state)
             if event is not None:
                 yield event
-            left = end - loop.time()
+                sent = loop.time()
+            now = loop.time()
+            left = end - now
             if left <= 0:
                 return
-            try:
-                await asyncio.wait_for(entry[1].wait(), min(HEARTBEAT_S, left))
-            except TimeoutError:
+            owed = sent + HEARTBEAT_S - now
+            if owed > 0:
+                try:
+                    await asyncio.wait_for(entry[1].wait(), min(owed, left))
+                except TimeoutError:
+                    owed = 0.0
+            if owed <= 0:
                 yield b": still here\n\n"
+                sent = loop.time()
                 continue
             await asyncio.sleep(COALESCE_S)
             entry[1].clear()

@@ -203,3 +203,50 @@ def test_a_stream_ends_once_its_token_is_revoked(
         assert time.monotonic() - revoked < 10.0
         refused = client.get("/api/v1/live/stream", headers=headers)
         assert refused.status_code == 401
+
+
+def test_a_stream_woken_for_others_changes_still_sends_its_heartbeat(
+    reference_engine: Engine, reference_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wake-ups that find nothing in the caller's scope (another street's reports, or another
+    schema's on the same server: the notification channel is the database's) arrive more
+    often than the heartbeat here. The stream still sends its heartbeat on time, or a proxy
+    would close a wall that is only quiet."""
+    from api import live_stream
+
+    monkeypatch.setattr(live_stream, "HEARTBEAT_S", 0.3)
+    _, secret = store.issue_credential(
+        reference_engine, "dispatcher", street_code=STREET_A, label="busy neighbours test"
+    )
+    app = create_app(Settings(database_url=reference_store_url), engine=reference_engine)
+    headers = {"Authorization": f"Bearer {secret}"}
+    hub = live_stream.hub_for(reference_engine)
+    stop = threading.Event()
+
+    def others_changes() -> None:
+        while not stop.wait(0.02):
+            hub.wake()
+
+    waker = threading.Thread(target=others_changes, daemon=True)
+    with (
+        serve(app) as base,
+        httpx.Client(base_url=base, timeout=10) as client,
+        _stream_from_now(client, headers, 60) as response,
+    ):
+        waker.start()
+        try:
+            started = time.monotonic()
+            beats = 0
+            for line in response.iter_lines():
+                assert not line.startswith(("event:", "data:")), "nothing changed here"
+                if line.startswith(":"):
+                    beats += 1
+                if beats == 4:
+                    break
+            took = time.monotonic() - started
+        finally:
+            stop.set()
+            waker.join()
+    # Four heartbeats 0.3 s apart, with room for a loaded machine (each wait is bounded).
+    assert took < 6.0, f"four heartbeats took {took:.1f} s"
+    assert hub.generation > 20  # the wake-ups did come
