@@ -3,7 +3,9 @@
 ``GET /api/v1/live/stream`` answers ``text/event-stream``: a ``change`` event carrying the
 feed's answer (:mod:`api.wall_display`, the same JSON as a poll) whenever something in the
 caller's scope changed, nothing while nothing does (a comment line every
-:data:`HEARTBEAT_S` keeps proxies from closing it). Who wakes the streams:
+:data:`HEARTBEAT_S` keeps proxies from closing it, and the page, told that interval by the
+answer's ``X-Heartbeat-Interval``, gives up a stream silent for two and a half of them: a
+connection dropped without being closed says nothing either). Who wakes the streams:
 
 - the store's :func:`gridgov.store.change_signals.watch_changes`: LISTEN/NOTIFY on PostgreSQL
   (every worker of every host hears every change), the engine's commits on SQLite (the page's
@@ -41,7 +43,7 @@ from gridgov.service.scope import READERS
 from gridgov.store.change_signals import watch_changes
 from gridgov.store.live_feed import LiveState, parse_cursor, read_live
 
-__all__ = ["STREAM_PATH", "Hub", "hub_for", "router"]
+__all__ = ["HEARTBEAT_HEADER", "STREAM_PATH", "Hub", "hub_for", "router"]
 
 router = APIRouter()
 
@@ -49,6 +51,8 @@ STREAM_PATH = f"{FEED_PATH}/stream"
 #: A comment line this often while nothing changes; the stream also reads its state then (a
 #: lost listener connection, a write from another SQLite process).
 HEARTBEAT_S = 15.0
+#: The answer's header that tells the page :data:`HEARTBEAT_S` (seconds).
+HEARTBEAT_HEADER = "X-Heartbeat-Interval"
 #: Notifications this close together are answered with one read (a fix arrives every few
 #: milliseconds at a district's rate; a wall needs a change within a second).
 COALESCE_S = 0.25
@@ -202,7 +206,17 @@ async def _events(
     STREAM_PATH,
     tags=["live"],
     summary="What changes on the map, pushed (Server-Sent Events)",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "headers": {
+                HEARTBEAT_HEADER: {
+                    "description": "Seconds between two comment lines while nothing changes.",
+                    "schema": {"type": "number"},
+                }
+            },
+        }
+    },
 )
 async def live_stream(
     principal: Reader,
@@ -218,7 +232,13 @@ async def live_stream(
     anything changed since `since` (everything without it), then at every change in the
     caller's scope, within about a second, on any server process."""
     state = parse_cursor(since) if since is not None else None
-    headers = {"Cache-Control": "no-cache, private", "X-Accel-Buffering": "no"}
+    headers = {
+        "Cache-Control": "no-cache, private",
+        "X-Accel-Buffering": "no",
+        # The page reopens a stream that stays silent much longer than this (a connection a
+        # proxy or a network dropped without closing it says nothing either).
+        HEARTBEAT_HEADER: f"{HEARTBEAT_S:g}",
+    }
     return StreamingResponse(
         _events(engine, principal, state, max_seconds),
         media_type="text/event-stream",

@@ -196,3 +196,40 @@ def test_a_unit_fix_is_pushed_to_the_page(
         assert page.evaluate("() => GG.liveState.pushes") >= 1
         assert log.errors == []
         assert log.external_requests() == []
+
+
+@pytest.mark.parametrize("reference_store_url", ["sqlite"], indirect=True)
+def test_a_stream_that_falls_silent_is_reopened(
+    page: Any, engine: Engine, reference_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that stays open but says nothing (a proxy or a network dropped it without
+    closing it) is given up after two and a half heartbeats and a new one is opened; the
+    page says the stream fell silent meanwhile. Here every stream falls silent at once."""
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from api import live_stream
+
+    async def silent(*args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
+        await asyncio.sleep(3600)
+        yield b""
+
+    monkeypatch.setattr(live_stream, "HEARTBEAT_S", 0.4)
+    monkeypatch.setattr(live_stream, "_events", silent)
+    street, _, _ = _street_point(engine)
+    _, secret = store.issue_credential(
+        engine, "dispatcher", street_code=street, label="test_live_browser silent stream"
+    )
+    with serve(live_app(engine, reference_store_url)) as base:
+        log = watch(page)
+        page.goto(f"{base}/#token={secret}")
+        page.wait_for_function(READY, timeout=30_000)
+        page.wait_for_function("() => GG.liveState.streams >= 1", timeout=10_000)
+        # Silent for 2.5 x 0.4 s + 2 s: given up, then a new stream after the retry pause.
+        page.wait_for_function(
+            "() => GG.liveState.error === 'stream silent' || GG.liveState.streams >= 2",
+            timeout=15_000,
+        )
+        page.wait_for_function("() => GG.liveState.streams >= 2", timeout=20_000)
+        assert page.evaluate("() => GG.liveState.failures") >= 1
+        assert log.external_requests() == []

@@ -233,6 +233,8 @@ def test_a_stream_woken_for_others_changes_still_sends_its_heartbeat(
         httpx.Client(base_url=base, timeout=10) as client,
         _stream_from_now(client, headers, 60) as response,
     ):
+        # The page gives up a stream silent for much longer than this (gridgov-live.js).
+        assert response.headers["X-Heartbeat-Interval"] == "0.3"
         waker.start()
         try:
             started = time.monotonic()

@@ -337,7 +337,17 @@
       var url = opts.stream + (state.cursor ? "?since=" + encodeURIComponent(state.cursor) : "");
       var headers = { Authorization: "Bearer " + token, Accept: "text/event-stream" };
       streaming = true;
-      fetch(url, { headers: headers, cache: "no-store", credentials: "omit" })
+      // A stream says something at least every heartbeat (the server's X-Heartbeat-Interval).
+      // One silent for much longer is dead though still open (a proxy or a network dropped it
+      // without closing it): abort it and open the next.
+      var abort = new AbortController();
+      var quiet = null;
+      var silence = 0;
+      function listening() {
+        clearTimeout(quiet);
+        if (!state.stopped) quiet = setTimeout(function () { abort.abort(); }, silence);
+      }
+      fetch(url, { headers: headers, cache: "no-store", credentials: "omit", signal: abort.signal })
         .then(function (response) {
           if (response.status === 401 || response.status === 403) {
             streaming = false;
@@ -347,12 +357,16 @@
           if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
           state.streams += 1;
           heard();
+          var beat = parseFloat(response.headers.get("X-Heartbeat-Interval"));
+          silence = 2500 * (beat > 0 ? beat : 15) + 2000;
+          listening();
           var reader = response.body.getReader();
           var decoder = new TextDecoder();
           var buffer = "";
           function next() {
             return reader.read().then(function (chunk) {
               if (chunk.done) return null;
+              listening();
               buffer = parseEvents(buffer + decoder.decode(chunk.value, { stream: true }),
                 function (text) {
                   if (state.stopped) return;
@@ -366,6 +380,7 @@
           return next();
         })
         .then(function () {
+          clearTimeout(quiet);
           // The server closed it (its max_seconds): open the next from the cursor.
           if (streaming) {
             streaming = false;
@@ -373,9 +388,10 @@
           }
         })
         .catch(function (err) {
+          clearTimeout(quiet);
           streaming = false;
           if (state.stopped) return;
-          lost(String((err && err.message) || err));
+          lost(err && err.name === "AbortError" ? "stream silent" : String((err && err.message) || err));
           // Poll meanwhile; try the stream again later.
           schedule();
           streamRetry = setTimeout(stream, Math.max(5000, 5 * interval));
