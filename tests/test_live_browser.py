@@ -8,6 +8,8 @@ so no longer once a server answers again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,19 @@ def _street_point(engine: Engine) -> tuple[str, float, float]:
     return str(row["code"]), float(p.x), float(p.y)
 
 
+@contextmanager
+def _wall(
+    page: Any, engine: Engine, store_url: str, secret: str, port: int | None = None
+) -> Iterator[tuple[str, Any]]:
+    """The live page opened as a wall display opens it (``/#token=...``), once its first answer
+    is on the map: the server's address and the browser's log."""
+    with serve(live_app(engine, store_url), port=port) as base:
+        log = watch(page)
+        page.goto(f"{base}/#token={secret}")
+        page.wait_for_function(READY, timeout=30_000)
+        yield base, log
+
+
 # One backend is enough here: the feed's semantics run on both in test_live.py.
 @pytest.mark.parametrize("reference_store_url", ["sqlite"], indirect=True)
 def test_new_incident_appears_live_and_a_drop_is_shown(
@@ -54,10 +69,7 @@ def test_new_incident_appears_live_and_a_drop_is_shown(
         engine, "dispatcher", street_code=street, label="test_live_browser wall display"
     )
     port = free_port()
-    with serve(live_app(engine, reference_store_url), port=port) as base:
-        log = watch(page)
-        page.goto(f"{base}/#token={secret}")
-        page.wait_for_function(READY, timeout=30_000)
+    with _wall(page, engine, reference_store_url, secret, port) as (base, log):
         # The token left the address bar; the page keeps it for this tab only.
         assert "token" not in page.url
         assert page.evaluate("() => sessionStorage.getItem('gridgov.token')") == secret
@@ -144,10 +156,7 @@ def test_page_with_a_revoked_token_stops_and_says_so(
     credential, secret = store.issue_credential(
         engine, "commander", street_code=street, label="test_live_browser revoked"
     )
-    with serve(live_app(engine, reference_store_url)) as base:
-        log = watch(page)
-        page.goto(f"{base}/#token={secret}")
-        page.wait_for_function(READY, timeout=30_000)
+    with _wall(page, engine, reference_store_url, secret) as (_, log):
         store.revoke_credential(engine, credential.credential_id)
         text = page.wait_for_function(BANNER).json_value()
         assert "revoked" in text
@@ -175,10 +184,7 @@ def test_a_unit_fix_is_pushed_to_the_page(
     marker = """(id) => { const m = Object.values(GG.maps)[0].layers.units.getLayers()
         .find((m) => m.ggRow[4] === id); return m ? [m.getLatLng().lat, m.getLatLng().lng]
         : null; }"""
-    with serve(live_app(engine, reference_store_url)) as base:
-        log = watch(page)
-        page.goto(f"{base}/#token={secret}")
-        page.wait_for_function(READY, timeout=30_000)
+    with _wall(page, engine, reference_store_url, secret) as (base, log):
         page.wait_for_function("() => GG.liveState.streams >= 1", timeout=10_000)
         r = httpx.post(
             f"{base}/api/v1/units/{unit_id}/position",
@@ -220,10 +226,7 @@ def test_a_stream_that_falls_silent_is_reopened(
     _, secret = store.issue_credential(
         engine, "dispatcher", street_code=street, label="test_live_browser silent stream"
     )
-    with serve(live_app(engine, reference_store_url)) as base:
-        log = watch(page)
-        page.goto(f"{base}/#token={secret}")
-        page.wait_for_function(READY, timeout=30_000)
+    with _wall(page, engine, reference_store_url, secret) as (_, log):
         page.wait_for_function("() => GG.liveState.streams >= 1", timeout=10_000)
         # Silent for 2.5 x 0.4 s + 2 s: given up, then a new stream after the retry pause.
         page.wait_for_function(
