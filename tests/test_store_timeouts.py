@@ -124,6 +124,7 @@ def test_statements_sent_together_to_a_frozen_server_are_cut(
                 connection.execute(text("SET LOCAL lock_timeout = 1000"))
 
     try:
+        assert _run(engine, "SELECT 1") == 1  # it works before the freeze
         _cut_then_working(fault, engine, write)
     finally:
         fault.resume()
