@@ -345,7 +345,7 @@
       var silence = 0;
       function listening() {
         clearTimeout(quiet);
-        if (!state.stopped) quiet = setTimeout(function () { abort.abort(); }, silence);
+        if (silence > 0 && !state.stopped) quiet = setTimeout(function () { abort.abort(); }, silence);
       }
       fetch(url, { headers: headers, cache: "no-store", credentials: "omit", signal: abort.signal })
         .then(function (response) {
@@ -357,8 +357,9 @@
           if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
           state.streams += 1;
           heard();
+          // The interval is the server's alone: without it, nothing to watch against.
           var beat = parseFloat(response.headers.get("X-Heartbeat-Interval"));
-          silence = 2500 * (beat > 0 ? beat : 15) + 2000;
+          silence = beat > 0 ? 2500 * beat + 2000 : 0;
           listening();
           var reader = response.body.getReader();
           var decoder = new TextDecoder();
