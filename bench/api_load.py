@@ -426,7 +426,12 @@ FACTORIES = {
 
 
 def start_server(
-    app: str, workers: int, database_url: str, log: Path, pool_size: int = 0
+    app: str,
+    workers: int,
+    database_url: str,
+    log: Path,
+    pool_size: int = 0,
+    turn_log: Path | None = None,
 ) -> tuple[Any, int]:
     """Start uvicorn as a deployment would; returns (process, port) once /health/ready is ok."""
     port = _free_port()
@@ -448,6 +453,8 @@ def start_server(
     env = {**os.environ, "GRIDGOV_DATABASE_URL": database_url, POOL_ENV: str(pool_size)}
     if app == "gridgov-single":
         env["GRIDGOV_INTAKE_BATCH_MAX"] = "0"
+    if turn_log is not None:  # one line per intake turn, from every process that takes one
+        env["GRIDGOV_TURN_LOG"] = str(turn_log)
     # One load generator on one address stands for thousands of phones and gateways: the
     # per-address and per-credential rate limits would measure themselves, not the paths.
     for limit in ("AUTH_FAILURES", "WRITES_PER_CREDENTIAL", "WRITES_PER_ADDRESS"):
@@ -671,6 +678,7 @@ class Result:
     cpu_ms: dict[str, float]
     samples: dict[int, str]
     rounds: list[dict[str, float]]
+    turns: dict[str, float]
 
     @property
     def rate(self) -> float:
@@ -726,7 +734,9 @@ async def _drive(
             since = datetime.now(UTC)
             opened, xid = await loop.run_in_executor(None, sessions_and_xid, db_url)
             before = cpu_snapshot(pgid)
+            started = time.time()
             window = await gen.run(span)
+            ended = time.time()
             after = cpu_snapshot(pgid)
             now_opened, now_xid = await loop.run_in_executor(None, sessions_and_xid, db_url)
             sessions += now_opened - opened
@@ -748,6 +758,8 @@ async def _drive(
                     "requests": len(window.latencies),
                     "rate": len(window.latencies) / window.seconds,
                     "p99_ms": _percentile(window.latencies, 99),
+                    "start": started,
+                    "end": ended,
                 }
             )
         outcomes["sessions"], outcomes["writes"] = sessions, writes
@@ -773,7 +785,10 @@ def run_config(
         pool = (
             args.bare_pool if app == "bare" else args.pool_variant if app == "gridgov-pool" else 0
         )
-        proc, port = start_server(app, workers, db_url, log, pool)
+        turn_log = None if app == "bare" else log.with_name(f"{log.stem}-turns-{os.getpid()}.jsonl")
+        if turn_log is not None:
+            turn_log.unlink(missing_ok=True)
+        proc, port = start_server(app, workers, db_url, log, pool, turn_log)
         try:
             if app != "bare":
                 _wait_for_route(port, token, data, args.route_wait)
@@ -783,6 +798,9 @@ def run_config(
             )
         finally:
             stop_server(proc)
+        turns = turn_summary(turn_log, rounds) if turn_log is not None else {}
+        if turn_log is not None:
+            turn_log.unlink(missing_ok=True)
     n = len(window.latencies)
     wall = cpu.pop("wall")
     cpu_ms = {k: v * 1e3 / n if n else float("nan") for k, v in cpu.items()}
@@ -804,7 +822,56 @@ def run_config(
         cpu_ms=cpu_ms,
         samples={s: b.decode("utf-8", "replace") for s, b in window.samples.items()},
         rounds=rounds,
+        turns=turns,
     )
+
+
+#: The phases of an intake turn as the server's turn log names them (gridgov's setting
+#: ``turn_log``); every one but the wait holds the turn.
+TURN_PHASES = ("wait", "collect", "snapshot", "decide", "check", "write", "commit")
+
+
+def turn_summary(path: Path, rounds: list[dict[str, float]]) -> dict[str, float]:
+    """The turns that ended within the timed rounds: their count, reports, each phase's wall
+    time a report (ms), the time the turn was held a report, and the share of the rounds'
+    wall time it was held (one turn at a time across every process: 1.0 is the ceiling)."""
+    if not path.exists():
+        return {}
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    timed = [t for t in lines if any(r["start"] <= t["at"] <= r["end"] for r in rounds)]
+    reports = sum(t["reports"] for t in timed)
+    if not reports:
+        return {}
+    out: dict[str, float] = {"turns": len(timed), "reports": reports}
+    for phase in TURN_PHASES:
+        out[phase] = sum(t["ms"].get(phase, 0.0) for t in timed) / reports
+    held = sum(out[p] for p in TURN_PHASES if p != "wait") * reports
+    out["held"] = held / reports
+    out["held_share"] = held / 1e3 / sum(r["end"] - r["start"] for r in rounds)
+    return out
+
+
+def print_turns(results: list[Result]) -> None:
+    rows = [r for r in results if r.turns]
+    if not rows:
+        return
+    print()
+    print("the intake's turns (the server's turn log): wall ms a report in each phase; held:")
+    print("every phase but the wait; share: of the timed wall time the turn was held")
+    head = (
+        f"{'configuration':<24} {'turns':>6} {'a turn':>6} "
+        + " ".join(f"{p:>8}" for p in (*TURN_PHASES, "held"))
+        + f" {'share':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        t = r.turns
+        print(
+            f"{r.label:<24} {t['turns']:>6.0f} {t['reports'] / t['turns']:>6.1f} "
+            + " ".join(f"{t[p]:>8.2f}" for p in (*TURN_PHASES, "held"))
+            + f" {t['held_share']:>6.2f}"
+        )
 
 
 def _run_async(coro: Any) -> Any:
@@ -1060,6 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_all_servers()
     print_table(results)
+    print_turns(results)
     print_ratios(results)
     if args.json:
         payload = [

@@ -183,6 +183,14 @@ class Settings(BaseSettings):
         "snapshot, decisions and writes) in a child process of its own, so that the turn does "
         "not share the request threads' GIL; off: in the request process.",
     )
+    turn_log: Path | None = Field(
+        default=None,
+        description="Diagnostics: append one JSON line per intake turn to this file (its "
+        "reports, and the wall time of each phase in ms: the wait for the turn, taking the "
+        "reports, the units' snapshot, the decisions, the preempting checks, the writes and "
+        "the commit). Every process that takes turns appends to it; bench/api_load.py "
+        "summarises it. Off by default.",
+    )
     intake_batch_max: int = Field(
         default=64,
         ge=0,

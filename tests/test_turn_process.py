@@ -8,12 +8,14 @@ test_store_dispatch's lattice.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,6 +175,47 @@ def test_a_child_killed_loses_nothing(
         states = [r.state for (w, _), r in results.items() if w == name]
         assert states.count("dispatched") == 3, (name, states)
     assert turn_process.start(served, wait_s=120)
+
+
+@pytest.mark.parametrize("in_child", [True, False], ids=["child", "request-process"])
+def test_the_turn_log_times_every_turn(
+    served: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_child: bool
+) -> None:
+    """With ``turn_log`` set, each turn appends one line, wherever it runs: its reports, and
+    the wall time of each phase, which together are the turn's time in the caller."""
+    log_path = tmp_path / "turns.jsonl"
+    # The child reads its settings from the environment; this process's are cached.
+    monkeypatch.setenv("GRIDGOV_TURN_LOG", str(log_path))
+    monkeypatch.setattr(get_settings(), "turn_log", log_path)
+    monkeypatch.setattr(get_settings(), "intake_turn_process", in_child)
+    ctx = store.context_from_store(served)
+    if in_child:
+        assert turn_process.start(served, wait_s=120)
+    timed: list[float] = []
+    real = turn_process.run_turn if in_child else store.dispatch_batch
+
+    def timing(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            timed.append((time.perf_counter() - start) * 1e3)
+
+    monkeypatch.setattr(turn_process if in_child else store, real.__name__, timing)
+    _, results, _ = _reports_at_once(served, ctx, "LOG", 16, seed=11)
+    assert all(isinstance(r, intake.Report) for r in results.values()), results
+    turns = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert len(turns) == len(timed) >= 1
+    # Every report was decided in a turn; no turn is written twice or left out.
+    assert sum(t["reports"] for t in turns) == 16
+    expected = {"wait", "collect", "snapshot", "decide", "check", "write", "commit"}
+    pid = _child_pid(served) if in_child else os.getpid()
+    for t in turns:
+        assert t["pid"] == pid
+        assert set(t["ms"]) == expected
+        assert all(v >= 0 for v in t["ms"].values())
+    # The phases cover the turn: their sum is at most what the caller waited for it.
+    assert sum(sum(t["ms"].values()) for t in turns) <= sum(timed) + 1.0
 
 
 def _wait_for_lock_wait(engine: Engine) -> None:

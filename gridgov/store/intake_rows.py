@@ -17,16 +17,21 @@ on active assignments stays behind it all.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
 from gridgov import dispatch
 from gridgov.errors import InputError, StoreError
+from gridgov.settings import get_settings
 from gridgov.store.choice_rows import read_street_modes_within
 from gridgov.store.dispatch_rows import Checked, _commit_batch_within, _UnitsTaken, check_within
 from gridgov.store.engine import begin_write, translate_errors, write_transaction
@@ -131,11 +136,14 @@ def dispatch_batch(
     registered: the caller dispatches them the single way.
     """
     taken: list[TurnBatch | None] = []
+    clock = _TurnClock.started(get_settings().turn_log)
 
     def work(connection: Connection) -> DispatchedBatch | None:
         _take_intake_turn(connection)
+        clock.mark("wait")
         if not taken:  # once: a transaction run again decides the same reports
             taken.append(collect())
+        clock.mark("collect")
         batch = taken[0]
         if batch is None:
             return None
@@ -144,7 +152,9 @@ def dispatch_batch(
         # sees every earlier batch's committed assignments, and the state it reads is kept
         # for the process's next snapshots.
         pool, urgent_pool = _pools(engine, ctx, batch, now, connection)
+        clock.mark("snapshot")
         decisions = list(batch.decide(pool, urgent_pool))
+        clock.mark("decide")
         ready = [d for d in decisions if isinstance(d, dispatch.Decision)]
         left_out: dict[str, str] = {}
         checked: list[Checked] = []
@@ -156,16 +166,22 @@ def dispatch_batch(
                 else:
                     checked.append(outcome)
         together = [d for d in ready if not any(a.preempts is not None for a in d.assignments)]
+        clock.mark("check")
         if together or checked:
             left_out.update(
                 _commit_batch_within(
                     connection, together, now, SYSTEM_ACTOR, Role.SYSTEM, batch.by, checked
                 )
             )
+        clock.mark("write")
         return DispatchedBatch(decisions, left_out)
 
     try:
-        return write_transaction(engine, work)
+        result = write_transaction(engine, work)
+        clock.mark("commit")
+        if result is not None and taken and taken[0] is not None:
+            clock.write(taken[0].count, len(result.left_out))
+        return result
     except (StoreError, InputError) as exc:
         # Stored already: each report is dispatched the single way, which answers for itself
         # (taken now if the turn itself failed, so that none waits for a turn that fails).
@@ -220,3 +236,53 @@ def _take_intake_turn(connection: Connection) -> None:
     """Wait for the intake's turn (PostgreSQL), held until the transaction ends."""
     if connection.dialect.name == "postgresql":
         connection.execute(_TAKE_INTAKE_TURN, {"space": _INTAKE_TURN_SPACE})
+
+
+class _TurnClock:
+    """The wall time of each phase of one turn, for the turn log (setting ``turn_log``): a
+    committed line for measurement instead of timers added by hand and removed again. Each
+    phase runs from the end of the previous one; ``wait`` from the call (a pool checkout and
+    BEGIN included). A transaction run again adds its phases to the first run's."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.start = self.last = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    @classmethod
+    def started(cls, path: Path | None) -> _TurnClock:
+        return cls(path) if path is not None else _NO_CLOCK
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.ms[phase] = self.ms.get(phase, 0.0) + (now - self.last) * 1000.0
+        self.last = now
+
+    def write(self, reports: int, left_out: int) -> None:
+        line = {
+            "at": time.time(),  # the end of the turn (epoch s): a run's window selects its turns
+            "pid": os.getpid(),
+            "reports": reports,
+            "left_out": left_out,
+            "ms": {k: round(v, 3) for k, v in self.ms.items()},
+        }
+        assert self.path is not None
+        # One write of one line in append mode: the processes' lines do not interleave.
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+class _NoClock(_TurnClock):
+    """The turn log off: nothing timed, nothing written."""
+
+    def __init__(self) -> None:
+        self.path = None
+
+    def mark(self, phase: str) -> None:
+        pass
+
+    def write(self, reports: int, left_out: int) -> None:
+        pass
+
+
+_NO_CLOCK = _NoClock()
