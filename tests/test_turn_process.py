@@ -218,6 +218,24 @@ def test_the_turn_log_times_every_turn(
     assert sum(sum(t["ms"].values()) for t in turns) <= sum(timed) + 1.0
 
 
+def test_a_turn_log_that_cannot_be_written_loses_nothing(
+    served: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The log is written after the commit: a path that cannot be written (here a folder)
+    costs a warning, never the turn's answers."""
+    monkeypatch.setattr(get_settings(), "turn_log", tmp_path)
+    monkeypatch.setattr(get_settings(), "intake_turn_process", False)
+    ctx = store.context_from_store(served)
+    _, results, _ = _reports_at_once(served, ctx, "NOLOG", 8, seed=13)
+    assert all(isinstance(r, intake.Report) for r in results.values()), results
+    answered = {a.unit_id: r.incident_id for r in results.values() for a in r.decision.assignments}
+    assert _active(served) == answered and answered
+    assert "cannot be written" in caplog.text
+
+
 def _wait_for_lock_wait(engine: Engine) -> None:
     """Until a session waits for a lock on dispatches (the child's INSERT)."""
     deadline = time.monotonic() + 60

@@ -267,9 +267,12 @@ class _TurnClock:
             "ms": {k: round(v, 3) for k, v in self.ms.items()},
         }
         assert self.path is not None
-        # One write of one line in append mode: the processes' lines do not interleave.
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(line) + "\n")
+        try:
+            # One write of one line in append mode: the processes' lines do not interleave.
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+        except OSError as exc:  # the turn is committed: a diagnostic never fails its reports
+            log.warning("the turn log %s cannot be written: %s", self.path, exc)
 
 
 class _NoClock(_TurnClock):
