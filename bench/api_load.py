@@ -785,6 +785,7 @@ def run_config(
         pool = (
             args.bare_pool if app == "bare" else args.pool_variant if app == "gridgov-pool" else 0
         )
+        # Beside the uvicorn log, for this configuration only (read below, then removed).
         turn_log = None if app == "bare" else log.with_name(f"{log.stem}-turns-{os.getpid()}.jsonl")
         if turn_log is not None:
             turn_log.unlink(missing_ok=True)
@@ -826,15 +827,12 @@ def run_config(
     )
 
 
-#: The phases of an intake turn as the server's turn log names them (gridgov's setting
-#: ``turn_log``); every one but the wait holds the turn.
-TURN_PHASES = ("wait", "collect", "snapshot", "decide", "check", "write", "commit")
-
-
 def turn_summary(path: Path, rounds: list[dict[str, float]]) -> dict[str, float]:
     """The turns that ended within the timed rounds: their count, reports, each phase's wall
     time a report (ms), the time the turn was held a report, and the share of the rounds'
     wall time it was held (one turn at a time across every process: 1.0 is the ceiling)."""
+    from gridgov.store.intake_rows import TURN_PHASES
+
     if not path.exists():
         return {}
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -845,13 +843,15 @@ def turn_summary(path: Path, rounds: list[dict[str, float]]) -> dict[str, float]
     out: dict[str, float] = {"turns": len(timed), "reports": reports}
     for phase in TURN_PHASES:
         out[phase] = sum(t["ms"].get(phase, 0.0) for t in timed) / reports
-    held = sum(out[p] for p in TURN_PHASES if p != "wait") * reports
-    out["held"] = held / reports
-    out["held_share"] = held / 1e3 / sum(r["end"] - r["start"] for r in rounds)
+    out["held"] = sum(out[p] for p in TURN_PHASES if p != "wait")
+    wall_ms = 1e3 * sum(r["end"] - r["start"] for r in rounds)
+    out["held_share"] = out["held"] * reports / wall_ms
     return out
 
 
 def print_turns(results: list[Result]) -> None:
+    from gridgov.store.intake_rows import TURN_PHASES
+
     rows = [r for r in results if r.turns]
     if not rows:
         return

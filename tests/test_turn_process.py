@@ -27,6 +27,7 @@ from test_store_dispatch import N, load_tiny
 from gridgov import store
 from gridgov.service import intake, turn_process
 from gridgov.settings import get_settings
+from gridgov.store.intake_rows import TURN_PHASES
 from gridgov.store.models import ASSIGNMENTS, INCIDENTS
 
 pytestmark = pytest.mark.postgis
@@ -208,7 +209,7 @@ def test_the_turn_log_times_every_turn(
     assert len(turns) == len(timed) >= 1
     # Every report was decided in a turn; no turn is written twice or left out.
     assert sum(t["reports"] for t in turns) == 16
-    expected = {"wait", "collect", "snapshot", "decide", "check", "write", "commit"}
+    expected = set(TURN_PHASES)
     pid = _child_pid(served) if in_child else os.getpid()
     for t in turns:
         assert t["pid"] == pid

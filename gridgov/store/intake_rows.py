@@ -41,6 +41,7 @@ from gridgov.store.unit_snapshot import _snapshot_pools
 from gridgov.workflow import Role
 
 __all__ = [
+    "TURN_PHASES",
     "DispatchedBatch",
     "StoredBatch",
     "TurnBatch",
@@ -58,6 +59,11 @@ Decide = Callable[
     [dispatch.UnitPool | None, dispatch.UnitPool | None],
     Sequence[dispatch.Decision | Exception | None],
 ]
+
+#: The phases of a turn, in order, as the turn log (setting ``turn_log``) names them: the wait
+#: for the turn, taking the reports, the units' snapshot, the decisions, the preempting
+#: decisions' checks, the writes and the commit; every one but the wait holds the turn.
+TURN_PHASES = ("wait", "collect", "snapshot", "decide", "check", "write", "commit")
 
 # The intake's turn: one key, so that batches never wait for each other in a circle.
 _TAKE_INTAKE_TURN = text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), 0)")
@@ -136,7 +142,7 @@ def dispatch_batch(
     registered: the caller dispatches them the single way.
     """
     taken: list[TurnBatch | None] = []
-    clock = _TurnClock.started(get_settings().turn_log)
+    clock = _TurnClock(get_settings().turn_log)
 
     def work(connection: Connection) -> DispatchedBatch | None:
         _take_intake_turn(connection)
@@ -179,8 +185,8 @@ def dispatch_batch(
     try:
         result = write_transaction(engine, work)
         clock.mark("commit")
-        if result is not None and taken and taken[0] is not None:
-            clock.write(taken[0].count, len(result.left_out))
+        if result is not None:
+            clock.write(len(result.decisions), len(result.left_out))
         return result
     except (StoreError, InputError) as exc:
         # Stored already: each report is dispatched the single way, which answers for itself
@@ -239,26 +245,27 @@ def _take_intake_turn(connection: Connection) -> None:
 
 
 class _TurnClock:
-    """The wall time of each phase of one turn, for the turn log (setting ``turn_log``): a
-    committed line for measurement instead of timers added by hand and removed again. Each
-    phase runs from the end of the previous one; ``wait`` from the call (a pool checkout and
-    BEGIN included). A transaction run again adds its phases to the first run's."""
+    """The wall time of each phase of one turn (:data:`TURN_PHASES`), for the turn log
+    (setting ``turn_log``; None: nothing timed, nothing written): a committed line for
+    measurement instead of timers added by hand and removed again. Each phase runs from the
+    end of the previous one; ``wait`` from the call (a pool checkout and BEGIN included). A
+    transaction run again adds its phases to the first run's."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.start = self.last = time.perf_counter()
+        self.last = time.perf_counter()
         self.ms: dict[str, float] = {}
 
-    @classmethod
-    def started(cls, path: Path | None) -> _TurnClock:
-        return cls(path) if path is not None else _NO_CLOCK
-
     def mark(self, phase: str) -> None:
+        if self.path is None:
+            return
         now = time.perf_counter()
         self.ms[phase] = self.ms.get(phase, 0.0) + (now - self.last) * 1000.0
         self.last = now
 
     def write(self, reports: int, left_out: int) -> None:
+        if self.path is None:
+            return
         line = {
             "at": time.time(),  # the end of the turn (epoch s): a run's window selects its turns
             "pid": os.getpid(),
@@ -266,26 +273,9 @@ class _TurnClock:
             "left_out": left_out,
             "ms": {k: round(v, 3) for k, v in self.ms.items()},
         }
-        assert self.path is not None
         try:
             # One write of one line in append mode: the processes' lines do not interleave.
             with open(self.path, "a", encoding="utf-8") as out:
                 out.write(json.dumps(line) + "\n")
         except OSError as exc:  # the turn is committed: a diagnostic never fails its reports
             log.warning("the turn log %s cannot be written: %s", self.path, exc)
-
-
-class _NoClock(_TurnClock):
-    """The turn log off: nothing timed, nothing written."""
-
-    def __init__(self) -> None:
-        self.path = None
-
-    def mark(self, phase: str) -> None:
-        pass
-
-    def write(self, reports: int, left_out: int) -> None:
-        pass
-
-
-_NO_CLOCK = _NoClock()
