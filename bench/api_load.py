@@ -280,6 +280,19 @@ def reset_between_rounds(url: str) -> None:
         )
 
 
+def hold_every_street(url: str) -> None:
+    """Every street of the clone in confirm mode, priority 1 included: each report is stored,
+    registered and answered, and none is dispatched (the held variant)."""
+    import psycopg
+
+    with psycopg.connect(_libpq(url)) as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO street_modes (street_code, mode, priority1_auto, updated_at, updated_by) "
+            "SELECT code, 'confirm', false, now(), 'bench' FROM areas WHERE level = 'street' "
+            "ON CONFLICT (street_code) DO UPDATE SET mode = 'confirm', priority1_auto = false"
+        )
+
+
 def sessions_and_xid(url: str) -> tuple[int, int]:
     """Sessions opened on the database so far (each one a new PostgreSQL backend), and the
     server's transaction id counter: it moves once per transaction that writes (and once for
@@ -421,6 +434,9 @@ FACTORIES = {
     "gridgov-pool": "api_load:pooled_gridgov_app_from_env",
     # The same app with the micro-batched intake off: every report stored and dispatched alone.
     "gridgov-single": "api.app:app_from_env",
+    # The same app with every street in confirm mode: reports stored and answered, none
+    # dispatched, so the request path's own cost shows apart from the intake's turn.
+    "gridgov-held": "api.app:app_from_env",
     "bare": "api_load:bare_app_from_env",
 }
 
@@ -782,6 +798,8 @@ def run_config(
             token = None
         else:
             token = issue_token(db_url)
+        if app == "gridgov-held":
+            hold_every_street(db_url)
         pool = (
             args.bare_pool if app == "bare" else args.pool_variant if app == "gridgov-pool" else 0
         )
@@ -1059,6 +1077,13 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="also run gridgov with the micro-batched intake off (largest worker count)",
     )
+    parser.add_argument(
+        "--held-variant",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also run gridgov with every street in confirm mode (reports stored and answered, "
+        "none dispatched: the request path without the turn; largest worker count)",
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="template database (see above)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -1106,6 +1131,11 @@ def main(argv: list[str] | None = None) -> int:
                 plan.append(("gridgov", w, False))
             if args.single_variant and w == workers[-1]:
                 plan.append(("gridgov-single", w, args.idempotency != "without"))
+            if args.held_variant and w == workers[-1]:
+                if args.idempotency in ("with", "both"):
+                    plan.append(("gridgov-held", w, True))
+                if args.idempotency in ("without", "both"):
+                    plan.append(("gridgov-held", w, False))
             if args.pool_variant and w == workers[-1]:
                 plan.append(("gridgov-pool", w, args.idempotency != "without"))
     results: list[Result] = []
