@@ -281,16 +281,17 @@ def reset_between_rounds(url: str) -> None:
 
 
 def hold_every_street(url: str) -> None:
-    """Every street of the clone in confirm mode, priority 1 included: each report is stored,
-    registered and answered, and none is dispatched (the held variant)."""
-    import psycopg
+    """Every street of the clone in confirm mode, priority 1 included, as a commander sets it:
+    each report is stored, registered and answered, and none is dispatched (the held variant)."""
+    from gridgov import store
 
-    with psycopg.connect(_libpq(url)) as conn, conn.transaction():
-        conn.execute(
-            "INSERT INTO street_modes (street_code, mode, priority1_auto, updated_at, updated_by) "
-            "SELECT code, 'confirm', false, now(), 'bench' FROM areas WHERE level = 'street' "
-            "ON CONFLICT (street_code) DO UPDATE SET mode = 'confirm', priority1_auto = false"
-        )
+    engine = store.open_store(url)
+    try:
+        now = datetime.now(UTC)
+        for code in store.read_stored_areas(engine, "street")["code"]:
+            store.write_street_mode(engine, code, "confirm", False, now=now, by="bench")
+    finally:
+        engine.dispose()
 
 
 def sessions_and_xid(url: str) -> tuple[int, int]:
