@@ -154,8 +154,9 @@ def app_from_env() -> FastAPI:
 
 def warm_up(app: FastAPI) -> None:
     """Load what the first report would otherwise wait for: the dispatch context (areas,
-    catalogue, road network) and the units' snapshot. A store with no district yet is left
-    as it is (the first request loads it, as before)."""
+    catalogue, road network) and the units' snapshot, then settle the heap around them
+    (:func:`gridgov.store.settle_heap`). A store with no district yet is left as it is (the
+    first request loads it, as before)."""
     engine = app.state.engine
     try:
         ctx = store.context_from_store(engine)
@@ -163,5 +164,7 @@ def warm_up(app: FastAPI) -> None:
         store.available_pool(engine, ctx, kinds, now=datetime.now(UTC))
     except GridgovError:
         return
+    # What was just loaded lives as long as the process: out of the full garbage collections.
+    store.settle_heap()
     # Started now, in the background: batches dispatch in this process until it is ready.
     turn_process.start(engine)

@@ -22,9 +22,10 @@ from fastapi.testclient import TestClient
 from live_server import free_port
 from sqlalchemy import func, select
 
-from api.app import create_app
+from api.app import create_app, warm_up
 from gridgov import store
 from gridgov.crs import from_wgs84
+from gridgov.store import travel_context
 from gridgov.store.models import EVENTS, INCIDENTS
 
 STREET = "510106024000"
@@ -350,6 +351,26 @@ def test_readiness_fails_on_an_empty_store(tmp_path: Any) -> None:
         assert client.get("/health").status_code == 200
         ready = client.get("/health/ready")
     assert ready.status_code == 503 and "gridgov load" in ready.json()["detail"]
+
+
+def test_warm_up_settles_the_heap_once_the_district_is_loaded(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker settles its heap (store.settle_heap) after warm-up has loaded the context,
+    never before it; a store with no district loads nothing and settles nothing."""
+    loaded: list[bool] = []
+
+    def settle() -> int:
+        loaded.append(travel_context._CACHE.get(api.engine) is not None)
+        return 1
+
+    monkeypatch.setattr(store, "settle_heap", settle)
+    warm_up(api.client.app)  # type: ignore[arg-type]
+    assert loaded == [True]
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    store.init_db(url)
+    warm_up(create_app(engine=store.open_store(url)))
+    assert loaded == [True]
 
 
 def test_openapi_has_examples(api: Api) -> None:

@@ -7,7 +7,9 @@ standing on road nodes, so the dispatcher's choices are known in advance.
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -472,6 +474,45 @@ def test_a_context_of_the_version_told_is_reused_without_a_read(
         assert newer.describe_travel()["kind"] == "straight_line"  # the new dataset's
     finally:
         child.dispose()
+
+
+def _frozen(obj: object) -> bool:
+    """Whether ``obj`` is out of the collector's generations (``gc.freeze`` moved it)."""
+    return gc.is_tracked(obj) and all(o is not obj for o in gc.get_objects())
+
+
+def test_a_settled_heap_keeps_the_context_out_of_full_collections_across_a_reload(
+    district: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server process settles its heap once its district is loaded: the garbage of the load
+    is collected, and what stays (the context) is frozen out of the full collections. A
+    reload settles it again around the new context; a process that never settled (this test
+    process, before) is left alone."""
+
+    def no_settling() -> int:
+        raise AssertionError("a heap never settled was settled")
+
+    with monkeypatch.context() as m:
+        m.setattr(travel_context, "settle_heap", no_settling)
+        ctx = context_from_store(district, CATALOG)
+    assert gc.get_freeze_count() == 0 and not _frozen(ctx)
+
+    class Cycle:
+        pass
+
+    garbage = Cycle()
+    garbage.me = garbage  # type: ignore[attr-defined]
+    gone = weakref.ref(garbage)
+    del garbage
+    try:
+        assert travel_context.settle_heap() == gc.get_freeze_count() > 0
+        assert gone() is None  # collected first, never frozen
+        assert _frozen(ctx)
+        load_district(district, make_tiny_areas(), None, make_units(), CATALOG.matters)
+        reloaded = context_from_store(district, CATALOG)
+        assert reloaded is not ctx and _frozen(reloaded)
+    finally:
+        gc.unfreeze()  # the rest of this process's tests run with the collector as it was
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ test_store_dispatch's lattice.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -63,6 +64,29 @@ def _not_here(*args: Any, **kwargs: Any) -> Any:
 def _child_pid(engine: Engine) -> int:
     child = turn_process._CHILDREN[engine]
     return int(child.proc.pid)
+
+
+def test_the_child_settles_its_heap_before_it_says_ready(
+    served: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child loads its context and settles its heap (store.settle_heap) before it takes
+    any turn: a full collection in the child would stop it with the turn held. Run here, in
+    this process's main thread, on a pipe this test closes once the child is ready."""
+    settled: list[bool] = []
+    monkeypatch.setattr(store, "settle_heap", lambda: settled.append(True) or 1)
+    monkeypatch.setattr(turn_process.signal, "signal", lambda *args: None)
+    ours, theirs = multiprocessing.Pipe()
+    ready: list[bool] = []
+
+    def parent() -> None:
+        ready.append(ours.recv() == "ready" and settled == [True])
+        ours.close()  # the child reads end-of-file and returns
+
+    thread = threading.Thread(target=parent)
+    thread.start()
+    turn_process._child_main(served.url.render_as_string(hide_password=False), theirs)
+    thread.join(10)
+    assert ready == [True]
 
 
 def test_the_child_decides_as_the_turn_here_does(

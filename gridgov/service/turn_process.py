@@ -237,6 +237,7 @@ def _child_main(url: str, conn: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     engine = store.open_store(url)
     store.context_from_store(engine)
+    store.settle_heap()  # a full collection would stop the child with the turn held
     conn.send("ready")
     while True:
         try:

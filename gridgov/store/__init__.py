@@ -9,7 +9,8 @@ needs from a database is re-exported here:
 - locating points in the stored areas, units near a point, road lines in a box:
   :mod:`~.spatial_queries`;
 - the whole district as one GeoPackage (export and load): :mod:`~.geopackage_io`;
-- the dispatch context of a store (areas, catalogue, travel model): :mod:`~.travel_context`;
+- the dispatch context of a store (areas, catalogue, travel model), and the heap settled
+  around it: :mod:`~.travel_context`;
 - incidents stored with their first events, and read back: :mod:`~.incident_rows`;
 - the units as dispatch sees them: :mod:`~.unit_snapshot`; unit state: :mod:`~.unit_rows`;
 - decisions committed atomically with the units' availability: :mod:`~.dispatch_rows`; a
@@ -151,6 +152,7 @@ from gridgov.store.spatial_queries import (
 from gridgov.store.travel_context import (
     context_from_store,
     context_of_version,
+    settle_heap,
     store_context_version,
     travel_from_store,
 )
@@ -260,6 +262,7 @@ __all__ = [
     "revoke_credential",
     "schema_diff",
     "set_unit_status",
+    "settle_heap",
     "store_batch",
     "store_context_version",
     "store_fixes",

@@ -1,8 +1,10 @@
 """The dispatch context of a store: its areas, catalogue and travel model, built once per
-loaded dataset and cached per engine (a server builds it once)."""
+loaded dataset and cached per engine (a server builds it once); and the server process's heap
+settled around it (:func:`settle_heap`)."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import weakref
 from collections.abc import Sequence
@@ -180,4 +182,29 @@ def context_from_store(engine: Engine, catalog: Catalog | None = None) -> dispat
             travel_from_store(engine),
         )
         _CACHE[engine] = _Cached(version=version, catalog=catalog, ctx=ctx)
-        return ctx
+    if gc.get_freeze_count() > 0:
+        # A server process settled its heap at start (a test process does not): settle it
+        # again around the new dataset, so that the old one's cycles can be collected and the
+        # new one stays out of the full collections.
+        settle_heap()
+    return ctx
+
+
+def settle_heap() -> int:
+    """Collect once, then take every object still alive out of the cyclic garbage
+    collector's full collections (``gc.freeze``); returns how many that is.
+
+    A server process holds a few hundred thousand objects that live as long as it does: its
+    modules, the dispatch context, the units' snapshot. A full collection walks all of them
+    and finds nothing there. Under report load one ran every few seconds in each server
+    process and its turn process, and stopped the process for 106-214 ms each time (with the
+    turn held, when it struck the turn process); with them frozen it walks only what was
+    allocated since, and takes 7-29 ms (docs/scaling.md, 2026-12-07). Called once a process
+    has loaded its district (the server's warm-up, the turn process's start), and again after
+    a reload (above). ``gc.unfreeze`` first, so that what an earlier call froze and has since
+    become garbage is collected too.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
