@@ -82,7 +82,7 @@ def test_the_child_settles_its_heap_before_it_says_ready(
         ready.append(ours.recv() == "ready" and settled == [True])
         ours.close()  # the child reads end-of-file and returns
 
-    thread = threading.Thread(target=parent)
+    thread = threading.Thread(target=parent, daemon=True)  # never holds the run up
     thread.start()
     turn_process._child_main(served.url.render_as_string(hide_password=False), theirs)
     thread.join(10)
