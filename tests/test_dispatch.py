@@ -1107,3 +1107,32 @@ def test_an_explanation_lists_at_most_the_first_units_left_out_and_counts_them_a
     assert pre["considered"] and pre["preemptable"] == []
     assert pre["not_preemptable_total"] == n and len(pre["not_preemptable"]) == cap
     assert len(json.dumps(decision.to_json())) < 60_000  # was about 180 KB
+
+
+def test_a_pools_row_sets_are_its_columns_found_once_and_read_only(
+    ctx: dispatch.DispatchContext, units: gpd.GeoDataFrame
+) -> None:
+    """The tiers and modes a decision reads come from row sets found once per pool: each equals
+    the comparison of the column it stands for, and none can be changed by a caller."""
+    kinds = [ForceKind.GRID_WORKER, ForceKind.POLICE, ForceKind.FIRE]
+    pool = dispatch.UnitPool(units, {k.value for k in kinds}, ctx)
+    street = str(pool.street[0])
+    near = (street, *ctx.neighbours.get(street, []))
+    grid = next(g for g in pool.grid.tolist() if g is not None)
+    for kind in kinds:
+        rows = pool.rows_of_kind(kind)
+        assert rows is pool.rows_of_kind(kind)  # found once
+        assert np.array_equal(rows, np.flatnonzero(pool.kind == kind.value))
+        with pytest.raises(ValueError, match="read-only"):
+            rows[0] = 0
+    assert np.array_equal(pool.in_streets(near), np.isin(pool.street, list(near)))
+    assert np.array_equal(pool.in_grid(grid), pool.grid == grid)
+    for mask in (pool.in_streets(near), pool.in_grid(grid)):
+        with pytest.raises(ValueError, match="read-only"):
+            mask[0] = True
+    want = np.isin(pool.kind, [k.value for k in kinds[:2]])
+    expected = sorted(set(pool.mode[want & pool.positioned & pool.supported].tolist()))
+    modes = pool.modes_of(kinds[:2])
+    assert modes == expected == search.needed_modes(pool, kinds[:2])
+    modes.append("x")  # a caller's copy: the pool's answer stays as it was
+    assert pool.modes_of(kinds[:2]) == expected

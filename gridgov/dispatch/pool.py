@@ -346,6 +346,10 @@ class UnitPool:
         # The further roads a unit is joined to (Snapped.more_*), for the few units that have any.
         self.more: dict[int, _More] = {}
         self._more_flat: tuple[IntArray, IntArray, FloatArray, FloatArray] | None = None
+        # Row sets of the fixed columns (kind, street, grid), found once per pool: a turn
+        # decides a batch on one pool, and comparing a thousand strings per decision and
+        # tier cost more than the lookups that use them.
+        self._rows_memo: dict[tuple[str, Any], Any] = {}
 
     # Columns most decisions never read are fetched on first use.
     def _optional(self, column: str) -> ObjArray:
@@ -387,7 +391,47 @@ class UnitPool:
         return np.array([KIND_ID[ForceKind(k)] for k in self.kind.tolist()], dtype=np.int64)
 
     def rows_of_kind(self, kind: ForceKind) -> IntArray:
-        return np.flatnonzero(self.kind == kind.value)
+        """The rows of ``kind`` (whatever their state), in pool order; read-only."""
+        key = ("kind", kind)
+        rows = self._rows_memo.get(key)
+        if rows is None:
+            rows = np.flatnonzero(self.kind == kind.value)
+            rows.flags.writeable = False
+            self._rows_memo[key] = rows
+        return rows
+
+    def in_streets(self, streets: Sequence[str]) -> BoolArray:
+        """Which rows lie in one of ``streets`` (a mask over the pool); read-only."""
+        key = ("streets", tuple(streets))
+        mask = self._rows_memo.get(key)
+        if mask is None:
+            mask = np.isin(self.street, np.array(list(streets), dtype=object))
+            mask.flags.writeable = False
+            self._rows_memo[key] = mask
+        return mask
+
+    def in_grid(self, grid_code: str) -> BoolArray:
+        """Which rows belong to the grid ``grid_code`` (a mask over the pool); read-only."""
+        key = ("grid", grid_code)
+        mask = self._rows_memo.get(key)
+        if mask is None:
+            mask = self.grid == grid_code
+            mask.flags.writeable = False
+            self._rows_memo[key] = mask
+        return mask
+
+    def modes_of(self, kinds: Iterable[ForceKind]) -> list[str]:
+        """Modes of the positioned, routable units of ``kinds``, sorted."""
+        key = ("modes", tuple(kinds))
+        modes = self._rows_memo.get(key)
+        if modes is None:
+            want = np.zeros(self.n, dtype=bool)
+            for kind in key[1]:
+                want[self.rows_of_kind(kind)] = True
+            ok = want & self.positioned & self.supported
+            modes = sorted(set(self.mode[ok].tolist()))
+            self._rows_memo[key] = modes
+        return list(modes)
 
     def ensure_snaps(self, rows: IntArray) -> None:
         """Fill the snaps of ``rows`` (positioned, supported) from the cache or the model."""

@@ -175,9 +175,7 @@ def check_not_far(incident: Incident, snap: Snapped) -> None:
 
 def needed_modes(pool: UnitPool, kinds: Iterable[ForceKind]) -> list[str]:
     """Modes of the positioned, routable units of ``kinds``: the incident must reach them all."""
-    want = np.isin(pool.kind, np.array([k.value for k in kinds], dtype=object))
-    ok = want & pool.positioned & pool.supported
-    return sorted(set(pool.mode[ok].tolist()))
+    return pool.modes_of(kinds)
 
 
 #: A batch round runs its searches in two processes when it has at least this many (a fork

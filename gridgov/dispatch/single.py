@@ -281,10 +281,9 @@ def scopes(
         and kind is ForceKind.GRID_WORKER
         and placement.grid_code is not None
     ):
-        out["own_grid"] = rows[pool.grid[rows] == placement.grid_code]
-    out["street"] = rows[pool.street[rows] == street]
-    near = np.array([street, *neighbours.get(street, [])], dtype=object)
-    out["neighbour"] = rows[np.isin(pool.street[rows], near)]
+        out["own_grid"] = rows[pool.in_grid(placement.grid_code)[rows]]
+    out["street"] = rows[pool.in_streets((street,))[rows]]
+    out["neighbour"] = rows[pool.in_streets((street, *neighbours.get(street, [])))[rows]]
     out["district"] = rows
     return out
 
