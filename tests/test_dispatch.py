@@ -1126,10 +1126,11 @@ def test_a_pools_row_sets_are_its_columns_found_once_and_read_only(
         with pytest.raises(ValueError, match="read-only"):
             rows[0] = 0
     assert np.array_equal(pool.in_streets(near), np.isin(pool.street, list(near)))
-    assert np.array_equal(pool.in_grid(grid), pool.grid == grid)
-    for mask in (pool.in_streets(near), pool.in_grid(grid)):
+    for code in {*pool.grid.tolist(), "no such grid"}:
+        assert np.array_equal(pool.rows_in_grid(code), np.flatnonzero(pool.grid == code))
+    for held in (pool.in_streets(near), pool.rows_in_grid(grid)):
         with pytest.raises(ValueError, match="read-only"):
-            mask[0] = True
+            held[0] = 1
     want = np.isin(pool.kind, [k.value for k in kinds[:2]])
     expected = sorted(set(pool.mode[want & pool.positioned & pool.supported].tolist()))
     modes = pool.modes_of(kinds[:2])

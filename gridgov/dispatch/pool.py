@@ -39,6 +39,8 @@ ObjArray = npt.NDArray[np.object_]
 
 #: Each force kind's index (for lookups by kind in arrays).
 KIND_ID: dict[ForceKind, int] = {k: i for i, k in enumerate(ForceKind)}
+_NO_ROWS: IntArray = np.zeros(0, dtype=np.int64)
+_NO_ROWS.flags.writeable = False
 
 # Unit snaps kept by a context; cleared when full (moving AVL positions keep adding keys).
 _SNAP_CACHE_MAX = 500_000
@@ -348,7 +350,8 @@ class UnitPool:
         self._more_flat: tuple[IntArray, IntArray, FloatArray, FloatArray] | None = None
         # Row sets of the fixed columns (kind, street, grid), found once per pool: a turn
         # decides a batch on one pool, and comparing a thousand strings per decision and
-        # tier cost more than the lookups that use them.
+        # tier cost more than the lookups that use them. Masks are kept for kinds and street
+        # sets only (one of each per street at most).
         self._rows_memo: dict[tuple[str, Any], Any] = {}
 
     # Columns most decisions never read are fetched on first use.
@@ -410,15 +413,21 @@ class UnitPool:
             self._rows_memo[key] = mask
         return mask
 
-    def in_grid(self, grid_code: str) -> BoolArray:
-        """Which rows belong to the grid ``grid_code`` (a mask over the pool); read-only."""
-        key = ("grid", grid_code)
-        mask = self._rows_memo.get(key)
-        if mask is None:
-            mask = self.grid == grid_code
-            mask.flags.writeable = False
-            self._rows_memo[key] = mask
-        return mask
+    def rows_in_grid(self, grid_code: str) -> IntArray:
+        """The rows of the grid ``grid_code``, in pool order; read-only. Grouped once for every
+        grid, not a mask each: a city has tens of thousands of grids and a batch may touch
+        thousands of them, each with a handful of units."""
+        groups = self._rows_memo.get(("grids", None))
+        if groups is None:
+            lists: dict[Any, list[int]] = {}
+            for r, code in enumerate(self.grid.tolist()):
+                lists.setdefault(code, []).append(r)
+            groups = {code: np.asarray(rows, dtype=np.int64) for code, rows in lists.items()}
+            for rows in groups.values():
+                rows.flags.writeable = False
+            self._rows_memo[("grids", None)] = groups
+        found = groups.get(grid_code)
+        return _NO_ROWS if found is None else found
 
     def modes_of(self, kinds: Iterable[ForceKind]) -> list[str]:
         """Modes of the positioned, routable units of ``kinds``, sorted."""

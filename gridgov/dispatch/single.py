@@ -281,7 +281,7 @@ def scopes(
         and kind is ForceKind.GRID_WORKER
         and placement.grid_code is not None
     ):
-        out["own_grid"] = rows[pool.in_grid(placement.grid_code)[rows]]
+        out["own_grid"] = rows[np.isin(rows, pool.rows_in_grid(placement.grid_code))]
     out["street"] = rows[pool.in_streets((street,))[rows]]
     out["neighbour"] = rows[pool.in_streets((street, *neighbours.get(street, [])))[rows]]
     out["district"] = rows
