@@ -417,19 +417,11 @@ class _BatchScopes:
         self.pool = pool
         self.usable = usable
         self.neighbours = neighbours
-        self._street_id = {code: i for i, code in enumerate(pool.street_codes)}
-        self._masks: dict[str, BoolArray] = {}
         self._out: dict[tuple[str, ForceKind], list[dict[str, Any]]] = {}
 
     def _in_scope(self, street: str) -> BoolArray:
-        mask = self._masks.get(street)
-        if mask is None:
-            near = [street, *self.neighbours.get(street, [])]
-            by_id = np.zeros(len(self.pool.street_codes) + 1, dtype=bool)
-            by_id[[self._street_id[c] for c in near if c in self._street_id]] = True
-            mask = by_id[self.pool.street_id]
-            self._masks[street] = mask
-        return mask
+        # The same street set, kept by the pool, as single dispatch's neighbour tier.
+        return self.pool.in_streets((street, *self.neighbours.get(street, [])))
 
     def usable_rows(self, street: str, kinds: Sequence[ForceKind]) -> IntArray:
         want = np.zeros(len(ForceKind), dtype=bool)

@@ -380,16 +380,6 @@ class UnitPool:
         return np.asarray(values.to_numpy(dtype=float, na_value=np.nan)[self._take], dtype=float)
 
     @cached_property
-    def street_codes(self) -> list[str]:
-        """Distinct street codes; ``street_id`` indexes them (batch filters are lookups)."""
-        return sorted({str(c) for c in self.street.tolist()})
-
-    @cached_property
-    def street_id(self) -> IntArray:
-        index = {c: i for i, c in enumerate(self.street_codes)}
-        return np.array([index[str(c)] for c in self.street.tolist()], dtype=np.int64)
-
-    @cached_property
     def kind_id(self) -> IntArray:
         return np.array([KIND_ID[ForceKind(k)] for k in self.kind.tolist()], dtype=np.int64)
 
