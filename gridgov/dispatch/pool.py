@@ -42,6 +42,18 @@ KIND_ID: dict[ForceKind, int] = {k: i for i, k in enumerate(ForceKind)}
 _NO_ROWS: IntArray = np.zeros(0, dtype=np.int64)
 _NO_ROWS.flags.writeable = False
 
+
+def _codes(values: ObjArray) -> tuple[IntArray, dict[Any, int]]:
+    """Each value's integer code, and the code of each value (None is a value like the others:
+    a unit without a grid). A hash pass, where comparing Python strings row by row would not."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    index = {value: k for k, value in enumerate(uniques.tolist())}
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(index), codes)
+        index[None] = len(index)
+    return codes, index
+
+
 # Unit snaps kept by a context; cleared when full (moving AVL positions keep adding keys).
 _SNAP_CACHE_MAX = 500_000
 # Incident snaps kept by a context (cleared when full): an intake request snaps its report
@@ -409,15 +421,16 @@ class UnitPool:
         thousands of them, each with a handful of units."""
         groups = self._rows_memo.get(("grids", None))
         if groups is None:
-            lists: dict[Any, list[int]] = {}
-            for r, code in enumerate(self.grid.tolist()):
-                lists.setdefault(code, []).append(r)
-            groups = {code: np.asarray(rows, dtype=np.int64) for code, rows in lists.items()}
-            for rows in groups.values():
-                rows.flags.writeable = False
-            self._rows_memo[("grids", None)] = groups
-        found = groups.get(grid_code)
-        return _NO_ROWS if found is None else found
+            # The rows sorted by grid once (stable: pool order within a grid); a grid is then a
+            # slice of that order, a view, with no array of its own.
+            codes, index = _codes(self.grid)
+            order = np.argsort(codes, kind="stable").astype(np.int64, copy=False)
+            order.flags.writeable = False
+            bounds = np.searchsorted(codes[order], np.arange(len(index) + 1)).tolist()
+            groups = self._rows_memo[("grids", None)] = (index, order, bounds)
+        index, order, bounds = groups
+        k = index.get(grid_code)
+        return _NO_ROWS if k is None else order[bounds[k] : bounds[k + 1]]
 
     def modes_of(self, kinds: Iterable[ForceKind]) -> list[str]:
         """Modes of the positioned, routable units of ``kinds``, sorted."""
