@@ -1126,8 +1126,11 @@ def test_a_pools_row_sets_are_its_columns_found_once_and_read_only(
         with pytest.raises(ValueError, match="read-only"):
             rows[0] = 0
     assert np.array_equal(pool.in_streets(near), np.isin(pool.street, list(near)))
+    # Every grid, units without one (None) and a grid nobody is in; then a pool of no units.
     for code in {*pool.grid.tolist(), "no such grid"}:
         assert np.array_equal(pool.rows_in_grid(code), np.flatnonzero(pool.grid == code))
+    empty = dispatch.UnitPool(units, set(), ctx)
+    assert empty.n == 0 and len(empty.rows_in_grid(grid)) == len(empty.rows_in_grid(None)) == 0
     for held in (pool.in_streets(near), pool.rows_in_grid(grid)):
         with pytest.raises(ValueError, match="read-only"):
             held[0] = 1
