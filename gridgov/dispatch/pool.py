@@ -43,15 +43,27 @@ _NO_ROWS: IntArray = np.zeros(0, dtype=np.int64)
 _NO_ROWS.flags.writeable = False
 
 
-def _codes(values: ObjArray) -> tuple[IntArray, dict[Any, int]]:
-    """Each value's integer code, and the code of each value (None is a value like the others:
-    a unit without a grid). A hash pass, where comparing Python strings row by row would not."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    index = {value: k for k, value in enumerate(uniques.tolist())}
-    if (codes < 0).any():
-        codes = np.where(codes < 0, len(index), codes)
-        index[None] = len(index)
-    return codes, index
+class _RowGroups:
+    """A string column's rows grouped by value: one hash pass (``pandas.factorize``) and one
+    stable sort, where comparing Python strings row by row would cost a pass per value. A
+    value's rows, in row order, are a read-only slice of that sort; no array is made per value
+    (a pool of a city has tens of thousands of grids). None (missing) is a value like the others.
+    """
+
+    def __init__(self, values: ObjArray) -> None:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        self._index: dict[str | None, int] = {str(v): k for k, v in enumerate(uniques.tolist())}
+        if (codes < 0).any():
+            codes = np.where(codes < 0, len(self._index), codes)
+            self._index[None] = len(self._index)
+        self._order = np.argsort(codes, kind="stable").astype(np.int64, copy=False)
+        self._order.flags.writeable = False
+        self._bounds = np.searchsorted(codes[self._order], np.arange(len(self._index) + 1)).tolist()
+
+    def rows(self, value: str | None) -> IntArray:
+        """The rows holding ``value``, in row order (none when no row does); read-only."""
+        k = self._index.get(value)
+        return _NO_ROWS if k is None else self._order[self._bounds[k] : self._bounds[k + 1]]
 
 
 # Unit snaps kept by a context; cleared when full (moving AVL positions keep adding keys).
@@ -415,22 +427,14 @@ class UnitPool:
             self._rows_memo[key] = mask
         return mask
 
-    def rows_in_grid(self, grid_code: str) -> IntArray:
+    def rows_in_grid(self, grid_code: str | None) -> IntArray:
         """The rows of the grid ``grid_code``, in pool order; read-only. Grouped once for every
         grid, not a mask each: a city has tens of thousands of grids and a batch may touch
         thousands of them, each with a handful of units."""
-        groups = self._rows_memo.get(("grids", None))
+        groups: _RowGroups | None = self._rows_memo.get(("grids", None))
         if groups is None:
-            # The rows sorted by grid once (stable: pool order within a grid); a grid is then a
-            # slice of that order, a view, with no array of its own.
-            codes, index = _codes(self.grid)
-            order = np.argsort(codes, kind="stable").astype(np.int64, copy=False)
-            order.flags.writeable = False
-            bounds = np.searchsorted(codes[order], np.arange(len(index) + 1)).tolist()
-            groups = self._rows_memo[("grids", None)] = (index, order, bounds)
-        index, order, bounds = groups
-        k = index.get(grid_code)
-        return _NO_ROWS if k is None else order[bounds[k] : bounds[k + 1]]
+            groups = self._rows_memo[("grids", None)] = _RowGroups(self.grid)
+        return groups.rows(grid_code)
 
     def modes_of(self, kinds: Iterable[ForceKind]) -> list[str]:
         """Modes of the positioned, routable units of ``kinds``, sorted."""
@@ -637,18 +641,12 @@ class _StringColumn:
         return rules.unit_rank(self.values)
 
     @cached_property
-    def _groups(self) -> dict[str | None, IntArray]:
-        codes, uniques = pd.factorize(self.values, use_na_sentinel=False)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-        return {
-            (None if v is None else str(v)): order[bounds[i] : bounds[i + 1]]
-            for i, v in enumerate(uniques.tolist())
-        }
+    def _groups(self) -> _RowGroups:
+        return _RowGroups(self.values)
 
     def rows_of(self, wanted: Iterable[str]) -> IntArray:
         """The rows holding any of the ``wanted`` values, in row order."""
-        parts = [self._groups[w] for w in wanted if w in self._groups]
+        parts = [rows for w in wanted if len(rows := self._groups.rows(w))]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
 
