@@ -14,8 +14,10 @@ import shapely
 from shapely.geometry import LineString
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Engine,
+    Float,
     Integer,
     MetaData,
     String,
@@ -27,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from gridgov.store.engine import sent_together
-from gridgov.store.many_rows import RowsInsert, RowsUpdate
+from gridgov.store.many_rows import RowsInsert, RowsUpdate, any_of
 from gridgov.store.models import IDEMPOTENCY, GeometryType, UTCDateTime
 
 _NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -201,10 +203,12 @@ _ROWS = Table(
     Column("at", UTCDateTime()),
     Column("level", String(16)),
     Column("n", Integer),
+    Column("x", Float),
+    Column("ok", Boolean),
     Column("doc", JSON),
     Column("route", GeometryType("LINESTRING")),
 )
-_COLUMNS = ["name", "at", "level", "n", "doc", "route"]
+_COLUMNS = ["name", "at", "level", "n", "x", "ok", "doc", "route"]
 _ROUTE = LineString([(104.05, 30.65), (104.06, 30.66), (104.07, 30.66)])
 
 
@@ -223,6 +227,9 @@ def _rows(n: int) -> list[dict[str, Any]]:
             "at": _NOW,
             "level": None if i % 2 else "street",
             "n": i,
+            # Whole numbers among fractions: one type to the column, two to the driver.
+            "x": None if i == 1 else float(i) + 0.5 if i % 2 else i,
+            "ok": None if i == 3 else i % 2 == 0,
             "doc": None
             if i == 2
             else {}
@@ -253,7 +260,7 @@ def test_rows_are_inserted_as_sqlalchemys_insert_inserts_them(rows_table: Engine
         got = {r.name: r for r in connection.execute(select(_ROWS))}
     for r in rows:
         mine, theirs = got[r["name"]], got["X" + r["name"]]
-        for c in ("at", "level", "n", "doc"):
+        for c in ("at", "level", "n", "x", "ok", "doc"):
             assert getattr(mine, c) == getattr(theirs, c) == r[c], c
         a, b = mine.route, theirs.route
         assert (a is None and b is None) or shapely.equals_exact(a, b, 0)
@@ -296,3 +303,30 @@ def test_rows_must_give_exactly_the_columns(rows_table: Engine) -> None:
         many.run(connection, rows)
     with rows_table.begin() as connection:
         assert many.run(connection, []) == []
+
+
+# --------------------------------------------------------------------------------------------
+# A list of values matched in one statement text (any_of), and how PostgreSQL plans it
+# --------------------------------------------------------------------------------------------
+
+_NAMED = select(_ROWS.c.name).where(any_of(_ROWS.c.name, "names")).order_by(_ROWS.c.name)
+
+
+def test_a_list_of_values_is_matched_in_one_statement_text(rows_table: Engine) -> None:
+    """``any_of`` matches what ``IN`` matches, for lists of any length (none included), in
+    one statement text on PostgreSQL: psycopg prepares it, and the server parses it once."""
+    engine = rows_table
+    rows = _rows(6)
+    with engine.begin() as connection:
+        RowsInsert(_ROWS, _COLUMNS).run(connection, rows)
+    names = [r["name"] for r in rows]
+    lists = [[], [names[0]], [names[1], names[4], "no such row"], names, [names[2]] * 3]
+    with _statements(engine) as statements, engine.connect() as connection:
+        for wanted in lists:
+            got = connection.execute(_NAMED, {"names": wanted}).scalars().all()
+            theirs = connection.execute(
+                select(_ROWS.c.name).where(_ROWS.c.name.in_(wanted)).order_by(_ROWS.c.name)
+            )
+            assert got == theirs.scalars().all() == sorted(set(wanted) & set(names))
+    if engine.dialect.name == "postgresql":
+        assert len({s for s in statements if "= ANY" in s}) == 1

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from gridgov.errors import InputError, NotFoundError
 from gridgov.store.engine import begin_write, read_statements, translate_errors
 from gridgov.store.group_commit import group_of
+from gridgov.store.many_rows import any_of
 from gridgov.store.models import (
     API_ROLES,
     AREAS,
@@ -250,7 +251,7 @@ def _live_row(engine: Engine, credential_id: str, now: datetime | None) -> Any:
 #: The rule (:func:`credential_is_live`) for the credentials of a list, each row checked
 #: against its own id; built once (every request with a token runs it).
 _LIVE_ROWS = select(CREDENTIALS).where(
-    CREDENTIALS.c.credential_id.in_(bindparam("b_ids", expanding=True)),
+    any_of(CREDENTIALS.c.credential_id, "b_ids"),
     credential_is_live(
         CREDENTIALS.c.__getitem__,
         CREDENTIALS.c.credential_id,

@@ -38,6 +38,7 @@ from gridgov.store.incident_rows import (
     _read_incident_row,
 )
 from gridgov.store.journal import append_event
+from gridgov.store.many_rows import any_of
 from gridgov.store.models import (
     ASSIGNMENTS,
     DISPATCHES,
@@ -299,6 +300,11 @@ def read_street_mode(engine: Engine, street_code: str) -> tuple[str, bool]:
         return read_street_modes_within(connection, [street_code])[street_code]
 
 
+_STREET_MODES = select(
+    STREET_MODES.c.street_code, STREET_MODES.c.mode, STREET_MODES.c.priority1_auto
+).where(any_of(STREET_MODES.c.street_code, "streets"))
+
+
 def read_street_modes_within(
     connection: Connection, street_codes: Sequence[str]
 ) -> dict[str, tuple[str, bool]]:
@@ -306,11 +312,7 @@ def read_street_modes_within(
     wanted = sorted(set(street_codes))
     found = {
         r.street_code: (str(r.mode), bool(r.priority1_auto))
-        for r in connection.execute(
-            select(
-                STREET_MODES.c.street_code, STREET_MODES.c.mode, STREET_MODES.c.priority1_auto
-            ).where(STREET_MODES.c.street_code.in_(wanted))
-        )
+        for r in connection.execute(_STREET_MODES, {"streets": wanted})
     }
     return {code: found.get(code, ("auto", True)) for code in wanted}
 

@@ -81,6 +81,7 @@ from gridgov.store.incident_rows import (
     _utc_columns,
 )
 from gridgov.store.journal import SYSTEM_ACTOR, append_event
+from gridgov.store.many_rows import any_of
 from gridgov.store.models import (
     ASSIGNMENTS,
     DISPATCHES,
@@ -128,7 +129,8 @@ _LOCK_UNITS = (
         UNITS.c.busy_incident_id,
         UNITS.c.office_id,
     )
-    .where(UNITS.c.unit_id.in_(_IDS))
+    # The units table keeps its size between loads: a plan made once fits every run.
+    .where(any_of(UNITS.c.unit_id, "ids"))
     .order_by(UNITS.c.unit_id)
     .with_for_update(skip_locked=True)
 )

@@ -44,6 +44,7 @@ from gridgov.errors import (
 )
 from gridgov.model import UnitStatus
 from gridgov.store.engine import at_or_above, read_statements, translate_errors
+from gridgov.store.many_rows import any_of
 from gridgov.store.models import (
     DATASETS,
     INCIDENTS,
@@ -236,14 +237,15 @@ _STATES: weakref.WeakKeyDictionary[Engine, _UnitState] = weakref.WeakKeyDictiona
 _REFRESH_S = 300.0
 # How snapshots went, for tests and profiling: full reads and delta reads.
 _COUNTS = {"full": 0, "delta": 0}
-_STATEMENTS: dict[tuple[str, tuple[str, ...], bool, bool], Any] = {}
+_STATEMENTS: dict[tuple[str, bool, bool], Any] = {}
 
 
-def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool, full: bool) -> Any:
+def _state_statement(dialect: str, with_busy: bool, full: bool) -> Any:
     """The one statement a snapshot runs (one database snapshot): a header row (dataset version,
     the units' count and sum of change numbers, the next mark, the priorities of the incidents
-    the wanted units are busy on), left-joined with every unit row (``full``) or with the rows
-    written since ``:mark``.
+    the units of the kinds bound as ``:kinds`` are busy on), left-joined with every unit row
+    (``full``) or with the rows written since ``:mark``. The kinds are bound, not written in:
+    one statement text for every set of kinds, which PostgreSQL then parses and plans once.
 
     Why the delta is exact, i.e. every unit row that differs from the state's is in it:
 
@@ -266,7 +268,7 @@ def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool, full: 
     the state's, tell (and catch anything a delta might ever miss), and the state is read in
     full again.
     """
-    key = (dialect, tuple(sorted(kinds)), with_busy, full)
+    key = (dialect, with_busy, full)
     stmt = _STATEMENTS.get(key)
     if stmt is not None:
         return stmt
@@ -277,7 +279,7 @@ def _state_statement(dialect: str, kinds: Sequence[str], with_busy: bool, full: 
     # The priorities a full read would join to the wanted units (an incident's priority can
     # change without its units' rows changing), read afresh each time as one JSON value.
     busy_on = select(units.c.busy_incident_id).where(
-        units.c.kind.in_(list(key[1])),
+        any_of(units.c.kind, "kinds"),
         units.c.on_duty.is_(True),
         status_ok,
         units.c.busy_incident_id.is_not(None),
@@ -407,8 +409,9 @@ def _current_state(
 
     def read(mark: Any) -> list[Any]:
         # Every row without a mark, else the delta since it.
-        stmt = _state_statement(connection.dialect.name, kinds, with_busy, mark is None)
-        return list(connection.execute(stmt, {} if mark is None else {"mark": mark}).all())
+        stmt = _state_statement(connection.dialect.name, with_busy, mark is None)
+        params = {"kinds": list(kinds)} if mark is None else {"kinds": list(kinds), "mark": mark}
+        return list(connection.execute(stmt, params).all())
 
     rows = read(None if base is None else base.mark)
     statics = _unit_statics(engine, connection, rows[0].version)
