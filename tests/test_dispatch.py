@@ -1140,3 +1140,23 @@ def test_a_pools_row_sets_are_its_columns_found_once_and_read_only(
     assert modes == expected == search.needed_modes(pool, kinds[:2])
     modes.append("x")  # a caller's copy: the pool's answer stays as it was
     assert pool.modes_of(kinds[:2]) == expected
+
+
+def test_the_stores_json_follows_jsonables_rules() -> None:
+    """dispatch.json_text writes what json.dumps of dispatch.jsonable's copy writes: no inf or
+    nan (null), enums as values, numpy values as numbers, tuples as lists, keys as text,
+    times in ISO 8601, other values as their text."""
+    value = {
+        "inf": math.inf,
+        "nan": [math.nan, -math.inf, 1.5],
+        "kind": ForceKind.FIRE,
+        ForceKind.POLICE: EscalationLevel.STREET,
+        3: (np.float64(2.5), np.int64(7), np.bool_(True)),
+        "array": np.array([[1.0, np.inf], [2.0, 3.0]])[:, 1],
+        "at": datetime(2026, 12, 7, 9, 30, 0, 250, tzinfo=UTC),
+        "other": dataclasses.make_dataclass("Odd", ["x"])(1),
+        "text": '成都 "quoted" \\ back',
+    }
+    written = dispatch.json_text(value)
+    assert "Infinity" not in written and "NaN" not in written
+    assert json.loads(written) == json.loads(json.dumps(dispatch.jsonable(value)))

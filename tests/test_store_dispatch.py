@@ -8,6 +8,7 @@ standing on road nodes, so the dispatcher's choices are known in advance.
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import weakref
 from collections.abc import Iterator
@@ -606,6 +607,10 @@ def test_assignment_and_unit_status_commit_together(
     assert kinds[0]["tiers"][0]["candidates"][0]["unit_id"] == "E1"
     assert stored["assignments"][0]["route"]["type"] == "LineString"
     assert stored["incident"]["status"] == "dispatched"
+    # Written by the engine's JSON rule (dispatch.json_text, no converted copy first), the
+    # explanation reads back as the answer's (dispatch.jsonable) does.
+    kept = {k: v for k, v in stored["explanation"].items() if k != "store"}
+    assert kept == json.loads(json.dumps(decision.to_json()["explanation"]))
 
     # The next one cannot have E1: it is busy, so E2 is the street's nearest.
     second = dispatch_stored(district, ctx, new_incident(district, "T-ENF", (1, 1)), now=NOW)

@@ -69,6 +69,7 @@ from gridgov.dispatch.records import (
     Decision,
     Incident,
     Placement,
+    json_text,
     jsonable,
     route_to_geojson,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "dispatch_options",
     "dispatch_pool",
     "effective_positions",
+    "json_text",
     "jsonable",
     "locate_incident",
     "may_preempt",

@@ -169,8 +169,9 @@ def insert_dispatches(
     """One dispatch row per decision, in one INSERT; their ids, in order."""
     rows = []
     for decision, tried, again in zip(decisions, attempts, requeued, strict=True):
-        # The explanation part of decision.to_json(), without converting the rest (routes).
-        explanation = dispatch.jsonable(decision.explanation)
+        # The explanation part of decision.to_json(): the engine writes it with
+        # dispatch.json_text, which converts as it writes (no converted copy first).
+        explanation = dict(decision.explanation)
         explanation["store"] = {
             "attempts": tried.count,
             "taken_meanwhile": list(tried.taken),

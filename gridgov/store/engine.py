@@ -22,6 +22,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
+from gridgov.dispatch.records import json_text
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store.models import Base, GeometryType
@@ -239,6 +240,8 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
     # A failed statement's message must not carry its parameters into logs or answers: they
     # can hold reporters' personal data.
     kwargs.setdefault("hide_parameters", True)
+    # JSON columns written by one rule on both backends (enums, numpy values, inf as null).
+    kwargs.setdefault("json_serializer", json_text)
     try:
         if backend == "postgresql":
             if sa_url.drivername == "postgresql":
