@@ -217,17 +217,26 @@ class _BinaryArray(list[Any]):
 adapters.register_dumper(_BinaryArray, ListBinaryDumper)
 
 
-class _AsSent(UserDefinedType[Any]):
-    """A bound value passed to the driver untouched (no bind processor, no bind cast): the
-    array's items are processed by :func:`_arrays`, and the statement casts the array."""
+class _AsArray(UserDefinedType[Any]):
+    """A bound list that goes to psycopg as one binary array, as given: a batch's column
+    (its items processed by :func:`_arrays`) or a list of plain values (:func:`any_of`). The
+    statement casts it to the array type it needs."""
 
     cache_ok = True
 
     def get_col_spec(self, **kw: Any) -> str:
         return "UNKNOWN"  # never rendered: the value is always inside a CAST
 
+    def bind_processor(self, dialect: Any) -> Any:
+        def process(value: Any) -> Any:
+            if value is None or isinstance(value, _BinaryArray):
+                return value
+            return _BinaryArray(value)
 
-_AS_SENT = _AsSent()
+        return process
+
+
+_AS_ARRAY = _AsArray()
 
 
 def _array_param(table: Table, column: str) -> ColumnElement[Any]:
@@ -237,7 +246,7 @@ def _array_param(table: Table, column: str) -> ColumnElement[Any]:
     does not parse."""
     item = table.c[column].type
     return cast(
-        bindparam(f"a_{column}", type_=_AS_SENT),
+        bindparam(f"a_{column}", type_=_AS_ARRAY),
         ARRAY(Text() if _is_geometry(item) else item),
     )
 
@@ -261,21 +270,6 @@ def _arrays(
                 values = [float(v) if isinstance(v, int) else v for v in values]
         out[f"a_{c}"] = _BinaryArray(values)
     return out
-
-
-class _AsArray(UserDefinedType[Any]):
-    """A bound list of plain values (str, int...) that goes as one binary array, as given."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return "UNKNOWN"  # never rendered: the value is always inside a CAST
-
-    def bind_processor(self, dialect: Any) -> Any:
-        return lambda value: None if value is None else _BinaryArray(value)
-
-
-_AS_ARRAY = _AsArray()
 
 
 class _AnyOf(ColumnElement[bool]):

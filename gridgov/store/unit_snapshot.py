@@ -245,7 +245,7 @@ def _state_statement(dialect: str, with_busy: bool, full: bool) -> Any:
     the units' count and sum of change numbers, the next mark, the priorities of the incidents
     the units of the kinds bound as ``:kinds`` are busy on), left-joined with every unit row
     (``full``) or with the rows written since ``:mark``. The kinds are bound, not written in:
-    one statement text for every set of kinds, which PostgreSQL then parses and plans once.
+    one statement text for every set of kinds, which psycopg prepares and PostgreSQL parses once.
 
     Why the delta is exact, i.e. every unit row that differs from the state's is in it:
 
