@@ -1160,3 +1160,6 @@ def test_the_stores_json_follows_jsonables_rules() -> None:
     written = dispatch.json_text(value)
     assert "Infinity" not in written and "NaN" not in written
     assert json.loads(written) == json.loads(json.dumps(dispatch.jsonable(value)))
+    # An integer beyond 64 bits (orjson refuses it) is still written, and exactly.
+    huge = {"id": 2**70, "kind": ForceKind.FIRE, "t": math.inf}
+    assert json.loads(dispatch.json_text(huge)) == {"id": 2**70, "kind": "fire", "t": None}

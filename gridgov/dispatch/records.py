@@ -4,6 +4,7 @@ the decision with its explanation, a batch's result, and their JSON.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -235,8 +236,12 @@ def json_text(obj: Any) -> str:
     store's JSON columns (a decision's explanation is kilobytes, written in the intake's
     turn). Infinities and nan become null, an Enum its value, numpy values numbers, keys text
     and anything else ``str`` of it. (Two corners differ: a None key is written "null", and a
-    float32 as its own shortest digits.)"""
-    return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS).decode()
+    float32 as its own shortest digits.) What orjson refuses (an integer beyond 64 bits, which
+    a caller's document may hold) is written from jsonable's copy by the standard library."""
+    try:
+        return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(jsonable(obj), ensure_ascii=False, allow_nan=False)
 
 
 def jsonable(obj: Any) -> Any:
