@@ -28,7 +28,7 @@ from test_store_dispatch import N, load_tiny
 from gridgov import store
 from gridgov.service import intake, turn_process
 from gridgov.settings import get_settings
-from gridgov.store.intake_rows import TURN_PHASES
+from gridgov.store.intake_rows import _INTAKE_TURN_SPACE, _TAKE_INTAKE_TURN, TURN_PHASES
 from gridgov.store.models import ASSIGNMENTS, INCIDENTS
 
 pytestmark = pytest.mark.postgis
@@ -202,6 +202,49 @@ def test_a_child_killed_loses_nothing(
     assert turn_process.start(served, wait_s=120)
 
 
+def test_reports_stored_while_the_child_waits_go_with_its_turn(
+    served: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report stored while the child waits for the intake's turn goes with the report that
+    asked for it: the child asks for the reports waiting once it holds the turn, so both are
+    decided in that one turn, and each caller gets its own decision."""
+    log_path = tmp_path / "turns.jsonl"
+    monkeypatch.setenv("GRIDGOV_TURN_LOG", str(log_path))
+    monkeypatch.setattr(get_settings(), "turn_log", log_path)
+    ctx = store.context_from_store(served)
+    assert turn_process.start(served, wait_s=120)
+    results: dict[str, Any] = {}
+
+    def one(name: str, at: tuple[int, int]) -> None:
+        results[name] = _report(served, ctx, "T-ENF", at, incident_id=name)
+
+    first = threading.Thread(target=one, args=("WAIT-1", (0, 0)))
+    second = threading.Thread(target=one, args=("WAIT-2", (N - 1, N - 1)))
+    with served.connect() as blocker:
+        # The intake's turn, held here: the child asked for it waits.
+        blocker.execute(_TAKE_INTAKE_TURN, {"space": _INTAKE_TURN_SPACE})
+        try:
+            first.start()
+            _wait_for(served, "SELECT pg_advisory_xact_lock%%")
+            second.start()
+            deadline = time.monotonic() + 60
+            while _stored(served, "WAIT-2") == 0:
+                assert time.monotonic() < deadline, "the second report was never stored"
+                time.sleep(0.05)
+        finally:
+            blocker.rollback()
+    first.join(120)
+    second.join(120)
+    turns = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [t["reports"] for t in turns] == [2]
+    assert {name: r.state for name, r in results.items()} == {
+        "WAIT-1": "dispatched",
+        "WAIT-2": "dispatched",
+    }
+    told = {a.unit_id: r.incident_id for r in results.values() for a in r.decision.assignments}
+    assert _active(served) == told
+
+
 @pytest.mark.parametrize("in_child", [True, False], ids=["child", "request-process"])
 def test_the_turn_log_times_every_turn(
     served: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_child: bool
@@ -263,17 +306,23 @@ def test_a_turn_log_that_cannot_be_written_loses_nothing(
 
 def _wait_for_lock_wait(engine: Engine) -> None:
     """Until a session waits for a lock on dispatches (the child's INSERT)."""
+    _wait_for(engine, "INSERT INTO dispatches%%")
+
+
+def _wait_for(engine: Engine, statement: str) -> None:
+    """Until a session waits for a lock in a statement like ``statement`` (ILIKE, with the
+    driver's %% for %)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with engine.connect() as connection:
             waiting = connection.exec_driver_sql(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query ILIKE 'INSERT INTO dispatches%%'"
+                f"AND query ILIKE '{statement}'"
             ).scalar_one()
         if waiting:
             return
         time.sleep(0.05)
-    pytest.fail("the child never reached its writes")
+    pytest.fail(f"no session ever waited in {statement}")
 
 
 def _stored(engine: Engine, prefix: str) -> int:
