@@ -13,6 +13,13 @@ same uvicorn settings and load, as the ratio baseline, and (``--single-variant``
 gridgov again with the micro-batched intake off (``GRIDGOV_INTAKE_BATCH_MAX=0``), so that the
 batched and the one-by-one intake are compared in one run. See bench/README.md for figures.
 
+With ``--against DIR`` (another checkout of gridgov, e.g. ``git worktree add /tmp/base HEAD~1``,
+run on this checkout's environment) the run is paired instead: gridgov from this checkout and
+from DIR, alternated ``--pairs`` times (the order swapped each pair), and each pair's ratios
+this/baseline of rate, p99, CPU a report and the turn's held time, with their medians. The
+machine's speed moves by a third between runs minutes apart, so a change of a tenth shows only
+in pairs.
+
 The database at ``--url`` is the template: it is initialised and loaded with the reference
 district if it holds none, and never written to otherwise. Every measured configuration runs on
 a fresh clone of it (``<name>_run_<pid>``, dropped at the end), so configurations start from
@@ -449,8 +456,10 @@ def start_server(
     log: Path,
     pool_size: int = 0,
     turn_log: Path | None = None,
+    root: Path = ROOT,
 ) -> tuple[Any, int]:
-    """Start uvicorn as a deployment would; returns (process, port) once /health/ready is ok."""
+    """Start uvicorn as a deployment would, gridgov's app from checkout ``root``; returns
+    (process, port) once /health/ready is ok."""
     port = _free_port()
     factory = FACTORIES[app]
     cmd = [
@@ -467,6 +476,8 @@ def start_server(
     ]
     if not factory.startswith("api."):  # a factory of a bench script
         cmd[1:1] = ["--app-dir", str(ROOT / "bench")]
+    else:  # first on the path: its api and gridgov, in the workers and their turn processes
+        cmd[1:1] = ["--app-dir", str(root)]
     env = {**os.environ, "GRIDGOV_DATABASE_URL": database_url, POOL_ENV: str(pool_size)}
     if app == "gridgov-single":
         env["GRIDGOV_INTAKE_BATCH_MAX"] = "0"
@@ -479,7 +490,7 @@ def start_server(
     with log.open("ab") as fh:
         # Its own session, so stopping it reaches every worker process it forked.
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
         )
     _SERVERS.append(proc)
     deadline = time.monotonic() + 120
@@ -696,6 +707,7 @@ class Result:
     samples: dict[int, str]
     rounds: list[dict[str, float]]
     turns: dict[str, float]
+    checkout: str = ""  # "this" or "base" in a paired run (--against)
 
     @property
     def rate(self) -> float:
@@ -709,7 +721,8 @@ class Result:
     @property
     def label(self) -> str:
         key = "key" if self.idempotency else "no key"
-        return f"{self.app}, {self.workers}w, {key}"
+        app = f"{self.app}@{self.checkout}" if self.checkout else self.app
+        return f"{app}, {self.workers}w, {key}"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -792,6 +805,8 @@ def run_config(
     data: dict[str, Any],
     args: argparse.Namespace,
     log: Path,
+    checkout: str = "",
+    root: Path = ROOT,
 ) -> Result:
     with cloned_database(args.url) as db_url:
         if app == "bare":
@@ -808,7 +823,7 @@ def run_config(
         turn_log = None if app == "bare" else log.with_name(f"{log.stem}-turns-{os.getpid()}.jsonl")
         if turn_log is not None:
             turn_log.unlink(missing_ok=True)
-        proc, port = start_server(app, workers, db_url, log, pool, turn_log)
+        proc, port = start_server(app, workers, db_url, log, pool, turn_log, root)
         try:
             if app != "bare":
                 _wait_for_route(port, token, data, args.route_wait)
@@ -843,6 +858,7 @@ def run_config(
         samples={s: b.decode("utf-8", "replace") for s, b in window.samples.items()},
         rounds=rounds,
         turns=turns,
+        checkout=checkout,
     )
 
 
@@ -891,6 +907,40 @@ def print_turns(results: list[Result]) -> None:
             + " ".join(f"{t[p]:>8.2f}" for p in (*TURN_PHASES, "held"))
             + f" {t['held_share']:>6.2f}"
         )
+
+
+def print_pairs(results: list[Result]) -> None:
+    """Each pair's ratios this/baseline (--against), and their medians."""
+    import statistics
+
+    this = [r for r in results if r.checkout == "this"]
+    base = [r for r in results if r.checkout == "base"]
+    if not this or len(this) != len(base):
+        return
+
+    def ratios(a: Result, b: Result) -> dict[str, float]:
+        held_a, held_b = a.turns.get("held"), b.turns.get("held")
+        return {
+            "rate": a.rate / b.rate if b.rate else float("nan"),
+            "p99": a.p99_ms / b.p99_ms if b.p99_ms else float("nan"),
+            "cpu": a.cpu_ms["machine"] / b.cpu_ms["machine"],
+            "held": held_a / held_b if held_a and held_b else float("nan"),
+        }
+
+    pairs = [ratios(a, b) for a, b in zip(this, base, strict=True)]
+    print()
+    print("this checkout against the baseline, pair by pair (this / base):")
+    print(f"{'pair':<6} {'rate':>7} {'p99':>7} {'CPU a report':>13} {'turn held':>10}")
+    for i, (a, b, q) in enumerate(zip(this, base, pairs, strict=True), 1):
+        print(
+            f"{i:<6} {q['rate']:>6.2f}x {q['p99']:>6.2f}x {q['cpu']:>12.2f}x {q['held']:>9.2f}x"
+            f"   ({a.rate:.0f} against {b.rate:.0f}/s)"
+        )
+    med = {k: statistics.median(p[k] for p in pairs) for k in ("rate", "p99", "cpu", "held")}
+    print(
+        f"{'median':<6} {med['rate']:>6.2f}x {med['p99']:>6.2f}x {med['cpu']:>12.2f}x "
+        f"{med['held']:>9.2f}x"
+    )
 
 
 def _run_async(coro: Any) -> Any:
@@ -1093,6 +1143,14 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="seconds to keep polling until POST /api/v1/incidents answers 201",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="a baseline checkout: gridgov from it and from this checkout, alternated (largest "
+        "worker count; with keys unless --idempotency without)",
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="pairs of runs with --against")
     parser.add_argument("--json", type=Path, default=None, help="write the results here too")
     parser.add_argument("--log", type=Path, default=Path("/tmp/gridgov-bench-uvicorn.log"))
     args = parser.parse_args(argv)
@@ -1122,7 +1180,18 @@ def main(argv: list[str] | None = None) -> int:
         "incidents closed between rounds, untimed)"
     )
     plan: list[tuple[str, int, bool]] = []
-    for w in workers:
+    paired: list[tuple[str, Path]] = []  # per run of the plan, with --against
+    if args.against is not None:
+        against = args.against.resolve()
+        if not (against / "api" / "app.py").is_file():
+            parser.error(f"--against {against}: not a gridgov checkout (no api/app.py)")
+        print(f"paired with the baseline checkout {against}, {args.pairs} pairs, order swapped")
+        idem = args.idempotency != "without"
+        for i in range(max(1, args.pairs)):
+            order = [("this", ROOT), ("base", against)]
+            paired += order if i % 2 == 0 else order[::-1]
+        plan = [("gridgov", workers[-1], idem)] * len(paired)
+    for w in workers if args.against is None else []:
         if args.only != "gridgov":
             plan.append(("bare", w, False))
         if args.only != "bare":
@@ -1141,13 +1210,14 @@ def main(argv: list[str] | None = None) -> int:
                 plan.append(("gridgov-pool", w, args.idempotency != "without"))
     results: list[Result] = []
     try:
-        for app, w, idem in plan:
+        for i, (app, w, idem) in enumerate(plan):
+            checkout, root = paired[i] if paired else ("", ROOT)
             print(
-                f"running {app}, {w} worker(s), {'with' if idem else 'without'} "
-                "Idempotency-Key ...",
+                f"running {app}{' from ' + checkout if checkout else ''}, {w} worker(s), "
+                f"{'with' if idem else 'without'} Idempotency-Key ...",
                 flush=True,
             )
-            r = run_config(app, w, idem, data, args, args.log)
+            r = run_config(app, w, idem, data, args, args.log, checkout, root)
             results.append(r)
             print(
                 f"  {r.rate:.0f}/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, "
@@ -1159,7 +1229,10 @@ def main(argv: list[str] | None = None) -> int:
         stop_all_servers()
     print_table(results)
     print_turns(results)
-    print_ratios(results)
+    if paired:
+        print_pairs(results)
+    else:
+        print_ratios(results)
     if args.json:
         payload = [
             {**r.__dict__, "rate": r.rate, "errors": r.errors, "share": _share(r.outcomes)}
