@@ -1089,6 +1089,43 @@ def print_ratios(results: list[Result]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def run_plan(workers: list[int], args: argparse.Namespace) -> list[tuple[str, int, bool]]:
+    """The configurations of a run: (app, workers, with a key), for each worker count the bare
+    insert first (unless `--only gridgov`)."""
+    plan: list[tuple[str, int, bool]] = []
+    for w in workers:
+        if args.only != "gridgov":
+            plan.append(("bare", w, False))
+        if args.only != "bare":
+            if args.idempotency in ("with", "both"):
+                plan.append(("gridgov", w, True))
+            if args.idempotency == "without" or (args.idempotency == "both" and w == workers[-1]):
+                plan.append(("gridgov", w, False))
+            if args.single_variant and w == workers[-1]:
+                plan.append(("gridgov-single", w, args.idempotency != "without"))
+            if args.held_variant and w == workers[-1]:
+                if args.idempotency in ("with", "both"):
+                    plan.append(("gridgov-held", w, True))
+                if args.idempotency in ("without", "both"):
+                    plan.append(("gridgov-held", w, False))
+            if args.pool_variant and w == workers[-1]:
+                plan.append(("gridgov-pool", w, args.idempotency != "without"))
+    return plan
+
+
+def paired_plan(
+    workers: int, key: bool, against: Path, pairs: int
+) -> list[tuple[str, int, bool, str, Path]]:
+    """gridgov from this checkout and from ``against``, alternated, the order swapped each
+    pair (so that neither always runs first on a machine that warms or cools)."""
+    plan: list[tuple[str, int, bool, str, Path]] = []
+    for i in range(max(1, pairs)):
+        order = [("this", ROOT), ("base", against)]
+        for checkout, root in order if i % 2 == 0 else order[::-1]:
+            plan.append(("gridgov", workers, key, checkout, root))
+    return plan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per run")
@@ -1179,39 +1216,17 @@ def main(argv: list[str] | None = None) -> int:
         f" then {args.seconds:g} s in rounds of {args.round_seconds:g} s (units freed and open "
         "incidents closed between rounds, untimed)"
     )
-    plan: list[tuple[str, int, bool]] = []
-    paired: list[tuple[str, Path]] = []  # per run of the plan, with --against
     if args.against is not None:
         against = args.against.resolve()
         if not (against / "api" / "app.py").is_file():
             parser.error(f"--against {against}: not a gridgov checkout (no api/app.py)")
         print(f"paired with the baseline checkout {against}, {args.pairs} pairs, order swapped")
-        idem = args.idempotency != "without"
-        for i in range(max(1, args.pairs)):
-            order = [("this", ROOT), ("base", against)]
-            paired += order if i % 2 == 0 else order[::-1]
-        plan = [("gridgov", workers[-1], idem)] * len(paired)
-    for w in workers if args.against is None else []:
-        if args.only != "gridgov":
-            plan.append(("bare", w, False))
-        if args.only != "bare":
-            if args.idempotency in ("with", "both"):
-                plan.append(("gridgov", w, True))
-            if args.idempotency == "without" or (args.idempotency == "both" and w == workers[-1]):
-                plan.append(("gridgov", w, False))
-            if args.single_variant and w == workers[-1]:
-                plan.append(("gridgov-single", w, args.idempotency != "without"))
-            if args.held_variant and w == workers[-1]:
-                if args.idempotency in ("with", "both"):
-                    plan.append(("gridgov-held", w, True))
-                if args.idempotency in ("without", "both"):
-                    plan.append(("gridgov-held", w, False))
-            if args.pool_variant and w == workers[-1]:
-                plan.append(("gridgov-pool", w, args.idempotency != "without"))
+        plan = paired_plan(workers[-1], args.idempotency != "without", against, args.pairs)
+    else:
+        plan = [(app, w, idem, "", ROOT) for app, w, idem in run_plan(workers, args)]
     results: list[Result] = []
     try:
-        for i, (app, w, idem) in enumerate(plan):
-            checkout, root = paired[i] if paired else ("", ROOT)
+        for app, w, idem, checkout, root in plan:
             print(
                 f"running {app}{' from ' + checkout if checkout else ''}, {w} worker(s), "
                 f"{'with' if idem else 'without'} Idempotency-Key ...",
@@ -1229,7 +1244,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_all_servers()
     print_table(results)
     print_turns(results)
-    if paired:
+    if args.against is not None:
         print_pairs(results)
     else:
         print_ratios(results)
