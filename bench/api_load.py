@@ -878,7 +878,14 @@ def turn_summary(path: Path, rounds: list[dict[str, float]]) -> dict[str, float]
     out: dict[str, float] = {"turns": len(timed), "reports": reports}
     for phase in TURN_PHASES:
         out[phase] = sum(t["ms"].get(phase, 0.0) for t in timed) / reports
-    out["held"] = sum(out[p] for p in TURN_PHASES if p != "wait")
+    held = [p for p in TURN_PHASES if p != "wait"]
+    out["held"] = sum(out[p] for p in held)
+    # Of the held time, a report: the turn thread on a core, and ready but waiting for one
+    # (the rest waits for PostgreSQL or the GIL). Lines without them (an older checkout's
+    # server, a machine without schedstat) leave them out.
+    for name, key in (("held_cpu", "cpu_ms"), ("held_queued", "queued_ms")):
+        if all(key in t for t in timed):
+            out[name] = sum(t[key].get(p, 0.0) for t in timed for p in held) / reports
     wall_ms = 1e3 * sum(r["end"] - r["start"] for r in rounds)
     out["held_share"] = out["held"] * reports / wall_ms
     return out
@@ -892,19 +899,24 @@ def print_turns(results: list[Result]) -> None:
         return
     print()
     print("the intake's turns (the server's turn log): wall ms a report in each phase; held:")
-    print("every phase but the wait; share: of the timed wall time the turn was held")
+    print("every phase but the wait; of it, on cpu: the turn's thread running, queued: ready")
+    print("but waiting for a core (the rest waits for PostgreSQL or the GIL); share: of the")
+    print("timed wall time the turn was held")
+    cols = (*TURN_PHASES, "held", "on cpu", "queued")
     head = (
         f"{'configuration':<24} {'turns':>6} {'a turn':>6} "
-        + " ".join(f"{p:>8}" for p in (*TURN_PHASES, "held"))
+        + " ".join(f"{p:>8}" for p in cols)
         + f" {'share':>6}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         t = r.turns
+        values = [t[p] for p in (*TURN_PHASES, "held")]
+        values += [t.get("held_cpu", float("nan")), t.get("held_queued", float("nan"))]
         print(
             f"{r.label:<24} {t['turns']:>6.0f} {t['reports'] / t['turns']:>6.1f} "
-            + " ".join(f"{t[p]:>8.2f}" for p in (*TURN_PHASES, "held"))
+            + " ".join(f"{v:>8.2f}" for v in values)
             + f" {t['held_share']:>6.2f}"
         )
 

@@ -188,7 +188,8 @@ class Settings(BaseSettings):
         description="Diagnostics: append one JSON line per intake turn to this file (its "
         "reports, and the wall time of each phase in ms: the wait for the turn, taking the "
         "reports, the units' snapshot, the decisions, the preempting checks, the writes and "
-        "the commit). Every process that takes turns appends to it; bench/api_load.py "
+        "the commit; with the turn thread's CPU time and, on Linux, its time queued for a "
+        "core, per phase). Every process that takes turns appends to it; bench/api_load.py "
         "summarises it. Off by default.",
     )
     intake_batch_max: int = Field(

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -250,7 +251,8 @@ def test_the_turn_log_times_every_turn(
     served: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_child: bool
 ) -> None:
     """With ``turn_log`` set, each turn appends one line, wherever it runs: its reports, and
-    the wall time of each phase, which together are the turn's time in the caller."""
+    the wall time of each phase, which together are the turn's time in the caller, and
+    the parts of it on a core and queued for one."""
     log_path = tmp_path / "turns.jsonl"
     # The child reads its settings from the environment; this process's are cached.
     monkeypatch.setenv("GRIDGOV_TURN_LOG", str(log_path))
@@ -282,6 +284,16 @@ def test_the_turn_log_times_every_turn(
         assert t["pid"] == pid
         assert set(t["ms"]) == expected
         assert all(v >= 0 for v in t["ms"].values())
+        # The turn thread's CPU and its time queued for a core (Linux) are parts of each
+        # phase's wall time, never more than it.
+        parts = [t["cpu_ms"]] + ([t["queued_ms"]] if sys.platform == "linux" else [])
+        for part in parts:
+            assert set(part) == expected
+            assert all(0 <= part[p] <= t["ms"][p] + 0.05 for p in expected), (part, t["ms"])
+        if sys.platform == "linux":
+            assert all(t["cpu_ms"][p] + t["queued_ms"][p] <= t["ms"][p] + 0.1 for p in expected), t
+    # The turns did work on the CPU: a clock that read nothing would give zeros.
+    assert sum(sum(t["cpu_ms"].values()) for t in turns) > 0
     # The phases cover the turn: their sum is at most what the caller waited for it.
     assert sum(sum(t["ms"].values()) for t in turns) <= sum(timed) + 1.0
 

@@ -245,34 +245,64 @@ def _take_intake_turn(connection: Connection) -> None:
 
 
 class _TurnClock:
-    """The wall time of each phase of one turn (:data:`TURN_PHASES`), for the turn log
-    (setting ``turn_log``; None: nothing timed, nothing written): a committed line for
-    measurement instead of timers added by hand and removed again. Each phase runs from the
-    end of the previous one; ``wait`` from the call (a pool checkout and BEGIN included). A
-    transaction run again adds its phases to the first run's."""
+    """The time of each phase of one turn (:data:`TURN_PHASES`), for the turn log (setting
+    ``turn_log``; None: nothing timed, nothing written): a committed line for measurement
+    instead of timers added by hand and removed again. Each phase runs from the end of the
+    previous one; ``wait`` from the call (a pool checkout and BEGIN included). A transaction
+    run again adds its phases to the first run's.
+
+    Per phase: the wall time (``ms``), the turn thread's own CPU time (``cpu_ms``) and, on
+    Linux, the time the thread was ready to run but waited for a core (``queued_ms``, from
+    the kernel's ``schedstat``). What is left of the wall time is spent waiting for
+    PostgreSQL or for the process's GIL: so a held turn can be told apart into its own work,
+    the machine's other work, and the database.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.last = time.perf_counter()
         self.ms: dict[str, float] = {}
+        self.cpu_ms: dict[str, float] = {}
+        self.queued_ms: dict[str, float] | None = None
+        if path is not None:
+            self.last = self._now()
+            if self.last[2] is not None:
+                self.queued_ms = {}
+
+    @staticmethod
+    def _now() -> tuple[float, float, float | None]:
+        """Wall, thread CPU and run-queue wait, in ms (the last None without ``schedstat``)."""
+        wall, cpu = time.perf_counter() * 1e3, time.thread_time() * 1e3
+        try:
+            # "<on the CPU ns> <waiting on a run queue ns> <time slices>"
+            with open("/proc/thread-self/schedstat", "rb") as stat:
+                queued: float | None = int(stat.read().split()[1]) / 1e6
+        except (OSError, IndexError, ValueError):
+            queued = None
+        return wall, cpu, queued
 
     def mark(self, phase: str) -> None:
         if self.path is None:
             return
-        now = time.perf_counter()
-        self.ms[phase] = self.ms.get(phase, 0.0) + (now - self.last) * 1000.0
-        self.last = now
+        (wall, cpu, queued), (wall0, cpu0, queued0) = self._now(), self.last
+        self.ms[phase] = self.ms.get(phase, 0.0) + wall - wall0
+        self.cpu_ms[phase] = self.cpu_ms.get(phase, 0.0) + cpu - cpu0
+        if self.queued_ms is not None and queued is not None and queued0 is not None:
+            self.queued_ms[phase] = self.queued_ms.get(phase, 0.0) + queued - queued0
+        self.last = (wall, cpu, queued)
 
     def write(self, reports: int, left_out: int) -> None:
         if self.path is None:
             return
-        line = {
+        line: dict[str, Any] = {
             "at": time.time(),  # the end of the turn (epoch s): a run's window selects its turns
             "pid": os.getpid(),
             "reports": reports,
             "left_out": left_out,
             "ms": {k: round(v, 3) for k, v in self.ms.items()},
+            "cpu_ms": {k: round(v, 3) for k, v in self.cpu_ms.items()},
         }
+        if self.queued_ms is not None:
+            line["queued_ms"] = {k: round(v, 3) for k, v in self.queued_ms.items()}
         try:
             # One write of one line in append mode: the processes' lines do not interleave.
             with open(self.path, "a", encoding="utf-8") as out:
