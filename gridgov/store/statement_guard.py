@@ -45,6 +45,15 @@ class _Watchdog:
         self._next = 0
         self._pid = -1
 
+    def _after_fork_in_child(self) -> None:
+        # A fork copies the lock as it was: held, if this process's watchdog thread (or any
+        # other thread) had it at that moment, and no thread in the child would ever release
+        # it, so the child's first statement would wait for ever. The armed calls are the
+        # parent's, on the parent's sockets: none is the child's to cut.
+        self._lock = threading.Lock()
+        self._armed = {}
+        self._pid = -1
+
     def _start(self) -> None:
         # Started lazily, and again in a forked child (threads do not survive a fork).
         if self._pid != os.getpid():
@@ -89,6 +98,8 @@ def _shutdown(fd: int) -> None:
 
 
 _WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere processes are spawned, not forked
+    os.register_at_fork(after_in_child=_WATCHDOG._after_fork_in_child)
 
 
 def _pg_fd(dbapi_connection: Any) -> int | None:
