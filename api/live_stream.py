@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator
@@ -38,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, require
 from api.deps import EngineDep
 from api.wall_display import FEED_PATH, live_answer
-from gridgov import store
+from gridgov import forking, store
 from gridgov.service.scope import READERS
 from gridgov.store.change_signals import watch_changes
 from gridgov.store.live_feed import LiveState, parse_cursor, read_live
@@ -140,6 +141,9 @@ class Hub:
 
 _HUBS: weakref.WeakKeyDictionary[Engine, Hub] = weakref.WeakKeyDictionary()
 _HUBS_LOCK = threading.Lock()
+# A hub listens on its own thread and connection: a forked child makes its own.
+forking.renew_in_child(sys.modules[__name__], "_HUBS", weakref.WeakKeyDictionary)
+forking.renew_in_child(sys.modules[__name__], "_HUBS_LOCK")
 
 
 def hub_for(engine: Engine) -> Hub:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, refused, require_checked_in_statement
 from api.deps import EngineDep, SettingsDep
 from api.replica_reads import read_engine
-from gridgov import maps, store
+from gridgov import forking, maps, store
 from gridgov.errors import CredentialRefusedError, InputError
 from gridgov.maps.road_layer import SERVED_ROAD_URL
 from gridgov.model import UNIT_COLUMNS
@@ -231,6 +232,7 @@ class _Page:
 
 _PAGES: weakref.WeakKeyDictionary[Engine, _Page] = weakref.WeakKeyDictionary()
 _PAGE_LOCK = threading.Lock()
+forking.renew_in_child(sys.modules[__name__], "_PAGE_LOCK")
 
 
 def _empty_units() -> gpd.GeoDataFrame:

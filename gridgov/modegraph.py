@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import shapely
 from scipy.sparse.csgraph import connected_components, dijkstra
 
+from gridgov import forking
 from gridgov.model import TravelMode
 from gridgov.settings import get_settings
 
@@ -266,9 +267,14 @@ class ModeGraph:
         state["regions"] = {}
         return state
 
+    def __post_init__(self) -> None:
+        # A search in another thread holds the lock; a forked child must not copy it held.
+        forking.renew_in_child(self, "lock")
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.lock = threading.Lock()
+        forking.renew_in_child(self, "lock")
 
     def search(
         self,

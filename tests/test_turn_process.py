@@ -284,14 +284,19 @@ def test_the_turn_log_times_every_turn(
         assert t["pid"] == pid
         assert set(t["ms"]) == expected
         assert all(v >= 0 for v in t["ms"].values())
-        # The turn thread's CPU and its time queued for a core (Linux) are parts of each
-        # phase's wall time, never more than it.
+        # The turn thread's CPU and its time queued for a core (Linux) are parts of the turn's
+        # wall time. Checked over the whole turn: on this 2-core VM, with another test forking
+        # eight workers beside it, a phase's CPU was once 2 ms more than its wall time and the
+        # phase before it 2 ms less (the clocks are read at each phase's end, in one thread),
+        # while the turn's sums stayed in order.
+        wall = sum(t["ms"].values())
         parts = [t["cpu_ms"]] + ([t["queued_ms"]] if sys.platform == "linux" else [])
         for part in parts:
             assert set(part) == expected
-            assert all(0 <= part[p] <= t["ms"][p] + 0.05 for p in expected), (part, t["ms"])
+            assert all(part[p] >= 0 for p in expected), part
+            assert sum(part.values()) <= wall + 0.5, (part, t["ms"])
         if sys.platform == "linux":
-            assert all(t["cpu_ms"][p] + t["queued_ms"][p] <= t["ms"][p] + 0.1 for p in expected), t
+            assert sum(t["cpu_ms"].values()) + sum(t["queued_ms"].values()) <= wall + 1.0, t
     # The turns did work on the CPU: a clock that read nothing would give zeros.
     assert sum(sum(t["cpu_ms"].values()) for t in turns) > 0
     # The phases cover the turn: their sum is at most what the caller waited for it.

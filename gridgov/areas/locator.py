@@ -13,6 +13,7 @@ import numpy.typing as npt
 import pandas as pd
 import shapely
 
+from gridgov import forking
 from gridgov.crs import normalize_crs, to_wgs84
 from gridgov.errors import (
     DataFileError,
@@ -271,6 +272,7 @@ class _LevelIndex:
         self._tree: shapely.STRtree | None = None
         self._raster: _Raster | None = None
         self._lock = threading.Lock()
+        forking.renew_in_child(self, "_lock")
         self._few_vertices: bool | None = None
 
     @property

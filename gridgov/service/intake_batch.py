@@ -33,6 +33,7 @@ any report the batch could not decide.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -41,7 +42,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from gridgov import dispatch, store
+from gridgov import dispatch, forking, store
 from gridgov.service import dispatch_mode, turn_process
 from gridgov.store import Engine
 from gridgov.workflow import Role, State
@@ -180,6 +181,9 @@ class _Combiner:
 
 _COMBINERS: weakref.WeakKeyDictionary[Engine, _Combiner] = weakref.WeakKeyDictionary()
 _COMBINERS_LOCK = threading.Lock()
+# A forked child's pipeline is its own: the parent's queued items wait on the parent's threads.
+forking.renew_in_child(sys.modules[__name__], "_COMBINERS", weakref.WeakKeyDictionary)
+forking.renew_in_child(sys.modules[__name__], "_COMBINERS_LOCK")
 
 
 def submit(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gridgov import dispatch, store
+from gridgov import dispatch, forking, store
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
 from gridgov.store import Engine
@@ -168,6 +169,9 @@ class _Child:
 
 _CHILDREN: weakref.WeakKeyDictionary[Engine, _Child] = weakref.WeakKeyDictionary()
 _CHILDREN_LOCK = threading.Lock()
+# A forked child starts its own turn process: two processes on one pipe would mix their messages.
+forking.renew_in_child(sys.modules[__name__], "_CHILDREN", weakref.WeakKeyDictionary)
+forking.renew_in_child(sys.modules[__name__], "_CHILDREN_LOCK")
 
 
 def start(engine: Engine, wait_s: float = 0.0) -> bool:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
+from gridgov import forking
 from gridgov.dispatch.records import json_text
 from gridgov.errors import StoreError
 from gridgov.settings import get_settings
@@ -266,11 +267,24 @@ def create_engine_from_url(url: str | URL, **kwargs: Any) -> Engine:
         msg = f"cannot create an engine for {sa_url.render_as_string(hide_password=True)}: {exc}"
         raise StoreError(msg) from exc
     guard_engine(engine, settings.db_statement_timeout_s)
+    forking.run_in_child(engine, "forget pool", _forget_pool_in_child)
     event.listen(engine, "handle_error", _redact_driver_detail)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+#: Pools a forked child took from its engines, kept so that nothing of theirs is closed there.
+_PARENTS_POOLS: list[Any] = []
+
+
+def _forget_pool_in_child(engine: Engine) -> None:
+    # Two processes on one connection interleave their messages. The child gets a new pool; the
+    # parent's connections stay open for the parent (a SQLite connection closed here would
+    # touch the file's shared state, so none is even collected).
+    _PARENTS_POOLS.append(engine.pool)
+    engine.dispose(close=False)
 
 
 def _with_pg_timeouts(sa_url: URL, statement_timeout_s: float) -> URL:

@@ -14,12 +14,15 @@ than the request. No thread of its own: a lone request runs its own item at once
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
+
+from gridgov import forking
 
 __all__ = ["Group", "group_of"]
 
@@ -92,6 +95,9 @@ class Group(Generic[T, R]):
 
 _GROUPS: weakref.WeakKeyDictionary[Engine, dict[str, Group[Any, Any]]] = weakref.WeakKeyDictionary()
 _GROUPS_LOCK = threading.Lock()
+# A forked child's groups are its own: a parent's run may be led by a thread the child lacks.
+forking.renew_in_child(sys.modules[__name__], "_GROUPS", weakref.WeakKeyDictionary)
+forking.renew_in_child(sys.modules[__name__], "_GROUPS_LOCK")
 
 
 def group_of(

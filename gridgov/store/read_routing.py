@@ -18,6 +18,7 @@ import threading
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from gridgov import forking
 from gridgov.store.engine import detect_backend
 
 __all__ = ["ReadRouting"]
@@ -45,6 +46,7 @@ class ReadRouting:
         self.replica = replica
         self._written: dict[str, str] = {}
         self._lock = threading.Lock()
+        forking.renew_in_child(self, "_lock")
 
     def wrote(self, caller: str) -> None:
         """Note that ``caller``'s write has committed (call after the commit)."""

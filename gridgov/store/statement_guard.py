@@ -25,6 +25,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from gridgov import forking
+
 __all__ = ["guard_engine", "guarded_call"]
 
 #: How much longer than the statement timeout the client waits before cutting the connection
@@ -44,15 +46,10 @@ class _Watchdog:
         self._armed: dict[int, tuple[float, int]] = {}  # token -> (deadline, socket fd)
         self._next = 0
         self._pid = -1
-
-    def _after_fork_in_child(self) -> None:
-        # A fork copies the lock as it was: held, if this process's watchdog thread (or any
-        # other thread) had it at that moment, and no thread in the child would ever release
-        # it, so the child's first statement would wait for ever. The armed calls are the
-        # parent's, on the parent's sockets: none is the child's to cut.
-        self._lock = threading.Lock()
-        self._armed = {}
-        self._pid = -1
+        # The thread takes the lock ten times a second, so a fork often copies it held. The
+        # armed calls are the parent's, on the parent's sockets: none is a child's to cut.
+        forking.renew_in_child(self, "_lock")
+        forking.renew_in_child(self, "_armed", dict)
 
     def _start(self) -> None:
         # Started lazily, and again in a forked child (threads do not survive a fork).
@@ -98,8 +95,6 @@ def _shutdown(fd: int) -> None:
 
 
 _WATCHDOG = _Watchdog()
-if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere processes are spawned, not forked
-    os.register_at_fork(after_in_child=_WATCHDOG._after_fork_in_child)
 
 
 def _pg_fd(dbapi_connection: Any) -> int | None:

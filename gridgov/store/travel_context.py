@@ -5,6 +5,7 @@ settled around it (:func:`settle_heap`)."""
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from sqlalchemy import (
     select,
 )
 
-from gridgov import dispatch
+from gridgov import dispatch, forking
 from gridgov.catalog import Catalog
 from gridgov.errors import (
     InputError,
@@ -55,6 +56,8 @@ class _Cached:
 
 _CACHE: weakref.WeakKeyDictionary[Engine, _Cached] = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
+# The contexts are plain data and stay (a forked child shares their memory); the lock is renewed.
+forking.renew_in_child(sys.modules[__name__], "_CACHE_LOCK")
 
 
 def _dataset_version(engine: Engine, connection: Connection | None = None) -> Any:

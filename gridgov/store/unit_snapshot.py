@@ -43,6 +43,7 @@ from gridgov.errors import (
     StoreError,
 )
 from gridgov.model import UnitStatus
+from gridgov.store import travel_context
 from gridgov.store.engine import at_or_above, read_statements, translate_errors
 from gridgov.store.many_rows import any_of
 from gridgov.store.models import (
@@ -51,7 +52,7 @@ from gridgov.store.models import (
     OFFICES,
     UNITS,
 )
-from gridgov.store.travel_context import _CACHE_LOCK, _dataset_version
+from gridgov.store.travel_context import _dataset_version
 
 
 @dataclass(frozen=True)
@@ -198,14 +199,14 @@ def _read_statics(connection: Connection) -> _UnitStatics | None:
 def _unit_statics(engine: Engine, connection: Connection, version: Any) -> _UnitStatics | None:
     """The statics of dataset ``version`` (read on ``connection`` unless cached); None when the
     stored ones are of another version by now (the caller reads its snapshot again)."""
-    with _CACHE_LOCK:
+    with travel_context._CACHE_LOCK:
         cached = _STATICS.get(engine)
     if cached is not None and cached.version == version:
         return cached
     statics = _read_statics(connection)
     if statics is None:
         return None
-    with _CACHE_LOCK:
+    with travel_context._CACHE_LOCK:
         _STATICS[engine] = statics
     return statics if statics.version == version else None
 
@@ -401,7 +402,7 @@ def _current_state(
     """The units' state as ``connection`` sees them now, with the busy incidents' priorities;
     None when a dataset load came in between (the caller tries again). ``keep``: publish it
     for other threads (only what is committed: never a state read inside a write)."""
-    with _CACHE_LOCK:
+    with travel_context._CACHE_LOCK:
         start = _STATES.get(engine)
     base = start
     if base is not None and time.monotonic() - base.full_at > _REFRESH_S:
@@ -430,12 +431,12 @@ def _current_state(
         if state is None:
             # Units the statics do not know, or rows they have and the table lacks: units were
             # written without a dataset entry (by hand, in SQL). Read the statics afresh.
-            with _CACHE_LOCK:
+            with travel_context._CACHE_LOCK:
                 if _STATICS.get(engine) is statics:
                     del _STATICS[engine]
             return None
     if keep:
-        with _CACHE_LOCK:
+        with travel_context._CACHE_LOCK:
             # Only over the state this one grew from: any published state is exact for its own
             # snapshot, so losing this race costs at most a larger delta next time.
             if _STATES.get(engine) is start:
