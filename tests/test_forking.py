@@ -182,6 +182,22 @@ def test_a_child_forked_while_every_lock_is_held_takes_each_and_starts_with_empt
         assert getattr(owner, attr).locked(), name
 
 
+def test_a_forked_child_arms_the_statement_guard_while_its_parent_holds_the_guards_lock(
+    held_locks: dict[str, Any],
+) -> None:
+    """The watchdog's thread takes its lock ten times a second, so a fork now and then copies it
+    held: the child's first statement then waited for ever (seen as a hung concurrency test)."""
+    watchdog = statement_guard._WATCHDOG
+    assert held_locks["the statement guard"] == (watchdog, "_lock") and watchdog._lock.locked()
+
+    def child() -> str:  # as every guarded statement does: arm, then disarm
+        token = watchdog.arm(-1, 60.0)  # a deadline a minute away: nothing is cut
+        watchdog.disarm(token)
+        return f"armed {token}, {len(watchdog._armed)} left armed"
+
+    assert _in_child(child).endswith(", 0 left armed")
+
+
 def test_a_forked_child_opens_its_own_connections(store_url: str) -> None:
     engine = create_engine_from_url(store_url)
     try:
