@@ -1109,6 +1109,28 @@ def test_an_explanation_lists_at_most_the_first_units_left_out_and_counts_them_a
     assert len(json.dumps(decision.to_json())) < 60_000  # was about 180 KB
 
 
+def test_a_pools_snaps_read_from_the_cache_equal_the_snaps_computed(
+    ctx: dispatch.DispatchContext, units: gpd.GeoDataFrame
+) -> None:
+    """A new pool takes its units' snaps from the context's cache when it can (every turn
+    builds one): the same roads, positions, access legs and further joins as snapping anew."""
+    fresh = dataclasses.replace(ctx)  # its own, empty cache
+    kinds = {str(k) for k in units["kind"].unique()}
+    cold = dispatch.UnitPool(units, kinds, fresh)
+    cold.ensure_snaps(np.arange(cold.n))
+    warm = dispatch.UnitPool(units, kinds, fresh)
+    every = np.arange(warm.n)
+    # In two halves, so that one call meets rows already known.
+    warm.ensure_snaps(every[::2])
+    warm.ensure_snaps(every)
+    for column in ("edge", "frac", "access_m", "far"):
+        assert np.array_equal(getattr(warm, column), getattr(cold, column)), column
+    assert (warm.edge >= 0).sum() > 1000  # the reference district's units, snapped
+    assert warm.more.keys() == cold.more.keys()
+    for r, parts in cold.more.items():
+        assert all(np.array_equal(a, b) for a, b in zip(warm.more[r], parts, strict=True)), r
+
+
 def test_a_pools_row_sets_are_its_columns_found_once_and_read_only(
     ctx: dispatch.DispatchContext, units: gpd.GeoDataFrame
 ) -> None:

@@ -455,24 +455,46 @@ class UnitPool:
         if len(rows) == 0:
             return
         cache = self.ctx._snaps
-        misses: dict[str, list[int]] = {}
-        for r in rows.tolist():
-            key = (self.ids[r], self.lon[r], self.lat[r], self.mode[r])
+        # Keys of plain Python values, and one store of the hits' columns: a numpy scalar read
+        # or write for each row and column, and keys compared across numpy and Python types,
+        # cost more than the lookups themselves (every turn builds a new pool).
+        keys = list(
+            zip(
+                self.ids[rows].tolist(),
+                self.lon[rows].tolist(),
+                self.lat[rows].tolist(),
+                self.mode[rows].tolist(),
+                strict=True,
+            )
+        )
+        misses: dict[str, list[int]] = {}  # mode -> positions in ``rows``
+        hit_at: list[int] = []
+        hits: list[tuple[int, float, float, bool, _More | None]] = []
+        for i, key in enumerate(keys):
             hit = cache.get(key)
             if hit is None:
-                misses.setdefault(self.mode[r], []).append(r)
+                misses.setdefault(key[3], []).append(i)
             else:
-                self.edge[r], self.frac[r], self.access_m[r], self.far[r], more = hit
-                self._set_more(r, more)
+                hit_at.append(i)
+                hits.append(hit)
+        if hits:
+            at = rows[hit_at]
+            self.edge[at] = [h[0] for h in hits]
+            self.frac[at] = [h[1] for h in hits]
+            self.access_m[at] = [h[2] for h in hits]
+            self.far[at] = [h[3] for h in hits]
+            for r, h in zip(at.tolist(), hits, strict=True):
+                if h[4] is not None:
+                    self._set_more(r, h[4])
         if misses and len(cache) > _SNAP_CACHE_MAX:
             cache.clear()
         for mode, todo in sorted(misses.items()):
-            idx = np.asarray(todo, dtype=np.int64)
+            idx = rows[todo]
             snap = self.ctx.travel.snap(self.lon[idx], self.lat[idx], mode)
             self.edge[idx], self.frac[idx] = snap.edge, snap.frac
             self.access_m[idx], self.far[idx] = snap.access_m, snap.far
             runs = np.searchsorted(snap.more_point, np.arange(len(todo) + 1))
-            for j, r in enumerate(todo):
+            for j, (i, r) in enumerate(zip(todo, idx.tolist(), strict=True)):
                 a, b = int(runs[j]), int(runs[j + 1])
                 more = (
                     (snap.more_edge[a:b], snap.more_frac[a:b], snap.more_access_m[a:b])
@@ -480,7 +502,7 @@ class UnitPool:
                     else None
                 )
                 self._set_more(r, more)
-                cache[(self.ids[r], self.lon[r], self.lat[r], self.mode[r])] = (
+                cache[keys[i]] = (
                     int(snap.edge[j]),
                     float(snap.frac[j]),
                     float(snap.access_m[j]),
