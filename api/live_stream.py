@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator
@@ -142,8 +141,7 @@ class Hub:
 _HUBS: weakref.WeakKeyDictionary[Engine, Hub] = weakref.WeakKeyDictionary()
 _HUBS_LOCK = threading.Lock()
 # A hub listens on its own thread and connection: a forked child makes its own.
-forking.renew_in_child(sys.modules[__name__], "_HUBS", weakref.WeakKeyDictionary)
-forking.renew_in_child(sys.modules[__name__], "_HUBS_LOCK")
+forking.renew_globals_in_child(__name__, _HUBS=weakref.WeakKeyDictionary, _HUBS_LOCK=threading.Lock)
 
 
 def hub_for(engine: Engine) -> Hub:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -232,7 +231,7 @@ class _Page:
 
 _PAGES: weakref.WeakKeyDictionary[Engine, _Page] = weakref.WeakKeyDictionary()
 _PAGE_LOCK = threading.Lock()
-forking.renew_in_child(sys.modules[__name__], "_PAGE_LOCK")
+forking.renew_globals_in_child(__name__, _PAGE_LOCK=threading.Lock)
 
 
 def _empty_units() -> gpd.GeoDataFrame:

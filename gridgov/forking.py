@@ -18,12 +18,13 @@ not close a connection from a process other than the one that opened it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["renew_in_child", "run_in_child"]
+__all__ = ["renew_globals_in_child", "renew_in_child", "run_in_child"]
 
 # id(owner) -> (a weak reference to it, what a child does to it, by name). Keyed by id because
 # some owners (dataclasses) are not hashable; the weak reference's callback removes the entry,
@@ -55,6 +56,13 @@ def renew_in_child(owner: object, attr: str, make: Callable[[], Any] = threading
         object.__setattr__(obj, attr, make())  # object's: some owners are frozen dataclasses
 
     run_in_child(owner, f"renew {attr}", renew)
+
+
+def renew_globals_in_child(module: str, **makers: Callable[[], Any]) -> None:
+    """:func:`renew_in_child` for globals of the module named ``module``, each made by its
+    maker: ``renew_globals_in_child(__name__, _LOCK=threading.Lock)``."""
+    for attr, make in makers.items():
+        renew_in_child(sys.modules[module], attr, make)
 
 
 def _forget(key: int) -> Callable[[weakref.ref[Any]], None]:

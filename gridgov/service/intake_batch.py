@@ -33,7 +33,6 @@ any report the batch could not decide.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -182,8 +181,9 @@ class _Combiner:
 _COMBINERS: weakref.WeakKeyDictionary[Engine, _Combiner] = weakref.WeakKeyDictionary()
 _COMBINERS_LOCK = threading.Lock()
 # A forked child's pipeline is its own: the parent's queued items wait on the parent's threads.
-forking.renew_in_child(sys.modules[__name__], "_COMBINERS", weakref.WeakKeyDictionary)
-forking.renew_in_child(sys.modules[__name__], "_COMBINERS_LOCK")
+forking.renew_globals_in_child(
+    __name__, _COMBINERS=weakref.WeakKeyDictionary, _COMBINERS_LOCK=threading.Lock
+)
 
 
 def submit(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
-import sys
 import threading
 import time
 import weakref
@@ -170,8 +169,9 @@ class _Child:
 _CHILDREN: weakref.WeakKeyDictionary[Engine, _Child] = weakref.WeakKeyDictionary()
 _CHILDREN_LOCK = threading.Lock()
 # A forked child starts its own turn process: two processes on one pipe would mix their messages.
-forking.renew_in_child(sys.modules[__name__], "_CHILDREN", weakref.WeakKeyDictionary)
-forking.renew_in_child(sys.modules[__name__], "_CHILDREN_LOCK")
+forking.renew_globals_in_child(
+    __name__, _CHILDREN=weakref.WeakKeyDictionary, _CHILDREN_LOCK=threading.Lock
+)
 
 
 def start(engine: Engine, wait_s: float = 0.0) -> bool:

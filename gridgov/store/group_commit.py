@@ -14,7 +14,6 @@ than the request. No thread of its own: a lone request runs its own item at once
 
 from __future__ import annotations
 
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -96,8 +95,9 @@ class Group(Generic[T, R]):
 _GROUPS: weakref.WeakKeyDictionary[Engine, dict[str, Group[Any, Any]]] = weakref.WeakKeyDictionary()
 _GROUPS_LOCK = threading.Lock()
 # A forked child's groups are its own: a parent's run may be led by a thread the child lacks.
-forking.renew_in_child(sys.modules[__name__], "_GROUPS", weakref.WeakKeyDictionary)
-forking.renew_in_child(sys.modules[__name__], "_GROUPS_LOCK")
+forking.renew_globals_in_child(
+    __name__, _GROUPS=weakref.WeakKeyDictionary, _GROUPS_LOCK=threading.Lock
+)
 
 
 def group_of(

@@ -5,7 +5,6 @@ settled around it (:func:`settle_heap`)."""
 from __future__ import annotations
 
 import gc
-import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -57,7 +56,7 @@ class _Cached:
 _CACHE: weakref.WeakKeyDictionary[Engine, _Cached] = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
 # The contexts are plain data and stay (a forked child shares their memory); the lock is renewed.
-forking.renew_in_child(sys.modules[__name__], "_CACHE_LOCK")
+forking.renew_globals_in_child(__name__, _CACHE_LOCK=threading.Lock)
 
 
 def _dataset_version(engine: Engine, connection: Connection | None = None) -> Any:
